@@ -1,0 +1,98 @@
+"""Where Dask work runs: the embedded local cluster, a dask-jobqueue cluster from YAML, a
+running scheduler, or the plain threaded scheduler.
+
+``--cluster`` values understood everywhere:
+
+``local`` (default)
+    an embedded :class:`distributed.LocalCluster` sized to this machine;
+``threads``
+    no distributed cluster at all: Dask's threaded scheduler in this process;
+``tcp://host:port``
+    connect to a running scheduler;
+``path/to/config.yaml`` or the name of a file in ``cluster_configs/`` (``slurm-cpu``)
+    a dask-jobqueue cluster built from that file (see ``cluster_configs/README.md``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from pathlib import Path
+from typing import Iterator
+
+from phirm_scale.errors import PhirmError
+
+__all__ = ["open_cluster", "CONFIG_DIR"]
+
+log = logging.getLogger(__name__)
+
+#: Folder of the shipped dask-jobqueue configurations.
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "cluster_configs"
+
+
+def _resolve_config(spec: str) -> Path | None:
+    p = Path(spec)
+    if p.suffix in {".yaml", ".yml"}:
+        if not p.exists():
+            raise PhirmError(f"{spec}: cluster configuration file not found")
+        return p
+    for cand in (CONFIG_DIR / f"{spec}.yaml", CONFIG_DIR / f"{spec}.yml"):
+        if cand.exists():
+            return cand
+    return None
+
+
+@contextlib.contextmanager
+def open_cluster(spec: str = "local", *, n_workers: int | None = None,
+                 threads_per_worker: int | None = None, quiet: bool = False) -> Iterator[object]:
+    """Open the cluster named by ``spec`` and yield a :class:`distributed.Client` (or ``None``
+    for ``threads``). The cluster is closed on exit when this function started it.
+
+    The dashboard link is printed (to stderr) when a distributed cluster is used.
+    """
+    spec = (spec or "local").strip()
+    if spec == "threads":
+        yield None
+        return
+
+    from distributed import Client, LocalCluster
+
+    def _announce(client):
+        if not quiet:
+            import sys
+            link = getattr(client, "dashboard_link", None)
+            print(f"dask dashboard: {link}", file=sys.stderr)
+
+    if spec == "local":
+        ncpu = os.cpu_count() or 1
+        workers = n_workers or max(1, min(ncpu, 4))
+        threads = threads_per_worker or max(1, ncpu // workers)
+        with LocalCluster(n_workers=workers, threads_per_worker=threads, processes=True,
+                          dashboard_address=":0", silence_logs=logging.ERROR) as cluster, \
+                Client(cluster) as client:
+            _announce(client)
+            yield client
+        return
+
+    if spec.startswith(("tcp://", "tls://", "ucx://", "inproc://")):
+        try:
+            client = Client(spec, timeout="30s")
+        except OSError as exc:
+            raise PhirmError(f"{spec}: cannot reach the Dask scheduler ({exc})") from exc
+        with client:
+            _announce(client)
+            yield client
+        return
+
+    cfg = _resolve_config(spec)
+    if cfg is None:
+        raise PhirmError(
+            f"--cluster {spec!r}: not 'local', 'threads', a scheduler address, a YAML file, nor a "
+            f"configuration in {CONFIG_DIR}")
+    from phirm_scale.jobqueue import cluster_from_yaml  # noqa: PLC0415 (issue 6 module)
+
+    cluster = cluster_from_yaml(cfg)
+    with cluster, Client(cluster) as client:
+        _announce(client)
+        yield client
