@@ -1,0 +1,60 @@
+"""Reading single images (TIFF, PNG, ...) for the file-level commands.
+
+The plate commands read plates through :mod:`phirm_scale.plate`; this module only serves
+``phirm-scale metric`` and friends.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from phirm_scale.errors import InputError
+
+__all__ = ["read_image", "IMAGE_SUFFIXES"]
+
+IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".bmp")
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """Read a 2-D grey image; RGB(A) images with equal colour channels give one channel,
+    other colour images are converted to grey like OpenCV's ``COLOR_BGR2GRAY``.
+
+    Raises :class:`~phirm_scale.errors.InputError` naming the file when it is missing,
+    unreadable, truncated or not 2-D.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: no such file")
+    try:
+        if path.suffix.lower() in (".tif", ".tiff"):
+            import tifffile
+
+            image = tifffile.imread(path)
+        else:
+            import cv2
+
+            image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+            if image is None:
+                raise ValueError("not a readable image")
+            if image.ndim == 3:
+                image = image[..., ::-1][..., :3] if image.shape[-1] >= 3 else image
+    except InputError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - any reader failure is a bad file
+        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise InputError(f"{path}: unreadable image ({msg})") from exc
+    image = np.asarray(image)
+    image = np.squeeze(image)
+    if image.ndim == 3 and image.shape[-1] in (3, 4):
+        rgb = image[..., :3]
+        if np.array_equal(rgb[..., 0], rgb[..., 1]) and np.array_equal(rgb[..., 1], rgb[..., 2]):
+            image = rgb[..., 0]
+        else:
+            import cv2
+
+            image = cv2.cvtColor(np.ascontiguousarray(rgb[..., ::-1]), cv2.COLOR_BGR2GRAY)
+    if image.ndim != 2:
+        raise InputError(f"{path}: expected a 2-D grey image, got shape {image.shape}")
+    return image
