@@ -1,0 +1,712 @@
+"""OME-Zarr HCS plates: open, read, create and write fields and labels.
+
+This is the only module of phirm-scale that knows OME-Zarr paths. A plate is an NGFF 0.5
+(Zarr v3) HCS store::
+
+    <plate>.ome.zarr/                 ome.plate (rows, columns, wells, field_count, name)
+        <row>/<col>/                  ome.well (images: fields)
+            <field>/                  ome.multiscales (axes t c z y x) + ome.omero (channels)
+                0, 1, ...             levels, arrays (1, C, 1, Y, X); one chunk per channel
+                labels/<name>/0       NGFF labels, (1, 1, 1, Y, X) unsigned integers
+
+Every array chunk holds one whole field of one channel (``(1, 1, 1, Y, X)``, blosc lz4 +
+shuffle), so a field is written by exactly one writer: one task per field never races another.
+A field group carries ``phirm_scale.complete = true`` once all its levels were written; stages
+use it to resume where a killed run stopped.
+
+Examples
+--------
+>>> p = open_plate("plate.ome.zarr")                                # doctest: +SKIP
+>>> img = p.read_field(p.fields[0], "DAPI")                         # doctest: +SKIP
+>>> out = create_plate_like(p, "plate_inpainted.ome.zarr")           # doctest: +SKIP
+>>> out.write_field(p.fields[0], p.read_field(p.fields[0]))         # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from pathlib import Path
+from typing import Any, Iterable, Mapping, NamedTuple, Sequence
+
+import numpy as np
+
+from phirm_scale.errors import PlateError
+
+__all__ = [
+    "FieldKey",
+    "Plate",
+    "open_plate",
+    "create_plate",
+    "create_plate_like",
+    "row_name",
+    "row_index",
+    "NGFF_VERSION",
+]
+
+#: NGFF version written by this module.
+NGFF_VERSION = "0.5"
+#: Key of phirm-scale's own attributes in every group it writes.
+ATTRS_KEY = "phirm_scale"
+_AXES = [
+    {"name": "t", "type": "time"},
+    {"name": "c", "type": "channel"},
+    {"name": "z", "type": "space"},
+    {"name": "y", "type": "space"},
+    {"name": "x", "type": "space"},
+]
+_DIMS = ("t", "c", "z", "y", "x")
+_COLORS = ["0000FF", "00FFFF", "FFFFFF", "00FF00", "FF0000", "FF00FF", "FFFF00"]
+
+
+class FieldKey(NamedTuple):
+    """Address of one field of view: ``row`` ('A'), ``column`` ('01'), ``field`` (0, 1, ...)."""
+
+    row: str
+    column: str
+    field: int
+
+    @property
+    def path(self) -> str:
+        """Path of the field group inside the plate (``'A/01/0'``)."""
+        return f"{self.row}/{self.column}/{self.field}"
+
+    def __str__(self) -> str:  # used in error messages
+        return f"{self.row}{self.column}/{self.field}"
+
+
+# --------------------------------------------------------------------------- names
+
+def row_name(index: int) -> str:
+    """Plate row name of a 0-based row index: 0 -> 'A', 25 -> 'Z', 26 -> 'AA'."""
+    if index < 0:
+        raise ValueError(f"row index must be >= 0, got {index}")
+    name = ""
+    index += 1
+    while index:
+        index, rem = divmod(index - 1, 26)
+        name = chr(ord("A") + rem) + name
+    return name
+
+
+def row_index(name: str) -> int:
+    """0-based index of a plate row name ('A' -> 0, 'AA' -> 26)."""
+    if not re.fullmatch(r"[A-Z]+", name):
+        raise ValueError(f"not a plate row name: {name!r}")
+    idx = 0
+    for ch in name:
+        idx = idx * 26 + (ord(ch) - ord("A") + 1)
+    return idx - 1
+
+
+def _zarr():
+    import zarr  # noqa: PLC0415 - keep `import phirm_scale.plate` light
+
+    return zarr
+
+
+def _compressor():
+    from zarr.codecs import BloscCodec
+
+    return BloscCodec(cname="lz4", clevel=5, shuffle="shuffle")
+
+
+def _level_shape(shape: tuple[int, int], level: int) -> tuple[int, int]:
+    y, x = shape
+    for _ in range(level):
+        y, x = (y + 1) // 2, (x + 1) // 2
+    return y, x
+
+
+def downsample2(image: np.ndarray) -> np.ndarray:
+    """Halve the last two axes by 2x2 block means (edge-padded to even size).
+
+    Integer inputs are rounded back to their dtype. Used to build multiscale levels.
+    """
+    a = np.asarray(image)
+    y, x = a.shape[-2:]
+    pad = [(0, 0)] * (a.ndim - 2) + [(0, y % 2), (0, x % 2)]
+    if y % 2 or x % 2:
+        a = np.pad(a, pad, mode="edge")
+    f = a.astype(np.float64)
+    out = f.reshape(*a.shape[:-2], a.shape[-2] // 2, 2, a.shape[-1] // 2, 2).mean(axis=(-3, -1))
+    if np.issubdtype(image.dtype, np.integer):
+        info = np.iinfo(image.dtype)
+        return np.clip(np.rint(out), info.min, info.max).astype(image.dtype)
+    return out.astype(image.dtype)
+
+
+# --------------------------------------------------------------------------- metadata blocks
+
+def _multiscales(n_levels: int, name: str) -> list[dict]:
+    datasets = []
+    for lev in range(n_levels):
+        s = float(2**lev)
+        datasets.append({
+            "path": str(lev),
+            "coordinateTransformations": [{"type": "scale", "scale": [1.0, 1.0, 1.0, s, s]}],
+        })
+    return [{"name": name, "axes": _AXES, "datasets": datasets}]
+
+
+def _omero(channel_names: Sequence[str], dtype: np.dtype) -> dict:
+    dtype = np.dtype(dtype)
+    if np.issubdtype(dtype, np.integer):
+        lo, hi = float(np.iinfo(dtype).min), float(np.iinfo(dtype).max)
+    else:
+        lo, hi = 0.0, 1.0
+    return {
+        "channels": [
+            {
+                "label": str(name),
+                "color": _COLORS[i % len(_COLORS)],
+                "active": True,
+                "window": {"min": lo, "max": hi, "start": lo, "end": hi},
+            }
+            for i, name in enumerate(channel_names)
+        ],
+        "rdefs": {"model": "color"},
+    }
+
+
+def _field_attrs(key: FieldKey, channel_names, dtype, n_levels: int) -> dict:
+    return {
+        "ome": {
+            "version": NGFF_VERSION,
+            "multiscales": _multiscales(n_levels, f"{key.row}{key.column}/{key.field}"),
+            "omero": _omero(channel_names, dtype),
+        }
+    }
+
+
+# --------------------------------------------------------------------------- Plate
+
+class Plate:
+    """An OME-Zarr HCS plate on disk. Use :func:`open_plate`, :func:`create_plate` or
+    :func:`create_plate_like` rather than this constructor.
+
+    Attributes
+    ----------
+    path : Path
+        The plate store.
+    name : str
+        Plate name (``ome.plate.name``).
+    rows, columns : list of str
+        Row and column names of the plate grid, as in the metadata.
+    channel_names : list of str
+        Channel labels (omero metadata of the fields).
+    field_shape : tuple of int
+        ``(Y, X)`` of level 0.
+    dtype : numpy.dtype
+        Data type of the image arrays.
+    fields : list of FieldKey
+        Sorted fields present in the plate.
+    wells : list of (str, str)
+        Sorted wells present.
+    n_levels : int
+        Number of multiscale levels.
+    writable : bool
+        Whether image data may be written (``write_field``). Labels may always be added.
+    """
+
+    def __init__(self, path: str | Path, *, writable: bool = False):
+        self.path = Path(path)
+        self.writable = writable
+        self._load()
+
+    # -- reading metadata -------------------------------------------------
+    def _load(self) -> None:
+        zarr = _zarr()
+        path = self.path
+        if not path.exists():
+            raise PlateError(f"{path}: no such plate")
+        try:
+            root = zarr.open_group(str(path), mode="r")
+        except Exception as exc:  # noqa: BLE001 - any zarr failure means "not a plate"
+            raise PlateError(f"{path}: not a Zarr group ({type(exc).__name__})") from exc
+        ome = dict(root.attrs).get("ome", {})
+        plate = ome.get("plate") if isinstance(ome, Mapping) else None
+        if not plate:
+            raise PlateError(f"{path}: not an OME-Zarr HCS plate (no ome.plate metadata)")
+        self._attrs_all = dict(root.attrs)
+        self.name = str(plate.get("name", path.name.split(".")[0]))
+        self.rows = [r["name"] for r in plate["rows"]]
+        self.columns = [c["name"] for c in plate["columns"]]
+        fields: list[FieldKey] = []
+        wells: list[tuple[str, str]] = []
+        for w in plate["wells"]:
+            r, c = w["path"].split("/")
+            try:
+                wg = zarr.open_group(str(path / r / c), mode="r")
+            except Exception:  # noqa: BLE001 - a listed but absent well has no fields
+                continue
+            images = dict(wg.attrs).get("ome", {}).get("well", {}).get("images", [])
+            if not images:
+                continue
+            wells.append((r, c))
+            for im in images:
+                fields.append(FieldKey(r, c, int(im["path"])))
+        if not fields:
+            raise PlateError(f"{path}: HCS plate without any field")
+        order = {r: i for i, r in enumerate(self.rows)}
+        corder = {c: i for i, c in enumerate(self.columns)}
+        self.fields = sorted(fields, key=lambda k: (order[k.row], corder[k.column], k.field))
+        self.wells = sorted(set(wells), key=lambda w: (order[w[0]], corder[w[1]]))
+        first = zarr.open_group(str(path / self.fields[0].path), mode="r")
+        fome = dict(first.attrs).get("ome", {})
+        try:
+            datasets = fome["multiscales"][0]["datasets"]
+        except (KeyError, IndexError) as exc:
+            raise PlateError(f"{path}/{self.fields[0].path}: field without multiscales") from exc
+        self.level_paths = [d["path"] for d in datasets]
+        self.n_levels = len(self.level_paths)
+        arr = zarr.open_array(str(path / self.fields[0].path / self.level_paths[0]), mode="r")
+        if arr.ndim != 5:
+            raise PlateError(f"{path}/{self.fields[0].path}/0: expected TCZYX, got {arr.ndim}-D")
+        self.field_shape = (int(arr.shape[3]), int(arr.shape[4]))
+        self.dtype = np.dtype(arr.dtype)
+        chans = fome.get("omero", {}).get("channels")
+        if chans:
+            self.channel_names = [str(c.get("label", i)) for i, c in enumerate(chans)]
+        else:
+            self.channel_names = [str(i) for i in range(arr.shape[1])]
+        if len(self.channel_names) != arr.shape[1]:
+            raise PlateError(f"{path}: {len(self.channel_names)} channel names for "
+                             f"{arr.shape[1]} channels")
+
+    def __repr__(self) -> str:
+        return (f"Plate({str(self.path)!r}, wells={len(self.wells)}, fields={len(self.fields)}, "
+                f"channels={self.channel_names}, shape={self.field_shape}, dtype={self.dtype})")
+
+    def __reduce__(self):
+        return (_reopen, (str(self.path), self.writable))
+
+    @property
+    def attrs(self) -> dict:
+        """Plate-level custom attributes (everything but ``ome``), e.g. provenance."""
+        return {k: v for k, v in self._attrs_all.items() if k != "ome"}
+
+    @property
+    def n_channels(self) -> int:
+        return len(self.channel_names)
+
+    @property
+    def metadata(self) -> dict:
+        """The root ``ome`` metadata block (plate)."""
+        return dict(self._attrs_all.get("ome", {}))
+
+    def update_attrs(self, attrs: Mapping[str, Any]) -> None:
+        """Merge ``attrs`` into the plate-level custom attributes (``ome`` is protected)."""
+        if "ome" in attrs:
+            raise PlateError(f"{self.path}: 'ome' attributes cannot be changed")
+        root = _zarr().open_group(str(self.path), mode="r+")
+        root.attrs.update(dict(attrs))
+        self._attrs_all = dict(root.attrs)
+
+    def well_fields(self, row: str, column: str) -> list[FieldKey]:
+        """Fields of one well, sorted."""
+        return [k for k in self.fields if k.row == row and k.column == column]
+
+    def channel_index(self, channel: str | int) -> int:
+        """Index of a channel given by name or index; PlateError naming the plate if unknown."""
+        if isinstance(channel, (int, np.integer)) and not isinstance(channel, bool):
+            if 0 <= int(channel) < self.n_channels:
+                return int(channel)
+        elif channel in self.channel_names:
+            return self.channel_names.index(channel)
+        elif isinstance(channel, str) and channel.isdigit() and int(channel) < self.n_channels:
+            return int(channel)
+        raise PlateError(f"{self.path}: no channel {channel!r} (channels: "
+                         f"{', '.join(self.channel_names)})")
+
+    def _check_key(self, key) -> FieldKey:
+        key = FieldKey(str(key[0]), str(key[1]), int(key[2]))
+        if key not in self._field_set:
+            raise PlateError(f"{self.path}: no field {key}")
+        return key
+
+    @property
+    def _field_set(self) -> set:
+        fs = self.__dict__.get("_fs")
+        if fs is None:
+            fs = self.__dict__["_fs"] = set(self.fields)
+        return fs
+
+    def _array(self, key: FieldKey, level: int = 0, mode: str = "r"):
+        if not 0 <= level < self.n_levels:
+            raise PlateError(f"{self.path}: no level {level} (levels: 0..{self.n_levels - 1})")
+        return _zarr().open_array(str(self.path / key.path / self.level_paths[level]), mode=mode)
+
+    # -- reading data ------------------------------------------------------
+    def read_field(self, key, channel: str | int | None = None, level: int = 0) -> np.ndarray:
+        """Read one field as ``(C, Y, X)`` (all channels) or ``(Y, X)`` (one channel)."""
+        key = self._check_key(key)
+        arr = self._array(key, level)
+        if channel is None:
+            return np.asarray(arr[0, :, 0])
+        return np.asarray(arr[0, self.channel_index(channel), 0])
+
+    def dask_field(self, key, channel: str | int):
+        """One channel of one field as a single-chunk ``(Y, X)`` Dask array (lazy)."""
+        import dask
+        import dask.array as da
+        from dask.base import tokenize
+
+        key = self._check_key(key)
+        c = self.channel_index(channel)
+        name = "phirm-field-" + tokenize(str(self.path), tuple(key), c)
+        d = dask.delayed(_read_one, pure=True, name=name)(str(self.path), tuple(key), c)
+        return da.from_delayed(d, shape=self.field_shape, dtype=self.dtype)
+
+    def field_complete(self, key) -> bool:
+        """Whether every level of a field was written (``phirm_scale.complete`` marker)."""
+        key = self._check_key(key)
+        g = _zarr().open_group(str(self.path / key.path), mode="r")
+        return bool(dict(g.attrs).get(ATTRS_KEY, {}).get("complete", False))
+
+    def missing_fields(self) -> list[FieldKey]:
+        """Fields whose data was not (completely) written yet."""
+        return [k for k in self.fields if not self.field_complete(k)]
+
+    def field_attrs(self, key) -> dict:
+        """Custom attributes of a field group (everything but ``ome``)."""
+        key = self._check_key(key)
+        g = _zarr().open_group(str(self.path / key.path), mode="r")
+        return {k: v for k, v in dict(g.attrs).items() if k != "ome"}
+
+    # -- labels --------------------------------------------------------------
+    def label_names(self, key) -> list[str]:
+        """Names of the labels of a field (``labels`` group metadata)."""
+        key = self._check_key(key)
+        p = self.path / key.path / "labels"
+        if not (p / "zarr.json").exists():
+            return []
+        g = _zarr().open_group(str(p), mode="r")
+        return list(dict(g.attrs).get("ome", {}).get("labels", []))
+
+    def has_label(self, key, name: str) -> bool:
+        """Whether field ``key`` has a complete label image ``name``."""
+        key = self._check_key(key)
+        p = self.path / key.path / "labels" / name
+        if not (p / "0" / "zarr.json").exists():
+            return False
+        g = _zarr().open_group(str(p), mode="r")
+        return bool(dict(g.attrs).get(ATTRS_KEY, {}).get("complete", False))
+
+    def read_label(self, key, name: str) -> np.ndarray:
+        """Read label image ``name`` of a field as ``(Y, X)``."""
+        key = self._check_key(key)
+        if not self.has_label(key, name):
+            raise PlateError(f"{self.path}: field {key} has no label {name!r}")
+        arr = _zarr().open_array(str(self.path / key.path / "labels" / name / "0"), mode="r")
+        return np.asarray(arr[0, 0, 0])
+
+    def write_label(self, key, name: str, array: np.ndarray) -> None:
+        """Write (or replace) the NGFF label image ``name`` of a field.
+
+        Labels are added beside the image; image data is never touched, so this works on a
+        plate opened read-only. One writer per field: do not write two labels of the same
+        field concurrently.
+
+        Parameters
+        ----------
+        key : FieldKey
+        name : str
+            Label name, e.g. ``'artefacts'``.
+        array : (Y, X) ndarray of bool or unsigned integers (uint8, uint16, uint32).
+        """
+        key = self._check_key(key)
+        if not re.fullmatch(r"[A-Za-z0-9_.\-]+", name or ""):
+            raise PlateError(f"{self.path}: invalid label name {name!r}")
+        a = np.asarray(array)
+        if a.dtype == bool:
+            a = a.astype(np.uint8)
+        if a.dtype not in (np.uint8, np.uint16, np.uint32):
+            raise PlateError(f"{self.path}: label {name!r} of field {key} must be uint8/16/32, "
+                             f"got {a.dtype}")
+        if a.shape != self.field_shape:
+            raise PlateError(f"{self.path}: label {name!r} of field {key} has shape {a.shape}, "
+                             f"expected {self.field_shape}")
+        zarr = _zarr()
+        fpath = self.path / key.path
+        labels_path = fpath / "labels"
+        names = self.label_names(key)
+        if name not in names:
+            names = sorted([*names, name])
+        lg = zarr.open_group(str(labels_path), mode="a")
+        lg.attrs.update({"ome": {"version": NGFF_VERSION, "labels": names}})
+        attrs = {
+            "ome": {
+                "version": NGFF_VERSION,
+                "multiscales": _multiscales(self.n_levels, name),
+                "image-label": {
+                    "version": NGFF_VERSION,
+                    "source": {"image": "../../"},
+                    "colors": [{"label-value": 1, "rgba": [255, 0, 0, 255]}],
+                },
+            },
+            ATTRS_KEY: {"complete": False},
+        }
+        g = zarr.create_group(str(labels_path / name), attributes=attrs, overwrite=True)
+        level = a
+        for lev in range(self.n_levels):  # as many levels as the image (NGFF); nearest
+            if lev:
+                level = level[::2, ::2]
+            arr = g.create_array(
+                str(lev), shape=(1, 1, 1, *level.shape), chunks=(1, 1, 1, *level.shape),
+                dtype=a.dtype, compressors=_compressor(), fill_value=0, dimension_names=_DIMS,
+                overwrite=True)
+            arr[0, 0, 0] = level
+        g.attrs.update({ATTRS_KEY: {"complete": True}})
+
+    # -- writing image data --------------------------------------------------
+    def write_field(self, key, array: np.ndarray) -> None:
+        """Write all channels of one field, ``(C, Y, X)``, and its downsampled levels.
+
+        The field is marked complete afterwards (see :meth:`field_complete`).
+        """
+        if not self.writable:
+            raise PlateError(f"{self.path}: plate opened read-only; image data is never "
+                             "modified in place")
+        key = self._check_key(key)
+        write_field_data(self.path, key, array, channel_names=self.channel_names,
+                         dtype=self.dtype, shape=self.field_shape, n_levels=self.n_levels)
+
+
+def _reopen(path: str, writable: bool) -> Plate:
+    return Plate(path, writable=writable)
+
+
+def _read_one(path: str, key: tuple, channel: int) -> np.ndarray:
+    arr = _zarr().open_array(str(Path(path) / FieldKey(*key).path / "0"), mode="r")
+    return np.asarray(arr[0, channel, 0])
+
+
+def write_field_data(path: str | Path, key: FieldKey, array: np.ndarray, *,
+                     channel_names: Sequence[str], dtype, shape: tuple[int, int],
+                     n_levels: int = 1, field_attrs: Mapping[str, Any] | None = None) -> None:
+    """Low-level: write one field's levels into an existing layout and mark it complete.
+
+    Does not need the plate metadata (convert writes that last). ``array`` is ``(C, Y, X)``.
+    """
+    zarr = _zarr()
+    key = FieldKey(*key)
+    a = np.asarray(array)
+    if a.ndim == 2 and len(channel_names) == 1:
+        a = a[None]
+    dtype = np.dtype(dtype)
+    if a.shape != (len(channel_names), *shape):
+        raise PlateError(f"{path}: field {key}: data of shape {a.shape}, expected "
+                         f"{(len(channel_names), *shape)}")
+    if a.dtype != dtype:
+        if np.can_cast(a.dtype, dtype, casting="safe"):
+            a = a.astype(dtype)
+        else:
+            raise PlateError(f"{path}: field {key}: data of dtype {a.dtype}, plate is {dtype}")
+    fpath = Path(path) / key.path
+    g = zarr.open_group(str(fpath), mode="r+")
+    marker = dict(dict(g.attrs).get(ATTRS_KEY, {}))
+    if marker.get("complete"):
+        marker["complete"] = False
+        g.attrs.update({ATTRS_KEY: marker})
+    level = a
+    for lev in range(n_levels):
+        if lev:
+            level = downsample2(level)
+        arr = zarr.open_array(str(fpath / str(lev)), mode="r+")
+        arr[0, :, 0] = level
+    marker.update(dict(field_attrs or {}))
+    marker["complete"] = True
+    g.attrs.update({ATTRS_KEY: marker})
+
+
+# --------------------------------------------------------------------------- creating
+
+def _check_layout(rows, columns, fields) -> dict[tuple[str, str], list[int]]:
+    wells: dict[tuple[str, str], list[int]] = {}
+    for k in fields:
+        k = FieldKey(str(k[0]), str(k[1]), int(k[2]))
+        if k.row not in rows or k.column not in columns:
+            raise PlateError(f"field {k}: well {k.row}{k.column} outside the plate grid")
+        wells.setdefault((k.row, k.column), [])
+        if k.field in wells[(k.row, k.column)]:
+            raise PlateError(f"field {k} listed twice")
+        wells[(k.row, k.column)].append(k.field)
+    return {w: sorted(f) for w, f in wells.items()}
+
+
+def _prepare_output(path: Path, overwrite: bool) -> None:
+    if path.exists():
+        if not overwrite:
+            raise PlateError(f"{path}: output exists (use overwrite to replace it)")
+        if path.is_dir() and any(path.iterdir()) and not (path / "zarr.json").exists():
+            raise PlateError(f"{path}: exists and is not a Zarr store; refusing to delete it")
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
+
+
+def create_layout(path: str | Path, *, rows: Sequence[str], columns: Sequence[str],
+                  fields: Iterable, channel_names: Sequence[str], shape: tuple[int, int],
+                  dtype, name: str, n_levels: int = 1, attrs: Mapping[str, Any] | None = None,
+                  plate_metadata: bool = True, skip_existing: bool = False) -> None:
+    """Low-level: write groups, well and field metadata and empty arrays of a plate.
+
+    With ``plate_metadata=False`` the root ``ome.plate`` block is left out (written later by
+    :func:`write_plate_metadata`): convert writes it last, so a killed conversion never
+    looks like a plate. ``skip_existing`` keeps field groups already present (resume).
+    """
+    zarr = _zarr()
+    from ome_zarr.format import FormatV05
+    from ome_zarr.writer import write_well_metadata
+
+    path = Path(path)
+    rows, columns = list(rows), list(columns)
+    wells = _check_layout(rows, columns, fields)
+    shape = (int(shape[0]), int(shape[1]))
+    dtype = np.dtype(dtype)
+    if n_levels < 1:
+        raise PlateError(f"{path}: n_levels must be >= 1, got {n_levels}")
+    fmt = FormatV05()
+    root = zarr.open_group(str(path), mode="a", zarr_format=3)
+    if attrs:
+        root.attrs.update(dict(attrs))
+    for r in sorted({w[0] for w in wells}):
+        if not (path / r / "zarr.json").exists():
+            zarr.create_group(str(path / r), zarr_format=3)
+    comp = _compressor()
+    for (r, c), flist in wells.items():
+        wpath = path / r / c
+        if not (skip_existing and (wpath / "zarr.json").exists()):
+            wg = zarr.create_group(str(wpath), zarr_format=3, overwrite=True)
+            write_well_metadata(wg, [{"path": str(f)} for f in flist], fmt=fmt)
+        for f in flist:
+            key = FieldKey(r, c, f)
+            fpath = wpath / str(f)
+            if skip_existing and (fpath / "zarr.json").exists():
+                continue
+            g = zarr.create_group(str(fpath), zarr_format=3, overwrite=True,
+                                  attributes=_field_attrs(key, channel_names, dtype, n_levels))
+            for lev in range(n_levels):
+                ly, lx = _level_shape(shape, lev)
+                g.create_array(str(lev), shape=(1, len(channel_names), 1, ly, lx),
+                               chunks=(1, 1, 1, ly, lx), dtype=dtype, compressors=comp,
+                               fill_value=0, dimension_names=_DIMS, overwrite=True)
+    if plate_metadata:
+        write_plate_metadata(path, rows=rows, columns=columns, wells=list(wells), name=name,
+                             field_count=max(len(v) for v in wells.values()))
+
+
+def write_plate_metadata(path: str | Path, *, rows: Sequence[str], columns: Sequence[str],
+                         wells: Sequence[tuple[str, str]], name: str,
+                         field_count: int) -> None:
+    """Write the root ``ome.plate`` block (ome-zarr-py's writer, NGFF 0.5)."""
+    zarr = _zarr()
+    from ome_zarr.format import FormatV05
+    from ome_zarr.writer import write_plate_metadata as _wpm
+
+    rows, columns = list(rows), list(columns)
+    root = zarr.open_group(str(path), mode="r+")
+    well_list = [
+        {"path": f"{r}/{c}", "rowIndex": rows.index(r), "columnIndex": columns.index(c)}
+        for r, c in sorted(wells, key=lambda w: (rows.index(w[0]), columns.index(w[1])))
+    ]
+    keep = {k: v for k, v in dict(root.attrs).items() if k != "ome"}
+    _wpm(root, rows, columns, well_list, fmt=FormatV05(), field_count=int(field_count),
+         name=str(name))
+    # ome-zarr's writer replaces the 'ome' key only; make sure our attrs survive unchanged
+    if keep:
+        cur = dict(root.attrs)
+        if any(cur.get(k) != v for k, v in keep.items()):
+            root.attrs.update(keep)
+
+
+def create_plate(path: str | Path, *, rows: Sequence[str], columns: Sequence[str],
+                 fields: Iterable, channel_names: Sequence[str], shape: tuple[int, int],
+                 dtype, name: str | None = None, n_levels: int = 1,
+                 attrs: Mapping[str, Any] | None = None, overwrite: bool = False) -> Plate:
+    """Create an empty, writable HCS plate.
+
+    Parameters
+    ----------
+    path : str or Path
+        Output store (``*.ome.zarr``).
+    rows, columns : sequence of str
+        Plate grid (e.g. ``['A', 'B']``, ``['01', '02']``).
+    fields : iterable of FieldKey or (row, column, field)
+        Fields to create (wells are those with at least one field).
+    channel_names : sequence of str
+    shape : (Y, X)
+    dtype : numpy dtype
+    name : str, optional
+        Plate name; default the store name without suffixes.
+    n_levels : int
+        Multiscale levels (level k is downsampled by 2**k).
+    attrs : mapping, optional
+        Plate-level custom attributes (JSON-serialisable).
+    overwrite : bool
+        Replace an existing store; otherwise an existing ``path`` is a PlateError.
+
+    Returns
+    -------
+    Plate
+        Opened writable.
+    """
+    path = Path(path)
+    channel_names = [str(c) for c in channel_names]
+    if len(set(channel_names)) != len(channel_names) or not channel_names:
+        raise PlateError(f"{path}: channel names must be unique and non-empty: {channel_names}")
+    if attrs is not None:
+        try:
+            json.dumps(dict(attrs))
+        except TypeError as exc:
+            raise PlateError(f"{path}: plate attributes are not JSON-serialisable ({exc})") from exc
+    fields = list(fields)
+    if not fields:
+        raise PlateError(f"{path}: a plate needs at least one field")
+    _check_layout(list(rows), list(columns), fields)
+    _prepare_output(path, overwrite)
+    create_layout(path, rows=rows, columns=columns, fields=fields, channel_names=channel_names,
+                  shape=shape, dtype=dtype, name=name or path.name.split(".")[0],
+                  n_levels=n_levels, attrs=attrs)
+    return Plate(path, writable=True)
+
+
+def create_plate_like(plate: Plate | str | Path, out_path: str | Path, *,
+                      channel_names: Sequence[str] | None = None, dtype=None,
+                      attrs: Mapping[str, Any] | None = None, overwrite: bool = False,
+                      n_levels: int | None = None) -> Plate:
+    """Create an empty plate with the layout (rows, columns, fields, shape) of ``plate``.
+
+    Channel names and dtype default to the source's; ``attrs`` become the plate-level custom
+    attributes (e.g. provenance). Used for derived (inpainted) plates; the source is untouched.
+    """
+    src = plate if isinstance(plate, Plate) else open_plate(plate)
+    return create_plate(
+        out_path, rows=src.rows, columns=src.columns, fields=src.fields,
+        channel_names=list(channel_names) if channel_names is not None else src.channel_names,
+        shape=src.field_shape, dtype=dtype if dtype is not None else src.dtype,
+        name=src.name, n_levels=src.n_levels if n_levels is None else n_levels,
+        attrs=attrs, overwrite=overwrite)
+
+
+def open_plate(path: str | Path, *, mode: str = "r") -> Plate:
+    """Open an OME-Zarr HCS plate.
+
+    Parameters
+    ----------
+    path : str or Path
+    mode : {'r', 'r+'}
+        ``'r'`` (default): image data read-only (labels may still be added); ``'r+'``: fields
+        may be written with :meth:`Plate.write_field`.
+
+    Raises
+    ------
+    PlateError
+        If ``path`` is not an HCS plate.
+    """
+    if mode not in ("r", "r+"):
+        raise PlateError(f"{path}: mode must be 'r' or 'r+', got {mode!r}")
+    return Plate(path, writable=(mode == "r+"))
