@@ -1,0 +1,532 @@
+"""Per-window PhIRM quality control of a reconstruction against its reference, as xarray.
+
+Three layers, each usable on its own:
+
+1. geometry -- :func:`window_starts` / :func:`window_grid` cut a field into windows of 256
+   (the paper's unit) whose edge windows are aligned to the border, so every window is full
+   size; a field smaller than the window in one dimension uses its full extent there;
+2. the per-field kernel -- :func:`score_field` normalises both images to 8 bit with the
+   *reference* field's min/max (:func:`phirm_scale.metric.to_uint8`) and returns, per window,
+   the PhIRM components of reference and reconstruction, PSNR, SSIM and (when a mask is given)
+   the masked fraction.  It is plain numpy: the Dask stage (:mod:`phirm_scale.stages.score`)
+   maps it, one task per field;
+3. the reduction -- :func:`to_dataset` stacks kernel results of many fields into an
+   :class:`xarray.Dataset` (dims ``row``, ``column``, ``field``, ``window``), computes NCD, NAD,
+   AAD and PhIRM per window (vectorised :func:`phirm_scale.metric.phirm_from_components`) and
+   adds field, well and plate summaries (:func:`summarise`).
+
+:func:`write_qc` / :func:`open_qc` store the Dataset with ``to_zarr`` / ``xr.open_zarr``,
+:func:`to_table` flattens it to one row per window for CSV / Parquet.
+
+Absent fields (a well with fewer fields, an empty well of the plate layout) are NaN; every
+variable is float64 so that NaN can mark them (counts are exact integers up to 2**53).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import warnings
+from pathlib import Path
+from typing import Iterable, Mapping, NamedTuple
+
+import numpy as np
+import xarray as xr
+
+from phirm_scale import __version__
+from phirm_scale import metric
+from phirm_scale.errors import InputError, PhirmError
+
+__all__ = [
+    "WINDOW",
+    "COMPONENTS",
+    "KERNEL_VARIABLES",
+    "WINDOW_VARIABLES",
+    "SUMMARY_STATISTICS",
+    "WindowGrid",
+    "window_starts",
+    "window_grid",
+    "parse_window",
+    "score_field",
+    "to_dataset",
+    "summarise",
+    "add_summaries",
+    "to_table",
+    "write_qc",
+    "open_qc",
+]
+
+#: Default window edge (the paper's 256x256 patches).
+WINDOW = 256
+
+#: Components counted by :func:`phirm_scale.metric.components`, in this order.
+COMPONENTS = ("nuclei_count", "nuclei_area", "artefact_count", "artefact_area")
+
+#: Per-window variables returned by :func:`score_field` (``masked_fraction`` only with a mask).
+KERNEL_VARIABLES = (
+    tuple(f"ref_{c}" for c in COMPONENTS)
+    + tuple(f"rec_{c}" for c in COMPONENTS)
+    + ("psnr", "ssim", "masked_fraction")
+)
+
+#: Per-window variables of the QC Dataset, in this order (``masked_fraction`` only with a mask).
+WINDOW_VARIABLES = KERNEL_VARIABLES[:8] + ("ncd", "nad", "aad", "phirm") + KERNEL_VARIABLES[8:]
+
+#: Statistics of PhIRM in every summary (see :func:`summarise`).
+SUMMARY_STATISTICS = ("phirm_mean", "phirm_min", "phirm_p05", "phirm_frac_below", "n_windows")
+
+_DESCRIPTIONS = {
+    "nuclei_count": "number of nuclei (clumps count as the metric mode says)",
+    "nuclei_area": "total nuclei area, px",
+    "artefact_count": "number of artefact components",
+    "artefact_area": "total artefact area, px",
+    "ncd": "nuclei count difference term",
+    "nad": "nuclei area difference term",
+    "aad": "artefact area difference term",
+    "phirm": "PhIRM, 0..1, higher = phenotype better kept",
+    "psnr": "peak signal-to-noise ratio, dB (inf for identical windows)",
+    "ssim": "structural similarity (skimage, data_range 255)",
+    "masked_fraction": "fraction of window pixels inside the mask",
+}
+
+
+# --------------------------------------------------------------------------------- geometry
+class WindowGrid(NamedTuple):
+    """Windows covering a field: top-left corners and the common window shape.
+
+    Attributes
+    ----------
+    y0, x0 : (W,) ndarray of int64
+        Top-left corner of every window, row-major (all x for the first y, then the next y).
+    height, width : int
+        Shape of every window.
+    """
+
+    y0: np.ndarray
+    x0: np.ndarray
+    height: int
+    width: int
+
+    def __len__(self) -> int:  # number of windows, not of tuple fields
+        return int(self.y0.size)
+
+    def slices(self) -> Iterable[tuple[slice, slice]]:
+        """Yield ``(slice_y, slice_x)`` of every window, in grid order."""
+        for y, x in zip(self.y0.tolist(), self.x0.tolist()):
+            yield slice(y, y + self.height), slice(x, x + self.width)
+
+
+def window_starts(length: int, size: int | None) -> np.ndarray:
+    """Start offsets of full-size windows covering ``[0, length)``.
+
+    Windows are laid from 0 in steps of ``size``; when they do not end at ``length``, one last
+    window is aligned to the border (it overlaps its neighbour).  A ``length`` not larger than
+    ``size`` (or ``size`` None) gives one window of the full extent.
+
+    Parameters
+    ----------
+    length : int
+        Extent of the field along one axis (> 0).
+    size : int or None
+        Window edge; None means the whole extent.
+
+    Returns
+    -------
+    starts : (K,) ndarray of int64
+
+    Examples
+    --------
+    >>> window_starts(600, 256).tolist()
+    [0, 256, 344]
+    >>> window_starts(200, 256).tolist()
+    [0]
+    """
+    if length <= 0:
+        raise InputError(f"window_starts: length must be > 0, got {length}")
+    if size is None or size >= length:
+        return np.zeros(1, dtype=np.int64)
+    starts = np.arange(0, length - size + 1, size, dtype=np.int64)
+    if starts[-1] + size < length:
+        starts = np.append(starts, np.int64(length - size))
+    return starts
+
+
+def window_grid(shape: tuple[int, int], window: int | None = WINDOW) -> WindowGrid:
+    """Window grid of a ``(Y, X)`` field for windows of ``window`` (None = the whole field).
+
+    Parameters
+    ----------
+    shape : (int, int)
+        Field shape ``(Y, X)``.
+    window : int or None, default 256
+        Window edge; in a dimension smaller than ``window`` the full extent is used.
+
+    Returns
+    -------
+    WindowGrid
+    """
+    if len(shape) != 2:
+        raise InputError(f"window_grid: expected a (Y, X) shape, got {tuple(shape)}")
+    window = parse_window(window)
+    ys = window_starts(int(shape[0]), window)
+    xs = window_starts(int(shape[1]), window)
+    yy, xx = np.meshgrid(ys, xs, indexing="ij")
+    h = int(shape[0]) if window is None else min(window, int(shape[0]))
+    w = int(shape[1]) if window is None else min(window, int(shape[1]))
+    return WindowGrid(yy.ravel(), xx.ravel(), h, w)
+
+
+def parse_window(window: int | str | None) -> int | None:
+    """Normalise a window option: an int >= 7 (SSIM needs 7x7), or ``'field'``/None -> None."""
+    if window is None or (isinstance(window, str) and window.strip().lower() == "field"):
+        return None
+    try:
+        value = int(window)
+    except (TypeError, ValueError):
+        raise InputError(f"window must be an integer >= 7 or 'field', got {window!r}") from None
+    if value < 7 or (isinstance(window, float) and window != value):
+        raise InputError(f"window must be an integer >= 7 or 'field', got {window!r}")
+    return value
+
+
+# ----------------------------------------------------------------------------------- kernel
+def _as_field(array, what: str, name: str) -> np.ndarray:
+    a = np.asarray(array)
+    if a.ndim != 2:
+        raise InputError(f"{name}: {what} must be a (Y, X) array, got shape {a.shape}")
+    if a.size == 0:
+        raise InputError(f"{name}: {what} is empty")
+    if a.dtype.kind not in "uif" and a.dtype != np.bool_:
+        raise InputError(f"{name}: {what} has unsupported dtype {a.dtype}")
+    if a.dtype.kind == "f" and not np.isfinite(a).all():
+        raise InputError(f"{name}: {what} contains NaN or infinite values")
+    return a
+
+
+def score_field(reference, reconstruction, *, window: int | str | None = WINDOW,
+                params: "metric.PhirmParams | None" = None, mask=None,
+                name: str = "field") -> dict[str, np.ndarray]:
+    """PhIRM components, PSNR, SSIM (and masked fraction) of every window of one field.
+
+    Both images are normalised to 8 bit with the reference field's min/max
+    (``metric.to_uint8(x, lo=ref.min(), hi=ref.max())``); the windows of
+    :func:`window_grid` are then scored independently, each as one image for
+    :func:`phirm_scale.metric.components`, :func:`~phirm_scale.metric.psnr` and
+    :func:`~phirm_scale.metric.ssim`.
+
+    Parameters
+    ----------
+    reference, reconstruction : (Y, X) array_like, any integer or float dtype
+        The field before and after restoration (same shape).
+    window : int, 'field' or None, default 256
+        Window edge; ``'field'`` scores the whole field as one window.
+    params : PhirmParams, optional
+        Metric parameters (default: the paper's).
+    mask : (Y, X) array_like, optional
+        Nonzero = masked (inpainted) pixel; adds ``masked_fraction``.
+    name : str
+        Name of the field in error messages.
+
+    Returns
+    -------
+    dict of str -> (W,) float64 ndarray
+        Keys :data:`KERNEL_VARIABLES` (without ``masked_fraction`` when no mask is given),
+        windows in :func:`window_grid` order.
+    """
+    ref = _as_field(reference, "reference", name)
+    rec = _as_field(reconstruction, "reconstruction", name)
+    if rec.shape != ref.shape:
+        raise InputError(f"{name}: reconstruction shape {rec.shape} != reference shape {ref.shape}")
+    msk = None
+    if mask is not None:
+        msk = np.asarray(mask)
+        if msk.shape != ref.shape:
+            raise InputError(f"{name}: mask shape {msk.shape} != field shape {ref.shape}")
+    grid = window_grid(ref.shape, window)
+    lo, hi = float(ref.min()), float(ref.max())
+    ref8 = metric.to_uint8(ref, lo=lo, hi=hi)
+    rec8 = metric.to_uint8(rec, lo=lo, hi=hi)
+
+    names = KERNEL_VARIABLES if msk is not None else KERNEL_VARIABLES[:-1]
+    out = {k: np.empty(len(grid), dtype=np.float64) for k in names}
+    area = float(grid.height * grid.width)
+    for i, sl in enumerate(grid.slices()):
+        a = np.ascontiguousarray(ref8[sl])
+        b = np.ascontiguousarray(rec8[sl])
+        ca = metric.components(a, params)
+        cb = metric.components(b, params)
+        for c in COMPONENTS:
+            out[f"ref_{c}"][i] = getattr(ca, c)
+            out[f"rec_{c}"][i] = getattr(cb, c)
+        out["psnr"][i] = metric.psnr(a, b)
+        out["ssim"][i] = metric.ssim(a, b)
+        if msk is not None:
+            out["masked_fraction"][i] = np.count_nonzero(msk[sl]) / area
+    return out
+
+
+# -------------------------------------------------------------------------------- reduction
+def _params_attrs(params) -> dict:
+    out = {}
+    for k, v in dataclasses.asdict(params).items():
+        if isinstance(v, tuple):
+            v = list(v)
+        if isinstance(v, float) and not math.isfinite(v):
+            v = str(v)
+        out[f"param_{k}"] = v
+    return out
+
+
+def to_dataset(results: Mapping[tuple, Mapping[str, np.ndarray]], grid: WindowGrid, *,
+               rows: Iterable[str] | None = None, columns: Iterable[str] | None = None,
+               params: "metric.PhirmParams | None" = None, threshold: float = 0.9,
+               attrs: Mapping | None = None, summaries: bool = True) -> xr.Dataset:
+    """Stack per-field kernel results into the QC Dataset and score every window.
+
+    Parameters
+    ----------
+    results : mapping of (row, column, field) -> dict
+        :func:`score_field` output per field (a :class:`~phirm_scale.plate.FieldKey` is such a
+        tuple).  All fields share ``grid``; either all or none carry ``masked_fraction``.
+    grid : WindowGrid
+        The window grid the results were computed on.
+    rows, columns : iterable of str, optional
+        Layout of the plate (default: those present in ``results``); wells of the layout
+        without results are NaN.
+    params : PhirmParams, optional
+        Metric parameters used for NCD/NAD/AAD/PhIRM and recorded in the attributes.
+    threshold : float, default 0.9
+        PhIRM threshold of the ``*_phirm_frac_below`` summaries.
+    attrs : mapping, optional
+        Extra attributes (inputs, channels, ...), stored as given (JSON-able values).
+    summaries : bool, default True
+        Add field, well and plate summaries (:func:`add_summaries`).
+
+    Returns
+    -------
+    xarray.Dataset
+        Per-window variables :data:`WINDOW_VARIABLES` with dims ``(row, column, field,
+        window)``, coordinates ``row``, ``column``, ``field``, ``window``, ``y0``, ``x0``.
+    """
+    if not results:
+        raise InputError("to_dataset: no field results to reduce")
+    params = params if params is not None else metric.PhirmParams()
+    keys = sorted(results, key=lambda k: (str(k[0]), str(k[1]), int(k[2])))
+    row_names = list(rows) if rows is not None else sorted({str(k[0]) for k in keys})
+    col_names = list(columns) if columns is not None else sorted({str(k[1]) for k in keys})
+    field_ids = sorted({int(k[2]) for k in keys})
+    ri = {r: i for i, r in enumerate(row_names)}
+    ci = {c: i for i, c in enumerate(col_names)}
+    fi = {f: i for i, f in enumerate(field_ids)}
+    nwin = len(grid)
+
+    has_mask = {("masked_fraction" in results[k]) for k in keys}
+    if len(has_mask) != 1:
+        raise InputError("to_dataset: masked_fraction present for some fields only")
+    kernel_vars = KERNEL_VARIABLES if has_mask.pop() else KERNEL_VARIABLES[:-1]
+
+    stacked = {}
+    for v in kernel_vars:
+        rows_v = []
+        for k in keys:
+            arr = np.asarray(results[k][v], dtype=np.float64)
+            if arr.shape != (nwin,):
+                raise InputError(f"to_dataset: {v} of field {tuple(k)} has shape {arr.shape}, "
+                                 f"expected ({nwin},)")
+            rows_v.append(arr)
+        stacked[v] = np.stack(rows_v)  # (n_fields_present, W)
+    for k in keys:
+        if str(k[0]) not in ri or str(k[1]) not in ci:
+            raise InputError(f"to_dataset: field {tuple(k)} is outside the plate layout")
+
+    ncd, nad, aad, phirm = metric.phirm_from_components(
+        stacked["ref_nuclei_count"], stacked["ref_nuclei_area"], stacked["ref_artefact_area"],
+        stacked["rec_nuclei_count"], stacked["rec_nuclei_area"], stacked["rec_artefact_area"],
+        params=params)
+    for v, arr in zip(("ncd", "nad", "aad", "phirm"), (ncd, nad, aad, phirm)):
+        stacked[v] = np.broadcast_to(np.asarray(arr, dtype=np.float64), (len(keys), nwin))
+
+    idx = (np.array([ri[str(k[0])] for k in keys], dtype=np.intp),
+           np.array([ci[str(k[1])] for k in keys], dtype=np.intp),
+           np.array([fi[int(k[2])] for k in keys], dtype=np.intp))
+    shape = (len(row_names), len(col_names), len(field_ids), nwin)
+    dims = ("row", "column", "field", "window")
+    data_vars = {}
+    for v in WINDOW_VARIABLES:
+        if v not in stacked:
+            continue
+        full = np.full(shape, np.nan, dtype=np.float64)
+        full[idx] = stacked[v]
+        base = v[4:] if v.startswith(("ref_", "rec_")) else v
+        who = {"ref_": "reference: ", "rec_": "reconstruction: "}.get(v[:4], "")
+        data_vars[v] = xr.Variable(dims, full, attrs={"description": who + _DESCRIPTIONS[base]})
+
+    coords = {
+        "row": ("row", np.asarray(row_names, dtype=str)),
+        "column": ("column", np.asarray(col_names, dtype=str)),
+        "field": ("field", np.asarray(field_ids, dtype=np.int64)),
+        "window": ("window", np.arange(nwin, dtype=np.int64)),
+        "y0": ("window", np.asarray(grid.y0, dtype=np.int64), {"description": "window top, px"}),
+        "x0": ("window", np.asarray(grid.x0, dtype=np.int64), {"description": "window left, px"}),
+    }
+    ds_attrs = {
+        "title": "PhIRM quality control",
+        "software": "phirm-scale",
+        "software_version": __version__,
+        "window_height": int(grid.height),
+        "window_width": int(grid.width),
+        "normalisation": ("rint((x - lo) / (hi - lo) * 255) clipped to 0..255, lo/hi = min/max "
+                          "of the reference field, applied to both images"),
+        "threshold": float(threshold),
+        "mode": getattr(params, "mode", "paper"),
+        **_params_attrs(params),
+    }
+    ds_attrs.update(dict(attrs or {}))
+    ds = xr.Dataset(data_vars, coords=coords, attrs=ds_attrs)
+    return add_summaries(ds, threshold=threshold) if summaries else ds
+
+
+_LEVEL_DIMS = {"field": ("window",), "well": ("field", "window"),
+               "plate": ("row", "column", "field", "window")}
+
+
+def summarise(ds: xr.Dataset, level: str = "plate", *, threshold: float | None = None) -> xr.Dataset:
+    """Summaries of the per-window variables at ``level`` 'field', 'well' or 'plate'.
+
+    Parameters
+    ----------
+    ds : xarray.Dataset
+        A QC Dataset (per-window variables with dims ``row, column, field, window``).
+    level : {'field', 'well', 'plate'}
+        Reduce over ``window`` (field), ``field, window`` (well) or everything (plate).
+    threshold : float, optional
+        PhIRM threshold for ``phirm_frac_below`` (default: ``ds.attrs['threshold']`` or 0.9).
+
+    Returns
+    -------
+    xarray.Dataset
+        ``phirm_mean``, ``phirm_min``, ``phirm_p05`` (5th percentile, linear interpolation),
+        ``phirm_frac_below`` (fraction of windows with PhIRM < threshold), ``n_windows``,
+        ``ssim_mean``, ``masked_fraction_mean`` (with a mask) and the summed components
+        ``ref_*`` / ``rec_*``.  Units without any window are NaN (``n_windows`` 0).
+    """
+    if level not in _LEVEL_DIMS:
+        raise InputError(f"summarise: level must be 'field', 'well' or 'plate', got {level!r}")
+    if threshold is None:
+        threshold = float(ds.attrs.get("threshold", 0.9))
+    red = _LEVEL_DIMS[level]
+    keep = [d for d in ("row", "column", "field", "window") if d not in red]
+
+    def _flat(name):
+        arr = ds[name].transpose(*keep, *red).values
+        return arr.reshape(arr.shape[:len(keep)] + (-1,))
+
+    phirm = _flat("phirm")
+    valid = ~np.isnan(phirm)
+    n = valid.sum(axis=-1)
+    out_shape = phirm.shape[:-1]
+    with warnings.catch_warnings(), np.errstate(invalid="ignore", divide="ignore"):
+        warnings.simplefilter("ignore", RuntimeWarning)
+        stats = {
+            "phirm_mean": np.nanmean(phirm, axis=-1),
+            "phirm_min": np.nanmin(phirm, axis=-1),
+            "phirm_p05": np.nanpercentile(phirm, 5, axis=-1),
+            "phirm_frac_below": np.where(
+                n > 0, np.sum(phirm < threshold, axis=-1) / np.maximum(n, 1), np.nan),
+            "n_windows": n.astype(np.int64),
+            "ssim_mean": np.nanmean(_flat("ssim"), axis=-1),
+        }
+        if "masked_fraction" in ds:
+            stats["masked_fraction_mean"] = np.nanmean(_flat("masked_fraction"), axis=-1)
+    for side in ("ref", "rec"):
+        for c in COMPONENTS:
+            v = f"{side}_{c}"
+            stats[v] = np.where(n > 0, np.nansum(_flat(v), axis=-1), np.nan)
+    coords = {d: ds[d] for d in keep}
+    out = xr.Dataset(
+        {k: (tuple(keep), np.asarray(v).reshape(out_shape)) for k, v in stats.items()},
+        coords=coords,
+        attrs={"level": level, "threshold": float(threshold)})
+    return out
+
+
+def add_summaries(ds: xr.Dataset, *, threshold: float | None = None) -> xr.Dataset:
+    """Return ``ds`` with field, well and plate summaries as ``field_*``, ``well_*``, ``plate_*``.
+
+    See :func:`summarise` for the variables.
+    """
+    ds = ds.copy()
+    for level in ("field", "well", "plate"):
+        s = summarise(ds, level, threshold=threshold)
+        for name, var in s.data_vars.items():
+            ds[f"{level}_{name}"] = var.variable
+    return ds
+
+
+# ------------------------------------------------------------------------------- export / io
+def to_table(ds: xr.Dataset):
+    """One row per scored window: ``row, column, field, window, y0, x0`` and the per-window
+    variables (component counts as int64).  Absent fields are dropped.
+
+    Returns
+    -------
+    pandas.DataFrame
+    """
+    names = [v for v in WINDOW_VARIABLES if v in ds]
+    df = ds[names].to_dataframe().reset_index()
+    df = df[df["phirm"].notna()].reset_index(drop=True)
+    for v in names:
+        if v.endswith(COMPONENTS):
+            df[v] = df[v].astype(np.int64)
+    cols = ["row", "column", "field", "window", "y0", "x0"] + names
+    return df[cols]
+
+
+def write_qc(ds: xr.Dataset, path, *, overwrite: bool = False, csv=None, parquet=None) -> Path:
+    """Write the QC Dataset with ``to_zarr`` (and optionally the per-window table).
+
+    Parameters
+    ----------
+    ds : xarray.Dataset
+    path : path-like
+        Output store (``QC.zarr``); must not exist unless ``overwrite``.
+    overwrite : bool, default False
+    csv, parquet : path-like, optional
+        Also write :func:`to_table` as CSV / Parquet.
+
+    Returns
+    -------
+    Path
+    """
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise PhirmError(f"{path}: output exists (pass overwrite=True / --overwrite)")
+    with warnings.catch_warnings():
+        # fixed-width strings (row/column names) and consolidated metadata are not in the
+        # zarr v3 spec yet; xarray and zarr-python read them back fine.
+        warnings.filterwarnings("ignore", message=".*does not have a Zarr V3 specification.*")
+        warnings.filterwarnings("ignore", message=".*Consolidated metadata.*")
+        ds.to_zarr(path, mode="w" if overwrite else "w-")
+    if csv is not None or parquet is not None:
+        table = to_table(ds)
+        if csv is not None:
+            table.to_csv(csv, index=False)
+        if parquet is not None:
+            table.to_parquet(parquet, index=False)
+    return path
+
+
+def open_qc(path) -> xr.Dataset:
+    """Open a QC store written by :func:`write_qc` (loaded into memory)."""
+    path = Path(path)
+    if not path.exists():
+        raise PhirmError(f"{path}: QC store not found")
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*does not have a Zarr V3 specification.*")
+            ds = xr.open_zarr(path).load()
+    except Exception as exc:  # noqa: BLE001 - any reader failure is a bad store
+        raise PhirmError(f"{path}: not a QC store readable by xarray ({exc})") from exc
+    if "phirm" not in ds:
+        raise PhirmError(f"{path}: not a phirm-scale QC store (no 'phirm' variable)")
+    return ds

@@ -1,0 +1,447 @@
+"""Score stage: PhIRM QC of a reconstruction plate against its reference, one Dask task per field.
+
+The stage adds scheduling only; the maths is :func:`phirm_scale.qc.score_field` (per field,
+numpy) and :func:`phirm_scale.qc.to_dataset` (reduction on the client).
+
+* :func:`plan_score` opens both plates and validates everything (layouts, shapes, channels,
+  fields present and completely written, mask labels) -- every problem is one
+  :class:`~phirm_scale.errors.PlateError` raised before any task exists;
+* :func:`score_tasks` builds one delayed task per field (or per ``fields_per_task`` fields)
+  that reads its fields inside the task and runs the kernel;
+* :func:`score_plates` = plan + tasks + run (threaded scheduler, or a
+  :class:`distributed.Client`) + reduction into the QC :class:`xarray.Dataset`;
+* :func:`score_arrays` does the same for in-memory or Dask arrays of any chunking (each field
+  is gathered into one block, then one kernel task per field).
+
+Results do not depend on chunking, scheduler or worker count: each window is scored from the
+same 8-bit pixels by the same function.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from dataclasses import dataclass, field as dc_field
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from phirm_scale import qc
+from phirm_scale.errors import InputError, PlateError
+
+__all__ = [
+    "ScorePlan",
+    "parse_plate_spec",
+    "plan_score",
+    "score_tasks",
+    "count_tasks",
+    "score_plates",
+    "score_arrays",
+]
+
+log = logging.getLogger(__name__)
+
+
+# ------------------------------------------------------------------------------ planning
+def parse_plate_spec(spec: str | Path) -> tuple[str, str | None]:
+    """Split ``PLATE[:CHANNEL]`` into ``(path, channel or None)``.
+
+    The suffix after the last ``:`` is a channel when it contains no path separator and the
+    whole string is not an existing path.
+
+    Examples
+    --------
+    >>> parse_plate_spec("p.ome.zarr:DAPI")
+    ('p.ome.zarr', 'DAPI')
+    >>> parse_plate_spec("p.ome.zarr")
+    ('p.ome.zarr', None)
+    """
+    s = str(spec)
+    if ":" in s and not Path(s).exists():
+        path, chan = s.rsplit(":", 1)
+        if chan and "/" not in chan and "\\" not in chan and path:
+            return path, chan
+    return s, None
+
+
+@dataclass(frozen=True)
+class ScorePlan:
+    """Everything a score run needs, validated (see :func:`plan_score`)."""
+
+    reference: str
+    reconstruction: str
+    reference_channel: int
+    reconstruction_channel: int
+    reference_channel_name: str
+    reconstruction_channel_name: str
+    keys: tuple  # tuple[FieldKey, ...] in plate order
+    rows: tuple
+    columns: tuple
+    field_shape: tuple
+    window: int | None
+    mask_label: str | None = None
+    mask_sources: Mapping = dc_field(default_factory=dict)  # FieldKey -> plate path
+
+    def attrs(self) -> dict[str, Any]:
+        """Provenance attributes of the QC Dataset."""
+        return {
+            "reference": self.reference,
+            "reference_channel": self.reference_channel_name,
+            "reconstruction": self.reconstruction,
+            "reconstruction_channel": self.reconstruction_channel_name,
+            "mask_label": self.mask_label,
+            "window": "field" if self.window is None else int(self.window),
+            "field_shape": [int(s) for s in self.field_shape],
+            "n_fields": len(self.keys),
+        }
+
+
+def _open(path):
+    from phirm_scale.plate import open_plate
+
+    return open_plate(path)
+
+
+def plan_score(reference, reconstruction, *, reference_channel: str | int | None = None,
+               reconstruction_channel: str | int | None = None, window: int | str | None = 256,
+               mask_label: str | None = None) -> ScorePlan:
+    """Open and validate both plates; raise one :class:`PlateError` for the first problem.
+
+    Parameters
+    ----------
+    reference, reconstruction : str, Path or Plate
+        The plates (``PLATE[:CHANNEL]`` strings accepted).
+    reference_channel : str or int, optional
+        Default: the channel after ``:`` in ``reference``, else channel 0.
+    reconstruction_channel : str or int, optional
+        Default: the channel after ``:``, else the reference channel's name when the
+        reconstruction has it, else channel 0.
+    window : int, 'field' or None
+        Window edge (see :func:`phirm_scale.qc.window_grid`).
+    mask_label : str, optional
+        A label image per field (nonzero = inpainted) read from the reference plate, or from
+        the reconstruction plate where the reference lacks it; every field must have it.
+
+    Returns
+    -------
+    ScorePlan
+    """
+    from phirm_scale.plate import Plate
+
+    win = qc.parse_window(window)
+    plates = []
+    for what, obj, chan in (("reference", reference, reference_channel),
+                            ("reconstruction", reconstruction, reconstruction_channel)):
+        if isinstance(obj, Plate):
+            plates.append((obj, chan))
+            continue
+        path, spec_chan = parse_plate_spec(obj)
+        if not Path(path).exists():
+            raise PlateError(f"{path}: {what} plate not found")
+        plates.append((_open(path), chan if chan is not None else spec_chan))
+    (ref, rch), (rec, cch) = plates
+
+    if Path(ref.path).resolve() == Path(rec.path).resolve() and rch == cch:
+        log.warning("reference and reconstruction are the same plate and channel")
+    ri = ref.channel_index(rch if rch is not None else 0)
+    if cch is None:
+        ref_name = ref.channel_names[ri]
+        cch = ref_name if ref_name in rec.channel_names else 0
+    ci = rec.channel_index(cch)
+
+    if list(ref.rows) != list(rec.rows) or list(ref.columns) != list(rec.columns):
+        raise PlateError(
+            f"{rec.path}: plate layout {len(rec.rows)}x{len(rec.columns)} "
+            f"(rows {','.join(rec.rows)}; columns {','.join(rec.columns)}) differs from the "
+            f"reference {ref.path} ({len(ref.rows)}x{len(ref.columns)}, rows "
+            f"{','.join(ref.rows)}; columns {','.join(ref.columns)})")
+    if tuple(ref.field_shape) != tuple(rec.field_shape):
+        raise PlateError(f"{rec.path}: field shape {tuple(rec.field_shape)} differs from the "
+                         f"reference {ref.path} field shape {tuple(ref.field_shape)}")
+    if min(ref.field_shape) < 1:
+        raise PlateError(f"{ref.path}: empty fields of shape {tuple(ref.field_shape)}")
+    keys = list(ref.fields)
+    if not keys:  # open_plate already refuses plates without fields; keep the guard
+        raise PlateError(f"{ref.path}: plate has no fields")
+    rec_set = set(rec.fields)
+    missing = [k for k in keys if k not in rec_set]
+    if missing:
+        more = f" and {len(missing) - 1} more" if len(missing) > 1 else ""
+        raise PlateError(f"{rec.path}: reconstruction lacks field {missing[0]}{more} of the "
+                         f"reference {ref.path}")
+    extra = [k for k in rec.fields if k not in set(keys)]
+    if extra:
+        more = f" and {len(extra) - 1} more" if len(extra) > 1 else ""
+        raise PlateError(f"{rec.path}: reconstruction has field {extra[0]}{more} that the "
+                         f"reference {ref.path} lacks")
+    for plate in (ref, rec):
+        incomplete = [k for k in keys if not plate.field_complete(k)]
+        if incomplete:
+            more = f" and {len(incomplete) - 1} more" if len(incomplete) > 1 else ""
+            raise PlateError(f"{plate.path}: field {incomplete[0]}{more} not (completely) "
+                             "written")
+    mask_sources = {}
+    if mask_label:
+        for k in keys:
+            if ref.has_label(k, mask_label):
+                mask_sources[k] = str(Path(ref.path).resolve())
+            elif rec.has_label(k, mask_label):
+                mask_sources[k] = str(Path(rec.path).resolve())
+            else:
+                raise PlateError(f"{ref.path}: field {k} has no label {mask_label!r} (nor in "
+                                 f"{rec.path})")
+    return ScorePlan(
+        reference=str(Path(ref.path).resolve()),
+        reconstruction=str(Path(rec.path).resolve()),
+        reference_channel=ri, reconstruction_channel=ci,
+        reference_channel_name=ref.channel_names[ri],
+        reconstruction_channel_name=rec.channel_names[ci],
+        keys=tuple(keys), rows=tuple(ref.rows), columns=tuple(ref.columns),
+        field_shape=tuple(int(s) for s in ref.field_shape), window=win,
+        mask_label=mask_label or None, mask_sources=mask_sources)
+
+
+# ---------------------------------------------------------------------------------- tasks
+@functools.lru_cache(maxsize=32)
+def _cached_plate(path: str):
+    """One opened plate per path and process (workers reuse it across tasks)."""
+    return _open(path)
+
+
+def _score_plate_fields(ref_path: str, rec_path: str, keys: tuple, ref_channel: int,
+                        rec_channel: int, mask_label: str | None, mask_paths: tuple,
+                        window, params) -> list[dict]:
+    """Task body: read and score ``keys`` (a few fields) of both plates."""
+    ref = _cached_plate(ref_path)
+    rec = _cached_plate(rec_path)
+    out = []
+    for key, mpath in zip(keys, mask_paths):
+        mask = _cached_plate(mpath).read_label(key, mask_label) if mask_label else None
+        out.append(qc.score_field(ref.read_field(key, ref_channel),
+                                  rec.read_field(key, rec_channel),
+                                  window=window, params=params, mask=mask,
+                                  name=f"{ref_path}/{key.path}"))
+    return out
+
+
+def score_tasks(plan: ScorePlan, *, params=None, fields_per_task: int = 1) -> list:
+    """Delayed tasks of a plan: each scores ``fields_per_task`` fields and returns a list of
+    :func:`~phirm_scale.qc.score_field` results in ``plan.keys`` order.
+
+    Returns
+    -------
+    list of (tuple of FieldKey, dask.delayed.Delayed)
+    """
+    import dask
+    from dask.base import tokenize
+
+    if fields_per_task < 1:
+        raise InputError(f"fields_per_task must be >= 1, got {fields_per_task}")
+    out = []
+    for i in range(0, len(plan.keys), fields_per_task):
+        keys = tuple(plan.keys[i:i + fields_per_task])
+        mpaths = tuple(plan.mask_sources.get(k, "") for k in keys)
+        args = (plan.reference, plan.reconstruction, keys, plan.reference_channel,
+                plan.reconstruction_channel, plan.mask_label, mpaths, plan.window, params)
+        name = "phirm-score-" + tokenize(*args)
+        out.append((keys, dask.delayed(_score_plate_fields, pure=True, name=name)(*args)))
+    return out
+
+
+def count_tasks(delayeds: Sequence) -> int:
+    """Number of tasks of the optimised graph that computes ``delayeds`` together."""
+    from dask.base import collections_to_expr
+
+    expr = collections_to_expr(list(delayeds), optimize_graph=True)
+    return len(expr.optimize().__dask_graph__())
+
+
+# -------------------------------------------------------------------------------- running
+class _RichCallback:
+    """Rich progress for the threaded scheduler (a dask local-scheduler callback)."""
+
+    def __init__(self, progress, task_id):
+        from dask.callbacks import Callback
+
+        outer = self
+
+        class _CB(Callback):
+            def _start_state(self, dsk, state):
+                total = sum(len(state[k]) for k in ("ready", "waiting", "running")
+                            if k in state) + len(state.get("finished", ()))
+                outer.progress.update(outer.task_id, total=max(total, 1), completed=0)
+
+            def _posttask(self, key, result, dsk, state, worker_id):
+                outer.progress.advance(outer.task_id)
+
+        self.progress = progress
+        self.task_id = task_id
+        self.callback = _CB()
+
+
+def _progress_bar(enabled: bool):
+    import contextlib
+
+    if not enabled:
+        return contextlib.nullcontext(None)
+    from rich.console import Console
+    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+                               TimeElapsedColumn, TimeRemainingColumn)
+
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TimeElapsedColumn(), TimeRemainingColumn(),
+                    console=Console(stderr=True), transient=False)
+
+
+def _run(delayeds: list, *, client=None, progress: bool = False,
+         description: str = "scoring") -> list:
+    """Compute ``delayeds`` (threaded scheduler if ``client`` is None) with a progress bar."""
+    import dask
+
+    with _progress_bar(progress) as bar:
+        if client is None:
+            if bar is None:
+                return list(dask.compute(*delayeds, scheduler="threads"))
+            tid = bar.add_task(description + " (tasks)", total=None)
+            with _RichCallback(bar, tid).callback:
+                return list(dask.compute(*delayeds, scheduler="threads"))
+        futures = client.compute(list(delayeds), optimize_graph=True)
+        if bar is not None:
+            from distributed import as_completed
+
+            tid = bar.add_task(description, total=len(futures))
+            for _ in as_completed(futures):
+                bar.advance(tid)
+        return client.gather(futures)
+
+
+def score_plates(reference, reconstruction, *, reference_channel: str | int | None = None,
+                 reconstruction_channel: str | int | None = None,
+                 window: int | str | None = 256, params=None, mask_label: str | None = None,
+                 threshold: float = 0.9, client=None, progress: bool = False,
+                 fields_per_task: int = 1, plan: ScorePlan | None = None):
+    """Score every field of ``reconstruction`` against ``reference`` into a QC Dataset.
+
+    Parameters
+    ----------
+    reference, reconstruction : str, Path or Plate
+        Plates, ``PLATE[:CHANNEL]`` accepted (see :func:`plan_score`).
+    reference_channel, reconstruction_channel : str or int, optional
+        Channels (see :func:`plan_score`).
+    window : int, 'field' or None, default 256
+        Metric unit: windows of this edge, or the whole field.
+    params : PhirmParams, optional
+        Metric parameters (paper defaults; ``PhirmParams.reference()`` for the published code).
+    mask_label : str, optional
+        Label image giving ``masked_fraction`` per window.
+    threshold : float, default 0.9
+        PhIRM threshold of the ``*_phirm_frac_below`` summaries.
+    client : distributed.Client, optional
+        Run on this cluster; None = Dask's threaded scheduler in this process.
+    progress : bool
+        Show a progress bar (stderr).
+    fields_per_task : int, default 1
+        Fields scored by one task.
+    plan : ScorePlan, optional
+        An already validated plan (skips :func:`plan_score`).
+
+    Returns
+    -------
+    xarray.Dataset
+        See :func:`phirm_scale.qc.to_dataset`; attributes record the inputs.
+    """
+    from phirm_scale import metric
+
+    params = params if params is not None else metric.PhirmParams()
+    if plan is None:
+        plan = plan_score(reference, reconstruction, reference_channel=reference_channel,
+                          reconstruction_channel=reconstruction_channel, window=window,
+                          mask_label=mask_label)
+    tasks = score_tasks(plan, params=params, fields_per_task=fields_per_task)
+    computed = _run([d for _, d in tasks], client=client, progress=progress)
+    results = {}
+    for (keys, _), res in zip(tasks, computed):
+        results.update(zip(keys, res))
+    grid = qc.window_grid(plan.field_shape, plan.window)
+    return qc.to_dataset(results, grid, rows=plan.rows, columns=plan.columns, params=params,
+                         threshold=threshold, attrs=plan.attrs())
+
+
+# ------------------------------------------------------------------------- arrays (any chunks)
+def _one_block(x):
+    """A Delayed (or ndarray) holding the whole field ``x`` as one block."""
+    import dask.array as da
+
+    if not isinstance(x, da.Array):
+        return np.asarray(x)
+    if x.npartitions != 1:
+        x = x.rechunk(x.shape)
+    return x.to_delayed(optimize_graph=True).ravel()[0]
+
+
+def _score_block(ref, rec, mask, window, params, name):
+    return qc.score_field(ref, rec, window=window, params=params, mask=mask, name=name)
+
+
+def score_arrays(reference: Mapping, reconstruction: Mapping, *, masks: Mapping | None = None,
+                 window: int | str | None = 256, params=None, threshold: float = 0.9,
+                 rows: Sequence[str] | None = None, columns: Sequence[str] | None = None,
+                 attrs: Mapping | None = None, client=None, progress: bool = False):
+    """Score fields given as arrays (numpy or Dask, any chunking), one task per field.
+
+    Parameters
+    ----------
+    reference, reconstruction : mapping of (row, column, field) -> (Y, X) array
+        Same keys, every field the same shape.
+    masks : mapping, optional
+        Same keys, nonzero = masked pixel.
+    window, params, threshold, client, progress
+        As in :func:`score_plates`.
+    rows, columns : sequence of str, optional
+        Plate layout (default: rows and columns present in the keys).
+    attrs : mapping, optional
+        Extra attributes of the Dataset.
+
+    Returns
+    -------
+    xarray.Dataset
+    """
+    import dask
+
+    from phirm_scale import metric
+
+    params = params if params is not None else metric.PhirmParams()
+    win = qc.parse_window(window)
+    keys = sorted(reference, key=lambda k: (str(k[0]), str(k[1]), int(k[2])))
+    if not keys:
+        raise PlateError("score_arrays: no reference fields")
+    if set(reconstruction) != set(keys):
+        lacking = sorted(set(keys) - set(reconstruction)) or sorted(set(reconstruction) - set(keys))
+        raise PlateError(f"score_arrays: reference and reconstruction fields differ "
+                         f"(first difference: {tuple(lacking[0])})")
+    if masks is not None and set(masks) != set(keys):
+        raise PlateError("score_arrays: masks must be given for exactly the reference fields")
+    shape = tuple(np.shape(reference[keys[0]]))
+    if len(shape) != 2 or min(shape) < 1:
+        raise PlateError(f"score_arrays: field {tuple(keys[0])} has shape {shape}, expected "
+                         "non-empty (Y, X)")
+    for src_name, src in (("reference", reference), ("reconstruction", reconstruction),
+                          ("mask", masks or {})):
+        for k, v in src.items():
+            if tuple(np.shape(v)) != shape:
+                raise PlateError(f"score_arrays: {src_name} field {tuple(k)} has shape "
+                                 f"{tuple(np.shape(v))}, expected {shape}")
+    tasks = []
+    for k in keys:
+        name = "/".join(str(p) for p in tuple(k))
+        m = _one_block(masks[k]) if masks is not None else None
+        tasks.append(dask.delayed(_score_block, pure=True)(
+            _one_block(reference[k]), _one_block(reconstruction[k]), m, win, params, name))
+    computed = _run(tasks, client=client, progress=progress)
+    grid = qc.window_grid(shape, win)
+    extra = {"window": "field" if win is None else int(win), "field_shape": list(shape),
+             "n_fields": len(keys)}
+    extra.update(dict(attrs or {}))
+    return qc.to_dataset(dict(zip(keys, computed)), grid, rows=rows, columns=columns,
+                         params=params, threshold=threshold, attrs=extra)
