@@ -1,0 +1,244 @@
+"""The one checkpoint format of phirm-scale (documented in docs/models.md).
+
+A checkpoint is a ``torch.save`` of a plain dict (loadable with ``weights_only=True``)::
+
+    {
+      "format": "phirm-scale-checkpoint", "format_version": 1,
+      "model": "deepfill-v2",                    # registry name
+      "config": {...},                           # complete network config: rebuilds the model alone
+      "state_dicts": {"generator": {...}, "discriminator": {...}},   # discriminator optional
+      "optimizers": {"generator": {...}, "discriminator": {...}},    # optional (training state)
+      "scaler": {...} or None,                   # AMP grad scaler state (fp16 training only)
+      "epoch": int, "step": int,                 # completed epochs / optimisation steps
+      "provenance": {...},                       # tiles store + attrs, masks, seed, lr, versions, import source
+      "content_hash": "sha256 hex",              # of model name, config and generator tensors
+    }
+
+The content hash covers what inference depends on (name, config, generator tensors: names,
+dtypes, shapes, bytes), so two files with the same weights share one hash and one cached model;
+it is checked on load, which catches truncated or edited files. Never imports Dask or Zarr.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from phirm_scale.errors import CheckpointError
+
+__all__ = ["FORMAT", "FORMAT_VERSION", "Checkpoint", "content_hash", "save_checkpoint", "load_checkpoint", "load_state"]
+
+FORMAT = "phirm-scale-checkpoint"
+FORMAT_VERSION = 1
+
+
+@dataclass
+class Checkpoint:
+    """A loaded checkpoint (see the module docstring for the fields)."""
+
+    model: str
+    config: dict
+    state_dicts: dict
+    content_hash: str
+    optimizers: dict | None = None
+    scaler: dict | None = None
+    epoch: int = 0
+    step: int = 0
+    provenance: dict = field(default_factory=dict)
+    path: Path | None = None
+
+
+def _canonical_config(config: dict) -> str:
+    return json.dumps(config, sort_keys=True, default=str)
+
+
+def content_hash(model: str, config: dict, generator_state: dict) -> str:
+    """sha256 over the model name, the canonical JSON config and the generator tensors.
+
+    Parameters
+    ----------
+    model : str
+        Registry name.
+    config : dict
+        Network config.
+    generator_state : dict of str to Tensor
+        Generator state dict.
+
+    Returns
+    -------
+    str
+        Hex digest.
+    """
+    h = hashlib.sha256()
+    h.update(model.encode())
+    h.update(_canonical_config(config).encode())
+    for name in sorted(generator_state):
+        t = generator_state[name]
+        if not isinstance(t, torch.Tensor):
+            continue
+        t = t.detach().to("cpu").contiguous()
+        h.update(name.encode())
+        h.update(str(t.dtype).encode())
+        h.update(str(tuple(t.shape)).encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+def _cpu(obj):
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().to("cpu").clone()
+    if isinstance(obj, dict):
+        return {k: _cpu(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_cpu(v) for v in obj)
+    return obj
+
+
+def save_checkpoint(
+    path,
+    *,
+    model: str,
+    config: dict,
+    state_dicts: dict,
+    optimizers: dict | None = None,
+    scaler: dict | None = None,
+    epoch: int = 0,
+    step: int = 0,
+    provenance: dict | None = None,
+) -> str:
+    """Write a checkpoint atomically (temporary file + rename) and return its content hash.
+
+    Parameters
+    ----------
+    path : str or Path
+        Destination (``.pt``); parent folders are created.
+    model : str
+        Registry name of the model.
+    config : dict
+        Complete network config (JSON-serialisable).
+    state_dicts : dict
+        ``{"generator": state_dict, "discriminator": state_dict (optional)}``.
+    optimizers, scaler : dict, optional
+        Training state for resuming.
+    epoch, step : int
+        Completed epochs and optimisation steps.
+    provenance : dict, optional
+        Where the weights come from (tiles store, masks, seed, import source, ...).
+
+    Returns
+    -------
+    str
+        The content hash.
+    """
+    if "generator" not in state_dicts:
+        raise ValueError("state_dicts must contain 'generator'")
+    config = json.loads(_canonical_config(config))
+    sds = {k: _cpu(v) for k, v in state_dicts.items() if v is not None}
+    digest = content_hash(model, config, sds["generator"])
+    payload = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "model": model,
+        "config": config,
+        "state_dicts": sds,
+        "optimizers": _cpu(optimizers) if optimizers else None,
+        "scaler": scaler,
+        "epoch": int(epoch),
+        "step": int(step),
+        "provenance": json.loads(json.dumps(provenance or {}, default=str)),
+        "content_hash": digest,
+    }
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    torch.save(payload, tmp)
+    os.replace(tmp, path)
+    return digest
+
+
+def load_checkpoint(path, *, expected_model: str | None = None, verify: bool = True) -> Checkpoint:
+    """Read a checkpoint onto the CPU.
+
+    Parameters
+    ----------
+    path : str or Path
+        A file written by :func:`save_checkpoint`.
+    expected_model : str, optional
+        Refuse a checkpoint of another model.
+    verify : bool, optional
+        Recompute the content hash and refuse a mismatch.
+
+    Returns
+    -------
+    Checkpoint
+
+    Raises
+    ------
+    CheckpointError
+        Missing/unreadable file, not a phirm-scale checkpoint (e.g. an official EdgeConnect
+        file: import it first), another model, or a hash mismatch.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path}: no such file")
+    try:
+        raw = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any unpickling failure is a bad file
+        raise CheckpointError(f"checkpoint {path}: unreadable ({type(exc).__name__}: {str(exc).splitlines()[0][:160]})") from None
+    if not isinstance(raw, dict) or raw.get("format") != FORMAT:
+        raise CheckpointError(
+            f"checkpoint {path}: not a phirm-scale checkpoint (official EdgeConnect/DeepFill files must be "
+            "converted with `phirm_scale.models.importers` first)"
+        )
+    if int(raw.get("format_version", 0)) > FORMAT_VERSION:
+        raise CheckpointError(f"checkpoint {path}: format_version {raw.get('format_version')} is newer than this phirm-scale ({FORMAT_VERSION})")
+    model = raw.get("model")
+    if expected_model is not None and model != expected_model:
+        raise CheckpointError(f"checkpoint {path} holds a {model!r} model, not {expected_model!r}")
+    sds = raw.get("state_dicts") or {}
+    if "generator" not in sds:
+        raise CheckpointError(f"checkpoint {path}: no generator state dict")
+    if verify:
+        digest = content_hash(model, raw["config"], sds["generator"])
+        if digest != raw.get("content_hash"):
+            raise CheckpointError(f"checkpoint {path}: content hash mismatch (file corrupted or edited)")
+    return Checkpoint(
+        model=model,
+        config=raw["config"],
+        state_dicts=sds,
+        content_hash=raw["content_hash"],
+        optimizers=raw.get("optimizers"),
+        scaler=raw.get("scaler"),
+        epoch=int(raw.get("epoch", 0)),
+        step=int(raw.get("step", 0)),
+        provenance=raw.get("provenance") or {},
+        path=path,
+    )
+
+
+def load_state(module: torch.nn.Module, state: dict, *, what: str, source) -> None:
+    """``module.load_state_dict(state)`` with a :class:`CheckpointError` naming the first
+    missing/unexpected/mis-shaped keys (another architecture or another width)."""
+    own = module.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    shapes = [
+        f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}"
+        for k in own
+        if k in state and isinstance(state[k], torch.Tensor) and tuple(state[k].shape) != tuple(own[k].shape)
+    ]
+    if missing or unexpected or shapes:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} missing keys (e.g. {missing[0]})")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected keys (e.g. {unexpected[0]})")
+        if shapes:
+            parts.append(f"{len(shapes)} shape mismatches (e.g. {shapes[0]})")
+        raise CheckpointError(f"checkpoint {source}: {what} does not fit this architecture: {'; '.join(parts)}")
+    module.load_state_dict(state)

@@ -1,0 +1,60 @@
+"""Network architectures (torch), one module per model, and the ``kind`` factories.
+
+``make_generator(kind, config)`` / ``make_discriminator(kind, config)`` build a network from a
+complete config dict (as saved in checkpoints); an unknown kind raises :class:`InputError`
+listing the known kinds. Never imports Dask or Zarr.
+"""
+
+from __future__ import annotations
+
+from phirm_scale.errors import InputError
+
+__all__ = ["NETWORK_KINDS", "make_generator", "make_discriminator", "size_multiple"]
+
+NETWORK_KINDS = ("context-encoder", "deepfill-v2", "edgeconnect")
+
+
+def _check(kind: str) -> None:
+    if kind not in NETWORK_KINDS:
+        raise InputError(f"unknown network kind {kind!r}; known: {', '.join(NETWORK_KINDS)}")
+
+
+def make_generator(kind: str, config: dict):
+    """Build the generator of ``kind`` from ``config`` (e.g. ``{'width': 64}``)."""
+    _check(kind)
+    if kind == "context-encoder":
+        from phirm_scale.models.networks.context_encoder import ContextEncoderGenerator
+
+        return ContextEncoderGenerator(**config)
+    if kind == "deepfill-v2":
+        from phirm_scale.models.networks.deepfill_v2 import DeepFillGenerator
+
+        return DeepFillGenerator(**config)
+    from phirm_scale.models.networks.edgeconnect import EdgeConnectGenerator
+
+    return EdgeConnectGenerator(**config)
+
+
+def make_discriminator(kind: str, config: dict):
+    """Build the discriminator of ``kind`` (training only; inference never builds one)."""
+    _check(kind)
+    cfg = dict(config)
+    if "disc_width" in cfg:
+        cfg["width"] = cfg.pop("disc_width")
+    if kind == "context-encoder":
+        from phirm_scale.models.networks.context_encoder import ContextEncoderDiscriminator
+
+        return ContextEncoderDiscriminator(**cfg)
+    if kind == "deepfill-v2":
+        from phirm_scale.models.networks.deepfill_v2 import DeepFillDiscriminator
+
+        return DeepFillDiscriminator(**cfg)
+    from phirm_scale.models.networks.edgeconnect import EdgeConnectDiscriminator
+
+    return EdgeConnectDiscriminator(**cfg)
+
+
+def size_multiple(kind: str) -> int:
+    """Image sides a generator of ``kind`` accepts are multiples of this (inputs are padded)."""
+    _check(kind)
+    return {"context-encoder": 1, "deepfill-v2": 8, "edgeconnect": 4}[kind]
