@@ -1,0 +1,274 @@
+"""QC kernel, window geometry and xarray reduction against plain calls of phirm_scale.metric."""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+import xarray as xr
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from phirm_scale import __version__, metric, qc
+from phirm_scale.errors import InputError, PhirmError
+
+
+# ---------------------------------------------------------------------------- test data
+def _blobs(shape, *, seed, n=40, dtype=np.uint16, artefact=False):
+    """Gaussian-ish nuclei on a noisy background (uint16 like the microscope)."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:shape[0], :shape[1]]
+    img = rng.normal(300, 20, shape)
+    for _ in range(n):
+        cy, cx = rng.uniform(0, shape[0]), rng.uniform(0, shape[1])
+        r = rng.uniform(5, 14)
+        img += rng.uniform(1500, 3000) * np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * r * r))
+    if artefact:  # a saturated fibre, a little brighter than the brightest nucleus
+        img[shape[0] // 3: shape[0] // 3 + 8, 10: shape[1] - 10] = img.max() * 1.1
+    if dtype == np.uint8:
+        img *= 250 / img.max()
+    if np.issubdtype(dtype, np.integer):
+        info = np.iinfo(dtype)
+        return np.clip(np.rint(img), max(info.min, 0), info.max).astype(dtype)
+    return img.astype(dtype)
+
+
+def _starts(n, w):
+    """Window starts written out independently of qc.window_starts."""
+    if n <= w:
+        return [0]
+    s = list(range(0, n - w + 1, w))
+    return s + [n - w] if s[-1] + w != n else s
+
+
+def _loop_reference(ref, rec, window, params=None, mask=None):
+    """The plain loop: normalise with the reference range, metric.score on every window."""
+    lo, hi = ref.min(), ref.max()
+    a8 = metric.to_uint8(ref, lo, hi)
+    b8 = metric.to_uint8(rec, lo, hi)
+    h, w = min(window, ref.shape[0]), min(window, ref.shape[1])
+    rows = []
+    for y in _starts(ref.shape[0], window):
+        for x in _starts(ref.shape[1], window):
+            s = metric.score(a8[y:y + h, x:x + w], b8[y:y + h, x:x + w], params)
+            d = {"y0": y, "x0": x, "ncd": s.ncd, "nad": s.nad, "aad": s.aad, "phirm": s.phirm,
+                 "psnr": s.psnr, "ssim": s.ssim}
+            for c in qc.COMPONENTS:
+                d[f"ref_{c}"] = getattr(s.reference, c)
+                d[f"rec_{c}"] = getattr(s.reconstruction, c)
+            if mask is not None:
+                d["masked_fraction"] = float((mask[y:y + h, x:x + w] != 0).mean())
+            rows.append(d)
+    return rows
+
+
+# ------------------------------------------------------------------------------ geometry
+def test_window_starts_literal():
+    assert qc.window_starts(600, 256).tolist() == [0, 256, 344]
+    assert qc.window_starts(512, 256).tolist() == [0, 256]
+    assert qc.window_starts(256, 256).tolist() == [0]
+    assert qc.window_starts(100, 256).tolist() == [0]
+    assert qc.window_starts(2160, 256).tolist() == [0, 256, 512, 768, 1024, 1280, 1536, 1792,
+                                                    1904]
+    assert qc.window_starts(2160, None).tolist() == [0]
+
+
+@given(length=st.integers(1, 3000), size=st.integers(7, 700))
+def test_window_starts_cover_with_full_windows(length, size):
+    starts = qc.window_starts(length, size)
+    w = min(size, length)
+    assert np.all(np.diff(starts) > 0)
+    assert starts[0] == 0 and starts[-1] + w == length
+    assert np.all(starts + w <= length)
+    assert np.all(np.diff(starts) <= w)  # no gap
+    assert len(starts) == math.ceil(length / w)
+
+
+def test_window_grid_small_dimension_uses_full_extent():
+    g = qc.window_grid((100, 600), 256)
+    assert (g.height, g.width) == (100, 256)
+    assert g.y0.tolist() == [0, 0, 0]
+    assert g.x0.tolist() == [0, 256, 344]
+    g = qc.window_grid((300, 520), "field")
+    assert (g.height, g.width, len(g)) == (300, 520, 1)
+
+
+@pytest.mark.parametrize("bad", [3, 0, -5, "abc", 12.5])
+def test_bad_window_is_input_error(bad):
+    with pytest.raises(InputError, match="window"):
+        qc.parse_window(bad)
+
+
+# -------------------------------------------------------------------------------- kernel
+@pytest.mark.parametrize("dtype", [np.uint16, np.uint8, np.int32, np.float32, np.float64])
+def test_score_field_equals_metric_loop(dtype):
+    ref = _blobs((300, 520), seed=1, dtype=dtype, artefact=True)
+    rec = _blobs((300, 520), seed=2, dtype=dtype)
+    out = qc.score_field(ref, rec, window=256)
+    expected = _loop_reference(ref, rec, 256)
+    assert len(expected) == 6 == len(out["ssim"])
+    for v in qc.KERNEL_VARIABLES[:-1]:
+        got = out[v]
+        want = np.array([e[v] for e in expected])
+        if v in ("psnr", "ssim"):
+            np.testing.assert_allclose(got, want, rtol=1e-12, err_msg=v)
+        else:
+            np.testing.assert_array_equal(got, want, err_msg=v)
+    # something was actually found
+    assert sum(e["ref_nuclei_count"] for e in expected) > 10
+    assert sum(e["ref_artefact_area"] for e in expected) > 0
+
+
+def test_score_field_reference_mode_and_whole_field():
+    params = metric.PhirmParams.reference()
+    ref = _blobs((280, 280), seed=3, artefact=True)
+    rec = _blobs((280, 280), seed=4)
+    out = qc.score_field(ref, rec, window="field", params=params)
+    (e,) = _loop_reference(ref, rec, 10_000, params)
+    for c in qc.COMPONENTS:
+        assert out[f"ref_{c}"].tolist() == [e[f"ref_{c}"]]
+        assert out[f"rec_{c}"].tolist() == [e[f"rec_{c}"]]
+
+
+def test_normalisation_uses_reference_range_for_both():
+    # reconstruction 4x brighter than the reference: with its own range it would look the
+    # same; with the reference range it saturates.
+    ref = _blobs((64, 64), seed=5)
+    rec = ref.astype(np.float64) * 4
+    lo, hi = float(ref.min()), float(ref.max())
+    b8 = np.clip(np.rint((rec - lo) / (hi - lo) * 255), 0, 255).astype(np.uint8)
+    a8 = np.clip(np.rint((ref - lo) / (hi - lo) * 255), 0, 255).astype(np.uint8)
+    out = qc.score_field(ref, rec, window="field")
+    assert out["psnr"][0] == pytest.approx(metric.psnr(a8, b8), rel=1e-12)
+    assert out["psnr"][0] < 20
+    same = qc.score_field(ref, ref, window="field")
+    assert same["psnr"][0] == math.inf and same["ssim"][0] == pytest.approx(1.0)
+
+
+def test_masked_fraction_literal():
+    ref = _blobs((300, 300), seed=6)
+    mask = np.zeros((300, 300), np.uint8)
+    mask[0:64, 0:64] = 1          # window (0,0) only
+    mask[290:300, 290:300] = 7    # only in window (44, 44)
+    out = qc.score_field(ref, ref, window=256, mask=mask)
+    # windows: (0,0) (0,44) (44,0) (44,44)
+    np.testing.assert_array_equal(
+        out["masked_fraction"],
+        [(64 * 64) / 65536, (64 - 44) * 64 / 65536, 64 * (64 - 44) / 65536,
+         (20 * 20 + 100) / 65536])
+
+
+def test_kernel_input_errors_name_the_field():
+    a = _blobs((64, 64), seed=7)
+    with pytest.raises(InputError, match="A/01/0.*shape"):
+        qc.score_field(a, a[:60], name="A/01/0")
+    nan = a.astype(float)
+    nan[3, 3] = np.nan
+    with pytest.raises(InputError, match="B/02/1.*NaN"):
+        qc.score_field(nan, a, name="B/02/1")
+    with pytest.raises(InputError, match="mask shape"):
+        qc.score_field(a, a, mask=np.zeros((3, 3)))
+
+
+# ----------------------------------------------------------------------------- reduction
+@pytest.fixture(scope="module")
+def small_results():
+    """Three fields of a 2x2 plate layout (well B/02 absent, field 1 only in A/01)."""
+    fields = {("A", "01", 0): (1, 2), ("A", "01", 1): (3, 3), ("B", "01", 0): (4, 5)}
+    res, loops = {}, {}
+    for k, (s1, s2) in fields.items():
+        ref = _blobs((300, 300), seed=s1, artefact=s1 == 4)
+        rec = _blobs((300, 300), seed=s2)
+        res[k] = qc.score_field(ref, rec)
+        loops[k] = _loop_reference(ref, rec, 256)
+    grid = qc.window_grid((300, 300), 256)
+    ds = qc.to_dataset(res, grid, rows=["A", "B"], columns=["01", "02"], threshold=0.95,
+                       attrs={"reference": "ref.ome.zarr"})
+    return ds, loops
+
+
+def test_to_dataset_matches_loop(small_results):
+    ds, loops = small_results
+    assert dict(ds.sizes) == {"row": 2, "column": 2, "field": 2, "window": 4}
+    assert ds.y0.values.tolist() == [0, 0, 44, 44] and ds.x0.values.tolist() == [0, 44, 0, 44]
+    for (r, c, f), rows in loops.items():
+        sel = ds.sel(row=r, column=c, field=f)
+        for v in ("ncd", "nad", "aad", "phirm") + qc.KERNEL_VARIABLES[:-1]:
+            want = np.array([e[v] for e in rows], dtype=float)
+            np.testing.assert_allclose(sel[v].values, want, rtol=1e-12, err_msg=v)
+    assert np.isnan(ds.phirm.sel(row="B", column="02")).all()        # absent well
+    assert np.isnan(ds.phirm.sel(row="B", column="01", field=1)).all()  # absent field
+    assert ds.attrs["software_version"] == __version__
+    assert ds.attrs["reference"] == "ref.ome.zarr"
+    assert ds.attrs["param_min_area"] == 50 and ds.attrs["mode"] == "paper"
+    assert ds.attrs["threshold"] == 0.95
+    assert "masked_fraction" not in ds
+
+
+def test_summaries_match_numpy(small_results):
+    ds, loops = small_results
+    thr = 0.95
+    for (r, c, f), rows in loops.items():
+        p = np.array([e["phirm"] for e in rows])
+        assert ds.field_phirm_mean.sel(row=r, column=c, field=f) == pytest.approx(p.mean())
+        assert ds.field_phirm_min.sel(row=r, column=c, field=f) == p.min()
+        assert ds.field_phirm_p05.sel(row=r, column=c, field=f) == pytest.approx(
+            np.percentile(p, 5))
+        assert ds.field_phirm_frac_below.sel(row=r, column=c, field=f) == np.mean(p < thr)
+        assert ds.field_ref_nuclei_area.sel(row=r, column=c, field=f) == sum(
+            e["ref_nuclei_area"] for e in rows)
+    well = np.array([e["phirm"] for k in [("A", "01", 0), ("A", "01", 1)] for e in loops[k]])
+    assert ds.well_phirm_mean.sel(row="A", column="01") == pytest.approx(well.mean())
+    assert ds.well_phirm_p05.sel(row="A", column="01") == pytest.approx(np.percentile(well, 5))
+    assert int(ds.well_n_windows.sel(row="A", column="01")) == 8
+    assert np.isnan(ds.well_phirm_mean.sel(row="B", column="02"))
+    assert int(ds.well_n_windows.sel(row="B", column="02")) == 0
+    allp = np.array([e["phirm"] for rows in loops.values() for e in rows])
+    assert float(ds.plate_phirm_mean) == pytest.approx(allp.mean())
+    assert float(ds.plate_phirm_min) == allp.min()
+    assert float(ds.plate_phirm_frac_below) == pytest.approx(np.mean(allp < thr))
+    assert float(ds.plate_rec_nuclei_count) == sum(
+        e["rec_nuclei_count"] for rows in loops.values() for e in rows)
+    assert int(ds.plate_n_windows) == 12
+    # summarise() with another threshold
+    s = qc.summarise(ds, "plate", threshold=1.01)
+    assert float(s.phirm_frac_below) == 1.0
+
+
+def test_table_and_zarr_roundtrip(small_results, tmp_path):
+    ds, loops = small_results
+    table = qc.to_table(ds)
+    assert len(table) == 12
+    assert list(table.columns[:6]) == ["row", "column", "field", "window", "y0", "x0"]
+    assert table["ref_nuclei_count"].dtype == np.int64
+    first = table[(table.row == "A") & (table.column == "01") & (table.field == 1)]
+    np.testing.assert_allclose(first.phirm, [e["phirm"] for e in loops[("A", "01", 1)]])
+    out = qc.write_qc(ds, tmp_path / "QC.zarr", csv=tmp_path / "w.csv",
+                      parquet=tmp_path / "w.parquet")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        opened = xr.open_zarr(out)
+        xr.testing.assert_identical(opened.load(), ds)
+    pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "w.parquet"), table)
+    csv = pd.read_csv(tmp_path / "w.csv", dtype={"column": str})
+    np.testing.assert_allclose(csv.phirm, table.phirm)
+    with pytest.raises(PhirmError, match="exists"):
+        qc.write_qc(ds, out)
+    xr.testing.assert_identical(qc.open_qc(out), ds)
+
+
+def test_to_dataset_with_mask_and_errors():
+    a = _blobs((64, 64), seed=8)
+    m = np.zeros((64, 64), bool)
+    m[:32] = True
+    res = {("A", "01", 0): qc.score_field(a, a, mask=m)}
+    ds = qc.to_dataset(res, qc.window_grid((64, 64)))
+    assert float(ds.masked_fraction.squeeze()) == 0.5
+    assert float(ds.plate_masked_fraction_mean) == 0.5
+    with pytest.raises(InputError, match="no field"):
+        qc.to_dataset({}, qc.window_grid((64, 64)))
+    with pytest.raises(InputError, match="outside the plate layout"):
+        qc.to_dataset(res, qc.window_grid((64, 64)), rows=["B"])
