@@ -43,6 +43,13 @@ __all__ = [
     "row_name",
     "row_index",
     "NGFF_VERSION",
+    "create_layout",
+    "write_plate_metadata",
+    "write_field_data",
+    "field_done",
+    "read_root_attrs",
+    "remove_store",
+    "downsample2",
 ]
 
 #: NGFF version written by this module.
@@ -521,6 +528,32 @@ def write_field_data(path: str | Path, key: FieldKey, array: np.ndarray, *,
     g.attrs.update({ATTRS_KEY: marker})
 
 
+def field_done(path: str | Path, key) -> bool:
+    """Low-level: whether field ``key`` of the store at ``path`` carries the complete marker
+    (works before the plate metadata exists, i.e. during a conversion)."""
+    f = Path(path) / FieldKey(*key).path / "zarr.json"
+    try:
+        meta = json.loads(f.read_text())
+    except (OSError, ValueError):
+        return False
+    return bool(meta.get("attributes", {}).get(ATTRS_KEY, {}).get("complete", False))
+
+
+def read_root_attrs(path: str | Path) -> dict | None:
+    """Low-level: the root group's attributes of a Zarr v3 store, None if there is none."""
+    f = Path(path) / "zarr.json"
+    try:
+        meta = json.loads(f.read_text())
+    except (OSError, ValueError):
+        return None
+    return dict(meta.get("attributes", {}))
+
+
+def remove_store(path: str | Path) -> None:
+    """Delete a plate store (refuses a non-empty folder that is not a Zarr store)."""
+    _prepare_output(Path(path), overwrite=True)
+
+
 # --------------------------------------------------------------------------- creating
 
 def _check_layout(rows, columns, fields) -> dict[tuple[str, str], list[int]]:
@@ -585,7 +618,8 @@ def create_layout(path: str | Path, *, rows: Sequence[str], columns: Sequence[st
         for f in flist:
             key = FieldKey(r, c, f)
             fpath = wpath / str(f)
-            if skip_existing and (fpath / "zarr.json").exists():
+            if skip_existing and (fpath / "zarr.json").exists() and all(
+                    (fpath / str(lev) / "zarr.json").exists() for lev in range(n_levels)):
                 continue
             g = zarr.create_group(str(fpath), zarr_format=3, overwrite=True,
                                   attributes=_field_attrs(key, channel_names, dtype, n_levels))

@@ -1,0 +1,463 @@
+"""Convert a folder of microscope TIFFs into an OME-Zarr HCS plate, one Dask task per field.
+
+Steps:
+
+1. :func:`plan_conversion` lists and parses every TIFF (:mod:`phirm_scale.layouts`), groups
+   them into fields, and validates everything before a byte is written: readable TIFF
+   headers with data inside the file, one shape and dtype for the whole plate, no duplicate
+   (well, field, channel), no field missing a channel, one plate, one time point / z step.
+2. :func:`convert` writes groups, well and field metadata and empty arrays, then one task per
+   field reads its TIFFs and writes its chunks (one writer per chunk) and marks the field
+   complete; the root ``ome.plate`` metadata is written last. A killed run leaves no plate
+   metadata; run again on the same source, it converts only the fields not marked complete
+   and ends identical to an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import sys
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field as dc_field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from phirm_scale.errors import PlateError
+from phirm_scale.layouts import ImageRecord, scan_folder
+from phirm_scale.plate import FieldKey, row_index, row_name
+
+__all__ = ["ConversionPlan", "plan_conversion", "convert", "run_field_tasks", "read_tiff"]
+
+log = logging.getLogger(__name__)
+
+
+# --------------------------------------------------------------------------- planning
+
+@dataclass
+class ConversionPlan:
+    """Everything :func:`convert` needs, validated."""
+
+    source: Path
+    layout: str
+    pattern: str | None
+    name: str
+    rows: list[str]
+    columns: list[str]
+    channel_ids: list[str]
+    channel_names: list[str]
+    shape: tuple[int, int]
+    dtype: np.dtype
+    fields: dict[FieldKey, list[Path]] = dc_field(default_factory=dict)
+    fingerprint: str = ""
+    timepoint: int = 1
+    zstep: int = 1
+
+    @property
+    def wells(self) -> list[tuple[str, str]]:
+        return sorted({(k.row, k.column) for k in self.fields},
+                      key=lambda w: (row_index(w[0]), w[1]))
+
+    @property
+    def n_files(self) -> int:
+        return sum(len(v) for v in self.fields.values())
+
+    def summary(self) -> str:
+        """What was found, as a few lines (printed before writing)."""
+        per_well = Counter((k.row, k.column) for k in self.fields)
+        counts = Counter(per_well.values())
+        fpw = ", ".join(f"{n} well(s) x {f}" for f, n in sorted(counts.items()))
+        chans = ", ".join(f"{i}->{n}" for i, n in zip(self.channel_ids, self.channel_names))
+        return (f"layout {self.layout}: plate {self.name!r}, {len(per_well)} wells "
+                f"(rows {self.rows[0]}-{self.rows[-1]}, columns {self.columns[0]}-"
+                f"{self.columns[-1]}), {len(self.fields)} fields ({fpw} fields), "
+                f"channels [{chans}], {self.shape[0]}x{self.shape[1]} {self.dtype}, "
+                f"{self.n_files} files")
+
+    def record(self) -> dict:
+        """The provenance stored in the plate (``phirm_scale.convert``), run independent."""
+        return {"source": str(self.source), "layout": self.layout, "pattern": self.pattern,
+                "channels": dict(zip(self.channel_names, self.channel_ids)),
+                "timepoint": self.timepoint, "zstep": self.zstep,
+                "n_files": self.n_files, "fingerprint": self.fingerprint}
+
+
+def _tiff_header(path: Path) -> tuple[tuple[int, ...], np.dtype]:
+    """Shape and dtype of a TIFF's image, checking its data lies inside the file."""
+    import tifffile
+
+    try:
+        size = path.stat().st_size
+        with tifffile.TiffFile(path) as tf:
+            if not tf.pages:
+                raise ValueError("no image")
+            series = tf.series[0]
+            shape = tuple(int(s) for s in series.shape)
+            dtype = np.dtype(series.dtype)
+            for page in tf.pages:
+                offs = getattr(page, "dataoffsets", ()) or ()
+                counts = getattr(page, "databytecounts", ()) or ()
+                for o, c in zip(offs, counts):
+                    if o + c > size:
+                        raise ValueError(f"truncated: image data ends at byte {o + c}, file has "
+                                         f"{size}")
+    except PlateError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - any failure is an unreadable file
+        raise PlateError(f"{path}: unreadable TIFF ({_one_line(exc)})") from exc
+    squeezed = tuple(s for s in shape if s != 1)
+    if len(squeezed) != 2:
+        raise PlateError(f"{path}: expected one 2-D image, got shape {shape}")
+    return squeezed, dtype
+
+
+def _one_line(exc: BaseException) -> str:
+    text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    return " ".join(text.split())[:300]
+
+
+def read_tiff(path: str | Path, shape: tuple[int, int] | None = None, dtype=None) -> np.ndarray:
+    """Read a single 2-D TIFF image; PlateError naming the file when it is unusable."""
+    import tifffile
+
+    path = Path(path)
+    try:
+        a = tifffile.imread(path)
+    except Exception as exc:  # noqa: BLE001
+        raise PlateError(f"{path}: unreadable TIFF ({_one_line(exc)})") from exc
+    a = np.squeeze(a)
+    if a.ndim != 2:
+        raise PlateError(f"{path}: expected one 2-D image, got shape {a.shape}")
+    if shape is not None and a.shape != tuple(shape):
+        raise PlateError(f"{path}: image is {a.shape}, plate fields are {tuple(shape)}")
+    if dtype is not None and a.dtype != np.dtype(dtype):
+        raise PlateError(f"{path}: image is {a.dtype}, plate is {np.dtype(dtype)}")
+    return a
+
+
+def _fingerprint(source: Path, files: Sequence[Path]) -> str:
+    h = hashlib.sha256()
+    for f in sorted(files):
+        st = f.stat()
+        h.update(f"{f.relative_to(source)}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()
+
+
+def _channel_sort_key(c: str):
+    return (0, int(c), c) if c.isdigit() else (1, 0, c)
+
+
+def plan_conversion(source: str | Path, *, layout: str = "auto", pattern: str | None = None,
+                    plate_name: str | None = None,
+                    channel_names: Sequence[str] | None = None,
+                    timepoint: int | None = None, zstep: int | None = None,
+                    threads: int = 8) -> ConversionPlan:
+    """Scan and validate a source folder; nothing is written.
+
+    Parameters
+    ----------
+    source : str or Path
+        Folder of TIFFs.
+    layout : {'auto', 'imagexpress', 'cellomics', 'regex'}
+    pattern : str, optional
+        Regular expression with named groups ``well``, ``field``, ``channel`` (``plate``).
+    plate_name : str, optional
+        Plate name; default the one in the file names, else the folder name.
+    channel_names : sequence of str, optional
+        Names of the channels, in channel order (w1, w2, ... / d0, d1, ...).
+    timepoint, zstep : int, optional
+        Which ``TimePoint_N`` / ``ZStep_N`` to take when the folder holds several.
+    threads : int
+        Threads reading TIFF headers.
+
+    Raises
+    ------
+    PlateError
+        One line naming the offending file: unreadable or truncated TIFF, mixed shapes or
+        dtypes, duplicate (well, field, channel), a field missing a channel, names matching
+        no layout, several plates.
+    """
+    source = Path(source).resolve()
+    lay, records = scan_folder(source, layout, pattern)
+
+    # time points / z steps
+    for attr, chosen, label in (("timepoint", timepoint, "TimePoint"), ("zstep", zstep, "ZStep")):
+        values = sorted({getattr(r, attr) for r in records})
+        if chosen is not None:
+            records = [r for r in records if getattr(r, attr) == chosen]
+            if not records:
+                raise PlateError(f"{source}: no file in {label}_{chosen} (found "
+                                 f"{', '.join(map(str, values))})")
+        elif len(values) > 1:
+            raise PlateError(f"{source}: files of {len(values)} {label}s ({label}_{values[0]}.."
+                             f"{label}_{values[-1]}); choose one with --{attr}")
+    tp = records[0].timepoint
+    zs = records[0].zstep
+
+    # one plate
+    plates = sorted({r.plate for r in records if r.plate is not None})
+    if len(plates) > 1:
+        other = next(r for r in records if r.plate == plates[1])
+        raise PlateError(f"{other.path}: belongs to plate {plates[1]!r}, other files to "
+                         f"{plates[0]!r}; convert one plate per folder (or use --pattern)")
+    name = plate_name or (plates[0] if plates else source.name.split(".")[0])
+
+    # duplicates
+    seen: dict[tuple, ImageRecord] = {}
+    for r in records:
+        k = (r.row, r.column, r.field, r.channel)
+        if k in seen:
+            raise PlateError(f"{r.path}: duplicate of {seen[k].path.name} (well "
+                             f"{r.row}{r.column:02d}, field {r.field}, channel {r.channel})")
+        seen[k] = r
+
+    # channels
+    chan_ids = sorted({r.channel for r in records}, key=_channel_sort_key)
+    by_field: dict[tuple, dict[str, ImageRecord]] = {}
+    for r in records:
+        by_field.setdefault((r.row, r.column, r.field), {})[r.channel] = r
+    for (row, col, fld), chans in sorted(by_field.items()):
+        missing = [c for c in chan_ids if c not in chans]
+        if missing:
+            some = next(iter(chans.values()))
+            raise PlateError(f"{some.path}: well {row}{col:02d} field {fld} has no file for "
+                             f"channel(s) {', '.join(missing)} (channels found: "
+                             f"{', '.join(chan_ids)})")
+    if channel_names is not None:
+        channel_names = [str(c).strip() for c in channel_names]
+        if len(channel_names) != len(chan_ids):
+            raise PlateError(f"{source}: {len(channel_names)} channel names "
+                             f"({','.join(channel_names)}) for {len(chan_ids)} channels "
+                             f"({', '.join(chan_ids)})")
+        if len(set(channel_names)) != len(channel_names) or not all(channel_names):
+            raise PlateError(f"{source}: channel names must be unique and non-empty: "
+                             f"{','.join(channel_names)}")
+    else:
+        prefix = {"imagexpress": "w", "cellomics": "d"}.get(lay.name, "")
+        channel_names = [f"{prefix}{c}" for c in chan_ids]
+
+    # headers: readable, shapes and dtypes consistent
+    paths = [r.path for r in records]
+    with ThreadPoolExecutor(max_workers=max(1, threads)) as ex:
+        headers = list(ex.map(_tiff_header, paths))
+    kinds = Counter(headers)
+    (shape, dtype), _ = kinds.most_common(1)[0]
+    for p, (s, d) in zip(paths, headers):
+        if (s, d) != (shape, dtype):
+            ref = paths[headers.index((shape, dtype))]
+            raise PlateError(f"{p}: image is {s[0]}x{s[1]} {d}, other files are "
+                             f"{shape[0]}x{shape[1]} {dtype} (e.g. {ref.name}); one plate "
+                             "needs one shape and dtype")
+
+    # grid
+    max_row = max(row_index(r.row) for r in records)
+    max_col = max(r.column for r in records)
+    width = max(2, len(str(max_col)))
+    rows = [row_name(i) for i in range(max_row + 1)]
+    columns = [str(c).zfill(width) for c in range(1, max_col + 1)]
+    fields: dict[FieldKey, list[Path]] = {}
+    for (row, col, fld), chans in sorted(by_field.items(),
+                                         key=lambda kv: (row_index(kv[0][0]), *kv[0][1:])):
+        fields[FieldKey(row, str(col).zfill(width), fld)] = [chans[c].path for c in chan_ids]
+    return ConversionPlan(
+        source=source, layout=lay.name, pattern=pattern if lay.name == "regex" else None,
+        name=name, rows=rows, columns=columns, channel_ids=chan_ids,
+        channel_names=list(channel_names), shape=tuple(shape), dtype=np.dtype(dtype),
+        fields=fields, fingerprint=_fingerprint(source, paths), timepoint=tp, zstep=zs)
+
+
+# --------------------------------------------------------------------------- running
+
+def _task_key(description: str, job: tuple, i: int) -> str:
+    from dask.base import tokenize
+
+    return f"{description}-{i}-{tokenize(job)}"
+
+
+def run_field_tasks(func: Callable, jobs: Sequence[tuple], *, cluster: str = "local",
+                    progress: bool = True, description: str = "fields") -> list:
+    """Run ``func(*job)`` for every job, one Dask task each; returns results in job order.
+
+    ``cluster`` is a ``--cluster`` spec (:func:`phirm_scale.cluster.open_cluster`): with a
+    distributed client the tasks are submitted to it (progress bar on this side, fed by
+    ``as_completed``); with ``'threads'`` Dask's threaded scheduler runs them here. The first
+    failing task cancels the rest and its exception is raised.
+    """
+    from phirm_scale.cluster import open_cluster
+
+    jobs = list(jobs)
+    if not jobs:
+        return []
+    results: list[Any] = [None] * len(jobs)
+    with open_cluster(cluster, quiet=not progress) as client, _progress(
+            progress, description, len(jobs)) as advance:
+        if client is None:
+            import dask
+
+            if progress:
+                from dask.callbacks import Callback
+
+                class _CB(Callback):
+                    def _posttask(self, key, result, dsk, state, id):  # noqa: A002
+                        if isinstance(key, str) and key.startswith(description):
+                            advance()
+                cb = _CB()
+            else:
+                import contextlib
+
+                cb = contextlib.nullcontext()
+            tasks = [dask.delayed(func, pure=False, name=_task_key(description, j, i))(*j)
+                     for i, j in enumerate(jobs)]
+            with cb:
+                results = list(dask.compute(*tasks, scheduler="threads"))
+        else:
+            from distributed import as_completed
+
+            keys = [_task_key(description, j, i) for i, j in enumerate(jobs)]
+            futures = [client.submit(func, *j, key=k, pure=False) for j, k in zip(jobs, keys)]
+            index = {f.key: i for i, f in enumerate(futures)}
+            try:
+                for fut in as_completed(futures):
+                    results[index[fut.key]] = fut.result()
+                    advance()
+            except BaseException:
+                client.cancel(futures)
+                raise
+    return results
+
+
+class _progress:
+    """A rich progress bar on stderr (or nothing)."""
+
+    def __init__(self, enabled: bool, description: str, total: int):
+        self.enabled, self.description, self.total = enabled, description, total
+        self._p = None
+
+    def __enter__(self):
+        if not self.enabled:
+            return lambda: None
+        from rich.console import Console
+        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+                                   TimeElapsedColumn, TimeRemainingColumn)
+
+        self._p = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                           TimeElapsedColumn(), TimeRemainingColumn(),
+                           console=Console(file=sys.stderr), transient=False)
+        self._p.start()
+        tid = self._p.add_task(self.description, total=self.total)
+        return lambda: self._p.advance(tid)
+
+    def __exit__(self, *exc):
+        if self._p is not None:
+            self._p.stop()
+        return False
+
+
+def _convert_field(out: str, key: tuple, files: list[str], shape: tuple[int, int], dtype: str,
+                   channel_names: list[str], n_levels: int, rel_names: list[str]) -> tuple:
+    """One task: read a field's TIFFs, write its levels, mark it complete."""
+    from phirm_scale.plate import write_field_data
+
+    data = np.stack([read_tiff(f, shape, dtype) for f in files])
+    write_field_data(out, FieldKey(*key), data, channel_names=channel_names, dtype=dtype,
+                     shape=shape, n_levels=n_levels, field_attrs={"source": rel_names})
+    return tuple(key)
+
+
+# --------------------------------------------------------------------------- convert
+
+def convert(source: str | Path, out: str | Path, *, layout: str = "auto",
+            pattern: str | None = None, plate_name: str | None = None,
+            channel_names: Sequence[str] | None = None, cluster: str = "local",
+            overwrite: bool = False, n_levels: int = 1, timepoint: int | None = None,
+            zstep: int | None = None, progress: bool = True,
+            max_fields: int | None = None, echo: Callable[[str], None] | None = None):
+    """Convert a TIFF folder into an NGFF 0.5 HCS plate; returns the opened plate.
+
+    Parameters
+    ----------
+    source : str or Path
+        Folder of TIFFs (see :func:`plan_conversion` for ``layout``, ``pattern``,
+        ``plate_name``, ``channel_names``, ``timepoint``, ``zstep``).
+    out : str or Path
+        Output ``*.ome.zarr``. An existing output is refused unless ``overwrite`` or it is an
+        unfinished (or finished) conversion of the same, unchanged source, which is resumed.
+    cluster : str
+        ``--cluster`` spec: ``'local'`` (default), ``'threads'``, an address, a YAML file.
+    n_levels : int
+        Multiscale levels (level 0 plus ``n_levels - 1`` downsampled by 2 each).
+    progress : bool
+        Show a progress bar (stderr).
+    max_fields : int, optional
+        Convert at most this many missing fields, then stop without writing the plate
+        metadata (like a killed run; a later call resumes). For tests and staged runs.
+    echo : callable, optional
+        Receives the one-line summary of what was found (default: print to stderr).
+
+    Returns
+    -------
+    phirm_scale.plate.Plate or None
+        None when ``max_fields`` stopped the conversion before the end.
+    """
+    from phirm_scale.plate import (create_layout, field_done, open_plate, read_root_attrs,
+                                   remove_store, write_plate_metadata)
+
+    if echo is None:
+        def echo(msg: str) -> None:
+            print(msg, file=sys.stderr)
+    if n_levels < 1:
+        raise PlateError(f"--levels must be >= 1, got {n_levels}")
+    out = Path(out)
+    plan = plan_conversion(source, layout=layout, pattern=pattern, plate_name=plate_name,
+                           channel_names=channel_names, timepoint=timepoint, zstep=zstep)
+    echo(plan.summary())
+    record = plan.record()
+    record["levels"] = int(n_levels)
+
+    resume = False
+    if out.exists():
+        attrs = read_root_attrs(out)
+        prev = (attrs or {}).get("phirm_scale", {}).get("convert")
+        if overwrite:
+            remove_store(out)
+        elif prev == record:
+            resume = True
+        elif prev is not None:
+            raise PlateError(f"{out}: output exists, converted from another source or options "
+                             f"({prev.get('source')}); use --overwrite to replace it")
+        else:
+            raise PlateError(f"{out}: output exists; use --overwrite to replace it")
+
+    fkeys = list(plan.fields)
+    if resume and "ome" in (read_root_attrs(out) or {}) and \
+            all(field_done(out, k) for k in fkeys):
+        echo(f"{out}: already converted from this source; nothing to do")
+        return open_plate(out)
+    create_layout(out, rows=plan.rows, columns=plan.columns, fields=fkeys,
+                  channel_names=plan.channel_names, shape=plan.shape, dtype=plan.dtype,
+                  name=plan.name, n_levels=n_levels, attrs={"phirm_scale": {"convert": record}},
+                  plate_metadata=False, skip_existing=resume)
+    todo = [k for k in fkeys if not (resume and field_done(out, k))]
+    if resume:
+        echo(f"{out}: resuming, {len(todo)} of {len(fkeys)} fields left")
+    stop_early = max_fields is not None and max_fields < len(todo)
+    if max_fields is not None:
+        todo = todo[:max(0, int(max_fields))]
+    jobs = [(str(out), tuple(k), [str(p) for p in plan.fields[k]], plan.shape, plan.dtype.str,
+             plan.channel_names, int(n_levels),
+             [str(p.relative_to(plan.source)) for p in plan.fields[k]]) for k in todo]
+    run_field_tasks(_convert_field, jobs, cluster=cluster, progress=progress,
+                    description="convert")
+    if stop_early:
+        return None
+    undone = [k for k in fkeys if not field_done(out, k)]
+    if undone:  # pragma: no cover - tasks raise before this
+        raise PlateError(f"{out}: field {undone[0]} was not written; run again to resume")
+    field_count = max(Counter((k.row, k.column) for k in fkeys).values())
+    write_plate_metadata(out, rows=plan.rows, columns=plan.columns, wells=plan.wells,
+                         name=plan.name, field_count=field_count)
+    return open_plate(out)
