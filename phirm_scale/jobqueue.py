@@ -7,6 +7,7 @@ dask-jobqueue class under ``cluster`` and an optional ``scale`` mapping
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import yaml
@@ -23,8 +24,9 @@ KINDS = {
 }
 
 
-def cluster_from_yaml(path: str | Path):
-    """Build (and scale) the dask-jobqueue cluster described by ``path``."""
+def cluster_from_yaml(path: str | Path, *, scale: bool = True):
+    """Build the dask-jobqueue cluster described by ``path`` and, unless ``scale=False``,
+    ask for its jobs (``scale=False`` is for inspecting ``cluster.job_script()``)."""
     path = Path(path)
     try:
         cfg = yaml.safe_load(path.read_text())
@@ -37,12 +39,21 @@ def cluster_from_yaml(path: str | Path):
         raise PhirmError(f"{path}: unknown cluster kind {kind!r}; expected one of {', '.join(KINDS)}")
     import dask_jobqueue
 
+    kwargs = dict(cfg.get("cluster") or {})
+    for key in ("local_directory",):
+        if isinstance(kwargs.get(key), str):
+            kwargs[key] = os.path.expandvars(kwargs[key])
     cls = getattr(dask_jobqueue, KINDS[kind])
-    cluster = cls(**(cfg.get("cluster") or {}))
-    scale = cfg.get("scale") or {"jobs": 1}
-    if "minimum_jobs" in scale or "maximum_jobs" in scale:
-        cluster.adapt(minimum_jobs=scale.get("minimum_jobs", 0),
-                      maximum_jobs=scale.get("maximum_jobs", 1))
+    try:
+        cluster = cls(**kwargs)
+    except (TypeError, ValueError) as exc:
+        raise PhirmError(f"{path}: invalid {kind} cluster settings ({exc})") from exc
+    if not scale:
+        return cluster
+    spec = cfg.get("scale") or {"jobs": 1}
+    if "minimum_jobs" in spec or "maximum_jobs" in spec:
+        cluster.adapt(minimum_jobs=spec.get("minimum_jobs", 0),
+                      maximum_jobs=spec.get("maximum_jobs", 1))
     else:
-        cluster.scale(jobs=int(scale.get("jobs", 1)))
+        cluster.scale(jobs=int(spec.get("jobs", 1)))
     return cluster
