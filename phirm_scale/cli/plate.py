@@ -1,5 +1,107 @@
-"""Commands of this group (registered on the shared typer app)."""
+"""Plate commands: ``convert``, ``masks``, ``make-plate`` (thin shells over the Python API)."""
 
 from __future__ import annotations
 
-from phirm_scale.cli._app import app  # noqa: F401
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from phirm_scale.cli._app import app
+
+__all__: list[str] = []
+
+
+@app.command("convert")
+def convert_cmd(
+    source: Path = typer.Argument(..., help="Folder of microscope TIFFs (searched recursively)."),
+    out: Path = typer.Argument(..., help="Output plate, e.g. PLATE.ome.zarr."),
+    layout: str = typer.Option("auto", help="File-name layout: auto, imagexpress, cellomics "
+                               "or regex (with --pattern)."),
+    pattern: Optional[str] = typer.Option(None, help="Regular expression on file names with "
+                                          "named groups well, field, channel (and plate)."),
+    plate_name: Optional[str] = typer.Option(None, help="Plate name (default: from the file "
+                                             "names, else the folder name)."),
+    channel_names: Optional[str] = typer.Option(None, help="Comma-separated channel names in "
+                                                "channel order, e.g. DAPI,CFP."),
+    levels: int = typer.Option(1, help="Multiscale levels (level 0 plus levels-1 halvings)."),
+    timepoint: Optional[int] = typer.Option(None, help="TimePoint_N folder to take when "
+                                            "there are several."),
+    zstep: Optional[int] = typer.Option(None, help="ZStep_N folder to take when there are "
+                                        "several."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output "
+                                   "(otherwise only an unfinished conversion of the same "
+                                   "source is resumed)."),
+    cluster: str = typer.Option("local", help="Dask cluster: local, threads, tcp://host:port, "
+                                "or a dask-jobqueue YAML."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress "
+                                  "bar."),
+) -> None:
+    """Convert a folder of TIFFs into an OME-Zarr (NGFF 0.5) HCS plate, one task per field."""
+    from phirm_scale.stages.convert import convert
+
+    names = [c.strip() for c in channel_names.split(",")] if channel_names else None
+    plate = convert(source, out, layout=layout, pattern=pattern, plate_name=plate_name,
+                    channel_names=names, cluster=cluster, overwrite=overwrite,
+                    n_levels=levels, timepoint=timepoint, zstep=zstep, progress=progress)
+    typer.echo(f"wrote {plate.path}: {len(plate.wells)} wells, {len(plate.fields)} fields, "
+               f"channels {','.join(plate.channel_names)}")
+
+
+@app.command("masks")
+def masks_cmd(
+    plate: Path = typer.Argument(..., help="HCS plate (*.ome.zarr)."),
+    channel: str = typer.Option("CFP", help="Artefact channel (name or index)."),
+    name: str = typer.Option("artefacts", help="Label name written under labels/."),
+    otsu_factor: float = typer.Option(0.7, help="Multiplier of Otsu's threshold (paper: 0.7)."),
+    radius: int = typer.Option(2, help="Disk radius of the opening and closing."),
+    min_separability: float = typer.Option(0.9, help="Fields whose Otsu separability is "
+                                           "below this get an empty mask (no artefact); 0 "
+                                           "disables the guard."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Recompute fields that already "
+                                   "have the label."),
+    cluster: str = typer.Option("local", help="Dask cluster: local, threads, tcp://host:port, "
+                                "or a dask-jobqueue YAML."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress "
+                                  "bar."),
+) -> None:
+    """Artefact masks (Otsu x factor, opening, closing) per field as NGFF labels."""
+    from phirm_scale.stages.masks import make_artefact_masks
+
+    ch: str | int = int(channel) if channel.isdigit() else channel
+    res = make_artefact_masks(plate, channel=ch, name=name, otsu_factor=otsu_factor,
+                              radius=radius, min_separability=min_separability or None,
+                              overwrite=overwrite, cluster=cluster, progress=progress)
+    with_art = sum(1 for a in res.values() if a)
+    typer.echo(f"{plate}: labels/{name} written for {len(res)} fields ({with_art} with "
+               "artefacts)")
+
+
+@app.command("make-plate")
+def make_plate_cmd(
+    out: Path = typer.Argument(..., help="Output plate, e.g. SYNTH.ome.zarr."),
+    rows: int = typer.Option(2, help="Plate rows (A, B, ...)."),
+    columns: int = typer.Option(2, help="Plate columns (01, 02, ...)."),
+    fields: int = typer.Option(1, help="Fields per well."),
+    size: int = typer.Option(256, help="Field size in pixels (square)."),
+    seed: int = typer.Option(0, help="Random seed."),
+    from_fields: Optional[Path] = typer.Option(None, help="Folder of real TIFF fields used as "
+                                               "ground truth (cropped or mirror-padded)."),
+    artefacts: float = typer.Option(0.02, help="Fraction of each field covered by artefacts "
+                                    "(0 for a clean plate)."),
+    levels: int = typer.Option(1, help="Multiscale levels."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output."),
+    cluster: str = typer.Option("threads", help="Dask cluster: threads, local, "
+                                "tcp://host:port, or a dask-jobqueue YAML."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress "
+                                  "bar."),
+) -> None:
+    """Synthetic (or composite) plate: DAPI (ground truth + saturated artefacts), CFP
+    (artefact channel), DAPI_clean (ground truth) and label artefacts_true."""
+    from phirm_scale.synthetic import make_plate
+
+    plate = make_plate(out, rows=rows, columns=columns, fields=fields, size=size, seed=seed,
+                       from_fields=from_fields, artefacts=artefacts, overwrite=overwrite,
+                       n_levels=levels, cluster=cluster, progress=progress)
+    typer.echo(f"wrote {plate.path}: {len(plate.fields)} fields of {size}x{size}, channels "
+               f"{','.join(plate.channel_names)}")

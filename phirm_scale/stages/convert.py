@@ -310,8 +310,8 @@ def run_field_tasks(func: Callable, jobs: Sequence[tuple], *, cluster: str = "lo
                 import contextlib
 
                 cb = contextlib.nullcontext()
-            tasks = [dask.delayed(func, pure=False, name=_task_key(description, j, i))(*j)
-                     for i, j in enumerate(jobs)]
+            tasks = [dask.delayed(func, pure=False)(
+                *j, dask_key_name=_task_key(description, j, i)) for i, j in enumerate(jobs)]
             with cb:
                 results = list(dask.compute(*tasks, scheduler="threads"))
         else:
