@@ -5,15 +5,18 @@ Three layouts are understood:
 ``imagexpress``
     ImageXpress / MetaXpress: ``{plate}_{well}_s{site}_w{channel}{GUID?}.tif``, the site and
     channel parts optional (one site / one channel acquisitions), in ``TimePoint_N`` /
-    ``ZStep_N`` sub-folders or not; ``_thumb`` files are skipped. Sites are 1-based: site
-    ``s1`` is field 0.
+    ``ZStep_N`` sub-folders or not; ``_thumb`` files are skipped.
 ``cellomics``
-    Cellomics / CellInsight: ``{plate}_{well}f{field}d{channel}.tif`` (fields 0-based).
+    Cellomics / CellInsight: ``{plate}_{well}f{field}d{channel}.tif``.
 ``regex``
     a user regular expression (matched against the file name) with named groups ``well``,
-    ``field`` and ``channel`` and optionally ``plate``; the field number is used as given.
+    ``field`` and ``channel`` and optionally ``plate``.
 
 ``auto`` picks the single layout matching every TIFF of the folder.
+
+A record keeps the site / field number found in the name (``site``); the plate numbers the
+fields of each well 0, 1, ... in site order (the site is kept in the field's attributes), so
+that every well's first field is ``0`` as viewers (ome-zarr-py's plate reader) expect.
 """
 
 from __future__ import annotations
@@ -49,7 +52,7 @@ class ImageRecord:
     plate: str | None
     row: str
     column: int
-    field: int
+    site: int
     channel: str
     timepoint: int = 1
     zstep: int = 1
@@ -69,7 +72,7 @@ def parse_well(well: str) -> tuple[str, int]:
 class Layout:
     """A file-name layout: a regex with groups ``well``, ``field``, ``channel`` (+ ``plate``)."""
 
-    def __init__(self, name: str, pattern: str, *, field_base: int = 0,
+    def __init__(self, name: str, pattern: str, *,
                  default_field: int | None = None, default_channel: str | None = None,
                  flags: int = 0):
         self.name = name
@@ -87,7 +90,6 @@ class Layout:
         if missing:
             raise PlateError(f"--pattern {pattern!r}: missing named group(s) "
                              f"{', '.join(sorted(missing))} (needs well, field, channel)")
-        self.field_base = field_base
         self.default_field = default_field
         self.default_channel = default_channel
 
@@ -109,7 +111,7 @@ class Layout:
             field = self.default_field
         else:
             try:
-                field = int(field_s) - self.field_base
+                field = int(field_s)
             except ValueError:
                 return None
         if field is None or field < 0:
@@ -126,7 +128,7 @@ class Layout:
                 tp = int(mt.group(1))
             if mz:
                 zs = int(mz.group(1))
-        return ImageRecord(path=path, plate=g.get("plate"), row=row, column=col, field=field,
+        return ImageRecord(path=path, plate=g.get("plate"), row=row, column=col, site=field,
                            channel=str(channel), timepoint=tp, zstep=zs)
 
 
@@ -135,14 +137,14 @@ def _imagexpress() -> Layout:
         "imagexpress",
         rf"^(?P<plate>.+?)_(?P<well>[A-Za-z]{{1,2}}\d{{1,3}})(?:_s(?P<field>\d+))?"
         rf"(?:_w(?P<channel>\d+?))?(?:{_GUID})?{_TIF}",
-        field_base=1, default_field=0, default_channel="1", flags=re.I)
+        default_field=1, default_channel="1", flags=re.I)
 
 
 def _cellomics() -> Layout:
     return Layout(
         "cellomics",
         rf"^(?P<plate>.+)_(?P<well>[A-Za-z]{{1,2}}\d{{2,3}})f(?P<field>\d+)d(?P<channel>\d+){_TIF}",
-        field_base=0, flags=re.I)
+        flags=re.I)
 
 
 #: Named layouts (factories).

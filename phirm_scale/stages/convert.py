@@ -53,6 +53,7 @@ class ConversionPlan:
     shape: tuple[int, int]
     dtype: np.dtype
     fields: dict[FieldKey, list[Path]] = dc_field(default_factory=dict)
+    sites: dict[FieldKey, int] = dc_field(default_factory=dict)
     fingerprint: str = ""
     timepoint: int = 1
     zstep: int = 1
@@ -209,22 +210,22 @@ def plan_conversion(source: str | Path, *, layout: str = "auto", pattern: str | 
     # duplicates
     seen: dict[tuple, ImageRecord] = {}
     for r in records:
-        k = (r.row, r.column, r.field, r.channel)
+        k = (r.row, r.column, r.site, r.channel)
         if k in seen:
             raise PlateError(f"{r.path}: duplicate of {seen[k].path.name} (well "
-                             f"{r.row}{r.column:02d}, field {r.field}, channel {r.channel})")
+                             f"{r.row}{r.column:02d}, site {r.site}, channel {r.channel})")
         seen[k] = r
 
     # channels
     chan_ids = sorted({r.channel for r in records}, key=_channel_sort_key)
     by_field: dict[tuple, dict[str, ImageRecord]] = {}
     for r in records:
-        by_field.setdefault((r.row, r.column, r.field), {})[r.channel] = r
+        by_field.setdefault((r.row, r.column, r.site), {})[r.channel] = r
     for (row, col, fld), chans in sorted(by_field.items()):
         missing = [c for c in chan_ids if c not in chans]
         if missing:
             some = next(iter(chans.values()))
-            raise PlateError(f"{some.path}: well {row}{col:02d} field {fld} has no file for "
+            raise PlateError(f"{some.path}: well {row}{col:02d} site {fld} has no file for "
                              f"channel(s) {', '.join(missing)} (channels found: "
                              f"{', '.join(chan_ids)})")
     if channel_names is not None:
@@ -260,14 +261,21 @@ def plan_conversion(source: str | Path, *, layout: str = "auto", pattern: str | 
     rows = [row_name(i) for i in range(max_row + 1)]
     columns = [str(c).zfill(width) for c in range(1, max_col + 1)]
     fields: dict[FieldKey, list[Path]] = {}
-    for (row, col, fld), chans in sorted(by_field.items(),
-                                         key=lambda kv: (row_index(kv[0][0]), *kv[0][1:])):
-        fields[FieldKey(row, str(col).zfill(width), fld)] = [chans[c].path for c in chan_ids]
+    sites: dict[FieldKey, int] = {}
+    per_well: dict[tuple[str, int], int] = {}
+    for (row, col, site), chans in sorted(by_field.items(),
+                                          key=lambda kv: (row_index(kv[0][0]), *kv[0][1:])):
+        idx = per_well.get((row, col), 0)  # fields 0, 1, ... of a well in site order
+        per_well[(row, col)] = idx + 1
+        key = FieldKey(row, str(col).zfill(width), idx)
+        fields[key] = [chans[c].path for c in chan_ids]
+        sites[key] = site
     return ConversionPlan(
         source=source, layout=lay.name, pattern=pattern if lay.name == "regex" else None,
         name=name, rows=rows, columns=columns, channel_ids=chan_ids,
         channel_names=list(channel_names), shape=tuple(shape), dtype=np.dtype(dtype),
-        fields=fields, fingerprint=_fingerprint(source, paths), timepoint=tp, zstep=zs)
+        fields=fields, sites=sites, fingerprint=_fingerprint(source, paths), timepoint=tp,
+        zstep=zs)
 
 
 # --------------------------------------------------------------------------- running
@@ -358,13 +366,14 @@ class _progress:
 
 
 def _convert_field(out: str, key: tuple, files: list[str], shape: tuple[int, int], dtype: str,
-                   channel_names: list[str], n_levels: int, rel_names: list[str]) -> tuple:
+                   channel_names: list[str], n_levels: int, rel_names: list[str],
+                   site: int) -> tuple:
     """One task: read a field's TIFFs, write its levels, mark it complete."""
     from phirm_scale.plate import write_field_data
 
     data = np.stack([read_tiff(f, shape, dtype) for f in files])
     write_field_data(out, FieldKey(*key), data, channel_names=channel_names, dtype=dtype,
-                     shape=shape, n_levels=n_levels, field_attrs={"source": rel_names})
+                     shape=shape, n_levels=n_levels, field_attrs={"source": rel_names, "site": site})
     return tuple(key)
 
 
@@ -449,7 +458,8 @@ def convert(source: str | Path, out: str | Path, *, layout: str = "auto",
         todo = todo[:max(0, int(max_fields))]
     jobs = [(str(out), tuple(k), [str(p) for p in plan.fields[k]], plan.shape, plan.dtype.str,
              plan.channel_names, int(n_levels),
-             [str(p.relative_to(plan.source)) for p in plan.fields[k]]) for k in todo]
+             [str(p.relative_to(plan.source)) for p in plan.fields[k]], plan.sites[k])
+            for k in todo]
     run_field_tasks(_convert_field, jobs, cluster=cluster, progress=progress,
                     description="convert")
     if stop_early:
