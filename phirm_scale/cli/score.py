@@ -1,5 +1,134 @@
-"""Commands of this group (registered on the shared typer app)."""
+"""``phirm-scale score`` (PhIRM QC of a reconstructed plate) and ``phirm-scale report``."""
 
 from __future__ import annotations
 
-from phirm_scale.cli._app import app  # noqa: F401
+import math
+from enum import Enum
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from phirm_scale.cli._app import app
+
+
+class Mode(str, Enum):
+    paper = "paper"
+    reference = "reference"
+
+
+@app.command("score")
+def score_command(
+    reference: str = typer.Option(
+        ..., "--reference", help="Reference plate as PLATE[:CHANNEL] (default: first channel)."),
+    reconstruction: str = typer.Option(
+        ..., "--reconstruction",
+        help="Reconstructed plate as PLATE[:CHANNEL] (default: the reference channel's name if "
+             "present, else the first channel)."),
+    output: Path = typer.Option(..., "-o", "--output", help="QC store to write (e.g. QC.zarr)."),
+    window: str = typer.Option(
+        "256", "--window", help="Metric unit: window edge in pixels (edge windows aligned to "
+                                "the border) or 'field' for whole fields."),
+    mode: Mode = typer.Option(Mode.paper, "--mode",
+                              help="'paper' (the paper's definition) or 'reference' "
+                                   "(the published code's numbers)."),
+    cluster: str = typer.Option(
+        "local", "--cluster", help="'local' (embedded cluster), 'threads' (no cluster), "
+                                   "tcp://host:port, or a dask-jobqueue YAML."),
+    csv: Optional[Path] = typer.Option(None, "--csv", help="Also write the per-window table "
+                                                           "as CSV."),
+    parquet: Optional[Path] = typer.Option(None, "--parquet",
+                                           help="Also write the per-window table as Parquet."),
+    mask_label: Optional[str] = typer.Option(
+        None, "--mask-label", help="Label image (e.g. 'artefacts') giving the masked fraction "
+                                   "per window; read from the reference plate, else from the "
+                                   "reconstruction."),
+    threshold: float = typer.Option(0.9, "--threshold",
+                                    help="PhIRM threshold of the 'fraction below' summaries."),
+    fields_per_task: int = typer.Option(1, "--fields-per-task",
+                                        help="Fields scored by one Dask task."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output."),
+    progress: bool = typer.Option(True, "--progress/--no-progress",
+                                  help="Show a progress bar while the graph runs."),
+) -> None:
+    """Score every field of a reconstructed plate against its reference (PhIRM, PSNR, SSIM)
+    into an xarray QC store, and print the plate summary."""
+    from phirm_scale import metric, qc
+    from phirm_scale.cluster import open_cluster
+    from phirm_scale.errors import PhirmError
+    from phirm_scale.stages.score import plan_score, score_plates
+
+    for out in (output, csv, parquet):
+        if out is not None and Path(out).exists() and not overwrite:
+            raise PhirmError(f"{out}: output exists (pass --overwrite to replace it)")
+    params = metric.PhirmParams.for_mode(mode.value)
+    plan = plan_score(reference, reconstruction, window=window, mask_label=mask_label)
+    with open_cluster(cluster) as client:
+        ds = score_plates(None, None, plan=plan, params=params, threshold=threshold,
+                          client=client, progress=progress, fields_per_task=fields_per_task)
+    qc.write_qc(ds, output, overwrite=overwrite, csv=csv, parquet=parquet)
+    print_summary(ds)
+    typer.echo(f"wrote {output}" + (f", {csv}" if csv else "") + (f", {parquet}" if parquet
+                                                                     else ""))
+
+
+def _f(v, digits=4) -> str:
+    v = float(v)
+    if math.isnan(v):
+        return "-"
+    if math.isinf(v):
+        return "inf"
+    return f"{v:.0f}" if v == int(v) and abs(v) >= 100 else f"{v:.{digits}f}"
+
+
+def print_summary(ds, *, worst_wells: int = 5) -> None:
+    """Print the plate summary (and the worst wells) of a QC Dataset with rich."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from phirm_scale.qc import summarise
+
+    p = summarise(ds, "plate")
+    thr = float(ds.attrs.get("threshold", 0.9))
+    t = Table(title=f"PhIRM QC plate summary ({ds.attrs.get('mode', 'paper')} mode, window "
+                    f"{ds.attrs.get('window', '?')})")
+    t.add_column("quantity")
+    t.add_column("value", justify="right")
+    t.add_row("windows", str(int(p.n_windows)))
+    t.add_row("PhIRM mean", _f(p.phirm_mean))
+    t.add_row("PhIRM min", _f(p.phirm_min))
+    t.add_row("PhIRM 5th percentile", _f(p.phirm_p05))
+    t.add_row(f"fraction of windows < {thr:g}", _f(p.phirm_frac_below))
+    t.add_row("SSIM mean", _f(p.ssim_mean))
+    for c, label in (("nuclei_count", "nuclei"), ("nuclei_area", "nuclei area"),
+                     ("artefact_area", "artefact area")):
+        t.add_row(f"{label} ref / rec", f"{_f(p['ref_' + c], 0)} / {_f(p['rec_' + c], 0)}")
+    if "masked_fraction_mean" in p:
+        t.add_row("masked fraction mean", _f(p.masked_fraction_mean))
+    console = Console()
+    console.print(t)
+    w = summarise(ds, "well")
+    m = w.phirm_mean.stack(well=("row", "column")).dropna("well")
+    order = sorted(zip(m.values.tolist(), m["row"].values.tolist(), m["column"].values.tolist()))
+    if len(order) > 1:
+        tw = Table(title=f"worst {min(worst_wells, len(order))} wells")
+        for col in ("well", "PhIRM mean", "PhIRM min", f"< {thr:g}"):
+            tw.add_column(col, justify="right" if col != "well" else "left")
+        for mean, r, c in order[:worst_wells]:
+            sel = w.sel(row=r, column=c)
+            tw.add_row(f"{r}{c}", _f(mean), _f(sel.phirm_min), _f(sel.phirm_frac_below))
+        console.print(tw)
+
+
+@app.command("report")
+def report_command(
+    qc_store: Path = typer.Argument(..., help="QC store written by 'phirm-scale score'."),
+    output: Path = typer.Option(..., "-o", "--output", help="Report folder (index.html, PNGs)."),
+    worst: int = typer.Option(6, "--worst", help="Number of worst fields shown with "
+                                                  "thumbnails."),
+) -> None:
+    """Write an HTML report of a QC store: plate heatmap, PhIRM histogram, worst fields."""
+    from phirm_scale.report import write_report
+
+    index = write_report(qc_store, output, worst=worst)
+    typer.echo(f"wrote {index}")
