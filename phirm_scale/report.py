@@ -69,8 +69,7 @@ def plate_heatmap(ds, path) -> Path:
     cols = [str(c) for c in ds["column"].values]
     fig = _fig(max(4.0, 0.45 * len(cols) + 2.0), max(2.5, 0.45 * len(rows) + 1.2))
     ax = fig.add_subplot()
-    cmap = colormaps["viridis"].copy()
-    cmap.set_bad("#cccccc")
+    cmap = colormaps["viridis"].with_extremes(bad="#cccccc")
     im = ax.imshow(np.ma.masked_invalid(data), cmap=cmap, vmin=0.0, vmax=1.0,
                    interpolation="nearest")
     ax.set_xticks(range(len(cols)), cols, fontsize=7)

@@ -1,0 +1,92 @@
+"""HTML report of a QC store: files, worst-field order, thumbnails read from the plates."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from phirm_scale import qc
+from phirm_scale.errors import PhirmError
+from phirm_scale.report import worst_fields, write_report
+
+SIZE = 270
+
+
+@pytest.fixture(scope="module")
+def qc_store(tmp_path_factory):
+    from phirm_scale.plate import create_plate_like
+    from phirm_scale.stages.score import score_plates
+    from phirm_scale.synthetic import make_plate
+
+    root = tmp_path_factory.mktemp("report")
+    src = make_plate(root / "src.ome.zarr", rows=2, columns=3, fields=1, size=SIZE, seed=11)
+    rec = create_plate_like(src, root / "rec.ome.zarr", channel_names=["DAPI"])
+    for i, k in enumerate(src.fields):
+        img = src.read_field(k, "DAPI_clean").copy()
+        img[: 20 * i, : 20 * i] = 0  # progressively larger holes -> worse fields
+        rec.write_field(k, img[None])
+    ds = score_plates(f"{src.path}:DAPI_clean", f"{rec.path}:DAPI", window=128)
+    path = qc.write_qc(ds, root / "QC.zarr")
+    return path, ds, root
+
+
+def test_worst_fields_order_matches_numpy(qc_store):
+    _, ds, _ = qc_store
+    means = np.nanmean(ds.phirm.values, axis=-1)  # (row, column, field)
+    flat = [(means[i, j, 0], str(r), str(c)) for i, r in enumerate(ds.row.values)
+            for j, c in enumerate(ds.column.values)]
+    got = worst_fields(ds, 3)
+    assert [m for *_, m in got] == pytest.approx(sorted(m for m, _, _ in flat)[:3])
+    for r, c, f, m in got:
+        assert np.nanmean(ds.phirm.sel(row=r, column=c, field=f).values) == pytest.approx(m)
+    assert got[0][3] < got[-1][3] or got[0][3] == 0
+    assert len(worst_fields(ds, 100)) == 6
+
+
+def test_report_files(qc_store, tmp_path):
+    import matplotlib.image as mpimg
+
+    path, ds, _ = qc_store
+    index = write_report(path, tmp_path / "rep", worst=3)
+    page = index.read_text()
+    srcs = re.findall(r'<img src="([^"]+)"', page)
+    assert srcs[:2] == ["heatmap.png", "histogram.png"]
+    assert len(srcs) == 5
+    for s in srcs:
+        img = mpimg.imread(tmp_path / "rep" / s)
+        assert img.ndim == 3 and img.shape[0] > 100 and img.std() > 0
+    worst = worst_fields(ds, 3)
+    assert srcs[2:] == [f"worst_{r}{c}_{f}.png" for r, c, f, _ in worst]
+    assert f"{worst[0][3]:.4f}" in page
+    assert "thumbnail unavailable" not in page
+    assert ds.attrs["reference"] in page
+
+
+def test_report_without_plates_still_written(qc_store, tmp_path):
+    _, ds, _ = qc_store
+    moved = ds.copy()
+    moved.attrs = {**ds.attrs, "reference": str(tmp_path / "gone.ome.zarr")}
+    page = write_report(moved, tmp_path / "rep2", worst=2).read_text()
+    assert page.count("thumbnail unavailable") == 2
+    assert (tmp_path / "rep2" / "heatmap.png").exists()
+
+
+def test_report_bad_store(tmp_path):
+    with pytest.raises(PhirmError, match="not found"):
+        write_report(tmp_path / "nope.zarr", tmp_path / "r")
+
+
+def test_cli_report(qc_store, tmp_path):
+    path, _, _ = qc_store
+    exe = Path(sys.executable).with_name("phirm-scale")
+    p = subprocess.run([str(exe), "report", str(path), "-o", str(tmp_path / "r"), "--worst", "1"],
+                       capture_output=True, text=True, timeout=300, env=dict(os.environ))
+    assert p.returncode == 0, p.stderr
+    assert (tmp_path / "r" / "index.html").exists()
+    assert len(list((tmp_path / "r").glob("worst_*.png"))) == 1
