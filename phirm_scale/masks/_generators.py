@@ -81,6 +81,11 @@ class MaskSpec:
     with_box: bool = False
     spec: str = ""
 
+    @property
+    def name(self) -> str:
+        """The normalised spec string (alias of ``spec``; the kind when ``spec`` is empty)."""
+        return self.spec or self.kind
+
 
 def _check_shape(shape) -> tuple[int, int]:
     try:
@@ -417,7 +422,7 @@ def sample_mask(spec, shape=(256, 256), *, rng, artefact_pool=None):
     if kind == "mix":
         kinds = ["rect", "strokes"] + (["artefacts"] if artefact_pool is not None else [])
         kind = kinds[int(rng.integers(len(kinds)))]
-        ms = MaskSpec(kind)
+        ms = MaskSpec(kind, spec=kind)
     if kind == "rect":
         area = ms.area_range if ms.area_range is not None else RECT_BINS[int(rng.integers(len(RECT_BINS)))]
         return rect_mask(shape, area, rng=rng)
