@@ -13,6 +13,7 @@ from phirm_scale.cli._app import app
 # Command modules (import order = order in --help).
 from phirm_scale.cli import metric as _metric  # noqa: F401,E402
 from phirm_scale.cli import plate as _plate  # noqa: F401,E402
+from phirm_scale.cli import inpaint as _inpaint  # noqa: F401,E402
 from phirm_scale.cli import score as _score  # noqa: F401,E402
 from phirm_scale.cli import train as _train  # noqa: F401,E402
 from phirm_scale.cli import experiment as _experiment  # noqa: F401,E402

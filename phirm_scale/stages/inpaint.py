@@ -1,0 +1,173 @@
+"""Inpaint a plate: one Dask task per field, writing a derived plate.
+
+Each task reads one field (all channels) and its hole label from the *source* plate, fills the
+holes of one channel with :func:`phirm_scale.inpaint.inpaint_field` over a model loaded once
+per worker process (:func:`phirm_scale.models.get_model` caches by checkpoint hash), and writes
+the field into ``<name>_inpainted.ome.zarr`` (same rows, columns, fields, channels; the other
+channels copied unchanged). The source plate is never modified.
+
+Provenance (model, checkpoint and its hash, channel, label, tile, overlap, software version)
+is stored in the derived plate's attributes under ``phirm_scale.inpaint``. A rerun with the
+same settings completes only the fields that are missing (restartable); other settings on an
+existing output are refused unless ``overwrite``.
+
+GPU work: with ``gpu=True`` every task is submitted with ``resources={"GPU": 1}`` through
+``client.submit`` (which, unlike annotations on array graphs, survives graph optimisation), so
+only workers started with ``--resources GPU=1`` run them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from phirm_scale.errors import PlateError
+
+__all__ = ["inpaint_plate", "inpaint_one_field", "default_output"]
+
+
+def default_output(source: str | Path) -> Path:
+    """``plate.ome.zarr`` -> ``plate_inpainted.ome.zarr`` beside it."""
+    source = Path(source)
+    name = source.name
+    for suffix in (".ome.zarr", ".zarr"):
+        if name.endswith(suffix):
+            return source.with_name(name[: -len(suffix)] + "_inpainted" + suffix)
+    return source.with_name(name + "_inpainted.ome.zarr")
+
+
+def _dilate(mask: np.ndarray, radius: int) -> np.ndarray:
+    if radius <= 0:
+        return mask
+    import cv2
+
+    k = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
+    return cv2.dilate(mask.astype(np.uint8), k)
+
+
+def inpaint_one_field(source: str, out: str, key: tuple, channel: int, label: str,
+                      model: dict, tile: int, overlap: int, batch_size: int,
+                      dilate: int) -> dict:
+    """One task: inpaint ``channel`` of field ``key`` and write the whole field into ``out``."""
+    from phirm_scale.inpaint import inpaint_field
+    from phirm_scale.models import get_model
+    from phirm_scale.plate import FieldKey, open_plate
+
+    key = FieldKey(*key)
+    src = open_plate(source)
+    data = src.read_field(key)
+    mask = _dilate(src.read_label(key, label) > 0, dilate)
+    net = get_model(model["name"], checkpoint=model.get("checkpoint"),
+                    device=model.get("device", "auto"))
+    try:
+        filled, stats = inpaint_field(data[channel], mask, net, tile=tile, overlap=overlap,
+                                      batch_size=batch_size, return_stats=True)
+    except PlateError:
+        raise
+    except Exception as exc:
+        raise PlateError(f"{source}: field {key}: {exc}") from exc
+    data = data.copy()
+    data[channel] = filled
+    open_plate(out, mode="r+").write_field(key, data)
+    return {"field": tuple(key), "hole_pixels": stats.hole_pixels,
+            "tiles_inpainted": stats.tiles_inpainted, "tiles_total": stats.tiles_total}
+
+
+def inpaint_plate(source: str | Path, out: str | Path | None = None, *,
+                  channel: str | int = "DAPI", mask_label: str = "artefacts",
+                  model: str = "telea", checkpoint: str | Path | None = None,
+                  tile: int = 256, overlap: int = 32, batch_size: int = 16, dilate: int = 0,
+                  device: str = "auto", gpu: bool = False, cluster: str = "local",
+                  overwrite: bool = False, progress: bool = True) -> dict[str, Any]:
+    """Inpaint the holes ``mask_label`` of ``channel`` in every field of ``source``.
+
+    Parameters
+    ----------
+    source : str or Path
+        HCS plate with the label ``mask_label`` on every field (``phirm-scale masks``).
+    out : str or Path, optional
+        Derived plate (default ``<source>_inpainted.ome.zarr``).
+    channel : str or int
+        Channel to restore; other channels are copied unchanged.
+    mask_label : str
+        Label holding the holes (non-zero = hole).
+    model, checkpoint
+        A model name of :func:`phirm_scale.models.list_models` and, for learned models, a
+        checkpoint.
+    tile, overlap, batch_size
+        Tiling inside each task (see :func:`phirm_scale.inpaint.inpaint_field`).
+    dilate : int
+        Grow the holes by this many pixels first (covers artefact halos).
+    device : str
+        Torch device on the workers (``auto``: CUDA when present).
+    gpu : bool
+        Submit tasks with ``resources={"GPU": 1}`` (needs a distributed cluster).
+    cluster : str
+        ``--cluster`` spec (``local``, ``threads``, ``tcp://...``, a jobqueue YAML).
+    overwrite : bool
+        Replace an existing output made with other settings.
+    progress : bool
+        Progress bar on stderr.
+
+    Returns
+    -------
+    dict with ``out``, ``fields`` (inpainted in this run), ``skipped`` (already done),
+    ``hole_pixels``, ``tiles_inpainted``, ``tiles_total``.
+    """
+    from phirm_scale import __version__
+    from phirm_scale.models import get_model, list_models
+    from phirm_scale.plate import create_plate_like, open_plate, read_root_attrs, remove_store
+    from phirm_scale.stages._runner import run_field_tasks
+
+    src = open_plate(source)
+    source = src.path
+    out = Path(out) if out is not None else default_output(source)
+    if out.resolve() == source.resolve():
+        raise PlateError(f"{out}: the output must differ from the source plate")
+    c = src.channel_index(channel)
+    if model not in list_models():
+        raise PlateError(f"unknown model {model!r}; known: {', '.join(list_models())}")
+    missing = [k for k in src.fields if not src.has_label(k, mask_label)]
+    if missing:
+        raise PlateError(f"{source}: field {missing[0]} has no label {mask_label!r} "
+                         f"({len(missing)} of {len(src.fields)} fields lack it; run "
+                         "`phirm-scale masks` first)")
+    if gpu and cluster == "threads":
+        raise PlateError("--gpu needs a distributed cluster (GPU workers advertise GPU=1)")
+    ckpt_hash = None
+    if checkpoint is not None:
+        ckpt_hash = get_model(model, checkpoint=checkpoint, device="cpu").checkpoint_hash
+    provenance = {
+        "source": str(source.resolve()), "channel": src.channel_names[c], "mask_label": mask_label,
+        "model": model, "checkpoint": str(checkpoint) if checkpoint else None,
+        "checkpoint_hash": ckpt_hash, "tile": tile, "overlap": overlap, "dilate": dilate,
+        "version": __version__,
+    }
+    existing = read_root_attrs(out) if out.exists() else None
+    if existing is not None and not overwrite:
+        prev = existing.get("phirm_scale", {}).get("inpaint")
+        if prev != provenance:
+            raise PlateError(f"{out}: exists and was not made by this inpainting (other source "
+                             "or settings); pass --overwrite to replace it")
+        dst = open_plate(out, mode="r+")
+    else:
+        if existing is not None or out.exists():
+            remove_store(out)
+        dst = create_plate_like(src, out, attrs={"phirm_scale": {"inpaint": provenance}})
+    todo = dst.missing_fields()
+    spec = {"name": model, "checkpoint": str(checkpoint) if checkpoint else None,
+            "device": device}
+    jobs = [(str(source), str(out), tuple(k), c, mask_label, spec, tile, overlap, batch_size,
+             dilate) for k in todo]
+    results = run_field_tasks(inpaint_one_field, jobs, cluster=cluster, progress=progress,
+                              description="inpaint", resources={"GPU": 1} if gpu else None)
+    return {
+        "out": str(out),
+        "fields": len(results),
+        "skipped": len(src.fields) - len(todo),
+        "hole_pixels": int(sum(r["hole_pixels"] for r in results)),
+        "tiles_inpainted": int(sum(r["tiles_inpainted"] for r in results)),
+        "tiles_total": int(sum(r["tiles_total"] for r in results)),
+    }
