@@ -40,7 +40,7 @@ __all__ = [
 ]
 
 _GUID = r"[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}"
-_TIF = r"\.tiff?$"
+_TIF = r"\.(?i:tiff?)$"
 _WELL_RE = re.compile(r"^([A-Za-z]{1,2})0*(\d{1,3})$")
 
 
@@ -135,16 +135,15 @@ class Layout:
 def _imagexpress() -> Layout:
     return Layout(
         "imagexpress",
-        rf"^(?P<plate>.+?)_(?P<well>[A-Za-z]{{1,2}}\d{{1,3}})(?:_s(?P<field>\d+))?"
+        rf"^(?P<plate>.+?)_(?P<well>[A-Z]{{1,2}}\d{{1,3}})(?:_s(?P<field>\d+))?"
         rf"(?:_w(?P<channel>\d+?))?(?:{_GUID})?{_TIF}",
-        default_field=1, default_channel="1", flags=re.I)
+        default_field=1, default_channel="1")
 
 
 def _cellomics() -> Layout:
     return Layout(
         "cellomics",
-        rf"^(?P<plate>.+)_(?P<well>[A-Za-z]{{1,2}}\d{{2,3}})f(?P<field>\d+)d(?P<channel>\d+){_TIF}",
-        flags=re.I)
+        rf"^(?P<plate>.+)_(?P<well>[A-Z]{{1,2}}\d{{2,3}})f(?P<field>\d+)d(?P<channel>\d+){_TIF}")
 
 
 #: Named layouts (factories).
