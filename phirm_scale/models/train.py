@@ -480,10 +480,12 @@ def plot_log(run_dir, out=None) -> Path:
                 ys.append(float(v))
         return xs, ys
 
-    keys = [k for k in (tr[0].keys() if tr else []) if k.startswith(("g_", "d_", "edge_g", "edge_d", "inpaint_"))]
+    keys = list(tr[0].keys()) if tr else []
     for k in keys:
-        ax = ax2 if "d_" in k.split("_", 2)[-1][:2] or k.startswith(("d_", "edge_d", "inpaint_d")) else ax1
-        ax.plot(*series(tr, k), label=k)
+        if k == "g_loss" or k.startswith("g_") or "_g_" in k:
+            ax1.plot(*series(tr, k), label=k)
+        elif k.endswith("d_loss"):
+            ax2.plot(*series(tr, k), label=k)
     ax1.set(title="generator losses", xlabel="step")
     ax2.set(title="discriminator losses", xlabel="step")
     for k, ax in (("phirm", ax3), ("ssim", ax3)):

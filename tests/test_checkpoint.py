@@ -1,0 +1,256 @@
+"""Checkpoints: round trips, content hash, refusals, the per-process cache, and importers of
+official (RGB, old spectral-norm) weights."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from phirm_scale.errors import CheckpointError, InputError
+from phirm_scale.models import get_model
+from phirm_scale.models.checkpoint import content_hash, load_checkpoint, save_checkpoint
+from phirm_scale.models.registry import clear_cache, default_config
+
+torch.set_num_threads(1)
+
+TINY = {"context-encoder": {"width": 8, "bottleneck": 16}, "deepfill-v2": {"width": 8}, "edgeconnect": {"width": 8}}
+
+
+def _batch(n=3, size=64, seed=1):
+    rng = np.random.default_rng(seed)
+    images = rng.random((n, 1, size, size), dtype=np.float32)
+    masks = np.zeros((n, 1, size, size), np.uint8)
+    masks[:, :, 12:40, 20:44] = 1
+    return images, masks
+
+
+def _save(model, path, **kw):
+    return save_checkpoint(path, model=model.name, config=model.config, state_dicts={"generator": model.generator.state_dict()}, **kw)
+
+
+@pytest.mark.parametrize("name", list(TINY))
+def test_round_trip_gives_identical_outputs(name, tmp_path):
+    clear_cache()
+    model = get_model(name, device="cpu", **TINY[name], seed=3)
+    with torch.no_grad():  # move away from the seeded init so a silent re-init would show
+        for p in model.generator.parameters():
+            p.add_(0.01 * torch.randn_like(p))
+    images, masks = _batch()
+    expected = model(images, masks)
+    digest = _save(model, tmp_path / "m.pt", epoch=2, step=17, provenance={"tiles": "x.zarr"})
+    loaded = get_model(name, checkpoint=tmp_path / "m.pt", device="cpu")
+    assert loaded.checkpoint_hash == digest
+    assert loaded.config == model.config
+    np.testing.assert_array_equal(loaded(images, masks), expected)
+    ck = load_checkpoint(tmp_path / "m.pt")
+    assert (ck.model, ck.epoch, ck.step, ck.provenance["tiles"]) == (name, 2, 17, "x.zarr")
+
+
+def test_content_hash_depends_on_weights_only(tmp_path):
+    model = get_model("deepfill-v2", device="cpu", width=8)
+    a = _save(model, tmp_path / "a.pt", epoch=1)
+    b = _save(model, tmp_path / "b.pt", epoch=5, provenance={"other": 1})
+    assert a == b
+    sd = {k: v.clone() for k, v in model.generator.state_dict().items()}
+    k0 = next(iter(sd))
+    sd[k0].view(-1)[0] += 1e-3
+    assert content_hash("deepfill-v2", model.config, sd) != a
+    assert content_hash("deepfill-v2", {**model.config, "width": 12}, model.generator.state_dict()) != a
+
+
+def test_cache_returns_one_model_per_checkpoint(tmp_path):
+    clear_cache()
+    model = get_model("edgeconnect", device="cpu", width=8)
+    _save(model, tmp_path / "e.pt")
+    _save(model, tmp_path / "copy.pt")
+    m1 = get_model("edgeconnect", checkpoint=tmp_path / "e.pt", device="cpu")
+    m2 = get_model(None, checkpoint=str(tmp_path / "e.pt"), device="cpu", batch_size=2)
+    m3 = get_model("edgeconnect", checkpoint=tmp_path / "copy.pt", device="cpu")  # same weights, same hash
+    assert m1 is m2 is m3
+    clear_cache()
+    assert get_model("edgeconnect", checkpoint=tmp_path / "e.pt", device="cpu") is not m1
+
+
+def test_wrong_architecture_is_refused(tmp_path):
+    clear_cache()
+    model = get_model("deepfill-v2", device="cpu", width=8)
+    _save(model, tmp_path / "df.pt")
+    with pytest.raises(CheckpointError, match=r"holds a 'deepfill-v2' model, not 'edgeconnect'"):
+        get_model("edgeconnect", checkpoint=tmp_path / "df.pt", device="cpu")
+    # same name, weights of another width: the state dict does not fit
+    cfg = default_config("deepfill-v2", width=12)
+    save_checkpoint(tmp_path / "bad.pt", model="deepfill-v2", config=cfg, state_dicts={"generator": model.generator.state_dict()})
+    with pytest.raises(CheckpointError, match=r"bad.pt: generator does not fit this architecture: .*shape mismatches"):
+        get_model("deepfill-v2", checkpoint=tmp_path / "bad.pt", device="cpu")
+    # EdgeConnect weights labelled as a Context Encoder
+    ec = get_model("edgeconnect", device="cpu", width=8)
+    save_checkpoint(tmp_path / "ce.pt", model="context-encoder", config=default_config("context-encoder", width=8),
+                    state_dicts={"generator": ec.generator.state_dict()})
+    with pytest.raises(CheckpointError, match="missing keys.*unexpected keys"):
+        get_model("context-encoder", checkpoint=tmp_path / "ce.pt", device="cpu")
+
+
+def test_unusable_files_are_refused(tmp_path):
+    with pytest.raises(CheckpointError, match="no such file"):
+        get_model("deepfill-v2", checkpoint=tmp_path / "missing.pt")
+    (tmp_path / "junk.pt").write_bytes(b"not a torch file")
+    with pytest.raises(CheckpointError, match="junk.pt: unreadable"):
+        load_checkpoint(tmp_path / "junk.pt")
+    torch.save({"generator": {}, "iteration": 3}, tmp_path / "official.pth")
+    with pytest.raises(CheckpointError, match="not a phirm-scale checkpoint.*importers"):
+        load_checkpoint(tmp_path / "official.pth")
+    model = get_model("deepfill-v2", device="cpu", width=8)
+    _save(model, tmp_path / "m.pt")
+    raw = torch.load(tmp_path / "m.pt", weights_only=True)
+    next(iter(raw["state_dicts"]["generator"].values())).view(-1)[0] += 1
+    torch.save(raw, tmp_path / "edited.pt")
+    with pytest.raises(CheckpointError, match="content hash mismatch"):
+        load_checkpoint(tmp_path / "edited.pt")
+
+
+def test_options_contradicting_a_checkpoint_are_refused(tmp_path):
+    clear_cache()
+    model = get_model("deepfill-v2", device="cpu", width=8)
+    _save(model, tmp_path / "m.pt")
+    assert get_model("deepfill-v2", checkpoint=tmp_path / "m.pt", device="cpu", width=8).config["width"] == 8
+    with pytest.raises(InputError, match="width=16.*differ from its saved config"):
+        get_model("deepfill-v2", checkpoint=tmp_path / "m.pt", device="cpu", width=16)
+    with pytest.raises(InputError, match="classical"):
+        get_model("telea", checkpoint=tmp_path / "m.pt")
+
+
+# --------------------------------------------------------------------------- importers
+# An independent re-creation of the official EdgeConnect generators (knazeri/edge-connect,
+# src/networks.py): old-style torch.nn.utils.spectral_norm (weight_orig/_u/_v keys), an RGB
+# inpainting generator (4 inputs: RGB + edge; 3 outputs), sigmoid/tanh heads.
+
+
+def _sn(m, on):
+    return nn.utils.spectral_norm(m) if on else m
+
+
+class _OfficialResnetBlock(nn.Module):
+    def __init__(self, dim, dilation, sn):
+        super().__init__()
+        self.conv_block = nn.Sequential(
+            nn.ReflectionPad2d(dilation), _sn(nn.Conv2d(dim, dim, 3, dilation=dilation, bias=not sn), sn),
+            nn.InstanceNorm2d(dim, track_running_stats=False), nn.ReLU(True),
+            nn.ReflectionPad2d(1), _sn(nn.Conv2d(dim, dim, 3, bias=not sn), sn),
+            nn.InstanceNorm2d(dim, track_running_stats=False),
+        )
+
+    def forward(self, x):
+        return x + self.conv_block(x)
+
+
+class _OfficialGenerator(nn.Module):
+    def __init__(self, cin, cout, w, sn, blocks=8):
+        super().__init__()
+        self.encoder = nn.Sequential(
+            nn.ReflectionPad2d(3), _sn(nn.Conv2d(cin, w, 7), sn), nn.InstanceNorm2d(w), nn.ReLU(True),
+            _sn(nn.Conv2d(w, 2 * w, 4, 2, 1), sn), nn.InstanceNorm2d(2 * w), nn.ReLU(True),
+            _sn(nn.Conv2d(2 * w, 4 * w, 4, 2, 1), sn), nn.InstanceNorm2d(4 * w), nn.ReLU(True),
+        )
+        self.middle = nn.Sequential(*[_OfficialResnetBlock(4 * w, 2, sn) for _ in range(blocks)])
+        self.decoder = nn.Sequential(
+            _sn(nn.ConvTranspose2d(4 * w, 2 * w, 4, 2, 1), sn), nn.InstanceNorm2d(2 * w), nn.ReLU(True),
+            _sn(nn.ConvTranspose2d(2 * w, w, 4, 2, 1), sn), nn.InstanceNorm2d(w), nn.ReLU(True),
+            nn.ReflectionPad2d(3), nn.Conv2d(w, cout, 7),
+        )
+
+    def forward(self, x):  # pre-activation
+        return self.decoder(self.middle(self.encoder(x)))
+
+
+def _official_files(tmp_path, w=8):
+    torch.manual_seed(0)
+    edge = _OfficialGenerator(3, 1, w, sn=True)
+    inpaint = _OfficialGenerator(4, 3, w, sn=False)
+    for net in (edge, inpaint):
+        net.train()
+        with torch.no_grad():  # a few power iterations so u/v are not the initial ones
+            for _ in range(3):
+                net(torch.rand(1, net.encoder[1].in_channels, 32, 32))
+        net.eval()
+    torch.save({"iteration": 12, "generator": edge.state_dict()}, tmp_path / "EdgeModel_gen.pth")
+    torch.save({"iteration": 12, "generator": inpaint.state_dict()}, tmp_path / "InpaintingModel_gen.pth")
+    return edge, inpaint
+
+
+def test_official_edgeconnect_files_have_the_old_layout(tmp_path):
+    _official_files(tmp_path)
+    sd = torch.load(tmp_path / "EdgeModel_gen.pth", weights_only=True)["generator"]
+    assert "encoder.1.weight_orig" in sd and "middle.0.conv_block.1.weight_u" in sd and "decoder.0.weight_v" in sd
+    sd = torch.load(tmp_path / "InpaintingModel_gen.pth", weights_only=True)["generator"]
+    assert sd["encoder.1.weight"].shape[1] == 4 and sd["decoder.7.weight"].shape[0] == 3
+
+
+def test_import_edgeconnect_matches_the_official_networks(tmp_path):
+    from phirm_scale.models.importers import import_edgeconnect
+
+    clear_cache()
+    edge, inpaint = _official_files(tmp_path)
+    digest = import_edgeconnect(tmp_path / "ec.pt", edge=tmp_path / "EdgeModel_gen.pth", inpaint=tmp_path / "InpaintingModel_gen.pth")
+    model = get_model("edgeconnect", checkpoint=tmp_path / "ec.pt", device="cpu")
+    assert model.checkpoint_hash == digest and model.config["width"] == 8 and model.config["blocks"] == 8
+    ck = load_checkpoint(tmp_path / "ec.pt")
+    assert ck.provenance["imported_from"]["edge"]["iteration"] == 12
+    g = model.generator.eval()
+    torch.manual_seed(1)
+    grey = torch.rand(2, 1, 32, 32)
+    edges = (torch.rand(2, 1, 32, 32) > 0.8).float()
+    mask = torch.zeros(2, 1, 32, 32)
+    mask[..., 8:20, 8:24] = 1
+    with torch.no_grad():
+        # edge generator: same inputs, same weights (spectral norm from the stored u, v)
+        x = torch.cat([grey * (1 - mask) + mask, edges * (1 - mask), mask], 1)
+        torch.testing.assert_close(g.predict_edges(grey, edges, mask), edge(x), rtol=1e-5, atol=1e-5)
+        # inpainting generator: grey repeated to RGB through the official net = our grey net,
+        # whose output is the mean of the three colour pre-activations
+        rgb = (grey * (1 - mask) + mask).repeat(1, 3, 1, 1)
+        pre = inpaint(torch.cat([rgb, edges], 1)).mean(1, keepdim=True)
+        torch.testing.assert_close(g.inpaint_image(grey, edges, mask), (torch.tanh(pre) + 1) / 2, rtol=1e-5, atol=1e-5)
+
+
+def test_import_edgeconnect_refuses_foreign_files(tmp_path):
+    from phirm_scale.models.importers import import_edgeconnect
+
+    torch.save({"G": {}}, tmp_path / "x.pth")
+    with pytest.raises(CheckpointError, match="no 'generator' state dict"):
+        import_edgeconnect(tmp_path / "out.pt", edge=tmp_path / "x.pth")
+    torch.save({"generator": {"foo.weight": torch.zeros(2)}}, tmp_path / "y.pth")
+    with pytest.raises(CheckpointError, match="not an EdgeConnect generator"):
+        import_edgeconnect(tmp_path / "out.pt", edge=tmp_path / "y.pth")
+
+
+def test_import_deepfill_v2_port_states(tmp_path):
+    from phirm_scale.models.importers import import_deepfill_v2
+    from phirm_scale.models.networks.deepfill_v2 import CoarseGenerator, FineGenerator
+
+    # the port's RGB layout: stage1 takes (RGB, ones, mask), both stages output RGB
+    torch.manual_seed(0)
+    rgb = nn.Module()
+    rgb.stage1 = CoarseGenerator(5, 8, cnum_out=3)
+    rgb.stage2 = FineGenerator(8, cnum_img=3)
+    torch.save({"G": rgb.state_dict(), "D": {}, "n_iter": 5}, tmp_path / "states.pth")
+    import_deepfill_v2(tmp_path / "states.pth", tmp_path / "df.pt")
+    clear_cache()
+    model = get_model("deepfill-v2", checkpoint=tmp_path / "df.pt", device="cpu")
+    assert model.config["width"] == 8
+    x = torch.rand(2, 1, 32, 32) * 2 - 1
+    m = torch.zeros(2, 1, 32, 32)
+    m[..., 8:24, 8:16] = 1
+    ones = torch.ones_like(x)
+    with torch.no_grad():
+        ours = model.generator.stage1(torch.cat([x, ones, m], 1))
+        s1 = rgb.stage1
+        h = s1.down_block2(s1.down_block1(s1.conv1(torch.cat([x.repeat(1, 3, 1, 1), ones, m], 1))))
+        for layer in (s1.conv_bn1, s1.conv_bn2, s1.conv_bn3, s1.conv_bn4, s1.conv_bn5, s1.conv_bn6, s1.conv_bn7):
+            h = layer(h)
+        feats = h
+        pre = s1.conv_to_rgb(s1.up_block2(s1.up_block1(feats))).mean(1, keepdim=True)
+        torch.testing.assert_close(ours, torch.tanh(pre), rtol=1e-5, atol=1e-5)
+    out = model(((x + 1) / 2).numpy(), m.numpy())
+    assert out.shape == (2, 1, 32, 32)

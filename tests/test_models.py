@@ -1,0 +1,214 @@
+"""Models: registry, classical fills, network shapes, composited outputs, edge inputs,
+contextual attention."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from phirm_scale.errors import InputError
+from phirm_scale.models import get_model, list_models
+from phirm_scale.models.classical import inpaint_biharmonic, inpaint_navier_stokes, inpaint_telea
+
+torch.set_num_threads(1)
+
+TINY = {
+    "telea": {},
+    "navier-stokes": {},
+    "biharmonic": {},
+    "context-encoder": {"width": 8, "bottleneck": 16},
+    "deepfill-v2": {"width": 8},
+    "edgeconnect": {"width": 8, "blocks": 8},
+}
+
+
+def _batch(n, size=64, seed=0):
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:size, :size] / size
+    base = 0.5 + 0.3 * np.sin(6 * xx) * np.cos(4 * yy)
+    images = np.clip(base[None, None] + 0.05 * rng.standard_normal((n, 1, size, size)), 0, 1).astype(np.float32)
+    masks = np.zeros_like(images, dtype=np.uint8)
+    for i in range(n):
+        y, x = rng.integers(0, size - 24, 2)
+        masks[i, 0, y : y + 20, x : x + 16] = 1
+    masks[0, 0, size - 5 :, :7] = 1  # a second hole touching the border
+    return images, masks
+
+
+def test_list_models_names():
+    assert list_models() == ["telea", "navier-stokes", "biharmonic", "context-encoder", "deepfill-v2", "edgeconnect"]
+
+
+def test_unknown_model_lists_known_names():
+    with pytest.raises(InputError, match="unknown model 'lama'.*telea.*deepfill-v2.*edgeconnect"):
+        get_model("lama")
+
+
+def test_unknown_option_is_refused():
+    with pytest.raises(InputError, match="unknown option.*depth"):
+        get_model("deepfill-v2", depth=3)
+    with pytest.raises(InputError, match="multiple of 4"):
+        get_model("deepfill-v2", width=6)
+
+
+@pytest.mark.parametrize("name", list(TINY))
+@pytest.mark.parametrize("n", [1, 8])
+def test_forward_shapes_and_composite(name, n):
+    model = get_model(name, device="cpu", **TINY[name])
+    images, masks = _batch(n)
+    out = model(images, masks)
+    assert out.shape == (n, 1, 64, 64) and out.dtype == np.float32
+    hole = masks != 0
+    # outside the holes: the input, bit for bit
+    assert np.array_equal(out[~hole].view(np.uint32), images[~hole].view(np.uint32))
+    # inside: a fill in [0, 1] that is not the input
+    assert out[hole].min() >= 0 and out[hole].max() <= 1
+    assert np.mean(out[hole] != images[hole]) > 0.5
+    assert model.name == name
+    assert model.checkpoint_hash is None
+
+
+@pytest.mark.parametrize("name", ["deepfill-v2", "edgeconnect", "context-encoder"])
+def test_learned_models_accept_sizes_that_are_not_multiples(name):
+    model = get_model(name, device="cpu", **TINY[name])
+    images, masks = _batch(2, size=64)
+    images, masks = images[..., :60, :52], masks[..., :60, :52]
+    out = model(images, masks)
+    assert out.shape == images.shape
+    assert np.array_equal(out[masks == 0], images[masks == 0])
+
+
+def test_untrained_learned_models_are_seeded():
+    images, masks = _batch(2)
+    a = get_model("deepfill-v2", device="cpu", width=8)(images, masks)
+    b = get_model("deepfill-v2", device="cpu", width=8)(images, masks)
+    c = get_model("deepfill-v2", device="cpu", width=8, seed=1)(images, masks)
+    assert np.array_equal(a, b)
+    assert not np.array_equal(a, c)
+
+
+def test_empty_mask_returns_input():
+    images, _ = _batch(2)
+    for name in ("telea", "edgeconnect"):
+        out = get_model(name, device="cpu", **TINY[name])(images, np.zeros_like(images))
+        assert np.array_equal(out, images)
+
+
+@pytest.mark.parametrize(
+    "images, masks, match",
+    [
+        (np.zeros((2, 64, 64), np.float32), np.zeros((2, 64, 64)), r"\(N, 1, H, W\)"),
+        (np.zeros((1, 1, 8, 8), np.float32), np.zeros((1, 1, 8, 9)), "masks must have"),
+        (np.full((1, 1, 8, 8), np.nan, np.float32), np.ones((1, 1, 8, 8)), "NaN"),
+        (np.full((1, 1, 8, 8), 2.0, np.float32), np.ones((1, 1, 8, 8)), r"\[0, 1\]"),
+        (np.zeros((1, 1, 8, 8), np.uint8), np.ones((1, 1, 8, 8)), "float"),
+    ],
+)
+def test_bad_batches_are_refused(images, masks, match):
+    with pytest.raises(InputError, match=match):
+        get_model("telea")(images, masks)
+
+
+# --------------------------------------------------------------------------- classical
+
+
+def test_telea_and_ns_fill_a_constant_exactly():
+    img = np.full((32, 32), 0.5, np.float32)
+    mask = np.zeros((32, 32), np.uint8)
+    mask[8:20, 10:30] = 1
+    for fn in (inpaint_telea, inpaint_navier_stokes):
+        out = fn(img, mask)
+        # uint16 round trip of 0.5: rint(0.5 * 65535) = 32768
+        assert np.all(out[mask == 1] == np.float32(32768 / 65535))
+        assert np.array_equal(out[mask == 0], img[mask == 0])
+
+
+@pytest.mark.parametrize("dtype, top", [("uint16", 65535), ("uint8", 255)])
+def test_telea_runs_opencv_on_integers(dtype, top):
+    import cv2
+
+    ramp = np.tile(np.linspace(0.1, 0.9, 64, dtype=np.float32), (64, 1))
+    mask = np.zeros((64, 64), np.uint8)
+    mask[20:40, 20:40] = 1
+    direct = cv2.inpaint(np.rint(ramp.astype(np.float64) * top).astype(dtype), mask, 3.0, cv2.INPAINT_TELEA)
+    out = inpaint_telea(ramp, mask, dtype=dtype)
+    np.testing.assert_array_equal(out[mask == 1], (direct.astype(np.float32) / np.float32(top))[mask == 1])
+    # a smooth ramp stays within its local range (no float-input garbage)
+    assert 0.3 < out[mask == 1].min() and out[mask == 1].max() < 0.65
+
+
+def test_classical_dtype_is_checked():
+    with pytest.raises(ValueError, match="uint8 or uint16"):
+        inpaint_telea(np.zeros((8, 8)), np.ones((8, 8)), dtype="float32")
+
+
+def test_biharmonic_reproduces_a_linear_ramp():
+    ramp = np.tile(np.linspace(0.0, 1.0, 48), (48, 1)).astype(np.float32)
+    mask = np.zeros((48, 48), bool)
+    mask[10:30, 15:35] = True
+    out = inpaint_biharmonic(ramp, mask)
+    np.testing.assert_allclose(out[mask], ramp[mask], atol=1e-5)
+
+
+@settings(max_examples=15, deadline=None)
+@given(
+    seed=st.integers(0, 2**16),
+    y=st.integers(0, 30),
+    x=st.integers(0, 30),
+    h=st.integers(1, 20),
+    w=st.integers(1, 20),
+    name=st.sampled_from(["telea", "navier-stokes", "deepfill-v2"]),
+)
+def test_only_hole_pixels_change(seed, y, x, h, w, name):
+    rng = np.random.default_rng(seed)
+    images = rng.random((1, 1, 32, 32), dtype=np.float32)
+    masks = np.zeros((1, 1, 32, 32), np.uint8)
+    masks[0, 0, y : y + h, x : x + w] = 1
+    out = get_model(name, device="cpu", **TINY[name])(images, masks)
+    assert np.array_equal(out[masks == 0], images[masks == 0])
+
+
+# --------------------------------------------------------------------------- learned internals
+
+
+def test_edgeconnect_edges_are_canny_of_known_pixels_only():
+    from skimage.feature import canny
+
+    model = get_model("edgeconnect", device="cpu", **TINY["edgeconnect"])
+    img = np.zeros((1, 1, 64, 64), np.float32)
+    img[..., 16:48, 16:48] = 1.0  # a bright square: edges along its border
+    hole = np.zeros((1, 1, 64, 64), bool)
+    hole[..., 30:64, :] = True
+    batch = model.prepare(img, hole, train=True)
+    edges, gt = batch["edges"].numpy()[0, 0], batch["edges_gt"].numpy()[0, 0]
+    assert edges[hole[0, 0]].sum() == 0
+    assert edges[~hole[0, 0]].sum() > 0
+    np.testing.assert_array_equal(gt, canny(img[0, 0].astype(np.float64), sigma=2.0))
+    # edges of the known part, computed with the known mask
+    np.testing.assert_array_equal(edges, canny(img[0, 0].astype(np.float64), sigma=2.0, mask=~hole[0, 0]) & ~hole[0, 0])
+
+
+def test_context_encoder_box_covers_the_hole_with_a_margin():
+    model = get_model("context-encoder", device="cpu", **TINY["context-encoder"])
+    hole = np.zeros((1, 1, 64, 64), bool)
+    hole[0, 0, 10:30, 20:36] = True  # 20 x 16
+    (top, left, side), = model.geometry(hole)
+    assert side >= 20 / (1 - 2 * 4 / 64)
+    assert top <= 10 and top + side >= 30 and left <= 20 and left + side >= 36
+
+
+def test_contextual_attention_pastes_known_patches_only():
+    from phirm_scale.models.networks.deepfill_v2 import ContextualAttention
+
+    torch.manual_seed(0)
+    f = torch.rand(2, 4, 16, 16)
+    mask = torch.zeros(2, 1, 64, 64)
+    mask[:, :, 16:48, 16:48] = 1  # features 4:12 are holes
+    f[:, :, 4:12, 4:12] = 1000.0
+    out = ContextualAttention()(f, f, mask)
+    assert out.shape == f.shape
+    assert out.max() <= 1.0 + 1e-5  # averages of known values in [0, 1)
+    assert out[:, :, 4:12, 4:12].min() > 0
