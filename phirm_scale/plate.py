@@ -44,6 +44,7 @@ __all__ = [
     "row_index",
     "NGFF_VERSION",
     "create_layout",
+    "create_field_group",
     "write_plate_metadata",
     "write_field_data",
     "field_done",
@@ -490,12 +491,34 @@ def _read_one(path: str, key: tuple, channel: int) -> np.ndarray:
     return np.asarray(arr[0, channel, 0])
 
 
+def create_field_group(path: str | Path, key, *, channel_names: Sequence[str], dtype,
+                       shape: tuple[int, int], n_levels: int = 1):
+    """Low-level: (re)create one field group (multiscales + omero metadata) and its empty
+    level arrays, discarding anything there before. Returns the zarr group."""
+    zarr = _zarr()
+    key = FieldKey(*key)
+    dtype = np.dtype(dtype)
+    fpath = Path(path) / key.path
+    g = zarr.create_group(str(fpath), zarr_format=3, overwrite=True,
+                          attributes=_field_attrs(key, channel_names, dtype, n_levels))
+    comp = _compressor()
+    for lev in range(n_levels):
+        ly, lx = _level_shape(shape, lev)
+        g.create_array(str(lev), shape=(1, len(channel_names), 1, ly, lx),
+                       chunks=(1, 1, 1, ly, lx), dtype=dtype, compressors=comp,
+                       fill_value=0, dimension_names=_DIMS, overwrite=True)
+    return g
+
+
 def write_field_data(path: str | Path, key: FieldKey, array: np.ndarray, *,
                      channel_names: Sequence[str], dtype, shape: tuple[int, int],
-                     n_levels: int = 1, field_attrs: Mapping[str, Any] | None = None) -> None:
-    """Low-level: write one field's levels into an existing layout and mark it complete.
+                     n_levels: int = 1, field_attrs: Mapping[str, Any] | None = None,
+                     create: bool = False) -> None:
+    """Low-level: write one field's levels and mark it complete.
 
     Does not need the plate metadata (convert writes that last). ``array`` is ``(C, Y, X)``.
+    With ``create`` the field group is (re)created first (:func:`create_field_group`), so
+    that one task owns the field entirely; otherwise it must exist.
     """
     zarr = _zarr()
     key = FieldKey(*key)
@@ -512,16 +535,22 @@ def write_field_data(path: str | Path, key: FieldKey, array: np.ndarray, *,
         else:
             raise PlateError(f"{path}: field {key}: data of dtype {a.dtype}, plate is {dtype}")
     fpath = Path(path) / key.path
-    g = zarr.open_group(str(fpath), mode="r+")
-    marker = dict(dict(g.attrs).get(ATTRS_KEY, {}))
-    if marker.get("complete"):
-        marker["complete"] = False
-        g.attrs.update({ATTRS_KEY: marker})
+    if create:
+        g = create_field_group(path, key, channel_names=channel_names, dtype=dtype,
+                               shape=shape, n_levels=n_levels)
+        marker: dict = {}
+        arrays = [g[str(lev)] for lev in range(n_levels)]
+    else:
+        g = zarr.open_group(str(fpath), mode="r+")
+        marker = dict(dict(g.attrs).get(ATTRS_KEY, {}))
+        if marker.get("complete"):
+            marker["complete"] = False
+            g.attrs.update({ATTRS_KEY: marker})
+        arrays = [zarr.open_array(str(fpath / str(lev)), mode="r+") for lev in range(n_levels)]
     level = a
-    for lev in range(n_levels):
+    for lev, arr in enumerate(arrays):
         if lev:
             level = downsample2(level)
-        arr = zarr.open_array(str(fpath / str(lev)), mode="r+")
         arr[0, :, 0] = level
     marker.update(dict(field_attrs or {}))
     marker["complete"] = True
@@ -584,12 +613,15 @@ def _prepare_output(path: Path, overwrite: bool) -> None:
 def create_layout(path: str | Path, *, rows: Sequence[str], columns: Sequence[str],
                   fields: Iterable, channel_names: Sequence[str], shape: tuple[int, int],
                   dtype, name: str, n_levels: int = 1, attrs: Mapping[str, Any] | None = None,
-                  plate_metadata: bool = True, skip_existing: bool = False) -> None:
+                  plate_metadata: bool = True, skip_existing: bool = False,
+                  create_fields: bool = True) -> None:
     """Low-level: write groups, well and field metadata and empty arrays of a plate.
 
     With ``plate_metadata=False`` the root ``ome.plate`` block is left out (written later by
     :func:`write_plate_metadata`): convert writes it last, so a killed conversion never
     looks like a plate. ``skip_existing`` keeps field groups already present (resume).
+    ``create_fields=False`` leaves the field groups to the tasks that write them
+    (:func:`write_field_data` with ``create=True``).
     """
     zarr = _zarr()
     from ome_zarr.format import FormatV05
@@ -609,25 +641,21 @@ def create_layout(path: str | Path, *, rows: Sequence[str], columns: Sequence[st
     for r in sorted({w[0] for w in wells}):
         if not (path / r / "zarr.json").exists():
             zarr.create_group(str(path / r), zarr_format=3)
-    comp = _compressor()
     for (r, c), flist in wells.items():
         wpath = path / r / c
         if not (skip_existing and (wpath / "zarr.json").exists()):
             wg = zarr.create_group(str(wpath), zarr_format=3, overwrite=True)
             write_well_metadata(wg, [{"path": str(f)} for f in flist], fmt=fmt)
+        if not create_fields:
+            continue
         for f in flist:
             key = FieldKey(r, c, f)
             fpath = wpath / str(f)
             if skip_existing and (fpath / "zarr.json").exists() and all(
                     (fpath / str(lev) / "zarr.json").exists() for lev in range(n_levels)):
                 continue
-            g = zarr.create_group(str(fpath), zarr_format=3, overwrite=True,
-                                  attributes=_field_attrs(key, channel_names, dtype, n_levels))
-            for lev in range(n_levels):
-                ly, lx = _level_shape(shape, lev)
-                g.create_array(str(lev), shape=(1, len(channel_names), 1, ly, lx),
-                               chunks=(1, 1, 1, ly, lx), dtype=dtype, compressors=comp,
-                               fill_value=0, dimension_names=_DIMS, overwrite=True)
+            create_field_group(path, key, channel_names=channel_names, dtype=dtype,
+                               shape=shape, n_levels=n_levels)
     if plate_metadata:
         write_plate_metadata(path, rows=rows, columns=columns, wells=list(wells), name=name,
                              field_count=max(len(v) for v in wells.values()))

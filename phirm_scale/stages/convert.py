@@ -373,7 +373,7 @@ def _convert_field(out: str, key: tuple, files: list[str], shape: tuple[int, int
 
     data = np.stack([read_tiff(f, shape, dtype) for f in files])
     write_field_data(out, FieldKey(*key), data, channel_names=channel_names, dtype=dtype,
-                     shape=shape, n_levels=n_levels, field_attrs={"source": rel_names, "site": site})
+                     shape=shape, n_levels=n_levels, field_attrs={"source": rel_names, "site": site}, create=True)
     return tuple(key)
 
 
@@ -449,7 +449,7 @@ def convert(source: str | Path, out: str | Path, *, layout: str = "auto",
     create_layout(out, rows=plan.rows, columns=plan.columns, fields=fkeys,
                   channel_names=plan.channel_names, shape=plan.shape, dtype=plan.dtype,
                   name=plan.name, n_levels=n_levels, attrs={"phirm_scale": {"convert": record}},
-                  plate_metadata=False, skip_existing=resume)
+                  plate_metadata=False, skip_existing=resume, create_fields=False)
     todo = [k for k in fkeys if not (resume and field_done(out, k))]
     if resume:
         echo(f"{out}: resuming, {len(todo)} of {len(fkeys)} fields left")
