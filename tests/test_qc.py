@@ -272,3 +272,22 @@ def test_to_dataset_with_mask_and_errors():
         qc.to_dataset({}, qc.window_grid((64, 64)))
     with pytest.raises(InputError, match="outside the plate layout"):
         qc.to_dataset(res, qc.window_grid((64, 64)), rows=["B"])
+
+
+@settings(max_examples=40, deadline=None)
+@given(h=st.integers(1, 40), w=st.integers(1, 40), window=st.integers(7, 30),
+       seed=st.integers(0, 2**16), levels=st.sampled_from([2, 8, 256]))
+def test_window_psnr_ssim_equal_metric_per_window(h, w, window, seed, levels):
+    rng = np.random.default_rng(seed)
+    a = (rng.integers(0, levels, (h, w)) * (255 // (levels - 1))).astype(np.uint8)
+    b = a.copy()
+    b[rng.random((h, w)) < 0.3] = rng.integers(0, 256)
+    grid = qc.window_grid((h, w), window)
+    psnr, ssim = qc.window_psnr_ssim(a, b, grid)
+    for i, (sy, sx) in enumerate(grid.slices()):
+        assert psnr[i] == metric.psnr(a[sy, sx], b[sy, sx])  # exact
+        want = metric.ssim(a[sy, sx], b[sy, sx])
+        if math.isnan(want):
+            assert math.isnan(ssim[i])
+        else:
+            assert ssim[i] == pytest.approx(want, rel=1e-10, abs=1e-12)

@@ -1,0 +1,221 @@
+"""Plate scoring throughput: our Dask score stage against the published per-image code path and
+the bare numpy kernel, on the same generated OME-Zarr plate, in one run.
+
+Three ways to get the same per-window numbers (PhIRM components of reference and
+reconstruction, PSNR, SSIM; windows of 256, reference-field min/max normalisation, published
+'reference' mode so that all three agree number for number):
+
+* ``dask``      -- ``phirm_scale.stages.score.score_plates`` (one task per field, read inside
+                   the task; threaded scheduler unless ``--cluster``), reduction to xarray included;
+* ``bare``      -- a plain loop over fields: read both fields, ``qc.score_field`` (one core);
+* ``published`` -- the published per-image path: for every 256x256 window, a
+                   ``stats_calculator``-style Python loop over the bounding boxes of the
+                   connected components (skimage Otsu x 1.1, cv2 components, area > 50,
+                   box max 255 -> box pixels < 30 set to 255, mean >= 210 = artefact) for both
+                   images, then skimage PSNR and SSIM (one core).
+
+Prints one JSON object.  Usage:
+    python benchmarks/bench_score.py [--fields 16] [--size 2160] [--cluster threads|local]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "bbbc039-rows-A-D"
+REF_CH, REC_CH = "DAPI_clean", "DAPI"  # ground truth vs. the same field with artefacts
+
+
+# ------------------------------------------------------------------------- published path
+def stats_calculator(img: np.ndarray) -> tuple[int, int, int, int]:
+    """Per-component loop over bounding boxes, as in the published PhIRM code (without its
+    in-place mutation bug): (nuclei count, nuclei area, artefact count, artefact area)."""
+    import cv2
+    from skimage.filters import threshold_otsu
+
+    if img.min() == img.max():
+        return 0, 0, 0, 0
+    t = threshold_otsu(img)
+    binary = (img > t * 1.1).astype(np.uint8) * 255
+    num, _, stats, _ = cv2.connectedComponentsWithStats(binary, 8, cv2.CV_32S)
+    n_nuc = a_nuc = n_art = a_art = 0
+    for i in range(1, num):
+        x, y, w, h, area = (int(v) for v in stats[i, :5])
+        if not area > 50:
+            continue
+        box = img[y:y + h, x:x + w].copy()
+        if box.max() == 255:
+            box[box < 30] = 255
+            if box.mean() >= 210:
+                n_art += 1
+                a_art += area
+                continue
+        n_nuc += 1
+        a_nuc += area
+    return n_nuc, a_nuc, n_art, a_art
+
+
+def published_field(ref: np.ndarray, rec: np.ndarray, window: int = 256) -> list[tuple]:
+    """The published per-image path over the windows of one field."""
+    from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+
+    lo, hi = float(ref.min()), float(ref.max())
+
+    def u8(x):
+        return np.clip(np.rint((x.astype(np.float64) - lo) / (hi - lo) * 255), 0, 255
+                       ).astype(np.uint8)
+
+    a8, b8 = u8(ref), u8(rec)
+    ys = list(range(0, ref.shape[0] - window + 1, window))
+    xs = list(range(0, ref.shape[1] - window + 1, window))
+    ys += [ref.shape[0] - window] if ys[-1] + window < ref.shape[0] else []
+    xs += [ref.shape[1] - window] if xs[-1] + window < ref.shape[1] else []
+    out = []
+    for y in ys:
+        for x in xs:
+            a, b = a8[y:y + window, x:x + window], b8[y:y + window, x:x + window]
+            ca, cb = stats_calculator(a), stats_calculator(b)
+            with np.errstate(divide="ignore"):
+                p = peak_signal_noise_ratio(a, b, data_range=255)
+            s = structural_similarity(a, b, data_range=255)
+            out.append((*ca, *cb, p, s))
+    return out
+
+
+# ------------------------------------------------------------------------------------ main
+def _layout(n: int) -> tuple[int, int, int]:
+    fpw = 4 if n % 4 == 0 else 1
+    wells = n // fpw
+    rows = 2 if wells % 2 == 0 else 1
+    return rows, wells // rows, fpw
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--fields", type=int, default=16, help="fields in the plate (16)")
+    ap.add_argument("--size", type=int, default=2160, help="field edge in pixels (2160)")
+    ap.add_argument("--window", type=int, default=256)
+    ap.add_argument("--published-fields", type=int, default=4,
+                    help="fields timed on the (slow) published path (4)")
+    ap.add_argument("--cluster", default="threads", help="cluster of the Dask path (threads)")
+    ap.add_argument("--repeat", type=int, default=2, help="best of N for dask and bare (2)")
+    ap.add_argument("--keep", type=Path, default=None, help="keep the plate in this folder")
+    ap.add_argument("--cv2-threads", type=int, default=1,
+                    help="OpenCV threads per task (1: parallelism comes from Dask)")
+    args = ap.parse_args()
+
+    import cv2
+
+    cv2.setNumThreads(args.cv2_threads)
+    from phirm_scale import metric, qc
+    from phirm_scale.cluster import open_cluster
+    from phirm_scale.plate import open_plate
+    from phirm_scale.stages.score import count_tasks, plan_score, score_plates, score_tasks
+    from phirm_scale.synthetic import make_plate
+
+    tmp = Path(tempfile.mkdtemp(prefix="bench_score_")) if args.keep is None else args.keep
+    try:
+        rows, cols, fpw = _layout(args.fields)
+        t0 = time.perf_counter()
+        plate = make_plate(tmp / "plate.ome.zarr", rows=rows, columns=cols, fields=fpw,
+                           size=args.size, seed=0, overwrite=True,
+                           from_fields=DATA if DATA.exists() else None)
+        t_make = time.perf_counter() - t0
+        params = metric.PhirmParams.reference()
+        plan = plan_score(f"{plate.path}:{REF_CH}", f"{plate.path}:{REC_CH}",
+                          window=args.window)
+        keys = list(plan.keys)
+        tasks = score_tasks(plan, params=params)
+        n_tasks = count_tasks([d for _, d in tasks])
+
+        # Dask path (plan already validated; timing covers scheduling, reading, the kernel
+        # and the reduction into the xarray Dataset)
+        t_dask = math.inf
+        with open_cluster(args.cluster, quiet=True) as client:
+            for _ in range(args.repeat):
+                t0 = time.perf_counter()
+                ds = score_plates(None, None, plan=plan, params=params, client=client)
+                t_dask = min(t_dask, time.perf_counter() - t0)
+
+        # bare kernel: plain loop, one core
+        t_bare = math.inf
+        for _ in range(args.repeat):
+            t0 = time.perf_counter()
+            bare = {}
+            for k in keys:
+                bare[k] = qc.score_field(plate.read_field(k, REF_CH), plate.read_field(k, REC_CH),
+                                         window=args.window, params=params)
+            t_bare = min(t_bare, time.perf_counter() - t0)
+
+        # warm imports (skimage.metrics pulls scipy.stats) outside the timing
+        published_field(plate.read_field(keys[0], REF_CH)[:300, :300],
+                        plate.read_field(keys[0], REC_CH)[:300, :300], args.window)
+        # published per-image path on the first fields, one core
+        sub = keys[:max(1, min(args.published_fields, len(keys)))]
+        t0 = time.perf_counter()
+        pub = {k: published_field(plate.read_field(k, REF_CH), plate.read_field(k, REC_CH),
+                                  args.window) for k in sub}
+        t_pub = time.perf_counter() - t0
+
+        # the three paths agree
+        names = [f"ref_{c}" for c in qc.COMPONENTS] + [f"rec_{c}" for c in qc.COMPONENTS]
+        agree = True
+        max_ssim_diff = 0.0
+        for k in sub:
+            sel = ds.sel(row=k.row, column=k.column, field=k.field)
+            for w, row in enumerate(pub[k]):
+                for j, v in enumerate(names):
+                    agree &= float(sel[v][w]) == row[j] == bare[k][v][w]
+                agree &= float(sel["psnr"][w]) == bare[k]["psnr"][w]
+                agree &= math.isclose(float(sel["psnr"][w]), row[8], rel_tol=1e-12)
+                max_ssim_diff = max(max_ssim_diff, abs(float(sel["ssim"][w]) - row[9]))
+        agree &= max_ssim_diff < 1e-9
+
+        fps = {"dask": len(keys) / t_dask, "bare_kernel": len(keys) / t_bare,
+               "published": len(sub) / t_pub}
+        res = {
+            "benchmark": "score stage",
+            "plate": f"{len(keys)} fields of {args.size}x{args.size} uint16 "
+                     f"({'BBBC039 fields' if DATA.exists() else 'synthetic nuclei'} + artefacts)",
+            "windows_per_field": int(ds.sizes["window"]),
+            "mode": params.mode,
+            "cluster": args.cluster,
+            "cpus": os.cpu_count(),
+            "cv2_threads": args.cv2_threads,
+            "fields_per_s": {k: round(v, 3) for k, v in fps.items()},
+            "ratios": {
+                "dask_over_published": round(fps["dask"] / fps["published"], 2),
+                "bare_over_dask": round(fps["bare_kernel"] / fps["dask"], 2),
+                "bare_over_published": round(fps["bare_kernel"] / fps["published"], 2),
+            },
+            "tasks": n_tasks,
+            "tasks_per_field": round(n_tasks / len(keys), 3),
+            "published_fields_timed": len(sub),
+            "numbers_agree": bool(agree),
+            "max_ssim_abs_diff": max_ssim_diff,
+            "targets": {"dask_over_published>=5": fps["dask"] / fps["published"] >= 5,
+                        "bare_over_dask<=1.5": fps["bare_kernel"] / fps["dask"] <= 1.5,
+                        "tasks_per_field<=4": n_tasks / len(keys) <= 4},
+            "make_plate_s": round(t_make, 1),
+            "python": platform.python_version(),
+        }
+        print(json.dumps(res))
+    finally:
+        if args.keep is None:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
