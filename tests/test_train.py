@@ -1,0 +1,191 @@
+"""Training: losses fall when overfitting one batch, EdgeConnect stages train their own parts,
+an end-to-end run writes checkpoints/logs/plot, and a resumed run continues identically."""
+
+from __future__ import annotations
+
+import csv
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from phirm_scale.errors import CheckpointError, InputError
+from phirm_scale.models import get_model
+from phirm_scale.models.checkpoint import load_checkpoint
+from phirm_scale.models.registry import build_model, clear_cache, default_config
+from phirm_scale.models.train import make_trainer, train
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def tiles(tmp_path_factory):
+    """A real tile store cut from a small synthetic plate: 8 train, 4 val, 4 test tiles of 64."""
+    from phirm_scale.synthetic import make_plate
+    from phirm_scale.tiles import write_tiles
+
+    d = tmp_path_factory.mktemp("tiles")
+    plate = make_plate(d / "p.ome.zarr", rows=2, columns=2, fields=1, size=128, seed=0)
+    write_tiles(plate, d / "t.zarr", channel="DAPI_clean", size=64, split=(0.5, 0.25, 0.25), label="artefacts_true")
+    return d / "t.zarr"
+
+
+@pytest.fixture(scope="module")
+def one_batch(tiles):
+    from phirm_scale.masks import sample_masks
+    from phirm_scale.tiles import open_tiles
+
+    images = np.asarray(open_tiles(tiles, "train").images[:4]).astype(np.float32)[:, None] / 255
+    masks = sample_masks("rect:20-30", 4, (64, 64), rng=np.random.default_rng(0))[:, None] != 0
+    return images, masks
+
+
+@pytest.mark.parametrize(
+    "name, stage, key, lr",
+    [
+        ("context-encoder", None, "g_l2", 1e-3),
+        ("deepfill-v2", None, "g_l1", 3e-3),
+        ("edgeconnect", "inpaint", "g_l1", 1e-3),
+        ("edgeconnect", "joint", "g_l1", 1e-3),
+    ],
+)
+def test_overfitting_one_batch_reduces_the_loss(one_batch, name, stage, key, lr):
+    images, masks = one_batch
+    net = build_model(name, default_config(name, width=8), "cpu")
+    trainer = make_trainer(net, lr=lr, stage=stage)
+    batch = net.prepare(images, masks, train=True)
+    losses = [trainer.train_step(batch)[key] for _ in range(25)]
+    first, last = np.mean(losses[:5]), np.mean(losses[-5:])
+    assert last < 0.75 * first, (first, last)
+
+
+def test_edgeconnect_stages_train_only_their_generator(one_batch):
+    images, masks = one_batch
+    for stage, moving, fixed in (("edge", "edge", "inpaint"), ("inpaint", "inpaint", "edge")):
+        net = build_model("edgeconnect", default_config("edgeconnect", width=8), "cpu")
+        before = {k: v.clone() for k, v in net.generator.state_dict().items()}
+        trainer = make_trainer(net, lr=1e-3, stage=stage)
+        m = trainer.train_step(net.prepare(images, masks, train=True))
+        after = net.generator.state_dict()
+        changed = {k.split(".")[0] for k in before if not torch.equal(before[k], after[k])}
+        assert changed == {moving}, (stage, changed)
+        assert ("edge_precision" in m) == (stage == "edge")
+
+
+def test_stage_and_vgg_apply_to_edgeconnect_only(tiles, tmp_path):
+    with pytest.raises(InputError, match="edgeconnect only"):
+        train("deepfill-v2", tiles, out_dir=tmp_path / "r", stage="edge", max_steps=1, device="cpu")
+    with pytest.raises(InputError, match="unknown edgeconnect stage 'both'"):
+        train("edgeconnect", tiles, out_dir=tmp_path / "r", stage="both", max_steps=1, device="cpu")
+    with pytest.raises(InputError, match="cannot train 'telea'"):
+        train("telea", tiles, out_dir=tmp_path / "r")
+    with pytest.raises(CheckpointError, match="VGG weights .*no such file"):
+        train("edgeconnect", tiles, out_dir=tmp_path / "r", vgg_weights=tmp_path / "vgg19.pth", max_steps=1, width=8, device="cpu")
+
+
+def test_vgg_losses_from_a_local_weights_file(tiles, tmp_path, one_batch):
+    from phirm_scale.models.losses import VGG19Features
+
+    torch.manual_seed(0)
+    torch.save(VGG19Features().state_dict(), tmp_path / "vgg19.pth")
+    net = build_model("edgeconnect", default_config("edgeconnect", width=8), "cpu")
+    trainer = make_trainer(net, lr=1e-3, stage="inpaint", vgg_weights=tmp_path / "vgg19.pth")
+    images, masks = one_batch
+    m = trainer.train_step(net.prepare(images[:1, :, :32, :32], masks[:1, :, :32, :32], train=True))
+    assert m["g_perceptual"] > 0 and m["g_style"] >= 0
+
+
+def _rows(path):
+    return list(csv.DictReader(open(path, newline="")))
+
+
+def test_train_writes_checkpoints_logs_plot_and_resumes_identically(tiles, tmp_path):
+    clear_cache()
+    kw = dict(epochs=3, lr=1e-3, batch_size=4, masks="mix", width=8, device="cpu", log_every=1)
+    # 8 train tiles / batch 4 = 2 steps per epoch; 3 steps crosses an epoch boundary
+    full = train("deepfill-v2", tiles, out_dir=tmp_path / "full", max_steps=5, **kw)
+    part = train("deepfill-v2", tiles, out_dir=tmp_path / "part", max_steps=3, **kw)
+    assert (load_checkpoint(part).epoch, load_checkpoint(part).step) == (1, 3)
+    resumed = train("deepfill-v2", tiles, out_dir=tmp_path / "part", max_steps=5, resume=part, **kw)
+    a, b = load_checkpoint(full), load_checkpoint(resumed)
+    assert (a.epoch, a.step) == (b.epoch, b.step) == (2, 5)
+    assert a.content_hash == b.content_hash
+    for part_name in ("generator", "discriminator"):
+        for k, v in a.state_dicts[part_name].items():
+            assert torch.equal(v, b.state_dicts[part_name][k]), k
+    # logs: one train row per step, identical losses; validation per epoch and at the end
+    ta, tb = _rows(tmp_path / "full" / "train_log.csv"), _rows(tmp_path / "part" / "train_log.csv")
+    assert [r["step"] for r in ta] == [r["step"] for r in tb] == ["1", "2", "3", "4", "5"]
+    assert [r["g_l1"] for r in ta] == [r["g_l1"] for r in tb]
+    val = _rows(tmp_path / "full" / "val_log.csv")
+    assert [r["step"] for r in val] == ["2", "4", "5"]
+    for r in val:
+        assert 0 <= float(r["phirm"]) <= 1 and 0 <= float(r["ssim"]) <= 1 and float(r["psnr"]) > 5
+        assert r["n"] == "4"
+    run = tmp_path / "full"
+    assert {p.name for p in (run / "checkpoints").iterdir()} == {"epoch_0001.pt", "epoch_0002.pt", "last.pt"}
+    assert (run / "training.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    ck = load_checkpoint(run / "checkpoints" / "epoch_0001.pt")
+    assert (ck.epoch, ck.step) == (1, 2)
+    assert ck.provenance["train"]["masks"] == "mix" and ck.provenance["tiles_attrs"]["tile_size"] == 64
+    # the trained checkpoint serves inference through the registry
+    model = get_model("deepfill-v2", checkpoint=full, device="cpu")
+    x = np.full((1, 1, 64, 64), 0.25, np.float32)
+    m = np.zeros_like(x)
+    m[..., 8:24, 8:24] = 1
+    assert np.array_equal(model(x, m)[m == 0], x[m == 0])
+
+
+def test_resume_refuses_another_model_or_settings(tiles, tmp_path):
+    kw = dict(epochs=1, lr=1e-3, batch_size=4, width=8, device="cpu", max_steps=1)
+    ck = train("context-encoder", tiles, out_dir=tmp_path / "ce", **kw)
+    with pytest.raises(CheckpointError, match="holds a 'context-encoder' model, not 'deepfill-v2'"):
+        train("deepfill-v2", tiles, out_dir=tmp_path / "x", resume=ck, **kw)
+    with pytest.raises(InputError, match="batch size 4, not 2"):
+        train("context-encoder", tiles, out_dir=tmp_path / "ce", resume=ck, **{**kw, "batch_size": 2})
+    with pytest.raises(InputError, match="--width 16 contradicts"):
+        train("context-encoder", tiles, out_dir=tmp_path / "ce", resume=ck, **{**kw, "width": 16})
+    # fine-tuning from it (init) keeps the weights but starts a fresh schedule
+    ft = train("context-encoder", tiles, out_dir=tmp_path / "ft", init=ck, **{**kw, "width": None})
+    c = load_checkpoint(ft)
+    assert c.step == 1 and c.provenance["init"]["content_hash"] == load_checkpoint(ck).content_hash
+
+
+def test_paper_defaults_are_recorded(tiles, tmp_path):
+    for name, epochs, lr in (("deepfill-v2", 20, 1e-4), ("edgeconnect", 68, 1e-4), ("context-encoder", 200, 2e-4)):
+        ck = load_checkpoint(train(name, tiles, out_dir=tmp_path / name, width=8, device="cpu", max_steps=1, batch_size=2, val_every=0, val_tiles=1))
+        assert (ck.provenance["train"]["epochs"], ck.provenance["train"]["lr"]) == (epochs, lr)
+    assert ck.provenance["train"]["stage"] is None
+    assert load_checkpoint(tmp_path / "edgeconnect" / "final.pt").provenance["train"]["stage"] == "joint"
+
+
+def test_artefact_masks_need_artefacts(tmp_path):
+    from phirm_scale.synthetic import make_plate
+    from phirm_scale.tiles import write_tiles
+
+    plate = make_plate(tmp_path / "p.ome.zarr", rows=1, columns=2, fields=1, size=64, seed=1)
+    write_tiles(plate, tmp_path / "t.zarr", channel="DAPI", size=64, split=(0.5, 0.5, 0.0))
+    with pytest.raises(InputError, match="masks 'artefacts' need artefact masks"):
+        train("deepfill-v2", tmp_path / "t.zarr", out_dir=tmp_path / "r", masks="artefacts", width=8, device="cpu")
+    assert not (tmp_path / "r").exists()  # refused before anything was written
+
+
+def test_train_cli_end_to_end_and_resume(tiles, tmp_path):
+    run = tmp_path / "run"
+    code = "import sys, torch; torch.set_num_threads(1); from phirm_scale.cli import main; main(sys.argv[1:])"
+    base = [sys.executable, "-c", code, "train", "--model", "edgeconnect", "--tiles", str(tiles), "-o", str(run),
+            "--width", "8", "--batch-size", "4", "--epochs", "2", "--lr", "1e-3", "--device", "cpu", "--stage", "inpaint"]
+    r = subprocess.run(base + ["--max-steps", "2"], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert "wrote" in r.stdout and (run / "final.pt").is_file()
+    assert (run / "train_log.csv").is_file() and (run / "val_log.csv").is_file() and (run / "training.png").is_file()
+    r = subprocess.run(base + ["--max-steps", "3", "--resume", str(run / "final.pt")], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    ck = load_checkpoint(run / "final.pt")
+    assert (ck.step, ck.epoch, ck.provenance["train"]["stage"]) == (3, 1, "inpaint")
+    # a user error is one line and exit status 2
+    r = subprocess.run(base[:4] + ["--model", "lama", "--tiles", str(tiles), "-o", str(tmp_path / "x")], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2
+    assert r.stderr.strip().splitlines() == [r.stderr.strip()] and r.stderr.startswith("error: cannot train 'lama'")
