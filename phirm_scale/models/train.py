@@ -696,6 +696,8 @@ def train(
         val_masks = sample_masks(vspec, nv, shape, rng=vrng, artefact_pool=val_pool if val_pool is not None else pool)[:, None]
 
     bsz = min(batch_size, source.n)
+    if model == "context-encoder" and bsz < 2:
+        raise InputError(f"context-encoder needs batches of at least 2 tiles (BatchNorm on a 1x1 bottleneck); got {bsz}")
     steps_per_epoch = max(1, source.n // bsz)
 
     # ---- model and trainer
