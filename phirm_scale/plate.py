@@ -43,6 +43,7 @@ __all__ = [
     "row_name",
     "row_index",
     "NGFF_VERSION",
+    "open_field_view",
     "create_layout",
     "create_field_group",
     "write_plate_metadata",
@@ -218,13 +219,13 @@ class Plate:
         Whether image data may be written (``write_field``). Labels may always be added.
     """
 
-    def __init__(self, path: str | Path, *, writable: bool = False):
+    def __init__(self, path: str | Path, *, writable: bool = False, _only=None):
         self.path = Path(path)
         self.writable = writable
-        self._load()
+        self._load(_only)
 
     # -- reading metadata -------------------------------------------------
-    def _load(self) -> None:
+    def _load(self, only=None) -> None:
         zarr = _zarr()
         path = self.path
         if not path.exists():
@@ -243,7 +244,12 @@ class Plate:
         self.columns = [c["name"] for c in plate["columns"]]
         fields: list[FieldKey] = []
         wells: list[tuple[str, str]] = []
-        for w in plate["wells"]:
+        if only is not None:  # one-field view for tasks: no scan of every well
+            only = FieldKey(str(only[0]), str(only[1]), int(only[2]))
+            if not (path / only.path / "zarr.json").exists():
+                raise PlateError(f"{path}: no field {only}")
+            fields, wells = [only], [(only.row, only.column)]
+        for w in ([] if only is not None else plate["wells"]):
             r, c = w["path"].split("/")
             try:
                 wg = zarr.open_group(str(path / r / c), mode="r")
@@ -286,9 +292,6 @@ class Plate:
     def __repr__(self) -> str:
         return (f"Plate({str(self.path)!r}, wells={len(self.wells)}, fields={len(self.fields)}, "
                 f"channels={self.channel_names}, shape={self.field_shape}, dtype={self.dtype})")
-
-    def __reduce__(self):
-        return (_reopen, (str(self.path), self.writable))
 
     @property
     def attrs(self) -> dict:
@@ -482,8 +485,10 @@ class Plate:
                          dtype=self.dtype, shape=self.field_shape, n_levels=self.n_levels)
 
 
-def _reopen(path: str, writable: bool) -> Plate:
-    return Plate(path, writable=writable)
+def open_field_view(path: str | Path, key, *, mode: str = "r") -> Plate:
+    """A :class:`Plate` that knows only field ``key`` (reads 2 metadata documents instead
+    of every well's): what a per-field task opens."""
+    return Plate(path, writable=(mode == "r+"), _only=key)
 
 
 def _read_one(path: str, key: tuple, channel: int) -> np.ndarray:

@@ -294,10 +294,10 @@ def _list_sources(from_fields) -> list[Path]:
 
 def _write_one(path: str, key: tuple, size: tuple[int, int], seed: int, artefacts: float,
                source: str | None) -> tuple:
-    from phirm_scale.plate import FieldKey, open_plate
+    from phirm_scale.plate import FieldKey, open_field_view
 
-    plate = open_plate(path, mode="r+")
     key = FieldKey(*key)
+    plate = open_field_view(path, key, mode="r+")
     data, mask = make_field(key, size=size, seed=seed, artefacts=artefacts, source=source)
     plate.write_label(key, TRUE_LABEL, mask)   # label first: 'complete' then means both
     plate.write_field(key, data)

@@ -197,6 +197,41 @@ def test_resume_on_distributed_cluster(tmp_path, cluster_address):
     assert store_files(ref) == store_files(out)
 
 
+def test_sigkill_then_rerun_equals_uninterrupted(tmp_path):
+    """A real kill: SIGKILL the CLI once some fields are written, rerun, compare."""
+    import signal
+    import time
+
+    from phirm_scale.plate import field_done
+
+    fields = [(f"{r}{c:02d}", 1) for r in "ABCD" for c in range(1, 13)]   # 48 fields
+    write_ixm(tmp_path / "src", fields, shape=(256, 256))
+    ref = tmp_path / "ref.ome.zarr"
+    out = tmp_path / "o.ome.zarr"
+    convert(tmp_path / "src", ref, cluster="threads", progress=False, echo=lambda s: None)
+    exe = Path(sys.executable).with_name("phirm-scale")
+    cmd = [str(exe), "convert", str(tmp_path / "src"), str(out), "--cluster", "threads",
+           "--no-progress"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    plan = plan_conversion(tmp_path / "src")
+    first = list(plan.fields)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and proc.poll() is None:
+        if any(field_done(out, k) for k in first[:: 4]):
+            break
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    if "ome" in (read_root_attrs(out) or {}):
+        pytest.skip("the conversion finished before it could be killed")
+    done = [k for k in first if field_done(out, k)]
+    assert len(done) < len(first)
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "resuming" in proc.stderr
+    assert store_files(ref) == store_files(out)
+
+
 def test_existing_output(tmp_path):
     write_ixm(tmp_path / "src", IXM_FIELDS[:2])
     write_ixm(tmp_path / "other", IXM_FIELDS[2:4], seed=1)

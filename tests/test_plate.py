@@ -187,3 +187,14 @@ def test_row_name_inverse(i):
 
 def test_row_names():
     assert [row_name(i) for i in (0, 15, 25, 26, 31)] == ["A", "P", "Z", "AA", "AF"]
+
+
+def test_field_view(plate):
+    from phirm_scale.plate import open_field_view
+
+    p, data = plate
+    v = open_field_view(p.path, FIELDS[2])
+    assert v.fields == [FIELDS[2]] and v.channel_names == ["DAPI", "CFP"]
+    np.testing.assert_array_equal(v.read_field(FIELDS[2]), data[FIELDS[2]])
+    with pytest.raises(PlateError, match="no field"):
+        open_field_view(p.path, ("B", "02", 0))

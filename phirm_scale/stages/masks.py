@@ -22,10 +22,10 @@ def mask_field(plate_path: str, key: tuple, channel: int, name: str, otsu_factor
                radius: int, min_separability: float | None) -> tuple[tuple, int]:
     """One task: artefact mask of one field, written as label ``name``; returns (key, area)."""
     from phirm_scale.masks._artefacts import artefact_mask
-    from phirm_scale.plate import FieldKey, open_plate
+    from phirm_scale.plate import FieldKey, open_field_view
 
-    plate = open_plate(plate_path)
     key = FieldKey(*key)
+    plate = open_field_view(plate_path, key)
     image = plate.read_field(key, channel)
     try:
         mask = artefact_mask(image, otsu_factor=otsu_factor, radius=radius,
