@@ -162,3 +162,19 @@ def test_cli_evaluate(tiles, tmp_path):
                                  str(tiles), "-o", str(out)])
     assert r.exit_code != 0
     assert isinstance(r.exception, InputError) and "allow-untrained" in str(r.exception)
+
+
+def test_cli_untrained_learned_model_is_a_one_line_error(tiles):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(sys.executable).parent / "phirm-scale"
+    if not script.is_file():
+        pytest.skip("phirm-scale console script not installed beside this Python")
+    res = subprocess.run([str(script), "evaluate", "--models", "deepfill-v2", "--tiles",
+                          f"{tiles}:test", "--masks", "strokes", "-o", "/nonexistent/never"],
+                         capture_output=True, text=True)
+    assert res.returncode == 2
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: model 'deepfill-v2' is learned")
