@@ -13,7 +13,7 @@ from phirm_scale.errors import InputError
 from phirm_scale.masks import (
     MASK_FAMILIES,
     RECT_BINS,
-    artefact_mask,
+    artefact_pool_mask,
     parse_mask_spec,
     rect_mask,
     sample_mask,
@@ -131,11 +131,11 @@ def test_artefact_mask_draws_only_nonempty_pool_members():
     pool[2, 5:9, 10:20] = 3  # any non-zero = artefact
     rng = np.random.default_rng(0)
     for _ in range(10):
-        m = artefact_mask(pool, rng=rng)
+        m = artefact_pool_mask(pool, rng=rng)
         assert m.dtype == np.uint8 and int(m.sum()) == 40
         assert set(np.unique(m).tolist()) == {0, 1}
     with pytest.raises(InputError, match="no mask"):
-        artefact_mask(np.zeros((3, 8, 8), np.uint8), rng=rng)
+        artefact_pool_mask(np.zeros((3, 8, 8), np.uint8), rng=rng)
     with pytest.raises(InputError, match="artefact pool"):
         sample_mask("artefacts", (32, 32), rng=rng)
     with pytest.raises(InputError, match=r"\(32, 32\)"):

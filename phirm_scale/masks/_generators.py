@@ -39,7 +39,7 @@ __all__ = [
     "MaskSpec",
     "rect_mask",
     "stroke_mask",
-    "artefact_mask",
+    "artefact_pool_mask",
     "parse_mask_spec",
     "sample_mask",
     "sample_masks",
@@ -278,7 +278,7 @@ def stroke_mask(
     return mask
 
 
-def artefact_mask(pool, *, rng, shape=None, min_fraction=0.0, augment=True):
+def artefact_pool_mask(pool, *, rng, shape=None, min_fraction=0.0, augment=True):
     """A real artefact mask drawn at random from a pool of artefact-label tiles.
 
     Parameters
@@ -428,7 +428,7 @@ def sample_mask(spec, shape=(256, 256), *, rng, artefact_pool=None):
         return rect_mask(shape, area, rng=rng)
     if kind == "strokes":
         return stroke_mask(shape, rng=rng, with_box=ms.with_box)
-    return artefact_mask(artefact_pool, rng=rng, shape=shape)
+    return artefact_pool_mask(artefact_pool, rng=rng, shape=shape)
 
 
 def sample_masks(spec, n, shape=(256, 256), *, rng, artefact_pool=None):
