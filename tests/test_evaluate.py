@@ -178,3 +178,13 @@ def test_cli_untrained_learned_model_is_a_one_line_error(tiles):
     assert res.returncode == 2
     lines = res.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: model 'deepfill-v2' is learned")
+
+
+def test_results_do_not_depend_on_batch_size_or_limit(tiles):
+    a = evaluate(["telea"], tiles, masks=["rect:20-30", "strokes"], batch_size=1, seed=3)
+    b = evaluate(["telea"], tiles, masks=["rect:20-30", "strokes"], batch_size=16, seed=3)
+    c = evaluate(["telea"], tiles, masks=["rect:20-30", "strokes"], limit=2, seed=3)
+    cols = ["model", "mask", "tile", "hole_fraction", "phirm", "phirm_reference", "psnr", "ssim"]
+    pd.testing.assert_frame_equal(a[cols], b[cols])
+    head = a[a.tile < 2][cols].reset_index(drop=True)
+    pd.testing.assert_frame_equal(head, c[cols].reset_index(drop=True))
