@@ -5,7 +5,7 @@ Three ways to get the same per-window numbers (PhIRM components of reference and
 reconstruction, PSNR, SSIM; windows of 256, reference-field min/max normalisation, published
 'reference' mode so that all three agree number for number):
 
-* ``dask``      -- ``phirm_scale.stages.score.score_plates`` (one task per field, read inside
+* ``dask``      -- ``phirm_scale.stages.score.score_plan`` (one task per field, read inside
                    the task; threaded scheduler unless ``--cluster``), reduction to xarray included;
 * ``bare``      -- a plain loop over fields: read both fields, ``qc.score_field`` (one core);
 * ``published`` -- the published per-image path: for every 256x256 window, a
@@ -157,7 +157,7 @@ def main() -> None:
     from phirm_scale import metric, qc
     from phirm_scale.cluster import open_cluster
     from phirm_scale.plate import open_plate
-    from phirm_scale.stages.score import count_tasks, plan_score, score_plates, score_tasks
+    from phirm_scale.stages.score import count_tasks, plan_score, score_plan, score_tasks
     from phirm_scale.synthetic import make_plate
 
     tmp = Path(tempfile.mkdtemp(prefix="bench_score_")) if args.keep is None else args.keep
@@ -181,7 +181,7 @@ def main() -> None:
         with open_cluster(args.cluster, quiet=True) as client:
             for _ in range(args.repeat):
                 t0 = time.perf_counter()
-                ds = score_plates(None, None, plan=plan, params=params, client=client)
+                ds = score_plan(plan, params=params, client=client)
                 t_dask = min(t_dask, time.perf_counter() - t0)
 
         # bare kernel: plain loop, one core

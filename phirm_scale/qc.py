@@ -233,6 +233,12 @@ def score_field(reference, reconstruction, *, window: int | str | None = WINDOW,
     dict of str -> (W,) float64 ndarray
         Keys :data:`KERNEL_VARIABLES` (without ``masked_fraction`` when no mask is given),
         windows in :func:`window_grid` order.
+
+    Raises
+    ------
+    InputError
+        Shapes differ, an image is not 2-D, contains NaN/inf, or the reference field is
+        constant (nothing to normalise against); the message names ``name``.
     """
     ref = _as_field(reference, "reference", name)
     rec = _as_field(reconstruction, "reconstruction", name)
@@ -245,6 +251,11 @@ def score_field(reference, reconstruction, *, window: int | str | None = WINDOW,
             raise InputError(f"{name}: mask shape {msk.shape} != field shape {ref.shape}")
     grid = window_grid(ref.shape, window)
     lo, hi = float(ref.min()), float(ref.max())
+    if hi <= lo:
+        # metric.to_uint8 would map both images to 0 and hide anything the reconstruction
+        # invented: a blank reference field is bad input, not a perfect score.
+        raise InputError(f"{name}: reference field is constant ({lo:g}); PhIRM needs a "
+                         "reference with contrast to normalise against")
     ref8 = metric.to_uint8(ref, lo=lo, hi=hi)
     rec8 = metric.to_uint8(rec, lo=lo, hi=hi)
 

@@ -169,6 +169,8 @@ def test_kernel_input_errors_name_the_field():
     nan[3, 3] = np.nan
     with pytest.raises(InputError, match="B/02/1.*NaN"):
         qc.score_field(nan, a, name="B/02/1")
+    with pytest.raises(InputError, match="C/03/2: reference field is constant"):
+        qc.score_field(np.full((64, 64), 7, np.uint16), a, name="C/03/2")
     with pytest.raises(InputError, match="mask shape"):
         qc.score_field(a, a, mask=np.zeros((3, 3)))
 

@@ -56,7 +56,7 @@ def score_command(
     from phirm_scale import metric, qc
     from phirm_scale.cluster import open_cluster
     from phirm_scale.errors import PhirmError
-    from phirm_scale.stages.score import plan_score, score_plates
+    from phirm_scale.stages.score import plan_score, score_plan
 
     for out in (output, csv, parquet):
         if out is not None and Path(out).exists() and not overwrite:
@@ -64,8 +64,8 @@ def score_command(
     params = metric.PhirmParams.for_mode(mode.value)
     plan = plan_score(reference, reconstruction, window=window, mask_label=mask_label)
     with open_cluster(cluster) as client:
-        ds = score_plates(None, None, plan=plan, params=params, threshold=threshold,
-                          client=client, progress=progress, fields_per_task=fields_per_task)
+        ds = score_plan(plan, params=params, threshold=threshold, client=client,
+                        progress=progress, fields_per_task=fields_per_task)
     qc.write_qc(ds, output, overwrite=overwrite, csv=csv, parquet=parquet)
     print_summary(ds)
     typer.echo(f"wrote {output}" + (f", {csv}" if csv else "") + (f", {parquet}" if parquet

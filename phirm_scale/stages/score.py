@@ -8,8 +8,8 @@ numpy) and :func:`phirm_scale.qc.to_dataset` (reduction on the client).
   :class:`~phirm_scale.errors.PlateError` raised before any task exists;
 * :func:`score_tasks` builds one delayed task per field (or per ``fields_per_task`` fields)
   that reads its fields inside the task and runs the kernel;
-* :func:`score_plates` = plan + tasks + run (threaded scheduler, or a
-  :class:`distributed.Client`) + reduction into the QC :class:`xarray.Dataset`;
+* :func:`score_plan` runs the tasks (threaded scheduler, or a :class:`distributed.Client`)
+  and reduces them into the QC :class:`xarray.Dataset`; :func:`score_plates` = plan + run;
 * :func:`score_arrays` does the same for in-memory or Dask arrays of any chunking (each field
   is gathered into one block, then one kernel task per field).
 
@@ -37,6 +37,7 @@ __all__ = [
     "score_tasks",
     "count_tasks",
     "score_plates",
+    "score_plan",
     "score_arrays",
 ]
 
@@ -320,8 +321,10 @@ def score_plates(reference, reconstruction, *, reference_channel: str | int | No
                  reconstruction_channel: str | int | None = None,
                  window: int | str | None = 256, params=None, mask_label: str | None = None,
                  threshold: float = 0.9, client=None, progress: bool = False,
-                 fields_per_task: int = 1, plan: ScorePlan | None = None):
+                 fields_per_task: int = 1):
     """Score every field of ``reconstruction`` against ``reference`` into a QC Dataset.
+
+    :func:`plan_score` (all validation) followed by :func:`score_plan`.
 
     Parameters
     ----------
@@ -335,29 +338,47 @@ def score_plates(reference, reconstruction, *, reference_channel: str | int | No
         Metric parameters (paper defaults; ``PhirmParams.reference()`` for the published code).
     mask_label : str, optional
         Label image giving ``masked_fraction`` per window.
-    threshold : float, default 0.9
-        PhIRM threshold of the ``*_phirm_frac_below`` summaries.
-    client : distributed.Client, optional
-        Run on this cluster; None = Dask's threaded scheduler in this process.
-    progress : bool
-        Show a progress bar (stderr).
-    fields_per_task : int, default 1
-        Fields scored by one task.
-    plan : ScorePlan, optional
-        An already validated plan (skips :func:`plan_score`).
+    threshold, client, progress, fields_per_task
+        See :func:`score_plan`.
 
     Returns
     -------
     xarray.Dataset
         See :func:`phirm_scale.qc.to_dataset`; attributes record the inputs.
     """
+    plan = plan_score(reference, reconstruction, reference_channel=reference_channel,
+                      reconstruction_channel=reconstruction_channel, window=window,
+                      mask_label=mask_label)
+    return score_plan(plan, params=params, threshold=threshold, client=client,
+                      progress=progress, fields_per_task=fields_per_task)
+
+
+def score_plan(plan: ScorePlan, *, params=None, threshold: float = 0.9, client=None,
+               progress: bool = False, fields_per_task: int = 1):
+    """Run a validated :class:`ScorePlan` and reduce the results into the QC Dataset.
+
+    Parameters
+    ----------
+    plan : ScorePlan
+        From :func:`plan_score`.
+    params : PhirmParams, optional
+        Metric parameters (paper defaults).
+    threshold : float, default 0.9
+        PhIRM threshold of the ``*_phirm_frac_below`` summaries.
+    client : distributed.Client, optional
+        Run on this cluster; None = Dask's threaded scheduler in this process.
+    progress : bool
+        Show a progress bar (stderr) while the graph runs.
+    fields_per_task : int, default 1
+        Fields scored by one task.
+
+    Returns
+    -------
+    xarray.Dataset
+    """
     from phirm_scale import metric
 
     params = params if params is not None else metric.PhirmParams()
-    if plan is None:
-        plan = plan_score(reference, reconstruction, reference_channel=reference_channel,
-                          reconstruction_channel=reconstruction_channel, window=window,
-                          mask_label=mask_label)
     tasks = score_tasks(plan, params=params, fields_per_task=fields_per_task)
     computed = _run([d for _, d in tasks], client=client, progress=progress)
     results = {}
