@@ -103,7 +103,8 @@ def cluster_startup() -> float:
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--fields", type=int, default=12, help="fields (default 12)")
-    ap.add_argument("--size", type=int, default=2160, help="field size (default 2160, a real HCS field)")
+    ap.add_argument("--size", type=int, default=2160,
+                    help="field size (default 2160, a real HCS field)")
     ap.add_argument("--channels", type=int, default=2, help="channels (default 2)")
     ap.add_argument("--repeat", type=int, default=2, help="best of R runs (default 2)")
     ap.add_argument("--no-local", action="store_true", help="skip the LocalCluster run")

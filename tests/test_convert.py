@@ -74,7 +74,8 @@ def test_bbbc039_pixels_wells_sites(tmp_path, cluster_address):
         expected.setdefault((m.group(1), int(m.group(2))), {})[int(m.group(3))] = f
     assert len(expected) == 40 and sum(len(v) for v in expected.values()) == 49
     assert plate.wells == sorted((r, f"{c:02d}") for r, c in expected)
-    assert plate.rows == ["A", "B", "C", "D"] and plate.columns == [f"{i:02d}" for i in range(1, 25)]
+    assert plate.rows == ["A", "B", "C", "D"]
+    assert plate.columns == [f"{i:02d}" for i in range(1, 25)]
     assert plate.name == "IXMtest" and plate.channel_names == ["DAPI"]
     assert plate.field_shape == (520, 696) and plate.dtype == np.uint16
     for (r, c), sites in expected.items():

@@ -85,7 +85,8 @@ def test_auto_detection(tmp_path):
     _touch_tiffs(tmp_path / "odd", ["B02-1-dapi.tif", "B02-2-dapi.tif"])
     with pytest.raises(PlateError, match=r"B02-1-dapi\.tif: file name matches no layout"):
         scan_folder(tmp_path / "odd")
-    lay, recs = scan_folder(tmp_path / "odd", pattern=r"(?P<well>\w\d\d)-(?P<field>\d)-(?P<channel>\w+)")
+    lay, recs = scan_folder(tmp_path / "odd",
+                            pattern=r"(?P<well>\w\d\d)-(?P<field>\d)-(?P<channel>\w+)")
     assert lay.name == "regex" and sorted(r.site for r in recs) == [1, 2]
 
 

@@ -68,8 +68,9 @@ def artefact_mask(image: np.ndarray, *, otsu_factor: float = 0.7, radius: int = 
                   min_threshold: float | None = None) -> np.ndarray:
     """Binary artefact mask of an artefact-channel image (paper 3.3).
 
-    Otsu's threshold of ``image`` (:func:`otsu_threshold`) times ``otsu_factor``; pixels above it are artefact; the
-    binary image is opened, then closed, with a disk of ``radius``.
+    Otsu's threshold of ``image`` (:func:`otsu_threshold`) times ``otsu_factor``; pixels
+    above it are artefact; the binary image is opened, then closed, with a disk of
+    ``radius``. Pixels outside the image are ignored by both operations.
 
     Parameters
     ----------

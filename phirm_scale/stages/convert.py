@@ -373,7 +373,8 @@ def _convert_field(out: str, key: tuple, files: list[str], shape: tuple[int, int
 
     data = np.stack([read_tiff(f, shape, dtype) for f in files])
     write_field_data(out, FieldKey(*key), data, channel_names=channel_names, dtype=dtype,
-                     shape=shape, n_levels=n_levels, field_attrs={"source": rel_names, "site": site}, create=True)
+                     shape=shape, n_levels=n_levels,
+                     field_attrs={"source": rel_names, "site": site}, create=True)
     return tuple(key)
 
 
