@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings, strategies as st
 import tifffile
 
 from phirm_scale.errors import PlateError
@@ -109,3 +110,26 @@ def test_empty_folder(tmp_path):
         scan_folder(tmp_path)
     with pytest.raises(PlateError, match="source folder not found"):
         scan_folder(tmp_path / "missing")
+
+
+_rows = st.sampled_from(["A", "H", "P", "Z", "AA", "AF"])
+
+
+@settings(max_examples=60, deadline=None)
+@given(_rows, st.integers(1, 48), st.integers(1, 99), st.integers(1, 9), st.booleans(),
+       st.from_regex(r"[A-Za-z][A-Za-z0-9_-]{0,12}", fullmatch=True))
+def test_imagexpress_round_trip(row, col, site, chan, guid, plate):
+    name = f"{plate}_{row}{col:02d}_s{site}_w{chan}{GUID if guid else ''}.tif"
+    rec = get_layout("imagexpress").parse(Path(name))
+    assert (rec.plate, rec.row, rec.column, rec.site, rec.channel) == (plate, row, col, site,
+                                                                       str(chan))
+
+
+@settings(max_examples=60, deadline=None)
+@given(_rows, st.integers(1, 48), st.integers(0, 99), st.integers(0, 9),
+       st.from_regex(r"[A-Za-z][A-Za-z0-9_]{0,12}", fullmatch=True))
+def test_cellomics_round_trip(row, col, field, chan, plate):
+    name = f"{plate}_{row}{col:02d}f{field:02d}d{chan}.TIF"
+    rec = get_layout("cellomics").parse(Path(name))
+    assert (rec.plate, rec.row, rec.column, rec.site, rec.channel) == (plate, row, col, field,
+                                                                       str(chan))
