@@ -753,6 +753,7 @@ def train(
         return scores
 
     acc: dict[str, list[float]] = {}
+    last_msg = [t0]
 
     def flush(epoch):
         if acc:
@@ -783,12 +784,15 @@ def train(
                 acc.setdefault(k, []).append(v)
             step += 1
             if log_every and step % log_every == 0:
-                flush(epoch)
+                flush(epoch + 1)
+                if time.perf_counter() - last_msg[0] > 60:
+                    last_msg[0] = time.perf_counter()
+                    say(f"epoch {epoch + 1}/{epochs} step {step} ({last_msg[0] - t0:.0f} s) " + ", ".join(f"{k} {v:.4g}" for k, v in sorted(metrics.items()) if k.startswith("g_")))
             if save_every and step % save_every == 0 and j + 1 < steps_per_epoch:
                 save(out_dir / "checkpoints" / "last.pt", epoch)
         if stopped:
             break
-        flush(epoch)
+        flush(epoch + 1)
         scores = validate(epoch + 1) if (val_every and (epoch + 1) % val_every == 0) else None
         if checkpoint_every and (epoch + 1) % checkpoint_every == 0:
             save(out_dir / "checkpoints" / f"epoch_{epoch + 1:04d}.pt", epoch + 1)
@@ -800,7 +804,7 @@ def train(
     else:
         epoch = epochs
     epochs_done = epoch if stopped else max(epoch, start_epoch)
-    flush(epochs_done)
+    flush(epoch + 1 if stopped else epochs_done)
     scores = validate(epochs_done)
     if scores:
         say(f"final step {step}: val phirm {scores['phirm']:.4f} psnr {scores['psnr']:.2f} ssim {scores['ssim']:.4f}")
