@@ -254,3 +254,16 @@ def test_import_deepfill_v2_port_states(tmp_path):
         torch.testing.assert_close(ours, torch.tanh(pre), rtol=1e-5, atol=1e-5)
     out = model(((x + 1) / 2).numpy(), m.numpy())
     assert out.shape == (2, 1, 32, 32)
+
+
+def test_import_weights_cli(tmp_path, capsys):
+    from phirm_scale.cli import main
+
+    _official_files(tmp_path)
+    with pytest.raises(SystemExit) as exc:
+        main(["import-weights", "edgeconnect", str(tmp_path / "EdgeModel_gen.pth"), str(tmp_path / "InpaintingModel_gen.pth"),
+              "-o", str(tmp_path / "ec.pt")])
+    assert exc.value.code == 0
+    ck = load_checkpoint(tmp_path / "ec.pt", expected_model="edgeconnect")
+    assert set(ck.provenance["imported_from"]) == {"format", "edge", "inpaint"}
+    assert f"content hash {ck.content_hash[:12]}" in capsys.readouterr().out
