@@ -369,7 +369,7 @@ def make_plate(out_path: str | Path, *, rows: int = 2, columns: int = 2, fields:
         for j in jobs:
             _write_one(*j)
     else:
-        from phirm_scale.stages.convert import run_field_tasks
+        from phirm_scale.stages._runner import run_field_tasks
 
         run_field_tasks(_write_one, jobs, cluster=cluster, progress=progress,
                         description="make-plate")

@@ -17,19 +17,20 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import sys
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field as dc_field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
 from phirm_scale.errors import PlateError
 from phirm_scale.layouts import ImageRecord, scan_folder
 from phirm_scale.plate import FieldKey, row_index, row_name
+
+from phirm_scale.stages._runner import run_field_tasks  # noqa: E402
 
 __all__ = ["ConversionPlan", "plan_conversion", "convert", "run_field_tasks", "read_tiff"]
 
@@ -280,89 +281,8 @@ def plan_conversion(source: str | Path, *, layout: str = "auto", pattern: str | 
 
 # --------------------------------------------------------------------------- running
 
-def _task_key(description: str, job: tuple, i: int) -> str:
-    from dask.base import tokenize
-
-    return f"{description}-{i}-{tokenize(job)}"
-
-
-def run_field_tasks(func: Callable, jobs: Sequence[tuple], *, cluster: str = "local",
-                    progress: bool = True, description: str = "fields") -> list:
-    """Run ``func(*job)`` for every job, one Dask task each; returns results in job order.
-
-    ``cluster`` is a ``--cluster`` spec (:func:`phirm_scale.cluster.open_cluster`): with a
-    distributed client the tasks are submitted to it (progress bar on this side, fed by
-    ``as_completed``); with ``'threads'`` Dask's threaded scheduler runs them here. The first
-    failing task cancels the rest and its exception is raised.
-    """
-    from phirm_scale.cluster import open_cluster
-
-    jobs = list(jobs)
-    if not jobs:
-        return []
-    results: list[Any] = [None] * len(jobs)
-    with open_cluster(cluster, quiet=not progress) as client, _progress(
-            progress, description, len(jobs)) as advance:
-        if client is None:
-            import dask
-
-            if progress:
-                from dask.callbacks import Callback
-
-                class _CB(Callback):
-                    def _posttask(self, key, result, dsk, state, id):  # noqa: A002
-                        if isinstance(key, str) and key.startswith(description):
-                            advance()
-                cb = _CB()
-            else:
-                import contextlib
-
-                cb = contextlib.nullcontext()
-            tasks = [dask.delayed(func, pure=False)(
-                *j, dask_key_name=_task_key(description, j, i)) for i, j in enumerate(jobs)]
-            with cb:
-                results = list(dask.compute(*tasks, scheduler="threads"))
-        else:
-            from distributed import as_completed
-
-            keys = [_task_key(description, j, i) for i, j in enumerate(jobs)]
-            futures = [client.submit(func, *j, key=k, pure=False) for j, k in zip(jobs, keys)]
-            index = {f.key: i for i, f in enumerate(futures)}
-            try:
-                for fut in as_completed(futures):
-                    results[index[fut.key]] = fut.result()
-                    advance()
-            except BaseException:
-                client.cancel(futures)
-                raise
-    return results
-
-
-class _progress:
-    """A rich progress bar on stderr (or nothing)."""
-
-    def __init__(self, enabled: bool, description: str, total: int):
-        self.enabled, self.description, self.total = enabled, description, total
-        self._p = None
-
-    def __enter__(self):
-        if not self.enabled:
-            return lambda: None
-        from rich.console import Console
-        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
-                                   TimeElapsedColumn, TimeRemainingColumn)
-
-        self._p = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                           TimeElapsedColumn(), TimeRemainingColumn(),
-                           console=Console(file=sys.stderr), transient=False)
-        self._p.start()
-        tid = self._p.add_task(self.description, total=self.total)
-        return lambda: self._p.advance(tid)
-
-    def __exit__(self, *exc):
-        if self._p is not None:
-            self._p.stop()
-        return False
+# run_field_tasks lives in phirm_scale.stages._runner (shared by every per-field stage);
+# it is re-exported here for callers of the convert API.
 
 
 def _convert_field(out: str, key: tuple, files: list[str], shape: tuple[int, int], dtype: str,

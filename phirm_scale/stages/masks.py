@@ -67,7 +67,7 @@ def make_artefact_masks(plate: str | Path, *, channel: str | int = "CFP",
         ``{FieldKey: masked pixel count}`` for the fields computed in this call.
     """
     from phirm_scale.plate import FieldKey, open_plate
-    from phirm_scale.stages.convert import run_field_tasks
+    from phirm_scale.stages._runner import run_field_tasks
 
     p = open_plate(plate)
     c = p.channel_index(channel)
