@@ -15,6 +15,8 @@ import math
 import torch
 from torch import nn
 
+from phirm_scale.models.networks.common import init_weights
+
 __all__ = ["ContextEncoderGenerator", "ContextEncoderDiscriminator", "ce_defaults"]
 
 
@@ -65,6 +67,7 @@ class ContextEncoderGenerator(nn.Module):
             dec += [nn.ConvTranspose2d(up[i], up[i + 1], 4, 2, 1, bias=False), nn.BatchNorm2d(up[i + 1]), nn.ReLU(True)]
         dec += [nn.ConvTranspose2d(up[-2], 1, 4, 2, 1, bias=False), nn.Tanh()]
         self.decoder = nn.Sequential(*dec)
+        init_weights(self, "normal", 0.02)  # DCGAN init, as the original
 
     def forward(self, context: torch.Tensor) -> torch.Tensor:
         return self.decoder(self.encoder(context))
@@ -86,6 +89,7 @@ class ContextEncoderDiscriminator(nn.Module):
             layers.append(nn.LeakyReLU(0.2, inplace=True))
         layers += [nn.Conv2d(chans[-1], 1, 4, 1, 0, bias=False)]
         self.net = nn.Sequential(*layers)
+        init_weights(self, "normal", 0.02)
 
     def forward(self, centre: torch.Tensor) -> torch.Tensor:
         return self.net(centre).flatten(1).mean(1)  # logits; BCE-with-logits == sigmoid + BCE

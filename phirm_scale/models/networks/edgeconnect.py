@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from phirm_scale.models.networks.common import spectral_norm
+from phirm_scale.models.networks.common import init_weights, spectral_norm
 
 __all__ = ["EdgeGenerator", "InpaintGenerator", "PatchDiscriminator", "EdgeConnectGenerator", "EdgeConnectDiscriminator", "MULTIPLE"]
 
@@ -75,6 +75,7 @@ class EdgeGenerator(nn.Module):
     def __init__(self, width=64, blocks=8, use_spectral_norm=True):
         super().__init__()
         self.encoder, self.middle, self.decoder = _generator_body(3, 1, width, blocks, use_spectral_norm)
+        init_weights(self, "normal", 0.02)  # BaseNetwork.init_weights of the official code
 
     def forward(self, x):
         return self.decoder(self.middle(self.encoder(x)))  # logits; sigmoid gives the edge map
@@ -86,6 +87,7 @@ class InpaintGenerator(nn.Module):
     def __init__(self, width=64, blocks=8):
         super().__init__()
         self.encoder, self.middle, self.decoder = _generator_body(2, 1, width, blocks, False)
+        init_weights(self, "normal", 0.02)
 
     def forward(self, x):
         return (torch.tanh(self.decoder(self.middle(self.encoder(x)))) + 1) / 2
@@ -102,6 +104,7 @@ class PatchDiscriminator(nn.Module):
             layer = nn.Sequential(spectral_norm(nn.Conv2d(ci, co, 4, stride=s, padding=1, bias=not sn), sn), nn.LeakyReLU(0.2, inplace=True))
             setattr(self, f"conv{i}", layer)
         self.conv5 = nn.Sequential(spectral_norm(nn.Conv2d(8 * w, 1, 4, stride=1, padding=1, bias=not sn), sn))
+        init_weights(self, "normal", 0.02)
 
     def forward(self, x):
         feats = []
