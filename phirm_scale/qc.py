@@ -308,26 +308,35 @@ def window_psnr_ssim(ref8: np.ndarray, rec8: np.ndarray,
     import cv2
 
     n = len(grid)
-    area = grid.height * grid.width
+    h, w = grid.height, grid.width
+    area = h * w
     psnr = np.empty(n, dtype=np.float64)
     ssim = np.full(n, np.nan, dtype=np.float64)
-    win = _ssim_win(grid.height, grid.width)
+    win = _ssim_win(h, w)
     pad = (win - 1) // 2
     npx = win * win
     k1 = (0.01 * 255) ** 2 * npx * npx          # C1 * N**2
     k2 = (0.03 * 255) ** 2 * npx * (npx - 1)    # C2 * N * (N - 1)
-    inner = np.s_[pad:grid.height - pad, pad:grid.width - pad]
+    inner = np.s_[pad:h - pad, pad:w - pad]
+    # Buffers reused across windows: one window's arrays stay in cache, and no large
+    # allocation per window (distributed workers set MALLOC_TRIM_THRESHOLD_, which makes
+    # every large numpy temporary a fresh mmap with page faults).
+    a, b, d = (np.empty((h, w), np.uint16) for _ in range(3))
+    sums = [np.empty((h, w), np.int32) for _ in range(5)]
+    ih, iw = h - 2 * pad, w - 2 * pad
+    p, q, t = (np.empty((ih, iw), np.int32) for _ in range(3))
+    num, den, tmp = (np.empty((ih, iw)) for _ in range(3))
 
-    def box(x):  # exact integer sums over win x win; the reflected border is cropped away
-        return cv2.boxFilter(x, cv2.CV_32S, (win, win), normalize=False,
-                             borderType=cv2.BORDER_REFLECT)[inner]
+    def box(x, out):  # exact integer sums over win x win; the reflected border is cropped
+        cv2.boxFilter(x, cv2.CV_32S, (win, win), dst=out, normalize=False,
+                      borderType=cv2.BORDER_REFLECT)
+        return out[inner]
 
-    # one window at a time: its arrays stay in cache (faster than whole-field maps)
     for i, sl in enumerate(grid.slices()):
-        a = ref8[sl].astype(np.uint16)
-        b = rec8[sl].astype(np.uint16)
-        d = cv2.absdiff(a, b)
-        d *= d  # <= 65025
+        a[...] = ref8[sl]
+        b[...] = rec8[sl]
+        cv2.absdiff(a, b, dst=d)
+        np.multiply(d, d, out=d)  # <= 65025
         mse = int(d.sum(dtype=np.int64)) / area
         if mse == 0:  # identical windows: skimage's SSIM is exactly 1.0 (A1 == B1, A2 == B2)
             psnr[i] = math.inf
@@ -336,14 +345,33 @@ def window_psnr_ssim(ref8: np.ndarray, rec8: np.ndarray,
         psnr[i] = float(10.0 * np.log10(255.0 ** 2 / mse))
         if win == 0:
             continue
-        sx, sy = box(a), box(b)
-        p = sx * sy                                   # N**2 ux uy           (int32, exact)
-        q = sx * sx + sy * sy                         # N**2 (ux**2 + uy**2)
-        cov = npx * box(a * b) - p                    # N (N-1) vxy
-        var = npx * (box(a * a) + box(b * b)) - q     # N (N-1) (vx + vy)
-        smap = (2.0 * p + k1) * (2.0 * cov + k2)
-        smap /= (q + k1) * (var + k2)
-        ssim[i] = smap.mean(dtype=np.float64)
+        sx, sy = box(a, sums[0]), box(b, sums[1])
+        np.multiply(a, b, out=d)
+        sxy = box(d, sums[2])
+        np.multiply(a, a, out=d)
+        sxx = box(d, sums[3])
+        np.multiply(b, b, out=d)
+        syy = box(d, sums[4])
+        # integer parts, exact in int32 for win <= 7 (|values| < 2**31)
+        np.multiply(sx, sy, out=p)                    # N**2 ux uy
+        np.multiply(sx, sx, out=q)
+        np.multiply(sy, sy, out=t)
+        np.add(q, t, out=q)                           # N**2 (ux**2 + uy**2)
+        np.multiply(sxy, npx, out=t)
+        np.subtract(t, p, out=t)                      # N (N-1) vxy
+        np.multiply(p, 2.0, out=num)
+        num += k1                                     # N**2 A1
+        np.multiply(t, 2.0, out=den)
+        den += k2                                     # N (N-1) A2
+        num *= den
+        np.add(sxx, syy, out=t)
+        np.multiply(t, npx, out=t)
+        np.subtract(t, q, out=t)                      # N (N-1) (vx + vy)
+        np.add(q, k1, out=den)                        # N**2 B1
+        np.add(t, k2, out=tmp)                        # N (N-1) B2
+        den *= tmp
+        num /= den
+        ssim[i] = num.mean(dtype=np.float64)
     return psnr, ssim
 
 
