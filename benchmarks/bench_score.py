@@ -162,7 +162,12 @@ def main() -> None:
     from phirm_scale import metric, qc
     from phirm_scale.cluster import open_cluster
     from phirm_scale.plate import open_plate
-    from phirm_scale.stages.score import count_tasks, plan_score, score_plan, score_tasks
+    from phirm_scale.stages.score import (
+        count_tasks,
+        plan_score,
+        score_plan,
+        score_tasks,
+    )
     from phirm_scale.synthetic import make_plate
 
     tmp = Path(tempfile.mkdtemp(prefix="bench_score_")) if args.keep is None else args.keep

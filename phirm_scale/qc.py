@@ -27,34 +27,34 @@ from __future__ import annotations
 import dataclasses
 import math
 import warnings
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Iterable, Mapping, NamedTuple
+from typing import NamedTuple
 
 import numpy as np
 import xarray as xr
 
-from phirm_scale import __version__
-from phirm_scale import metric
+from phirm_scale import __version__, metric
 from phirm_scale.errors import InputError, PhirmError
 
 __all__ = [
-    "WINDOW",
     "COMPONENTS",
     "KERNEL_VARIABLES",
-    "WINDOW_VARIABLES",
     "SUMMARY_STATISTICS",
+    "WINDOW",
+    "WINDOW_VARIABLES",
     "WindowGrid",
-    "window_starts",
-    "window_grid",
+    "add_summaries",
+    "open_qc",
     "parse_window",
     "score_field",
-    "window_psnr_ssim",
-    "to_dataset",
     "summarise",
-    "add_summaries",
+    "to_dataset",
     "to_table",
+    "window_grid",
+    "window_psnr_ssim",
+    "window_starts",
     "write_qc",
-    "open_qc",
 ]
 
 #: Default window edge (the paper's 256x256 patches).
@@ -205,7 +205,7 @@ def _as_field(array, what: str, name: str) -> np.ndarray:
 
 
 def score_field(reference, reconstruction, *, window: int | str | None = WINDOW,
-                params: "metric.PhirmParams | None" = None, mask=None,
+                params: metric.PhirmParams | None = None, mask=None,
                 name: str = "field") -> dict[str, np.ndarray]:
     """PhIRM components, PSNR, SSIM (and masked fraction) of every window of one field.
 
@@ -389,7 +389,7 @@ def _params_attrs(params) -> dict:
 
 def to_dataset(results: Mapping[tuple, Mapping[str, np.ndarray]], grid: WindowGrid, *,
                rows: Iterable[str] | None = None, columns: Iterable[str] | None = None,
-               params: "metric.PhirmParams | None" = None, threshold: float = 0.9,
+               params: metric.PhirmParams | None = None, threshold: float = 0.9,
                attrs: Mapping | None = None, summaries: bool = True) -> xr.Dataset:
     """Stack per-field kernel results into the QC Dataset and score every window.
 
@@ -635,7 +635,7 @@ def open_qc(path) -> xr.Dataset:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*does not have a Zarr V3 specification.*")
             ds = xr.open_zarr(path).load()
-    except Exception as exc:  # noqa: BLE001 - any reader failure is a bad store
+    except Exception as exc:
         raise PhirmError(f"{path}: not a QC store readable by xarray ({exc})") from exc
     if "phirm" not in ds:
         raise PhirmError(f"{path}: not a phirm-scale QC store (no 'phirm' variable)")

@@ -24,8 +24,13 @@ import numpy as np
 
 from phirm_scale.errors import PhirmError
 
-__all__ = ["write_report", "worst_fields", "plate_heatmap", "phirm_histogram",
-           "field_thumbnail"]
+__all__ = [
+    "field_thumbnail",
+    "phirm_histogram",
+    "plate_heatmap",
+    "worst_fields",
+    "write_report",
+]
 
 
 def _fig(width, height):
@@ -164,6 +169,11 @@ def _fmt(v) -> str:
     return f"{v:.0f}" if v == int(v) and abs(v) >= 10 else f"{v:.4g}"
 
 
+def _pair(summary, component: str) -> str:
+    return (f"{_fmt(summary['ref_' + component].values)} / "
+            f"{_fmt(summary['rec_' + component].values)}")
+
+
 def write_report(qc, out_dir, *, worst: int = 6) -> Path:
     """Write the HTML report of a QC Dataset or store into ``out_dir``.
 
@@ -227,12 +237,9 @@ def write_report(qc, out_dir, *, worst: int = 6) -> Path:
                ("PhIRM 5th percentile", plate["phirm_p05"].values),
                (f"fraction of windows < {thr:g}", plate["phirm_frac_below"].values),
                ("SSIM mean", plate["ssim_mean"].values),
-               ("nuclei ref / rec", f"{_fmt(plate['ref_nuclei_count'].values)} / "
-                                    f"{_fmt(plate['rec_nuclei_count'].values)}"),
-               ("nuclei area ref / rec", f"{_fmt(plate['ref_nuclei_area'].values)} / "
-                                         f"{_fmt(plate['rec_nuclei_area'].values)}"),
-               ("artefact area ref / rec", f"{_fmt(plate['ref_artefact_area'].values)} / "
-                                           f"{_fmt(plate['rec_artefact_area'].values)}")]
+               ("nuclei ref / rec", _pair(plate, "nuclei_count")),
+               ("nuclei area ref / rec", _pair(plate, "nuclei_area")),
+               ("artefact area ref / rec", _pair(plate, "artefact_area"))]
     if "masked_fraction_mean" in plate:
         summary.append(("masked fraction mean", plate["masked_fraction_mean"].values))
     inputs = [(k, ds.attrs[k]) for k in ("reference", "reference_channel", "reconstruction",

@@ -86,7 +86,8 @@ def test_cli_report(qc_store, tmp_path):
     path, _, _ = qc_store
     exe = Path(sys.executable).with_name("phirm-scale")
     p = subprocess.run([str(exe), "report", str(path), "-o", str(tmp_path / "r"), "--worst", "1"],
-                       capture_output=True, text=True, timeout=300, env=dict(os.environ))
+                       capture_output=True, text=True, timeout=300, env=dict(os.environ),
+                       check=False)
     assert p.returncode == 0, p.stderr
     assert (tmp_path / "r" / "index.html").exists()
     assert len(list((tmp_path / "r").glob("worst_*.png"))) == 1

@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 from enum import Enum
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -35,11 +34,11 @@ def score_command(
     cluster: str = typer.Option(
         "local", "--cluster", help="'local' (embedded cluster), 'threads' (no cluster), "
                                    "tcp://host:port, or a dask-jobqueue YAML."),
-    csv: Optional[Path] = typer.Option(None, "--csv", help="Also write the per-window table "
+    csv: Path | None = typer.Option(None, "--csv", help="Also write the per-window table "
                                                            "as CSV."),
-    parquet: Optional[Path] = typer.Option(None, "--parquet",
+    parquet: Path | None = typer.Option(None, "--parquet",
                                            help="Also write the per-window table as Parquet."),
-    mask_label: Optional[str] = typer.Option(
+    mask_label: str | None = typer.Option(
         None, "--mask-label", help="Label image (e.g. 'artefacts') giving the masked fraction "
                                    "per window; read from the reference plate, else from the "
                                    "reconstruction."),

@@ -21,9 +21,11 @@ from __future__ import annotations
 
 import functools
 import logging
-from dataclasses import dataclass, field as dc_field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from dataclasses import field as dc_field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -32,13 +34,13 @@ from phirm_scale.errors import InputError, PlateError
 
 __all__ = [
     "ScorePlan",
+    "count_tasks",
     "parse_plate_spec",
     "plan_score",
-    "score_tasks",
-    "count_tasks",
-    "score_plates",
-    "score_plan",
     "score_arrays",
+    "score_plan",
+    "score_plates",
+    "score_tasks",
 ]
 
 log = logging.getLogger(__name__)
@@ -303,8 +305,14 @@ def _progress_bar(enabled: bool):
     if not enabled:
         return contextlib.nullcontext(None)
     from rich.console import Console
-    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
-                               TimeElapsedColumn, TimeRemainingColumn)
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
     return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                     TimeElapsedColumn(), TimeRemainingColumn(),
