@@ -19,7 +19,7 @@ import math
 import time
 import zlib
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -27,12 +27,12 @@ from phirm_scale.errors import InputError
 
 __all__ = [
     "CHECKPOINT_ALIASES",
-    "parse_checkpoints",
-    "tile_masks",
     "evaluate",
-    "summarize",
     "format_table",
+    "parse_checkpoints",
     "plot_phirm_by_mask",
+    "summarize",
+    "tile_masks",
 ]
 
 #: Short names accepted in ``--checkpoints``.
@@ -364,7 +364,7 @@ def summarize(df):
         out.append({
             "model": model,
             "mask": mask,
-            "n": int(len(g)),
+            "n": len(g),
             "hole_pct": 100 * g.hole_fraction.mean(),
             "phirm": g.phirm.mean(),
             "phirm_std": g.phirm.std(ddof=0),

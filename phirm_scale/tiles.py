@@ -42,12 +42,12 @@ __all__ = [
     "SPLITS",
     "TileSet",
     "TilesWritten",
-    "tile_starts",
     "cut_tiles",
-    "split_wells",
-    "parse_tiles_path",
-    "write_tiles",
     "open_tiles",
+    "parse_tiles_path",
+    "split_wells",
+    "tile_starts",
+    "write_tiles",
 ]
 
 SPLITS = ("train", "val", "test")
@@ -266,7 +266,7 @@ def open_tiles(path, split=None) -> TileSet:
     try:
         g = zarr.open_group(str(p), mode="r")
         attrs = dict(g.attrs)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - any zarr failure means "not a tile store"
         raise InputError(f"{p}: not a tile store ({type(exc).__name__})") from None
     if attrs.get("format") != _FORMAT:
         raise InputError(f"{p}: not a phirm-scale tile store (attribute 'format' missing)")
@@ -277,7 +277,7 @@ def open_tiles(path, split=None) -> TileSet:
         path=p,
         split=split,
         images=sg["images"],
-        artefacts=sg["artefacts"] if "artefacts" in sg else None,
+        artefacts=sg.get("artefacts"),
         positions=sg["positions"],
         attrs=attrs,
     )

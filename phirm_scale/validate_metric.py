@@ -35,16 +35,16 @@ import numpy as np
 from phirm_scale.errors import InputError
 
 __all__ = [
-    "MANIPULATIONS",
     "DEFAULT_STRENGTHS",
-    "remove_nuclei",
-    "erode_nuclei",
+    "MANIPULATIONS",
     "add_artefacts",
+    "erode_nuclei",
     "manipulate",
+    "plot_validation",
+    "remove_nuclei",
+    "summary",
     "validate_image",
     "validate_metric",
-    "summary",
-    "plot_validation",
 ]
 
 #: The manipulations of paper 4.1, with the unit of their strength.
@@ -361,7 +361,7 @@ def _read_field(path: Path) -> np.ndarray:
             arr = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
             if arr is None:
                 raise ValueError("unreadable")
-    except Exception as exc:  # corrupt/truncated files
+    except Exception as exc:  # noqa: BLE001 - corrupt/truncated files raise many types
         raise InputError(f"{path}: cannot read image ({type(exc).__name__}: {exc})") from None
     arr = np.squeeze(np.asarray(arr))
     if arr.ndim != 2:

@@ -7,7 +7,13 @@ import pandas as pd
 import pytest
 
 from phirm_scale.errors import InputError
-from phirm_scale.evaluate import evaluate, format_table, parse_checkpoints, summarize, tile_masks
+from phirm_scale.evaluate import (
+    evaluate,
+    format_table,
+    parse_checkpoints,
+    summarize,
+    tile_masks,
+)
 from phirm_scale.metric import score
 from phirm_scale.synthetic import make_plate
 from phirm_scale.tiles import open_tiles, write_tiles
@@ -174,7 +180,7 @@ def test_cli_untrained_learned_model_is_a_one_line_error(tiles):
         pytest.skip("phirm-scale console script not installed beside this Python")
     res = subprocess.run([str(script), "evaluate", "--models", "deepfill-v2", "--tiles",
                           f"{tiles}:test", "--masks", "strokes", "-o", "/nonexistent/never"],
-                         capture_output=True, text=True)
+                         capture_output=True, text=True, check=False)
     assert res.returncode == 2
     lines = res.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: model 'deepfill-v2' is learned")

@@ -8,7 +8,6 @@ Thin shells over :mod:`phirm_scale.tiles`, :mod:`phirm_scale.evaluate` and
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -22,12 +21,12 @@ def tiles_cmd(
     channel: str = typer.Option("0", "--channel", "-c",
                                 help="Channel name or index to cut tiles from (e.g. DAPI_clean)."),
     size: int = typer.Option(256, "--size", help="Tile side in pixels (paper: 256)."),
-    stride: Optional[int] = typer.Option(None, "--stride",
+    stride: int | None = typer.Option(None, "--stride",
                                          help="Step between tiles; default = size (no overlap)."),
     split: str = typer.Option("0.8,0.1,0.1", "--split",
                               help="train,val,test fractions of the WELLS (no well in two splits)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the well split."),
-    label: Optional[str] = typer.Option(
+    label: str | None = typer.Option(
         None, "--label",
         help="Also store artefact masks from this field label ('artefacts' or 'artefacts_true')."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing tile store."),
@@ -61,7 +60,7 @@ def evaluate_cmd(
     masks: str = typer.Option("rect:10-20,rect:20-30,rect:30-40,rect:40-50,strokes,artefacts",
                               "--masks", help="Comma-separated mask families."),
     out: Path = typer.Option(..., "-o", "--out", help="Output folder (CSV, table, plots)."),
-    limit: Optional[int] = typer.Option(None, "--limit", help="Use only the first N test tiles."),
+    limit: int | None = typer.Option(None, "--limit", help="Use only the first N test tiles."),
     seed: int = typer.Option(0, "--seed", help="Seed of the masks (same masks for every model)."),
     batch_size: int = typer.Option(16, "--batch-size", help="Tiles per model call."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
@@ -86,7 +85,7 @@ def evaluate_cmd(
 def validate_metric_cmd(
     fields: Path = typer.Argument(..., help="Folder of nuclei fields (TIFF/PNG), e.g. BBBC039."),
     out: Path = typer.Option(..., "-o", "--out", help="Output folder (CSV and plots)."),
-    limit: Optional[int] = typer.Option(None, "--limit", help="Use only the first N fields (by name)."),
+    limit: int | None = typer.Option(None, "--limit", help="Use only the first N fields (by name)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the manipulations."),
 ) -> None:
     """Paper 4.1: PhIRM, PSNR and SSIM of nuclei removed / eroded / artefacts added."""

@@ -34,15 +34,15 @@ import numpy as np
 from phirm_scale.errors import InputError
 
 __all__ = [
-    "RECT_BINS",
     "MASK_FAMILIES",
+    "RECT_BINS",
     "MaskSpec",
-    "rect_mask",
-    "stroke_mask",
     "artefact_pool_mask",
     "parse_mask_spec",
+    "rect_mask",
     "sample_mask",
     "sample_masks",
+    "stroke_mask",
 ]
 
 #: The paper's rectangular mask area bins, as fractions of the tile area ``[lo, hi)``.
