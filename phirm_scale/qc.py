@@ -608,15 +608,28 @@ def write_qc(ds: xr.Dataset, path, *, overwrite: bool = False, csv=None, parquet
     -------
     Path
     """
+    import shutil
+
     path = Path(path)
     if path.exists() and not overwrite:
         raise PhirmError(f"{path}: output exists (pass overwrite=True / --overwrite)")
-    with warnings.catch_warnings():
-        # fixed-width strings (row/column names) and consolidated metadata are not in the
-        # zarr v3 spec yet; xarray and zarr-python read them back fine.
-        warnings.filterwarnings("ignore", message=".*does not have a Zarr V3 specification.*")
-        warnings.filterwarnings("ignore", message=".*Consolidated metadata.*")
-        ds.to_zarr(path, mode="w" if overwrite else "w-")
+    # written beside the target, then renamed: a failed write never leaves a half store
+    tmp = path.with_name(path.name + ".partial")
+    if tmp.exists():
+        shutil.rmtree(tmp) if tmp.is_dir() else tmp.unlink()
+    try:
+        with warnings.catch_warnings():
+            # fixed-width strings (row/column names) and consolidated metadata are not in
+            # the zarr v3 spec yet; xarray and zarr-python read them back fine.
+            warnings.filterwarnings("ignore", message=".*does not have a Zarr V3 specification.*")
+            warnings.filterwarnings("ignore", message=".*Consolidated metadata.*")
+            ds.to_zarr(tmp, mode="w-")
+        if path.exists():
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
+        tmp.rename(path)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
     if csv is not None or parquet is not None:
         table = to_table(ds)
         if csv is not None:

@@ -279,6 +279,10 @@ def test_table_and_zarr_roundtrip(small_results, tmp_path):
     with pytest.raises(PhirmError, match="exists"):
         qc.write_qc(ds, out)
     xr.testing.assert_identical(qc.open_qc(out), ds)
+    smaller = ds.isel(window=[0, 1])
+    qc.write_qc(smaller, out, overwrite=True)
+    xr.testing.assert_identical(qc.open_qc(out), smaller)
+    assert not (tmp_path / "QC.zarr.partial").exists()
 
 
 def test_to_dataset_with_mask_and_errors():
