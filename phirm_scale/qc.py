@@ -52,7 +52,6 @@ __all__ = [
     "to_dataset",
     "to_table",
     "window_grid",
-    "window_psnr_ssim",
     "window_starts",
     "write_qc",
 ]
@@ -273,106 +272,9 @@ def score_field(reference, reconstruction, *, window: int | str | None = WINDOW,
             out[f"rec_{c}"][i] = getattr(cb, c)
         if msk is not None:
             out["masked_fraction"][i] = np.count_nonzero(msk[sl]) / area
-    out["psnr"], out["ssim"] = window_psnr_ssim(ref8, rec8, grid)
+    out["psnr"], out["ssim"] = metric.window_psnr_ssim(ref8, rec8, grid.y0, grid.x0,
+                                                       grid.height, grid.width)
     return out
-
-
-def _ssim_win(height: int, width: int) -> int:
-    """Window of :func:`phirm_scale.metric.ssim` for an image of this shape (0: too small)."""
-    side = min(height, width)
-    win = min(7, side if side % 2 else side - 1)
-    return win if win >= 3 else 0
-
-
-def window_psnr_ssim(ref8: np.ndarray, rec8: np.ndarray,
-                     grid: WindowGrid) -> tuple[np.ndarray, np.ndarray]:
-    """PSNR and SSIM of every window of two 8-bit fields.
-
-    Equal to :func:`phirm_scale.metric.psnr` (exactly: squared errors are summed as integers)
-    and :func:`phirm_scale.metric.ssim` (to ~1e-14) applied to each window, 3-5x faster than
-    per-window skimage calls: skimage's formula (uniform ``w x w`` filter, sample covariance,
-    ``K1 = 0.01``, ``K2 = 0.03``, data range 255, mean over the window cropped by
-    ``(w - 1) / 2``) is evaluated from exact integer box sums (``cv2.boxFilter`` on uint16,
-    int32 output) rather than floating-point filters, and only on the cropped interior.
-
-    Parameters
-    ----------
-    ref8, rec8 : (Y, X) ndarray of uint8
-    grid : WindowGrid
-
-    Returns
-    -------
-    psnr, ssim : (W,) float64 ndarrays
-        ``inf`` PSNR for identical windows; NaN SSIM for windows smaller than 3 x 3.
-    """
-    import cv2
-
-    n = len(grid)
-    h, w = grid.height, grid.width
-    area = h * w
-    psnr = np.empty(n, dtype=np.float64)
-    ssim = np.full(n, np.nan, dtype=np.float64)
-    win = _ssim_win(h, w)
-    pad = (win - 1) // 2
-    npx = win * win
-    k1 = (0.01 * 255) ** 2 * npx * npx          # C1 * N**2
-    k2 = (0.03 * 255) ** 2 * npx * (npx - 1)    # C2 * N * (N - 1)
-    inner = np.s_[pad:h - pad, pad:w - pad]
-    # Buffers reused across windows: one window's arrays stay in cache, and no large
-    # allocation per window (distributed workers set MALLOC_TRIM_THRESHOLD_, which makes
-    # every large numpy temporary a fresh mmap with page faults).
-    a, b, d = (np.empty((h, w), np.uint16) for _ in range(3))
-    sums = [np.empty((h, w), np.int32) for _ in range(5)]
-    ih, iw = h - 2 * pad, w - 2 * pad
-    p, q, t = (np.empty((ih, iw), np.int32) for _ in range(3))
-    num, den, tmp = (np.empty((ih, iw)) for _ in range(3))
-
-    def box(x, out):  # exact integer sums over win x win; the reflected border is cropped
-        cv2.boxFilter(x, cv2.CV_32S, (win, win), dst=out, normalize=False,
-                      borderType=cv2.BORDER_REFLECT)
-        return out[inner]
-
-    for i, sl in enumerate(grid.slices()):
-        a[...] = ref8[sl]
-        b[...] = rec8[sl]
-        cv2.absdiff(a, b, dst=d)
-        np.multiply(d, d, out=d)  # <= 65025
-        mse = int(d.sum(dtype=np.int64)) / area
-        if mse == 0:  # identical windows: skimage's SSIM is exactly 1.0 (A1 == B1, A2 == B2)
-            psnr[i] = math.inf
-            ssim[i] = 1.0 if win else np.nan
-            continue
-        psnr[i] = float(10.0 * np.log10(255.0 ** 2 / mse))
-        if win == 0:
-            continue
-        sx, sy = box(a, sums[0]), box(b, sums[1])
-        np.multiply(a, b, out=d)
-        sxy = box(d, sums[2])
-        np.multiply(a, a, out=d)
-        sxx = box(d, sums[3])
-        np.multiply(b, b, out=d)
-        syy = box(d, sums[4])
-        # integer parts, exact in int32 for win <= 7 (|values| < 2**31)
-        np.multiply(sx, sy, out=p)                    # N**2 ux uy
-        np.multiply(sx, sx, out=q)
-        np.multiply(sy, sy, out=t)
-        np.add(q, t, out=q)                           # N**2 (ux**2 + uy**2)
-        np.multiply(sxy, npx, out=t)
-        np.subtract(t, p, out=t)                      # N (N-1) vxy
-        np.multiply(p, 2.0, out=num)
-        num += k1                                     # N**2 A1
-        np.multiply(t, 2.0, out=den)
-        den += k2                                     # N (N-1) A2
-        num *= den
-        np.add(sxx, syy, out=t)
-        np.multiply(t, npx, out=t)
-        np.subtract(t, q, out=t)                      # N (N-1) (vx + vy)
-        np.add(q, k1, out=den)                        # N**2 B1
-        np.add(t, k2, out=tmp)                        # N (N-1) B2
-        den *= tmp
-        num /= den
-        ssim[i] = num.mean(dtype=np.float64)
-    return psnr, ssim
 
 
 # -------------------------------------------------------------------------------- reduction
