@@ -40,7 +40,9 @@ Implementation
 Vectorised, no Python loop over components: an exact re-implementation of
 :func:`skimage.filters.threshold_otsu` on a 256-bin histogram, OpenCV's BBDT connected
 components with statistics, per-label ``np.bincount`` over foreground pixels only (paper mode)
-and integral images for the bounding-box statistics (reference mode).
+and integral images for the bounding-box statistics (reference mode).  The first call sets
+OpenCV to one thread (``cv2.setNumThreads(1)``): its sequential labelling is ~3x faster than
+its parallel one here, and phirm-scale runs fields in parallel with Dask instead.
 
 This module never imports Dask or Zarr.
 """
@@ -332,6 +334,11 @@ def _foreground(img: np.ndarray, params: PhirmParams) -> np.ndarray:
 
 
 def _label(fg: np.ndarray, connectivity: int) -> tuple[int, np.ndarray, np.ndarray]:
+    if cv2.getNumThreads() != 1:
+        # OpenCV's parallel labelling is ~3x slower than its sequential BBDT on these images
+        # (0.40 vs 0.14 ms per 256^2 window, 31 vs 10.5 ms per 2160^2 field, measured here);
+        # phirm-scale parallelises across fields with Dask instead.
+        cv2.setNumThreads(1)
     n, labels, stats, _ = cv2.connectedComponentsWithStatsWithAlgorithm(
         fg.view(np.uint8), connectivity, cv2.CV_32S, cv2.CCL_BBDT)
     return n, labels, stats
