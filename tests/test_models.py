@@ -11,7 +11,11 @@ from hypothesis import strategies as st
 
 from phirm_scale.errors import InputError
 from phirm_scale.models import get_model, list_models
-from phirm_scale.models.classical import inpaint_biharmonic, inpaint_navier_stokes, inpaint_telea
+from phirm_scale.models.classical import (
+    inpaint_biharmonic,
+    inpaint_navier_stokes,
+    inpaint_telea,
+)
 
 torch.set_num_threads(1)
 

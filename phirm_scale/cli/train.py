@@ -5,7 +5,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -17,19 +16,19 @@ def train_cmd(
     model: str = typer.Option(..., "--model", "-m", help="context-encoder, deepfill-v2 or edgeconnect."),
     tiles: str = typer.Option(..., "--tiles", help="Tile store from `phirm-scale tiles` (train + val splits)."),
     out: Path = typer.Option(..., "-o", "--out", help="Run folder: checkpoints/, final.pt, train_log.csv, val_log.csv, training.png."),
-    epochs: Optional[int] = typer.Option(None, "--epochs", help="Epochs (paper: CE 200, DeepFill v2 20, EdgeConnect 68)."),
-    lr: Optional[float] = typer.Option(None, "--lr", help="Generator learning rate (paper: CE 2e-4, DeepFill v2 1e-4, EdgeConnect 1e-4)."),
-    batch_size: Optional[int] = typer.Option(None, "--batch-size", "-b", help="Tiles per step (default: CE 64, DeepFill v2 16, EdgeConnect 8)."),
+    epochs: int | None = typer.Option(None, "--epochs", help="Epochs (paper: CE 200, DeepFill v2 20, EdgeConnect 68)."),
+    lr: float | None = typer.Option(None, "--lr", help="Generator learning rate (paper: CE 2e-4, DeepFill v2 1e-4, EdgeConnect 1e-4)."),
+    batch_size: int | None = typer.Option(None, "--batch-size", "-b", help="Tiles per step (default: CE 64, DeepFill v2 16, EdgeConnect 8)."),
     masks: str = typer.Option("mix", "--masks", help="Masks drawn on the fly: mix, rect, rect:LO-HI, strokes, strokes+box, artefacts."),
-    stage: Optional[str] = typer.Option(None, "--stage", help="EdgeConnect stage: edge, inpaint or joint (default joint)."),
-    width: Optional[int] = typer.Option(None, "--width", help="Base channels of a new network (default: the paper's; small for smoke runs)."),
-    resume: Optional[Path] = typer.Option(None, "--resume", help="Continue this run from a checkpoint (weights, optimisers, step)."),
-    init: Optional[Path] = typer.Option(None, "--init", help="Start from these weights (fine-tuning; imported official weights; EdgeConnect inpaint stage after edge)."),
-    max_steps: Optional[int] = typer.Option(None, "--max-steps", help="Stop after this many steps in total (smoke runs)."),
+    stage: str | None = typer.Option(None, "--stage", help="EdgeConnect stage: edge, inpaint or joint (default joint)."),
+    width: int | None = typer.Option(None, "--width", help="Base channels of a new network (default: the paper's; small for smoke runs)."),
+    resume: Path | None = typer.Option(None, "--resume", help="Continue this run from a checkpoint (weights, optimisers, step)."),
+    init: Path | None = typer.Option(None, "--init", help="Start from these weights (fine-tuning; imported official weights; EdgeConnect inpaint stage after edge)."),
+    max_steps: int | None = typer.Option(None, "--max-steps", help="Stop after this many steps in total (smoke runs)."),
     seed: int = typer.Option(0, "--seed", help="Seed of shuffling and masks."),
     device: str = typer.Option("auto", "--device", help="auto (cuda if available, else cpu), cpu, cuda, cuda:N."),
     amp: str = typer.Option("auto", "--amp", help="Mixed precision on GPU: auto (bf16 where supported), bf16, fp16, off. Never on CPU."),
-    vgg_weights: Optional[Path] = typer.Option(None, "--vgg-weights", help="Local VGG-19 state dict: enables EdgeConnect's perceptual/style losses (never downloaded)."),
+    vgg_weights: Path | None = typer.Option(None, "--vgg-weights", help="Local VGG-19 state dict: enables EdgeConnect's perceptual/style losses (never downloaded)."),
     val_every: int = typer.Option(1, "--val-every", help="Validate every N epochs (0: only at the end)."),
     val_tiles: int = typer.Option(64, "--val-tiles", help="Validation tiles scored (first N of the val split)."),
     save_every: int = typer.Option(1000, "--save-every", help="Also write checkpoints/last.pt every N steps (0: epoch ends only)."),

@@ -6,6 +6,11 @@ composited result. Get one with :func:`get_model`. Never imports Dask or Zarr.
 
 from __future__ import annotations
 
-from phirm_scale.models.registry import MODEL_NAMES, InpaintModel, get_model, list_models
+from phirm_scale.models.registry import (
+    MODEL_NAMES,
+    InpaintModel,
+    get_model,
+    list_models,
+)
 
 __all__ = ["MODEL_NAMES", "InpaintModel", "get_model", "list_models"]

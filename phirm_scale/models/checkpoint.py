@@ -31,7 +31,7 @@ import torch
 
 from phirm_scale.errors import CheckpointError
 
-__all__ = ["FORMAT", "FORMAT_VERSION", "Checkpoint", "content_hash", "save_checkpoint", "load_checkpoint", "load_state"]
+__all__ = ["FORMAT", "FORMAT_VERSION", "Checkpoint", "content_hash", "load_checkpoint", "load_state", "save_checkpoint"]
 
 FORMAT = "phirm-scale-checkpoint"
 FORMAT_VERSION = 1

@@ -9,7 +9,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-__all__ = ["inpaint_telea", "inpaint_navier_stokes", "inpaint_biharmonic"]
+__all__ = ["inpaint_biharmonic", "inpaint_navier_stokes", "inpaint_telea"]
 
 
 def _to_int(image: np.ndarray, dtype) -> np.ndarray:

@@ -32,7 +32,7 @@ from phirm_scale.models.networks import make_generator
 from phirm_scale.models.networks.common import seeded
 from phirm_scale.models.registry import default_config
 
-__all__ = ["convert_spectral_norm_keys", "reduce_to_grey", "import_edgeconnect", "import_deepfill_v2"]
+__all__ = ["convert_spectral_norm_keys", "import_deepfill_v2", "import_edgeconnect", "reduce_to_grey"]
 
 _SN = re.compile(r"^(.*)\.weight_(orig|u|v)$")
 
@@ -56,7 +56,7 @@ def _top_singular(weight: torch.Tensor, dim: int = 0):
     if dim != 0:
         w = w.movedim(dim, 0)
     mat = w.reshape(w.shape[0], -1)
-    u, s, vh = torch.linalg.svd(mat, full_matrices=False)
+    u, _s, vh = torch.linalg.svd(mat, full_matrices=False)
     return u[:, 0].to(weight.dtype), vh[0].to(weight.dtype)
 
 
@@ -76,7 +76,7 @@ def reduce_to_grey(file_state: dict, target: torch.nn.Module, *, source) -> dict
         if k not in own or not isinstance(t, torch.Tensor) or t.shape == own[k].shape:
             continue
         o = own[k]
-        if k.endswith("._u") or k.endswith("._v"):
+        if k.endswith(("._u", "._v")):
             continue  # recomputed below once the weight is reduced
         r = t
         if r.ndim == 4 and r.shape[1] == o.shape[1] + 2:

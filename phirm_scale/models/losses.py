@@ -25,11 +25,11 @@ from phirm_scale.errors import CheckpointError
 
 __all__ = [
     "AdversarialLoss",
-    "ReconstructionLoss",
     "FeatureMatchingLoss",
-    "VGG19Features",
     "PerceptualLoss",
+    "ReconstructionLoss",
     "StyleLoss",
+    "VGG19Features",
     "load_vgg19",
 ]
 

@@ -20,21 +20,21 @@ import numpy as np
 from phirm_scale.errors import CheckpointError, InputError
 
 __all__ = [
-    "MODEL_NAMES",
-    "LEARNED",
     "CLASSICAL",
-    "InpaintModel",
+    "LEARNED",
+    "MODEL_NAMES",
     "ClassicalModel",
-    "TorchInpaintModel",
     "ContextEncoderModel",
     "DeepFillModel",
     "EdgeConnectModel",
-    "get_model",
-    "list_models",
-    "default_config",
-    "resolve_device",
+    "InpaintModel",
+    "TorchInpaintModel",
     "build_model",
     "clear_cache",
+    "default_config",
+    "get_model",
+    "list_models",
+    "resolve_device",
 ]
 
 CLASSICAL = ("telea", "navier-stokes", "biharmonic")
@@ -105,7 +105,7 @@ def default_config(name: str, **config) -> dict:
         if name == "deepfill-v2" and w % 4:
             raise InputError(f"model 'deepfill-v2': width must be a multiple of 4; got {w}")
         if base.get("disc_width") is None:
-            base["disc_width"] = int(round(w * 64 / 48)) if name == "deepfill-v2" else w
+            base["disc_width"] = round(w * 64 / 48) if name == "deepfill-v2" else w
         base["width"] = w
     return base
 
@@ -349,7 +349,7 @@ class ContextEncoderModel(TorchInpaintModel):
                 geo.append((0, 0, 2))
                 continue
             y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
-            side = max(2, int(math.ceil(max(y1 - y0, x1 - x0) / (1 - 2 * margin))))
+            side = max(2, math.ceil(max(y1 - y0, x1 - x0) / (1 - 2 * margin)))
             side += side % 2
             cy, cx = (y0 + y1) // 2, (x0 + x1) // 2
             geo.append((int(cy - side // 2), int(cx - side // 2), side))

@@ -37,19 +37,24 @@ from phirm_scale.models.losses import (
 )
 from phirm_scale.models.networks import make_discriminator
 from phirm_scale.models.networks.common import seeded
-from phirm_scale.models.registry import LEARNED, build_model, default_config, resolve_device
+from phirm_scale.models.registry import (
+    LEARNED,
+    build_model,
+    default_config,
+    resolve_device,
+)
 
 __all__ = [
-    "PAPER_DEFAULTS",
     "EDGECONNECT_STAGES",
-    "Trainer",
+    "PAPER_DEFAULTS",
     "ContextEncoderTrainer",
     "DeepFillTrainer",
     "EdgeConnectTrainer",
+    "Trainer",
     "make_trainer",
-    "validation_scores",
     "plot_log",
     "train",
+    "validation_scores",
 ]
 
 log = logging.getLogger(__name__)
@@ -708,7 +713,7 @@ def train(
         trainer.load(ck, optimizers=resume is not None)
         if resume is not None:
             start_epoch, step = ck.epoch, ck.step
-            if step - start_epoch * steps_per_epoch not in range(0, steps_per_epoch + 1):
+            if step - start_epoch * steps_per_epoch not in range(steps_per_epoch + 1):
                 raise InputError(f"checkpoint {resume}: step {step} does not fit epoch {start_epoch} of this tile store")
 
     out_dir = Path(out_dir)
@@ -726,7 +731,7 @@ def train(
         },
         "init": None if init is None else {"path": str(init), "content_hash": ck.content_hash, "provenance": ck.provenance},
         "versions": {"phirm_scale": _version(), "torch": torch.__version__},
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
     }
     if resume is not None and ck.provenance.get("init"):
         provenance["init"] = ck.provenance["init"]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from phirm_scale.errors import InputError
 
-__all__ = ["NETWORK_KINDS", "make_generator", "make_discriminator", "size_multiple"]
+__all__ = ["NETWORK_KINDS", "make_discriminator", "make_generator", "size_multiple"]
 
 NETWORK_KINDS = ("context-encoder", "deepfill-v2", "edgeconnect")
 
@@ -42,7 +42,9 @@ def make_discriminator(kind: str, config: dict):
     if "disc_width" in cfg:
         cfg["width"] = cfg.pop("disc_width")
     if kind == "context-encoder":
-        from phirm_scale.models.networks.context_encoder import ContextEncoderDiscriminator
+        from phirm_scale.models.networks.context_encoder import (
+            ContextEncoderDiscriminator,
+        )
 
         return ContextEncoderDiscriminator(**cfg)
     if kind == "deepfill-v2":

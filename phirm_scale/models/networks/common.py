@@ -13,12 +13,12 @@ import torch.nn.functional as F
 from torch import nn
 
 __all__ = [
-    "spectral_norm",
-    "same_pad",
     "extract_patches",
-    "pad_to_multiple",
-    "seeded",
     "init_weights",
+    "pad_to_multiple",
+    "same_pad",
+    "seeded",
+    "spectral_norm",
 ]
 
 

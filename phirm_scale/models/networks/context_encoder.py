@@ -17,7 +17,7 @@ from torch import nn
 
 from phirm_scale.models.networks.common import init_weights
 
-__all__ = ["ContextEncoderGenerator", "ContextEncoderDiscriminator", "ce_defaults"]
+__all__ = ["ContextEncoderDiscriminator", "ContextEncoderGenerator", "ce_defaults"]
 
 
 def ce_defaults(config: dict) -> dict:
@@ -25,7 +25,7 @@ def ce_defaults(config: dict) -> dict:
     cfg = {"width": 64, "size": 128, "bottleneck": None, "margin": 4 / 64}
     cfg.update({k: v for k, v in config.items() if v is not None})
     if cfg["bottleneck"] is None:
-        cfg["bottleneck"] = max(8, int(round(4000 * cfg["width"] / 64)))
+        cfg["bottleneck"] = max(8, round(4000 * cfg["width"] / 64))
     size = int(cfg["size"])
     if size < 32 or size & (size - 1):
         raise ValueError(f"context-encoder size must be a power of two >= 32; got {size}")

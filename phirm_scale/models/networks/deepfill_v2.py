@@ -17,7 +17,7 @@ from torch import nn
 
 from phirm_scale.models.networks.common import extract_patches, same_pad, spectral_norm
 
-__all__ = ["GConv", "DeepFillGenerator", "DeepFillDiscriminator", "ContextualAttention", "MULTIPLE"]
+__all__ = ["MULTIPLE", "ContextualAttention", "DeepFillDiscriminator", "DeepFillGenerator", "GConv"]
 
 #: input sides must be multiples of this (two stride-2 stages, then attention at rate 2)
 MULTIPLE = 8
@@ -130,7 +130,7 @@ class ContextualAttention(nn.Module):
         """f, b: (N, C, H, W) features; mask: (N, 1, H*2**n_down, W*2**n_down), 1 = hole."""
         rate, ksize, stride = self.rate, self.ksize, self.stride
         kernel = 2 * rate
-        n, c, h, w = f.shape
+        n, _c, h, w = f.shape
         raw_w = extract_patches(b, kernel, rate * stride)  # N, L, C, 4, 4 (full-res patches to paste)
         f_s = F.interpolate(f, scale_factor=1.0 / rate, mode="nearest")
         b_s = F.interpolate(b, scale_factor=1.0 / rate, mode="nearest")

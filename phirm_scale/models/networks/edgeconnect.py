@@ -17,7 +17,7 @@ from torch import nn
 
 from phirm_scale.models.networks.common import init_weights, spectral_norm
 
-__all__ = ["EdgeGenerator", "InpaintGenerator", "PatchDiscriminator", "EdgeConnectGenerator", "EdgeConnectDiscriminator", "MULTIPLE"]
+__all__ = ["MULTIPLE", "EdgeConnectDiscriminator", "EdgeConnectGenerator", "EdgeGenerator", "InpaintGenerator", "PatchDiscriminator"]
 
 #: input sides must be multiples of this (two stride-2 convolutions)
 MULTIPLE = 4
