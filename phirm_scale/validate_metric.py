@@ -33,6 +33,7 @@ import cv2
 import numpy as np
 
 from phirm_scale.errors import InputError
+from phirm_scale.imageio import read_image
 
 __all__ = [
     "DEFAULT_STRENGTHS",
@@ -351,24 +352,6 @@ def _list_fields(fields) -> list[Path]:
     return [Path(f) for f in fields]
 
 
-def _read_field(path: Path) -> np.ndarray:
-    import tifffile
-
-    try:
-        if path.suffix.lower() in (".tif", ".tiff"):
-            arr = tifffile.imread(path)
-        else:
-            arr = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-            if arr is None:
-                raise ValueError("unreadable")
-    except Exception as exc:  # noqa: BLE001 - corrupt/truncated files raise many types
-        raise InputError(f"{path}: cannot read image ({type(exc).__name__}: {exc})") from None
-    arr = np.squeeze(np.asarray(arr))
-    if arr.ndim != 2:
-        raise InputError(f"{path}: expected a 2-D grey image, got shape {arr.shape}")
-    return arr
-
-
 def validate_metric(fields, *, out_dir=None, limit=None, strengths=None, seed=0, plot=True):
     """The paper's metric validation on a folder of nuclei fields.
 
@@ -410,7 +393,7 @@ def validate_metric(fields, *, out_dir=None, limit=None, strengths=None, seed=0,
     rows = []
     first = None
     for f in files:
-        u8 = to_uint8(_read_field(f), name=str(f))
+        u8 = to_uint8(read_image(f), name=str(f))
         if first is None:
             first = (f.name, u8)
         rows.extend(validate_image(u8, strengths=strengths, seed=seed, name=f.name))
