@@ -98,9 +98,11 @@ def run_demo(data: str | Path | None = None, *, out: str | Path = "demo_out",
                             model=model, checkpoint=checkpoint, dilate=2, cluster=spec,
                             progress=progress)
         timings["inpaint"] = time.perf_counter() - t
-        console.print(f"[bold]3. inpaint[/bold] {model}: {res['tiles_inpainted']}/"
-                      f"{res['tiles_total']} tiles had holes, {res['hole_pixels']} pixels "
-                      f"filled -> {restored_path}")
+        unit = ("whole fields" if res["tiles_total"] == res["fields"] else
+                "256 tiles (tiles without a hole skipped)")
+        console.print(f"[bold]3. inpaint[/bold] {model}: {res['hole_pixels']} pixels filled, "
+                      f"model run on {res['tiles_inpainted']}/{res['tiles_total']} {unit} -> "
+                      f"{restored_path}")
         t = time.perf_counter()
         results = {}
         for label, rec in (("damaged", f"{plate_path}:DAPI"),

@@ -11,6 +11,10 @@ comes out with only its hole pixels replaced, bit for bit equal to the input els
 * Overlapping predictions are blended with a weight that falls linearly to the tile borders
   (so seams get the prediction of the tile that saw most context), then rounded and clipped to
   the field's dtype.
+* A model with ``whole_field = True`` (OpenCV's Telea and Navier-Stokes) gets the whole field
+  in one call instead, seamless: uint8/uint16 fields straight through its
+  ``inpaint_integer`` (``cv2.inpaint`` on the raw field, as fast as calling it directly),
+  other dtypes normalised over all known pixels.
 
 The model is any callable ``model(images, masks) -> images`` on ``(N, 1, H, W)`` float32 arrays
 (images in [0, 1], masks 1 = hole), e.g. :func:`phirm_scale.models.get_model`. This module never
@@ -111,14 +115,45 @@ def inpaint_field(image: np.ndarray, mask: np.ndarray, model: Model, *, tile: in
     H, W = image.shape
     out = image.copy()
     n_hole = int(hole.sum())
-    grid = len(tile_starts(max(H, tile), tile, overlap)) * len(tile_starts(max(W, tile), tile,
-                                                                           overlap))
     if n_hole == 0:
+        grid = len(tile_starts(max(H, tile), tile, overlap)) * len(
+            tile_starts(max(W, tile), tile, overlap))
         stats = InpaintStats(grid, 0, 0)
         return (out, stats) if return_stats else out
     if n_hole == hole.size:
         raise InputError("the mask covers the whole field: nothing is left to inpaint from")
 
+    direct = getattr(model, "inpaint_integer", None)
+    if getattr(model, "whole_field", False) and direct is not None and image.dtype in (
+            np.uint8, np.uint16):
+        out = direct(image, hole)
+        stats = InpaintStats(1, 1, n_hole)
+        return (out, stats) if return_stats else out
+    if getattr(model, "whole_field", False):
+        known = image[~hole].astype(np.float64)
+        lo, hi = float(known.min()), float(known.max())
+        if hi <= lo:
+            hi = lo + 1.0
+        x = np.clip((image.astype(np.float64) - lo) / (hi - lo), 0.0, 1.0).astype(np.float32)
+        x[hole] = 0.0
+        pred = np.asarray(model(x[None, None], hole[None, None].astype(np.float32)),
+                          dtype=np.float64)
+        if pred.shape != (1, 1, H, W):
+            raise InputError(f"model returned shape {pred.shape}, expected {(1, 1, H, W)}")
+        filled = pred[0, 0][hole] * (hi - lo) + lo
+        stats = InpaintStats(1, 1, n_hole)
+    else:
+        filled, stats = _tiled(image, hole, model, tile, overlap, batch_size, n_hole)
+    if np.issubdtype(image.dtype, np.integer):
+        info = np.iinfo(image.dtype)
+        filled = np.clip(np.rint(filled), info.min, info.max)
+    out[hole] = filled.astype(image.dtype)
+    return (out, stats) if return_stats else out
+
+
+def _tiled(image, hole, model, tile, overlap, batch_size, n_hole):
+    """Tile, skip clean tiles, normalise per tile, run in batches, blend; hole values."""
+    H, W = image.shape
     # reflect-pad fields smaller than a tile
     ph, pw = max(0, tile - H), max(0, tile - W)
     img = image.astype(np.float64)
@@ -158,9 +193,6 @@ def inpaint_field(image: np.ndarray, mask: np.ndarray, model: Model, *, tile: in
             acc[y:y + tile, x:x + tile] += weight * (pred[i, 0] * (hi - lo) + lo)
             wsum[y:y + tile, x:x + tile] += weight
     filled = acc[:H, :W][hole] / wsum[:H, :W][hole]
-    if np.issubdtype(image.dtype, np.integer):
-        info = np.iinfo(image.dtype)
-        filled = np.clip(np.rint(filled), info.min, info.max)
-    out[hole] = filled.astype(image.dtype)
-    stats = InpaintStats(grid, len(starts), n_hole)
-    return (out, stats) if return_stats else out
+    grid = len(tile_starts(max(H, tile), tile, overlap)) * len(tile_starts(max(W, tile), tile,
+                                                                           overlap))
+    return filled, InpaintStats(grid, len(starts), n_hole)

@@ -124,3 +124,37 @@ def test_telea_restores_a_real_field_better_than_a_flat_fill(bbbc039_files):
     ref = to_uint8(field, lo, hi)
     assert psnr(ref, to_uint8(telea, lo, hi)) > psnr(ref, to_uint8(flat, lo, hi)) + 3
     np.testing.assert_array_equal(telea[mask == 0], damaged[mask == 0])
+
+
+def test_whole_field_models_get_the_field_in_one_call():
+    from phirm_scale.models import get_model
+
+    rng = np.random.default_rng(7)
+    image = rng.integers(100, 4000, (300, 500)).astype(np.float32)
+    mask = np.zeros(image.shape, np.uint8)
+    mask[100:120, 200:260] = 1
+    telea = get_model("telea")
+    assert telea.whole_field
+    calls = []
+
+    def spy(images, masks):
+        calls.append(images.shape)
+        return telea(images, masks)
+
+    spy.whole_field = True
+    out, stats = inpaint_field(image, mask, spy, tile=128, return_stats=True)
+    assert calls == [(1, 1, 300, 500)] and (stats.tiles_total, stats.tiles_inpainted) == (1, 1)
+    known = image[mask == 0]
+    lo, hi = float(known.min()), float(known.max())
+    x = ((image - lo) / (hi - lo)).astype(np.float32)
+    x[mask > 0] = 0
+    pred = telea(x[None, None], mask[None, None].astype(np.float32))[0, 0].astype(np.float64)
+    expect = (pred[mask > 0] * (hi - lo) + lo).astype(np.float32)
+    np.testing.assert_array_equal(out[mask > 0], expect)
+    np.testing.assert_array_equal(out[mask == 0], image[mask == 0])
+    # integer fields go straight to cv2.inpaint, unnormalised
+    import cv2
+
+    u16 = image.astype(np.uint16)
+    direct = inpaint_field(u16, mask, telea, tile=128)
+    np.testing.assert_array_equal(direct, cv2.inpaint(u16, mask, 3.0, cv2.INPAINT_TELEA))

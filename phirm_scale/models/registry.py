@@ -179,6 +179,21 @@ class ClassicalModel(InpaintModel):
     def __init__(self, name: str, config: dict):
         super().__init__(config, "cpu")
         self.name = name
+        # OpenCV's methods fill a whole integer field in one call, faster than tile by tile
+        # and without seams: phirm_scale.inpaint.inpaint_field then uses inpaint_integer.
+        self.whole_field = name in ("telea", "navier-stokes")
+
+    def inpaint_integer(self, image: np.ndarray, hole: np.ndarray) -> np.ndarray:
+        """Telea / Navier-Stokes straight on a uint8/uint16 (H, W) field (1 = hole), no
+        normalisation; the result equals ``image`` outside the hole."""
+        import cv2
+
+        if not self.whole_field:
+            raise InputError(f"{self.name}: no integer whole-field path")
+        flag = cv2.INPAINT_TELEA if self.name == "telea" else cv2.INPAINT_NS
+        h = (np.asarray(hole) != 0).astype(np.uint8)
+        filled = cv2.inpaint(np.ascontiguousarray(image), h, float(self.config["radius"]), flag)
+        return np.where(h.astype(bool), filled, image)
 
     def _fill(self, images, holes):
         from phirm_scale.models import classical
