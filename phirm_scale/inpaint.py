@@ -29,6 +29,7 @@ from typing import Callable
 import numpy as np
 
 from phirm_scale.errors import InputError
+from phirm_scale.grid import grid_starts
 
 __all__ = ["tile_starts", "hole_tiles", "inpaint_field", "InpaintStats"]
 
@@ -41,13 +42,7 @@ def tile_starts(length: int, tile: int, overlap: int = 0) -> list[int]:
     if tile <= 0 or not 0 <= overlap < tile:
         raise InputError(f"tile must be > 0 and 0 <= overlap < tile, got tile={tile}, "
                          f"overlap={overlap}")
-    if length <= tile:
-        return [0]
-    stride = tile - overlap
-    starts = list(range(0, length - tile + 1, stride))
-    if starts[-1] != length - tile:
-        starts.append(length - tile)
-    return starts
+    return grid_starts(length, tile, tile - overlap)
 
 
 def hole_tiles(mask: np.ndarray, tile: int, overlap: int = 0) -> list[tuple[int, int]]:

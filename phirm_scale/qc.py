@@ -36,6 +36,7 @@ import xarray as xr
 
 from phirm_scale import __version__, metric
 from phirm_scale.errors import InputError, PhirmError
+from phirm_scale.grid import grid_starts
 
 __all__ = [
     "COMPONENTS",
@@ -143,12 +144,9 @@ def window_starts(length: int, size: int | None) -> np.ndarray:
     """
     if length <= 0:
         raise InputError(f"window_starts: length must be > 0, got {length}")
-    if size is None or size >= length:
+    if size is None:
         return np.zeros(1, dtype=np.int64)
-    starts = np.arange(0, length - size + 1, size, dtype=np.int64)
-    if starts[-1] + size < length:
-        starts = np.append(starts, np.int64(length - size))
-    return starts
+    return np.asarray(grid_starts(length, size), dtype=np.int64)
 
 
 def window_grid(shape: tuple[int, int], window: int | None = WINDOW) -> WindowGrid:

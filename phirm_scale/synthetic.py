@@ -27,7 +27,7 @@ from typing import Sequence
 import numpy as np
 from scipy import ndimage as ndi
 
-from phirm_scale.errors import InputError, PlateError
+from phirm_scale.errors import InputError
 
 __all__ = [
     "CHANNELS",

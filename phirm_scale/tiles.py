@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 
 from phirm_scale.errors import InputError
+from phirm_scale.grid import grid_starts
 
 __all__ = [
     "SPLITS",
@@ -83,10 +84,7 @@ def tile_starts(length: int, size: int, stride: int | None = None) -> list[int]:
         raise InputError(f"tile size and stride must be >= 1; got size={size}, stride={stride}")
     if length < size:
         raise InputError(f"tile size {size} is larger than the field side {length}")
-    starts = list(range(0, length - size + 1, stride))
-    if starts[-1] + size < length:
-        starts.append(length - size)
-    return starts
+    return grid_starts(length, size, stride)
 
 
 def cut_tiles(image, *, size=256, stride=None, normalise=True):
