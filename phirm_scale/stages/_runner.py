@@ -6,7 +6,7 @@ import contextlib
 import sys
 from typing import Any, Callable, Mapping, Sequence
 
-__all__ = ["run_field_tasks", "progress_bar"]
+__all__ = ["run_field_tasks", "progress_bar", "rich_progress"]
 
 
 def _task_key(description: str, job: tuple, i: int) -> str:
@@ -70,6 +70,18 @@ def run_field_tasks(func: Callable, jobs: Sequence[tuple], *, cluster: str = "lo
     return results
 
 
+def rich_progress():
+    """The progress display every stage uses: description, bar, n/total, elapsed, remaining,
+    on stderr (stdout stays for results)."""
+    from rich.console import Console
+    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+                               TimeElapsedColumn, TimeRemainingColumn)
+
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TimeElapsedColumn(), TimeRemainingColumn(),
+                    console=Console(file=sys.stderr), transient=False)
+
+
 class progress_bar:
     """A rich progress bar on stderr (or nothing); the context value advances it by one."""
 
@@ -80,13 +92,7 @@ class progress_bar:
     def __enter__(self):
         if not self.enabled:
             return lambda: None
-        from rich.console import Console
-        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
-                                   TimeElapsedColumn, TimeRemainingColumn)
-
-        self._p = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                           TimeElapsedColumn(), TimeRemainingColumn(),
-                           console=Console(file=sys.stderr), transient=False)
+        self._p = rich_progress()
         self._p.start()
         tid = self._p.add_task(self.description, total=self.total)
         return lambda: self._p.advance(tid)

@@ -304,19 +304,9 @@ def _progress_bar(enabled: bool):
 
     if not enabled:
         return contextlib.nullcontext(None)
-    from rich.console import Console
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
+    from phirm_scale.stages._runner import rich_progress
 
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TimeElapsedColumn(), TimeRemainingColumn(),
-                    console=Console(stderr=True), transient=False)
+    return rich_progress()
 
 
 def _run(delayeds: list, *, client=None, progress: bool = False,
