@@ -66,6 +66,7 @@ def test_oracle_scores_one_and_zero_fill_scores_lower(tiles):
     n = len(open_tiles(tiles, "test"))
     assert len(df) == 2 * len(FAMILIES) * n
     o = df[df.model == "oracle"]
+    assert len(o) == len(FAMILIES) * n > 0
     assert (o.phirm == 1.0).all() and (o.phirm_reference == 1.0).all()
     assert (o.psnr == np.inf).all() and (o.ssim == 1.0).all()
     z = df[df.model == "zeros"]

@@ -3,6 +3,7 @@ numpy loop, resumable, GPU resource routing on a real distributed cluster."""
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import pytest
 
@@ -43,6 +44,9 @@ def test_plate_inpainting_equals_the_numpy_loop(plate, tmp_path):
         got = out.read_field(k)
         expect = inpaint_field(src[c], mask, telea, tile=128, overlap=16)
         np.testing.assert_array_equal(got[c], expect)
+        # and independently: Telea on the raw uint16 field is OpenCV's own result
+        np.testing.assert_array_equal(got[c], cv2.inpaint(src[c], (mask > 0).astype(np.uint8),
+                                                          3.0, cv2.INPAINT_TELEA))
         for other in range(src.shape[0]):
             if other != c:
                 np.testing.assert_array_equal(got[other], src[other])

@@ -84,7 +84,7 @@ def test_add_artefacts_area_and_classification():
         assert added.sum() >= frac * img.size
         assert added.sum() < frac * img.size + 800  # stops after the shape that crosses it
         c = components(out)
-        assert c.artefact_area == int(added.sum()) or c.artefact_area > 0
+        assert 0.9 * added.sum() <= c.artefact_area <= added.sum() + 50
         assert c.nuclei_count == 16  # placed away from the nuclei
     small = add_artefacts(img, 0.005, rng=7) == 255
     large = add_artefacts(img, 0.02, rng=7) == 255
@@ -126,7 +126,12 @@ def test_real_field_monotone_and_one_at_zero(real_field):
 def test_score_of_manipulation_matches_metric(real_field):
     man = remove_nuclei(real_field, 2, rng=0)
     row = next(iter(validate_image(real_field, strengths={"nuclei_removed": (2,)})))
-    assert row["phirm"] == score(real_field, man).phirm
+    s = score(real_field, man)
+    assert row["phirm"] == s.phirm
+    # independent of the code path: two removed nuclei cost 1.1**2 * 2 in NCD (paper mode)
+    assert s.reference.nuclei_count - s.reconstruction.nuclei_count == 2
+    assert s.ncd == pytest.approx(1.1 ** 2 * 2)
+    assert s.phirm == pytest.approx(max(0.0, 10 - s.ncd - s.nad - s.aad) / 10)
 
 
 def test_cli_validate_metric(tmp_path):
@@ -153,4 +158,5 @@ def test_cli_validate_metric(tmp_path):
     assert set(df.manipulation) == {"nuclei_removed", "nuclei_eroded", "artefacts_added"}
     assert (out / "validation.png").stat().st_size > 10_000
     assert (out / "examples.png").is_file()
-    assert (df[df.strength == 0].phirm == 1.0).all()
+    zero = df[df.strength == 0]
+    assert len(zero) >= 3 and (zero.phirm == 1.0).all()
