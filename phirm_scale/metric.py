@@ -52,7 +52,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import cv2
 import numpy as np
@@ -67,6 +67,8 @@ __all__ = [
     "as_uint8",
     "otsu_threshold",
     "components",
+    "label_components",
+    "ComponentLabels",
     "phirm_from_components",
     "score",
     "psnr",
@@ -326,13 +328,6 @@ def otsu_threshold(image_u8: np.ndarray) -> int:
     return _otsu_from_hist(np.rint(counts).astype(np.int64))
 
 
-def _foreground(img: np.ndarray, params: PhirmParams) -> np.ndarray:
-    t = otsu_threshold(img)
-    if params.otsu_factor == 1.0:
-        return img > t
-    return img > t * params.otsu_factor
-
-
 def _label(fg: np.ndarray, connectivity: int) -> tuple[int, np.ndarray, np.ndarray]:
     if cv2.getNumThreads() != 1:
         # OpenCV's parallel labelling is ~3x slower than its sequential BBDT on these images
@@ -350,43 +345,66 @@ def _box_sums(integral: np.ndarray, x: np.ndarray, y: np.ndarray, w: np.ndarray,
             + integral[y, x])
 
 
-def _classify(img: np.ndarray, params: PhirmParams):
-    """Per kept component: area, is_artefact (both arrays, one entry per kept component)."""
-    fg = _foreground(img, params)
+class ComponentLabels(NamedTuple):
+    """PhIRM's segmentation of one 8-bit image (see :func:`label_components`)."""
+
+    labels: np.ndarray      # (M, N) int32, 0 = background, as OpenCV numbers components
+    ids: np.ndarray         # label ids of the kept components (area >= min_area)
+    area: np.ndarray        # their areas
+    artefact: np.ndarray    # whether each is an artefact (else a nucleus)
+    threshold: float        # the foreground is image > threshold
+
+
+def _max_is(count_eq: np.ndarray, count_gt: np.ndarray | None) -> np.ndarray:
+    """``max == saturation`` from the counts of pixels equal to and above it."""
+    return (count_eq > 0) if count_gt is None else (count_eq > 0) & (count_gt == 0)
+
+
+def label_components(image_u8: np.ndarray, params: PhirmParams | None = None, *,
+                     name: str = "image") -> ComponentLabels:
+    """Steps 1-5 of Algorithm 1: threshold, label, drop small components, classify.
+
+    The label image is returned too, for callers that edit components (e.g. the metric
+    validation removing nuclei); :func:`components` adds the totals.
+    """
+    params = params or PhirmParams()
+    img = as_uint8(image_u8, name=name)
+    t = float(otsu_threshold(img)) * params.otsu_factor
+    fg = img > t
     n, labels, stats = _label(fg, params.connectivity)
-    if n <= 1:
-        empty = np.zeros(0, dtype=np.int64)
-        return empty, empty.astype(bool)
     area = stats[:, cv2.CC_STAT_AREA].astype(np.int64)
     keep = area >= params.min_area
     keep[0] = False  # background
-    if not keep.any():
+    ids = np.flatnonzero(keep)
+    if ids.size == 0:
         empty = np.zeros(0, dtype=np.int64)
-        return empty, empty.astype(bool)
+        return ComponentLabels(labels, empty, empty, empty.astype(bool), t)
     sat = params.saturation
     if params.mode == "paper":
         lab = labels[fg]
         val = img[fg]
         sums = np.bincount(lab, weights=val, minlength=n)
-        n_sat = np.bincount(lab[val == sat], minlength=n) if sat <= 255 else np.zeros(n)
+        n_eq = np.bincount(lab[val == sat], minlength=n)
+        n_gt = np.bincount(lab[val > sat], minlength=n) if sat < 255 else None
         with np.errstate(invalid="ignore", divide="ignore"):
             mean = sums / np.maximum(area, 1)
-        artefact = (n_sat > 0) & (mean >= params.artefact_mean)
+        artefact = (_max_is(n_eq, n_gt) & (mean >= params.artefact_mean))[ids]
     else:
-        x = stats[:, cv2.CC_STAT_LEFT].astype(np.int64)[keep]
-        y = stats[:, cv2.CC_STAT_TOP].astype(np.int64)[keep]
-        w = stats[:, cv2.CC_STAT_WIDTH].astype(np.int64)[keep]
-        h = stats[:, cv2.CC_STAT_HEIGHT].astype(np.int64)[keep]
+        x = stats[ids, cv2.CC_STAT_LEFT].astype(np.int64)
+        y = stats[ids, cv2.CC_STAT_TOP].astype(np.int64)
+        w = stats[ids, cv2.CC_STAT_WIDTH].astype(np.int64)
+        h = stats[ids, cv2.CC_STAT_HEIGHT].astype(np.int64)
         depth = cv2.CV_32S if img.size * 255 < 2**31 else cv2.CV_64F
-        sat_int = cv2.integral((img == sat).view(np.uint8), sdepth=depth)
+
+        def box_count(mask):
+            return _box_sums(cv2.integral(mask.view(np.uint8), sdepth=depth), x, y, w, h)
+
+        box_eq = box_count(img == sat)
+        box_gt = box_count(img > sat) if sat < 255 else None
         filled = np.where(img < params.dark_level, np.uint8(sat), img)
-        fill_int = cv2.integral(filled, sdepth=depth)
-        box_sat = _box_sums(sat_int, x, y, w, h)
-        box_mean = _box_sums(fill_int, x, y, w, h) / (w * h)
-        art_kept = (box_sat > 0) & (box_mean >= params.artefact_mean)
-        artefact = np.zeros(n, dtype=bool)
-        artefact[keep] = art_kept
-    return area[keep], artefact[keep]
+        box_mean = _box_sums(cv2.integral(filled, sdepth=depth), x, y, w, h) / (w * h)
+        artefact = _max_is(box_eq, box_gt) & (box_mean >= params.artefact_mean)
+    return ComponentLabels(labels, ids, area[ids], artefact, t)
 
 
 def components(image_u8: np.ndarray, params: PhirmParams | None = None, *,
@@ -415,8 +433,8 @@ def components(image_u8: np.ndarray, params: PhirmParams | None = None, *,
     Components(nuclei_count=1, nuclei_area=100, artefact_count=0, artefact_area=0)
     """
     params = params or PhirmParams()
-    img = as_uint8(image_u8, name=name)
-    area, artefact = _classify(img, params)
+    seg = label_components(image_u8, params, name=name)
+    area, artefact = seg.area, seg.artefact
     nuc = ~artefact
     nuc_area = area[nuc]
     count = int(nuc.sum()) + int((nuc_area >= params.clump_area).sum()) * (params.clump_count - 1)

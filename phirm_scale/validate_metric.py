@@ -82,27 +82,18 @@ def _rng(rng) -> np.random.Generator:
 
 
 def _segment(img: np.ndarray, params):
-    """PhIRM's segmentation (paper mode by default): labels, foreground and nucleus ids."""
-    from phirm_scale.metric import PhirmParams, otsu_threshold
+    """PhIRM's segmentation (paper mode by default): labels, foreground and nucleus ids.
 
-    p = params or PhirmParams()
-    t = otsu_threshold(img) * p.otsu_factor
-    fg = img > t
-    n, labels, stats, _ = cv2.connectedComponentsWithStats(
-        fg.astype(np.uint8), connectivity=p.connectivity, ltype=cv2.CV_32S
-    )
-    area = stats[:, cv2.CC_STAT_AREA].astype(np.int64)
-    lab = labels.ravel()
-    on = lab > 0
-    sums = np.bincount(lab[on], weights=img.ravel()[on], minlength=n)
-    maxs = np.zeros(n, np.int64)
-    np.maximum.at(maxs, lab[on], img.ravel()[on])
-    mean = np.divide(sums, np.maximum(area, 1))
-    keep = area >= p.min_area
-    keep[0] = False
-    artefact = (maxs == p.saturation) & (mean >= p.artefact_mean)
-    nuclei = np.flatnonzero(keep & ~artefact)
-    return labels, fg, nuclei, float(t)
+    Components are classified by their own pixels whatever mode ``params`` names, as the
+    manipulations always have (only the scores differ between the modes).
+    """
+    import dataclasses
+
+    from phirm_scale.metric import PhirmParams, label_components
+
+    p = dataclasses.replace(params or PhirmParams(), mode="paper")
+    seg = label_components(img, p)
+    return seg.labels, seg.labels > 0, seg.ids[~seg.artefact], seg.threshold
 
 
 def _background(img: np.ndarray, fg: np.ndarray, t: float, rng: np.random.Generator,

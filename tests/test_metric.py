@@ -346,3 +346,27 @@ def test_otsu_equals_skimage(img):
 def test_vectorised_equals_loops_on_random_images(img):
     assert components(img, REF) == published_components(img)
     assert components(img) == paper_components(img)
+
+
+@pytest.mark.parametrize("mode", ["paper", "reference"])
+def test_lower_saturation_means_max_equal_to_it(mode):
+    # with saturation=200 a component is saturated only when its max IS 200: a blob reaching
+    # 250 has max 250 and stays a nucleus even though it also holds pixels of 200
+    p = PhirmParams.for_mode(mode, saturation=200, artefact_mean=190)
+    img = canvas()
+    img[10:30, 10:30] = 200                    # max 200, mean 200: artefact
+    img[60:80, 60:80] = 200
+    img[70, 70] = 250                          # max 250 != 200: nucleus
+    assert components(img, p) == Components(1, 400, 1, 400)
+
+
+def test_label_components_exposes_the_segmentation():
+    from phirm_scale.metric import label_components
+
+    img = blocks(3)
+    img[80:110, 80:110] = 255
+    seg = label_components(img)
+    assert seg.threshold == otsu_threshold(img)
+    assert len(seg.ids) == 4 and seg.artefact.sum() == 1
+    assert sorted(seg.area.tolist()) == [100, 100, 100, 900]
+    assert np.array_equal(seg.labels > 0, img > seg.threshold)
