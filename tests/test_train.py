@@ -4,6 +4,7 @@ an end-to-end run writes checkpoints/logs/plot, and a resumed run continues iden
 from __future__ import annotations
 
 import csv
+import os
 import subprocess
 import sys
 
@@ -43,22 +44,49 @@ def one_batch(tiles):
 
 
 @pytest.mark.parametrize(
-    "name, stage, key, lr",
+    "name, stage, key, lr, steps, threads",
     [
-        ("context-encoder", None, "g_l2", 1e-3),
-        ("deepfill-v2", None, "g_l1", 3e-3),
-        ("edgeconnect", "inpaint", "g_l1", 1e-3),
-        ("edgeconnect", "joint", "g_l1", 1e-3),
+        ("context-encoder", None, "g_l2", 1e-3, 25, 1),
+        # DeepFill v2 sits on a plateau for ~25 steps before it drops: 60 steps leave a wide margin
+        # (last/first about 0.42 here, on 1 thread and on all cores); it ran 3 of 3 red at 25.
+        ("deepfill-v2", None, "g_l1", 2e-3, 60, 1),
+        ("deepfill-v2", None, "g_l1", 2e-3, 60, 0),
+        ("edgeconnect", "inpaint", "g_l1", 1e-3, 25, 1),
+        ("edgeconnect", "joint", "g_l1", 1e-3, 25, 1),
     ],
 )
-def test_overfitting_one_batch_reduces_the_loss(one_batch, name, stage, key, lr):
+def test_overfitting_one_batch_reduces_the_loss(one_batch, name, stage, key, lr, steps, threads):
     images, masks = one_batch
     net = build_model(name, default_config(name, width=8), "cpu")
     trainer = make_trainer(net, lr=lr, stage=stage)
     batch = net.prepare(images, masks, train=True)
-    losses = [trainer.train_step(batch)[key] for _ in range(25)]
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads or (os.cpu_count() or 1))
+    try:
+        losses = [trainer.train_step(batch)[key] for _ in range(steps)]
+    finally:
+        torch.set_num_threads(before)
+    assert np.isfinite(losses).all(), losses
     first, last = np.mean(losses[:5]), np.mean(losses[-5:])
     assert last < 0.75 * first, (first, last)
+
+
+def test_contextual_attention_gradient_is_finite_on_blank_patches():
+    """An all-zero background patch has norm 0; its gradient must stay finite (it was NaN:
+    d sqrt(x)/dx at 0, which sent DeepFill v2 training to NaN after ~25 steps at lr 2e-3)."""
+    from phirm_scale.models.networks.deepfill_v2 import ContextualAttention
+
+    torch.manual_seed(0)
+    f = torch.rand(1, 4, 16, 16, requires_grad=True)
+    b = torch.zeros(1, 4, 16, 16)
+    b[..., :, 8:] = torch.rand(1, 4, 16, 8)  # left half blank: zero-norm patches
+    b.requires_grad_(True)
+    mask = torch.zeros(1, 1, 64, 64)  # full resolution: features are 4x smaller
+    mask[..., 16:48, 16:48] = 1
+    out = ContextualAttention()(f, b, mask)
+    out = out[0] if isinstance(out, tuple) else out
+    out.sum().backward()
+    assert torch.isfinite(f.grad).all() and torch.isfinite(b.grad).all()
 
 
 def test_edgeconnect_stages_train_only_their_generator(one_batch):

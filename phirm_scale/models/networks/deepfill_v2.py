@@ -144,7 +144,7 @@ class ContextualAttention(nn.Module):
         out = []
         for i in range(n):
             wi = w_p[i]
-            norm = wi.pow(2).sum(dim=(1, 2, 3), keepdim=True).sqrt().clamp_min(1e-4)
+            norm = wi.pow(2).sum(dim=(1, 2, 3), keepdim=True).clamp_min(1e-8).sqrt()  # = max(|w|, 1e-4); finite gradient at 0
             yi = F.conv2d(same_pad(f_s[i : i + 1], ksize), wi / norm)  # 1, L, hs, ws
             if self.fuse:
                 L = hb * wb
