@@ -413,7 +413,18 @@ class Plate:
         arr = _zarr().open_array(str(self.path / key.path / "labels" / name / "0"), mode="r")
         return np.asarray(arr[0, 0, 0])
 
-    def write_label(self, key, name: str, array: np.ndarray) -> None:
+    def label_attrs(self, key, name: str) -> dict:
+        """The phirm-scale attributes of label ``name`` of a field (``{}`` if it has none),
+        e.g. the method and parameters that made an artefact mask."""
+        key = self._check_key(key)
+        p = self.path / key.path / "labels" / name
+        if not p.exists():
+            return {}
+        g = _zarr().open_group(str(p), mode="r")
+        return dict(dict(g.attrs).get(ATTRS_KEY, {}))
+
+    def write_label(self, key, name: str, array: np.ndarray, *,
+                    attrs: Mapping[str, Any] | None = None) -> None:
         """Write (or replace) the NGFF label image ``name`` of a field.
 
         Labels are added beside the image; image data is never touched, so this works on a
@@ -426,8 +437,12 @@ class Plate:
         name : str
             Label name, e.g. ``'artefacts'``.
         array : (Y, X) ndarray of bool or unsigned integers (uint8, uint16, uint32).
+        attrs : mapping, optional
+            JSON-able settings stored with the label (under ``phirm_scale``, beside the
+            ``complete`` marker), e.g. the method and parameters of a mask.
         """
         key = self._check_key(key)
+        extra = dict(attrs or {})
         if not re.fullmatch(r"[A-Za-z0-9_.\-]+", name or ""):
             raise PlateError(f"{self.path}: invalid label name {name!r}")
         a = np.asarray(array)
@@ -469,7 +484,7 @@ class Plate:
                 dtype=a.dtype, compressors=_compressor(), fill_value=0, dimension_names=_DIMS,
                 overwrite=True)
             arr[0, 0, 0] = level
-        g.attrs.update({ATTRS_KEY: {"complete": True}})
+        g.attrs.update({ATTRS_KEY: {**extra, "complete": True}})
 
     # -- writing image data --------------------------------------------------
     def write_field(self, key, array: np.ndarray) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from enum import Enum
 from pathlib import Path
 from typing import Optional
 
@@ -48,16 +49,45 @@ def convert_cmd(
                f"channels {','.join(plate.channel_names)}")
 
 
+class MaskMethod(str, Enum):
+    otsu = "otsu"
+    saturation = "saturation"
+
+
+class MetricMode(str, Enum):
+    paper = "paper"
+    reference = "reference"
+
+
 @app.command("masks")
 def masks_cmd(
     plate: Path = typer.Argument(..., help="HCS plate (*.ome.zarr)."),
-    channel: str = typer.Option("CFP", help="Artefact channel (name or index)."),
+    channel: str = typer.Option("CFP", help="Channel the masks are made from (name or "
+                                "index): the artefact channel for otsu, the nuclei channel "
+                                "for saturation."),
+    method: MaskMethod = typer.Option(MaskMethod.otsu, help="otsu: the paper's recipe on an "
+                                      "artefact channel (Otsu x factor, opening, closing). "
+                                      "saturation: no artefact channel; the components PhIRM "
+                                      "calls artefacts (8-bit max at saturation, mean >= "
+                                      "--artefact-mean), dilated."),
     name: str = typer.Option("artefacts", help="Label name written under labels/."),
-    otsu_factor: float = typer.Option(0.7, help="Multiplier of Otsu's threshold (paper: 0.7)."),
-    radius: int = typer.Option(2, help="Disk radius of the opening and closing."),
-    min_separability: float = typer.Option(0.9, help="Fields whose Otsu separability is "
-                                           "below this get an empty mask (no artefact); 0 "
+    otsu_factor: Optional[float] = typer.Option(None, help="otsu: multiplier of Otsu's "
+                                                "threshold (default 0.7, the paper). "
+                                                "saturation: PhIRM's own Otsu factor "
+                                                "(default: the --mode's, 1.0 paper)."),
+    radius: int = typer.Option(2, help="otsu: disk radius of the opening and closing."),
+    min_separability: float = typer.Option(0.9, help="otsu: fields whose Otsu separability "
+                                           "is below this get an empty mask (no artefact); 0 "
                                            "disables the guard."),
+    dilation: Optional[int] = typer.Option(None, help="Radius (px) of a final dilation of "
+                                           "the mask (default: 0 for otsu, 2 for "
+                                           "saturation)."),
+    mode: MetricMode = typer.Option(MetricMode.paper, help="saturation: PhIRM mode whose "
+                                    "segmentation finds the artefacts."),
+    saturation: Optional[int] = typer.Option(None, help="saturation: 8-bit value a component's "
+                                             "max must reach (default 255)."),
+    artefact_mean: Optional[float] = typer.Option(None, help="saturation: minimum 8-bit mean "
+                                                  "of an artefact component (default 210)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Recompute fields that already "
                                    "have the label."),
     cluster: str = typer.Option("local", help="Dask cluster: local, threads, tcp://host:port, "
@@ -65,16 +95,20 @@ def masks_cmd(
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress "
                                   "bar."),
 ) -> None:
-    """Artefact masks (Otsu x factor, opening, closing) per field as NGFF labels."""
+    """Artefact masks per field as NGFF labels: from an artefact channel (otsu) or from the
+    nuclei channel alone (saturation)."""
     from phirm_scale.stages.masks import make_artefact_masks
 
     ch: str | int = int(channel) if channel.isdigit() else channel
-    res = make_artefact_masks(plate, channel=ch, name=name, otsu_factor=otsu_factor,
-                              radius=radius, min_separability=min_separability or None,
-                              overwrite=overwrite, cluster=cluster, progress=progress)
+    res = make_artefact_masks(plate, channel=ch, name=name, method=method.value,
+                              otsu_factor=otsu_factor, radius=radius,
+                              min_separability=min_separability or None, dilation=dilation,
+                              metric_mode=mode.value, saturation=saturation,
+                              artefact_mean=artefact_mean, overwrite=overwrite,
+                              cluster=cluster, progress=progress)
     with_art = sum(1 for a in res.values() if a)
     typer.echo(f"{plate}: labels/{name} written for {len(res)} fields ({with_art} with "
-               "artefacts)")
+               f"artefacts; method {method.value})")
 
 
 @app.command("make-plate")

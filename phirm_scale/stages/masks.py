@@ -1,47 +1,165 @@
-"""Artefact masks of a plate (paper 3.3) as NGFF labels, one Dask task per field.
+"""Artefact masks of a plate as NGFF labels, one Dask task per field.
 
-Each task reads the artefact channel of one field, runs the pure-numpy
-:func:`phirm_scale.masks._artefacts.artefact_mask` and writes ``labels/<name>`` of that field
-(one writer per field). Image data is never modified. Fields that already have the label
-(complete) are skipped unless ``overwrite``, so a killed run resumes.
+Two methods (:class:`MaskSettings`):
+
+``otsu``
+    the paper's recipe (3.3) on an artefact channel (CFP): Otsu x factor, opening, closing
+    (:func:`phirm_scale.masks.artefact_mask`);
+``saturation``
+    no artefact channel needed: the components PhIRM itself calls artefacts on the nuclei
+    channel, grown by a dilation radius (:func:`phirm_scale.masks.saturation_mask`).
+
+Each task reads one channel of one field, runs the pure-numpy mask function and writes
+``labels/<name>`` of that field (one writer per field), with the method and its parameters
+in the label's attributes. Image data is never modified. Fields whose label is complete and
+was made with the same settings are skipped unless ``overwrite``, so a killed run resumes; a
+label made with other settings is never silently kept or mixed: without ``overwrite`` that is
+an error.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from phirm_scale.errors import PlateError
 
-__all__ = ["make_artefact_masks", "mask_field"]
+__all__ = ["MASK_METHODS", "MaskSettings", "make_artefact_masks", "mask_field", "mask_image"]
 
 log = logging.getLogger(__name__)
 
+#: Mask methods of :func:`make_artefact_masks`.
+MASK_METHODS = ("otsu", "saturation")
 
-def mask_field(plate_path: str, key: tuple, channel: int, name: str, otsu_factor: float,
-               radius: int, min_separability: float | None) -> tuple[tuple, int]:
-    """One task: artefact mask of one field, written as label ``name``; returns (key, area)."""
-    from phirm_scale.masks._artefacts import artefact_mask
+
+@dataclass(frozen=True)
+class MaskSettings:
+    """How an artefact mask is made (recorded with every label it makes).
+
+    Parameters
+    ----------
+    method : {'otsu', 'saturation'}
+    otsu_factor : float or None
+        ``otsu``: multiplier of the artefact channel's Otsu threshold (default 0.7, the
+        paper). ``saturation``: PhIRM's own Otsu factor (default: that of ``metric_mode``,
+        1.0 for the paper, 1.1 for the published code).
+    radius : int
+        ``otsu`` only: disk radius of the opening and closing (2).
+    min_separability : float or None
+        ``otsu`` only: fields whose Otsu separability is below this get an empty mask (0.9).
+    dilation : int or None
+        Radius of a final dilation of the mask, px. Default: 0 for ``otsu`` (the paper's
+        recipe unchanged), :data:`phirm_scale.masks.DEFAULT_DILATION` for ``saturation``.
+    metric_mode : {'paper', 'reference'}
+        ``saturation`` only: PhIRM's mode (:meth:`PhirmParams.for_mode`).
+    saturation, artefact_mean, min_area : optional
+        ``saturation`` only: overrides of the PhirmParams fields of that name (255, 210, 50
+        in paper mode).
+    """
+
+    method: str = "otsu"
+    otsu_factor: float | None = None
+    radius: int = 2
+    min_separability: float | None = 0.9
+    dilation: int | None = None
+    metric_mode: str = "paper"
+    saturation: int | None = None
+    artefact_mean: float | None = None
+    min_area: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.method not in MASK_METHODS:
+            raise PlateError(f"mask method must be one of {', '.join(MASK_METHODS)}, got "
+                             f"{self.method!r}")
+        if self.otsu_factor is not None and not self.otsu_factor > 0:
+            raise PlateError(f"otsu_factor must be > 0, got {self.otsu_factor}")
+        if self.radius < 0:
+            raise PlateError(f"radius must be >= 0, got {self.radius}")
+        if self.dilation is not None and (int(self.dilation) != self.dilation
+                                          or self.dilation < 0):
+            raise PlateError(f"dilation must be an integer >= 0, got {self.dilation}")
+        if self.method == "saturation":
+            self.phirm_params()  # raises InputError on bad fields
+
+    @property
+    def dilation_px(self) -> int:
+        if self.dilation is not None:
+            return int(self.dilation)
+        if self.method == "saturation":
+            from phirm_scale.masks import DEFAULT_DILATION
+
+            return DEFAULT_DILATION
+        return 0
+
+    def phirm_params(self):
+        """PhirmParams of the ``saturation`` method."""
+        from phirm_scale.metric import PhirmParams
+
+        over: dict[str, Any] = {}
+        for k in ("otsu_factor", "saturation", "artefact_mean", "min_area"):
+            v = getattr(self, k)
+            if v is not None:
+                over[k] = v
+        return PhirmParams.for_mode(self.metric_mode, **over)
+
+    def as_attrs(self) -> dict:
+        """JSON-able record of the method and every parameter that shaped the mask."""
+        if self.method == "otsu":
+            return {"method": "otsu",
+                    "otsu_factor": float(0.7 if self.otsu_factor is None else self.otsu_factor),
+                    "radius": int(self.radius),
+                    "min_separability": (None if self.min_separability is None
+                                         else float(self.min_separability)),
+                    "dilation": self.dilation_px}
+        p = self.phirm_params()
+        return {"method": "saturation", "dilation": self.dilation_px,
+                "normalisation": "rint((x - min) / (max - min) * 255) of the field",
+                "phirm_params": dataclasses.asdict(p)}
+
+
+def mask_image(image, settings: MaskSettings, *, name: str = "image"):
+    """The artefact mask of one channel image with ``settings`` (pure numpy)."""
+    from phirm_scale.masks import artefact_mask, dilate_mask, saturation_mask
+
+    if settings.method == "otsu":
+        m = artefact_mask(image, otsu_factor=0.7 if settings.otsu_factor is None
+                          else settings.otsu_factor, radius=settings.radius,
+                          min_separability=settings.min_separability)
+        return dilate_mask(m, settings.dilation_px)
+    return saturation_mask(image, dilation=settings.dilation_px,
+                           params=settings.phirm_params(), name=name)
+
+
+def mask_field(plate_path: str, key: tuple, channel: int, name: str,
+               settings: MaskSettings, record: dict) -> tuple[tuple, int]:
+    """One task: artefact mask of one field, written as label ``name`` with ``record`` in
+    its attributes; returns (key, masked pixel count)."""
     from phirm_scale.plate import FieldKey, open_field_view
 
     key = FieldKey(*key)
     plate = open_field_view(plate_path, key)
     image = plate.read_field(key, channel)
     try:
-        mask = artefact_mask(image, otsu_factor=otsu_factor, radius=radius,
-                             min_separability=min_separability)
+        mask = mask_image(image, settings, name=f"{plate_path}: field {key}")
     except PlateError:
         raise
     except Exception as exc:  # InputError and friends: name the field
         raise PlateError(f"{plate_path}: field {key}: {exc}") from exc
-    plate.write_label(key, name, mask)
+    plate.write_label(key, name, mask, attrs={"mask": record})
     return tuple(key), int(mask.sum())
 
 
 def make_artefact_masks(plate: str | Path, *, channel: str | int = "CFP",
-                        name: str = "artefacts", otsu_factor: float = 0.7, radius: int = 2,
-                        min_separability: float | None = 0.9, overwrite: bool = False,
-                        cluster: str = "local", progress: bool = True) -> dict:
+                        name: str = "artefacts", method: str = "otsu",
+                        otsu_factor: float | None = None, radius: int = 2,
+                        min_separability: float | None = 0.9, dilation: int | None = None,
+                        metric_mode: str = "paper", saturation: int | None = None,
+                        artefact_mean: float | None = None, min_area: int | None = None,
+                        overwrite: bool = False, cluster: Any = "local",
+                        progress: bool = True) -> dict:
     """Write the artefact mask of every field of ``plate`` as label ``name``.
 
     Parameters
@@ -49,14 +167,15 @@ def make_artefact_masks(plate: str | Path, *, channel: str | int = "CFP",
     plate : str or Path
         An HCS plate.
     channel : str or int
-        Artefact channel (name or index).
+        The channel the mask is made from (name or index): the artefact channel (CFP) for
+        ``otsu``, the nuclei channel (DAPI) for ``saturation``.
     name : str
         Label name.
-    otsu_factor, radius, min_separability
-        See :func:`phirm_scale.masks._artefacts.artefact_mask`.
+    method : {'otsu', 'saturation'}
+        See :class:`MaskSettings` (which documents every other parameter).
     overwrite : bool
         Recompute fields that already have the label.
-    cluster : str
+    cluster : str or distributed.Client
         ``--cluster`` spec.
     progress : bool
         Progress bar on stderr.
@@ -65,20 +184,43 @@ def make_artefact_masks(plate: str | Path, *, channel: str | int = "CFP",
     -------
     dict
         ``{FieldKey: masked pixel count}`` for the fields computed in this call.
+
+    The label attributes (``phirm_scale.mask``) and the plate attributes
+    (``phirm_scale.labels_<name>``) record the channel, method and parameters.
     """
     from phirm_scale.plate import FieldKey, open_plate
     from phirm_scale.stages._runner import run_field_tasks
 
     p = open_plate(plate)
     c = p.channel_index(channel)
-    if otsu_factor <= 0 or radius < 0:
-        raise PlateError(f"{plate}: otsu_factor must be > 0 and radius >= 0")
-    todo = [k for k in p.fields if overwrite or not p.has_label(k, name)]
-    jobs = [(str(p.path), tuple(k), c, name, float(otsu_factor), int(radius), min_separability)
-            for k in todo]
+    try:
+        settings = MaskSettings(method=method, otsu_factor=otsu_factor, radius=int(radius),
+                                min_separability=min_separability, dilation=dilation,
+                                metric_mode=metric_mode, saturation=saturation,
+                                artefact_mean=artefact_mean, min_area=min_area)
+    except PlateError as exc:
+        raise PlateError(f"{plate}: {exc}") from None
+    except Exception as exc:  # InputError from PhirmParams
+        raise PlateError(f"{plate}: {exc}") from None
+    record = {"channel": p.channel_names[c], **settings.as_attrs()}
+    todo = []
+    for k in p.fields:
+        if overwrite:
+            todo.append(k)
+            continue
+        la = p.label_attrs(k, name)
+        if not la.get("complete", False):
+            todo.append(k)
+        elif la.get("mask") != record:
+            made = la.get("mask")
+            how = (f"method {made.get('method')} on channel {made.get('channel')}"
+                   if isinstance(made, dict) else "no recorded settings")
+            raise PlateError(f"{plate}: field {k} already has labels/{name} made with {how}, "
+                             "not these settings; pass --overwrite to replace it or choose "
+                             "another --name")
+    jobs = [(str(p.path), tuple(k), c, name, settings, record) for k in todo]
     res = run_field_tasks(mask_field, jobs, cluster=cluster, progress=progress,
                           description="masks")
-    p.update_attrs({"phirm_scale": {**p.attrs.get("phirm_scale", {}), f"labels_{name}": {
-        "channel": p.channel_names[c], "otsu_factor": float(otsu_factor), "radius": int(radius),
-        "min_separability": min_separability}}})
+    p.update_attrs({"phirm_scale": {**p.attrs.get("phirm_scale", {}),
+                                    f"labels_{name}": record}})
     return {FieldKey(*k): a for k, a in res}
