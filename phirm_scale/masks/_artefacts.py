@@ -60,7 +60,16 @@ def otsu_threshold(image: np.ndarray, *, nbins: int = 256) -> float:
         lo -= 1
     while hi + 1 < var.size and var[hi + 1] >= best - tol:
         hi += 1
-    return float((centers[lo] + centers[hi]) / 2)
+    if hi == lo:
+        return float(centers[lo])
+    # A plateau: no pixel moves class between centers[lo] and centers[hi], but bin lo
+    # reaches half a bin above its centre. The middle of the empty gap between the two
+    # classes' pixels keeps skimage's partition (x > centers[lo]) exactly.
+    x = a.reshape(-1).astype(np.float64)
+    above = x > centers[lo]
+    gap_lo, gap_hi = float(x[~above].max()), float(x[above].min())
+    mid = (gap_lo + gap_hi) / 2
+    return mid if gap_lo <= mid < gap_hi else gap_lo
 
 
 def artefact_mask(image: np.ndarray, *, otsu_factor: float = 0.7, radius: int = 2,
