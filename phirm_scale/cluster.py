@@ -23,7 +23,7 @@ from typing import Iterator
 
 from phirm_scale.errors import PhirmError
 
-__all__ = ["open_cluster", "CONFIG_DIR"]
+__all__ = ["open_cluster", "visible_gpus", "CONFIG_DIR"]
 
 log = logging.getLogger(__name__)
 
@@ -43,11 +43,40 @@ def _resolve_config(spec: str) -> Path | None:
     return None
 
 
+def visible_gpus() -> int:
+    """CUDA devices this process sees (0 without torch or CUDA)."""
+    try:
+        import torch
+    except ImportError:
+        return 0
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+#: task threads of one local GPU worker (they feed one batcher per model: phirm_scale.batcher)
+GPU_WORKER_THREADS = 4
+
+
+def _add_gpu_workers(cluster, n: int, threads: int) -> None:
+    """One Nanny per CUDA device beside the CPU workers: ``resources={'GPU': 1}``,
+    ``CUDA_VISIBLE_DEVICES`` set to its device."""
+    base = dict(next(iter(cluster.worker_spec.values())))
+    for i in range(n):
+        opts = dict(base["options"])
+        opts.update(nthreads=threads, resources={"GPU": 1}, env={"CUDA_VISIBLE_DEVICES": str(i)})
+        cluster.worker_spec[f"gpu-{i}"] = {"cls": base["cls"], "options": opts}
+    cluster.sync(cluster._correct_state)
+
+
 @contextlib.contextmanager
 def open_cluster(spec: str = "local", *, n_workers: int | None = None,
-                 threads_per_worker: int | None = None, quiet: bool = False) -> Iterator[object]:
+                 threads_per_worker: int | None = None, quiet: bool = False,
+                 gpu: bool = False) -> Iterator[object]:
     """Open the cluster named by ``spec`` and yield a :class:`distributed.Client` (or ``None``
     for ``threads``). The cluster is closed on exit when this function started it.
+
+    ``gpu=True`` with ``local``: one more worker per visible CUDA device
+    (:func:`visible_gpus`), with ``resources={'GPU': 1}`` and ``GPU_WORKER_THREADS`` threads;
+    none visible is an error at once (a GPU task would otherwise wait forever).
 
     The dashboard link is printed (to stderr) when a distributed cluster is used.
     """
@@ -67,6 +96,9 @@ def open_cluster(spec: str = "local", *, n_workers: int | None = None,
     if spec == "local":
         import dask
 
+        n_gpu = visible_gpus() if gpu else 0
+        if gpu and n_gpu == 0:
+            raise PhirmError("--gpu with --cluster local: no CUDA device is visible on this machine")
         ncpu = os.cpu_count() or 1
         workers = n_workers or max(1, min(ncpu, 4))
         threads = threads_per_worker or max(1, ncpu // workers)
@@ -79,6 +111,9 @@ def open_cluster(spec: str = "local", *, n_workers: int | None = None,
                 LocalCluster(n_workers=workers, threads_per_worker=threads, processes=True,
                              dashboard_address=":0", silence_logs=logging.ERROR) as cluster, \
                 Client(cluster) as client:
+            if n_gpu:
+                _add_gpu_workers(cluster, n_gpu, GPU_WORKER_THREADS)
+                client.wait_for_workers(workers + n_gpu, timeout=120)
             _announce(client)
             yield client
         return

@@ -88,7 +88,8 @@ def inpaint_field(image: np.ndarray, mask: np.ndarray, model: Model, *, tile: in
     tile, overlap : int
         Tile size and overlap in pixels.
     batch_size : int
-        Tiles per model call.
+        Tiles per model call (and per forward pass: a model with ``per_call_batch_size``, as
+        every :class:`~phirm_scale.models.registry.InpaintModel`, gets it as ``batch_size=``).
     return_stats : bool
         Also return an :class:`InpaintStats`.
 
@@ -180,7 +181,11 @@ def _tiled(image, hole, model, tile, overlap, batch_size, n_hole):
             xs[i, 0] = norm
             ms[i, 0] = h
             ranges.append((lo, hi))
-        pred = np.asarray(model(xs, ms), dtype=np.float64)
+        if getattr(model, "per_call_batch_size", False):
+            pred = model(xs, ms, batch_size=batch_size)
+        else:
+            pred = model(xs, ms)
+        pred = np.asarray(pred, dtype=np.float64)
         if pred.shape != xs.shape:
             raise InputError(f"model returned shape {pred.shape}, expected {xs.shape}")
         for i, (y, x) in enumerate(chunk):

@@ -68,9 +68,11 @@ def test_cache_returns_one_model_per_checkpoint(tmp_path):
     m1 = get_model("edgeconnect", checkpoint=tmp_path / "e.pt", device="cpu")
     m2 = get_model(None, checkpoint=str(tmp_path / "e.pt"), device="cpu", batch_size=2)
     m3 = get_model("edgeconnect", checkpoint=tmp_path / "copy.pt", device="cpu")  # same weights, same hash
-    assert m1 is m2 is m3
+    # one network per checkpoint hash; each caller's view carries its own batch size
+    assert m1.generator is m2.generator is m3.generator
+    assert (m1.batch_size, m2.batch_size, m3.batch_size) == (8, 2, 8)
     clear_cache()
-    assert get_model("edgeconnect", checkpoint=tmp_path / "e.pt", device="cpu") is not m1
+    assert get_model("edgeconnect", checkpoint=tmp_path / "e.pt", device="cpu").generator is not m1.generator
 
 
 def test_wrong_architecture_is_refused(tmp_path):

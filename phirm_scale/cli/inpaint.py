@@ -29,6 +29,15 @@ def inpaint_command(
     cluster: str = typer.Option("local", "--cluster",
                                 help="local | threads | tcp://host:port | jobqueue YAML."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output."),
+    precision: str = typer.Option("fp32", "--precision",
+                                  help="Learned models: fp32 | bf16 | fp16 (autocast)."),
+    channels_last: bool = typer.Option(False, "--channels-last",
+                                       help="Learned models: channels-last memory layout."),
+    compile_: bool = typer.Option(False, "--compile",
+                                  help="Learned models: torch.compile the generator methods."),
+    canny: str = typer.Option("auto", "--canny", help="EdgeConnect edges: auto (torch on "
+                              "CUDA, skimage on CPU) | torch | skimage."),
+    gpu_tasks: int = typer.Option(4, "--gpu-tasks", help="Fields in flight per GPU worker."),
 ) -> None:
     """Fill the holes of CHANNEL in every field of PLATE, one Dask task per field.
 
@@ -41,7 +50,9 @@ def inpaint_command(
     res = inpaint_plate(plate, out, channel=ch, mask_label=mask_label, model=model,
                         checkpoint=checkpoint, tile=tile, overlap=overlap,
                         batch_size=batch_size, dilate=dilate, device=device, gpu=gpu,
-                        cluster=cluster, overwrite=overwrite)
+                        cluster=cluster, overwrite=overwrite, precision=precision,
+                        channels_last=channels_last, compile=compile_, canny=canny,
+                        gpu_tasks=gpu_tasks)
     typer.echo(f"{res['out']}: {res['fields']} fields inpainted ({res['skipped']} already "
                f"done), {res['tiles_inpainted']}/{res['tiles_total']} tiles had holes, "
                f"{res['hole_pixels']} hole pixels")

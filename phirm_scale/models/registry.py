@@ -3,9 +3,13 @@
 Every caller (evaluate, the plate inpainting stage, training) gets its model here. A model is
 called as ``model(images, masks)`` on (N, 1, H, W) float32 images in [0, 1] and masks
 (1 = hole) and returns the composited result: the input bit for bit outside the holes, the
-model's fill inside. Learned models loaded from a checkpoint are cached per process, keyed by
-the checkpoint's content hash and device, so a Dask worker calling ``get_model`` once per task
-loads the weights once. Never imports Dask or Zarr.
+model's fill inside. Learned models are cached per process (a checkpoint by its content hash
+and device, an untrained model by its config and device), so a Dask worker calling
+``get_model`` once per task builds or loads the network once. ``get_model`` returns a light
+view of the cached model: runtime options (``batch_size``, ``precision``, ``channels_last``,
+``compile``, EdgeConnect's ``canny``) belong to the view, never to the shared cached model, and
+``model(images, masks, batch_size=...)`` overrides the batch size per call. Never imports Dask
+or Zarr.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ __all__ = [
     "InpaintModel",
     "TorchInpaintModel",
     "build_model",
+    "checkpoint_hash",
     "clear_cache",
     "default_config",
     "get_model",
@@ -74,7 +79,9 @@ _DEFAULTS = {
 }
 
 #: options that change only how a model runs, never its weights (allowed with a checkpoint)
-_RUNTIME = ("batch_size",)
+_RUNTIME = ("batch_size", "precision", "channels_last", "compile", "canny")
+PRECISIONS = ("fp32", "bf16", "fp16")
+CANNY = ("auto", "torch", "skimage")
 
 
 def default_config(name: str, **config) -> dict:
@@ -140,12 +147,14 @@ class InpaintModel:
 
     name: str = ""
     checkpoint_hash: str | None = None
+    #: ``__call__`` takes ``batch_size=`` (phirm_scale.inpaint passes its own batch size)
+    per_call_batch_size = True
 
     def __init__(self, config: dict, device="cpu"):
         self.config = dict(config)
         self.device = device
 
-    def __call__(self, images, masks) -> np.ndarray:
+    def __call__(self, images, masks, *, batch_size: int | None = None) -> np.ndarray:
         """Inpaint a batch.
 
         Parameters
@@ -154,6 +163,8 @@ class InpaintModel:
             Values in [0, 1].
         masks : (N, 1, H, W) ndarray
             Nonzero = hole.
+        batch_size : int, optional
+            Tiles per forward pass for this call (default: the model's ``batch_size``).
 
         Returns
         -------
@@ -163,11 +174,37 @@ class InpaintModel:
         imgs, holes = _check_batch(images, masks)
         if imgs.shape[0] == 0 or not holes.any():
             return imgs.copy()
-        fill = self._fill(imgs, holes)
+        fill = self._fill(imgs, holes, batch_size=batch_size)
         return np.where(holes, np.clip(fill, 0.0, 1.0).astype(np.float32), imgs)
 
-    def _fill(self, images: np.ndarray, holes: np.ndarray) -> np.ndarray:  # pragma: no cover
+    def _fill(self, images: np.ndarray, holes: np.ndarray, batch_size=None) -> np.ndarray:  # pragma: no cover
         raise NotImplementedError
+
+    def with_options(self, **options) -> "InpaintModel":
+        """A shallow copy (sharing the network) with runtime options set; the original is
+        untouched. Classical models take ``batch_size`` only (ignored)."""
+        import copy
+
+        view = copy.copy(self)
+        for k, v in options.items():
+            if v is None:
+                continue
+            if k == "batch_size":
+                v = int(v)
+                if v < 1:
+                    raise InputError(f"batch_size must be >= 1; got {v}")
+            elif k == "precision":
+                if v not in PRECISIONS:
+                    raise InputError(f"precision must be one of {', '.join(PRECISIONS)}; got {v!r}")
+            elif k == "canny":
+                if v not in CANNY:
+                    raise InputError(f"canny must be one of {', '.join(CANNY)}; got {v!r}")
+            elif k in ("channels_last", "compile"):
+                v = bool(v)
+            elif k not in _RUNTIME:
+                raise InputError(f"unknown runtime option {k!r}")
+            setattr(view, k, v)
+        return view
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r}, device={str(self.device)!r}, checkpoint_hash={self.checkpoint_hash!r})"
@@ -195,7 +232,7 @@ class ClassicalModel(InpaintModel):
         filled = cv2.inpaint(np.ascontiguousarray(image), h, float(self.config["radius"]), flag)
         return np.where(h.astype(bool), filled, image)
 
-    def _fill(self, images, holes):
+    def _fill(self, images, holes, batch_size=None):
         from phirm_scale.models import classical
 
         out = images.copy()
@@ -234,6 +271,47 @@ class TorchInpaintModel(InpaintModel):
         self.generator = generator.to(device)
         self.generator.eval()
         self.batch_size = int(config.get("batch_size") or 8)
+        self.precision = "fp32"
+        self.channels_last = False
+        self.compile = False
+        self.canny = "auto"
+        self._compiled: dict = {}  # shared by every view of this model
+        self._layout_lock = threading.Lock()
+
+    def _fn(self, method: str):
+        """``generator.<method>``, compiled with ``torch.compile`` when this view asks for it
+        (compiled once per model and shared by its views)."""
+        fn = self.generator if method == "forward" else getattr(self.generator, method)
+        if not self.compile:
+            return fn
+        with self._layout_lock:
+            if method not in self._compiled:
+                import torch
+
+                self._compiled[method] = torch.compile(fn, dynamic=False)
+            return self._compiled[method]
+
+    def autocast(self):
+        """The autocast context of this view's precision (a null context for fp32)."""
+        import contextlib
+
+        import torch
+
+        if self.precision == "fp32":
+            return contextlib.nullcontext()
+        dev = torch.device(self.device)
+        dtype = torch.bfloat16 if self.precision == "bf16" else torch.float16
+        return torch.autocast(device_type=dev.type, dtype=dtype)
+
+    def _layout(self, batch: dict) -> dict:
+        import torch
+
+        if not self.channels_last:
+            return batch
+        with self._layout_lock:
+            self.generator.to(memory_format=torch.channels_last)
+        return {k: (v.contiguous(memory_format=torch.channels_last) if isinstance(v, torch.Tensor) and v.dim() == 4 else v)
+                for k, v in batch.items()}
 
     # -- hooks
     def prepare(self, images: np.ndarray, holes: np.ndarray, *, train: bool = False) -> dict:
@@ -248,18 +326,20 @@ class TorchInpaintModel(InpaintModel):
         raise NotImplementedError
 
     # -- inference
-    def _fill(self, images, holes):
+    def _fill(self, images, holes, batch_size=None):
         import torch
 
+        bs = int(batch_size or self.batch_size)
         out = np.empty_like(images)
         was_training = self.generator.training
         self.generator.eval()
         try:
             with torch.inference_mode():
-                for s in range(0, images.shape[0], self.batch_size):
-                    sl = slice(s, s + self.batch_size)
-                    batch = self.prepare(images[sl], holes[sl])
-                    res = self.generate(batch)["output"]
+                for s in range(0, images.shape[0], bs):
+                    sl = slice(s, s + bs)
+                    batch = self._layout(self.prepare(images[sl], holes[sl]))
+                    with self.autocast():
+                        res = self.generate(batch)["output"]
                     out[sl] = res.float().cpu().numpy()
         finally:
             self.generator.train(was_training)
@@ -294,7 +374,7 @@ class DeepFillModel(TorchInpaintModel):
         padded, (h, w) = _pad(batch, MULTIPLE)
         x = padded["image"] * 2 - 1
         m = padded["mask"]
-        s1, s2 = self.generator(x * (1 - m), m)
+        s1, s2 = self._fn("forward")(x * (1 - m), m)
         return {"stage1": (s1[..., :h, :w] + 1) / 2, "output": (s2[..., :h, :w] + 1) / 2}
 
 
@@ -303,23 +383,46 @@ class EdgeConnectModel(TorchInpaintModel):
 
     kind = "edgeconnect"
 
-    def prepare(self, images, holes, *, train=False):
+    def canny_backend(self) -> str:
+        """'torch' (phirm_scale.models.canny, batched on the model's device) or 'skimage'
+        (skimage.feature.canny per tile on the CPU). 'auto': torch on CUDA, skimage on the
+        CPU, where it is faster; both give the same edges (docs/models.md)."""
         import torch
+
+        if self.canny == "auto":
+            return "torch" if torch.device(self.device).type == "cuda" else "skimage"
+        return self.canny
+
+    def edges(self, images, known=None):
+        """Canny edges (float 0/1) of a (N, 1, H, W) tensor on the model's device, restricted to
+        ``known`` pixels when given (skimage's ``mask`` semantics, then ``& known``)."""
+        import torch
+
+        sigma = float(self.config.get("sigma", 2.0))
+        if self.canny_backend() == "torch":
+            from phirm_scale.models.canny import canny as torch_canny
+
+            e = torch_canny(images, sigma=sigma, mask=known)
+            if known is not None:
+                e = e & (known != 0)
+            return e.to(torch.float32)
         from skimage.feature import canny
 
+        imgs = images.detach().float().cpu().numpy().astype(np.float64)
+        kn = None if known is None else (known.detach().cpu().numpy() != 0)
+        out = np.zeros(imgs.shape, np.float32)
+        for i in range(imgs.shape[0]):
+            if kn is None:
+                out[i, 0] = canny(imgs[i, 0], sigma=sigma)
+            elif kn[i, 0].any():
+                out[i, 0] = canny(imgs[i, 0], sigma=sigma, mask=kn[i, 0]) & kn[i, 0]
+        return torch.from_numpy(out).to(images.device)
+
+    def prepare(self, images, holes, *, train=False):
         batch = super().prepare(images, holes)
-        sigma = float(self.config.get("sigma", 2.0))
-        edges = np.zeros(images.shape, np.float32)
-        gt = np.zeros(images.shape, np.float32) if train else None
-        for i in range(images.shape[0]):
-            known = ~holes[i, 0]
-            if known.any():
-                edges[i, 0] = canny(images[i, 0].astype(np.float64), sigma=sigma, mask=known) & known
-            if train:
-                gt[i, 0] = canny(images[i, 0].astype(np.float64), sigma=sigma)
-        batch["edges"] = torch.from_numpy(edges).to(self.device)
+        batch["edges"] = self.edges(batch["image"], batch["mask"] == 0)
         if train:
-            batch["edges_gt"] = torch.from_numpy(gt).to(self.device)
+            batch["edges_gt"] = self.edges(batch["image"])
         return batch
 
     def generate(self, batch, *, edges_for_inpaint=None):
@@ -330,19 +433,18 @@ class EdgeConnectModel(TorchInpaintModel):
 
         padded, (h, w) = _pad(batch, MULTIPLE)
         img, m, e_in = padded["image"], padded["mask"], padded["edges"]
-        g = self.generator
         out = {}
         if edges_for_inpaint == "gt":
             e_comp = padded["edges_gt"]
         else:
-            logits = g.predict_edges(img, e_in, m)
+            logits = self._fn("predict_edges")(img, e_in, m)
             e = torch.sigmoid(logits)
             out["edge_logits"] = logits[..., :h, :w]
             out["edges"] = e[..., :h, :w]
             e_comp = e * m + e_in * (1 - m)
             if edges_for_inpaint == "detach":
                 e_comp = e_comp.detach()
-        out["output"] = g.inpaint_image(img, e_comp, m)[..., :h, :w]
+        out["output"] = self._fn("inpaint_image")(img, e_comp, m)[..., :h, :w]
         return out
 
 
@@ -418,7 +520,7 @@ class ContextEncoderModel(TorchInpaintModel):
 
     def generate(self, batch):
         ctx, cmask, centre_real = self.crop(batch)
-        centre = (self.generator(ctx) + 1) / 2
+        centre = (self._fn("forward")(ctx) + 1) / 2
         return {"centre": centre, "centre_real": centre_real, "context_mask": cmask, "output": self.paste(batch, centre)}
 
 
@@ -438,7 +540,7 @@ _LOCK = threading.Lock()
 
 
 def clear_cache() -> None:
-    """Forget the per-process cache of loaded checkpoints."""
+    """Forget the per-process cache of loaded checkpoints and built untrained models."""
     with _LOCK:
         _CACHE.clear()
         _PATH_HASH.clear()
@@ -481,11 +583,18 @@ def get_model(name=None, checkpoint=None, device="auto", **config) -> InpaintMod
     if checkpoint is None:
         cfg = default_config(name, **config)
         if name in CLASSICAL:
-            return ClassicalModel(name, cfg)
-        model = build_model(name, cfg, resolve_device(device))
-        if runtime.get("batch_size"):
-            model.batch_size = int(runtime["batch_size"])
-        return model
+            return ClassicalModel(name, cfg).with_options(batch_size=runtime.get("batch_size"))
+        import json
+
+        dev = resolve_device(device)
+        key = ("untrained", name, json.dumps(cfg, sort_keys=True, default=str), str(dev))
+        with _LOCK:
+            model = _CACHE.get(key)
+        if model is None:
+            built = build_model(name, cfg, dev)
+            with _LOCK:
+                model = _CACHE.setdefault(key, built)
+        return model.with_options(**runtime)
     if name in CLASSICAL:
         raise InputError(f"model {name!r} is classical and takes no checkpoint")
     dev = resolve_device(device)
@@ -522,6 +631,23 @@ def get_model(name=None, checkpoint=None, device="auto", **config) -> InpaintMod
             f"checkpoint {checkpoint}: options {', '.join(f'{k}={v!r}' for k, v in bad.items())} differ from its saved "
             "config (a checkpoint is rebuilt from its own config)"
         )
-    if runtime.get("batch_size"):
-        model.batch_size = int(runtime["batch_size"])
-    return model
+    return model.with_options(**runtime)
+
+
+def checkpoint_hash(checkpoint, name: str | None = None) -> str:
+    """The content hash of a checkpoint file (verified), without building its network."""
+    from phirm_scale.models.checkpoint import load_checkpoint
+
+    path = Path(checkpoint).resolve()
+    try:
+        st = os.stat(path)
+    except OSError:
+        raise CheckpointError(f"checkpoint {checkpoint}: no such file") from None
+    key_path = (str(path), st.st_mtime_ns, st.st_size)
+    with _LOCK:
+        digest = _PATH_HASH.get(key_path)
+    if digest is None:
+        digest = load_checkpoint(path, expected_model=name).content_hash
+        with _LOCK:
+            _PATH_HASH[key_path] = digest
+    return digest

@@ -33,7 +33,8 @@ def run_field_tasks(func: Callable, jobs: Sequence[tuple], *, cluster: str = "lo
     if not jobs:
         return []
     results: list[Any] = [None] * len(jobs)
-    with open_cluster(cluster, quiet=not progress) as client, progress_bar(
+    gpu = bool(resources and resources.get("GPU"))
+    with open_cluster(cluster, quiet=not progress, gpu=gpu) as client, progress_bar(
             progress, description, len(jobs)) as advance:
         if client is None:
             import dask

@@ -11,9 +11,13 @@ is stored in the derived plate's attributes under ``phirm_scale.inpaint``. A rer
 same settings completes only the fields that are missing (restartable); other settings on an
 existing output are refused unless ``overwrite``.
 
-GPU work: with ``gpu=True`` every task is submitted with ``resources={"GPU": 1}`` through
-``client.submit`` (which, unlike annotations on array graphs, survives graph optimisation), so
-only workers started with ``--resources GPU=1`` run them.
+GPU work: with ``gpu=True`` every task is submitted with ``resources={"GPU": 1 / gpu_tasks}``
+through ``client.submit`` (which, unlike annotations on array graphs, survives graph
+optimisation), so only workers started with ``--resources GPU=1`` run them, ``gpu_tasks`` at a
+time. With ``--cluster local`` one such worker is started per visible CUDA device (none visible:
+an error at once). Learned models run through the worker process's
+:class:`phirm_scale.batcher.TileBatcher`: the task threads cut, normalise, blend and write their
+fields while the batcher runs the hole tiles of all of them in full batches on the device.
 """
 
 from __future__ import annotations
@@ -47,23 +51,41 @@ def _dilate(mask: np.ndarray, radius: int) -> np.ndarray:
     return cv2.dilate(mask.astype(np.uint8), k)
 
 
+#: runtime options of learned models passed through the task's model spec
+_RUNTIME_KEYS = ("precision", "channels_last", "compile", "canny")
+
+
+def field_runner(model: dict, batch_size: int):
+    """(callable, tiles per call) for :func:`~phirm_scale.inpaint.inpaint_field`: a learned
+    model's process-wide batcher (all hole tiles of the field in one request) or the model."""
+    from phirm_scale.models import get_model
+    from phirm_scale.models.registry import LEARNED
+
+    runtime = {k: model[k] for k in _RUNTIME_KEYS if model.get(k) is not None}
+    net = get_model(model["name"], checkpoint=model.get("checkpoint"),
+                    device=model.get("device", "auto"), batch_size=batch_size, **runtime)
+    if model["name"] in LEARNED and model.get("batcher", True):
+        from phirm_scale.batcher import get_batcher
+
+        return get_batcher(net, batch_size), 1 << 16
+    return net, batch_size
+
+
 def inpaint_one_field(source: str, out: str, key: tuple, channel: int, label: str,
                       model: dict, tile: int, overlap: int, batch_size: int,
                       dilate: int) -> dict:
     """One task: inpaint ``channel`` of field ``key`` and write the whole field into ``out``."""
     from phirm_scale.inpaint import inpaint_field
-    from phirm_scale.models import get_model
     from phirm_scale.plate import FieldKey, open_plate
 
     key = FieldKey(*key)
     src = open_plate(source)
     data = src.read_field(key)
     mask = _dilate(src.read_label(key, label) > 0, dilate)
-    net = get_model(model["name"], checkpoint=model.get("checkpoint"),
-                    device=model.get("device", "auto"))
+    runner, per_call = field_runner(model, batch_size)
     try:
-        filled, stats = inpaint_field(data[channel], mask, net, tile=tile, overlap=overlap,
-                                      batch_size=batch_size, return_stats=True)
+        filled, stats = inpaint_field(data[channel], mask, runner, tile=tile, overlap=overlap,
+                                      batch_size=per_call, return_stats=True)
     except PlateError:
         raise
     except Exception as exc:
@@ -75,12 +97,30 @@ def inpaint_one_field(source: str, out: str, key: tuple, channel: int, label: st
             "tiles_inpainted": stats.tiles_inpainted, "tiles_total": stats.tiles_total}
 
 
+def _check_device(device: str, gpu: bool, cluster: str) -> None:
+    """``--gpu`` / ``--device cuda`` on this machine's own workers need a visible CUDA device:
+    stop at once rather than wait for a GPU worker that will never come."""
+    if (cluster or "local") not in ("local", "threads"):
+        return  # remote workers: their devices are not ours to check
+    wants_cuda = str(device).startswith("cuda")
+    if not (gpu or wants_cuda):
+        return
+    from phirm_scale.cluster import visible_gpus
+
+    if visible_gpus() == 0:
+        what = "--gpu" if gpu else f"--device {device}"
+        raise PlateError(f"{what}: no CUDA device is visible on this machine (use --device cpu "
+                         "without --gpu, or a cluster with GPU workers)")
+
+
 def inpaint_plate(source: str | Path, out: str | Path | None = None, *,
                   channel: str | int = "DAPI", mask_label: str = "artefacts",
                   model: str = "telea", checkpoint: str | Path | None = None,
                   tile: int = 256, overlap: int = 32, batch_size: int = 16, dilate: int = 0,
                   device: str = "auto", gpu: bool = False, cluster: str = "local",
-                  overwrite: bool = False, progress: bool = True) -> dict[str, Any]:
+                  overwrite: bool = False, progress: bool = True, precision: str = "fp32",
+                  channels_last: bool = False, compile: bool = False, canny: str = "auto",
+                  gpu_tasks: int = 4) -> dict[str, Any]:
     """Inpaint the holes ``mask_label`` of ``channel`` in every field of ``source``.
 
     Parameters
@@ -110,6 +150,12 @@ def inpaint_plate(source: str | Path, out: str | Path | None = None, *,
         Replace an existing output made with other settings.
     progress : bool
         Progress bar on stderr.
+    precision, channels_last, compile, canny
+        Runtime options of learned models (:func:`phirm_scale.models.get_model`): autocast
+        precision ``fp32``/``bf16``/``fp16``, channels-last layout, ``torch.compile`` of the
+        generator methods, EdgeConnect's Canny (``auto``/``torch``/``skimage``).
+    gpu_tasks : int
+        Fields in flight per GPU worker (each task asks for ``GPU = 1 / gpu_tasks``).
 
     Returns
     -------
@@ -136,13 +182,26 @@ def inpaint_plate(source: str | Path, out: str | Path | None = None, *,
                          "`phirm-scale masks` first)")
     if gpu and cluster == "threads":
         raise PlateError("--gpu needs a distributed cluster (GPU workers advertise GPU=1)")
+    _check_device(device, gpu, cluster)
+    if gpu_tasks < 1:
+        raise PlateError(f"gpu_tasks must be >= 1; got {gpu_tasks}")
+    from phirm_scale.models.registry import CANNY, LEARNED, PRECISIONS
+
+    if precision not in PRECISIONS:
+        raise PlateError(f"--precision must be one of {', '.join(PRECISIONS)}; got {precision!r}")
+    if canny not in CANNY:
+        raise PlateError(f"--canny must be one of {', '.join(CANNY)}; got {canny!r}")
     ckpt_hash = None
     if checkpoint is not None:
-        ckpt_hash = get_model(model, checkpoint=checkpoint, device="cpu").checkpoint_hash
+        from phirm_scale.models.registry import checkpoint_hash
+
+        ckpt_hash = checkpoint_hash(checkpoint, model)
     provenance = {
         "source": str(source.resolve()), "channel": src.channel_names[c], "mask_label": mask_label,
         "model": model, "checkpoint": str(checkpoint) if checkpoint else None,
         "checkpoint_hash": ckpt_hash, "tile": tile, "overlap": overlap, "dilate": dilate,
+        "precision": precision if model in LEARNED else None,
+        "canny": canny if model == "edgeconnect" else None,
         "version": __version__,
     }
     existing = read_root_attrs(out) if out.exists() else None
@@ -158,11 +217,13 @@ def inpaint_plate(source: str | Path, out: str | Path | None = None, *,
         dst = create_plate_like(src, out, attrs={"phirm_scale": {"inpaint": provenance}})
     todo = dst.missing_fields()
     spec = {"name": model, "checkpoint": str(checkpoint) if checkpoint else None,
-            "device": device}
+            "device": device, "precision": precision, "channels_last": channels_last,
+            "compile": compile, "canny": canny}
     jobs = [(str(source), str(out), tuple(k), c, mask_label, spec, tile, overlap, batch_size,
              dilate) for k in todo]
     results = run_field_tasks(inpaint_one_field, jobs, cluster=cluster, progress=progress,
-                              description="inpaint", resources={"GPU": 1} if gpu else None)
+                              description="inpaint",
+                              resources={"GPU": 1.0 / gpu_tasks} if gpu else None)
     return {
         "out": str(out),
         "fields": len(results),

@@ -1,0 +1,300 @@
+"""GPU-path pieces, tested on the CPU: model lifetime (cache, per-call batch size, hash without
+a network), the torch Canny against skimage, the cross-field tile batcher, precision
+switches, and the local cluster's GPU workers (device count faked)."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from skimage.feature import canny as sk_canny
+
+from phirm_scale.batcher import TileBatcher
+from phirm_scale.errors import PlateError
+from phirm_scale.inpaint import inpaint_field
+from phirm_scale.models import get_model
+from phirm_scale.models.canny import canny
+from phirm_scale.models.checkpoint import save_checkpoint
+from phirm_scale.models.registry import checkpoint_hash, clear_cache
+
+TINY_EC = dict(width=8, blocks=1)
+
+
+def _real_tiles(files, n_files=3, per_file=3, size=96, seed=0):
+    import tifffile
+
+    rng = np.random.default_rng(seed)
+    tiles, known = [], []
+    for f in files[:n_files]:
+        im = tifffile.imread(f).astype(np.float64)
+        for _ in range(per_file):
+            y, x = rng.integers(0, im.shape[0] - size), rng.integers(0, im.shape[1] - size)
+            t = im[y:y + size, x:x + size]
+            tiles.append((t - t.min()) / max(t.max() - t.min(), 1e-9))
+            k = np.ones((size, size), bool)
+            cy, cx = rng.integers(20, size - 20, 2)
+            k[cy - 12:cy + 12, cx - 15:cx + 15] = False
+            known.append(k)
+    return np.stack(tiles)[:, None], np.stack(known)[:, None]
+
+
+# --------------------------------------------------------------------------- model lifetime
+
+
+def test_untrained_models_are_cached_and_views_keep_their_own_batch_size():
+    clear_cache()
+    a = get_model("edgeconnect", device="cpu", batch_size=3, **TINY_EC)
+    b = get_model("edgeconnect", device="cpu", **TINY_EC)
+    c = get_model("edgeconnect", device="cpu", width=4, blocks=1)
+    assert a.generator is b.generator          # built once per process
+    assert c.generator is not a.generator      # another config, another network
+    assert (a.batch_size, b.batch_size) == (3, 8)   # the cached model is never mutated
+    assert get_model("edgeconnect", device="cpu", **TINY_EC).batch_size == 8
+
+
+def test_batch_size_reaches_the_model_per_call():
+    clear_cache()
+    model = get_model("deepfill-v2", device="cpu", width=8)
+    seen = []
+    hook = model.generator.register_forward_pre_hook(lambda mod, args: seen.append(args[0].shape[0]))
+    try:
+        rng = np.random.default_rng(1)
+        x = rng.random((10, 1, 32, 32)).astype(np.float32)
+        m = np.zeros_like(x)
+        m[:, :, 8:20, 8:20] = 1
+        model(x, m, batch_size=4)
+        assert seen == [4, 4, 2]
+        seen.clear()
+        # through inpaint_field: its batch size is the forward-pass size, not the model's 8
+        img = (rng.random((64, 64)) * 1000).astype(np.uint16)
+        hole = np.zeros((64, 64), np.uint8)
+        hole[5:60, 5:60] = 1
+        inpaint_field(img, hole, model, tile=32, overlap=8, batch_size=3)
+        assert seen and max(seen) == 3 and sum(seen) == 9   # 3 x 3 grid, all tiles hold holes
+    finally:
+        hook.remove()
+
+
+def test_checkpoint_hash_is_read_without_building_the_network(tmp_path, monkeypatch):
+    clear_cache()
+    model = get_model("edgeconnect", device="cpu", **TINY_EC)
+    digest = save_checkpoint(tmp_path / "e.pt", model="edgeconnect", config=model.config,
+                             state_dicts={"generator": model.generator.state_dict()})
+    clear_cache()
+    import phirm_scale.models.networks as networks
+
+    def boom(*a, **k):
+        raise AssertionError("network built")
+
+    monkeypatch.setattr(networks, "make_generator", boom)
+    assert checkpoint_hash(tmp_path / "e.pt", "edgeconnect") == digest
+
+
+def test_gpu_or_cuda_device_without_cuda_stops_at_once(tmp_path, monkeypatch):
+    import subprocess
+    import sys
+
+    from phirm_scale.stages.inpaint import inpaint_plate
+    from phirm_scale.synthetic import make_plate
+
+    p = make_plate(tmp_path / "src.ome.zarr", rows=1, columns=1, fields=1, size=96, seed=1,
+                   artefacts=0.03)
+    import phirm_scale.cluster as cl
+
+    monkeypatch.setattr(cl, "visible_gpus", lambda: 0)
+    for kw in ({"gpu": True, "cluster": "local"}, {"device": "cuda", "cluster": "threads"}):
+        with pytest.raises(PlateError, match="no CUDA device"):
+            inpaint_plate(p.path, tmp_path / "o.ome.zarr", mask_label="artefacts_true",
+                          model="telea", progress=False, **kw)
+        assert not (tmp_path / "o.ome.zarr").exists()          # nothing half-written
+    if torch.cuda.is_available():
+        return
+    proc = subprocess.run([sys.executable, "-m", "phirm_scale", "inpaint", str(p.path),
+                           "--mask-label", "artefacts_true", "--gpu"], capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().count("\n") == 0 and proc.stderr.startswith("error:")
+    assert "no CUDA device" in proc.stderr
+
+
+def test_local_cluster_starts_one_gpu_worker_per_visible_device(monkeypatch, tmp_path):
+    import phirm_scale.cluster as cl
+    from phirm_scale.stages.inpaint import inpaint_plate
+    from phirm_scale.synthetic import make_plate
+
+    monkeypatch.setattr(cl, "visible_gpus", lambda: 2)
+    with cl.open_cluster("local", n_workers=1, threads_per_worker=1, quiet=True, gpu=True) as client:
+        info = client.scheduler_info()["workers"].values()
+        gpus = sorted(w.get("resources", {}).get("GPU", 0) for w in info)
+        assert gpus == [0, 1, 1]
+        assert sorted(w["nthreads"] for w in info if w.get("resources", {}).get("GPU")) == [
+            cl.GPU_WORKER_THREADS] * 2
+        devices = client.run(lambda: __import__("os").environ.get("CUDA_VISIBLE_DEVICES"))
+        assert sorted(v for v in devices.values() if v is not None) == ["0", "1"]
+    # the whole stage with --gpu on the default local cluster finishes (never waits)
+    monkeypatch.setattr(cl, "visible_gpus", lambda: 1)
+    p = make_plate(tmp_path / "src.ome.zarr", rows=1, columns=1, fields=2, size=96, seed=2,
+                   artefacts=0.03)
+    res = inpaint_plate(p.path, tmp_path / "o.ome.zarr", mask_label="artefacts_true",
+                        model="telea", tile=64, gpu=True, device="cpu", progress=False)
+    assert res["fields"] == 2
+
+
+# --------------------------------------------------------------------------- torch Canny
+
+
+def test_torch_canny_equals_skimage_on_real_tiles(bbbc039_files):
+    tiles, known = _real_tiles(bbbc039_files)
+    expect = np.stack([sk_canny(tiles[i, 0], sigma=2.0, mask=known[i, 0]) for i in range(len(tiles))])
+    assert expect.sum() > 500   # real edges, not an empty comparison
+    t, k = torch.from_numpy(tiles), torch.from_numpy(known)
+    for dtype in (torch.float64, torch.float32):
+        for hyst in ("label", "dilate"):
+            got = canny(t, 2.0, mask=k, dtype=dtype, hysteresis=hyst)[:, 0].numpy()
+            assert (got != expect).sum() == 0, (dtype, hyst)
+    no_mask = np.stack([sk_canny(tiles[i, 0], sigma=1.0) for i in range(3)])
+    np.testing.assert_array_equal(canny(t[:3], 1.0, dtype=torch.float64)[:, 0].numpy(), no_mask)
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 2**31 - 1), sigma=st.sampled_from([1.0, 1.5, 2.0]),
+       size=st.integers(12, 40), blur=st.booleans())
+def test_torch_canny_matches_skimage_on_random_images(seed, sigma, size, blur):
+    from scipy import ndimage as ndi
+
+    rng = np.random.default_rng(seed)
+    img = rng.random((size, size))
+    if blur:
+        img = ndi.uniform_filter(img, 3) * 3 % 1.0
+    known = rng.random((size, size)) > 0.15
+    expect = sk_canny(img, sigma=sigma, mask=known)
+    for hyst in ("label", "dilate"):
+        got = canny(torch.from_numpy(img), sigma, mask=torch.from_numpy(known),
+                    dtype=torch.float64, hysteresis=hyst).numpy()
+        np.testing.assert_array_equal(got, expect)
+
+
+def test_edgeconnect_outputs_equal_with_either_canny(bbbc039_files):
+    clear_cache()
+    tiles, known = _real_tiles(bbbc039_files, n_files=2, per_file=2, size=64)
+    holes = (~known).astype(np.float32)
+    x = (tiles * known).astype(np.float32)
+    a = get_model("edgeconnect", device="cpu", canny="torch", **TINY_EC)(x, holes)
+    b = get_model("edgeconnect", device="cpu", canny="skimage", **TINY_EC)(x, holes)
+    np.testing.assert_array_equal(a, b)
+
+
+# --------------------------------------------------------------------------- batcher
+
+
+def _fields(n=5, size=100, seed=0):
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(n):
+        img = (rng.random((size, size)) * 3000 + 500).astype(np.uint16)
+        hole = np.zeros((size, size), np.uint8)
+        for _ in range(1 + i % 3):
+            y, x = rng.integers(0, size - 12, 2)
+            hole[y:y + 10, x:x + 12] = 1
+        out.append((img, hole))
+    return out
+
+
+@pytest.fixture()
+def batch_invariant():
+    """oneDNN picks convolution kernels by batch size; the native kernels do not, so fp32
+    results on the CPU do not depend on the grouping of tiles."""
+    with torch.backends.mkldnn.flags(enabled=False):
+        yield
+
+
+@pytest.mark.parametrize("name,cfg", [("edgeconnect", TINY_EC), ("deepfill-v2", {"width": 8})])
+def test_batcher_results_do_not_depend_on_grouping(name, cfg, batch_invariant):
+    clear_cache()
+    model = get_model(name, device="cpu", **cfg)
+    fields = _fields()
+    per_field = [inpaint_field(img, h, model, tile=32, overlap=8, batch_size=4) for img, h in fields]
+    for bs, runners in ((1, 1), (3, 2), (64, 2)):
+        b = TileBatcher(model, batch_size=bs, runners=runners, max_wait=0.02)
+        got = [None] * len(fields)
+
+        def work(i):
+            img, h = fields[i]
+            got[i] = inpaint_field(img, h, b, tile=32, overlap=8, batch_size=1 << 16)
+
+        threads = [threading.Thread(target=work, args=(i,)) for i in range(len(fields))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        b.close()
+        if bs == 64:
+            assert b.batches < b.tiles   # tiles of several fields shared a forward pass
+        for (img, h), g, ref in zip(fields, got, per_field):
+            np.testing.assert_array_equal(g[h == 0], img[h == 0])   # outside holes: the input
+            np.testing.assert_array_equal(g, ref)                   # the per-field result
+
+
+def test_batcher_hands_errors_to_the_waiting_field():
+    def bad(x, m):
+        raise ValueError("device on fire")
+
+    b = TileBatcher(bad, batch_size=4, runners=1)
+    with pytest.raises(ValueError, match="device on fire"):
+        b(np.zeros((2, 1, 8, 8), np.float32), np.ones((2, 1, 8, 8), np.float32))
+    b.close()
+
+
+def test_learned_stage_through_the_batcher_equals_the_per_field_path(tmp_path, batch_invariant):
+    from phirm_scale.batcher import close_batchers
+    from phirm_scale.plate import open_plate
+    from phirm_scale.stages.inpaint import inpaint_plate
+    from phirm_scale.synthetic import make_plate
+
+    clear_cache()
+    close_batchers()
+    net = get_model("edgeconnect", device="cpu", **TINY_EC)
+    ck = tmp_path / "ec.pt"
+    save_checkpoint(ck, model="edgeconnect", config=net.config,
+                    state_dicts={"generator": net.generator.state_dict()})
+    p = make_plate(tmp_path / "src.ome.zarr", rows=1, columns=2, fields=2, size=96, seed=5,
+                   artefacts=0.03)
+    res = inpaint_plate(p.path, tmp_path / "o.ome.zarr", mask_label="artefacts_true",
+                        model="edgeconnect", checkpoint=ck, tile=64, overlap=16, batch_size=5,
+                        cluster="threads", device="cpu", progress=False)
+    assert res["fields"] == 4 and res["tiles_inpainted"] > 0
+    out = open_plate(tmp_path / "o.ome.zarr")
+    model = get_model("edgeconnect", checkpoint=ck, device="cpu")
+    c = p.channel_index("DAPI")
+    for k in p.fields:
+        src, mask = p.read_field(k), p.read_label(k, "artefacts_true")
+        expect = inpaint_field(src[c], mask, model, tile=64, overlap=16, batch_size=2)
+        np.testing.assert_array_equal(out.read_field(k)[c], expect)
+    assert out.attrs["phirm_scale"]["inpaint"]["precision"] == "fp32"
+    close_batchers()
+
+
+# --------------------------------------------------------------------------- precision
+
+
+def test_precision_switches(batch_invariant):
+    clear_cache()
+    rng = np.random.default_rng(3)
+    x = rng.random((3, 1, 32, 32)).astype(np.float32)
+    m = np.zeros_like(x)
+    m[:, :, 8:24, 6:20] = 1
+    base = get_model("deepfill-v2", device="cpu", width=8)
+    ref = base(x, m)
+    np.testing.assert_array_equal(get_model("deepfill-v2", device="cpu", width=8, precision="fp32")(x, m), ref)
+    bf = get_model("deepfill-v2", device="cpu", width=8, precision="bf16")(x, m)
+    hole = m > 0
+    assert np.array_equal(bf[~hole], x[~hole])
+    assert 0 < np.abs(bf - ref)[hole].max() < 0.1   # bf16 really ran, and stayed close
+    cl = get_model("deepfill-v2", device="cpu", width=8, channels_last=True)(x, m)
+    np.testing.assert_allclose(cl, ref, atol=1e-5)
+    with pytest.raises(Exception, match="precision"):
+        get_model("deepfill-v2", device="cpu", width=8, precision="fp8")
