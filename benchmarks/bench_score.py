@@ -144,7 +144,6 @@ def main() -> None:
     from phirm_scale.cluster import open_cluster
     from phirm_scale.plate import open_plate
     from phirm_scale.stages.score import (
-        count_tasks,
         plan_score,
         score_plan,
         score_tasks,
@@ -176,7 +175,7 @@ def main() -> None:
         plan = plan_score(f"{plate.path}:{REF_CH}", rec_spec, window=args.window)
         keys = list(plan.keys)
         tasks = score_tasks(plan, params=params)
-        n_tasks = count_tasks([d for _, d in tasks])
+        n_tasks = len(tasks)
 
         # Dask path (plan already validated; timing covers scheduling, reading, the kernel
         # and the reduction into the xarray Dataset)
@@ -184,7 +183,8 @@ def main() -> None:
         with open_cluster(args.cluster, quiet=True) as client:
             for _ in range(args.repeat):
                 t0, c0 = time.perf_counter(), time.process_time()
-                ds = score_plan(plan, params=params, client=client)
+                ds = score_plan(plan, params=params,
+                                cluster=client if client is not None else "threads")
                 if time.perf_counter() - t0 < t_dask:
                     t_dask = time.perf_counter() - t0
                     # cores this process really got (threads scheduler): 2 on an idle

@@ -78,7 +78,7 @@ def run_demo(data: str | Path | None = None, *, out: str | Path = "demo_out",
             remove_store(p)
     timings: dict[str, float] = {}
     with open_cluster(cluster, quiet=not progress) as client:
-        spec = client.scheduler.address if client is not None else "threads"
+        spec = client if client is not None else "threads"  # every stage uses this client
         t = time.perf_counter()
         plate = make_plate(plate_path, rows=rows, columns=columns, fields=fields, size=shape,
                            seed=seed, from_fields=data, artefacts=artefacts, cluster=spec,
@@ -110,7 +110,7 @@ def run_demo(data: str | Path | None = None, *, out: str | Path = "demo_out",
             for mode in ("paper", "reference"):
                 ds = score_plates(f"{plate_path}:DAPI_clean", rec, window=256,
                                   params=PhirmParams.for_mode(mode), mask_label="artefacts",
-                                  client=client, progress=False)
+                                  cluster=spec, progress=False)
                 if mode == "paper":
                     write_qc(ds, out / f"qc_{label}.zarr", overwrite=True,
                              csv=out / f"qc_{label}.csv")

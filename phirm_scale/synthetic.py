@@ -21,8 +21,9 @@ field)`` so the result never depends on scheduling.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 from scipy import ndimage as ndi
@@ -292,13 +293,25 @@ def _list_sources(from_fields) -> list[Path]:
     return files
 
 
-def _write_one(path: str, key: tuple, size: tuple[int, int], seed: int, artefacts: float,
-               source: str | None) -> tuple:
+@dataclass(frozen=True)
+class SyntheticFieldTask:
+    """Arguments of one make-plate task: one field."""
+
+    path: str
+    key: tuple
+    size: tuple
+    seed: int
+    artefacts: float
+    source: str | None
+
+
+def _write_one(task: SyntheticFieldTask) -> tuple:
     from phirm_scale.plate import FieldKey, open_field_view
 
-    key = FieldKey(*key)
-    plate = open_field_view(path, key, mode="r+")
-    data, mask = make_field(key, size=size, seed=seed, artefacts=artefacts, source=source)
+    key = FieldKey(*task.key)
+    plate = open_field_view(task.path, key, mode="r+")
+    data, mask = make_field(key, size=task.size, seed=task.seed, artefacts=task.artefacts,
+                            source=task.source)
     plate.write_label(key, TRUE_LABEL, mask)   # label first: 'complete' then means both
     plate.write_field(key, data)
     return tuple(key)
@@ -307,7 +320,7 @@ def _write_one(path: str, key: tuple, size: tuple[int, int], seed: int, artefact
 def make_plate(out_path: str | Path, *, rows: int = 2, columns: int = 2, fields: int = 1,
                size: int | Sequence[int] = 256, seed: int = 0,
                from_fields: str | Path | None = None, artefacts: float = 0.02,
-               overwrite: bool = False, n_levels: int = 1, cluster: str | None = None,
+               overwrite: bool = False, n_levels: int = 1, cluster: Any = None,
                progress: bool = False):
     """Write a synthetic (or composite) HCS plate and return it opened.
 
@@ -330,8 +343,9 @@ def make_plate(out_path: str | Path, *, rows: int = 2, columns: int = 2, fields:
         Replace an existing output.
     n_levels : int
         Multiscale levels.
-    cluster : str, optional
-        ``None`` writes fields in this process; otherwise a ``--cluster`` spec and one Dask
+    cluster : str or distributed.Client, optional
+        ``None`` writes fields in this process; otherwise a ``--cluster`` spec (or an open
+        client, left open) and one Dask
         task per field.
     progress : bool
         Show a progress bar.
@@ -363,14 +377,16 @@ def make_plate(out_path: str | Path, *, rows: int = 2, columns: int = 2, fields:
     create_plate(out_path, rows=rnames, columns=cnames, fields=keys, channel_names=CHANNELS,
                  shape=shape, dtype=np.uint16, name=Path(out_path).name.split(".")[0],
                  n_levels=n_levels, attrs=attrs, overwrite=overwrite)
-    jobs = [(str(out_path), tuple(k), shape, int(seed), float(artefacts),
-             str(sources[i % len(sources)]) if sources else None) for i, k in enumerate(keys)]
+    tasks = [SyntheticFieldTask(str(out_path), tuple(k), tuple(shape), int(seed),
+                                float(artefacts),
+                                str(sources[i % len(sources)]) if sources else None)
+             for i, k in enumerate(keys)]
     if cluster is None:
-        for j in jobs:
-            _write_one(*j)
+        for t in tasks:
+            _write_one(t)
     else:
-        from phirm_scale.stages._runner import run_field_tasks
+        from phirm_scale.stages._runner import run_tasks
 
-        run_field_tasks(_write_one, jobs, cluster=cluster, progress=progress,
-                        description="make-plate")
+        run_tasks(_write_one, tasks, cluster=cluster, progress=progress,
+                  description="make-plate")
     return open_plate(out_path)

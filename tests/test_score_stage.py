@@ -190,8 +190,11 @@ def test_any_chunking_same_result(field_arrays, threaded, cy, cx, cy2):
 def test_one_task_per_field(plates):
     src, rec, _ = plates
     plan = stage.plan_score(f"{src.path}:{REF_CH}", f"{rec.path}:{REC_CH}", mask_label=MASK)
-    assert stage.count_tasks([d for _, d in stage.score_tasks(plan)]) == len(src.fields) == 8
-    assert stage.count_tasks([d for _, d in stage.score_tasks(plan, fields_per_task=4)]) == 2
+    tasks = stage.score_tasks(plan)
+    assert len(tasks) == len(src.fields) == 8
+    assert [t.keys for t in tasks] == [(k,) for k in src.fields]
+    grouped = stage.score_tasks(plan, fields_per_task=4)
+    assert [len(t.keys) for t in grouped] == [4, 4]
 
 
 # ------------------------------------------------------------------------------ bad input

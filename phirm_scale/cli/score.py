@@ -53,7 +53,6 @@ def score_command(
     """Score every field of a reconstructed plate against its reference (PhIRM, PSNR, SSIM)
     into an xarray QC store, and print the plate summary."""
     from phirm_scale import metric, qc
-    from phirm_scale.cluster import open_cluster
     from phirm_scale.errors import PhirmError
     from phirm_scale.stages.score import plan_score, score_plan
 
@@ -62,9 +61,8 @@ def score_command(
             raise PhirmError(f"{out}: output exists (pass --overwrite to replace it)")
     params = metric.PhirmParams.for_mode(mode.value)
     plan = plan_score(reference, reconstruction, window=window, mask_label=mask_label)
-    with open_cluster(cluster) as client:
-        ds = score_plan(plan, params=params, threshold=threshold, client=client,
-                        progress=progress, fields_per_task=fields_per_task)
+    ds = score_plan(plan, params=params, threshold=threshold, cluster=cluster,
+                    progress=progress, fields_per_task=fields_per_task)
     qc.write_qc(ds, output, overwrite=overwrite, csv=csv, parquet=parquet)
     print_summary(ds)
     typer.echo(f"wrote {output}" + (f", {csv}" if csv else "") + (f", {parquet}" if parquet

@@ -22,7 +22,7 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field as dc_field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -30,9 +30,10 @@ from phirm_scale.errors import PlateError
 from phirm_scale.layouts import ImageRecord, scan_folder
 from phirm_scale.plate import FieldKey, row_index, row_name
 
-from phirm_scale.stages._runner import run_field_tasks  # noqa: E402
+from phirm_scale.stages._runner import run_field_tasks, run_tasks  # noqa: E402
 
-__all__ = ["ConversionPlan", "plan_conversion", "convert", "run_field_tasks", "read_tiff"]
+__all__ = ["ConversionPlan", "ConvertTask", "plan_conversion", "convert", "run_field_tasks",
+           "read_tiff"]
 
 log = logging.getLogger(__name__)
 
@@ -281,28 +282,44 @@ def plan_conversion(source: str | Path, *, layout: str = "auto", pattern: str | 
 
 # --------------------------------------------------------------------------- running
 
-# run_field_tasks lives in phirm_scale.stages._runner (shared by every per-field stage);
+# The runner lives in phirm_scale.stages._runner (shared by every per-field stage);
 # it is re-exported here for callers of the convert API.
 
 
-def _convert_field(out: str, key: tuple, files: list[str], shape: tuple[int, int], dtype: str,
-                   channel_names: list[str], n_levels: int, rel_names: list[str],
-                   site: int) -> tuple:
-    """One task: read a field's TIFFs, write its levels, mark it complete."""
+@dataclass(frozen=True)
+class ConvertTask:
+    """Arguments of one convert task: the TIFFs of one field and where they go."""
+
+    out: str
+    key: tuple  # (row, column, field)
+    files: tuple  # one path per channel, channel order
+    shape: tuple
+    dtype: str
+    channel_names: tuple
+    n_levels: int
+    rel_names: tuple  # files relative to the source folder (recorded in the field)
+    site: int
+
+
+def _convert_field(task: ConvertTask) -> tuple:
+    """One task: read a field's TIFFs, write its levels (creating only its own group), mark
+    it complete."""
     from phirm_scale.plate import write_field_data
 
-    data = np.stack([read_tiff(f, shape, dtype) for f in files])
-    write_field_data(out, FieldKey(*key), data, channel_names=channel_names, dtype=dtype,
-                     shape=shape, n_levels=n_levels,
-                     field_attrs={"source": rel_names, "site": site}, create=True)
-    return tuple(key)
+    data = np.stack([read_tiff(f, task.shape, task.dtype) for f in task.files])
+    write_field_data(task.out, FieldKey(*task.key), data,
+                     channel_names=list(task.channel_names), dtype=task.dtype,
+                     shape=task.shape, n_levels=task.n_levels,
+                     field_attrs={"source": list(task.rel_names), "site": task.site},
+                     create=True)
+    return tuple(task.key)
 
 
 # --------------------------------------------------------------------------- convert
 
 def convert(source: str | Path, out: str | Path, *, layout: str = "auto",
             pattern: str | None = None, plate_name: str | None = None,
-            channel_names: Sequence[str] | None = None, cluster: str = "local",
+            channel_names: Sequence[str] | None = None, cluster: Any = "local",
             overwrite: bool = False, n_levels: int = 1, timepoint: int | None = None,
             zstep: int | None = None, progress: bool = True,
             max_fields: int | None = None, echo: Callable[[str], None] | None = None):
@@ -316,8 +333,9 @@ def convert(source: str | Path, out: str | Path, *, layout: str = "auto",
     out : str or Path
         Output ``*.ome.zarr``. An existing output is refused unless ``overwrite`` or it is an
         unfinished (or finished) conversion of the same, unchanged source, which is resumed.
-    cluster : str
-        ``--cluster`` spec: ``'local'`` (default), ``'threads'``, an address, a YAML file.
+    cluster : str or distributed.Client
+        ``--cluster`` spec (``'local'`` default, ``'threads'``, an address, a YAML file),
+        opened and closed here, or an open client (left open).
     n_levels : int
         Multiscale levels (level 0 plus ``n_levels - 1`` downsampled by 2 each).
     progress : bool
@@ -377,12 +395,13 @@ def convert(source: str | Path, out: str | Path, *, layout: str = "auto",
     stop_early = max_fields is not None and max_fields < len(todo)
     if max_fields is not None:
         todo = todo[:max(0, int(max_fields))]
-    jobs = [(str(out), tuple(k), [str(p) for p in plan.fields[k]], plan.shape, plan.dtype.str,
-             plan.channel_names, int(n_levels),
-             [str(p.relative_to(plan.source)) for p in plan.fields[k]], plan.sites[k])
-            for k in todo]
-    run_field_tasks(_convert_field, jobs, cluster=cluster, progress=progress,
-                    description="convert")
+    tasks = [ConvertTask(str(out), tuple(k), tuple(str(p) for p in plan.fields[k]),
+                         tuple(plan.shape), plan.dtype.str, tuple(plan.channel_names),
+                         int(n_levels),
+                         tuple(str(p.relative_to(plan.source)) for p in plan.fields[k]),
+                         int(plan.sites[k]))
+             for k in todo]
+    run_tasks(_convert_field, tasks, cluster=cluster, progress=progress, description="convert")
     if stop_early:
         return None
     undone = [k for k in fkeys if not field_done(out, k)]

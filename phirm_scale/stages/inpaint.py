@@ -22,6 +22,7 @@ fields while the batcher runs the hole tiles of all of them in full batches on t
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +30,7 @@ import numpy as np
 
 from phirm_scale.errors import PlateError
 
-__all__ = ["inpaint_plate", "inpaint_one_field", "default_output"]
+__all__ = ["inpaint_plate", "inpaint_one_field", "default_output", "InpaintTask"]
 
 
 def default_output(source: str | Path) -> Path:
@@ -71,36 +72,55 @@ def field_runner(model: dict, batch_size: int):
     return net, batch_size
 
 
-def inpaint_one_field(source: str, out: str, key: tuple, channel: int, label: str,
-                      model: dict, tile: int, overlap: int, batch_size: int,
-                      dilate: int) -> dict:
-    """One task: inpaint ``channel`` of field ``key`` and write the whole field into ``out``."""
-    from phirm_scale.inpaint import inpaint_field
-    from phirm_scale.plate import FieldKey, open_plate
+@dataclass(frozen=True)
+class InpaintTask:
+    """Arguments of one inpaint task: one field of the source plate and the derived plate."""
 
-    key = FieldKey(*key)
-    src = open_plate(source)
+    source: str
+    out: str
+    key: tuple  # (row, column, field)
+    channel: int
+    label: str
+    model: dict  # name, checkpoint, device and runtime options (see field_runner)
+    tile: int
+    overlap: int
+    batch_size: int
+    dilate: int
+
+
+def inpaint_one_field(task: InpaintTask) -> dict:
+    """One task: inpaint ``channel`` of field ``key`` and write the whole field into ``out``.
+
+    Opens only this field of the source and of the output
+    (:func:`~phirm_scale.plate.open_field_view`), never the whole plate."""
+    from phirm_scale.inpaint import inpaint_field
+    from phirm_scale.plate import FieldKey, open_field_view
+
+    key = FieldKey(*task.key)
+    src = open_field_view(task.source, key)
     data = src.read_field(key)
-    mask = _dilate(src.read_label(key, label) > 0, dilate)
-    runner, per_call = field_runner(model, batch_size)
+    mask = _dilate(src.read_label(key, task.label) > 0, task.dilate)
+    runner, per_call = field_runner(task.model, task.batch_size)
     try:
-        filled, stats = inpaint_field(data[channel], mask, runner, tile=tile, overlap=overlap,
-                                      batch_size=per_call, return_stats=True)
+        filled, stats = inpaint_field(data[task.channel], mask, runner, tile=task.tile,
+                                      overlap=task.overlap, batch_size=per_call,
+                                      return_stats=True)
     except PlateError:
         raise
     except Exception as exc:
-        raise PlateError(f"{source}: field {key}: {exc}") from exc
+        raise PlateError(f"{task.source}: field {key}: {exc}") from exc
     data = data.copy()
-    data[channel] = filled
-    open_plate(out, mode="r+").write_field(key, data)
+    data[task.channel] = filled
+    open_field_view(task.out, key, mode="r+").write_field(key, data)
     return {"field": tuple(key), "hole_pixels": stats.hole_pixels,
             "tiles_inpainted": stats.tiles_inpainted, "tiles_total": stats.tiles_total}
 
 
-def _check_device(device: str, gpu: bool, cluster: str) -> None:
+def _check_device(device: str, gpu: bool, cluster: Any) -> None:
     """``--gpu`` / ``--device cuda`` on this machine's own workers need a visible CUDA device:
     stop at once rather than wait for a GPU worker that will never come."""
-    if (cluster or "local") not in ("local", "threads"):
+    if not isinstance(cluster, (str, type(None))) or (cluster or "local") not in ("local",
+                                                                                  "threads"):
         return  # remote workers: their devices are not ours to check
     wants_cuda = str(device).startswith("cuda")
     if not (gpu or wants_cuda):
@@ -117,7 +137,7 @@ def inpaint_plate(source: str | Path, out: str | Path | None = None, *,
                   channel: str | int = "DAPI", mask_label: str = "artefacts",
                   model: str = "telea", checkpoint: str | Path | None = None,
                   tile: int = 256, overlap: int = 32, batch_size: int = 16, dilate: int = 0,
-                  device: str = "auto", gpu: bool = False, cluster: str = "local",
+                  device: str = "auto", gpu: bool = False, cluster: Any = "local",
                   overwrite: bool = False, progress: bool = True, precision: str = "fp32",
                   channels_last: bool = False, compile: bool = False, canny: str = "auto",
                   gpu_tasks: int = 4) -> dict[str, Any]:
@@ -144,8 +164,9 @@ def inpaint_plate(source: str | Path, out: str | Path | None = None, *,
         Torch device on the workers (``auto``: CUDA when present).
     gpu : bool
         Submit tasks with ``resources={"GPU": 1}`` (needs a distributed cluster).
-    cluster : str
-        ``--cluster`` spec (``local``, ``threads``, ``tcp://...``, a jobqueue YAML).
+    cluster : str or distributed.Client
+        ``--cluster`` spec (``local``, ``threads``, ``tcp://...``, a jobqueue YAML), opened
+        and closed here, or an open client (left open).
     overwrite : bool
         Replace an existing output made with other settings.
     progress : bool
@@ -165,7 +186,7 @@ def inpaint_plate(source: str | Path, out: str | Path | None = None, *,
     from phirm_scale import __version__
     from phirm_scale.models import get_model, list_models
     from phirm_scale.plate import create_plate_like, open_plate, read_root_attrs, remove_store
-    from phirm_scale.stages._runner import run_field_tasks
+    from phirm_scale.stages._runner import run_tasks
 
     src = open_plate(source)
     source = src.path
@@ -180,7 +201,7 @@ def inpaint_plate(source: str | Path, out: str | Path | None = None, *,
         raise PlateError(f"{source}: field {missing[0]} has no label {mask_label!r} "
                          f"({len(missing)} of {len(src.fields)} fields lack it; run "
                          "`phirm-scale masks` first)")
-    if gpu and cluster == "threads":
+    if gpu and (cluster is None or cluster == "threads"):
         raise PlateError("--gpu needs a distributed cluster (GPU workers advertise GPU=1)")
     _check_device(device, gpu, cluster)
     if gpu_tasks < 1:
@@ -219,11 +240,11 @@ def inpaint_plate(source: str | Path, out: str | Path | None = None, *,
     spec = {"name": model, "checkpoint": str(checkpoint) if checkpoint else None,
             "device": device, "precision": precision, "channels_last": channels_last,
             "compile": compile, "canny": canny}
-    jobs = [(str(source), str(out), tuple(k), c, mask_label, spec, tile, overlap, batch_size,
-             dilate) for k in todo]
-    results = run_field_tasks(inpaint_one_field, jobs, cluster=cluster, progress=progress,
-                              description="inpaint",
-                              resources={"GPU": 1.0 / gpu_tasks} if gpu else None)
+    tasks = [InpaintTask(str(source), str(out), tuple(k), c, mask_label, spec, int(tile),
+                         int(overlap), int(batch_size), int(dilate)) for k in todo]
+    results = run_tasks(inpaint_one_field, tasks, cluster=cluster, progress=progress,
+                        description="inpaint",
+                        resources={"GPU": 1.0 / gpu_tasks} if gpu else None)
     return {
         "out": str(out),
         "fields": len(results),

@@ -27,7 +27,8 @@ from typing import Any
 
 from phirm_scale.errors import PlateError
 
-__all__ = ["MASK_METHODS", "MaskSettings", "make_artefact_masks", "mask_field", "mask_image"]
+__all__ = ["MASK_METHODS", "MaskSettings", "MaskTask", "make_artefact_masks", "mask_field",
+           "mask_image"]
 
 log = logging.getLogger(__name__)
 
@@ -133,22 +134,34 @@ def mask_image(image, settings: MaskSettings, *, name: str = "image"):
                            params=settings.phirm_params(), name=name)
 
 
-def mask_field(plate_path: str, key: tuple, channel: int, name: str,
-               settings: MaskSettings, record: dict) -> tuple[tuple, int]:
+@dataclass(frozen=True)
+class MaskTask:
+    """Arguments of one masks task: one field of one plate."""
+
+    plate: str
+    key: tuple  # (row, column, field)
+    channel: int
+    name: str
+    settings: MaskSettings
+    record: dict  # written into the label's attributes
+
+
+def mask_field(task: MaskTask) -> tuple[tuple, int]:
     """One task: artefact mask of one field, written as label ``name`` with ``record`` in
-    its attributes; returns (key, masked pixel count)."""
+    its attributes; returns (key, masked pixel count). Opens only that field
+    (:func:`~phirm_scale.plate.open_field_view`)."""
     from phirm_scale.plate import FieldKey, open_field_view
 
-    key = FieldKey(*key)
-    plate = open_field_view(plate_path, key)
-    image = plate.read_field(key, channel)
+    key = FieldKey(*task.key)
+    plate = open_field_view(task.plate, key)
+    image = plate.read_field(key, task.channel)
     try:
-        mask = mask_image(image, settings, name=f"{plate_path}: field {key}")
+        mask = mask_image(image, task.settings, name=f"{task.plate}: field {key}")
     except PlateError:
         raise
     except Exception as exc:  # InputError and friends: name the field
-        raise PlateError(f"{plate_path}: field {key}: {exc}") from exc
-    plate.write_label(key, name, mask, attrs={"mask": record})
+        raise PlateError(f"{task.plate}: field {key}: {exc}") from exc
+    plate.write_label(key, task.name, mask, attrs={"mask": task.record})
     return tuple(key), int(mask.sum())
 
 
@@ -176,7 +189,7 @@ def make_artefact_masks(plate: str | Path, *, channel: str | int = "CFP",
     overwrite : bool
         Recompute fields that already have the label.
     cluster : str or distributed.Client
-        ``--cluster`` spec.
+        ``--cluster`` spec (opened and closed here) or an open client (left open).
     progress : bool
         Progress bar on stderr.
 
@@ -189,7 +202,7 @@ def make_artefact_masks(plate: str | Path, *, channel: str | int = "CFP",
     (``phirm_scale.labels_<name>``) record the channel, method and parameters.
     """
     from phirm_scale.plate import FieldKey, open_plate
-    from phirm_scale.stages._runner import run_field_tasks
+    from phirm_scale.stages._runner import run_tasks
 
     p = open_plate(plate)
     c = p.channel_index(channel)
@@ -218,9 +231,8 @@ def make_artefact_masks(plate: str | Path, *, channel: str | int = "CFP",
             raise PlateError(f"{plate}: field {k} already has labels/{name} made with {how}, "
                              "not these settings; pass --overwrite to replace it or choose "
                              "another --name")
-    jobs = [(str(p.path), tuple(k), c, name, settings, record) for k in todo]
-    res = run_field_tasks(mask_field, jobs, cluster=cluster, progress=progress,
-                          description="masks")
+    tasks = [MaskTask(str(p.path), tuple(k), c, name, settings, record) for k in todo]
+    res = run_tasks(mask_field, tasks, cluster=cluster, progress=progress, description="masks")
     p.update_attrs({"phirm_scale": {**p.attrs.get("phirm_scale", {}),
                                     f"labels_{name}": record}})
     return {FieldKey(*k): a for k, a in res}

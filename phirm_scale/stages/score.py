@@ -6,10 +6,12 @@ numpy) and :func:`phirm_scale.qc.to_dataset` (reduction on the client).
 * :func:`plan_score` opens both plates and validates everything (layouts, shapes, channels,
   fields present and completely written, mask labels) -- every problem is one
   :class:`~phirm_scale.errors.PlateError` raised before any task exists;
-* :func:`score_tasks` builds one delayed task per field (or per ``fields_per_task`` fields)
-  that reads its fields inside the task and runs the kernel;
-* :func:`score_plan` runs the tasks (threaded scheduler, or a :class:`distributed.Client`)
-  and reduces them into the QC :class:`xarray.Dataset`; :func:`score_plates` = plan + run;
+* :func:`score_tasks` builds one :class:`ScoreTask` per field (or per ``fields_per_task``
+  fields); the task reads only its own fields and runs the kernel;
+* :func:`score_plan` runs the tasks through the stage runner
+  (:func:`phirm_scale.stages._runner.run_tasks`: threaded scheduler, a ``--cluster`` spec or
+  an open :class:`distributed.Client`) and reduces them into the QC :class:`xarray.Dataset`;
+  :func:`score_plates` = plan + run;
 * :func:`score_arrays` does the same for in-memory or Dask arrays of any chunking (each field
   is gathered into one block, then one kernel task per field).
 
@@ -19,7 +21,6 @@ same 8-bit pixels by the same function.
 
 from __future__ import annotations
 
-import functools
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -34,7 +35,7 @@ from phirm_scale.errors import InputError, PlateError
 
 __all__ = [
     "ScorePlan",
-    "count_tasks",
+    "ScoreTask",
     "parse_plate_spec",
     "plan_score",
     "score_arrays",
@@ -221,121 +222,63 @@ def _one_cv2_thread_on_workers() -> None:
         cv2.setNumThreads(1)
 
 
-@functools.lru_cache(maxsize=32)
-def _cached_plate(path: str):
-    """One opened plate per path and process (workers reuse it across tasks)."""
-    return _open(path)
+@dataclass(frozen=True)
+class ScoreTask:
+    """Arguments of one score task: a few fields (``keys``) of both plates."""
+
+    reference: str
+    reconstruction: str
+    keys: tuple  # tuple of FieldKey
+    reference_channel: int
+    reconstruction_channel: int
+    mask_label: str | None
+    mask_paths: tuple  # plate holding the mask label, per key ('' without mask)
+    window: int | None
+    params: Any = None
 
 
-def _score_plate_fields(ref_path: str, rec_path: str, keys: tuple, ref_channel: int,
-                        rec_channel: int, mask_label: str | None, mask_paths: tuple,
-                        window, params) -> list[dict]:
-    """Task body: read and score ``keys`` (a few fields) of both plates."""
+def _score_plate_fields(task: ScoreTask) -> list[dict]:
+    """Task body: read and score ``task.keys`` of both plates, opening only those fields
+    (:func:`~phirm_scale.plate.open_field_view`), never the whole plates."""
+    from phirm_scale.plate import open_field_view
+
     _one_cv2_thread_on_workers()
-    ref = _cached_plate(ref_path)
-    rec = _cached_plate(rec_path)
     out = []
-    for key, mpath in zip(keys, mask_paths):
-        mask = _cached_plate(mpath).read_label(key, mask_label) if mask_label else None
-        out.append(qc.score_field(ref.read_field(key, ref_channel),
-                                  rec.read_field(key, rec_channel),
-                                  window=window, params=params, mask=mask,
-                                  name=f"{ref_path}/{key.path}"))
+    for key, mpath in zip(task.keys, task.mask_paths):
+        ref = open_field_view(task.reference, key)
+        rec = open_field_view(task.reconstruction, key)
+        mask = None
+        if task.mask_label:
+            mplate = ref if mpath == task.reference else (
+                rec if mpath == task.reconstruction else open_field_view(mpath, key))
+            mask = mplate.read_label(key, task.mask_label)
+        out.append(qc.score_field(ref.read_field(key, task.reference_channel),
+                                  rec.read_field(key, task.reconstruction_channel),
+                                  window=task.window, params=task.params, mask=mask,
+                                  name=f"{task.reference}/{key.path}"))
     return out
 
 
-def score_tasks(plan: ScorePlan, *, params=None, fields_per_task: int = 1) -> list:
-    """Delayed tasks of a plan: each scores ``fields_per_task`` fields and returns a list of
-    :func:`~phirm_scale.qc.score_field` results in ``plan.keys`` order.
-
-    Returns
-    -------
-    list of (tuple of FieldKey, dask.delayed.Delayed)
-    """
-    import dask
-    from dask.base import tokenize
-
+def score_tasks(plan: ScorePlan, *, params=None, fields_per_task: int = 1) -> list[ScoreTask]:
+    """The tasks of a plan: each scores ``fields_per_task`` fields (in ``plan.keys`` order)
+    and returns a list of :func:`~phirm_scale.qc.score_field` results."""
     if fields_per_task < 1:
         raise InputError(f"fields_per_task must be >= 1, got {fields_per_task}")
     out = []
     for i in range(0, len(plan.keys), fields_per_task):
         keys = tuple(plan.keys[i:i + fields_per_task])
         mpaths = tuple(plan.mask_sources.get(k, "") for k in keys)
-        args = (plan.reference, plan.reconstruction, keys, plan.reference_channel,
-                plan.reconstruction_channel, plan.mask_label, mpaths, plan.window, params)
-        name = "phirm-score-" + tokenize(*args)
-        out.append((keys, dask.delayed(_score_plate_fields, pure=True, name=name)(*args)))
+        out.append(ScoreTask(plan.reference, plan.reconstruction, keys, plan.reference_channel,
+                             plan.reconstruction_channel, plan.mask_label, mpaths, plan.window,
+                             params))
     return out
-
-
-def count_tasks(delayeds: Sequence) -> int:
-    """Number of tasks of the optimised graph that computes ``delayeds`` together."""
-    from dask.base import collections_to_expr
-
-    expr = collections_to_expr(list(delayeds), optimize_graph=True)
-    return len(expr.optimize().__dask_graph__())
-
-
-# -------------------------------------------------------------------------------- running
-class _RichCallback:
-    """Rich progress for the threaded scheduler (a dask local-scheduler callback)."""
-
-    def __init__(self, progress, task_id):
-        from dask.callbacks import Callback
-
-        outer = self
-
-        class _CB(Callback):
-            def _start_state(self, dsk, state):
-                total = sum(len(state[k]) for k in ("ready", "waiting", "running")
-                            if k in state) + len(state.get("finished", ()))
-                outer.progress.update(outer.task_id, total=max(total, 1), completed=0)
-
-            def _posttask(self, key, result, dsk, state, worker_id):
-                outer.progress.advance(outer.task_id)
-
-        self.progress = progress
-        self.task_id = task_id
-        self.callback = _CB()
-
-
-def _progress_bar(enabled: bool):
-    import contextlib
-
-    if not enabled:
-        return contextlib.nullcontext(None)
-    from phirm_scale.stages._runner import rich_progress
-
-    return rich_progress()
-
-
-def _run(delayeds: list, *, client=None, progress: bool = False,
-         description: str = "scoring") -> list:
-    """Compute ``delayeds`` (threaded scheduler if ``client`` is None) with a progress bar."""
-    import dask
-
-    with _progress_bar(progress) as bar:
-        if client is None:
-            if bar is None:
-                return list(dask.compute(*delayeds, scheduler="threads"))
-            tid = bar.add_task(description + " (tasks)", total=None)
-            with _RichCallback(bar, tid).callback:
-                return list(dask.compute(*delayeds, scheduler="threads"))
-        futures = client.compute(list(delayeds), optimize_graph=True)
-        if bar is not None:
-            from distributed import as_completed
-
-            tid = bar.add_task(description, total=len(futures))
-            for _ in as_completed(futures):
-                bar.advance(tid)
-        return client.gather(futures)
 
 
 def score_plates(reference, reconstruction, *, reference_channel: str | int | None = None,
                  reconstruction_channel: str | int | None = None,
                  window: int | str | None = 256, params=None, mask_label: str | None = None,
-                 threshold: float = 0.9, client=None, progress: bool = False,
-                 fields_per_task: int = 1):
+                 threshold: float = 0.9, cluster: Any = "threads", progress: bool = False,
+                 fields_per_task: int = 1, client=None):
     """Score every field of ``reconstruction`` against ``reference`` into a QC Dataset.
 
     :func:`plan_score` (all validation) followed by :func:`score_plan`.
@@ -352,7 +295,7 @@ def score_plates(reference, reconstruction, *, reference_channel: str | int | No
         Metric parameters (paper defaults; ``PhirmParams.reference()`` for the published code).
     mask_label : str, optional
         Label image giving ``masked_fraction`` per window.
-    threshold, client, progress, fields_per_task
+    threshold, cluster, progress, fields_per_task, client
         See :func:`score_plan`.
 
     Returns
@@ -363,12 +306,13 @@ def score_plates(reference, reconstruction, *, reference_channel: str | int | No
     plan = plan_score(reference, reconstruction, reference_channel=reference_channel,
                       reconstruction_channel=reconstruction_channel, window=window,
                       mask_label=mask_label)
-    return score_plan(plan, params=params, threshold=threshold, client=client,
-                      progress=progress, fields_per_task=fields_per_task)
+    return score_plan(plan, params=params, threshold=threshold, cluster=cluster,
+                      progress=progress, fields_per_task=fields_per_task, client=client)
 
 
-def score_plan(plan: ScorePlan, *, params=None, threshold: float = 0.9, client=None,
-               progress: bool = False, fields_per_task: int = 1):
+def score_plan(plan: ScorePlan, *, params=None, threshold: float = 0.9,
+               cluster: Any = "threads", progress: bool = False, fields_per_task: int = 1,
+               client=None):
     """Run a validated :class:`ScorePlan` and reduce the results into the QC Dataset.
 
     Parameters
@@ -379,12 +323,15 @@ def score_plan(plan: ScorePlan, *, params=None, threshold: float = 0.9, client=N
         Metric parameters (paper defaults).
     threshold : float, default 0.9
         PhIRM threshold of the ``*_phirm_frac_below`` summaries.
-    client : distributed.Client, optional
-        Run on this cluster; None = Dask's threaded scheduler in this process.
+    cluster : str or distributed.Client, default 'threads'
+        ``--cluster`` spec (opened and closed here) or an open client (left open);
+        ``'threads'`` = Dask's threaded scheduler in this process.
     progress : bool
-        Show a progress bar (stderr) while the graph runs.
+        Show a progress bar (stderr) while the tasks run.
     fields_per_task : int, default 1
         Fields scored by one task.
+    client : distributed.Client, optional
+        Same as passing it as ``cluster`` (kept for older callers).
 
     Returns
     -------
@@ -392,12 +339,16 @@ def score_plan(plan: ScorePlan, *, params=None, threshold: float = 0.9, client=N
     """
     from phirm_scale import metric
 
+    from phirm_scale.stages._runner import run_tasks
+
     params = params if params is not None else metric.PhirmParams()
     tasks = score_tasks(plan, params=params, fields_per_task=fields_per_task)
-    computed = _run([d for _, d in tasks], client=client, progress=progress)
+    computed = run_tasks(_score_plate_fields, tasks,
+                         cluster=client if client is not None else cluster,
+                         progress=progress, description="score")
     results = {}
-    for (keys, _), res in zip(tasks, computed):
-        results.update(zip(keys, res))
+    for task, res in zip(tasks, computed):
+        results.update(zip(task.keys, res))
     grid = qc.window_grid(plan.field_shape, plan.window)
     return qc.to_dataset(results, grid, rows=plan.rows, columns=plan.columns, params=params,
                          threshold=threshold, attrs=plan.attrs())
@@ -422,7 +373,8 @@ def _score_block(ref, rec, mask, window, params, name):
 def score_arrays(reference: Mapping, reconstruction: Mapping, *, masks: Mapping | None = None,
                  window: int | str | None = 256, params=None, threshold: float = 0.9,
                  rows: Sequence[str] | None = None, columns: Sequence[str] | None = None,
-                 attrs: Mapping | None = None, client=None, progress: bool = False):
+                 attrs: Mapping | None = None, cluster: Any = "threads",
+                 progress: bool = False, client=None):
     """Score fields given as arrays (numpy or Dask, any chunking), one task per field.
 
     Parameters
@@ -431,7 +383,7 @@ def score_arrays(reference: Mapping, reconstruction: Mapping, *, masks: Mapping 
         Same keys, every field the same shape.
     masks : mapping, optional
         Same keys, nonzero = masked pixel.
-    window, params, threshold, client, progress
+    window, params, threshold, cluster, progress, client
         As in :func:`score_plates`.
     rows, columns : sequence of str, optional
         Plate layout (default: rows and columns present in the keys).
@@ -473,7 +425,10 @@ def score_arrays(reference: Mapping, reconstruction: Mapping, *, masks: Mapping 
         m = _one_block(masks[k]) if masks is not None else None
         tasks.append(dask.delayed(_score_block, pure=True)(
             _one_block(reference[k]), _one_block(reconstruction[k]), m, win, params, name))
-    computed = _run(tasks, client=client, progress=progress)
+    from phirm_scale.stages._runner import run_delayed
+
+    computed = run_delayed(tasks, cluster=client if client is not None else cluster,
+                           progress=progress, description="score")
     grid = qc.window_grid(shape, win)
     extra = {"window": "field" if win is None else int(win), "field_shape": list(shape),
              "n_fields": len(keys)}
