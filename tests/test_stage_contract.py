@@ -141,15 +141,15 @@ class ReadLog:
 
 def _tasks(small, big_plate_paths, key):
     """One task of each stage for field ``key`` of plate paths ``small`` (dict of names)."""
-    from phirm_scale.stages.inpaint import InpaintTask, ModelSpec
-    from phirm_scale.stages.masks import MaskTask
+    from phirm_scale.stages.inpaint import InpaintTask
+    from phirm_scale.stages.masks import MaskSettings, MaskTask
     from phirm_scale.stages.score import ScoreTask
 
     p, out = str(small["plate"]), str(small["out"])
     return {
-        "masks": MaskTask(p, tuple(key), 1, "artefacts", 0.7, 2, 0.9),
-        "inpaint": InpaintTask(p, out, tuple(key), 0, "artefacts_true", ModelSpec("telea"),
-                               256, 32, 16, 0),
+        "masks": MaskTask(p, tuple(key), 1, "artefacts", MaskSettings(), {"method": "otsu"}),
+        "inpaint": InpaintTask(p, out, tuple(key), 0, "artefacts_true",
+                               {"name": "telea", "device": "cpu"}, 256, 32, 16, 0),
         "score": ScoreTask(p, out, (key,), 2, 0, "artefacts_true", (p,), 32, None),
     }
 
