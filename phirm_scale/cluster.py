@@ -68,11 +68,14 @@ def _add_gpu_workers(cluster, n: int, threads: int) -> None:
 
 
 @contextlib.contextmanager
-def open_cluster(spec: str = "local", *, n_workers: int | None = None,
+def open_cluster(spec: "str | object" = "local", *, n_workers: int | None = None,
                  threads_per_worker: int | None = None, quiet: bool = False,
                  gpu: bool = False) -> Iterator[object]:
     """Open the cluster named by ``spec`` and yield a :class:`distributed.Client` (or ``None``
     for ``threads``). The cluster is closed on exit when this function started it.
+
+    ``spec`` may also be an open :class:`distributed.Client`: it is yielded as is and left
+    open (the caller owns it), so one cluster can serve several stages.
 
     ``gpu=True`` with ``local``: one more worker per visible CUDA device
     (:func:`visible_gpus`), with ``resources={'GPU': 1}`` and ``GPU_WORKER_THREADS`` threads;
@@ -80,6 +83,9 @@ def open_cluster(spec: str = "local", *, n_workers: int | None = None,
 
     The dashboard link is printed (to stderr) when a distributed cluster is used.
     """
+    if spec is not None and not isinstance(spec, str):
+        yield spec  # an open client: used, never closed here
+        return
     spec = (spec or "local").strip()
     if spec == "threads":
         yield None

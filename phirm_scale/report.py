@@ -270,3 +270,263 @@ text-align:left}}</style></head><body>
     index = out / "index.html"
     index.write_text(page, encoding="utf-8")
     return index
+
+
+# ============================================================================ screen report
+_HOW_TO_READ = """
+<p><b>PhIRM</b> (phenotype-preserving image reconstruction metric) asks whether an analysis
+pipeline would measure the same nuclei on the restored image as on the reference. In every
+{win} window both images are normalised to 8 bit with the reference's range, nuclei are
+segmented (Otsu threshold, connected components of at least 50 px; saturated bright objects
+count as artefacts), and three penalties are added:</p>
+<ul>
+<li><b>NCD</b>, nuclei count difference: a nuclei lost costs <code>1.1<sup>a</sup>&middot;a</code>,
+nuclei invented cost <code>2<sup>|a|</sup></code>;</li>
+<li><b>NAD</b>, nuclei area difference: 0.0002 per pixel of nuclear area gained or lost;</li>
+<li><b>AAD</b>, artefact area difference: 0.001 per pixel of artefact area changed.</li>
+</ul>
+<p><code>PhIRM = max(0, 10 - (NCD + NAD + AAD)) / 10</code>: 1 means the phenotype was kept,
+0 that it was lost. A field is <b>flagged</b> when its mean PhIRM is below the threshold
+<b>{thr:g}</b>; the heatmaps colour each well by its mean PhIRM on a scale fitted to the data,
+with the threshold marked on the colour bar. "ref" is the reference ({ref}), "rec" the
+restored image ({rec}); counts and areas of a field are summed over its windows.</p>
+"""
+
+
+def _stretch(img, lo, hi):
+    a = (np.asarray(img, dtype=np.float64) - lo) / max(hi - lo, 1e-12)
+    return np.clip(a, 0.0, 1.0)
+
+
+def _screen_heatmap(ds, plate: str, path, threshold: float) -> Path:
+    """Mean PhIRM per well of one plate; colour range from the data, threshold on the bar."""
+    from matplotlib import colormaps
+
+    d = ds.sel(plate=plate)
+    data = d["well_phirm_mean"].transpose("row", "column").values.astype(float)
+    rows = [str(r) for r in ds["row"].values]
+    cols = [str(c) for c in ds["column"].values]
+    keep_r = [i for i in range(len(rows)) if not np.all(np.isnan(data[i]))]
+    keep_c = [j for j in range(len(cols)) if not np.all(np.isnan(data[:, j]))]
+    if keep_r and keep_c:  # crop to the occupied part of the plate
+        r0, r1 = min(keep_r), max(keep_r) + 1
+        c0, c1 = min(keep_c), max(keep_c) + 1
+        data, rows, cols = data[r0:r1, c0:c1], rows[r0:r1], cols[c0:c1]
+    finite = data[np.isfinite(data)]
+    lo = float(min(finite.min(), threshold)) if finite.size else threshold
+    hi = float(max(finite.max(), threshold)) if finite.size else 1.0
+    if hi - lo < 0.02:
+        lo = max(0.0, hi - 0.02)
+    fig = _fig(max(5.0, 0.42 * len(cols) + 2.4), max(2.8, 0.42 * len(rows) + 1.6))
+    ax = fig.add_subplot()
+    cmap = colormaps["viridis"].with_extremes(bad="#dddddd")
+    im = ax.imshow(np.ma.masked_invalid(data), cmap=cmap, vmin=lo, vmax=hi,
+                   interpolation="nearest")
+    ax.set_xticks(range(len(cols)), cols, fontsize=7)
+    ax.set_yticks(range(len(rows)), rows, fontsize=7)
+    ax.set_title(f"plate {plate}: mean PhIRM per well", fontsize=10, wrap=True)
+    if data.size <= 400:
+        for (i, j), v in np.ndenumerate(data):
+            if not math.isnan(v):
+                frac = (v - lo) / (hi - lo) if hi > lo else 1.0
+                ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=6,
+                        color="white" if frac < 0.55 else "black")
+    cb = fig.colorbar(im, ax=ax, label="mean PhIRM", shrink=0.9)
+    cb.ax.axhline(threshold, color="crimson", lw=2)
+    cb.ax.text(1.05, threshold, f" threshold {threshold:g}", color="crimson", fontsize=7,
+               transform=cb.ax.get_yaxis_transform(), va="center")
+    path = Path(path)
+    fig.savefig(path)
+    return path
+
+
+def _screen_thumbnail(ds, plate, row, column, field, path) -> Path:
+    """reference | restored | mask of one field, both images stretched to the 1-99.5
+    percentiles of the reference."""
+    from phirm_scale.plate import FieldKey, open_plate
+
+    key = FieldKey(str(row), str(column), int(field))
+    d = ds.sel(plate=plate)
+    ref = open_plate(str(d["reference"].values)).read_field(
+        key, str(d["reference_channel"].values))
+    rec_plate = open_plate(str(d["reconstruction"].values))
+    rec = rec_plate.read_field(key, str(d["reconstruction_channel"].values))
+    lo, hi = np.percentile(ref, [1, 99.5])
+    panels = [(_stretch(ref, lo, hi), "reference"), (_stretch(rec, lo, hi), "restored")]
+    label = str(d["mask_label"].values)
+    mplate = open_plate(str(d["reference"].values))
+    if label and mplate.has_label(key, label):
+        panels.append(((mplate.read_label(key, label) > 0).astype(float), "artefact mask"))
+    fig = _fig(3.3 * len(panels), 3.2)
+    axes = fig.subplots(1, len(panels))
+    for ax, (img, title) in zip(np.atleast_1d(axes), panels):
+        ax.imshow(img, cmap="gray", vmin=0, vmax=1, interpolation="antialiased")
+        ax.set_title(title, fontsize=9)
+        ax.set_axis_off()
+    path = Path(path)
+    fig.savefig(path)
+    return path
+
+
+def _n(v) -> str:
+    v = float(v)
+    if math.isnan(v):
+        return "–"
+    return f"{v:,.0f}" if v == int(v) else f"{v:,.3g}"
+
+
+def flag_reason(d) -> str:
+    """One sentence saying why a field (``ds.sel(plate, row, column, field)``) scored low."""
+    parts = []
+    terms = {t: float(np.nanmean(d[t].values)) for t in ("ncd", "nad", "aad") if t in d}
+    main = max(terms, key=terms.get) if terms else None
+    names = {"ncd": "nuclei count (NCD)", "nad": "nuclei area (NAD)",
+             "aad": "artefact area (AAD)"}
+    rn = float(np.nansum(d["ref_nuclei_count"].values))
+    cn = float(np.nansum(d["rec_nuclei_count"].values))
+    if cn < rn:
+        parts.append(f"{_n(rn - cn)} nuclei lost ({_n(rn)} -> {_n(cn)})")
+    elif cn > rn:
+        parts.append(f"{_n(cn - rn)} nuclei invented ({_n(rn)} -> {_n(cn)})")
+    else:
+        parts.append(f"nuclei count unchanged ({_n(rn)})")
+    ra = float(np.nansum(d["ref_nuclei_area"].values))
+    ca = float(np.nansum(d["rec_nuclei_area"].values))
+    if ca != ra:
+        parts.append(f"nuclear area {'+' if ca > ra else '-'}{_n(abs(ca - ra))} px")
+    aa = float(np.nansum(d["ref_artefact_area"].values))
+    ab = float(np.nansum(d["rec_artefact_area"].values))
+    if ab or aa:
+        parts.append(f"artefact area {_n(aa)} -> {_n(ab)} px ({_n(ab)} px of artefact left)")
+    if "masked_fraction" in d:
+        parts.append(f"{float(np.nanmean(d['masked_fraction'].values)) * 100:.1f}% of pixels "
+                     "masked")
+    lead = f"mostly {names[main]}: " if main and terms[main] > 0 else ""
+    return lead + ", ".join(parts) + "."
+
+
+def write_screen_report(ds, out_dir, *, warnings: list[str] | None = None,
+                        links: dict[str, str] | None = None, thumbnails: int = 24) -> Path:
+    """The report of a screen QC Dataset (:func:`phirm_scale.screenqc.screen_dataset`).
+
+    Writes ``out_dir/index.html`` with: warnings at the top, a plain-words summary (fields
+    processed, area restored, fields flagged and why), a heatmap per plate with a colour
+    range fitted to the data and the threshold marked, every flagged field with a sentence
+    of why (thumbnails, contrast-stretched to the 1-99.5 percentiles of the reference, with
+    alt text, for the ``thumbnails`` worst), "how to read this", and ``links``.
+    """
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise PhirmError(f"{out}: exists and is not a folder")
+    out.mkdir(parents=True, exist_ok=True)
+    for old in out.glob("*.png"):
+        old.unlink()
+    thr = float(ds.attrs.get("threshold", 0.9))
+    plates = [str(p) for p in ds["plate"].values]
+    fm = ds["field_phirm_mean"].transpose("plate", "row", "column", "field").values
+    scored = ~np.isnan(fm)
+    n_fields = int(scored.sum())
+    n_wells = int((~np.isnan(ds["well_phirm_mean"].values)).sum())
+    masked_px = None
+    if "masked_fraction" in ds:
+        h = int(ds.attrs.get("window_height", 0))
+        w = int(ds.attrs.get("window_width", 0))
+        masked_px = float(np.nansum(ds["masked_fraction"].values)) * h * w
+    flagged = []
+    for i, p in enumerate(plates):
+        for j, r in enumerate(ds["row"].values.tolist()):
+            for k, c in enumerate(ds["column"].values.tolist()):
+                for m, f in enumerate(ds["field"].values.tolist()):
+                    v = fm[i, j, k, m]
+                    if not math.isnan(v) and v < thr:
+                        flagged.append((v, p, str(r), str(c), int(f)))
+    flagged.sort()
+    esc = html.escape
+    warn_html = "".join(f'<p class="warn"><b>Warning:</b> {esc(w)}</p>'
+                        for w in (warnings or []))
+    why_counts = {"ncd": 0, "nad": 0, "aad": 0}
+    rows_html = []
+    for n, (v, p, r, c, f) in enumerate(flagged):
+        d = ds.sel(plate=p, row=r, column=c, field=f)
+        terms = {t: float(np.nanmean(d[t].values)) for t in why_counts}
+        why_counts[max(terms, key=terms.get)] += 1
+        img = ""
+        if n < thumbnails:
+            name = f"field_{p}_{r}{c}_{f}.png"
+            try:
+                _screen_thumbnail(ds, p, r, c, f, out / name)
+                img = (f'<br><img src="{esc(name)}" width="800" alt="plate {esc(p)} well '
+                       f'{esc(r + c)} field {f}: reference, restored image and artefact mask '
+                       f'(contrast 1-99.5 percentiles of the reference); mean PhIRM '
+                       f'{v:.3f}">')
+            except Exception as exc:  # noqa: BLE001 - report still useful without pictures
+                img = f"<br><em>thumbnail unavailable ({esc(type(exc).__name__)})</em>"
+        rows_html.append(f"<tr><td>{esc(p)}</td><td>{esc(r + c)}</td><td>{f}</td>"
+                         f"<td>{v:.3f}</td><td>{esc(flag_reason(d))}{img}</td></tr>")
+    reasons = ", ".join(f"{n} mostly by {t.upper()}" for t, n in why_counts.items() if n)
+    area = (f"{_n(masked_px)} px (about {masked_px / max(n_fields, 1):,.0f} px per field)"
+            if masked_px is not None else "not recorded (no mask label)")
+    plain = (f"<p>{len(plates)} plate(s), {n_wells} wells and <b>{n_fields} fields</b> were "
+             f"processed: artefact masks, inpainting of the masked pixels "
+             f"and PhIRM scoring of the restored against the reference image.</p>"
+             f"<p>Area restored (inside the artefact masks, summed over the scoring windows): "
+             f"{area}.</p>"
+             f"<p><b>{len(flagged)} of {n_fields} fields are flagged</b> (mean PhIRM below "
+             f"{thr:g})" + (f": {reasons}." if flagged else ".") + "</p>")
+    plate_rows = []
+    heatmaps = []
+    for p in plates:
+        d = ds.sel(plate=p)
+        nf = int((~np.isnan(d["field_phirm_mean"].values)).sum())
+        nflag = sum(1 for e in flagged if e[1] == p)
+        plate_rows.append(
+            f"<tr><td>{esc(p)}</td><td>{nf}</td><td>{nflag}</td>"
+            f"<td>{_fmt(d['plate_phirm_mean'].values)}</td>"
+            f"<td>{_fmt(d['plate_phirm_min'].values)}</td>"
+            f"<td>{_fmt(d['plate_phirm_frac_below'].values)}</td>"
+            f"<td>{_fmt(d['plate_masked_fraction_mean'].values) if 'plate_masked_fraction_mean' in d else '–'}</td>"
+            f"<td>{esc(str(d['reference'].values))}</td></tr>")
+        name = f"heatmap_{p}.png"
+        _screen_heatmap(ds, p, out / name, thr)
+        heatmaps.append(f'<h3>{esc(p)}</h3><img src="{esc(name)}" alt="plate {esc(p)}: mean '
+                        f'PhIRM per well as a heatmap, threshold {thr:g} marked on the colour '
+                        f'bar; grey wells were not imaged">')
+    link_html = " · ".join(f'<a href="{esc(href)}">{esc(text)}</a>'
+                           for text, href in (links or {}).items())
+    ref_ch = str(ds["reference_channel"].values[0]) if "reference_channel" in ds.coords else "?"
+    rec_ch = (str(ds["reconstruction_channel"].values[0])
+              if "reconstruction_channel" in ds.coords else "?")
+    how = _HOW_TO_READ.format(
+        win=f"{ds.attrs.get('window_height', '?')}x{ds.attrs.get('window_width', '?')} px",
+        thr=thr, ref=f"source plate, channel {esc(ref_ch)}",
+        rec=f"inpainted plate, channel {esc(rec_ch)}")
+    page = f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>PhIRM QC report of the screen</title>
+<style>body{{font-family:sans-serif;margin:2em;max-width:1100px;line-height:1.4}}
+table{{border-collapse:collapse;margin:1em 0}}td,th{{border:1px solid #ccc;padding:3px 8px;
+text-align:left;vertical-align:top}}img{{max-width:100%;height:auto}}
+.warn{{background:#fde2e2;border:2px solid #c00;padding:.6em 1em}}</style></head><body>
+<h1>PhIRM QC report of the screen</h1>
+{warn_html}
+<h2>What was done and what was found</h2>
+{plain}
+<p>Data: {link_html}</p>
+<h2>Plates</h2>
+<table><tr><th>plate</th><th>fields</th><th>flagged</th><th>PhIRM mean</th><th>PhIRM min</th>
+<th>windows &lt; {thr:g}</th><th>masked fraction</th><th>plate store</th></tr>
+{''.join(plate_rows)}</table>
+<h2>Heatmaps</h2>
+{''.join(heatmaps)}
+<h2>Flagged fields ({len(flagged)})</h2>
+<p>Every field with a mean PhIRM below {thr:g}, worst first{f'; pictures for the {thumbnails} worst' if len(flagged) > thumbnails else ''}.</p>
+<table><tr><th>plate</th><th>well</th><th>field</th><th>mean PhIRM</th><th>why</th></tr>
+{''.join(rows_html) or '<tr><td colspan=5>none</td></tr>'}</table>
+<h2>How to read this</h2>
+{how}
+<p>software: phirm-scale {esc(str(ds.attrs.get('software_version', '?')))}, mode
+{esc(str(ds.attrs.get('mode', 'paper')))}</p>
+</body></html>
+"""
+    index = out / "index.html"
+    index.write_text(page, encoding="utf-8")
+    return index

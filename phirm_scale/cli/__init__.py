@@ -15,6 +15,7 @@ from phirm_scale.cli import metric as _metric  # noqa: F401,E402
 from phirm_scale.cli import plate as _plate  # noqa: F401,E402
 from phirm_scale.cli import inpaint as _inpaint  # noqa: F401,E402
 from phirm_scale.cli import score as _score  # noqa: F401,E402
+from phirm_scale.cli import run as _run  # noqa: F401,E402
 from phirm_scale.cli import train as _train  # noqa: F401,E402
 from phirm_scale.cli import experiment as _experiment  # noqa: F401,E402
 from phirm_scale.cli import demo as _demo  # noqa: F401,E402

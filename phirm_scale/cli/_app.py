@@ -18,3 +18,26 @@ app = typer.Typer(
 
 class CliError(Exception):
     """An error reported to the user as one line, exit code 2."""
+
+
+def print_table(columns: list[str], rows: list[list], *, title: str | None = None) -> None:
+    """A table on stdout: rich box drawing on a terminal; tab-separated values (header
+    first, full precision, never cut) when stdout is a file or a pipe."""
+    import sys
+
+    if not sys.stdout.isatty():
+        if title:
+            print(f"# {title}")
+        print("\t".join(columns))
+        for r in rows:
+            print("\t".join("" if v is None else str(v) for v in r))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(title=title)
+    for i, c in enumerate(columns):
+        t.add_column(c, justify="left" if i == 0 else "right")
+    for r in rows:
+        t.add_row(*("" if v is None else str(v) for v in r))
+    Console().print(t)

@@ -1,0 +1,499 @@
+"""A whole screen in one call: convert -> masks -> inpaint -> score per plate, one QC dataset
+and one report for the screen, on one cluster opened once.
+
+:func:`plan_screen` finds the plates among the sources and validates everything (nothing is
+written); :func:`run_screen` runs it. Output folder::
+
+    OUT/<plate>.ome.zarr            converted plate (TIFF sources) with labels/artefacts
+    OUT/<plate>_inpainted.ome.zarr  restored plate (+ a copy of the mask it filled)
+    OUT/qc.zarr, qc.csv, qc.parquet one QC dataset for the screen (phirm_scale.screenqc)
+    OUT/report/index.html           the screen report
+    OUT/run.json                    inputs, settings, version, per-stage times and counts,
+                                    the per-plate summary
+    OUT/.phirm-run/                 per-plate QC (a rerun skips plates already scored)
+
+OME-Zarr sources are read in place and never written, except that their artefact masks are
+written as the label ``artefacts`` into them (fields that already have it keep it).
+
+Every stage is restartable at field granularity (convert and inpaint resume missing fields,
+masks skip fields that have the label, score is kept per plate), so a rerun after an
+interruption finishes only what is missing. A rerun with other settings is refused unless
+``overwrite``.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from dataclasses import dataclass, field as dc_field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from phirm_scale.errors import PhirmError, PlateError
+
+__all__ = ["PlateSource", "ScreenPlan", "plan_screen", "run_screen", "MASK_LABEL",
+           "RUN_FILE"]
+
+#: Label of the artefact masks in every plate.
+MASK_LABEL = "artefacts"
+#: Run record written into the output folder.
+RUN_FILE = "run.json"
+_WORK = ".phirm-run"
+
+
+@dataclass
+class PlateSource:
+    """One plate of the screen: a TIFF folder (converted) or an existing OME-Zarr plate."""
+
+    name: str
+    path: Path
+    kind: str  # 'tiff' or 'zarr'
+    channel_names: list[str]
+    field_shape: tuple[int, int]
+    n_fields: int
+    conversion: Any = None  # ConversionPlan for TIFF folders
+
+    def plate_path(self, out: Path) -> Path:
+        return self.path if self.kind == "zarr" else out / f"{self.name}.ome.zarr"
+
+    def inpainted_path(self, out: Path) -> Path:
+        return out / f"{self.name}_inpainted.ome.zarr"
+
+
+@dataclass
+class ScreenPlan:
+    """A validated screen: the plates, the output folder, the settings."""
+
+    out: Path
+    plates: list[PlateSource]
+    settings: dict
+    resume: bool = False
+    warnings: list[str] = dc_field(default_factory=list)
+
+
+# ------------------------------------------------------------------------------ sources
+def _is_zarr_plate(p: Path) -> bool:
+    meta = p / "zarr.json"
+    if not meta.is_file():
+        return False
+    try:
+        attrs = json.loads(meta.read_text()).get("attributes", {})
+    except (OSError, ValueError):
+        return False
+    return "plate" in attrs.get("ome", {})
+
+
+def _has_tiffs_here(p: Path) -> bool:
+    """TIFFs directly in ``p`` or in its ImageXpress TimePoint_N / ZStep_N folders."""
+    for f in p.iterdir():
+        if f.is_file() and f.suffix.lower() in (".tif", ".tiff") and not f.name.startswith("."):
+            return True
+        if f.is_dir() and f.name.startswith(("TimePoint_", "ZStep_")) and _has_tiffs_deep(f):
+            return True
+    return False
+
+
+def _has_tiffs_deep(p: Path) -> bool:
+    return any(f.suffix.lower() in (".tif", ".tiff") for f in p.rglob("*") if f.is_file())
+
+
+def _plate_name(p: Path) -> str:
+    name = p.name
+    for suffix in (".ome.zarr", ".zarr"):
+        if name.endswith(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
+def find_plates(sources: Sequence[str | Path]) -> list[tuple[str, Path, str]]:
+    """``(name, path, kind)`` of every plate among ``sources``: a plate folder of TIFFs, an
+    OME-Zarr plate, or a folder whose sub-folders are such plates. PlateError otherwise."""
+    found: list[tuple[str, Path, str]] = []
+    for s in sources:
+        p = Path(s)
+        if not p.exists():
+            raise PlateError(f"{p}: source not found")
+        if not p.is_dir():
+            raise PlateError(f"{p}: not a folder of TIFFs nor an OME-Zarr plate")
+        if _is_zarr_plate(p):
+            found.append((_plate_name(p), p.resolve(), "zarr"))
+        elif _has_tiffs_here(p):
+            found.append((_plate_name(p), p.resolve(), "tiff"))
+        else:
+            subs = sorted(d for d in p.iterdir() if d.is_dir() and not d.name.startswith("."))
+            plates = []
+            for d in subs:
+                if _is_zarr_plate(d):
+                    plates.append((_plate_name(d), d.resolve(), "zarr"))
+                elif _has_tiffs_here(d):
+                    plates.append((_plate_name(d), d.resolve(), "tiff"))
+            if not plates:
+                raise PlateError(f"{p}: neither a folder of TIFFs, an OME-Zarr plate, nor a "
+                                 "folder whose sub-folders are plates")
+            found.extend(plates)
+    seen: dict[str, Path] = {}
+    for name, path, _ in found:
+        if name in seen:
+            raise PlateError(f"{path}: plate name {name!r} is also the name of {seen[name]}; "
+                             "plates of one screen need different names")
+        seen[name] = path
+    return found
+
+
+def _inside(a: Path, b: Path) -> bool:
+    a, b = a.resolve(), b.resolve()
+    return a == b or b in a.parents
+
+
+# ------------------------------------------------------------------------------ planning
+def plan_screen(sources: Sequence[str | Path], out: str | Path, *, layout: str = "auto",
+                pattern: str | None = None, channel_names: Sequence[str] | None = None,
+                channel: str = "DAPI", artefact_channel: str | None = "CFP",
+                model: str = "telea", checkpoint: str | Path | None = None,
+                reference_channel: str | None = None, window: int | str = 256,
+                threshold: float = 0.9, mode: str = "paper", dilate: int = 0,
+                overwrite: bool = False) -> ScreenPlan:
+    """Find and validate the plates and the output; nothing is written.
+
+    Raises
+    ------
+    PlateError
+        A source that is neither a TIFF folder nor a plate, two plates of one name, plates
+        with different channels or field shapes, a missing channel, OUT inside a source (or
+        a source inside OUT), OUT existing with other settings (unless ``overwrite``).
+    """
+    from phirm_scale import __version__
+    from phirm_scale.models import list_models
+    from phirm_scale.plate import open_plate
+    from phirm_scale.stages.convert import plan_conversion
+
+    out = Path(out)
+    found = find_plates(sources)
+    for _, path, _ in found:
+        if _inside(out, path):
+            raise PlateError(f"{out}: the output folder is inside the source {path}; choose an "
+                             "output outside every source")
+        if _inside(path, out):
+            raise PlateError(f"{path}: source lies inside the output folder {out}; choose "
+                             "another output folder")
+    if model not in list_models():
+        raise PlateError(f"unknown model {model!r}; known: {', '.join(list_models())}")
+    plates: list[PlateSource] = []
+    for name, path, kind in found:
+        if kind == "tiff":
+            plan = plan_conversion(path, layout=layout, pattern=pattern, plate_name=name,
+                                   channel_names=channel_names)
+            plates.append(PlateSource(name, path, kind, list(plan.channel_names),
+                                      tuple(plan.shape), len(plan.fields), plan))
+        else:
+            p = open_plate(path)
+            if channel_names is not None:
+                raise PlateError(f"{path}: --channel-names applies to TIFF folders; this "
+                                 f"OME-Zarr plate names its channels {','.join(p.channel_names)}")
+            plates.append(PlateSource(name, path, kind, list(p.channel_names),
+                                      tuple(int(s) for s in p.field_shape), len(p.fields)))
+    first = plates[0]
+    for p in plates[1:]:
+        if p.channel_names != first.channel_names:
+            raise PlateError(f"{p.path}: channels {','.join(p.channel_names)} differ from "
+                             f"plate {first.name!r} ({','.join(first.channel_names)}); one "
+                             "screen needs one channel set")
+        if p.field_shape != first.field_shape:
+            raise PlateError(f"{p.path}: fields are {p.field_shape[0]}x{p.field_shape[1]}, "
+                             f"plate {first.name!r} has {first.field_shape[0]}x"
+                             f"{first.field_shape[1]}; one screen needs one field shape")
+    chans = first.channel_names
+    hint = ("" if channel_names else " (name them with --channel-names, e.g. "
+            f"--channel-names {','.join(['DAPI', 'CFP', 'GFP', 'RFP'][:len(chans)])})")
+    for what, c in (("--channel", channel), ("--reference-channel", reference_channel),
+                    ("--artefact-channel", artefact_channel)):
+        if c is not None and c not in chans:
+            raise PlateError(f"{first.path}: {what} {c!r} is not a channel of the screen "
+                             f"(channels: {','.join(chans)}){hint}")
+    if artefact_channel is None:
+        _saturation_masks_available(required=True)
+    ckpt_hash = None
+    if checkpoint is not None:
+        from phirm_scale.models import get_model
+
+        ckpt_hash = get_model(model, checkpoint=checkpoint, device="cpu").checkpoint_hash
+    settings = {
+        "sources": [str(p.path) for p in plates],
+        "plates": [p.name for p in plates],
+        "layout": layout, "pattern": pattern,
+        "channel_names": list(channel_names) if channel_names else None,
+        "channel": channel,
+        "artefact_channel": artefact_channel,
+        "mask_method": "otsu" if artefact_channel is not None else "saturation",
+        "model": model, "checkpoint": str(checkpoint) if checkpoint else None,
+        "checkpoint_hash": ckpt_hash, "dilate": int(dilate),
+        "reference_channel": reference_channel or channel,
+        "window": str(window), "threshold": float(threshold), "mode": mode,
+        "version": __version__,
+    }
+    resume = False
+    if out.exists():
+        if not out.is_dir():
+            raise PlateError(f"{out}: exists and is not a folder")
+        rec = out / RUN_FILE
+        prev = None
+        if rec.is_file():
+            try:
+                prev = json.loads(rec.read_text()).get("settings")
+            except (OSError, ValueError):
+                prev = None
+        if prev == settings:
+            resume = True
+        elif overwrite:
+            resume = False
+        elif prev is not None:
+            diff = sorted(k for k in set(prev) | set(settings) if prev.get(k) != settings.get(k))
+            raise PlateError(f"{out}: holds a run with other settings ({', '.join(diff)}); "
+                             "pass --overwrite to replace it, or choose another output folder")
+        elif any(out.iterdir()):
+            raise PlateError(f"{out}: exists and is not the output of `phirm-scale run`; "
+                             "choose an empty or new folder")
+    return ScreenPlan(out=out, plates=plates, settings=settings, resume=resume)
+
+
+def _saturation_masks_available(required: bool = False) -> bool:
+    import inspect
+
+    from phirm_scale.stages.masks import make_artefact_masks
+
+    ok = "method" in inspect.signature(make_artefact_masks).parameters
+    if required and not ok:
+        raise PlateError("--artefact-channel none needs saturation masks (`masks --method "
+                         "saturation`), not available in this version; give the artefact "
+                         "channel with --artefact-channel NAME")
+    return ok
+
+
+# ------------------------------------------------------------------------------- running
+def _remove_previous(out: Path, plan: ScreenPlan) -> None:
+    """--overwrite: remove what an earlier run wrote (never a source)."""
+    import shutil
+
+    from phirm_scale.plate import remove_store
+
+    for child in out.iterdir():
+        if child.name.endswith(".ome.zarr") and (child / "zarr.json").exists():
+            remove_store(child)
+        elif child.name in (RUN_FILE, "qc.csv", "qc.parquet"):
+            child.unlink()
+        elif child.name in ("qc.zarr", "report", _WORK):
+            shutil.rmtree(child)
+
+
+def _write_json(path: Path, obj) -> None:
+    tmp = path.with_name(path.name + ".partial")
+    tmp.write_text(json.dumps(obj, indent=2, default=str) + "\n")
+    tmp.replace(path)
+
+
+def run_screen(sources: Sequence[str | Path], out: str | Path, *, layout: str = "auto",
+               pattern: str | None = None, channel_names: Sequence[str] | None = None,
+               channel: str = "DAPI", artefact_channel: str | None = "CFP",
+               model: str = "telea", checkpoint: str | Path | None = None,
+               reference_channel: str | None = None, window: int | str = 256,
+               threshold: float = 0.9, mode: str = "paper", dilate: int = 0,
+               cluster: Any = "local", overwrite: bool = False, progress: bool = True,
+               echo: Callable[[str], None] | None = None) -> dict:
+    """Process a whole screen; returns the summary (also stored in ``OUT/run.json``).
+
+    Parameters
+    ----------
+    sources : sequence of path-like
+        Plate folders of TIFFs, folders whose sub-folders are plates, OME-Zarr plates.
+    out : path-like
+        Output folder (see the module doc).
+    layout, pattern, channel_names
+        How TIFF file names are read (see :func:`phirm_scale.stages.convert.plan_conversion`).
+    channel : str
+        Channel to restore (inpaint) and score.
+    artefact_channel : str or None
+        Channel the artefact masks are made from (Otsu x 0.7); None: saturation masks on
+        ``channel`` (for plates without an artefact channel).
+    model, checkpoint, dilate
+        Inpainting model (see :func:`phirm_scale.stages.inpaint.inpaint_plate`).
+    reference_channel : str, optional
+        Channel of the source plate scored against the restored ``channel`` (default
+        ``channel`` itself: how much the restoration changed the phenotype).
+    window, threshold, mode
+        Scoring (see :func:`phirm_scale.stages.score.score_plates`); fields with a mean
+        PhIRM below ``threshold`` are flagged.
+    cluster : str or distributed.Client
+        Opened once and used by every stage.
+    overwrite : bool
+        Replace an output folder holding a run with other settings.
+    progress : bool
+        Progress bars and messages on stderr.
+    echo : callable, optional
+        Receives progress messages (default: stderr when ``progress``).
+
+    Returns
+    -------
+    dict
+        ``out``, ``report``, ``plates`` (per-plate summary rows), ``screen`` (totals),
+        ``warnings``, ``stages`` (seconds and fields per stage).
+    """
+    from phirm_scale.cluster import open_cluster
+
+    if echo is None:
+        def echo(msg: str) -> None:
+            if progress:
+                print(msg, file=sys.stderr)
+    t_start = time.perf_counter()
+    plan = plan_screen(sources, out, layout=layout, pattern=pattern,
+                       channel_names=channel_names, channel=channel,
+                       artefact_channel=artefact_channel, model=model, checkpoint=checkpoint,
+                       reference_channel=reference_channel, window=window,
+                       threshold=threshold, mode=mode, dilate=dilate, overwrite=overwrite)
+    out = plan.out
+    if out.exists() and overwrite and not plan.resume:
+        _remove_previous(out, plan)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / _WORK).mkdir(exist_ok=True)
+    record = {"status": "running", "settings": plan.settings,
+              "inputs": [{"plate": p.name, "source": str(p.path), "kind": p.kind,
+                          "fields": p.n_fields} for p in plan.plates]}
+    _write_json(out / RUN_FILE, record)
+    stages: dict[str, dict] = {s: {"seconds": 0.0, "fields": 0} for s in
+                               ("convert", "masks", "inpaint", "score", "report")}
+    per_plate: dict[str, dict] = {}
+    qcs = {}
+    echo(f"screen: {len(plan.plates)} plate(s), {sum(p.n_fields for p in plan.plates)} fields"
+         + (" (resuming)" if plan.resume else ""))
+    with open_cluster(cluster, quiet=not progress) as client:
+        spec = client if client is not None else "threads"
+        for p in plan.plates:
+            per_plate[p.name] = _run_plate(p, plan, spec, client, stages, progress, echo)
+            qcs[p.name] = per_plate[p.name].pop("_qc")
+    summary = _finish(plan, qcs, per_plate, stages, progress, echo)
+    summary["stages"]["total"] = {"seconds": round(time.perf_counter() - t_start, 3),
+                                  "fields": sum(p.n_fields for p in plan.plates)}
+    record.update({"status": "complete", **summary})
+    _write_json(out / RUN_FILE, record)
+    return summary
+
+
+def _timed(stages: dict, name: str, n: int):
+    class _T:
+        def __enter__(self):
+            self.t = time.perf_counter()
+
+        def __exit__(self, *exc):
+            stages[name]["seconds"] = round(stages[name]["seconds"] + time.perf_counter()
+                                            - self.t, 3)
+            stages[name]["fields"] += n
+            return False
+    return _T()
+
+
+def _run_plate(p: PlateSource, plan: ScreenPlan, spec, client, stages: dict, progress: bool,
+               echo) -> dict:
+    from phirm_scale.metric import PhirmParams
+    from phirm_scale.plate import open_plate
+    from phirm_scale.qc import open_qc, write_qc
+    from phirm_scale.stages.convert import convert
+    from phirm_scale.stages.inpaint import inpaint_plate
+    from phirm_scale.stages.masks import make_artefact_masks
+    from phirm_scale.stages.score import score_plates
+
+    s = plan.settings
+    out = plan.out
+    plate_path = p.plate_path(out)
+    inpainted = p.inpainted_path(out)
+    echo(f"== plate {p.name} ({p.n_fields} fields)")
+    if p.kind == "tiff":
+        with _timed(stages, "convert", p.n_fields):
+            convert(p.path, plate_path, layout=s["layout"], pattern=s["pattern"],
+                    plate_name=p.name, channel_names=s["channel_names"], cluster=spec,
+                    progress=progress, echo=lambda m: echo("convert: " + m))
+    with _timed(stages, "masks", p.n_fields):
+        kw = {}
+        if s["artefact_channel"] is None:
+            kw = {"method": "saturation", "channel": s["channel"]}
+        else:
+            kw = {"channel": s["artefact_channel"]}
+        areas = make_artefact_masks(plate_path, name=MASK_LABEL, cluster=spec,
+                                    progress=progress, **kw)
+    plate = open_plate(plate_path)
+    hole_fields = sum(1 for a in areas.values() if a)
+    with _timed(stages, "inpaint", p.n_fields):
+        res = inpaint_plate(plate_path, inpainted, channel=s["channel"], mask_label=MASK_LABEL,
+                            model=s["model"], checkpoint=s["checkpoint"], dilate=s["dilate"],
+                            cluster=spec, progress=progress)
+    cache = out / _WORK / f"qc_{p.name}.zarr"
+    with _timed(stages, "score", p.n_fields):
+        if cache.exists():
+            ds = open_qc(cache)
+        else:
+            ds = score_plates(f"{plate_path}:{s['reference_channel']}",
+                              f"{inpainted}:{s['channel']}", window=s["window"],
+                              params=PhirmParams.for_mode(s["mode"]), mask_label=MASK_LABEL,
+                              threshold=s["threshold"], client=client, progress=progress)
+            write_qc(ds, cache, overwrite=True)
+    return {"plate": str(plate_path), "inpainted": str(inpainted),
+            "fields": len(plate.fields), "wells": len(plate.wells),
+            "fields_masked_now": hole_fields, "hole_pixels_now": res["hole_pixels"],
+            "_qc": ds}
+
+
+def _finish(plan: ScreenPlan, qcs: dict, per_plate: dict, stages: dict, progress: bool,
+            echo) -> dict:
+    import numpy as np
+
+    from phirm_scale.report import write_screen_report
+    from phirm_scale.screenqc import screen_dataset, write_screen_qc
+
+    out = plan.out
+    s = plan.settings
+    ds = screen_dataset(qcs, attrs={"run_settings": json.dumps(plan.settings)})
+    write_screen_qc(ds, out / "qc.zarr", csv=out / "qc.csv", parquet=out / "qc.parquet",
+                    overwrite=True)
+    thr = float(s["threshold"])
+    rows = []
+    warnings_: list[str] = []
+    total_masked = 0.0
+    for name in ds["plate"].values.tolist():
+        d = ds.sel(plate=name)
+        fm = d["field_phirm_mean"].values
+        scored = ~np.isnan(fm)
+        flagged = int(np.sum(fm[scored] < thr))
+        masked = float(d["plate_masked_fraction_mean"]) if "plate_masked_fraction_mean" in d \
+            else float("nan")
+        total_masked += float(np.nansum(d["masked_fraction"].values)) if \
+            "masked_fraction" in d else 0.0
+        info = per_plate[name]
+        rows.append({
+            "plate": name, "fields": int(scored.sum()), "wells": info["wells"],
+            "masked_fraction": round(masked, 6),
+            "fields_flagged": flagged,
+            "phirm_mean": round(float(d["plate_phirm_mean"]), 6),
+            "phirm_min": round(float(d["plate_phirm_min"]), 6),
+            "phirm_p05": round(float(d["plate_phirm_p05"]), 6),
+            "windows_below": round(float(d["plate_phirm_frac_below"]), 6),
+            "ssim_mean": round(float(d["plate_ssim_mean"]), 6),
+        })
+    if total_masked == 0:
+        warnings_.append("no artefact pixels were found in the whole screen: masks are empty, "
+                         "nothing was inpainted and every PhIRM is 1 by construction"
+                         + (f" (artefact channel {s['artefact_channel']!r})"
+                            if s["artefact_channel"] else ""))
+    for w in warnings_:  # loud, whatever --no-progress / --json say (stderr)
+        print(f"WARNING: {w}", file=sys.stderr)
+    with _timed(stages, "report", sum(r["fields"] for r in rows)):
+        report = write_screen_report(ds, out / "report", warnings=warnings_,
+                                     links={"qc.csv": "../qc.csv", "qc.zarr": "../qc.zarr",
+                                            "qc.parquet": "../qc.parquet",
+                                            "run.json": "../run.json"})
+    n_fields = sum(r["fields"] for r in rows)
+    screen = {"plates": len(rows), "fields": n_fields,
+              "fields_flagged": sum(r["fields_flagged"] for r in rows),
+              "phirm_mean": round(float(np.nanmean(ds["field_phirm_mean"].values)), 6)
+              if n_fields else None,
+              "threshold": thr}
+    return {"out": str(out), "report": str(report), "qc": str(out / "qc.zarr"),
+            "plates": rows, "screen": screen, "warnings": warnings_, "stages": stages}

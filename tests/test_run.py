@@ -1,0 +1,349 @@
+"""`phirm-scale run`: a whole screen in one command, on the real BBBC039 fields (split into two
+plates by symlinks in tmp folders) and on composite plates with artefacts (OME-Zarr sources)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+import xarray as xr
+
+from phirm_scale.plate import open_plate
+
+
+def cli(*args, ok=True):
+    proc = subprocess.run([sys.executable, "-m", "phirm_scale", *map(str, args)],
+                          capture_output=True, text=True)
+    if ok:
+        assert proc.returncode == 0, proc.stderr
+    return proc
+
+
+def _split(files, root: Path) -> dict[str, list[Path]]:
+    """Symlink the fields alternately into root/p1 and root/p2 (nothing copied)."""
+    out = {"p1": [], "p2": []}
+    for i, f in enumerate(sorted(files)):
+        name = "p1" if i % 2 == 0 else "p2"
+        d = root / name
+        d.mkdir(parents=True, exist_ok=True)
+        (d / f.name).symlink_to(f)
+        out[name].append(f)
+    return out
+
+
+def _wells(files) -> set[str]:
+    return {re.search(r"_([A-P]\d\d)_s", f.name).group(1) for f in files}
+
+
+@pytest.fixture(scope="module")
+def real_screen(tmp_path_factory, bbbc039_files):
+    root = tmp_path_factory.mktemp("real")
+    split = _split(bbbc039_files, root / "screen")
+    out = root / "out"
+    proc = cli("run", root / "screen", "-o", out, "--channel-names", "DAPI",
+               "--artefact-channel", "DAPI", "--cluster", "threads", "--no-progress", "--json")
+    return root, split, out, proc
+
+
+def test_run_real_fields_two_plates(real_screen):
+    root, split, out, proc = real_screen
+    summary = json.loads(proc.stdout)  # stdout is one JSON object and nothing else
+    rows = {r["plate"]: r for r in summary["plates"]}
+    assert set(rows) == {"p1", "p2"}
+    for name, files in split.items():
+        assert rows[name]["fields"] == len(files)
+        assert rows[name]["wells"] == len(_wells(files))
+        p = open_plate(out / f"{name}.ome.zarr")
+        assert len(p.fields) == len(files) and p.channel_names == ["DAPI"]
+        assert {k.row + k.column for k in p.fields} == _wells(files)
+        assert len(open_plate(out / f"{name}_inpainted.ome.zarr").fields) == len(files)
+    for f in ("qc.zarr", "qc.csv", "qc.parquet", "report/index.html", "run.json"):
+        assert (out / f).exists(), f
+    rec = json.loads((out / "run.json").read_text())
+    assert rec["status"] == "complete" and rec["settings"]["channel"] == "DAPI"
+    assert [i["fields"] for i in rec["inputs"]] == [len(split["p1"]), len(split["p2"])]
+    for stage in ("convert", "masks", "inpaint", "score", "report"):
+        assert rec["stages"][stage]["fields"] == len(split["p1"]) + len(split["p2"])
+    ds = xr.open_zarr(out / "qc.zarr")
+    assert list(ds["plate"].values) == ["p1", "p2"]
+    assert int((~np.isnan(ds["field_phirm_mean"].values)).sum()) == 49
+
+
+def test_run_warns_when_nothing_was_masked(real_screen):
+    # Hoechst nuclei as 'artefact channel': the separability guard finds no artefact anywhere
+    root, split, out, proc = real_screen
+    assert "WARNING: no artefact pixels" in proc.stderr
+    summary = json.loads(proc.stdout)
+    assert summary["warnings"] and all(r["masked_fraction"] == 0 for r in summary["plates"])
+    page = (out / "report" / "index.html").read_text()
+    assert page.index("no artefact pixels") < page.index("What was done")
+
+
+def test_rerun_same_settings_resumes_other_settings_refused(real_screen):
+    root, split, out, proc = real_screen
+    before = (out / "qc.csv").read_bytes()
+    again = cli("run", root / "screen", "-o", out, "--channel-names", "DAPI",
+                "--artefact-channel", "DAPI", "--cluster", "threads", "--no-progress")
+    assert (out / "qc.csv").read_bytes() == before
+    stamp = (out / "run.json").stat().st_mtime_ns
+    bad = cli("run", root / "screen", "-o", out, "--channel-names", "DAPI",
+              "--artefact-channel", "DAPI", "--threshold", "0.8", "--cluster", "threads",
+              "--no-progress", ok=False)
+    assert bad.returncode == 2
+    lines = bad.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:") and "threshold" in lines[0]
+    assert (out / "run.json").stat().st_mtime_ns == stamp
+    assert "p1" in again.stdout and "p2" in again.stdout
+
+
+def test_tables_tab_separated_when_not_a_terminal(real_screen):
+    root, split, out, proc = real_screen
+    again = cli("run", root / "screen", "-o", out, "--channel-names", "DAPI",
+                "--artefact-channel", "DAPI", "--cluster", "threads", "--no-progress")
+    lines = [ln for ln in again.stdout.splitlines() if "\t" in ln]
+    header = lines[0].split("\t")
+    assert header[:3] == ["plate", "fields", "wells"]
+    body = {ln.split("\t")[0]: ln.split("\t") for ln in lines[1:]}
+    assert int(body["p2"][1]) == len(split["p2"])
+
+
+# ------------------------------------------------------------------- bad input: exit 2
+def _bad(args, out: Path):
+    p = cli("run", *args, "-o", out, "--cluster", "threads", "--no-progress", ok=False)
+    assert p.returncode == 2, p.stderr
+    lines = p.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:"), p.stderr
+    assert not out.exists()
+    return lines[0]
+
+
+def test_bad_sources(tmp_path, bbbc039_files):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert "neither a folder of TIFFs" in _bad([empty], tmp_path / "o1")
+    a, b = tmp_path / "a" / "plate", tmp_path / "b" / "plate"
+    for d, f in ((a, bbbc039_files[0]), (b, bbbc039_files[1])):
+        d.mkdir(parents=True)
+        (d / f.name).symlink_to(f)
+    assert "plate name 'plate'" in _bad([a, b], tmp_path / "o2")
+    line = _bad([a], a / "out")
+    assert "inside the source" in line
+    assert "--channel-names" in _bad([a], tmp_path / "o3")  # channel DAPI vs w1
+
+
+def test_bad_different_channel_sets(tmp_path, bbbc039_files):
+    from phirm_scale.synthetic import make_plate
+
+    d = tmp_path / "tiffs"
+    d.mkdir()
+    (d / bbbc039_files[0].name).symlink_to(bbbc039_files[0])
+    z = make_plate(tmp_path / "z.ome.zarr", rows=1, columns=1, fields=1, size=(520, 696),
+                   from_fields=bbbc039_files[0].parent, artefacts=0.02)
+    line = _bad([d, z.path, "--channel-names", "DAPI"], tmp_path / "o")
+    assert "channel" in line
+
+
+def test_output_not_from_run_refused(tmp_path, bbbc039_files):
+    d = tmp_path / "tiffs"
+    d.mkdir()
+    (d / bbbc039_files[0].name).symlink_to(bbbc039_files[0])
+    out = tmp_path / "o"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    p = cli("run", d, "-o", out, "--channel-names", "DAPI", "--artefact-channel", "DAPI",
+            "--cluster", "threads", "--no-progress", ok=False)
+    assert p.returncode == 2 and p.stderr.startswith("error:")
+    assert sorted(x.name for x in out.iterdir()) == ["notes.txt"]
+
+
+# ----------------------------------------------- OME-Zarr sources with artefacts, restart
+def _digest(plate_path: Path) -> str:
+    """Hash of every image array of a plate (labels excluded)."""
+    p = open_plate(plate_path)
+    h = hashlib.sha256()
+    for k in p.fields:
+        h.update(np.ascontiguousarray(p.read_field(k)).tobytes())
+    return h.hexdigest()
+
+
+@pytest.fixture(scope="module")
+def zarr_sources(tmp_path_factory, bbbc039_dir):
+    from phirm_scale.synthetic import make_plate
+
+    root = tmp_path_factory.mktemp("zsrc")
+    for i, name in enumerate(("alpha", "beta")):
+        make_plate(root / f"{name}.ome.zarr", rows=1, columns=2, fields=2, size=(520, 696),
+                   seed=i, from_fields=bbbc039_dir, artefacts=0.03)
+    return root
+
+
+def _run(src_root, out, **kw):
+    from phirm_scale.run import run_screen
+
+    return run_screen([src_root / "alpha.ome.zarr", src_root / "beta.ome.zarr"], out,
+                      channel="DAPI", artefact_channel="CFP", reference_channel="DAPI_clean",
+                      dilate=1, progress=False, **kw)
+
+
+def _copy_sources(zarr_sources, dest: Path) -> Path:
+    import shutil
+
+    shutil.copytree(zarr_sources, dest)
+    return dest
+
+
+def test_zarr_sources_with_artefacts(zarr_sources, tmp_path):
+    src = _copy_sources(zarr_sources, tmp_path / "src")
+    before = {n: _digest(src / f"{n}.ome.zarr") for n in ("alpha", "beta")}
+    res = _run(src, tmp_path / "out", cluster="threads")
+    # sources: image data untouched, only the artefacts label added
+    for n in ("alpha", "beta"):
+        assert _digest(src / f"{n}.ome.zarr") == before[n]
+        p = open_plate(src / f"{n}.ome.zarr")
+        assert all(p.has_label(k, "artefacts") for k in p.fields)
+        assert not (tmp_path / "out" / f"{n}.ome.zarr").exists()
+    assert res["warnings"] == []
+    rows = {r["plate"]: r for r in res["plates"]}
+    assert all(r["fields"] == 4 and r["wells"] == 2 for r in rows.values())
+    # independent check of the masked fraction: the label pixels of the source plates
+    for n in ("alpha", "beta"):
+        p = open_plate(src / f"{n}.ome.zarr")
+        assert rows[n]["masked_fraction"] > 0
+        masked = sum(int((p.read_label(k, "artefacts") > 0).sum()) for k in p.fields)
+        assert masked > 0
+    ds = xr.open_zarr(tmp_path / "out" / "qc.zarr")
+    # the restored DAPI differs from the damaged one only inside the masks
+    for n in ("alpha", "beta"):
+        a = open_plate(src / f"{n}.ome.zarr")
+        b = open_plate(tmp_path / "out" / f"{n}_inpainted.ome.zarr")
+        k = a.fields[0]
+        changed = a.read_field(k, "DAPI") != b.read_field(k, "DAPI")
+        assert changed.any()
+        assert str(ds["reference"].sel(plate=n).values) == str((src / f"{n}.ome.zarr").resolve())
+    flagged = int(sum(r["fields_flagged"] for r in res["plates"]))
+    fm = ds["field_phirm_mean"].values
+    assert flagged == int(np.sum(fm[~np.isnan(fm)] < 0.9))
+    page = (tmp_path / "out" / "report" / "index.html").read_text()
+    assert f"{flagged} of 8 fields are flagged" in page
+
+
+def test_restart_after_interruption_is_identical(zarr_sources, tmp_path, monkeypatch):
+    import phirm_scale.stages.inpaint as stage
+
+    src_a = _copy_sources(zarr_sources, tmp_path / "a")
+    src_b = _copy_sources(zarr_sources, tmp_path / "b")
+    ref = _run(src_a, tmp_path / "outa", cluster="threads")
+
+    real = stage.inpaint_one_field
+    calls = Counter()
+
+    def flaky(source, out, key, *args):
+        calls["n"] += 1
+        if "beta" in source and tuple(key)[2] == 1:
+            raise RuntimeError("node lost")
+        return real(source, out, key, *args)
+
+    monkeypatch.setattr(stage, "inpaint_one_field", flaky)
+    with pytest.raises(RuntimeError, match="node lost"):
+        _run(src_b, tmp_path / "outb", cluster="threads")
+    assert json.loads((tmp_path / "outb" / "run.json").read_text())["status"] == "running"
+    monkeypatch.setattr(stage, "inpaint_one_field", real)
+    done_before = open_plate(tmp_path / "outb" / "alpha_inpainted.ome.zarr").missing_fields()
+    assert done_before == []  # alpha finished before the failure
+    res = _run(src_b, tmp_path / "outb", cluster="threads")
+    assert res["plates"] == ref["plates"]
+    for n in ("alpha", "beta"):
+        assert _digest(tmp_path / "outa" / f"{n}_inpainted.ome.zarr") == \
+            _digest(tmp_path / "outb" / f"{n}_inpainted.ome.zarr")
+    da = xr.open_zarr(tmp_path / "outa" / "qc.zarr").load()
+    db = xr.open_zarr(tmp_path / "outb" / "qc.zarr").load()
+    drop = ["reference", "reconstruction"]
+    xr.testing.assert_equal(da.drop_vars(drop), db.drop_vars(drop))
+
+
+def test_one_cluster_for_every_stage(zarr_sources, tmp_path):
+    from distributed import Client, LocalCluster
+
+    src = _copy_sources(zarr_sources, tmp_path / "src")
+    with LocalCluster(n_workers=1, threads_per_worker=2, processes=False,
+                      dashboard_address=None) as lc, Client(lc) as client:
+        _run(src, tmp_path / "out", cluster=client)
+        prefixes = client.run_on_scheduler(
+            lambda dask_scheduler: sorted(dask_scheduler.task_prefixes))
+        assert client.status == "running"
+    for p in ("masks", "inpaint", "score_plate_fields"):
+        assert any(x.startswith(p) for x in prefixes), (p, prefixes)
+
+
+# ------------------------------------------------------------- the screen QC dataset
+_PLAIN_XARRAY = r"""
+import sys
+sys.modules["phirm_scale"] = None  # phirm-scale must not be needed to read the store
+import csv, json, xarray as xr, pandas as pd, numpy as np
+a = xr.open_zarr(sys.argv[1])
+b = xr.open_zarr(sys.argv[2])
+well = a.sel(plate="alpha", row="A", column="02")
+both = xr.concat([a, b.assign_coords(plate=["gamma", "delta"])], dim="plate")
+fields = both[[v for v in both.data_vars if v.startswith("field_")]].to_dataframe()
+print(json.dumps({
+    "well_fields": int((~np.isnan(well["field_phirm_mean"].values)).sum()),
+    "plates": [str(p) for p in both["plate"].values],
+    "references": [str(r) for r in both["reference"].values],
+    "rows_df": int(fields["field_phirm_mean"].notna().sum()),
+}))
+"""
+
+
+def test_screen_qc_dataset(zarr_sources, tmp_path):
+    import csv
+
+    import pandas as pd
+    import zarr
+
+    src = _copy_sources(zarr_sources, tmp_path / "src")
+    _run(src, tmp_path / "out", cluster="threads")
+    store = tmp_path / "out" / "qc.zarr"
+    ds = xr.open_zarr(store)
+    assert ds["phirm"].dims == ("plate", "row", "column", "field", "window")
+    assert ds.attrs["Conventions"].startswith("CF-")
+    for name, var in ds.data_vars.items():
+        assert var.attrs.get("long_name"), name
+        assert var.attrs.get("units") in {"1", "px", "dB"}, name
+    assert ds["psnr"].attrs["units"] == "dB" and ds["ref_nuclei_area"].attrs["units"] == "px"
+    # counts stored as integers in Zarr (fill value -1 for absent fields)
+    g = zarr.open_group(str(store), mode="r")
+    for v in ("ref_nuclei_count", "rec_artefact_area", "field_n_windows",
+              "plate_ref_nuclei_count"):
+        assert np.dtype(g[v].dtype).kind == "i", v
+    assert np.dtype(g["phirm"].dtype).kind == "f"
+    # the same row/column labels everywhere
+    assert list(ds["column"].values) == ["01", "02"] and list(ds["row"].values) == ["A"]
+    with open(tmp_path / "out" / "qc.csv", newline="") as fh:
+        text = fh.read()
+    assert '"A","01"' in text or '"01"' in text
+    first = next(csv.DictReader(text.splitlines()))
+    assert first["column"] in {"01", "02"} and first["well"] in {"A01", "A02"}
+    pq = pd.read_parquet(tmp_path / "out" / "qc.parquet")
+    assert set(pq["column"]) == {"01", "02"} and pq["ref_nuclei_count"].dtype == np.int64
+    df = pd.read_csv(tmp_path / "out" / "qc.csv", dtype={"row": str, "column": str})
+    assert set(df["column"]) == {"01", "02"}
+    assert len(pq) == len(df) == 2 * 4 * ds.sizes["window"]
+    # per-plate provenance kept
+    refs = [str(r) for r in ds["reference"].values]
+    assert refs == [str((src / f"{n}.ome.zarr").resolve()) for n in ("alpha", "beta")]
+    # plain xarray: select a well, concatenate two screens, to_dataframe
+    p = subprocess.run([sys.executable, "-c", _PLAIN_XARRAY, str(store), str(store)],
+                       capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    got = json.loads(p.stdout)
+    assert got["well_fields"] == 2
+    assert got["plates"] == ["alpha", "beta", "gamma", "delta"]
+    assert got["references"][:2] == refs and got["references"][2:] == refs
+    assert got["rows_df"] == 16
