@@ -211,8 +211,6 @@ def plan_screen(sources: Sequence[str | Path], out: str | Path, *, layout: str =
         if c is not None and c not in chans:
             raise PlateError(f"{first.path}: {what} {c!r} is not a channel of the screen "
                              f"(channels: {','.join(chans)}){hint}")
-    if artefact_channel is None:
-        _saturation_masks_available(required=True)
     ckpt_hash = None
     if checkpoint is not None:
         from phirm_scale.models import get_model
@@ -255,19 +253,6 @@ def plan_screen(sources: Sequence[str | Path], out: str | Path, *, layout: str =
             raise PlateError(f"{out}: exists and is not the output of `phirm-scale run`; "
                              "choose an empty or new folder")
     return ScreenPlan(out=out, plates=plates, settings=settings, resume=resume)
-
-
-def _saturation_masks_available(required: bool = False) -> bool:
-    import inspect
-
-    from phirm_scale.stages.masks import make_artefact_masks
-
-    ok = "method" in inspect.signature(make_artefact_masks).parameters
-    if required and not ok:
-        raise PlateError("--artefact-channel none needs saturation masks (`masks --method "
-                         "saturation`), not available in this version; give the artefact "
-                         "channel with --artefact-channel NAME")
-    return ok
 
 
 # ------------------------------------------------------------------------------- running

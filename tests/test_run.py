@@ -48,7 +48,7 @@ def real_screen(tmp_path_factory, bbbc039_files):
     split = _split(bbbc039_files, root / "screen")
     out = root / "out"
     proc = cli("run", root / "screen", "-o", out, "--channel-names", "DAPI",
-               "--artefact-channel", "DAPI", "--cluster", "threads", "--no-progress", "--json")
+               "--artefact-channel", "none", "--cluster", "threads", "--no-progress", "--json")
     return root, split, out, proc
 
 
@@ -77,7 +77,7 @@ def test_run_real_fields_two_plates(real_screen):
 
 
 def test_run_warns_when_nothing_was_masked(real_screen):
-    # Hoechst nuclei as 'artefact channel': the separability guard finds no artefact anywhere
+    # clean real fields: saturation masks find no artefact anywhere
     root, split, out, proc = real_screen
     assert "WARNING: no artefact pixels" in proc.stderr
     summary = json.loads(proc.stdout)
@@ -90,11 +90,11 @@ def test_rerun_same_settings_resumes_other_settings_refused(real_screen):
     root, split, out, proc = real_screen
     before = (out / "qc.csv").read_bytes()
     again = cli("run", root / "screen", "-o", out, "--channel-names", "DAPI",
-                "--artefact-channel", "DAPI", "--cluster", "threads", "--no-progress")
+                "--artefact-channel", "none", "--cluster", "threads", "--no-progress")
     assert (out / "qc.csv").read_bytes() == before
     stamp = (out / "run.json").stat().st_mtime_ns
     bad = cli("run", root / "screen", "-o", out, "--channel-names", "DAPI",
-              "--artefact-channel", "DAPI", "--threshold", "0.8", "--cluster", "threads",
+              "--artefact-channel", "none", "--threshold", "0.8", "--cluster", "threads",
               "--no-progress", ok=False)
     assert bad.returncode == 2
     lines = bad.stderr.strip().splitlines()
@@ -106,7 +106,7 @@ def test_rerun_same_settings_resumes_other_settings_refused(real_screen):
 def test_tables_tab_separated_when_not_a_terminal(real_screen):
     root, split, out, proc = real_screen
     again = cli("run", root / "screen", "-o", out, "--channel-names", "DAPI",
-                "--artefact-channel", "DAPI", "--cluster", "threads", "--no-progress")
+                "--artefact-channel", "none", "--cluster", "threads", "--no-progress")
     lines = [ln for ln in again.stdout.splitlines() if "\t" in ln]
     header = lines[0].split("\t")
     assert header[:3] == ["plate", "fields", "wells"]
