@@ -29,6 +29,11 @@ def score_images(reference: np.ndarray, reconstruction: np.ndarray, *, mode: str
     if reference.shape != reconstruction.shape:
         raise InputError(f"{names[1]}: shape {reconstruction.shape} differs from {names[0]} "
                          f"shape {reference.shape}")
+    if reference.size and reference.min() == reference.max():
+        # both images would normalise to 0 (or compare against nothing): a blank reference
+        # is bad input, not a perfect score (the plate scorer refuses it the same way)
+        raise InputError(f"{names[0]}: reference image is constant ({reference.flat[0]}); "
+                         "PhIRM needs a reference with contrast")
     if reference.dtype == np.uint8:
         ref8, rec8 = reference, reconstruction
     else:

@@ -7,7 +7,7 @@ file or field at fault and what is wrong with it.
 
 from __future__ import annotations
 
-__all__ = ["PhirmError", "InputError", "PlateError", "CheckpointError"]
+__all__ = ["PhirmError", "InputError", "PlateError", "CheckpointError", "OutputError"]
 
 
 class PhirmError(Exception):
@@ -24,3 +24,8 @@ class PlateError(PhirmError, ValueError):
 
 class CheckpointError(PhirmError, ValueError):
     """A checkpoint is unreadable or belongs to another architecture."""
+
+
+class OutputError(PlateError):
+    """An output cannot be written: it exists, is an input, is another command's or a
+    foreign store, or another run holds its lock."""

@@ -6,15 +6,30 @@ The plate commands read plates through :mod:`phirm_scale.plate`; this module onl
 
 from __future__ import annotations
 
+import contextlib
+import logging
 from pathlib import Path
 
 import numpy as np
 
 from phirm_scale.errors import InputError
 
-__all__ = ["read_image", "IMAGE_SUFFIXES"]
+__all__ = ["read_image", "IMAGE_SUFFIXES", "quiet_tifffile"]
 
 IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".bmp")
+
+
+@contextlib.contextmanager
+def quiet_tifffile():
+    """Silence tifffile's own log lines while reading: a broken file becomes one ``error:``
+    line of ours naming it, not a stray log line before it."""
+    logger = logging.getLogger("tifffile")
+    old = logger.level
+    logger.setLevel(logging.CRITICAL + 1)
+    try:
+        yield
+    finally:
+        logger.setLevel(old)
 
 
 def read_image(path: str | Path) -> np.ndarray:
@@ -31,7 +46,8 @@ def read_image(path: str | Path) -> np.ndarray:
         if path.suffix.lower() in (".tif", ".tiff"):
             import tifffile
 
-            image = tifffile.imread(path)
+            with quiet_tifffile():
+                image = tifffile.imread(path)
         else:
             import cv2
 

@@ -275,6 +275,9 @@ class Plate:
             raise PlateError(f"{path}/{self.fields[0].path}: field without multiscales") from exc
         self.level_paths = [d["path"] for d in datasets]
         self.n_levels = len(self.level_paths)
+        if not (path / self.fields[0].path / self.level_paths[0] / "zarr.json").exists():
+            raise PlateError(f"{path}: field {self.fields[0]}: image data is missing "
+                             f"({self.level_paths[0]} array deleted or never written)")
         arr = zarr.open_array(str(path / self.fields[0].path / self.level_paths[0]), mode="r")
         if arr.ndim != 5:
             raise PlateError(f"{path}/{self.fields[0].path}/0: expected TCZYX, got {arr.ndim}-D")
@@ -351,12 +354,22 @@ class Plate:
 
     # -- reading data ------------------------------------------------------
     def read_field(self, key, channel: str | int | None = None, level: int = 0) -> np.ndarray:
-        """Read one field as ``(C, Y, X)`` (all channels) or ``(Y, X)`` (one channel)."""
+        """Read one field as ``(C, Y, X)`` (all channels) or ``(Y, X)`` (one channel).
+
+        A field whose array is missing, whose writing never finished, or whose chunk files
+        are missing although it was completed raises :class:`PlateError` naming the field
+        (zarr alone would silently return the fill value).
+        """
         key = self._check_key(key)
-        arr = self._array(key, level)
+        if not 0 <= level < self.n_levels:
+            raise PlateError(f"{self.path}: no level {level} (levels: 0..{self.n_levels - 1})")
+        chans = (list(range(self.n_channels)) if channel is None
+                 else [self.channel_index(channel)])
+        arr = _checked_array(self.path, key, self.level_paths[level], chans,
+                             [self.channel_names[c] for c in chans])
         if channel is None:
             return np.asarray(arr[0, :, 0])
-        return np.asarray(arr[0, self.channel_index(channel), 0])
+        return np.asarray(arr[0, chans[0], 0])
 
     def dask_field(self, key, channel: str | int):
         """One channel of one field as a single-chunk ``(Y, X)`` Dask array (lazy)."""
@@ -410,7 +423,8 @@ class Plate:
         key = self._check_key(key)
         if not self.has_label(key, name):
             raise PlateError(f"{self.path}: field {key} has no label {name!r}")
-        arr = _zarr().open_array(str(self.path / key.path / "labels" / name / "0"), mode="r")
+        arr = _checked_array(self.path, key, f"labels/{name}/0", [0], [name],
+                             what=f"label {name!r}")
         return np.asarray(arr[0, 0, 0])
 
     def label_attrs(self, key, name: str) -> dict:
@@ -476,15 +490,17 @@ class Plate:
         }
         g = zarr.create_group(str(labels_path / name), attributes=attrs, overwrite=True)
         level = a
-        for lev in range(self.n_levels):  # as many levels as the image (NGFF); nearest
-            if lev:
-                level = level[::2, ::2]
-            arr = g.create_array(
-                str(lev), shape=(1, 1, 1, *level.shape), chunks=(1, 1, 1, *level.shape),
-                dtype=a.dtype, compressors=_compressor(), fill_value=0, dimension_names=_DIMS,
-                overwrite=True)
-            arr[0, 0, 0] = level
-        g.attrs.update({ATTRS_KEY: {**extra, "complete": True}})
+        with zarr.config.set({"array.write_empty_chunks": True}):
+            for lev in range(self.n_levels):  # as many levels as the image (NGFF); nearest
+                if lev:
+                    level = level[::2, ::2]
+                arr = g.create_array(
+                    str(lev), shape=(1, 1, 1, *level.shape), chunks=(1, 1, 1, *level.shape),
+                    dtype=a.dtype, compressors=_compressor(), fill_value=0,
+                    dimension_names=_DIMS, overwrite=True)
+                arr[0, 0, 0] = level
+        g.attrs.update({ATTRS_KEY: {**extra, "complete": True,
+                                    "all_chunks": True}})
 
     # -- writing image data --------------------------------------------------
     def write_field(self, key, array: np.ndarray) -> None:
@@ -507,8 +523,59 @@ def open_field_view(path: str | Path, key, *, mode: str = "r") -> Plate:
 
 
 def _read_one(path: str, key: tuple, channel: int) -> np.ndarray:
-    arr = _zarr().open_array(str(Path(path) / FieldKey(*key).path / "0"), mode="r")
+    arr = _checked_array(Path(path), FieldKey(*key), "0", [channel], [str(channel)])
     return np.asarray(arr[0, channel, 0])
+
+
+def _group_marker(path: Path) -> dict | None:
+    """``phirm_scale`` attributes of the group at ``path`` (None: no such key)."""
+    try:
+        meta = json.loads((path / "zarr.json").read_text())
+    except (OSError, ValueError):
+        return None
+    m = meta.get("attributes", {}).get(ATTRS_KEY)
+    return dict(m) if isinstance(m, Mapping) else None
+
+
+def _missing_chunk(arr, arr_path: Path, channels: Sequence[int]) -> str | None:
+    """Key of the first chunk of ``channels`` whose file is missing, else None."""
+    chunks = arr.chunks
+    ny = -(-arr.shape[3] // chunks[3])
+    nx = -(-arr.shape[4] // chunks[4])
+    for c in channels:
+        for iy in range(ny):
+            for ix in range(nx):
+                ck = arr.metadata.encode_chunk_key((0, c // chunks[1], 0, iy, ix))
+                if not (arr_path / ck).exists():
+                    return ck
+    return None
+
+
+def _checked_array(plate_path: Path, key: FieldKey, level_path: str, channels: Sequence[int],
+                   names: Sequence[str], what: str = "image data"):
+    """Open a field's (or label's) level array, refusing missing or damaged data by name."""
+    gpath = Path(plate_path) / key.path
+    apath = gpath / level_path
+    if not (apath / "zarr.json").exists():
+        raise PlateError(f"{plate_path}: field {key}: {what} is missing ({apath.name} array "
+                         "deleted or never written)")
+    marker = _group_marker(gpath if what == "image data" else apath.parent)
+    if marker is not None and marker.get("complete") is False:
+        raise PlateError(f"{plate_path}: field {key}: {what} incomplete (its writing never "
+                         "finished; rerun the command that writes it)")
+    try:
+        arr = _zarr().open_array(str(apath), mode="r")
+    except Exception as exc:  # noqa: BLE001 - damaged array metadata
+        raise PlateError(f"{plate_path}: field {key}: {what} is damaged "
+                         f"({type(exc).__name__})") from exc
+    if marker is not None and marker.get("all_chunks") and arr.ndim == 5:
+        ck = _missing_chunk(arr, apath, channels)
+        if ck is not None:
+            raise PlateError(f"{plate_path}: field {key}: {what} damaged: chunk file "
+                             f"{apath.name}/{ck} ({', '.join(names)}) is missing although the "
+                             "field was completed; rerun the command that wrote it with "
+                             "--overwrite")
+    return arr
 
 
 def create_field_group(path: str | Path, key, *, channel_names: Sequence[str], dtype,
@@ -520,7 +587,8 @@ def create_field_group(path: str | Path, key, *, channel_names: Sequence[str], d
     dtype = np.dtype(dtype)
     fpath = Path(path) / key.path
     g = zarr.create_group(str(fpath), zarr_format=3, overwrite=True,
-                          attributes=_field_attrs(key, channel_names, dtype, n_levels))
+                          attributes={**_field_attrs(key, channel_names, dtype, n_levels),
+                                      ATTRS_KEY: {"complete": False}})
     comp = _compressor()
     for lev in range(n_levels):
         ly, lx = _level_shape(shape, lev)
@@ -559,21 +627,24 @@ def write_field_data(path: str | Path, key: FieldKey, array: np.ndarray, *,
         g = create_field_group(path, key, channel_names=channel_names, dtype=dtype,
                                shape=shape, n_levels=n_levels)
         marker: dict = {}
-        arrays = [g[str(lev)] for lev in range(n_levels)]
     else:
         g = zarr.open_group(str(fpath), mode="r+")
         marker = dict(dict(g.attrs).get(ATTRS_KEY, {}))
-        if marker.get("complete"):
+        if marker.get("complete") is not False:
             marker["complete"] = False
             g.attrs.update({ATTRS_KEY: marker})
+    # every chunk is written, even one equal to the fill value: a chunk file missing from a
+    # completed field then means damage (checked on read), never "all zeros"
+    with zarr.config.set({"array.write_empty_chunks": True}):
         arrays = [zarr.open_array(str(fpath / str(lev)), mode="r+") for lev in range(n_levels)]
-    level = a
-    for lev, arr in enumerate(arrays):
-        if lev:
-            level = downsample2(level)
-        arr[0, :, 0] = level
+        level = a
+        for lev, arr in enumerate(arrays):
+            if lev:
+                level = downsample2(level)
+            arr[0, :, 0] = level
     marker.update(dict(field_attrs or {}))
     marker["complete"] = True
+    marker["all_chunks"] = True
     g.attrs.update({ATTRS_KEY: marker})
 
 
@@ -599,7 +670,8 @@ def read_root_attrs(path: str | Path) -> dict | None:
 
 
 def remove_store(path: str | Path) -> None:
-    """Delete a plate store (refuses a non-empty folder that is not a Zarr store)."""
+    """Delete a store written by phirm-scale (refuses anything else: plates from other
+    software, TIFF folders, foreign stores and folders)."""
     _prepare_output(Path(path), overwrite=True)
 
 
@@ -619,15 +691,19 @@ def _check_layout(rows, columns, fields) -> dict[tuple[str, str], list[int]]:
 
 
 def _prepare_output(path: Path, overwrite: bool) -> None:
+    from phirm_scale.errors import OutputError
+    from phirm_scale.outputs import store_command
+
     if path.exists():
+        if path.is_dir() and not any(path.iterdir()):
+            return
         if not overwrite:
-            raise PlateError(f"{path}: output exists (use overwrite to replace it)")
-        if path.is_dir() and any(path.iterdir()) and not (path / "zarr.json").exists():
-            raise PlateError(f"{path}: exists and is not a Zarr store; refusing to delete it")
-        if path.is_dir():
-            shutil.rmtree(path)
-        else:
-            path.unlink()
+            raise OutputError(f"{path}: output exists (use overwrite to replace it)")
+        made_by = store_command(path) if path.is_dir() else None
+        if made_by is None:
+            raise OutputError(f"{path}: exists and is not a Zarr store written by "
+                              "phirm-scale; refusing to delete it")
+        shutil.rmtree(path)
 
 
 def create_layout(path: str | Path, *, rows: Sequence[str], columns: Sequence[str],
@@ -750,6 +826,9 @@ def create_plate(path: str | Path, *, rows: Sequence[str], columns: Sequence[str
         raise PlateError(f"{path}: a plate needs at least one field")
     _check_layout(list(rows), list(columns), fields)
     _prepare_output(path, overwrite)
+    mine = dict((attrs or {}).get(ATTRS_KEY, {}) or {})
+    mine.setdefault("command", "create-plate")  # marker: see phirm_scale.outputs
+    attrs = {**dict(attrs or {}), ATTRS_KEY: mine}
     create_layout(path, rows=rows, columns=columns, fields=fields, channel_names=channel_names,
                   shape=shape, dtype=dtype, name=name or path.name.split(".")[0],
                   n_levels=n_levels, attrs=attrs)

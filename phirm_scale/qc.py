@@ -508,28 +508,26 @@ def write_qc(ds: xr.Dataset, path, *, overwrite: bool = False, csv=None, parquet
     -------
     Path
     """
-    import shutil
+    from phirm_scale.outputs import atomic_store, guard_output, mark_store
 
     path = Path(path)
-    if path.exists() and not overwrite:
-        raise PhirmError(f"{path}: output exists (pass overwrite=True / --overwrite)")
+    inputs = [ds.attrs.get("reference"), ds.attrs.get("reconstruction")]
+    extra = [p for p in (csv, parquet) if p is not None]
+    for p in extra:
+        if Path(p).exists() and not overwrite:
+            raise PhirmError(f"{p}: output exists (pass --overwrite to replace it)")
+        if Path(p).is_dir():
+            raise PhirmError(f"{p}: is a folder; expected a table file path")
     # written beside the target, then renamed: a failed write never leaves a half store
-    tmp = path.with_name(path.name + ".partial")
-    if tmp.exists():
-        shutil.rmtree(tmp) if tmp.is_dir() else tmp.unlink()
-    try:
+    with guard_output(path, command="score", inputs=[i for i in inputs if i],
+                      overwrite=overwrite, remove=False), atomic_store(path) as tmp:
         with warnings.catch_warnings():
             # fixed-width strings (row/column names) and consolidated metadata are not in
             # the zarr v3 spec yet; xarray and zarr-python read them back fine.
             warnings.filterwarnings("ignore", message=".*does not have a Zarr V3 specification.*")
             warnings.filterwarnings("ignore", message=".*Consolidated metadata.*")
             ds.to_zarr(tmp, mode="w-")
-        if path.exists():
-            shutil.rmtree(path) if path.is_dir() else path.unlink()
-        tmp.rename(path)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+        mark_store(tmp, "score")
     if csv is not None or parquet is not None:
         table = to_table(ds)
         if csv is not None:
@@ -552,4 +550,5 @@ def open_qc(path) -> xr.Dataset:
         raise PhirmError(f"{path}: not a QC store readable by xarray ({exc})") from exc
     if "phirm" not in ds:
         raise PhirmError(f"{path}: not a phirm-scale QC store (no 'phirm' variable)")
+    ds.attrs.pop("phirm_scale", None)  # the store's output marker, not part of the data
     return ds

@@ -199,10 +199,24 @@ def write_report(qc, out_dir, *, worst: int = 6) -> Path:
     ds = qc if isinstance(qc, xr.Dataset) else open_qc(qc)
     if "phirm" not in ds:
         raise PhirmError("report: the Dataset has no 'phirm' variable (not a QC Dataset)")
+    from phirm_scale.outputs import guard_output, mark_folder
+
     out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise PhirmError(f"{out}: exists and is not a folder")
-    out.mkdir(parents=True, exist_ok=True)
+    inputs = [ds.attrs.get("reference"), ds.attrs.get("reconstruction")]
+    if not isinstance(qc, xr.Dataset):
+        inputs.append(qc)
+    # a report folder is only ever (re)written over an earlier report, never over a plate,
+    # a QC store or a foreign folder
+    with guard_output(out, command="report", inputs=[i for i in inputs if i],
+                      resumable=True):
+        out.mkdir(parents=True, exist_ok=True)
+        mark_folder(out, "report")
+        return _write_report(ds, out, worst)
+
+
+def _write_report(ds, out: Path, worst: int) -> Path:
+    from phirm_scale.qc import summarise
+
     plate_heatmap(ds, out / "heatmap.png")
     phirm_histogram(ds, out / "histogram.png")
     plate = summarise(ds, "plate")

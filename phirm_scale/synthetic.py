@@ -368,25 +368,29 @@ def make_plate(out_path: str | Path, *, rows: int = 2, columns: int = 2, fields:
     width = max(2, len(str(columns)))
     cnames = [str(c + 1).zfill(width) for c in range(columns)]
     keys = [FieldKey(r, c, f) for r in rnames for c in cnames for f in range(fields)]
-    attrs = {"phirm_scale": {"synthetic": {
+    attrs = {"phirm_scale": {"command": "make-plate", "synthetic": {
         "seed": int(seed), "artefacts": float(artefacts), "size": list(shape),
         "from_fields": str(Path(from_fields).resolve()) if from_fields is not None else None,
         "channels": {"DAPI": "ground truth + artefacts (saturated)", "CFP": "artefact channel",
                      "DAPI_clean": "ground truth"},
         "true_label": TRUE_LABEL}}}
-    create_plate(out_path, rows=rnames, columns=cnames, fields=keys, channel_names=CHANNELS,
-                 shape=shape, dtype=np.uint16, name=Path(out_path).name.split(".")[0],
-                 n_levels=n_levels, attrs=attrs, overwrite=overwrite)
-    tasks = [SyntheticFieldTask(str(out_path), tuple(k), tuple(shape), int(seed),
-                                float(artefacts),
-                                str(sources[i % len(sources)]) if sources else None)
-             for i, k in enumerate(keys)]
-    if cluster is None:
-        for t in tasks:
-            _write_one(t)
-    else:
-        from phirm_scale.stages._runner import run_tasks
+    from phirm_scale.outputs import guard_output
 
-        run_tasks(_write_one, tasks, cluster=cluster, progress=progress,
-                  description="make-plate")
+    with guard_output(out_path, command="make-plate", inputs=[from_fields],
+                      overwrite=overwrite):
+        create_plate(out_path, rows=rnames, columns=cnames, fields=keys,
+                     channel_names=CHANNELS, shape=shape, dtype=np.uint16,
+                     name=Path(out_path).name.split(".")[0], n_levels=n_levels, attrs=attrs)
+        tasks = [SyntheticFieldTask(str(out_path), tuple(k), tuple(shape), int(seed),
+                                    float(artefacts),
+                                    str(sources[i % len(sources)]) if sources else None)
+                 for i, k in enumerate(keys)]
+        if cluster is None:
+            for t in tasks:
+                _write_one(t)
+        else:
+            from phirm_scale.stages._runner import run_tasks
+
+            run_tasks(_write_one, tasks, cluster=cluster, progress=progress,
+                      description="make-plate")
     return open_plate(out_path)

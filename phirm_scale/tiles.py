@@ -29,7 +29,6 @@ This module is the tile store's only reader and writer; plates are read through
 from __future__ import annotations
 
 import math
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -331,8 +330,6 @@ def write_tiles(plate, out, *, channel, size=256, stride=None, split=(0.8, 0.1, 
         Bad channel, missing label, tile larger than a field, bad fractions, existing output:
         all checked before anything is written.
     """
-    import zarr
-
     from phirm_scale.plate import open_plate
 
     if isinstance(plate, (str, Path)):
@@ -351,18 +348,26 @@ def write_tiles(plate, out, *, channel, size=256, stride=None, split=(0.8, 0.1, 
             raise InputError(
                 f"{plate.path}: field {k.row}/{k.column}/{k.field} has no label {label!r}"
                 f" ({len(missing)} of {len(plate.fields)} fields lack it)")
-    if out.exists():
-        if not overwrite:
-            raise InputError(f"{out}: already exists (use --overwrite to replace it)")
-        shutil.rmtree(out)
+    from phirm_scale.outputs import atomic_store, guard_output, marker_attrs
+
+    with guard_output(out, command="tiles", inputs=[plate.path], overwrite=overwrite,
+                      remove=False), \
+            atomic_store(out) as tmp:
+        counts = _write_tile_store(plate, tmp, out, ci, ch_name, size, stride, split, seed,
+                                   label, assignment, per_field, ys, xs, marker_attrs("tiles"))
+    return TilesWritten(path=out, counts=counts, split_wells=assignment)
+
+
+def _write_tile_store(plate, tmp, out, ci, ch_name, size, stride, split, seed, label,
+                      assignment, per_field, ys, xs, marker) -> dict:
+    import zarr
+
     well_split = {w: s for s, ws in assignment.items() for w in ws}
     fields_of = {s: [k for k in plate.fields if well_split[_well_name(k)] == s] for s in SPLITS}
 
-    tmp = out.with_name(out.name + ".partial")
-    if tmp.exists():
-        shutil.rmtree(tmp)
     g = zarr.open_group(str(tmp), mode="w", zarr_format=3)
     attrs: dict[str, Any] = {
+        "phirm_scale": marker,
         "format": _FORMAT,
         "tile_size": int(size),
         "stride": int(size if stride is None else stride),
@@ -401,5 +406,4 @@ def write_tiles(plate, out, *, channel, size=256, stride=None, split=(0.8, 0.1, 
                 at, _ = cut_tiles(lab.astype(np.uint8), size=size, stride=stride, normalise=False)
                 arts[sl] = at
     g.attrs.update(attrs)
-    tmp.rename(out)
-    return TilesWritten(path=out, counts=counts, split_wells=assignment)
+    return counts

@@ -98,8 +98,11 @@ def test_unusable_files_are_refused(tmp_path):
     with pytest.raises(CheckpointError, match="no such file"):
         get_model("deepfill-v2", checkpoint=tmp_path / "missing.pt")
     (tmp_path / "junk.pt").write_bytes(b"not a torch file")
-    with pytest.raises(CheckpointError, match="junk.pt: unreadable"):
+    with pytest.raises(CheckpointError, match="junk.pt: not a phirm-scale checkpoint"):
         load_checkpoint(tmp_path / "junk.pt")
+    (tmp_path / "random.pt").write_bytes(np.random.default_rng(0).bytes(4096))
+    with pytest.raises(CheckpointError, match="random.pt: not a phirm-scale checkpoint"):
+        load_checkpoint(tmp_path / "random.pt")
     torch.save({"generator": {}, "iteration": 3}, tmp_path / "official.pth")
     with pytest.raises(CheckpointError, match="not a phirm-scale checkpoint.*importers"):
         load_checkpoint(tmp_path / "official.pth")
@@ -110,6 +113,12 @@ def test_unusable_files_are_refused(tmp_path):
     torch.save(raw, tmp_path / "edited.pt")
     with pytest.raises(CheckpointError, match="content hash mismatch"):
         load_checkpoint(tmp_path / "edited.pt")
+    whole = (tmp_path / "m.pt").read_bytes()
+    for cut in (len(whole) // 2, len(whole) - 10):
+        (tmp_path / "cut.pt").write_bytes(whole[:cut])
+        with pytest.raises(CheckpointError, match=r"cut.pt: truncated or damaged checkpoint "
+                                                  r"\(the file is incomplete"):
+            load_checkpoint(tmp_path / "cut.pt")
 
 
 def test_options_contradicting_a_checkpoint_are_refused(tmp_path):

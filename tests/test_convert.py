@@ -246,9 +246,11 @@ def test_existing_output(tmp_path):
     assert plate.wells == [("A", "02"), ("B", "03")]
     (tmp_path / "folder").mkdir()
     (tmp_path / "folder" / "thesis.txt").write_text("precious")
-    with pytest.raises(PlateError, match="output exists; use --overwrite"):
+    with pytest.raises(PlateError, match="is a folder not made by `phirm-scale convert`; "
+                                         "refusing to write into it"):
         convert(tmp_path / "src", tmp_path / "folder", **kw)
-    with pytest.raises(PlateError, match="not a Zarr store; refusing to delete"):
+    with pytest.raises(PlateError, match="not made by `phirm-scale convert`; refusing to "
+                                         "replace it"):
         convert(tmp_path / "src", tmp_path / "folder", overwrite=True, **kw)
     assert (tmp_path / "folder" / "thesis.txt").read_text() == "precious"
 

@@ -271,8 +271,9 @@ def test_table_and_zarr_roundtrip(small_results, tmp_path):
                       parquet=tmp_path / "w.parquet")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        opened = xr.open_zarr(out)
-        xr.testing.assert_identical(opened.load(), ds)
+        opened = xr.open_zarr(out).load()
+        assert opened.attrs.pop("phirm_scale") == {"command": "score"}  # output marker
+        xr.testing.assert_identical(opened, ds)
     pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "w.parquet"), table)
     csv = pd.read_csv(tmp_path / "w.csv", dtype={"column": str})
     np.testing.assert_allclose(csv.phirm, table.phirm)

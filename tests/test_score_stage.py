@@ -285,6 +285,7 @@ def test_cli_score(plates, threaded, tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         ds = xr.open_zarr(out).load()
+    assert ds.attrs.pop("phirm_scale") == {"command": "score"}  # the output marker
     xr.testing.assert_identical(ds, threaded)
     import pandas as pd
 

@@ -8,7 +8,7 @@ import zarr
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from phirm_scale.errors import InputError
+from phirm_scale.errors import InputError, OutputError
 from phirm_scale.metric import to_uint8
 from phirm_scale.synthetic import make_plate
 from phirm_scale.tiles import (
@@ -173,7 +173,7 @@ def test_write_tiles_validates_before_writing(plate, tmp_path):
         write_tiles(plate, tmp_path / "c.zarr", channel="DAPI", size=256)
     assert not any(tmp_path.iterdir())  # nothing half-written
     write_tiles(plate, tmp_path / "d.zarr", channel="DAPI", size=48)
-    with pytest.raises(InputError, match="already exists"):
+    with pytest.raises(OutputError, match="output exists"):
         write_tiles(plate, tmp_path / "d.zarr", channel="DAPI", size=48)
     ts = open_tiles(tmp_path / "d.zarr:val")
     assert ts.artefacts is None and len(ts) > 0

@@ -23,16 +23,52 @@ from phirm_scale.cli import demo as _demo  # noqa: F401,E402
 __all__ = ["app", "main"]
 
 
+def _debug_requested(argv: list[str]) -> bool:
+    import os
+
+    return "--debug" in argv or os.environ.get("PHIRM_SCALE_DEBUG", "") not in ("", "0")
+
+
+def error_line(exc: BaseException) -> str:
+    """The one ``error:`` line shown for an exception (no traceback)."""
+    from phirm_scale.errors import PhirmError
+
+    if isinstance(exc, PhirmError):
+        msg = str(exc)
+    elif isinstance(exc, OSError) and getattr(exc, "filename", None):
+        msg = f"{exc.filename}: {exc.strerror or type(exc).__name__}"
+    elif isinstance(exc, (OSError, TimeoutError)):
+        msg = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    else:
+        text = str(exc).strip().splitlines()
+        msg = (f"unexpected {type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")
+               + " (rerun with --debug for the traceback)")
+    return "error: " + " ".join(msg.split("\n")).strip()
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``phirm-scale`` console script.
 
-    Known user errors (bad input files, mismatched shapes, ...) are printed as a single
-    ``error: ...`` line on stderr with exit status 2, never as a traceback.
+    Every error ends as a single ``error: ...`` line on stderr with exit status 2, never as a
+    traceback. ``--debug`` anywhere on the command
+    line, or ``PHIRM_SCALE_DEBUG=1``, shows the traceback instead.
     """
-    from phirm_scale.errors import PhirmError
+    import logging
 
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = _debug_requested(args)
+    args = [a for a in args if a != "--debug"]
+    if debug:
+        logging.basicConfig(level=logging.INFO)
     try:
-        app(args=argv, standalone_mode=True)
-    except PhirmError as exc:  # pragma: no cover - exercised through subprocess tests
-        print(f"error: {exc}", file=sys.stderr)
+        app(args=args, standalone_mode=True, prog_name="phirm-scale")
+    except SystemExit:
+        raise
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        sys.exit(130)
+    except BaseException as exc:  # noqa: BLE001 - the one place that turns errors into lines
+        if debug:
+            raise
+        print(error_line(exc), file=sys.stderr)
         sys.exit(2)

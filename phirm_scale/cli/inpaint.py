@@ -28,7 +28,11 @@ def inpaint_command(
     gpu: bool = typer.Option(False, "--gpu", help="Run tasks only on workers with GPU=1."),
     cluster: str = typer.Option("local", "--cluster",
                                 help="local | threads | tcp://host:port | jobqueue YAML."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output "
+                                   "made by `inpaint` (recomputes every field)."),
+    allow_untrained: bool = typer.Option(
+        False, "--allow-untrained",
+        help="Run a learned model without --checkpoint (random weights; smoke tests only)."),
     precision: str = typer.Option("fp32", "--precision",
                                   help="Learned models: fp32 | bf16 | fp16 (autocast)."),
     channels_last: bool = typer.Option(False, "--channels-last",
@@ -52,7 +56,7 @@ def inpaint_command(
                         batch_size=batch_size, dilate=dilate, device=device, gpu=gpu,
                         cluster=cluster, overwrite=overwrite, precision=precision,
                         channels_last=channels_last, compile=compile_, canny=canny,
-                        gpu_tasks=gpu_tasks)
+                        gpu_tasks=gpu_tasks, allow_untrained=allow_untrained)
     typer.echo(f"{res['out']}: {res['fields']} fields inpainted ({res['skipped']} already "
                f"done), {res['tiles_inpainted']}/{res['tiles_total']} tiles had holes, "
                f"{res['hole_pixels']} hole pixels")

@@ -46,7 +46,8 @@ def score_command(
                                     help="PhIRM threshold of the 'fraction below' summaries."),
     fields_per_task: int = typer.Option(1, "--fields-per-task",
                                         help="Fields scored by one Dask task."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output."),
+    overwrite: bool = typer.Option(False, "--overwrite",
+                                   help="Replace an existing QC store made by `score`."),
     progress: bool = typer.Option(True, "--progress/--no-progress",
                                   help="Show a progress bar while the graph runs."),
 ) -> None:
@@ -54,16 +55,22 @@ def score_command(
     into an xarray QC store, and print the plate summary."""
     from phirm_scale import metric, qc
     from phirm_scale.errors import PhirmError
-    from phirm_scale.stages.score import plan_score, score_plan
+    from phirm_scale.outputs import check_not_input, existing_output, output_lock
+    from phirm_scale.stages.score import parse_plate_spec, plan_score, score_plan
 
+    inputs = [parse_plate_spec(reference)[0], parse_plate_spec(reconstruction)[0]]
     for out in (output, csv, parquet):
+        if out is not None:
+            check_not_input(out, inputs)
         if out is not None and Path(out).exists() and not overwrite:
             raise PhirmError(f"{out}: output exists (pass --overwrite to replace it)")
+    existing_output(output, command="score", overwrite=overwrite)
     params = metric.PhirmParams.for_mode(mode.value)
     plan = plan_score(reference, reconstruction, window=window, mask_label=mask_label)
-    ds = score_plan(plan, params=params, threshold=threshold, cluster=cluster,
-                    progress=progress, fields_per_task=fields_per_task)
-    qc.write_qc(ds, output, overwrite=overwrite, csv=csv, parquet=parquet)
+    with output_lock(output, command="score"):  # held from scoring to the written store
+        ds = score_plan(plan, params=params, threshold=threshold, cluster=cluster,
+                        progress=progress, fields_per_task=fields_per_task)
+        qc.write_qc(ds, output, overwrite=overwrite, csv=csv, parquet=parquet)
     print_summary(ds)
     typer.echo(f"wrote {output}" + (f", {csv}" if csv else "") + (f", {parquet}" if parquet
                                                                      else ""))

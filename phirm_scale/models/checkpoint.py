@@ -187,9 +187,22 @@ def load_checkpoint(path, *, expected_model: str | None = None, verify: bool = T
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path}: no such file")
     try:
+        with open(path, "rb") as f:
+            head = f.read(4)
+    except OSError as exc:
+        raise CheckpointError(f"checkpoint {path}: cannot be read ({exc.strerror})") from None
+    if head[:2] != b"PK":  # torch.save writes a zip archive
+        raise CheckpointError(f"checkpoint {path}: not a phirm-scale checkpoint (not a PyTorch "
+                              "checkpoint file at all)")
+    try:
         raw = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unpickling failure is a bad file
-        raise CheckpointError(f"checkpoint {path}: unreadable ({type(exc).__name__}: {str(exc).splitlines()[0][:160]})") from None
+        text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        if "central directory" in text or "zip archive" in text or isinstance(exc, EOFError):
+            raise CheckpointError(f"checkpoint {path}: truncated or damaged checkpoint (the "
+                                  "file is incomplete; copy or save it again)") from None
+        raise CheckpointError(f"checkpoint {path}: damaged checkpoint, cannot be loaded "
+                              f"({type(exc).__name__}: {text[:160]})") from None
     if not isinstance(raw, dict) or raw.get("format") != FORMAT:
         raise CheckpointError(
             f"checkpoint {path}: not a phirm-scale checkpoint (official EdgeConnect/DeepFill files must be "

@@ -27,6 +27,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from phirm_scale.errors import PlateError
+from phirm_scale.imageio import quiet_tifffile
 from phirm_scale.layouts import ImageRecord, scan_folder
 from phirm_scale.plate import FieldKey, row_index, row_name
 
@@ -95,7 +96,7 @@ def _tiff_header(path: Path) -> tuple[tuple[int, ...], np.dtype]:
 
     try:
         size = path.stat().st_size
-        with tifffile.TiffFile(path) as tf:
+        with quiet_tifffile(), tifffile.TiffFile(path) as tf:
             if not tf.pages:
                 raise ValueError("no image")
             series = tf.series[0]
@@ -129,7 +130,8 @@ def read_tiff(path: str | Path, shape: tuple[int, int] | None = None, dtype=None
 
     path = Path(path)
     try:
-        a = tifffile.imread(path)
+        with quiet_tifffile():
+            a = tifffile.imread(path)
     except Exception as exc:  # noqa: BLE001
         raise PlateError(f"{path}: unreadable TIFF ({_one_line(exc)})") from exc
     a = np.squeeze(a)
@@ -351,8 +353,9 @@ def convert(source: str | Path, out: str | Path, *, layout: str = "auto",
     phirm_scale.plate.Plate or None
         None when ``max_fields`` stopped the conversion before the end.
     """
-    from phirm_scale.plate import (create_layout, field_done, open_plate, read_root_attrs,
-                                   remove_store, write_plate_metadata)
+    from phirm_scale.outputs import check_not_input, existing_output, output_lock, \
+        remove_output
+    from phirm_scale.plate import read_root_attrs
 
     if echo is None:
         def echo(msg: str) -> None:
@@ -360,25 +363,32 @@ def convert(source: str | Path, out: str | Path, *, layout: str = "auto",
     if n_levels < 1:
         raise PlateError(f"--levels must be >= 1, got {n_levels}")
     out = Path(out)
-    plan = plan_conversion(source, layout=layout, pattern=pattern, plate_name=plate_name,
-                           channel_names=channel_names, timepoint=timepoint, zstep=zstep)
-    echo(plan.summary())
-    record = plan.record()
-    record["levels"] = int(n_levels)
+    check_not_input(out, [source])
+    existing_output(out, command="convert", overwrite=overwrite)  # refused before planning
+    with output_lock(out, command="convert"):
+        ours = existing_output(out, command="convert", overwrite=overwrite)
+        plan = plan_conversion(source, layout=layout, pattern=pattern, plate_name=plate_name,
+                               channel_names=channel_names, timepoint=timepoint, zstep=zstep)
+        echo(plan.summary())
+        record = plan.record()
+        record["levels"] = int(n_levels)
+        if ours and overwrite:  # only once the new source checked out
+            remove_output(out, command="convert")
+        resume = ours and not overwrite
+        if resume:
+            prev = (read_root_attrs(out) or {}).get("phirm_scale", {}).get("convert")
+            if prev != record:
+                raise PlateError(f"{out}: output exists, converted from another source or "
+                                 f"options ({(prev or {}).get('source')}); use --overwrite to "
+                                 "replace it")
+        return _run_convert(plan, out, record, resume, n_levels, max_fields, cluster,
+                            progress, echo)
 
-    resume = False
-    if out.exists():
-        attrs = read_root_attrs(out)
-        prev = (attrs or {}).get("phirm_scale", {}).get("convert")
-        if overwrite:
-            remove_store(out)
-        elif prev == record:
-            resume = True
-        elif prev is not None:
-            raise PlateError(f"{out}: output exists, converted from another source or options "
-                             f"({prev.get('source')}); use --overwrite to replace it")
-        else:
-            raise PlateError(f"{out}: output exists; use --overwrite to replace it")
+
+def _run_convert(plan, out, record, resume, n_levels, max_fields, cluster, progress, echo):
+    from phirm_scale.outputs import marker_attrs
+    from phirm_scale.plate import create_layout, field_done, open_plate, read_root_attrs, \
+        write_plate_metadata
 
     fkeys = list(plan.fields)
     if resume and "ome" in (read_root_attrs(out) or {}) and \
@@ -387,7 +397,8 @@ def convert(source: str | Path, out: str | Path, *, layout: str = "auto",
         return open_plate(out)
     create_layout(out, rows=plan.rows, columns=plan.columns, fields=fkeys,
                   channel_names=plan.channel_names, shape=plan.shape, dtype=plan.dtype,
-                  name=plan.name, n_levels=n_levels, attrs={"phirm_scale": {"convert": record}},
+                  name=plan.name, n_levels=n_levels,
+                  attrs={"phirm_scale": {**marker_attrs("convert"), "convert": record}},
                   plate_metadata=False, skip_existing=resume, create_fields=False)
     todo = [k for k in fkeys if not (resume and field_done(out, k))]
     if resume:

@@ -140,7 +140,7 @@ def inpaint_plate(source: str | Path, out: str | Path | None = None, *,
                   device: str = "auto", gpu: bool = False, cluster: Any = "local",
                   overwrite: bool = False, progress: bool = True, precision: str = "fp32",
                   channels_last: bool = False, compile: bool = False, canny: str = "auto",
-                  gpu_tasks: int = 4) -> dict[str, Any]:
+                  gpu_tasks: int = 4, allow_untrained: bool = False) -> dict[str, Any]:
     """Inpaint the holes ``mask_label`` of ``channel`` in every field of ``source``.
 
     Parameters
@@ -177,6 +177,9 @@ def inpaint_plate(source: str | Path, out: str | Path | None = None, *,
         generator methods, EdgeConnect's Canny (``auto``/``torch``/``skimage``).
     gpu_tasks : int
         Fields in flight per GPU worker (each task asks for ``GPU = 1 / gpu_tasks``).
+    allow_untrained : bool
+        Run a learned model without a checkpoint (random weights; smoke tests only). Refused
+        otherwise; recorded in the provenance.
 
     Returns
     -------
@@ -185,14 +188,14 @@ def inpaint_plate(source: str | Path, out: str | Path | None = None, *,
     """
     from phirm_scale import __version__
     from phirm_scale.models import get_model, list_models
-    from phirm_scale.plate import create_plate_like, open_plate, read_root_attrs, remove_store
+    from phirm_scale.outputs import check_not_input, guard_output, marker_attrs
+    from phirm_scale.plate import create_plate_like, open_plate, read_root_attrs
     from phirm_scale.stages._runner import run_tasks
 
     src = open_plate(source)
     source = src.path
     out = Path(out) if out is not None else default_output(source)
-    if out.resolve() == source.resolve():
-        raise PlateError(f"{out}: the output must differ from the source plate")
+    check_not_input(out, [source, checkpoint])
     c = src.channel_index(channel)
     if model not in list_models():
         raise PlateError(f"unknown model {model!r}; known: {', '.join(list_models())}")
@@ -207,6 +210,11 @@ def inpaint_plate(source: str | Path, out: str | Path | None = None, *,
     if gpu_tasks < 1:
         raise PlateError(f"gpu_tasks must be >= 1; got {gpu_tasks}")
     from phirm_scale.models.registry import CANNY, LEARNED, PRECISIONS
+
+    if model in LEARNED and checkpoint is None and not allow_untrained:
+        raise PlateError(f"model {model!r} is learned and has no checkpoint: pass --checkpoint "
+                         "PATH (train one with `phirm-scale train`), or --allow-untrained for a "
+                         "smoke test with random weights")
 
     if precision not in PRECISIONS:
         raise PlateError(f"--precision must be one of {', '.join(PRECISIONS)}; got {precision!r}")
@@ -223,28 +231,35 @@ def inpaint_plate(source: str | Path, out: str | Path | None = None, *,
         "checkpoint_hash": ckpt_hash, "tile": tile, "overlap": overlap, "dilate": dilate,
         "precision": precision if model in LEARNED else None,
         "canny": canny if model == "edgeconnect" else None,
+        # the masks the holes came from, and whether the weights were random: the record
+        # describes the pixels written
+        "mask_settings": src.attrs.get("phirm_scale", {}).get(f"labels_{mask_label}"),
+        "untrained": bool(model in LEARNED and checkpoint is None),
         "version": __version__,
     }
-    existing = read_root_attrs(out) if out.exists() else None
-    if existing is not None and not overwrite:
-        prev = existing.get("phirm_scale", {}).get("inpaint")
-        if prev != provenance:
-            raise PlateError(f"{out}: exists and was not made by this inpainting (other source "
-                             "or settings); pass --overwrite to replace it")
-        dst = open_plate(out, mode="r+")
-    else:
-        if existing is not None or out.exists():
-            remove_store(out)
-        dst = create_plate_like(src, out, attrs={"phirm_scale": {"inpaint": provenance}})
-    todo = dst.missing_fields()
-    spec = {"name": model, "checkpoint": str(checkpoint) if checkpoint else None,
-            "device": device, "precision": precision, "channels_last": channels_last,
-            "compile": compile, "canny": canny}
-    tasks = [InpaintTask(str(source), str(out), tuple(k), c, mask_label, spec, int(tile),
-                         int(overlap), int(batch_size), int(dilate)) for k in todo]
-    results = run_tasks(inpaint_one_field, tasks, cluster=cluster, progress=progress,
-                        description="inpaint",
-                        resources={"GPU": 1.0 / gpu_tasks} if gpu else None)
+    # the output is locked for the whole run; only an earlier `inpaint` output is resumed
+    # (same provenance) or replaced (--overwrite)
+    with guard_output(out, command="inpaint", inputs=[source, checkpoint], overwrite=overwrite,
+                      resumable=True) as resume:
+        if resume:
+            prev = (read_root_attrs(out) or {}).get("phirm_scale", {}).get("inpaint")
+            if prev != provenance:
+                raise PlateError(f"{out}: exists and was made by another inpainting (other "
+                                 "source, masks or settings); pass --overwrite to recompute "
+                                 "every field")
+            dst = open_plate(out, mode="r+")
+        else:
+            dst = create_plate_like(src, out, attrs={"phirm_scale": {
+                **marker_attrs("inpaint"), "inpaint": provenance}})
+        todo = dst.missing_fields()
+        spec = {"name": model, "checkpoint": str(checkpoint) if checkpoint else None,
+                "device": device, "precision": precision, "channels_last": channels_last,
+                "compile": compile, "canny": canny}
+        tasks = [InpaintTask(str(source), str(out), tuple(k), c, mask_label, spec, int(tile),
+                             int(overlap), int(batch_size), int(dilate)) for k in todo]
+        results = run_tasks(inpaint_one_field, tasks, cluster=cluster, progress=progress,
+                            description="inpaint",
+                            resources={"GPU": 1.0 / gpu_tasks} if gpu else None)
     return {
         "out": str(out),
         "fields": len(results),

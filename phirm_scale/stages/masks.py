@@ -201,10 +201,23 @@ def make_artefact_masks(plate: str | Path, *, channel: str | int = "CFP",
     The label attributes (``phirm_scale.mask``) and the plate attributes
     (``phirm_scale.labels_<name>``) record the channel, method and parameters.
     """
-    from phirm_scale.plate import FieldKey, open_plate
-    from phirm_scale.stages._runner import run_tasks
+    from phirm_scale.outputs import output_lock
+    from phirm_scale.plate import open_plate
 
     p = open_plate(plate)
+    # labels are written into the plate (its pixel data is never touched): one run at a time
+    with output_lock(p.path, command="masks"):
+        return _make_masks(p, plate, channel, name, method, otsu_factor, radius,
+                           min_separability, dilation, metric_mode, saturation, artefact_mean,
+                           min_area, overwrite, cluster, progress)
+
+
+def _make_masks(p, plate, channel, name, method, otsu_factor, radius, min_separability,
+                dilation, metric_mode, saturation, artefact_mean, min_area, overwrite, cluster,
+                progress) -> dict:
+    from phirm_scale.plate import FieldKey
+    from phirm_scale.stages._runner import run_tasks
+
     c = p.channel_index(channel)
     try:
         settings = MaskSettings(method=method, otsu_factor=otsu_factor, radius=int(radius),

@@ -1,0 +1,360 @@
+"""Safe outputs: every command writes its outputs through this module.
+
+Three rules keep a user's data safe:
+
+1. **Never write onto an input.** An output equal to, inside, or containing any input of the
+   run is refused (:func:`check_not_input`).
+2. **Only replace what this command made.** Every store a command writes carries a marker,
+   ``attrs["phirm_scale"]["command"]``; ``--overwrite`` replaces an existing output only when
+   it carries the marker of the *same* command (:func:`existing_output`,
+   :func:`remove_output`). Plates, TIFF folders, other commands' stores, foreign stores and
+   non-empty foreign folders are refused with one line.
+3. **One writer per output.** A run holds an exclusive lock file ``<output>.lock`` (host, PID,
+   start time, command) for its whole duration (:func:`output_lock`). A second writer is
+   refused naming the holder; a lock left by a killed run (same host, PID not alive) is taken
+   over with a logged line.
+
+Whole-store outputs (QC store, tile store) are written to ``<output>.partial`` and renamed
+(:func:`atomic_store`), so a failed write never leaves a half store under the output name.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import json
+import logging
+import os
+import shutil
+import socket
+from pathlib import Path
+from typing import Iterable, Iterator, Mapping
+
+from phirm_scale.errors import OutputError
+
+__all__ = [
+    "MARKER_KEY",
+    "check_not_input",
+    "store_command",
+    "existing_output",
+    "remove_output",
+    "mark_store",
+    "mark_folder",
+    "marker_attrs",
+    "output_lock",
+    "lock_path",
+    "atomic_store",
+    "prepare_output",
+    "guard_output",
+]
+
+log = logging.getLogger(__name__)
+
+#: Key of this project's attributes in every store it writes (= ``plate.ATTRS_KEY``).
+MARKER_KEY = "phirm_scale"
+
+# Stores written before the explicit marker existed: recognised by their provenance key.
+_LEGACY = {
+    "convert": lambda a: "convert" in a.get(MARKER_KEY, {}),
+    "inpaint": lambda a: "inpaint" in a.get(MARKER_KEY, {}),
+    "make-plate": lambda a: "synthetic" in a.get(MARKER_KEY, {}),
+    "tiles": lambda a: str(a.get("format", "")).startswith("phirm-scale-tiles/"),
+    "score": lambda a: a.get("software") == "phirm-scale" and "threshold" in a,
+}
+
+
+def _resolve(p) -> Path:
+    return Path(os.path.abspath(Path(p).expanduser())).resolve()
+
+
+def check_not_input(output, inputs: Iterable, *, what: str = "output") -> None:
+    """Refuse an ``output`` equal to, inside, or containing any of ``inputs``."""
+    out = _resolve(output)
+    for inp in inputs:
+        if inp is None:
+            continue
+        src = _resolve(inp)
+        if out == src:
+            raise OutputError(f"{output}: the {what} is an input of this run ({inp}); "
+                              "choose another output path")
+        if src in out.parents:
+            raise OutputError(f"{output}: the {what} lies inside the input {inp}; "
+                              "choose a path outside it")
+        if out in src.parents:
+            raise OutputError(f"{output}: the {what} contains the input {inp}; "
+                              "choose another output path")
+
+
+def _root_attrs(path: Path) -> dict | None:
+    for name in ("zarr.json", ".zattrs"):
+        f = path / name
+        if f.is_file():
+            try:
+                meta = json.loads(f.read_text())
+            except (OSError, ValueError):
+                return {}
+            return dict(meta.get("attributes", {})) if name == "zarr.json" else dict(meta)
+    if (path / ".zgroup").is_file():
+        return {}
+    return None
+
+
+def store_command(path) -> str | None:
+    """The phirm-scale command that made the store at ``path`` (its marker), else None."""
+    path = Path(path)
+    if not path.is_dir():
+        return None
+    report = path / ".phirm-scale.json"
+    if report.is_file():
+        try:
+            return str(json.loads(report.read_text()).get("command"))
+        except (OSError, ValueError, AttributeError):
+            return None
+    attrs = _root_attrs(path)
+    if attrs is None:
+        if (path / "index.html").is_file() and (path / "histogram.png").is_file():
+            return "report"  # a report folder written before the marker existed
+        return None
+    mine = attrs.get(MARKER_KEY)
+    if isinstance(mine, Mapping) and isinstance(mine.get("command"), str):
+        return mine["command"]
+    for cmd, test in _LEGACY.items():
+        try:
+            if test(attrs):
+                return cmd
+        except Exception:  # noqa: BLE001 - odd attrs: not ours
+            continue
+    return None
+
+
+def _describe(path: Path) -> str:
+    if path.is_file():
+        return "a file"
+    if not path.is_dir():
+        return "something that is not a folder"
+    attrs = _root_attrs(path)
+    if attrs is not None:
+        if isinstance(attrs.get("ome"), Mapping) and "plate" in attrs["ome"]:
+            return "an HCS plate"
+        return "a Zarr store"
+    if any(p.suffix.lower() in (".tif", ".tiff") for p in path.iterdir()):
+        return "a TIFF folder"
+    return "a folder"
+
+
+def existing_output(path, *, command: str, overwrite: bool) -> bool:
+    """Check an output path before a run of ``command``.
+
+    Returns False when nothing is there (or an empty folder), True when there is an output
+    made by the same ``command`` (the caller resumes it, or replaces it with
+    :func:`remove_output` when ``overwrite``). Anything else raises :class:`OutputError`:
+    a plate, a TIFF folder, another command's output, a foreign store or folder, a file.
+    """
+    path = Path(path)
+    if not path.exists() and not path.is_symlink():
+        return False
+    if path.is_dir() and not path.is_symlink() and not any(path.iterdir()):
+        return False
+    made_by = store_command(path) if not path.is_symlink() else None
+    if made_by == command:
+        return True
+    what = _describe(path)
+    if made_by is not None:
+        raise OutputError(f"{path}: exists and is the output of `phirm-scale {made_by}`, "
+                          f"not of `{command}`; refusing to {'replace' if overwrite else 'use'} "
+                          "it (choose another output path)")
+    raise OutputError(f"{path}: exists and is {what} not made by `phirm-scale {command}`; "
+                      f"refusing to {'replace' if overwrite else 'write into'} it "
+                      "(choose another output path)")
+
+
+def remove_output(path, *, command: str) -> None:
+    """Delete an output made by ``command`` (re-checks the marker first; never anything else)."""
+    path = Path(path)
+    if existing_output(path, command=command, overwrite=True):
+        shutil.rmtree(path)
+
+
+def marker_attrs(command: str) -> dict:
+    """The marker to merge into ``attrs[MARKER_KEY]`` of a store written by ``command``."""
+    return {"command": command}
+
+
+def mark_store(path, command: str) -> None:
+    """Add the marker of ``command`` to the root attributes of the Zarr store at ``path``."""
+    import zarr
+
+    g = zarr.open_group(str(path), mode="r+")
+    mine = dict(dict(g.attrs).get(MARKER_KEY, {}) or {})
+    mine.update(marker_attrs(command))
+    g.attrs.update({MARKER_KEY: mine})
+
+
+def mark_folder(path, command: str) -> None:
+    """Mark a plain output folder (e.g. a report) as made by ``command``."""
+    (Path(path) / ".phirm-scale.json").write_text(json.dumps(marker_attrs(command)) + "\n")
+
+
+# --------------------------------------------------------------------------- lock
+
+def lock_path(path) -> Path:
+    """The lock file of an output: ``<output>.lock`` beside it."""
+    path = Path(path)
+    return path.with_name(path.name + ".lock")
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    except OSError:
+        return True
+    return True
+
+
+def _read_lock(lp: Path) -> dict | None:
+    try:
+        return json.loads(lp.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+_HELD: dict[Path, int] = {}
+
+
+@contextlib.contextmanager
+def output_lock(path, *, command: str) -> Iterator[Path]:
+    """Hold the exclusive lock of output ``path`` for the duration of the ``with`` block.
+
+    The lock file ``<output>.lock`` holds host, PID, start time and command. Another live
+    holder raises :class:`OutputError` naming it; a stale lock (same host, dead PID, or an
+    unreadable lock older than a minute) is taken over with a logged warning.
+    """
+    import time
+
+    path = Path(path)
+    lp = lock_path(path)
+    key = _resolve(lp)
+    if _HELD.get(key):  # re-entrant within this process (a stage calling a writer)
+        _HELD[key] += 1
+        try:
+            yield lp
+        finally:
+            _HELD[key] -= 1
+        return
+    host = socket.gethostname()
+    me = {"host": host, "pid": os.getpid(), "command": command,
+          "started": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
+    try:
+        lp.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"{path}: cannot write the output there ({lp.parent}: "
+                          f"{exc.strerror or type(exc).__name__})") from None
+    for _attempt in range(5):
+        try:
+            fd = os.open(lp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            held = _read_lock(lp)
+            stale = False
+            if held is None:
+                try:
+                    stale = time.time() - lp.stat().st_mtime > 60
+                except FileNotFoundError:
+                    continue
+                if not stale:
+                    time.sleep(0.2)
+                    continue
+            elif held.get("host") == host and not _pid_alive(int(held.get("pid", -1))):
+                stale = True
+            if stale:
+                log.warning("%s: taking over the stale lock %s (%s)", path, lp,
+                            _holder(held) if held else "unreadable")
+                with contextlib.suppress(FileNotFoundError):
+                    lp.unlink()
+                continue
+            raise OutputError(f"{path}: in use by another run ({_holder(held)}); wait for it "
+                              f"to finish, or delete {lp} if that run is gone") from None
+        except FileNotFoundError:
+            raise OutputError(f"{path}: cannot create the output there (folder "
+                              f"{path.parent} does not exist)") from None
+        except OSError as exc:
+            raise OutputError(f"{path}: cannot write the output there "
+                              f"({exc.strerror or type(exc).__name__})") from None
+        with os.fdopen(fd, "w") as f:
+            json.dump(me, f)
+        break
+    else:
+        raise OutputError(f"{path}: could not take the lock {lp}; another run keeps it")
+    _HELD[key] = 1
+    try:
+        yield lp
+    finally:
+        _HELD.pop(key, None)
+        held = _read_lock(lp)
+        if held is not None and held.get("pid") == me["pid"] and held.get("host") == host:
+            with contextlib.suppress(FileNotFoundError):
+                lp.unlink()
+
+
+def _holder(held: Mapping) -> str:
+    return (f"`phirm-scale {held.get('command', '?')}`, pid {held.get('pid', '?')} on "
+            f"{held.get('host', '?')} since {held.get('started', '?')}")
+
+
+# --------------------------------------------------------------------------- whole stores
+
+@contextlib.contextmanager
+def atomic_store(path) -> Iterator[Path]:
+    """Yield ``<path>.partial`` to write a whole store into; on success it replaces ``path``
+    (which the caller has checked with :func:`existing_output`); on failure it is removed."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".partial")
+    if tmp.exists():
+        shutil.rmtree(tmp) if tmp.is_dir() else tmp.unlink()
+    try:
+        yield tmp
+        if path.exists():
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
+        tmp.rename(path)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def prepare_output(path, *, command: str, inputs: Iterable = (), overwrite: bool = False,
+                   resumable: bool = False, remove: bool = True) -> bool:
+    """The checks every command makes on an output before writing (call it holding the lock).
+
+    Refuses an output that is an input or overlaps one; refuses anything at ``path`` not made
+    by ``command``. For an existing output of the same command: with ``overwrite`` it is
+    deleted (returns False), else returned as True when ``resumable`` (the caller compares its
+    recorded settings), else refused ("output exists; pass --overwrite"). With
+    ``remove=False`` an output to overwrite is left for :func:`atomic_store` to replace once
+    the new one is complete.
+    """
+    check_not_input(path, inputs)
+    if not existing_output(path, command=command, overwrite=overwrite):
+        return False
+    if overwrite:
+        if remove:
+            remove_output(path, command=command)
+        return False
+    if resumable:
+        return True
+    raise OutputError(f"{path}: output exists (pass --overwrite to replace it)")
+
+
+@contextlib.contextmanager
+def guard_output(path, *, command: str, inputs: Iterable = (), overwrite: bool = False,
+                 resumable: bool = False, remove: bool = True) -> Iterator[bool]:
+    """Lock ``path`` and run :func:`prepare_output` under the lock; the context value says
+    whether an existing output of the same command is kept (to resume)."""
+    inputs = list(inputs)
+    check_not_input(path, inputs)
+    existing_output(path, command=command, overwrite=overwrite)  # refuse before locking
+    with output_lock(path, command=command):
+        yield prepare_output(path, command=command, inputs=inputs, overwrite=overwrite,
+                             resumable=resumable, remove=remove)
