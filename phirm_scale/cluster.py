@@ -53,7 +53,7 @@ def visible_gpus() -> int:
 
 
 #: task threads of one local GPU worker (they feed one batcher per model: phirm_scale.batcher)
-GPU_WORKER_THREADS = 4
+GPU_WORKER_THREADS = max(4, min(8, (os.cpu_count() or 1) // 2))
 
 
 def _add_gpu_workers(cluster, n: int, threads: int) -> None:

@@ -33,10 +33,16 @@ def gaussian_kernel(sigma: float, truncate: float = 4.0, dtype=torch.float64) ->
 
 
 def _sep(x: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
-    """Separable correlation with a symmetric 1-D kernel, zeros outside the image."""
+    """Separable correlation with a symmetric 1-D kernel, zeros outside the image, as plain
+    multiply-adds of shifted views (no convolution kernel: no TF32 on GPUs, the same
+    arithmetic on every device)."""
     r = (k.numel() - 1) // 2
-    x = F.conv2d(F.pad(x, (0, 0, r, r)), k.view(1, 1, -1, 1))
-    return F.conv2d(F.pad(x, (r, r, 0, 0)), k.view(1, 1, 1, -1))
+    h, w = x.shape[-2:]
+    weights = [float(v) for v in k.tolist()]
+    p = F.pad(x, (0, 0, r, r))
+    y = sum(weights[i] * p[..., i:i + h, :] for i in range(2 * r + 1))
+    p = F.pad(y, (r, r, 0, 0))
+    return sum(weights[i] * p[..., :, i:i + w] for i in range(2 * r + 1))
 
 
 def _dilate3(b: torch.Tensor) -> torch.Tensor:
@@ -95,7 +101,7 @@ def canny(images: torch.Tensor, sigma: float = 2.0, low_threshold: float = 0.1,
         m = m.to(dtype)
     n, _, h, w = x.shape
     # 1. smoothing with bleed-over compensation; 3x3 erosion with a masked border
-    k = gaussian_kernel(sigma, dtype=dtype).to(x.device)
+    k = gaussian_kernel(sigma, dtype=torch.float64)
     eps = torch.finfo(dtype).eps
     smoothed = _sep(x * m, k) / (_sep(m, k) + eps)
     eroded = 1 - F.max_pool2d(F.pad(1 - m, (1, 1, 1, 1), value=1.0), 3, stride=1)

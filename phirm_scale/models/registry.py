@@ -510,7 +510,7 @@ class ContextEncoderModel(TorchInpaintModel):
         h, w = img.shape[-2:]
         outs = []
         for i, (top, left, side) in enumerate(batch["geometry"]):
-            patch = F.interpolate(centre[i : i + 1], size=(side, side), mode="bilinear", align_corners=False, antialias=side < centre.shape[-1])
+            patch = F.interpolate(centre[i : i + 1].float(), size=(side, side), mode="bilinear", align_corners=False, antialias=side < centre.shape[-1])
             y0, x0 = max(top, 0), max(left, 0)
             y1, x1 = min(top + side, h), min(left + side, w)
             canvas = img[i : i + 1].clone()
@@ -537,6 +537,7 @@ def build_model(name: str, config: dict, device="cpu", generator=None) -> TorchI
 _CACHE: dict = {}
 _PATH_HASH: dict = {}
 _LOCK = threading.Lock()
+_BUILD_LOCK = threading.RLock()  # one thread builds or loads a network; others then find it
 
 
 def clear_cache() -> None:
@@ -588,12 +589,13 @@ def get_model(name=None, checkpoint=None, device="auto", **config) -> InpaintMod
 
         dev = resolve_device(device)
         key = ("untrained", name, json.dumps(cfg, sort_keys=True, default=str), str(dev))
-        with _LOCK:
-            model = _CACHE.get(key)
-        if model is None:
-            built = build_model(name, cfg, dev)
+        with _BUILD_LOCK:
             with _LOCK:
-                model = _CACHE.setdefault(key, built)
+                model = _CACHE.get(key)
+            if model is None:
+                built = build_model(name, cfg, dev)
+                with _LOCK:
+                    model = _CACHE.setdefault(key, built)
         return model.with_options(**runtime)
     if name in CLASSICAL:
         raise InputError(f"model {name!r} is classical and takes no checkpoint")
@@ -604,6 +606,18 @@ def get_model(name=None, checkpoint=None, device="auto", **config) -> InpaintMod
     except OSError:
         raise CheckpointError(f"checkpoint {checkpoint}: no such file") from None
     key_path = (str(path), st.st_mtime_ns, st.st_size)
+    with _BUILD_LOCK:
+        model = _load_cached(name, path, key_path, dev)
+    bad = {k: v for k, v in config.items() if model.config.get(k) != v}
+    if bad:
+        raise InputError(
+            f"checkpoint {checkpoint}: options {', '.join(f'{k}={v!r}' for k, v in bad.items())} differ from its saved "
+            "config (a checkpoint is rebuilt from its own config)"
+        )
+    return model.with_options(**runtime)
+
+
+def _load_cached(name, path, key_path, dev):
     with _LOCK:
         digest = _PATH_HASH.get(key_path)
         model = _CACHE.get((digest, str(dev))) if digest else None
@@ -625,13 +639,7 @@ def get_model(name=None, checkpoint=None, device="auto", **config) -> InpaintMod
         with _LOCK:
             _PATH_HASH[key_path] = ck.content_hash
             _CACHE[(ck.content_hash, str(dev))] = model
-    bad = {k: v for k, v in config.items() if model.config.get(k) != v}
-    if bad:
-        raise InputError(
-            f"checkpoint {checkpoint}: options {', '.join(f'{k}={v!r}' for k, v in bad.items())} differ from its saved "
-            "config (a checkpoint is rebuilt from its own config)"
-        )
-    return model.with_options(**runtime)
+    return model
 
 
 def checkpoint_hash(checkpoint, name: str | None = None) -> str:

@@ -548,6 +548,28 @@ def _artefact_pool(tileset) -> np.ndarray | None:
 # =========================================================================== the loop
 
 
+def _prefetch(fn, items, workers: int = 2, depth: int = 4):
+    """``fn(item)`` for each item, in order, computed up to ``depth`` items ahead on
+    ``workers`` threads (reading tiles and drawing masks overlap the device's training step)."""
+    from collections import deque
+    from concurrent.futures import ThreadPoolExecutor
+
+    it = iter(items)
+    ex = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="tile-loader")
+    futs: deque = deque(ex.submit(fn, i) for _, i in zip(range(depth), it))
+    try:
+        while futs:
+            res = futs.popleft().result()
+            nxt = next(it, None)
+            if nxt is not None:
+                futs.append(ex.submit(fn, nxt))
+            yield res
+    finally:
+        for f in futs:
+            f.cancel()
+        ex.shutdown(wait=True)
+
+
 def train(
     model: str,
     tiles,
@@ -772,13 +794,19 @@ def train(
     for epoch in range(start_epoch, epochs):
         perm = np.random.default_rng([int(seed), epoch]).permutation(source.n)
         j0 = step - epoch * steps_per_epoch
+
+        def load(j, perm=perm, epoch=epoch):
+            # tiles and masks of step j (seeded per step: the same batches whatever the threads)
+            idx = perm[j * bsz : (j + 1) * bsz]
+            holes = sample_masks(mask_spec, len(idx), shape, rng=np.random.default_rng([int(seed), epoch, j]), artefact_pool=pool)[:, None]
+            return source.read(idx), holes
+
+        batches = _prefetch(load, range(j0, steps_per_epoch))
         for j in range(j0, steps_per_epoch):
             if max_steps is not None and step >= max_steps:
                 stopped = True
                 break
-            idx = perm[j * bsz : (j + 1) * bsz]
-            images = source.read(idx)
-            holes = sample_masks(mask_spec, len(idx), shape, rng=np.random.default_rng([int(seed), epoch, j]), artefact_pool=pool)[:, None]
+            images, holes = next(batches)
             batch = net.prepare(images, holes != 0, train=True)
             metrics = trainer.train_step(batch)
             bad = [k for k, v in metrics.items() if not math.isfinite(v)]
@@ -795,6 +823,7 @@ def train(
                     say(f"epoch {epoch + 1}/{epochs} step {step} ({last_msg[0] - t0:.0f} s) " + ", ".join(f"{k} {v:.4g}" for k, v in sorted(metrics.items()) if k.startswith("g_")))
             if save_every and step % save_every == 0 and j + 1 < steps_per_epoch:
                 save(out_dir / "checkpoints" / "last.pt", epoch)
+        batches.close()
         if stopped:
             break
         flush(epoch + 1)
