@@ -176,6 +176,12 @@ def main():
     def left():
         return args.budget - (time.perf_counter() - T0)
 
+    def dump():
+        """Write what has been measured so far (a run killed later keeps it)."""
+        if args.out:
+            res["total_seconds"] = round(time.perf_counter() - T0, 1)
+            Path(args.out).write_text(json.dumps(res) + "\n")
+
     rng = np.random.default_rng(0)
     spec = parse_mask_spec("mix")
     real = real_tiles(args.real_tiles, tile, 160 if cuda else 24)
@@ -227,6 +233,7 @@ def main():
         batches.close()
         r["train_tiles_per_s"] = round((steps - 3) * tb / (time.perf_counter() - t0), 1)
         r["train_gpu_util"] = gs.mean
+        dump()
         r["train"] = {"steps": steps, "batch": tb, "amp": str(trainer.amp_dtype).replace("torch.", "") if trainer.amp_dtype else "off"}
         ck = ckdir / f"{name}.pt"
         save_checkpoint(ck, model=name, config=cfg, state_dicts={"generator": net.generator.state_dict()})
@@ -284,6 +291,7 @@ def main():
             inpaint_field(data[0], hole, m32, tile=tile, overlap=tile // 8, batch_size=bs)
             dt = (time.perf_counter() - t0) / 2
             r[f"field_{int(frac * 100)}pct"] = {"hole_tiles": nt, "seconds": round(dt, 3), "tiles_per_s": round(nt / dt, 1)}
+        dump()
 
     # -- the inpaint stage on a generated plate, 2 % artefacts
     from phirm_scale.synthetic import make_plate
@@ -325,6 +333,7 @@ def main():
                         "seconds": round(dt, 2), "fields_per_s": round(st["fields"] / dt, 2),
                         "hole_tiles": st["tiles_inpainted"], "hole_tiles_per_s": round(st["tiles_inpainted"] / dt, 1),
                         "gpu_util_mean": gs.mean}
+                    dump()
     # -- torch.compile of the methods generate calls (last: compiling takes a while)
     if args.compile and "edgeconnect" in gen_inputs:
         if left() < 90:

@@ -41,7 +41,7 @@ def inpaint_command(
                                   help="Learned models: torch.compile the generator methods."),
     canny: str = typer.Option("auto", "--canny", help="EdgeConnect edges: auto (torch on "
                               "CUDA, skimage on CPU) | torch | skimage."),
-    gpu_tasks: int = typer.Option(4, "--gpu-tasks", help="Fields in flight per GPU worker."),
+    gpu_tasks: int = typer.Option(8, "--gpu-tasks", help="Fields in flight per GPU worker (at most its threads)."),
 ) -> None:
     """Fill the holes of CHANNEL in every field of PLATE, one Dask task per field.
 

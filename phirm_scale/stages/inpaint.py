@@ -140,7 +140,7 @@ def inpaint_plate(source: str | Path, out: str | Path | None = None, *,
                   device: str = "auto", gpu: bool = False, cluster: Any = "local",
                   overwrite: bool = False, progress: bool = True, precision: str = "fp32",
                   channels_last: bool = False, compile: bool = False, canny: str = "auto",
-                  gpu_tasks: int = 4, allow_untrained: bool = False) -> dict[str, Any]:
+                  gpu_tasks: int = 8, allow_untrained: bool = False) -> dict[str, Any]:
     """Inpaint the holes ``mask_label`` of ``channel`` in every field of ``source``.
 
     Parameters
