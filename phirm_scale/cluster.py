@@ -1,46 +1,104 @@
-"""Where Dask work runs: the embedded local cluster, a dask-jobqueue cluster from YAML, a
-running scheduler, or the plain threaded scheduler.
-
-``--cluster`` values understood everywhere:
+"""Where Dask work runs: one ``--cluster`` spec, understood by every stage and command.
 
 ``local`` (default)
     an embedded :class:`distributed.LocalCluster` sized to this machine;
 ``threads``
     no distributed cluster at all: Dask's threaded scheduler in this process;
-``tcp://host:port``
-    connect to a running scheduler;
-``path/to/config.yaml`` or the name of a file in ``cluster_configs/`` (``slurm-cpu``)
-    a dask-jobqueue cluster built from that file (see ``cluster_configs/README.md``).
+``tcp://host:port`` (also ``tls://``)
+    a running scheduler (checked to be a Dask scheduler before use);
+``scheduler-file:PATH``
+    the scheduler whose address is in ``PATH`` (``dask scheduler --scheduler-file PATH``, the
+    usual way jobs started by ``sbatch`` share a scheduler);
+``path/to/config.yaml`` or a shipped name (``slurm-cpu``, ``slurm-gpu``, ``pbs``, ``lsf``, ``sge``)
+    a dask-jobqueue cluster built from that file (:mod:`phirm_scale.jobqueue`);
+``A+B`` (e.g. ``slurm-cpu+slurm-gpu``)
+    mixed pools on one scheduler: the cluster of ``A`` starts the scheduler and its jobs, then
+    the jobs of ``B`` (and further configurations) are submitted against that same scheduler.
+
+Options (keyword arguments of :func:`open_cluster`; on the command line the global options
+``phirm-scale --jobs N --adapt MIN:MAX --cluster-timeout S COMMAND ...``): ``jobs`` fixed
+number of jobs per pool, ``adapt`` adaptive ``(minimum, maximum)`` jobs per pool, ``timeout``
+seconds a start-up may take (default 10): an unreachable address, something that is not a
+Dask scheduler, a bad interface, a job the batch system refuses all end within it with one
+:class:`~phirm_scale.errors.PhirmError` line.
+
+A :class:`distributed.Client` given instead of a spec is used as it is and never closed.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
+import re
+import sys
+import time
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 from phirm_scale.errors import PhirmError
 
-__all__ = ["open_cluster", "visible_gpus", "CONFIG_DIR"]
+__all__ = ["open_cluster", "visible_gpus", "CONFIG_DIR", "known_configs", "resolve_config",
+           "parse_adapt", "set_defaults", "probe_scheduler"]
 
 log = logging.getLogger(__name__)
 
-#: Folder of the shipped dask-jobqueue configurations.
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "cluster_configs"
+#: Folder of the shipped dask-jobqueue configurations (package data).
+CONFIG_DIR = Path(__file__).resolve().parent / "cluster_configs"
+
+#: Process-wide defaults of the cluster options (the CLI's global options set them).
+_DEFAULTS: dict[str, Any] = {"jobs": None, "adapt": None, "timeout": 10.0}
 
 
-def _resolve_config(spec: str) -> Path | None:
-    p = Path(spec)
+def set_defaults(*, jobs: int | None = None, adapt: tuple[int, int] | str | None = None,
+                 timeout: float | None = None) -> None:
+    """Set the defaults of :func:`open_cluster`'s ``jobs``, ``adapt`` and ``timeout``."""
+    if jobs is not None:
+        if int(jobs) < 1:
+            raise PhirmError(f"--jobs must be >= 1, got {jobs}")
+        _DEFAULTS["jobs"] = int(jobs)
+    if adapt is not None:
+        _DEFAULTS["adapt"] = parse_adapt(adapt)
+    if timeout is not None:
+        if not float(timeout) > 0:
+            raise PhirmError(f"--cluster-timeout must be > 0 seconds, got {timeout}")
+        _DEFAULTS["timeout"] = float(timeout)
+
+
+def parse_adapt(value: str | tuple[int, int]) -> tuple[int, int]:
+    """``'0:8'`` -> ``(0, 8)``; PhirmError unless ``0 <= MIN <= MAX`` and ``MAX >= 1``."""
+    if isinstance(value, str):
+        m = re.fullmatch(r"\s*(\d+)\s*:\s*(\d+)\s*", value)
+        if not m:
+            raise PhirmError(f"--adapt {value!r}: expected MIN:MAX jobs, e.g. 0:8")
+        lo, hi = int(m.group(1)), int(m.group(2))
+    else:
+        lo, hi = (int(v) for v in value)
+    if lo > hi or hi < 1:
+        raise PhirmError(f"--adapt {lo}:{hi}: need 0 <= MIN <= MAX and MAX >= 1")
+    return lo, hi
+
+
+def known_configs() -> list[str]:
+    """Names of the shipped configurations (``--cluster NAME``)."""
+    return sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
+
+
+def resolve_config(spec: str) -> Path:
+    """A YAML path or a shipped name -> the file; PhirmError listing the known names."""
+    p = Path(spec).expanduser()
     if p.suffix in {".yaml", ".yml"}:
-        if not p.exists():
+        if not p.is_file():
             raise PhirmError(f"{spec}: cluster configuration file not found")
         return p
-    for cand in (CONFIG_DIR / f"{spec}.yaml", CONFIG_DIR / f"{spec}.yml"):
-        if cand.exists():
-            return cand
-    return None
+    cand = CONFIG_DIR / f"{spec}.yaml"
+    if cand.is_file():
+        return cand
+    raise PhirmError(
+        f"--cluster {spec!r}: unknown; use local, threads, tcp://HOST:PORT, "
+        f"scheduler-file:PATH, a YAML file, or one of the shipped configurations: "
+        f"{', '.join(known_configs())}")
 
 
 def visible_gpus() -> int:
@@ -67,37 +125,120 @@ def _add_gpu_workers(cluster, n: int, threads: int) -> None:
     cluster.sync(cluster._correct_state)
 
 
-@contextlib.contextmanager
-def open_cluster(spec: "str | object" = "local", *, n_workers: int | None = None,
-                 threads_per_worker: int | None = None, quiet: bool = False,
-                 gpu: bool = False) -> Iterator[object]:
-    """Open the cluster named by ``spec`` and yield a :class:`distributed.Client` (or ``None``
-    for ``threads``). The cluster is closed on exit when this function started it.
+def _one_line(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    return " ".join(text.split())[:400]
 
-    ``spec`` may also be an open :class:`distributed.Client`: it is yielded as is and left
-    open (the caller owns it), so one cluster can serve several stages.
+
+def probe_scheduler(address: str, timeout: float) -> dict:
+    """Ask ``address`` for its identity within ``timeout`` seconds; PhirmError unless a Dask
+    scheduler answers (refused, unreachable, silent, or something else, e.g. a web server)."""
+    import asyncio
+    import concurrent.futures
+
+    from distributed.comm import connect
+    from distributed.comm.addressing import parse_address, parse_host_port
+
+    try:
+        proto, loc = parse_address(address)
+        host, port = parse_host_port(loc) if proto in ("tcp", "tls") else (None, None)
+    except (ValueError, TypeError) as exc:
+        raise PhirmError(f"{address}: not a scheduler address ({_one_line(exc)})") from None
+    if proto == "tcp":  # nobody listening: say so now rather than retry until the timeout
+        import socket
+
+        try:
+            socket.create_connection((host, port), timeout=timeout).close()
+        except ConnectionRefusedError:
+            raise PhirmError(f"{address}: connection refused (no Dask scheduler listens "
+                             "there)") from None
+        except OSError as exc:
+            raise PhirmError(f"{address}: cannot reach a Dask scheduler "
+                             f"({_one_line(exc)})") from None
+
+    async def ask():
+        comm = await connect(address, timeout=timeout)
+        try:
+            await comm.write({"op": "identity", "reply": True})
+            return await comm.read()
+        finally:
+            comm.abort()
+
+    def run():
+        return asyncio.run(asyncio.wait_for(ask(), timeout))
+
+    ex = concurrent.futures.ThreadPoolExecutor(1)
+    try:
+        resp = ex.submit(run).result(timeout=timeout + 2)
+    except (asyncio.TimeoutError, concurrent.futures.TimeoutError, TimeoutError):
+        raise PhirmError(f"{address}: no Dask scheduler answered within {timeout:g} s "
+                         "(not a scheduler address, or unreachable)") from None
+    except (OSError, ValueError, TypeError) as exc:
+        raise PhirmError(f"{address}: cannot reach a Dask scheduler ({_one_line(exc)})") from None
+    except Exception as exc:  # noqa: BLE001 - garbage on the wire: not a scheduler
+        log.debug("probe of %s: %r", address, exc)
+        raise PhirmError(f"{address}: not a Dask scheduler (it answered something that is not "
+                         "Dask's protocol)") from None
+    finally:
+        ex.shutdown(wait=False)
+    if not isinstance(resp, dict) or resp.get("type") != "Scheduler":
+        what = resp.get("type") if isinstance(resp, dict) else type(resp).__name__
+        raise PhirmError(f"{address}: answers, but is not a Dask scheduler ({what})")
+    return resp
+
+
+def _scheduler_file_address(path: Path, timeout: float) -> str:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            info = json.loads(path.read_text())
+            return str(info["address"])
+        except FileNotFoundError:
+            if time.monotonic() > deadline:
+                raise PhirmError(f"{path}: scheduler file not found (waited {timeout:g} s)") \
+                    from None
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            if time.monotonic() > deadline:
+                raise PhirmError(f"{path}: not a Dask scheduler file ({_one_line(exc)})") \
+                    from None
+        time.sleep(0.2)
+
+
+def _announce(client, quiet: bool, extra: str = "") -> None:
+    if not quiet:
+        link = getattr(client, "dashboard_link", None)
+        print(f"dask dashboard: {link}{extra}", file=sys.stderr)
+
+
+@contextlib.contextmanager
+def open_cluster(spec: Any = "local", *, n_workers: int | None = None,
+                 threads_per_worker: int | None = None, quiet: bool = False,
+                 gpu: bool = False, jobs: int | None = None,
+                 adapt: tuple[int, int] | str | None = None,
+                 timeout: float | None = None) -> Iterator[object]:
+    """Open the cluster named by ``spec`` and yield a :class:`distributed.Client` (or ``None``
+    for ``threads``). What this function started is closed on exit; a Client passed as
+    ``spec`` is yielded unchanged and left open.
 
     ``gpu=True`` with ``local``: one more worker per visible CUDA device
     (:func:`visible_gpus`), with ``resources={'GPU': 1}`` and ``GPU_WORKER_THREADS`` threads;
     none visible is an error at once (a GPU task would otherwise wait forever).
 
-    The dashboard link is printed (to stderr) when a distributed cluster is used.
+    ``jobs``, ``adapt`` and ``timeout`` default to :func:`set_defaults`' values (see the module
+    documentation). The dashboard link is printed (to stderr) for a distributed cluster.
     """
     if spec is not None and not isinstance(spec, str):
-        yield spec  # an open client: used, never closed here
+        yield spec  # an open Client: used, never closed here
         return
+    timeout = float(timeout if timeout is not None else _DEFAULTS["timeout"])
+    jobs = jobs if jobs is not None else _DEFAULTS["jobs"]
+    adapt = parse_adapt(adapt) if adapt is not None else _DEFAULTS["adapt"]
     spec = (spec or "local").strip()
     if spec == "threads":
         yield None
         return
 
     from distributed import Client, LocalCluster
-
-    def _announce(client):
-        if not quiet:
-            import sys
-            link = getattr(client, "dashboard_link", None)
-            print(f"dask dashboard: {link}", file=sys.stderr)
 
     if spec == "local":
         import dask
@@ -120,28 +261,47 @@ def open_cluster(spec: "str | object" = "local", *, n_workers: int | None = None
             if n_gpu:
                 _add_gpu_workers(cluster, n_gpu, GPU_WORKER_THREADS)
                 client.wait_for_workers(workers + n_gpu, timeout=120)
-            _announce(client)
+            _announce(client, quiet)
             yield client
         return
 
-    if spec.startswith(("tcp://", "tls://", "ucx://", "inproc://")):
-        try:
-            client = Client(spec, timeout="30s")
-        except OSError as exc:
-            raise PhirmError(f"{spec}: cannot reach the Dask scheduler ({exc})") from exc
-        with client:
-            _announce(client)
+    if spec.startswith("scheduler-file:"):
+        path = Path(spec.split(":", 1)[1]).expanduser()
+        address = _scheduler_file_address(path, timeout)
+        probe_scheduler(address, timeout)
+        with _connect(address, timeout) as client:
+            _announce(client, quiet)
             yield client
         return
 
-    cfg = _resolve_config(spec)
-    if cfg is None:
-        raise PhirmError(
-            f"--cluster {spec!r}: not 'local', 'threads', a scheduler address, a YAML file, nor a "
-            f"configuration in {CONFIG_DIR}")
-    from phirm_scale.jobqueue import cluster_from_yaml  # noqa: PLC0415 (issue 6 module)
+    if re.match(r"^[a-z]+://", spec):
+        if not spec.startswith(("tcp://", "tls://")):
+            raise PhirmError(f"--cluster {spec}: only tcp:// and tls:// scheduler addresses "
+                             "are supported")
+        probe_scheduler(spec, timeout)
+        with _connect(spec, timeout) as client:
+            _announce(client, quiet)
+            yield client
+        return
 
-    cluster = cluster_from_yaml(cfg)
-    with cluster, Client(cluster) as client:
-        _announce(client)
+    configs = [resolve_config(part.strip()) for part in spec.split("+")]
+    from phirm_scale.jobqueue import JobPools
+
+    with JobPools(configs, jobs=jobs, adapt=adapt, timeout=timeout) as pools, \
+            Client(pools.primary, timeout=f"{timeout}s") as client:
+        client._phirm_may_grow = True  # jobs may still be queued: no "no such worker" error
+        _announce(client, quiet, pools.describe())
+        yield client
+
+
+@contextlib.contextmanager
+def _connect(address: str, timeout: float):
+    from distributed import Client
+
+    try:
+        client = Client(address, timeout=f"{timeout}s")
+    except (OSError, TimeoutError) as exc:
+        raise PhirmError(f"{address}: cannot connect to the Dask scheduler "
+                         f"({_one_line(exc)})") from None
+    with client:
         yield client

@@ -1,20 +1,52 @@
-"""dask-jobqueue clusters built from the YAML files in ``cluster_configs/``.
+"""dask-jobqueue clusters built from YAML (the shipped ones live in ``phirm_scale/cluster_configs``).
 
-A file holds one mapping: ``kind`` (slurm, pbs, lsf, sge), the keyword arguments of the
-dask-jobqueue class under ``cluster`` and an optional ``scale`` mapping
-(``jobs: N`` or ``minimum_jobs``/``maximum_jobs`` for adaptive scaling).
+A file holds one mapping:
+
+``kind``
+    ``slurm``, ``pbs``, ``lsf`` or ``sge``;
+``cluster``
+    keyword arguments of the dask-jobqueue class (``SLURMCluster`` ...), in dask-jobqueue's
+    own names: ``queue``, ``account``, ``cores``, ``processes``, ``memory``, ``walltime``,
+    ``log_directory``, ``local_directory``, ``job_extra_directives``, ``worker_extra_args``,
+    ``scheduler_options``, ...; an unknown key is an error naming it;
+``scale`` (optional)
+    ``jobs: N`` or ``minimum_jobs``/``maximum_jobs`` (adaptive); default one job.
+
+Differences from calling dask-jobqueue directly, each fixing a pitfall its users hit:
+
+* ``interface`` applies to the **workers only** (it becomes ``--interface`` in
+  ``worker_extra_args``); the scheduler, on the submitting node, binds what
+  ``scheduler_options`` says (dask-jobqueue would bind the scheduler to the workers' interface,
+  which the login node usually lacks);
+* strings are never expanded here: ``$TMPDIR`` stays literal in the job script and is expanded
+  on the compute node;
+* job submission errors (``sbatch`` refusing a job) are raised at start-up, quoting the batch
+  system's message, instead of being logged while the run waits forever.
+
+:class:`JobPools` starts several configurations on **one scheduler** (``slurm-cpu+slurm-gpu``):
+the first cluster owns the scheduler; the jobs of the others are submitted with that
+scheduler's address. Limits: each pool scales by its own ``scale``/``--jobs``/``--adapt``;
+an adaptive pool sizes itself from all pending tasks of the scheduler (not only those it can
+run); closing the run cancels every pool's jobs.
 """
 
 from __future__ import annotations
 
-import os
+import inspect
+import re
+import warnings
 from pathlib import Path
+
 
 import yaml
 
 from phirm_scale.errors import PhirmError
 
-__all__ = ["cluster_from_yaml", "KINDS"]
+__all__ = ["cluster_from_yaml", "load_config", "JobPools", "KINDS"]
+
+# each pool of a mixed cluster subscribes to the one scheduler (see _relay_worker_status)
+warnings.filterwarnings("ignore", message="Scheduler already contains a plugin with name "
+                        "worker-status")
 
 KINDS = {
     "slurm": "SLURMCluster",
@@ -22,38 +54,272 @@ KINDS = {
     "lsf": "LSFCluster",
     "sge": "SGECluster",
 }
+TOP_KEYS = ("kind", "cluster", "scale")
+SCALE_KEYS = ("jobs", "minimum_jobs", "maximum_jobs")
 
 
-def cluster_from_yaml(path: str | Path, *, scale: bool = True):
-    """Build the dask-jobqueue cluster described by ``path`` and, unless ``scale=False``,
-    ask for its jobs (``scale=False`` is for inspecting ``cluster.job_script()``)."""
+def _params(*funcs) -> set[str]:
+    out: set[str] = set()
+    for f in funcs:
+        for name, p in inspect.signature(f).parameters.items():
+            if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL) and name != "self":
+                out.add(name)
+    return out
+
+
+def _allowed_cluster_keys(kind: str) -> set[str]:
+    import dask_jobqueue
+    from dask_jobqueue.core import Job, JobQueueCluster
+
+    cls = getattr(dask_jobqueue, KINDS[kind])
+    keys = _params(cls.__init__, JobQueueCluster.__init__, cls.job_cls.__init__, Job.__init__)
+    return keys - {"scheduler", "scheduler_cls", "loop", "asynchronous", "config_name"}
+
+
+def load_config(path: str | Path) -> dict:
+    """Read and validate a configuration; PhirmError naming the file and the bad key."""
     path = Path(path)
     try:
         cfg = yaml.safe_load(path.read_text())
     except (OSError, yaml.YAMLError) as exc:
-        raise PhirmError(f"{path}: unreadable cluster configuration ({exc})") from exc
+        msg = " ".join(str(exc).split())
+        raise PhirmError(f"{path}: unreadable cluster configuration ({msg})") from None
     if not isinstance(cfg, dict) or "kind" not in cfg:
-        raise PhirmError(f"{path}: cluster configuration needs a 'kind' ({', '.join(KINDS)})")
+        raise PhirmError(f"{path}: cluster configuration needs a 'kind' "
+                         f"({', '.join(KINDS)})")
+    for k in cfg:
+        if k not in TOP_KEYS:
+            raise PhirmError(f"{path}: unknown key {k!r} (a configuration has "
+                             f"{', '.join(TOP_KEYS)})")
     kind = str(cfg["kind"]).lower()
     if kind not in KINDS:
-        raise PhirmError(f"{path}: unknown cluster kind {kind!r}; expected one of {', '.join(KINDS)}")
+        raise PhirmError(f"{path}: unknown cluster kind {kind!r}; expected one of "
+                         f"{', '.join(KINDS)}")
+    kwargs = cfg.get("cluster") or {}
+    if not isinstance(kwargs, dict):
+        raise PhirmError(f"{path}: 'cluster' must be a mapping of {KINDS[kind]} arguments")
+    allowed = _allowed_cluster_keys(kind)
+    for k in kwargs:
+        if k not in allowed:
+            raise PhirmError(f"{path}: unknown key 'cluster.{k}' for kind {kind} (not an "
+                             f"argument of dask_jobqueue.{KINDS[kind]})")
+    scale = cfg.get("scale") or {"jobs": 1}
+    if not isinstance(scale, dict):
+        raise PhirmError(f"{path}: 'scale' must be a mapping ({', '.join(SCALE_KEYS)})")
+    for k in scale:
+        if k not in SCALE_KEYS:
+            raise PhirmError(f"{path}: unknown key 'scale.{k}' ({', '.join(SCALE_KEYS)})")
+    for k, v in scale.items():
+        if not isinstance(v, int) or v < 0:
+            raise PhirmError(f"{path}: scale.{k} must be an integer >= 0, got {v!r}")
+    return {"kind": kind, "cluster": dict(kwargs), "scale": dict(scale), "path": path}
+
+
+def _cluster_kwargs(cfg: dict) -> dict:
+    kwargs = dict(cfg["cluster"])
+    iface = kwargs.pop("interface", None)
+    if iface:  # workers only (see the module documentation)
+        extra = list(kwargs.get("worker_extra_args") or [])
+        if "--interface" not in extra:
+            extra += ["--interface", str(iface)]
+        kwargs["worker_extra_args"] = extra
+    sopts = dict(kwargs.get("scheduler_options") or {})
+    sopts.setdefault("dashboard_address", ":0")
+    kwargs["scheduler_options"] = sopts
+    return kwargs
+
+
+def _attached_scheduler(address: str):
+    """A stand-in scheduler class: the cluster built with it submits jobs whose workers
+    connect to ``address`` (another cluster's scheduler), and starts no scheduler itself."""
+    from distributed.core import Status
+
+    class AttachedScheduler:
+        def __init__(self, **_options):
+            self.address = address
+            self.status = Status.running
+
+        def __await__(self):
+            async def ready():
+                return self
+            return ready().__await__()
+
+        async def close(self):
+            return None
+
+    return AttachedScheduler
+
+
+def _relay_worker_status(primary, attached) -> None:
+    """A scheduler keeps one worker-status subscriber (the last cluster that connected), but
+    every pool must see workers come and go (that is how lost jobs are replaced): the first
+    cluster subscribes again and hands each event on to the attached pools."""
+    import asyncio
+    import copy
+
+    from distributed.core import Status
+    from distributed.deploy.cluster import SchedulerInfo
+
+    orig = primary._update_worker_status
+
+    def relay(op, msg):
+        for cl in attached:
+            if cl.status != Status.closed:
+                cl.loop.add_callback(cl._update_worker_status, op, copy.deepcopy(msg))
+        orig(op, msg)
+
+    async def resubscribe():
+        old = primary._watch_worker_status_comm
+        comm = await primary.scheduler_comm.live_comm()
+        comm.name = "Cluster worker status"
+        await comm.write({"op": "subscribe_worker_status"})
+        primary.scheduler_info = SchedulerInfo(await comm.read())
+        primary._watch_worker_status_comm = comm
+        primary._watch_worker_status_task = asyncio.ensure_future(
+            primary._watch_worker_status(comm))
+        if old is not None:
+            await old.close()
+
+    primary._update_worker_status = relay
+    primary.sync(resubscribe)
+
+
+def cluster_from_yaml(path: str | Path, *, scale: bool = True, name: str | None = None,
+                      scheduler_address: str | None = None):
+    """Build the dask-jobqueue cluster described by ``path``; unless ``scale=False``, ask for
+    its jobs as its ``scale`` says. With ``scheduler_address`` its workers join that
+    scheduler (see :class:`JobPools`). ``scale=False`` is for ``cluster.job_script()``."""
+    cfg = load_config(path)
+    cluster = _build(cfg, name=name, scheduler_address=scheduler_address)
+    if scale:
+        _scale(cluster, cfg, jobs=None, adapt=None, timeout=60.0)
+    return cluster
+
+
+def _build(cfg: dict, *, name: str | None, scheduler_address: str | None):
     import dask_jobqueue
 
-    kwargs = dict(cfg.get("cluster") or {})
-    for key in ("local_directory",):
-        if isinstance(kwargs.get(key), str):
-            kwargs[key] = os.path.expandvars(kwargs[key])
-    cls = getattr(dask_jobqueue, KINDS[kind])
+    cls = getattr(dask_jobqueue, KINDS[cfg["kind"]])
+    kwargs = _cluster_kwargs(cfg)
+    if scheduler_address is not None:
+        kwargs["scheduler_cls"] = _attached_scheduler(scheduler_address)
     try:
-        cluster = cls(**kwargs)
-    except (TypeError, ValueError) as exc:
-        raise PhirmError(f"{path}: invalid {kind} cluster settings ({exc})") from exc
-    if not scale:
-        return cluster
-    spec = cfg.get("scale") or {"jobs": 1}
-    if "minimum_jobs" in spec or "maximum_jobs" in spec:
-        cluster.adapt(minimum_jobs=spec.get("minimum_jobs", 0),
-                      maximum_jobs=spec.get("maximum_jobs", 1))
-    else:
-        cluster.scale(jobs=int(spec.get("jobs", 1)))
+        cluster = cls(name=name or Path(cfg["path"]).stem, **kwargs)
+    except Exception as exc:  # noqa: BLE001 - bad interface, bad values: one line
+        msg = " ".join(str(exc).split())
+        msg = re.sub(r"^Cluster failed to start: ", "", msg)
+        raise PhirmError(f"{cfg['path']}: cannot start the {cfg['kind']} cluster ({msg})") \
+            from None
+    if scheduler_address is not None:
+        cluster.shutdown_scheduler = False  # the scheduler belongs to the first pool
     return cluster
+
+
+def _submission_error(exc: BaseException) -> str:
+    text = str(exc)
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    errs = [ln for ln in lines if re.search(r"error|denied|invalid|refused", ln, re.I)
+            and not ln.startswith(("Command", "Exit code"))]
+    return (errs[-1] if errs else " ".join(text.split()))[:400]
+
+
+def _submit_now(cluster, cfg: dict, timeout: float) -> None:
+    """Submit the jobs the cluster wants now; the batch system's refusal is one error."""
+    try:
+        cluster.sync(cluster._correct_state, callback_timeout=timeout)
+    except Exception as exc:  # noqa: BLE001
+        if isinstance(exc, TimeoutError) or type(exc).__name__ == "TimeoutError":
+            raise PhirmError(f"{cfg['path']}: job submission did not finish within "
+                             f"{timeout:g} s") from None
+        raise PhirmError(f"{cfg['path']}: the batch system refused the job: "
+                         f"{_submission_error(exc)}") from None
+
+
+def _scale(cluster, cfg: dict, *, jobs: int | None, adapt: tuple[int, int] | None,
+           timeout: float) -> str:
+    spec = cfg["scale"]
+    if adapt is None and jobs is None and ("minimum_jobs" in spec or "maximum_jobs" in spec):
+        adapt = (spec.get("minimum_jobs", 0), spec.get("maximum_jobs", 1))
+    if adapt is not None:
+        lo, hi = adapt
+        cluster.scale(jobs=max(lo, 1))  # one job at once: a refused job fails now, not later
+        _submit_now(cluster, cfg, timeout)
+        cluster.adapt(minimum_jobs=lo, maximum_jobs=hi)
+        return f"adaptive {lo}-{hi} jobs"
+    n = int(jobs if jobs is not None else spec.get("jobs", 1))
+    cluster.scale(jobs=n)
+    _submit_now(cluster, cfg, timeout)
+    return f"{n} job{'s' if n != 1 else ''}"
+
+
+class JobPools:
+    """One or more jobqueue configurations on one scheduler (a context manager).
+
+    ``primary`` is the first configuration's cluster (it owns the scheduler); the others'
+    workers join it. ``jobs``/``adapt`` override every file's ``scale``.
+    """
+
+    def __init__(self, configs, *, jobs: int | None = None,
+                 adapt: tuple[int, int] | None = None, timeout: float = 10.0):
+        self.configs = [load_config(c) for c in configs]
+        self.jobs, self.adapt, self.timeout = jobs, adapt, float(timeout)
+        self.clusters: list = []
+        self.scaled: list[str] = []
+
+    @property
+    def primary(self):
+        return self.clusters[0]
+
+    def __enter__(self):
+        try:
+            names: list[str] = []
+            for i, cfg in enumerate(self.configs):
+                name = Path(cfg["path"]).stem
+                if name in names:
+                    name = f"{name}-{i}"
+                names.append(name)
+                address = self.clusters[0].scheduler_address if self.clusters else None
+                self.clusters.append(_build(cfg, name=name, scheduler_address=address))
+            if len(self.clusters) > 1:
+                _relay_worker_status(self.clusters[0], self.clusters[1:])
+            for cl, cfg in zip(self.clusters, self.configs):
+                self.scaled.append(f"{cl._name}: " + _scale(cl, cfg, jobs=self.jobs,
+                                                            adapt=self.adapt,
+                                                            timeout=self.timeout))
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def describe(self) -> str:
+        return " (" + "; ".join(self.scaled) + ")" if self.scaled else ""
+
+    def close(self) -> None:
+        for cl in reversed(self.clusters):  # attached pools first, the scheduler last
+            try:
+                cl.close()
+            except Exception:  # noqa: BLE001 - closing: keep closing the others
+                pass
+        self.clusters = []
+
+    def __exit__(self, *exc) -> bool:
+        self.close()
+        return False
+
+
+def job_scripts(spec: str) -> list[tuple[str, str]]:
+    """``[(config path, job script)]`` of a ``--cluster`` spec of jobqueue configurations,
+    without submitting anything (``phirm-scale cluster show``)."""
+    from phirm_scale.cluster import resolve_config
+
+    out = []
+    for part in spec.split("+"):
+        cfg = load_config(resolve_config(part.strip()))
+        cluster = _build(cfg, name=Path(cfg["path"]).stem, scheduler_address=None)
+        try:
+            out.append((str(cfg["path"]), cluster.job_script()))
+        finally:
+            cluster.close()
+    return out
+
+

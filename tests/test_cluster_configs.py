@@ -1,55 +1,297 @@
-"""The shipped dask-jobqueue configurations build clusters whose job scripts ask for what the
-file says (no jobs are submitted here)."""
+"""The shipped dask-jobqueue configurations and ``open_cluster``'s start-up errors.
+
+Job scripts are parsed and their numbers (memory, cores, walltime, lifetime) compared with
+expectations computed here from the YAML files themselves, in the batch systems' own units;
+nothing is submitted (the real SLURM tests are in test_slurm.py)."""
 
 from __future__ import annotations
 
+import re
+import shlex
+import subprocess
+import sys
+import threading
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from pathlib import Path
+
 import pytest
+import yaml
 
-from phirm_scale.cluster import CONFIG_DIR, open_cluster
+from phirm_scale.cluster import CONFIG_DIR, known_configs, open_cluster
 from phirm_scale.errors import PhirmError
-from phirm_scale.jobqueue import cluster_from_yaml
+from phirm_scale.jobqueue import cluster_from_yaml, job_scripts
+
+GB, GiB = 1e9, 2**30
+UNITS = {"": 1, "B": 1, "K": 1024, "M": 1024**2, "G": GiB, "T": 1024**4,
+         "KB": 1e3, "MB": 1e6, "GB": GB, "TB": 1e12,
+         "KIB": 1024, "MIB": 1024**2, "GIB": GiB, "TIB": 1024**4}
 
 
-@pytest.mark.parametrize("name, expect", [
-    ("slurm-cpu", ["#SBATCH -p cpu", "--lifetime"]),
-    ("slurm-gpu", ["#SBATCH --gres=gpu:1", "--resources GPU=1", "--nthreads 8"]),
-    ("pbs", ["#PBS -q workq", "select=1:ncpus=8"]),
-    ("lsf", ["#BSUB -q normal"]),
-    ("sge", ["#$ -q all.q"]),
-])
-def test_shipped_configs_make_the_right_job_scripts(name, expect, tmp_path):
-    import yaml
+def nbytes(text: str, default_unit: str = "") -> float:
+    m = re.fullmatch(r"\s*([\d.]+)\s*([A-Za-z]*)\s*", text)
+    assert m, text
+    return float(m.group(1)) * UNITS[(m.group(2) or default_unit).upper()]
 
+
+def minutes(text: str) -> float:
+    """'02:00:00' (h:m:s), '02:00' (LSF h:m), '110m', '5m', '2h', '30s' -> minutes."""
+    m = re.fullmatch(r"(\d+)([smh])", text)
+    if m:
+        return int(m.group(1)) * {"s": 1 / 60, "m": 1, "h": 60}[m.group(2)]
+    parts = [int(p) for p in text.split(":")]
+    if len(parts) == 2:
+        return parts[0] * 60 + parts[1]
+    return parts[0] * 60 + parts[1] + parts[2] / 60
+
+
+def worker_args(script: str) -> dict:
+    line = next(ln for ln in script.splitlines() if "distributed.cli.dask_worker" in ln)
+    toks = shlex.split(line)
+    out: dict = {"nworkers": 1}
+    for i, t in enumerate(toks):
+        if t.startswith("--") and i + 1 < len(toks) and not toks[i + 1].startswith("--"):
+            out[t[2:]] = toks[i + 1]
+    out["nworkers"] = int(out["nworkers"])
+    out["raw"] = toks
+    return out
+
+
+def job_memory_bytes(kind: str, header: str) -> float:
+    """What the job asks the batch system for, in bytes, read the way each system reads it."""
+    if kind == "slurm":
+        return nbytes(re.search(r"^#SBATCH --mem=(\S+)", header, re.M).group(1), "M")
+    if kind == "pbs":  # PBS size units are binary: 1gb = 2**30 bytes
+        m = re.search(r"mem=(\d+)([kmgt]?b)", header, re.I)
+        return int(m.group(1)) * 1024 ** "bkmgt".index(m.group(2)[0].lower())
+    if kind == "lsf":  # -M in KB (LSF_UNIT_FOR_LIMITS default)
+        return float(re.search(r"^#BSUB -M (\d+)", header, re.M).group(1)) * 1e3
+    if kind == "sge":  # h_vmem is per slot
+        slots = int(re.search(r"^#\$ -pe \S+ (\d+)", header, re.M).group(1))
+        return slots * nbytes(re.search(r"h_vmem=(\w+)", header).group(1))
+    raise AssertionError(kind)
+
+
+def job_cores(kind: str, header: str) -> int:
+    pat = {"slurm": r"^#SBATCH --cpus-per-task=(\d+)", "pbs": r"ncpus=(\d+)",
+           "lsf": r"^#BSUB -n (\d+)", "sge": r"^#\$ -pe \S+ (\d+)"}[kind]
+    return int(re.search(pat, header, re.M).group(1))
+
+
+def job_walltime(kind: str, header: str) -> float:
+    pat = {"slurm": r"^#SBATCH -t (\S+)", "pbs": r"walltime=(\S+)", "lsf": r"^#BSUB -W (\S+)",
+           "sge": r"h_rt=(\S+)"}[kind]
+    return minutes(re.search(pat, header, re.M).group(1))
+
+
+SHIPPED = ["lsf", "pbs", "sge", "slurm-cpu", "slurm-gpu"]
+
+
+def test_shipped_names_are_package_data():
+    assert known_configs() == SHIPPED
+    assert CONFIG_DIR.parent.name == "phirm_scale"   # inside the package: ships in the wheel
+    import tomllib
+
+    pyproject = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())
+    assert "cluster_configs/*.yaml" in pyproject["tool"]["setuptools"]["package-data"][
+        "phirm_scale"]
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_job_script_numbers_match_the_file(name):
     cfg = yaml.safe_load((CONFIG_DIR / f"{name}.yaml").read_text())
-    cfg["cluster"]["interface"] = "lo"          # this machine has no ib0
-    cfg["cluster"]["local_directory"] = str(tmp_path)
-    path = tmp_path / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(cfg))
-    cluster = cluster_from_yaml(path, scale=False)
+    kind, c = cfg["kind"], cfg["cluster"]
+    [(_, script)] = job_scripts(name)
+    header = "\n".join(ln for ln in script.splitlines() if ln.startswith("#"))
+    w = worker_args(script)
+
+    # cores: the job's cores = worker processes x threads, = the file's cores
+    assert job_cores(kind, header) == c["cores"]
+    assert w["nworkers"] == c["processes"]
+    assert int(w["nthreads"]) * w["nworkers"] == c["cores"]
+    # memory: the job asks for the file's memory (dask-jobqueue rounds down by < 7 %), and the
+    # workers together may use no more than the job holds
+    yaml_mem = nbytes(c["memory"])
+    job_mem = job_memory_bytes(kind, header)
+    workers_mem = nbytes(w["memory-limit"]) * w["nworkers"]
+    assert 0.93 * yaml_mem <= job_mem <= 1.1 * yaml_mem, (job_mem, yaml_mem)
+    assert workers_mem <= job_mem * 1.001, (workers_mem, job_mem)
+    # walltime, and workers retiring at least 5 minutes before it (lifetime + stagger)
+    wall = job_walltime(kind, header)
+    assert wall == minutes(str(c["walltime"]))
+    life = minutes(w["lifetime"]) + minutes(w.get("lifetime-stagger", "0m"))
+    assert life <= wall - 5, (life, wall)
+    # scratch expanded on the compute node; the scheduler's interface is not the workers'
+    assert "--local-directory $TMPDIR" in " ".join(w["raw"]) or \
+        w.get("local-directory") == "$TMPDIR"
+    assert "interface" not in c
+    if name == "slurm-gpu":
+        assert "#SBATCH --gres=gpu:1" in header and w["resources"] == "GPU=1"
+        assert w["nworkers"] == 1
+    if kind == "sge":  # slots given and equal to the cores
+        assert re.search(r"^#\$ -pe \S+ (\d+)", header, re.M)
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_site_placeholders_are_there_and_commented(name):
+    text = (CONFIG_DIR / f"{name}.yaml").read_text()
+    account = "project" if name in ("lsf", "sge") else "account"
+    for key in (account, "log_directory", "queue", "walltime", "scheduler_options"):
+        line = next((ln for ln in text.splitlines() if ln.strip().startswith(key + ":")), None)
+        assert line is not None and "# SITE" in line, (key, line)
+
+
+def _write(tmp_path, text: str) -> Path:
+    p = tmp_path / "c.yaml"
+    p.write_text(text)
+    return p
+
+
+def test_interface_is_for_the_workers_only(tmp_path):
+    """A file's ``interface`` names the workers' network: the scheduler on this (login) node
+    does not bind it, so an interface this machine lacks still starts."""
+    p = _write(tmp_path, "kind: slurm\ncluster:\n  cores: 1\n  memory: 1GB\n"
+                         "  interface: nonexistent9\n")
+    [(_, script)] = job_scripts(str(p))
+    assert worker_args(script)["interface"] == "nonexistent9"
+    cluster = cluster_from_yaml(p, scale=False)
     try:
-        script = cluster.job_script()
+        assert cluster.scheduler_address.startswith("tcp://")
     finally:
         cluster.close()
-    for needle in expect:
-        assert needle in script, (needle, script)
 
 
-def test_unknown_cluster_spec_is_one_clear_error():
-    with pytest.raises(PhirmError, match="not 'local'"):
-        with open_cluster("nonsense"):
+def test_bad_scheduler_interface_is_one_error(tmp_path):
+    p = _write(tmp_path, "kind: slurm\ncluster:\n  cores: 1\n  memory: 1GB\n"
+                         "  scheduler_options: {interface: nonexistent9}\n")
+    with pytest.raises(PhirmError, match=r"c\.yaml: cannot start the slurm cluster .*"
+                                         r"nonexistent9"):
+        with open_cluster(str(p)):
             pass
-    with pytest.raises(PhirmError, match="not found"):
+
+
+@pytest.mark.parametrize("text, message", [
+    ("cluster: {cores: 1}\n", "needs a 'kind'"),
+    ("kind: kubernetes\n", "unknown cluster kind 'kubernetes'"),
+    ("kind: slurm\nclustr: {}\n", "unknown key 'clustr'"),
+    ("kind: slurm\ncluster:\n  cores: 1\n  memory: 1GB\n  walltme: '01:00:00'\n",
+     "unknown key 'cluster.walltme'"),
+    ("kind: slurm\ncluster: {cores: 1, memory: 1GB}\nscale: {jbos: 2}\n", "unknown key 'scale.jbos'"),
+    ("kind: slurm\ncluster: {cores: [1\n", "unreadable cluster configuration"),
+])
+def test_bad_yaml_names_the_problem(tmp_path, text, message):
+    p = _write(tmp_path, text)
+    with pytest.raises(PhirmError, match=re.escape(message)):
+        with open_cluster(str(p)):
+            pass
+
+
+def test_unknown_name_lists_the_known_ones():
+    with pytest.raises(PhirmError, match="lsf, pbs, sge, slurm-cpu, slurm-gpu"):
+        with open_cluster("slurm-cpuu"):
+            pass
+    with pytest.raises(PhirmError, match="missing.yaml: cluster configuration file not found"):
         with open_cluster("missing.yaml"):
             pass
-
-
-def test_bad_kind(tmp_path):
-    p = tmp_path / "x.yaml"
-    p.write_text("kind: kubernetes\n")
-    with pytest.raises(PhirmError, match="unknown cluster kind"):
-        cluster_from_yaml(p)
+    with pytest.raises(PhirmError, match="only tcp:// and tls://"):
+        with open_cluster("http://127.0.0.1:1"):
+            pass
 
 
 def test_threads_spec_yields_no_client():
     with open_cluster("threads") as client:
         assert client is None
+
+
+def test_refused_address_is_one_error():
+    with pytest.raises(PhirmError, match="tcp://127.0.0.1:1: "):
+        with open_cluster("tcp://127.0.0.1:1", timeout=1):
+            pass
+
+
+@pytest.fixture
+def http_server():
+    """A local web server: something listening that is not a Dask scheduler."""
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    srv = HTTPServer(("127.0.0.1", 0), Handler)
+    t = threading.Thread(target=srv.serve_forever, daemon=True)
+    t.start()
+    yield f"tcp://127.0.0.1:{srv.server_address[1]}"
+    srv.shutdown()
+    srv.server_close()
+
+
+def test_something_that_is_not_a_scheduler_is_one_error(http_server):
+    with pytest.raises(PhirmError, match=re.escape(http_server)):
+        with open_cluster(http_server, timeout=2):
+            pass
+
+
+def test_scheduler_file(tmp_path):
+    """``scheduler-file:PATH`` connects to the scheduler written there; a missing file is an
+    error after the timeout."""
+    import json
+
+    from distributed import LocalCluster
+
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False, protocol="tcp://",
+                      dashboard_address=":0") as lc:
+        f = tmp_path / "scheduler.json"
+        f.write_text(json.dumps({"address": lc.scheduler_address, "type": "Scheduler"}))
+        with open_cluster(f"scheduler-file:{f}", quiet=True) as client:
+            assert client.scheduler.address == lc.scheduler_address
+            assert client.submit(lambda x: x + 1, 1).result() == 2
+    with pytest.raises(PhirmError, match="absent.json: scheduler file not found"):
+        with open_cluster(f"scheduler-file:{tmp_path / 'absent.json'}", timeout=0.5):
+            pass
+
+
+def test_resource_no_worker_offers_is_an_error_not_a_wait(tmp_path):
+    from distributed import Client, LocalCluster
+
+    from phirm_scale.stages._runner import run_tasks
+
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False,
+                      dashboard_address=":0") as lc, Client(lc) as client:
+        with pytest.raises(PhirmError, match=r"GPU=1 .* none of the 1 workers"):
+            run_tasks(abs, [-1, -2], cluster=client, progress=False, description="gpu-work",
+                      resources={"GPU": 1})
+        assert run_tasks(abs, [-1, -2], cluster=client, progress=False) == [1, 2]
+
+
+def run_cli(*args, timeout=60):
+    return subprocess.run([sys.executable, "-m", "phirm_scale", *args], capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def test_cli_startup_failures_are_one_line_exit_2(tmp_path, http_server):
+    from phirm_scale.synthetic import make_plate
+
+    p = make_plate(tmp_path / "p.ome.zarr", rows=1, columns=1, size=32)
+    bad = _write(tmp_path, "kind: slurm\ncluster: {cores: 1, memory: 1GB, foo: 1}\n")
+    for args in (["--cluster-timeout", "1", "masks", str(p.path), "--cluster",
+                  "tcp://127.0.0.1:1"],
+                 ["--cluster-timeout", "2", "masks", str(p.path), "--cluster", http_server],
+                 ["masks", str(p.path), "--cluster", "nope"],
+                 ["masks", str(p.path), "--cluster", str(bad)],
+                 ["--adapt", "3:1", "masks", str(p.path), "--cluster", "threads"],
+                 ["cluster", "show", "nope"]):
+        r = run_cli(*args)
+        lines = r.stderr.strip().splitlines()
+        assert r.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: "), \
+            (args, r.returncode, r.stderr)
+    assert not p.has_label(p.fields[0], "artefacts")   # nothing written
+
+
+def test_cli_cluster_show_and_list():
+    r = run_cli("cluster", "show", "slurm-cpu+slurm-gpu")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.count("#!/usr/bin/env bash") == 2 and "--gres=gpu:1" in r.stdout
+    r = run_cli("cluster", "list")
+    assert r.returncode == 0 and [ln.split("\t")[0] for ln in r.stdout.splitlines()] == SHIPPED

@@ -19,6 +19,7 @@ from phirm_scale.cli import run as _run  # noqa: F401,E402
 from phirm_scale.cli import train as _train  # noqa: F401,E402
 from phirm_scale.cli import experiment as _experiment  # noqa: F401,E402
 from phirm_scale.cli import demo as _demo  # noqa: F401,E402
+from phirm_scale.cli import cluster as _cluster  # noqa: F401,E402
 
 __all__ = ["app", "main"]
 

@@ -16,6 +16,24 @@ app = typer.Typer(
 )
 
 
+@app.callback()
+def _cluster_options(
+    jobs: int = typer.Option(None, "--jobs", help="Jobs per jobqueue pool (fixed), for every "
+                             "--cluster of this command that is a jobqueue configuration."),
+    adapt: str = typer.Option(None, "--adapt", help="Adaptive jobs per jobqueue pool, MIN:MAX "
+                              "(e.g. 0:8)."),
+    cluster_timeout: float = typer.Option(10.0, "--cluster-timeout",
+                                          help="Seconds a cluster start-up may take (connect, "
+                                               "submit); then one error line, exit 2."),
+) -> None:
+    """Restore high-content screening plates by generative inpainting and prove, field by
+    field, that the biology was kept (PhIRM). Cluster options go before the command:
+    ``phirm-scale --jobs 4 --cluster-timeout 30 masks PLATE --cluster slurm-cpu``."""
+    from phirm_scale.cluster import set_defaults
+
+    set_defaults(jobs=jobs, adapt=adapt, timeout=cluster_timeout)
+
+
 class CliError(Exception):
     """An error reported to the user as one line, exit code 2."""
 
