@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 TORCH_PIN ?= torch==2.13.0
 
-.PHONY: install test demo bench clean
+.PHONY: install test slurm-up slurm-down demo bench clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -19,8 +19,18 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 
 install: $(VENV)/.installed
 
+# The tests marked `slurm` run real jobs on a single-node SLURM on this machine
+# (scripts/slurm-local-up installs and starts it; they are skipped, with the reason, only
+# where the packages cannot be installed).
 test: install
+	-scripts/slurm-local-up
 	$(BIN)/python -m pytest -q tests
+
+slurm-up:
+	scripts/slurm-local-up
+
+slurm-down:
+	scripts/slurm-local-down
 
 demo: install
 	$(BIN)/phirm-scale demo

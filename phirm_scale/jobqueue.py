@@ -225,8 +225,16 @@ def _submission_error(exc: BaseException) -> str:
 
 def _submit_now(cluster, cfg: dict, timeout: float) -> None:
     """Submit the jobs the cluster wants now; the batch system's refusal is one error."""
+    async def submit():
+        await cluster._correct_state()
+        # scale() already started a submission in the background, whose failure would only
+        # be logged: a job without an id was refused; submit it again to get the message
+        for job in list(cluster.workers.values()):
+            if getattr(job, "job_id", None) is None:
+                await job.start()
+
     try:
-        cluster.sync(cluster._correct_state, callback_timeout=timeout)
+        cluster.sync(submit, callback_timeout=timeout)
     except Exception as exc:  # noqa: BLE001
         if isinstance(exc, TimeoutError) or type(exc).__name__ == "TimeoutError":
             raise PhirmError(f"{cfg['path']}: job submission did not finish within "
