@@ -275,10 +275,11 @@ def open_cluster(spec: Any = "local", *, n_workers: int | None = None,
         return
 
     if re.match(r"^[a-z]+://", spec):
-        if not spec.startswith(("tcp://", "tls://")):
-            raise PhirmError(f"--cluster {spec}: only tcp:// and tls:// scheduler addresses "
-                             "are supported")
-        probe_scheduler(spec, timeout)
+        if not spec.startswith(("tcp://", "tls://", "inproc://", "ucx://")):
+            raise PhirmError(f"--cluster {spec}: not a Dask scheduler address (tcp://HOST:PORT "
+                             "or tls://HOST:PORT)")
+        if spec.startswith(("tcp://", "tls://")):
+            probe_scheduler(spec, timeout)
         with _connect(spec, timeout) as client:
             _announce(client, quiet)
             yield client

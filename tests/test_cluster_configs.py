@@ -192,7 +192,7 @@ def test_unknown_name_lists_the_known_ones():
     with pytest.raises(PhirmError, match="missing.yaml: cluster configuration file not found"):
         with open_cluster("missing.yaml"):
             pass
-    with pytest.raises(PhirmError, match="only tcp:// and tls://"):
+    with pytest.raises(PhirmError, match="not a Dask scheduler address"):
         with open_cluster("http://127.0.0.1:1"):
             pass
 
