@@ -3,8 +3,9 @@
 #
 #   sbatch scripts/process_screen.sh SCREEN_DIR OUT_DIR [CLUSTER] [MODEL] [CHECKPOINT]
 #
-# This small job only drives the run: `--cluster slurm-cpu` (cluster_configs/slurm-cpu.yaml)
-# starts the Dask workers as their own SLURM jobs; use slurm-gpu for learned models. SCREEN_DIR
+# This small job only drives the run: `--cluster slurm-cpu` (phirm_scale/cluster_configs/;
+# `phirm-scale cluster show slurm-cpu` prints its job script) starts the Dask workers as their
+# own SLURM jobs; use slurm-gpu for learned models. SCREEN_DIR
 # holds one folder of TIFFs per plate (or OME-Zarr plates). The run is restartable: resubmit
 # the same command after a failure or a time limit and only the missing fields are done.
 #SBATCH --job-name=phirm-run
