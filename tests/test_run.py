@@ -278,7 +278,7 @@ def test_one_cluster_for_every_stage(zarr_sources, tmp_path):
         prefixes = client.run_on_scheduler(
             lambda dask_scheduler: sorted(dask_scheduler.task_prefixes))
         assert client.status == "running"
-    for p in ("masks", "inpaint", "score_plate_fields"):
+    for p in ("masks", "inpaint", "score"):
         assert any(x.startswith(p) for x in prefixes), (p, prefixes)
 
 
