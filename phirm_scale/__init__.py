@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
+from importlib.metadata import PackageNotFoundError, version as _version
+
+try:  # single source: pyproject.toml's [project] version, through the installed metadata
+    __version__ = _version("phirm-scale")
+except PackageNotFoundError:  # pragma: no cover - running from a tree that was never installed
+    __version__ = "0+unknown"
 
 __all__ = ["__version__"]

@@ -11,9 +11,17 @@ app = typer.Typer(
         "field, that the biology was kept (PhIRM)."
     ),
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,
     pretty_exceptions_enable=False,
 )
+
+
+def _version_callback(value: bool) -> None:
+    if value:
+        from phirm_scale import __version__
+
+        typer.echo(f"phirm-scale {__version__}")
+        raise typer.Exit()
 
 
 @app.callback()
@@ -25,6 +33,8 @@ def _cluster_options(
     cluster_timeout: float = typer.Option(10.0, "--cluster-timeout",
                                           help="Seconds a cluster start-up may take (connect, "
                                                "submit); then one error line, exit 2."),
+    version: bool = typer.Option(False, "--version", callback=_version_callback,
+                                 is_eager=True, help="Print the version and exit."),
 ) -> None:
     """Restore high-content screening plates by generative inpainting and prove, field by
     field, that the biology was kept (PhIRM). Cluster options go before the command:
@@ -32,6 +42,25 @@ def _cluster_options(
     from phirm_scale.cluster import set_defaults
 
     set_defaults(jobs=jobs, adapt=adapt, timeout=cluster_timeout)
+
+
+def echo_json(obj) -> None:
+    """One JSON object on stdout (NaN/inf as null)."""
+    import json
+    import math
+
+    def clean(v):
+        if isinstance(v, float) and not math.isfinite(v):
+            return None
+        if isinstance(v, dict):
+            return {str(k): clean(x) for k, x in v.items()}
+        if isinstance(v, (list, tuple)):
+            return [clean(x) for x in v]
+        if hasattr(v, "item") and not isinstance(v, (str, bytes)):
+            return clean(v.item())
+        return v
+
+    typer.echo(json.dumps(clean(obj)))
 
 
 class CliError(Exception):

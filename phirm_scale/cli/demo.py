@@ -22,9 +22,11 @@ def demo_command(
     checkpoint: Path = typer.Option(None, "--checkpoint", help="Checkpoint of a learned model."),
     cluster: str = typer.Option("local", "--cluster",
                                 help="local | threads | tcp://host:port | jobqueue YAML."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bars."),
 ) -> None:
     """Real BBBC039 fields + composited artefacts -> masks -> inpainting -> PhIRM QC + report."""
     from phirm_scale.demo import run_demo
 
     run_demo(data, out=out, rows=rows, columns=columns, fields=fields, artefacts=artefacts,
-             model=model, checkpoint=checkpoint, cluster=cluster)
+             model=model, checkpoint=checkpoint, cluster=cluster,
+             progress=progress)

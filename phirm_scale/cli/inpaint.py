@@ -42,6 +42,10 @@ def inpaint_command(
     canny: str = typer.Option("auto", "--canny", help="EdgeConnect edges: auto (torch on "
                               "CUDA, skimage on CPU) | torch | skimage."),
     gpu_tasks: int = typer.Option(8, "--gpu-tasks", help="Fields in flight per GPU worker (at most its threads)."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress "
+                                  "bar."),
+    as_json: bool = typer.Option(False, "--json", help="Print the summary as one JSON object "
+                                 "on stdout."),
 ) -> None:
     """Fill the holes of CHANNEL in every field of PLATE, one Dask task per field.
 
@@ -56,7 +60,13 @@ def inpaint_command(
                         batch_size=batch_size, dilate=dilate, device=device, gpu=gpu,
                         cluster=cluster, overwrite=overwrite, precision=precision,
                         channels_last=channels_last, compile=compile_, canny=canny,
-                        gpu_tasks=gpu_tasks, allow_untrained=allow_untrained)
+                        gpu_tasks=gpu_tasks, allow_untrained=allow_untrained,
+                        progress=progress)
+    if as_json:
+        from phirm_scale.cli._app import echo_json
+
+        echo_json(res)
+        return
     typer.echo(f"{res['out']}: {res['fields']} fields inpainted ({res['skipped']} already "
                f"done), {res['tiles_inpainted']}/{res['tiles_total']} tiles had holes, "
                f"{res['hole_pixels']} hole pixels")

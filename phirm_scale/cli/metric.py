@@ -63,13 +63,14 @@ def _fmt(v, digits=4):
 
 
 def _print_table(rows, mode):
-    from rich.console import Console
-    from rich.table import Table
+    from phirm_scale.cli._app import print_table
 
-    table = Table(title=f"PhIRM ({mode} mode)")
-    for col in ("pair", "nuclei ref/rec", "nuclei area ref/rec", "artefact area ref/rec",
-                "NCD", "NAD", "AAD", "PhIRM", "PSNR", "SSIM"):
-        table.add_column(col, justify="right" if col != "pair" else "left")
+    out: list[list] = []
+
+    class _T:
+        add_row = staticmethod(lambda *cells: out.append(list(cells)))
+
+    table = _T()
     for name, d in rows:
         r, c = d["reference"], d["reconstruction"]
         table.add_row(name, f"{r['nuclei_count']}/{c['nuclei_count']}",
@@ -81,4 +82,7 @@ def _print_table(rows, mode):
         m = _mean_row([d for _, d in rows])
         table.add_row("[bold]mean[/bold]", "", "", "", _fmt(m["ncd"]), _fmt(m["nad"]),
                       _fmt(m["aad"]), _fmt(m["phirm"]), _fmt(m["psnr"], 2), _fmt(m["ssim"]))
-    Console().print(table)
+    print_table(["pair", "nuclei ref/rec", "nuclei area ref/rec", "artefact area ref/rec",
+                 "NCD", "NAD", "AAD", "PhIRM", "PSNR", "SSIM"],
+                [[c.replace("[bold]", "").replace("[/bold]", "") if isinstance(c, str) else c
+                  for c in r] for r in out], title=f"PhIRM ({mode} mode)")

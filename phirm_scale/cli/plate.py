@@ -37,16 +37,34 @@ def convert_cmd(
                                 "or a dask-jobqueue YAML."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress "
                                   "bar."),
+    as_json: bool = typer.Option(False, "--json", help="Print the summary as one JSON object "
+                                 "on stdout (messages stay on stderr)."),
 ) -> None:
     """Convert a folder of TIFFs into an OME-Zarr (NGFF 0.5) HCS plate, one task per field."""
+    import sys
+
+    from phirm_scale.cli._app import echo_json
     from phirm_scale.stages.convert import convert
 
     names = [c.strip() for c in channel_names.split(",")] if channel_names else None
+    said: list[str] = []
+
+    def echo(msg: str) -> None:
+        said.append(msg)
+        print(msg, file=sys.stderr)
+
     plate = convert(source, out, layout=layout, pattern=pattern, plate_name=plate_name,
                     channel_names=names, cluster=cluster, overwrite=overwrite,
-                    n_levels=levels, timepoint=timepoint, zstep=zstep, progress=progress)
-    typer.echo(f"wrote {plate.path}: {len(plate.wells)} wells, {len(plate.fields)} fields, "
-               f"channels {','.join(plate.channel_names)}")
+                    n_levels=levels, timepoint=timepoint, zstep=zstep, progress=progress,
+                    echo=echo)
+    up_to_date = any("nothing to do" in m for m in said)
+    if as_json:
+        echo_json({"out": str(plate.path), "wells": len(plate.wells),
+                   "fields": len(plate.fields), "channels": list(plate.channel_names),
+                   "up_to_date": up_to_date})
+    elif not up_to_date:
+        typer.echo(f"wrote {plate.path}: {len(plate.wells)} wells, {len(plate.fields)} fields, "
+                   f"channels {','.join(plate.channel_names)}")
 
 
 class MaskMethod(str, Enum):
@@ -94,6 +112,8 @@ def masks_cmd(
                                 "or a dask-jobqueue YAML."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress "
                                   "bar."),
+    as_json: bool = typer.Option(False, "--json", help="Print the summary as one JSON object "
+                                 "on stdout."),
 ) -> None:
     """Artefact masks per field as NGFF labels: from an artefact channel (otsu) or from the
     nuclei channel alone (saturation)."""
@@ -107,6 +127,13 @@ def masks_cmd(
                               artefact_mean=artefact_mean, overwrite=overwrite,
                               cluster=cluster, progress=progress)
     with_art = sum(1 for a in res.values() if a)
+    if as_json:
+        from phirm_scale.cli._app import echo_json
+
+        echo_json({"plate": str(plate), "label": name, "method": method.value,
+                   "fields": len(res), "fields_with_artefacts": with_art,
+                   "masked_pixels": int(sum(int(a) for a in res.values()))})
+        return
     typer.echo(f"{plate}: labels/{name} written for {len(res)} fields ({with_art} with "
                f"artefacts; method {method.value})")
 

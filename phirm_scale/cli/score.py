@@ -6,6 +6,7 @@ import math
 from enum import Enum
 from pathlib import Path
 
+import numpy as np
 import typer
 
 from phirm_scale.cli._app import app
@@ -50,6 +51,11 @@ def score_command(
                                    help="Replace an existing QC store made by `score`."),
     progress: bool = typer.Option(True, "--progress/--no-progress",
                                   help="Show a progress bar while the graph runs."),
+    as_json: bool = typer.Option(False, "--json", help="Print the plate summary as one JSON "
+                                 "object on stdout (nothing else there)."),
+    fail_below: float | None = typer.Option(
+        None, "--fail-below", help="Exit with status 3 when the plate's mean PhIRM is below "
+                                   "this (for pipelines)."),
 ) -> None:
     """Score every field of a reconstructed plate against its reference (PhIRM, PSNR, SSIM)
     into an xarray QC store, and print the plate summary."""
@@ -71,9 +77,39 @@ def score_command(
         ds = score_plan(plan, params=params, threshold=threshold, cluster=cluster,
                         progress=progress, fields_per_task=fields_per_task)
         qc.write_qc(ds, output, overwrite=overwrite, csv=csv, parquet=parquet)
-    print_summary(ds)
-    typer.echo(f"wrote {output}" + (f", {csv}" if csv else "") + (f", {parquet}" if parquet
-                                                                     else ""))
+    summary = plate_summary(ds)
+    if as_json:
+        from phirm_scale.cli._app import echo_json
+
+        echo_json({"output": str(output), "csv": str(csv) if csv else None,
+                   "parquet": str(parquet) if parquet else None, **summary})
+    else:
+        print_summary(ds)
+        typer.echo(f"wrote {output}" + (f", {csv}" if csv else "") +
+                   (f", {parquet}" if parquet else ""))
+    if fail_below is not None and not summary["phirm_mean"] >= fail_below:
+        typer.echo(f"fail: plate mean PhIRM {summary['phirm_mean']:.4f} < {fail_below:g}",
+                   err=True)
+        raise typer.Exit(3)
+
+
+def plate_summary(ds) -> dict:
+    """The plate summary of a QC Dataset as plain numbers (the --json object)."""
+    from phirm_scale.qc import summarise
+
+    p = summarise(ds, "plate")
+    out = {"threshold": float(ds.attrs.get("threshold", 0.9)),
+           "mode": ds.attrs.get("mode", "paper"), "window": ds.attrs.get("window"),
+           "fields": int((~np.isnan(ds["phirm"].values)).any(-1).sum()),
+           "windows": int(p.n_windows)}
+    for k in ("phirm_mean", "phirm_min", "phirm_p05", "phirm_frac_below", "ssim_mean",
+              "masked_fraction_mean"):
+        if k in p:
+            out[k] = float(p[k])
+    for side in ("ref", "rec"):
+        for c in ("nuclei_count", "nuclei_area", "artefact_count", "artefact_area"):
+            out[f"{side}_{c}"] = int(p[f"{side}_{c}"])
+    return out
 
 
 def _f(v, digits=4) -> str:
@@ -86,18 +122,19 @@ def _f(v, digits=4) -> str:
 
 
 def print_summary(ds, *, worst_wells: int = 5) -> None:
-    """Print the plate summary (and the worst wells) of a QC Dataset with rich."""
-    from rich.console import Console
-    from rich.table import Table
-
+    """Print the plate summary (and the worst wells) of a QC Dataset: a rich table on a
+    terminal, tab-separated values otherwise."""
+    from phirm_scale.cli._app import print_table
     from phirm_scale.qc import summarise
 
     p = summarise(ds, "plate")
     thr = float(ds.attrs.get("threshold", 0.9))
-    t = Table(title=f"PhIRM QC plate summary ({ds.attrs.get('mode', 'paper')} mode, window "
-                    f"{ds.attrs.get('window', '?')})")
-    t.add_column("quantity")
-    t.add_column("value", justify="right")
+    rows: list[list] = []
+
+    class _T:
+        add_row = staticmethod(lambda *cells: rows.append(list(cells)))
+
+    t = _T()
     t.add_row("windows", str(int(p.n_windows)))
     t.add_row("PhIRM mean", _f(p.phirm_mean))
     t.add_row("PhIRM min", _f(p.phirm_min))
@@ -109,19 +146,19 @@ def print_summary(ds, *, worst_wells: int = 5) -> None:
         t.add_row(f"{label} ref / rec", f"{_f(p['ref_' + c], 0)} / {_f(p['rec_' + c], 0)}")
     if "masked_fraction_mean" in p:
         t.add_row("masked fraction mean", _f(p.masked_fraction_mean))
-    console = Console()
-    console.print(t)
+    print_table(["quantity", "value"], rows,
+                title=f"PhIRM QC plate summary ({ds.attrs.get('mode', 'paper')} mode, window "
+                      f"{ds.attrs.get('window', '?')})")
     w = summarise(ds, "well")
     m = w.phirm_mean.stack(well=("row", "column")).dropna("well")
     order = sorted(zip(m.values.tolist(), m["row"].values.tolist(), m["column"].values.tolist()))
     if len(order) > 1:
-        tw = Table(title=f"worst {min(worst_wells, len(order))} wells")
-        for col in ("well", "PhIRM mean", "PhIRM min", f"< {thr:g}"):
-            tw.add_column(col, justify="right" if col != "well" else "left")
+        worst = []
         for mean, r, c in order[:worst_wells]:
             sel = w.sel(row=r, column=c)
-            tw.add_row(f"{r}{c}", _f(mean), _f(sel.phirm_min), _f(sel.phirm_frac_below))
-        console.print(tw)
+            worst.append([f"{r}{c}", _f(mean), _f(sel.phirm_min), _f(sel.phirm_frac_below)])
+        print_table(["well", "PhIRM mean", "PhIRM min", f"< {thr:g}"], worst,
+                    title=f"worst {min(worst_wells, len(order))} wells")
 
 
 @app.command("report")

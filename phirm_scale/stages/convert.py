@@ -76,9 +76,11 @@ class ConversionPlan:
         counts = Counter(per_well.values())
         fpw = ", ".join(f"{n} well(s) x {f}" for f, n in sorted(counts.items()))
         chans = ", ".join(f"{i}->{n}" for i, n in zip(self.channel_ids, self.channel_names))
+        used_rows = sorted({r for r, _ in per_well}, key=row_index)
+        used_cols = sorted({c for _, c in per_well})
         return (f"layout {self.layout}: plate {self.name!r}, {len(per_well)} wells "
-                f"(rows {self.rows[0]}-{self.rows[-1]}, columns {self.columns[0]}-"
-                f"{self.columns[-1]}), {len(self.fields)} fields ({fpw} fields), "
+                f"(rows {used_rows[0]}-{used_rows[-1]}, columns {used_cols[0]}-"
+                f"{used_cols[-1]}), {len(self.fields)} fields ({fpw} fields), "
                 f"channels [{chans}], {self.shape[0]}x{self.shape[1]} {self.dtype}, "
                 f"{self.n_files} files")
 
