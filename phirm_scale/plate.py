@@ -49,9 +49,13 @@ __all__ = [
     "write_plate_metadata",
     "write_field_data",
     "field_done",
+    "read_field_marker",
     "read_root_attrs",
     "remove_store",
     "downsample2",
+    "intensity_range",
+    "set_display_metadata",
+    "display_metadata",
 ]
 
 #: NGFF version written by this module.
@@ -66,6 +70,9 @@ _AXES = [
     {"name": "x", "type": "space"},
 ]
 _DIMS = ("t", "c", "z", "y", "x")
+#: What the labels phirm-scale writes are, as viewers show them (the label's multiscales name).
+LABEL_TITLES = {"artefacts": "artefact mask (holes inpainted)",
+                "artefacts_true": "true artefacts (synthetic ground truth)"}
 _COLORS = ["0000FF", "00FFFF", "FFFFFF", "00FF00", "FF0000", "FF00FF", "FFFF00"]
 
 
@@ -183,7 +190,7 @@ def _field_attrs(key: FieldKey, channel_names, dtype, n_levels: int) -> dict:
     return {
         "ome": {
             "version": NGFF_VERSION,
-            "multiscales": _multiscales(n_levels, f"{key.row}{key.column}/{key.field}"),
+            "multiscales": _multiscales(n_levels, f"well {key.row}{key.column} field {key.field}"),
             "omero": _omero(channel_names, dtype),
         }
     }
@@ -479,7 +486,7 @@ class Plate:
         attrs = {
             "ome": {
                 "version": NGFF_VERSION,
-                "multiscales": _multiscales(self.n_levels, name),
+                "multiscales": _multiscales(self.n_levels, LABEL_TITLES.get(name, name)),
                 "image-label": {
                     "version": NGFF_VERSION,
                     "source": {"image": "../../"},
@@ -657,6 +664,16 @@ def field_done(path: str | Path, key) -> bool:
     except (OSError, ValueError):
         return False
     return bool(meta.get("attributes", {}).get(ATTRS_KEY, {}).get("complete", False))
+
+
+def read_field_marker(path: str | Path, key) -> dict:
+    """Low-level: phirm-scale's attributes of field ``key`` (empty when absent)."""
+    f = Path(path) / FieldKey(*key).path / "zarr.json"
+    try:
+        meta = json.loads(f.read_text())
+    except (OSError, ValueError):
+        return {}
+    return dict(meta.get("attributes", {}).get(ATTRS_KEY, {}))
 
 
 def read_root_attrs(path: str | Path) -> dict | None:
@@ -845,12 +862,21 @@ def create_plate_like(plate: Plate | str | Path, out_path: str | Path, *,
     attributes (e.g. provenance). Used for derived (inpainted) plates; the source is untouched.
     """
     src = plate if isinstance(plate, Plate) else open_plate(plate)
-    return create_plate(
+    out = create_plate(
         out_path, rows=src.rows, columns=src.columns, fields=src.fields,
         channel_names=list(channel_names) if channel_names is not None else src.channel_names,
         shape=src.field_shape, dtype=dtype if dtype is not None else src.dtype,
         name=src.name, n_levels=src.n_levels if n_levels is None else n_levels,
         attrs=attrs, overwrite=overwrite)
+    # the viewer metadata of the source (contrast windows of the same channels, pixel size)
+    disp = display_metadata(src)
+    same_channels = channel_names is None or list(channel_names) == list(src.channel_names)
+    if disp.get("pixel_size") or (same_channels and disp.get("windows")):
+        set_display_metadata(out.path, out.fields,
+                             windows=disp.get("windows") if same_channels else None,
+                             pixel_size=disp.get("pixel_size"),
+                             unit=disp.get("unit", "micrometer"))
+    return out
 
 
 def open_plate(path: str | Path, *, mode: str = "r") -> Plate:
@@ -871,3 +897,78 @@ def open_plate(path: str | Path, *, mode: str = "r") -> Plate:
     if mode not in ("r", "r+"):
         raise PlateError(f"{path}: mode must be 'r' or 'r+', got {mode!r}")
     return Plate(path, writable=(mode == "r+"))
+
+
+# --------------------------------------------------------------------------- display metadata
+
+def intensity_range(array: np.ndarray, low: float = 0.1, high: float = 99.9,
+                    step: int = 2) -> list[list[float]]:
+    """Per channel ``[p_low, p_high]`` percentiles of a ``(C, Y, X)`` field (every
+    ``step``-th pixel in y and x), for viewer contrast limits."""
+    a = np.asarray(array)
+    if a.ndim == 2:
+        a = a[None]
+    sub = a[:, ::step, ::step].reshape(a.shape[0], -1)
+    lo, hi = np.percentile(sub, [low, high], axis=1)
+    return [[float(x), float(y)] for x, y in zip(lo, hi)]
+
+
+def set_display_metadata(path: str | Path, keys: Iterable, *,
+                         windows: Sequence[Sequence[float]] | None = None,
+                         pixel_size: float | None = None, unit: str = "micrometer") -> None:
+    """Write viewer metadata into the fields ``keys`` of a plate: the omero contrast window
+    (``start``/``end``, per channel) and the physical pixel size (the y/x scale of every
+    level, and of the labels, with ``unit`` on the space axes)."""
+    zarr = _zarr()
+    for k in keys:
+        k = FieldKey(*k)
+        g = zarr.open_group(str(Path(path) / k.path), mode="r+")
+        ome = json.loads(json.dumps(dict(g.attrs).get("ome", {})))
+        if windows is not None:
+            for ch, (lo, hi) in zip(ome.get("omero", {}).get("channels", []), windows):
+                ch.setdefault("window", {})
+                ch["window"]["start"], ch["window"]["end"] = float(lo), float(hi)
+        if pixel_size is not None:
+            _scale_multiscales(ome, pixel_size, unit)
+        g.attrs.update({"ome": ome})
+        if pixel_size is not None:
+            lpath = Path(path) / k.path / "labels"
+            for name in (json.loads((lpath / "zarr.json").read_text()).get("attributes", {})
+                         .get("ome", {}).get("labels", []) if (lpath / "zarr.json").exists()
+                         else []):
+                lg = zarr.open_group(str(lpath / name), mode="r+")
+                lome = json.loads(json.dumps(dict(lg.attrs).get("ome", {})))
+                _scale_multiscales(lome, pixel_size, unit)
+                lg.attrs.update({"ome": lome})
+
+
+def _scale_multiscales(ome: dict, pixel_size: float, unit: str) -> None:
+    for ms in ome.get("multiscales", []):
+        for ax in ms.get("axes", []):
+            if ax.get("type") == "space":
+                ax["unit"] = unit
+        for lev, ds in enumerate(ms.get("datasets", [])):
+            s = float(pixel_size) * 2**lev
+            ds["coordinateTransformations"] = [{"type": "scale",
+                                                "scale": [1.0, 1.0, 1.0, s, s]}]
+
+
+def display_metadata(plate: "Plate") -> dict:
+    """The omero windows and pixel size of a plate's first field (for derived plates)."""
+    if not plate.fields:
+        return {}
+    k = plate.fields[0]
+    zarr = _zarr()
+    ome = dict(zarr.open_group(str(plate.path / k.path), mode="r").attrs).get("ome", {})
+    out: dict = {}
+    chans = ome.get("omero", {}).get("channels", [])
+    if chans:
+        out["windows"] = [[c["window"]["start"], c["window"]["end"]] for c in chans]
+    ms = (ome.get("multiscales") or [{}])[0]
+    axes = ms.get("axes", [])
+    unit = next((a.get("unit") for a in axes if a.get("type") == "space" and a.get("unit")),
+                None)
+    if unit:
+        scale = ms["datasets"][0]["coordinateTransformations"][0]["scale"]
+        out["pixel_size"], out["unit"] = float(scale[-1]), unit
+    return out

@@ -75,17 +75,25 @@ def plate_heatmap(ds, path) -> Path:
     fig = _fig(max(4.0, 0.45 * len(cols) + 2.0), max(2.5, 0.45 * len(rows) + 1.2))
     ax = fig.add_subplot()
     cmap = colormaps["viridis"].with_extremes(bad="#cccccc")
-    im = ax.imshow(np.ma.masked_invalid(data), cmap=cmap, vmin=0.0, vmax=1.0,
+    finite = data[np.isfinite(data)]
+    thr = float(ds.attrs.get("threshold", 0.9))
+    lo = float(min(finite.min(), thr)) if finite.size else 0.0
+    hi = float(max(finite.max(), thr)) if finite.size else 1.0
+    if hi - lo < 0.02:
+        lo = max(0.0, hi - 0.02)
+    im = ax.imshow(np.ma.masked_invalid(data), cmap=cmap, vmin=lo, vmax=hi,
                    interpolation="nearest")
     ax.set_xticks(range(len(cols)), cols, fontsize=7)
     ax.set_yticks(range(len(rows)), rows, fontsize=7)
-    ax.set_title("mean PhIRM per well (grey: not scored)")
+    ax.set_title("mean PhIRM per well\n(grey: not scored)", fontsize=9)
     if data.size <= 96:
         for (i, j), v in np.ndenumerate(data):
             if not math.isnan(v):
                 ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=7,
-                        color="white" if v < 0.6 else "black")
-    fig.colorbar(im, ax=ax, label="PhIRM")
+                        color="white" if (v - lo) / max(hi - lo, 1e-9) < 0.55 else "black")
+    cb = fig.colorbar(im, ax=ax)
+    cb.set_label(f"PhIRM (red: threshold {thr:g})", fontsize=8)
+    cb.ax.axhline(thr, color="crimson", lw=2)
     path = Path(path)
     fig.savefig(path)
     return path
@@ -345,10 +353,14 @@ def _screen_heatmap(ds, plate: str, path, threshold: float) -> Path:
                 frac = (v - lo) / (hi - lo) if hi > lo else 1.0
                 ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=6,
                         color="white" if frac < 0.55 else "black")
-    cb = fig.colorbar(im, ax=ax, label="mean PhIRM", shrink=0.9)
+    from matplotlib.patches import Rectangle
+
+    for (i, j), v in np.ndenumerate(data):  # wells below the threshold outlined
+        if not math.isnan(v) and v < threshold:
+            ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, ec="crimson", lw=1.5))
+    cb = fig.colorbar(im, ax=ax, shrink=0.9)
+    cb.set_label(f"mean PhIRM (red: threshold {threshold:g})", fontsize=8)
     cb.ax.axhline(threshold, color="crimson", lw=2)
-    cb.ax.text(1.05, threshold, f" threshold {threshold:g}", color="crimson", fontsize=7,
-               transform=cb.ax.get_yaxis_transform(), va="center")
     path = Path(path)
     fig.savefig(path)
     return path

@@ -60,6 +60,7 @@ class ConversionPlan:
     fingerprint: str = ""
     timepoint: int = 1
     zstep: int = 1
+    pixel_size: float | None = None  # micrometres, from the first TIFF's metadata
 
     @property
     def wells(self) -> list[tuple[str, str]]:
@@ -281,7 +282,7 @@ def plan_conversion(source: str | Path, *, layout: str = "auto", pattern: str | 
         name=name, rows=rows, columns=columns, channel_ids=chan_ids,
         channel_names=list(channel_names), shape=tuple(shape), dtype=np.dtype(dtype),
         fields=fields, sites=sites, fingerprint=_fingerprint(source, paths), timepoint=tp,
-        zstep=zs)
+        zstep=zs, pixel_size=tiff_pixel_size(paths[0]))
 
 
 # --------------------------------------------------------------------------- running
@@ -308,15 +309,53 @@ class ConvertTask:
 def _convert_field(task: ConvertTask) -> tuple:
     """One task: read a field's TIFFs, write its levels (creating only its own group), mark
     it complete."""
-    from phirm_scale.plate import write_field_data
+    from phirm_scale.plate import intensity_range, write_field_data
 
     data = np.stack([read_tiff(f, task.shape, task.dtype) for f in task.files])
     write_field_data(task.out, FieldKey(*task.key), data,
                      channel_names=list(task.channel_names), dtype=task.dtype,
                      shape=task.shape, n_levels=task.n_levels,
-                     field_attrs={"source": list(task.rel_names), "site": task.site},
+                     field_attrs={"source": list(task.rel_names), "site": task.site,
+                                  "intensity_p0.1_p99.9": intensity_range(data)},
                      create=True)
     return tuple(task.key)
+
+
+def _write_display_metadata(out: Path, keys, plan: "ConversionPlan") -> None:
+    """omero windows of every field = the median over the plate's fields of each field's
+    0.1 / 99.9 percentiles per channel (robust to a few bright artefact fields); the pixel
+    size from the TIFF metadata when it has one."""
+    from phirm_scale.plate import read_field_marker, set_display_metadata
+
+    ranges = [read_field_marker(out, k).get("intensity_p0.1_p99.9") for k in keys]
+    ranges = np.asarray([r for r in ranges if r], dtype=np.float64)  # (F, C, 2)
+    windows = np.median(ranges, axis=0).tolist() if ranges.size else None
+    set_display_metadata(out, keys, windows=windows, pixel_size=plan.pixel_size)
+
+
+def tiff_pixel_size(path: str | Path) -> float | None:
+    """Pixel size in micrometres from a TIFF's metadata (MetaMorph calibration, OME-XML
+    PhysicalSizeX), or None."""
+    import re as _re
+
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(path) as tf:
+            page = tf.pages[0]
+            uic = page.tags.get("UIC1tag")
+            if uic is not None and isinstance(uic.value, dict):
+                v = uic.value
+                if v.get("SpatialCalibration") and v.get("XCalibration") and \
+                        str(v.get("CalibrationUnits", "um")).lower() in ("um", "µm", "micron"):
+                    return float(v["XCalibration"])
+            if tf.ome_metadata:
+                m = _re.search(r'PhysicalSizeX="([0-9.eE+-]+)"', tf.ome_metadata)
+                if m:
+                    return float(m.group(1))
+    except Exception:  # noqa: BLE001 - metadata is optional
+        return None
+    return None
 
 
 # --------------------------------------------------------------------------- convert
@@ -420,6 +459,7 @@ def _run_convert(plan, out, record, resume, n_levels, max_fields, cluster, progr
     undone = [k for k in fkeys if not field_done(out, k)]
     if undone:  # pragma: no cover - tasks raise before this
         raise PlateError(f"{out}: field {undone[0]} was not written; run again to resume")
+    _write_display_metadata(out, fkeys, plan)
     field_count = max(Counter((k.row, k.column) for k in fkeys).values())
     write_plate_metadata(out, rows=plan.rows, columns=plan.columns, wells=plan.wells,
                          name=plan.name, field_count=field_count)

@@ -111,7 +111,12 @@ def inpaint_one_field(task: InpaintTask) -> dict:
         raise PlateError(f"{task.source}: field {key}: {exc}") from exc
     data = data.copy()
     data[task.channel] = filled
-    open_field_view(task.out, key, mode="r+").write_field(key, data)
+    dst = open_field_view(task.out, key, mode="r+")
+    # the mask that was filled travels with the restored field (label first: the field's
+    # complete marker, written last, says both are there)
+    dst.write_label(key, task.label, mask.astype(np.uint8),
+                    attrs={"copied_from": task.source, "dilate": int(task.dilate)})
+    dst.write_field(key, data)
     return {"field": tuple(key), "hole_pixels": stats.hole_pixels,
             "tiles_inpainted": stats.tiles_inpainted, "tiles_total": stats.tiles_total}
 
