@@ -1,0 +1,245 @@
+"""Reference-free checks of one field: what a restoration left, and the source's image quality.
+
+On a real screen there is no clean field to score a restoration against (DESIGN.md section
+6). What can be measured on one field without a reference:
+
+* what the restoration left -- :func:`residual_artefact_area` (PhIRM's artefact area on the
+  restored field), :func:`nuclei_in_holes` (nuclei of the restored field whose pixels lie
+  mostly inside the holes, i.e. nuclei the model drew) and :func:`masked_fraction`;
+* the image quality of the source field, as CellProfiler's MeasureImageQuality reports it
+  -- :func:`focus_score` (normalised variance), :func:`percent_saturated` /
+  :func:`percent_maximal` and :func:`power_log_log_slope` (slope of the radial power
+  spectrum in log-log).
+
+:func:`field_checks` returns all of them for one field. Pure numpy/scipy; never imports Dask
+or Zarr.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from phirm_scale import metric
+from phirm_scale.errors import InputError
+
+__all__ = [
+    "CHECK_VARIABLES",
+    "field_checks",
+    "focus_score",
+    "masked_fraction",
+    "nuclei_in_holes",
+    "percent_maximal",
+    "percent_saturated",
+    "power_log_log_slope",
+    "radial_power_spectrum",
+    "residual_artefact_area",
+]
+
+#: Variables of :func:`field_checks`, in this order, with (long_name, units).
+CHECK_VARIABLES = {
+    "residual_artefact_area": ("PhIRM artefact area of the restored field", "px"),
+    "nuclei_in_holes": ("nuclei of the restored field lying mostly inside the holes", "1"),
+    "restored_nuclei_count": ("nuclei count of the restored field", "1"),
+    "masked_fraction_field": ("fraction of the field's pixels inside the holes", "1"),
+    "focus_score": ("focus score of the source field (variance / mean of intensities "
+                    "scaled to 0..1 by the dtype maximum; CellProfiler FocusScore)", "1"),
+    "percent_saturated": ("percent of source pixels at the dtype maximum", "percent"),
+    "percent_maximal": ("percent of source pixels at the field's maximum "
+                        "(CellProfiler PercentMaximal)", "percent"),
+    "power_log_log_slope": ("slope of log radial power vs log spatial frequency of the "
+                            "source field (CellProfiler PowerLogLogSlope)", "1"),
+}
+
+
+def _field(image, name: str) -> np.ndarray:
+    a = np.asarray(image)
+    if a.ndim != 2 or a.size == 0:
+        raise InputError(f"{name}: expected a non-empty 2-D image, got shape {a.shape}")
+    if a.dtype.kind not in "uifb":
+        raise InputError(f"{name}: unsupported dtype {a.dtype}")
+    if a.dtype.kind == "f" and not np.isfinite(a).all():
+        raise InputError(f"{name}: image contains NaN or infinite values")
+    return a
+
+
+def _unit_scale(a: np.ndarray) -> float:
+    """The value CellProfiler maps to 1.0: the integer dtype's maximum (1 for floats)."""
+    if a.dtype == np.bool_:
+        return 1.0
+    if a.dtype.kind in "ui":
+        return float(np.iinfo(a.dtype).max)
+    return 1.0
+
+
+# ------------------------------------------------------------------------- image quality
+def focus_score(image, *, name: str = "image") -> float:
+    """Normalised variance ``var(x) / mean(x)`` of the intensities scaled to 0..1.
+
+    CellProfiler's MeasureImageQuality ``FocusScore`` (Sun et al. 2004): integer images are
+    divided by their dtype maximum first, as CellProfiler loads them, so the score of a
+    12-bit field stored as uint16 is comparable to CellProfiler's. The variance is the
+    population variance. A field with mean 0 scores 0. Higher = more contrast (in focus).
+    """
+    a = _field(image, name).astype(np.float64) / _unit_scale(np.asarray(image))
+    m = float(a.mean())
+    if m <= 0:
+        return 0.0
+    return float(((a - m) ** 2).mean() / m)
+
+
+def percent_saturated(image, *, saturation: float | None = None, name: str = "image") -> float:
+    """Percent of pixels at ``saturation`` or above (default: the integer dtype's maximum,
+    1.0 for floats): CellProfiler's PercentSaturation."""
+    a = _field(image, name)
+    s = _unit_scale(a) if saturation is None else float(saturation)
+    return float(100.0 * np.count_nonzero(a >= s) / a.size)
+
+
+def percent_maximal(image, *, name: str = "image") -> float:
+    """Percent of pixels equal to the field's own maximum: CellProfiler's PercentMaximal
+    (catches detectors that saturate below the dtype maximum)."""
+    a = _field(image, name)
+    return float(100.0 * np.count_nonzero(a == a.max()) / a.size)
+
+
+def radial_power_spectrum(image, *, name: str = "image"):
+    """Radial power spectrum as CellProfiler computes it (``centrosome`` ``rps``).
+
+    The field minus its mean is divided by its median absolute deviation from the mean
+    (intensity invariant, when the field is not constant), Fourier transformed; ``|F|**2``
+    is summed over rings of integer radius ``floor(sqrt(ry**2 + rx**2)) + 1`` where ``ry =
+    min(i, Y - 1 - i)`` and ``rx = min(j, X - 1 - j)`` (CellProfiler's distance to the
+    nearest corner of the unshifted spectrum), for radii ``2 .. floor(min(Y, X) / 8) - 1``
+    (the DC ring and the high frequencies beyond 1/8 of the field are left out).
+
+    Returns
+    -------
+    radii, power : (K,) ndarrays (empty when the field is smaller than 24 px)
+    """
+    a = _field(image, name).astype(np.float64)
+    h, w = a.shape
+    ry = np.minimum(np.arange(h), np.arange(h)[::-1])
+    rx = np.minimum(np.arange(w), np.arange(w)[::-1])
+    radius = np.floor(np.sqrt(ry[:, None] ** 2 + rx[None, :] ** 2)).astype(np.int64) + 1
+    top = int(math.floor(min(h, w) / 8.0))
+    radii = np.arange(2, top, dtype=np.int64)
+    if radii.size == 0:
+        return radii, np.zeros(0)
+    centred = a - a.mean()
+    if a.max() > a.min():
+        mad = float(np.median(np.abs(centred)))
+        if mad > 0:
+            centred = centred / mad
+    power = np.abs(np.fft.fft2(centred)) ** 2
+    sums = np.bincount(radius.ravel(), weights=power.ravel(), minlength=top + 1)
+    return radii, sums[radii]
+
+
+def power_log_log_slope(image, *, name: str = "image") -> float:
+    """Least-squares slope of ``log(power)`` against ``log(radius)`` of
+    :func:`radial_power_spectrum` (CellProfiler's ``PowerLogLogSlope``).
+
+    Blurred fields lose high frequencies and have steeper (more negative) slopes. NaN for a
+    constant field or one too small to have two rings (< 24 px).
+    """
+    radii, power = radial_power_spectrum(image, name=name)
+    ok = power > 0
+    if ok.sum() < 2:
+        return math.nan
+    x = np.log(radii[ok].astype(np.float64))
+    y = np.log(power[ok])
+    xm, ym = x.mean(), y.mean()
+    return float(((x - xm) * (y - ym)).sum() / ((x - xm) ** 2).sum())
+
+
+# ------------------------------------------------------------------ what the restoration left
+def _restored8(restored, lo, hi, name) -> np.ndarray:
+    a = _field(restored, name)
+    return metric.to_uint8(a, lo=lo, hi=hi, name=name)
+
+
+def residual_artefact_area(restored, *, lo: float | None = None, hi: float | None = None,
+                           params: metric.PhirmParams | None = None,
+                           name: str = "restored") -> int:
+    """PhIRM's artefact area (Algorithm 1, whole field) of the restored field.
+
+    The field is normalised to 8 bit with ``lo``/``hi`` -- pass the *source* field's min and
+    max, as the QC does, so a saturated pixel the restoration left stays at 255 -- and
+    segmented by :func:`phirm_scale.metric.components` with ``params``. 0 for a field whose
+    artefacts were all removed.
+    """
+    u8 = _restored8(restored, lo, hi, name)
+    return int(metric.components(u8, params).artefact_area)
+
+
+def masked_fraction(holes, *, name: str = "holes") -> float:
+    """Fraction of the field's pixels that are holes (nonzero)."""
+    m = np.asarray(holes)
+    if m.ndim != 2 or m.size == 0:
+        raise InputError(f"{name}: expected a non-empty 2-D mask, got shape {m.shape}")
+    return float(np.count_nonzero(m) / m.size)
+
+
+def nuclei_in_holes(restored, holes, *, lo: float | None = None, hi: float | None = None,
+                    params: metric.PhirmParams | None = None, min_fraction: float = 0.5,
+                    name: str = "restored") -> tuple[int, int]:
+    """Nuclei of the restored field whose pixels lie mostly inside the holes.
+
+    The restored field (8 bit with ``lo``/``hi``, as :func:`residual_artefact_area`) is
+    segmented by :func:`phirm_scale.metric.label_components`; a nucleus component with more
+    than ``min_fraction`` of its pixels in ``holes`` was drawn by the model rather than
+    imaged. Nuclei are counted as PhIRM counts them (a clump of ``>= params.clump_area`` px
+    counts ``params.clump_count``).
+
+    Returns
+    -------
+    (in_holes, total) : (int, int)
+        Nuclei mostly inside the holes, and all nuclei of the restored field.
+    """
+    p = params or metric.PhirmParams()
+    u8 = _restored8(restored, lo, hi, name)
+    m = np.asarray(holes)
+    if m.shape != u8.shape:
+        raise InputError(f"{name}: holes shape {m.shape} != field shape {u8.shape}")
+    if not 0 <= min_fraction < 1:
+        raise InputError(f"{name}: min_fraction must be in [0, 1), got {min_fraction}")
+    seg = metric.label_components(u8, p, name=name)
+    nuc = ~seg.artefact
+    ids, area = seg.ids[nuc], seg.area[nuc]
+    weight = np.where(area >= p.clump_area, p.clump_count, 1)
+    total = int(weight.sum())
+    if ids.size == 0:
+        return 0, 0
+    inside = np.bincount(seg.labels[m != 0], minlength=int(seg.labels.max()) + 1)[ids]
+    mostly = inside > min_fraction * area
+    return int(weight[mostly].sum()), total
+
+
+def field_checks(source, restored, holes, *, params: metric.PhirmParams | None = None,
+                 min_fraction: float = 0.5, name: str = "field") -> dict[str, float]:
+    """Every reference-free check of one field (keys :data:`CHECK_VARIABLES`).
+
+    ``source`` is the field before restoration (its min/max normalise the restored field,
+    and its image quality is measured), ``restored`` the inpainted field, ``holes`` the mask
+    (nonzero = inpainted).
+    """
+    src = _field(source, f"{name}: source")
+    rec = _field(restored, f"{name}: restored")
+    if rec.shape != src.shape:
+        raise InputError(f"{name}: restored shape {rec.shape} != source shape {src.shape}")
+    lo, hi = float(src.min()), float(src.max())
+    in_holes, total = nuclei_in_holes(rec, holes, lo=lo, hi=hi, params=params,
+                                      min_fraction=min_fraction, name=f"{name}: restored")
+    return {
+        "residual_artefact_area": float(residual_artefact_area(rec, lo=lo, hi=hi,
+                                                               params=params)),
+        "nuclei_in_holes": float(in_holes),
+        "restored_nuclei_count": float(total),
+        "masked_fraction_field": masked_fraction(holes, name=f"{name}: holes"),
+        "focus_score": focus_score(src),
+        "percent_saturated": percent_saturated(src),
+        "percent_maximal": percent_maximal(src),
+        "power_log_log_slope": power_log_log_slope(src),
+    }
