@@ -40,6 +40,12 @@ from phirm_scale.grid import grid_starts
 
 __all__ = [
     "COMPONENTS",
+    "FLAG_BITS",
+    "add_field_results",
+    "add_selfcheck_summaries",
+    "flag_fields",
+    "flagged_fields",
+    "summarise_variable",
     "KERNEL_VARIABLES",
     "SUMMARY_STATISTICS",
     "WINDOW",
@@ -552,3 +558,157 @@ def open_qc(path) -> xr.Dataset:
         raise PhirmError(f"{path}: not a phirm-scale QC store (no 'phirm' variable)")
     ds.attrs.pop("phirm_scale", None)  # the store's output marker, not part of the data
     return ds
+
+
+# ------------------------------------------------------------- real-plate QC (no reference)
+#: Flag bits of the per-field ``flag`` variable (CF ``flag_masks`` / ``flag_meanings``).
+FLAG_BITS = {
+    "selfcheck_below_threshold": 1,
+    "residual_artefact_above_threshold": 2,
+    "selfcheck_not_run": 4,
+}
+
+
+def _key_index(ds: xr.Dataset, keys) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    rows = {str(r): i for i, r in enumerate(ds["row"].values.tolist())}
+    cols = {str(c): i for i, c in enumerate(ds["column"].values.tolist())}
+    fields = {int(f): i for i, f in enumerate(ds["field"].values.tolist())}
+    try:
+        return (np.array([rows[str(k[0])] for k in keys], np.intp),
+                np.array([cols[str(k[1])] for k in keys], np.intp),
+                np.array([fields[int(k[2])] for k in keys], np.intp))
+    except KeyError as exc:
+        raise InputError(f"field results for {exc} outside the QC dataset's layout") from None
+
+
+def add_field_results(ds: xr.Dataset, results: Mapping[tuple, Mapping], variables: Mapping,
+                      *, attrs: Mapping | None = None) -> xr.Dataset:
+    """Add per-field results (self-check, field checks) to a QC Dataset.
+
+    Parameters
+    ----------
+    ds : xarray.Dataset
+        A QC Dataset (:func:`to_dataset`).
+    results : mapping of (row, column, field) -> dict
+        Per field: (W,) arrays for per-window variables, scalars for per-field ones.
+    variables : mapping of name -> (long_name, units)
+        The variables to take from ``results``; a (W,) array becomes a ``(row, column,
+        field, window)`` variable, a scalar a ``(row, column, field)`` one. Fields without
+        results are NaN.
+    attrs : mapping, optional
+        Dataset attributes to add.
+
+    Returns
+    -------
+    xarray.Dataset (a copy)
+    """
+    ds = ds.copy()
+    keys = sorted(results, key=lambda k: (str(k[0]), str(k[1]), int(k[2])))
+    if not keys:
+        return ds
+    idx = _key_index(ds, keys)
+    nr, nc, nf = ds.sizes["row"], ds.sizes["column"], ds.sizes["field"]
+    nwin = ds.sizes["window"]
+    for name, (long_name, units) in variables.items():
+        first = np.asarray(results[keys[0]][name], dtype=np.float64)
+        if first.ndim == 1:
+            full = np.full((nr, nc, nf, nwin), np.nan)
+            dims = ("row", "column", "field", "window")
+        else:
+            full = np.full((nr, nc, nf), np.nan)
+            dims = ("row", "column", "field")
+        vals = []
+        for k in keys:
+            v = np.asarray(results[k][name], dtype=np.float64)
+            if v.shape != first.shape or (v.ndim == 1 and v.shape != (nwin,)):
+                raise InputError(f"{name} of field {tuple(k)} has shape {v.shape}, expected "
+                                 f"{first.shape if first.ndim == 0 else (nwin,)}")
+            vals.append(v)
+        full[idx] = np.stack(vals)
+        ds[name] = xr.Variable(dims, full, attrs={"long_name": long_name, "units": units,
+                                                  "description": long_name})
+    ds.attrs.update(dict(attrs or {}))
+    return ds
+
+
+def summarise_variable(ds: xr.Dataset, name: str, level: str) -> dict[str, np.ndarray]:
+    """Mean, min and 5th percentile of per-window variable ``name`` at ``level`` ('field',
+    'well', 'plate'), NaN-aware (as :func:`summarise` does for ``phirm``)."""
+    if level not in _LEVEL_DIMS:
+        raise InputError(f"summarise_variable: level must be 'field', 'well' or 'plate', got "
+                         f"{level!r}")
+    red = _LEVEL_DIMS[level]
+    keep = [d for d in ("row", "column", "field", "window") if d not in red]
+    arr = ds[name].transpose(*keep, *red).values
+    arr = arr.reshape(arr.shape[:len(keep)] + (-1,))
+    with warnings.catch_warnings(), np.errstate(invalid="ignore"):
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return {"mean": np.nanmean(arr, axis=-1), "min": np.nanmin(arr, axis=-1),
+                "p05": np.nanpercentile(arr, 5, axis=-1)}
+
+
+def add_selfcheck_summaries(ds: xr.Dataset) -> xr.Dataset:
+    """``{field,well,plate}_selfcheck_phirm_{mean,min,p05}`` from the per-window
+    ``selfcheck_phirm``, and well/plate counts of flagged fields when ``flag`` exists."""
+    ds = ds.copy()
+    for level in ("field", "well", "plate"):
+        keep = [d for d in ("row", "column", "field") if d not in _LEVEL_DIMS[level]]
+        for stat, arr in summarise_variable(ds, "selfcheck_phirm", level).items():
+            ds[f"{level}_selfcheck_phirm_{stat}"] = xr.Variable(
+                tuple(keep), arr, attrs={
+                    "long_name": f"{stat} over windows of the self-check PhIRM per {level}",
+                    "units": "1"})
+    if "flag" in ds:
+        flagged = (ds["flag"] > 0).where(ds["flag"].notnull())
+        for level, dims in (("well", ("field",)), ("plate", ("row", "column", "field"))):
+            ds[f"{level}_n_flagged"] = flagged.sum(dims, skipna=True).astype(np.float64)
+            ds[f"{level}_n_flagged"].attrs = {"long_name": f"flagged fields per {level}",
+                                              "units": "1"}
+    return ds
+
+
+def flag_fields(ds: xr.Dataset, *, selfcheck_threshold: float = 0.9,
+                residual_threshold: float = 50.0) -> xr.Dataset:
+    """Per-field ``flag`` (bit mask, :data:`FLAG_BITS`) from the self-check and residuals.
+
+    A field with holes (``masked_fraction_field > 0``) whose mean self-check PhIRM is below
+    ``selfcheck_threshold`` gets bit 1; a field whose restored version keeps more than
+    ``residual_threshold`` px of PhIRM artefact gets bit 2; a field with holes on which no
+    pseudo-hole could be placed gets bit 4 (its self-check is NaN, never a silent 1.0).
+    Absent fields are NaN; 0 = trusted.
+    """
+    ds = ds.copy()
+    present = ds["phirm"].notnull().any("window")
+    flag = xr.zeros_like(present, dtype=np.float64)
+    has_holes = ds["masked_fraction_field"] > 0 if "masked_fraction_field" in ds else present
+    if "selfcheck_phirm" in ds:
+        sc = ds["selfcheck_phirm"].mean("window", skipna=True)
+        flag = flag + FLAG_BITS["selfcheck_below_threshold"] * (
+            has_holes & (sc < selfcheck_threshold)).astype(np.float64)
+        flag = flag + FLAG_BITS["selfcheck_not_run"] * (
+            has_holes & sc.isnull()).astype(np.float64)
+    if "residual_artefact_area" in ds:
+        flag = flag + FLAG_BITS["residual_artefact_above_threshold"] * (
+            ds["residual_artefact_area"] > residual_threshold).astype(np.float64)
+    flag = flag.where(present)
+    ds["flag"] = xr.Variable(("row", "column", "field"), flag.transpose(
+        "row", "column", "field").values, attrs={
+        "long_name": "quality flag of the restored field (0 = trusted)",
+        "units": "1",
+        "flag_masks": list(FLAG_BITS.values()),
+        "flag_meanings": " ".join(FLAG_BITS),
+        "selfcheck_threshold": float(selfcheck_threshold),
+        "residual_threshold": float(residual_threshold)})
+    return add_selfcheck_summaries(ds) if "selfcheck_phirm" in ds else ds
+
+
+def flagged_fields(ds: xr.Dataset) -> list[tuple[str, str, int, int]]:
+    """``(row, column, field, flag)`` of every flagged field, in plate order."""
+    if "flag" not in ds:
+        return []
+    out = []
+    f = ds["flag"].transpose("row", "column", "field").values
+    for i, j, k in zip(*np.nonzero(np.nan_to_num(f) > 0)):
+        out.append((str(ds["row"].values[i]), str(ds["column"].values[j]),
+                    int(ds["field"].values[k]), int(f[i, j, k])))
+    return out

@@ -47,6 +47,23 @@ def score_command(
                                     help="PhIRM threshold of the 'fraction below' summaries."),
     fields_per_task: int = typer.Option(1, "--fields-per-task",
                                         help="Fields scored by one Dask task."),
+    self_check: bool = typer.Option(
+        False, "--self-check", help="Also run the self-check PhIRM (pseudo-holes shaped like "
+                                    "the plate's artefacts, inpainted with the reconstruction's "
+                                    "model and settings, scored against the true pixels), the "
+                                    "reference-free field checks and the flags."),
+    self_check_draws: int | None = typer.Option(
+        None, "--self-check-draws", help="Pseudo-hole draws per field (default 4)."),
+    self_check_seed: int = typer.Option(0, "--self-check-seed", help="Seed of the draws."),
+    mask_pool: str | None = typer.Option(
+        None, "--mask-pool", help="PLATE[:LABEL] whose artefact masks shape the pseudo-holes "
+                                  "of fields without holes (default: the source plate's)."),
+    selfcheck_threshold: float = typer.Option(
+        0.9, "--selfcheck-threshold", help="Flag fields with holes whose mean self-check "
+                                           "PhIRM is below this."),
+    residual_threshold: float = typer.Option(
+        50.0, "--residual-threshold", help="Flag fields whose restored version keeps more "
+                                           "than this many px of PhIRM artefact."),
     overwrite: bool = typer.Option(False, "--overwrite",
                                    help="Replace an existing QC store made by `score`."),
     progress: bool = typer.Option(True, "--progress/--no-progress",
@@ -58,7 +75,8 @@ def score_command(
                                    "this (for pipelines)."),
 ) -> None:
     """Score every field of a reconstructed plate against its reference (PhIRM, PSNR, SSIM)
-    into an xarray QC store, and print the plate summary."""
+    into an xarray QC store, and print the plate summary. With --self-check, also the
+    checks that need no ground truth (for real plates) and per-field flags."""
     from phirm_scale import metric, qc
     from phirm_scale.errors import PhirmError
     from phirm_scale.outputs import check_not_input, existing_output, output_lock
@@ -73,9 +91,26 @@ def score_command(
     existing_output(output, command="score", overwrite=overwrite)
     params = metric.PhirmParams.for_mode(mode.value)
     plan = plan_score(reference, reconstruction, window=window, mask_label=mask_label)
-    with output_lock(output, command="score"):  # held from scoring to the written store
-        ds = score_plan(plan, params=params, threshold=threshold, cluster=cluster,
+    spec = None
+    if self_check:
+        from phirm_scale.stages.selfcheck import selfcheck_qc, selfcheck_spec
+
+        # validated before any work: the reconstruction must carry its inpainting provenance
+        spec = selfcheck_spec(plan.reconstruction, draws=self_check_draws,
+                              seed=self_check_seed)
+    from phirm_scale.stages._runner import using_client
+
+    with output_lock(output, command="score"), \
+            using_client(cluster, quiet=not progress) as client:   # one cluster for both
+        target = client if client is not None else "threads"
+        ds = score_plan(plan, params=params, threshold=threshold, cluster=target,
                         progress=progress, fields_per_task=fields_per_task)
+        if spec is not None:
+            ds = selfcheck_qc(ds, plan.reconstruction, plan.reconstruction_channel,
+                              draws=self_check_draws, seed=self_check_seed,
+                              mask_pool=mask_pool, selfcheck_threshold=selfcheck_threshold,
+                              residual_threshold=residual_threshold, cluster=target,
+                              progress=progress, fields_per_task=fields_per_task)
         qc.write_qc(ds, output, overwrite=overwrite, csv=csv, parquet=parquet)
     summary = plate_summary(ds)
     if as_json:
@@ -146,9 +181,21 @@ def print_summary(ds, *, worst_wells: int = 5) -> None:
         t.add_row(f"{label} ref / rec", f"{_f(p['ref_' + c], 0)} / {_f(p['rec_' + c], 0)}")
     if "masked_fraction_mean" in p:
         t.add_row("masked fraction mean", _f(p.masked_fraction_mean))
+    if "plate_selfcheck_phirm_mean" in ds:
+        t.add_row("self-check PhIRM mean", _f(ds.plate_selfcheck_phirm_mean))
+        t.add_row("self-check PhIRM 5th percentile", _f(ds.plate_selfcheck_phirm_p05))
+    if "flag" in ds:
+        t.add_row("flagged fields", f"{int(ds.plate_n_flagged)} of "
+                                    f"{int(ds.flag.notnull().sum())}")
     print_table(["quantity", "value"], rows,
                 title=f"PhIRM QC plate summary ({ds.attrs.get('mode', 'paper')} mode, window "
                       f"{ds.attrs.get('window', '?')})")
+    if "flag" in ds:
+        from phirm_scale.qc import FLAG_BITS, flagged_fields
+
+        for r, c, f, code in flagged_fields(ds)[:worst_wells * 2]:
+            why = ", ".join(k for k, b in FLAG_BITS.items() if code & b)
+            typer.echo(f"flagged {r}{c} field {f}: {why}")
     w = summarise(ds, "well")
     m = w.phirm_mean.stack(well=("row", "column")).dropna("well")
     order = sorted(zip(m.values.tolist(), m["row"].values.tolist(), m["column"].values.tolist()))

@@ -1,0 +1,353 @@
+"""Self-check PhIRM: how well does the model restore *this* field, with no ground truth?
+
+On a real screen nothing tells what lay under an artefact. What can be measured is how well
+the model restores pixels that *are* known: pseudo-holes shaped like the plate's real
+artefact masks are cut into clean parts of the field (pixels that are neither holes nor
+artefacts), inpainted with the same model and settings as the real holes, and scored with
+PhIRM against the pixels that were there. That estimates the PhIRM the restoration reaches on
+this field (DESIGN.md section 6).
+
+Per field and per draw (``draws`` per field, each seeded from ``(seed, row, column, field,
+draw)``, so results never depend on chunking, workers or task grouping):
+
+1. shapes: the connected components (8-connectivity, cropped to their bounding boxes) of
+   the field's own holes (``shapes='own'``, the default, falling back to the pool for a
+   field without holes) or of one field mask drawn from the plate's mask pool
+   (``shapes='pool'``, :class:`MaskPool`);
+2. each component is rotated by a multiple of 90 degrees, maybe mirrored, and placed at a
+   random position where it, grown by ``margin`` px, touches no real hole, no artefact
+   (PhIRM's artefact components of the source field) and no other pseudo-hole; a component
+   without a free position after ``attempts`` tries (or larger than the field) is skipped;
+3. the model fills real holes and pseudo-holes together (the real run's input plus the
+   pseudo-holes); the *restored* field with only the pseudo-hole pixels replaced by the
+   model's fill is scored against the restored field, window by window (the QC's windows,
+   8-bit with the restored field's min/max), so only the pseudo-holes differ.
+
+A window the pseudo-holes do not touch is identical in both images: PhIRM 1 (it is still a
+window of the field mean, as in the QC, where windows without holes score 1 too).
+
+Pure numpy; never imports Dask or Zarr.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from phirm_scale import metric
+from phirm_scale.errors import InputError
+
+__all__ = [
+    "DEFAULT_DRAWS",
+    "MaskPool",
+    "SELFCHECK_FIELD_VARIABLES",
+    "SELFCHECK_WINDOW_VARIABLES",
+    "components_of",
+    "place_pseudo_holes",
+    "pool_from_masks",
+    "selfcheck_field",
+]
+
+#: Default number of pseudo-hole draws per field (docs/qc-without-ground-truth.md).
+DEFAULT_DRAWS = 4
+
+#: Per-window variables of :func:`selfcheck_field`: (long_name, units).
+SELFCHECK_WINDOW_VARIABLES = {
+    "selfcheck_phirm": ("self-check PhIRM: pseudo-holes inpainted vs the true pixels, mean "
+                        "over draws", "1"),
+    "selfcheck_ncd": ("self-check nuclei count difference term, mean over draws", "1"),
+    "selfcheck_nad": ("self-check nuclei area difference term, mean over draws", "1"),
+    "selfcheck_aad": ("self-check artefact area difference term, mean over draws", "1"),
+    "selfcheck_pseudo_area": ("pseudo-hole pixels in the window, mean over draws", "px"),
+}
+
+#: Per-field variables of :func:`selfcheck_field`: (long_name, units).
+SELFCHECK_FIELD_VARIABLES = {
+    "selfcheck_draws": ("self-check draws that placed at least one pseudo-hole", "1"),
+    "selfcheck_pseudo_area_field": ("pseudo-hole pixels per draw, mean over draws", "px"),
+    "selfcheck_n_windows": ("windows touched by pseudo-holes per draw, mean over draws", "1"),
+    "selfcheck_skipped_shapes": ("pseudo-hole shapes without a free position, per draw", "1"),
+}
+
+
+def components_of(mask: np.ndarray) -> tuple[np.ndarray, ...]:
+    """The 8-connected components of a mask, each cropped to its bounding box (bool)."""
+    import cv2
+
+    m = (np.asarray(mask) != 0).astype(np.uint8)
+    if m.ndim != 2:
+        raise InputError(f"components_of: expected a 2-D mask, got shape {m.shape}")
+    if not m.any():
+        return ()
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(m, connectivity=8)
+    out = []
+    for i in range(1, n):
+        x, y, w, h = (int(v) for v in stats[i, :4])
+        out.append(labels[y:y + h, x:x + w] == i)
+    return tuple(out)
+
+
+@dataclass(frozen=True)
+class MaskPool:
+    """Artefact-mask shapes of a plate: per pool field, its components (bool crops).
+
+    Attributes
+    ----------
+    shape : (int, int)
+        Field shape of the plate the masks come from.
+    fields : tuple of tuple of ndarray
+        One entry per pool field (only fields with at least one hole), its components.
+    source : str
+        Where the masks came from (plate and label), for the record.
+    """
+
+    shape: tuple
+    fields: tuple
+    source: str = ""
+
+    def __len__(self) -> int:
+        return len(self.fields)
+
+    @property
+    def area(self) -> int:
+        return int(sum(int(c.sum()) for f in self.fields for c in f))
+
+
+def pool_from_masks(masks: Iterable[np.ndarray], shape: Sequence[int], *, size: int = 64,
+                    source: str = "") -> MaskPool:
+    """A :class:`MaskPool` of the first ``size`` non-empty masks of ``masks`` (in order).
+
+    Every mask must have ``shape``; empty masks are skipped.
+    """
+    shape = tuple(int(s) for s in shape)
+    if size < 1:
+        raise InputError(f"mask pool size must be >= 1, got {size}")
+    fields = []
+    for m in masks:
+        m = np.asarray(m)
+        if m.shape != shape:
+            raise InputError(f"{source or 'mask pool'}: mask of shape {m.shape}, expected "
+                             f"the field shape {shape}")
+        comps = components_of(m)
+        if comps:
+            fields.append(comps)
+            if len(fields) >= size:
+                break
+    return MaskPool(shape, tuple(fields), source)
+
+
+def _grow(comp: np.ndarray, margin: int) -> np.ndarray:
+    """``comp`` padded by ``margin`` on every side and dilated by a disk of ``margin``."""
+    if margin <= 0:
+        return comp
+    import cv2
+    from skimage.morphology import disk
+
+    padded = np.pad(comp.astype(np.uint8), margin)
+    return cv2.dilate(padded, disk(int(margin)).astype(np.uint8)).astype(bool)
+
+
+def place_pseudo_holes(shape: Sequence[int], forbidden: np.ndarray,
+                       shapes: Sequence[np.ndarray], rng: np.random.Generator, *,
+                       margin: int = 4, attempts: int = 100) -> tuple[np.ndarray, int]:
+    """Place ``shapes`` (rotated/mirrored at random) on pixels free of ``forbidden``.
+
+    A shape is placed where no pixel of it, grown by ``margin``, meets a ``forbidden`` pixel
+    or an earlier pseudo-hole; ``attempts`` random positions are tried, then it is skipped.
+
+    Returns
+    -------
+    (pseudo, skipped) : ((Y, X) bool ndarray, int)
+    """
+    h_f, w_f = (int(s) for s in shape)
+    occupied = np.asarray(forbidden, dtype=bool).copy()
+    if occupied.shape != (h_f, w_f):
+        raise InputError(f"forbidden mask shape {occupied.shape} != field shape {(h_f, w_f)}")
+    pseudo = np.zeros((h_f, w_f), bool)
+    skipped = 0
+    for comp in shapes:
+        c = np.rot90(np.asarray(comp, dtype=bool), int(rng.integers(4)))
+        if rng.integers(2):
+            c = c[:, ::-1]
+        grown = _grow(c, margin)           # (h + 2m, w + 2m)
+        h, w = c.shape
+        if h > h_f or w > w_f:
+            skipped += 1
+            continue
+        # the grown shape may reach past the border: check it against a padded view
+        placed = False
+        for _ in range(attempts):
+            y = int(rng.integers(0, h_f - h + 1))
+            x = int(rng.integers(0, w_f - w + 1))
+            y0, x0 = y - margin, x - margin
+            gy0, gx0 = max(0, -y0), max(0, -x0)
+            gy1 = grown.shape[0] - max(0, y0 + grown.shape[0] - h_f)
+            gx1 = grown.shape[1] - max(0, x0 + grown.shape[1] - w_f)
+            region = occupied[y0 + gy0:y0 + gy1, x0 + gx0:x0 + gx1]
+            if (region & grown[gy0:gy1, gx0:gx1]).any():
+                continue
+            region |= grown[gy0:gy1, gx0:gx1]
+            pseudo[y:y + h, x:x + w] |= c
+            placed = True
+            break
+        if not placed:
+            skipped += 1
+    return pseudo, skipped
+
+
+def _window_components(u8: np.ndarray, grid, idx: Iterable[int], params):
+    """PhIRM components of windows ``idx`` of an 8-bit field: {i: (count, nuc area, art area)}."""
+    out = {}
+    for i in idx:
+        y, x = int(grid.y0[i]), int(grid.x0[i])
+        c = metric.components(np.ascontiguousarray(u8[y:y + grid.height, x:x + grid.width]),
+                              params)
+        out[i] = (c.nuclei_count, c.nuclei_area, c.artefact_area)
+    return out
+
+
+def selfcheck_field(source: np.ndarray, holes: np.ndarray, model, *,
+                    restored: np.ndarray | None = None, pool: MaskPool | None = None,
+                    seed_key: Sequence[int] = (0,), draws: int = DEFAULT_DRAWS,
+                    shapes: str = "own", margin: int = 4, attempts: int = 100,
+                    window: int | str | None = 256, params: metric.PhirmParams | None = None,
+                    inpaint_kwargs: dict | None = None,
+                    name: str = "field") -> dict:
+    """Self-check PhIRM of one field (see the module docstring).
+
+    Parameters
+    ----------
+    source : (Y, X) ndarray
+        The field before restoration (integer or float).
+    holes : (Y, X) ndarray
+        The holes the model fills in the real run (nonzero), already grown by any dilation
+        the inpainting applies.
+    model : callable
+        The inpainting model (:func:`phirm_scale.models.get_model`), used through
+        :func:`phirm_scale.inpaint.inpaint_field` with ``inpaint_kwargs``.
+    restored : (Y, X) ndarray, optional
+        The real restoration (``inpaint_field(source, holes, model)``; computed when None).
+    pool : MaskPool, optional
+        Shapes for fields without holes of their own (and for ``shapes='pool'``).
+    seed_key : sequence of int
+        Seed of this field (e.g. ``(seed, row index, column, field)``); draw ``d`` uses
+        ``SeedSequence([*seed_key, d])``.
+    draws : int
+        Pseudo-hole draws (each one inpainting) per field.
+    shapes : {'own', 'pool'}
+        Where the pseudo-hole shapes come from (see the module docstring).
+    margin, attempts : int
+        Placement: gap to real holes, artefacts and other pseudo-holes (px), random tries
+        per shape.
+    window : int, 'field' or None
+        The QC's windows (:func:`phirm_scale.qc.window_grid`).
+    params : PhirmParams, optional
+        PhIRM parameters (the QC's).
+    inpaint_kwargs : dict, optional
+        ``tile``, ``overlap``, ``batch_size`` of the real run.
+    name : str
+        Field name for error messages.
+
+    Returns
+    -------
+    dict
+        Per-window (W,) float64 arrays :data:`SELFCHECK_WINDOW_VARIABLES` (NaN when no draw
+        placed a pseudo-hole) and per-field floats :data:`SELFCHECK_FIELD_VARIABLES`.
+
+    Raises
+    ------
+    InputError
+        No shapes at all (a field without holes and no pool), a pool of another field
+        shape, mismatched shapes, or bad parameters.
+    """
+    from phirm_scale import qc
+    from phirm_scale.inpaint import inpaint_field
+    from phirm_scale.masks import saturation_mask
+
+    src = np.asarray(source)
+    hole = np.asarray(holes) != 0
+    if src.ndim != 2 or hole.shape != src.shape:
+        raise InputError(f"{name}: source {src.shape} and holes {hole.shape} must be the same "
+                         "2-D shape")
+    if draws < 1:
+        raise InputError(f"{name}: draws must be >= 1, got {draws}")
+    if shapes not in ("own", "pool"):
+        raise InputError(f"{name}: shapes must be 'own' or 'pool', got {shapes!r}")
+    if margin < 0 or attempts < 1:
+        raise InputError(f"{name}: margin must be >= 0 and attempts >= 1")
+    if pool is not None and tuple(pool.shape) != src.shape:
+        raise InputError(f"{name}: the mask pool ({pool.source or 'given'}) has fields of "
+                         f"shape {tuple(pool.shape)}, this plate {src.shape}")
+    params = params or metric.PhirmParams()
+    kw = dict(inpaint_kwargs or {})
+    own = components_of(hole) if shapes == "own" else ()
+    if not own and (pool is None or len(pool) == 0):
+        raise InputError(f"{name}: no real holes to shape pseudo-holes on (the field has "
+                         "none and there is no mask pool); give a mask pool")
+    if restored is None:
+        restored = inpaint_field(src, hole, model, **kw)
+    restored = np.asarray(restored)
+    if restored.shape != src.shape:
+        raise InputError(f"{name}: restored shape {restored.shape} != source {src.shape}")
+
+    grid = qc.window_grid(src.shape, window)
+    nwin = len(grid)
+    lo, hi = float(restored.min()), float(restored.max())
+    if hi <= lo:
+        raise InputError(f"{name}: restored field is constant ({lo:g}); nothing to score")
+    ref8 = metric.to_uint8(restored, lo=lo, hi=hi)
+    artefacts = saturation_mask(src, dilation=0, params=params, name=name) != 0
+    forbidden = hole | artefacts
+
+    sums = {k: np.zeros(nwin) for k in ("phirm", "ncd", "nad", "aad", "area")}
+    ref_cache: dict = {}
+    ok_draws = 0
+    pseudo_total = 0.0
+    windows_total = 0.0
+    skipped_total = 0
+    for d in range(int(draws)):
+        rng = np.random.default_rng(np.random.SeedSequence([*map(int, seed_key), d]))
+        comps = own if own else pool.fields[int(rng.integers(len(pool)))]
+        pseudo, skipped = place_pseudo_holes(src.shape, forbidden, comps, rng, margin=margin,
+                                             attempts=attempts)
+        skipped_total += skipped
+        if not pseudo.any():
+            continue
+        ok_draws += 1
+        filled = inpaint_field(src, hole | pseudo, model, **kw)
+        rec = restored.copy()
+        rec[pseudo] = filled[pseudo]
+        rec8 = metric.to_uint8(rec, lo=lo, hi=hi)
+        area = np.array([np.count_nonzero(pseudo[sl]) for sl in grid.slices()], np.float64)
+        touched = np.flatnonzero(area > 0)
+        new = [i for i in touched if i not in ref_cache]
+        ref_cache.update(_window_components(ref8, grid, new, params))
+        rec_c = _window_components(rec8, grid, touched, params)
+        ref_arr = np.array([ref_cache[i] for i in touched], np.float64).reshape(-1, 3)
+        rec_arr = np.array([rec_c[i] for i in touched], np.float64).reshape(-1, 3)
+        ncd, nad, aad, ph = metric.phirm_from_components(
+            ref_arr[:, 0], ref_arr[:, 1], ref_arr[:, 2], rec_arr[:, 0], rec_arr[:, 1],
+            rec_arr[:, 2], params)
+        phirm = np.ones(nwin)
+        phirm[touched] = ph
+        for k, v in (("ncd", ncd), ("nad", nad), ("aad", aad)):
+            full = np.zeros(nwin)
+            full[touched] = v
+            sums[k] += full
+        sums["phirm"] += phirm
+        sums["area"] += area
+        pseudo_total += float(pseudo.sum())
+        windows_total += float(touched.size)
+
+    out: dict = {}
+    names = {"phirm": "selfcheck_phirm", "ncd": "selfcheck_ncd", "nad": "selfcheck_nad",
+             "aad": "selfcheck_aad", "area": "selfcheck_pseudo_area"}
+    for k, v in names.items():
+        out[v] = sums[k] / ok_draws if ok_draws else np.full(nwin, np.nan)
+    out["selfcheck_draws"] = float(ok_draws)
+    out["selfcheck_pseudo_area_field"] = pseudo_total / ok_draws if ok_draws else 0.0
+    out["selfcheck_n_windows"] = windows_total / ok_draws if ok_draws else 0.0
+    out["selfcheck_skipped_shapes"] = skipped_total / int(draws)
+    return out

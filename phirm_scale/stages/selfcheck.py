@@ -1,0 +1,357 @@
+"""Self-check PhIRM and reference-free field checks of an inpainted plate, one task per field.
+
+The maths is :func:`phirm_scale.selfcheck.selfcheck_field` and
+:func:`phirm_scale.fieldqc.field_checks`; this module adds the plate around them:
+
+* :func:`selfcheck_spec` reads the inpainted plate's provenance (``phirm_scale.inpaint``):
+  the source plate, channel, mask label, dilation, model, checkpoint, tile and overlap, so the
+  pseudo-holes are inpainted with the same model and settings as the real holes;
+* :func:`build_mask_pool` collects the plate's hole shapes (or those of ``--mask-pool``):
+  fields in a seeded order, the first ``pool_size`` with holes;
+* :func:`selfcheck_tasks` makes one delayed task per field (or per ``fields_per_task``);
+* :func:`add_to_dataset` puts the results into the QC Dataset and flags fields.
+
+Results depend only on ``seed`` and the field's key, never on chunking, task grouping or
+worker count.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from phirm_scale.errors import PlateError
+
+__all__ = ["PoolRecipe", "SelfCheckSpec", "SelfCheckTask", "add_to_dataset", "build_mask_pool", "run_selfcheck",
+           "selfcheck_one_field", "selfcheck_qc", "selfcheck_spec", "selfcheck_tasks"]
+
+
+@dataclass(frozen=True)
+class SelfCheckSpec:
+    """Everything a self-check task needs (picklable, hashable for Dask's tokens)."""
+
+    source: str                  # plate whose channel was inpainted
+    channel: int                 # its index there
+    mask_label: str              # the real holes (label of ``source``)
+    dilate: int                  # as the inpainting grew the holes
+    model: tuple                 # (name, checkpoint or None, device)
+    tile: int = 256
+    overlap: int = 32
+    batch_size: int = 16
+    draws: int = 4
+    seed: int = 0
+    shapes: str = "own"
+    margin: int = 4
+    attempts: int = 100
+    extra: tuple = field(default=(), compare=False)
+
+    def attrs(self) -> dict[str, Any]:
+        return {"selfcheck_model": self.model[0], "selfcheck_checkpoint": self.model[1] or "",
+                "selfcheck_draws": self.draws, "selfcheck_seed": self.seed,
+                "selfcheck_shapes": self.shapes, "selfcheck_margin": self.margin,
+                "selfcheck_attempts": self.attempts, "selfcheck_source": self.source,
+                "selfcheck_mask_label": self.mask_label, "selfcheck_dilate": self.dilate}
+
+
+def selfcheck_spec(reconstruction: str | Path, *, draws: int | None = None, seed: int = 0,
+                   shapes: str = "own", margin: int = 4, attempts: int = 100,
+                   device: str = "auto", batch_size: int = 16) -> SelfCheckSpec:
+    """A :class:`SelfCheckSpec` from the provenance of an inpainted plate."""
+    from phirm_scale.plate import open_plate
+    from phirm_scale.selfcheck import DEFAULT_DRAWS
+
+    rec = open_plate(reconstruction)
+    prov = rec.attrs.get("phirm_scale", {}).get("inpaint")
+    if not isinstance(prov, Mapping):
+        raise PlateError(f"{rec.path}: --self-check needs a plate made by `phirm-scale "
+                         "inpaint` (its model and settings are read from the plate)")
+    src_path = prov.get("source")
+    if not src_path or not Path(src_path).exists():
+        raise PlateError(f"{rec.path}: the source plate it was inpainted from ({src_path}) is "
+                         "not there; the self-check needs its fields and holes")
+    src = open_plate(src_path)
+    if tuple(src.field_shape) != tuple(rec.field_shape):
+        raise PlateError(f"{rec.path}: field shape {tuple(rec.field_shape)} differs from its "
+                         f"source {src.path} ({tuple(src.field_shape)})")
+    if draws is not None and draws < 1:
+        raise PlateError(f"--self-check-draws must be >= 1, got {draws}")
+    if shapes not in ("own", "pool"):
+        raise PlateError(f"self-check shapes must be 'own' or 'pool', got {shapes!r}")
+    return SelfCheckSpec(
+        source=str(Path(src_path).resolve()), channel=src.channel_index(prov["channel"]),
+        mask_label=str(prov["mask_label"]), dilate=int(prov.get("dilate", 0) or 0),
+        model=(str(prov["model"]), prov.get("checkpoint"), device),
+        tile=int(prov.get("tile", 256)), overlap=int(prov.get("overlap", 32)),
+        batch_size=int(batch_size), draws=int(draws or DEFAULT_DRAWS), seed=int(seed),
+        shapes=shapes, margin=int(margin), attempts=int(attempts))
+
+
+def _holes(plate, key, label: str, dilate: int) -> np.ndarray:
+    from phirm_scale.stages.inpaint import _dilate
+
+    return _dilate(plate.read_label(key, label) > 0, dilate) > 0
+
+
+def build_mask_pool(plate: str | Path, label: str, *, dilate: int = 0, size: int = 64,
+                    seed: int = 0, shape: tuple | None = None):
+    """The hole shapes of ``plate``'s label ``label`` (grown by ``dilate`` as the inpainting
+    grew them): fields in a seeded random order, the first ``size`` that have holes.
+
+    ``plate`` may be ``PLATE[:LABEL]``. Raises :class:`PlateError` (one line) for a pool of
+    another field shape than ``shape`` or a plate without the label.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    from phirm_scale.plate import open_plate, row_index
+    from phirm_scale.selfcheck import components_of, MaskPool
+
+    path, lab = str(plate), label
+    if ":" in path and not Path(path).exists():
+        path, lab = path.rsplit(":", 1)
+    if not Path(path).exists():
+        raise PlateError(f"{path}: mask pool plate not found")
+    p = open_plate(path)
+    if shape is not None and tuple(p.field_shape) != tuple(shape):
+        raise PlateError(f"{path}: mask pool fields are {tuple(p.field_shape)}, the plate's "
+                         f"{tuple(shape)}; a pool must come from fields of the same size")
+    keys = [k for k in p.fields if p.has_label(k, lab)]
+    if not keys:
+        raise PlateError(f"{path}: no field has the label {lab!r} to take hole shapes from")
+    keys.sort(key=lambda k: (row_index(k[0]), int(k[1]), int(k[2])))
+    order = np.random.default_rng(np.random.SeedSequence([int(seed), 7919])).permutation(
+        len(keys))
+    keys = [keys[i] for i in order]
+    fields = []
+    with ThreadPoolExecutor(max_workers=8) as ex:
+        for b in range(0, len(keys), 32):
+            masks = list(ex.map(lambda k: _holes(p, k, lab, dilate), keys[b:b + 32]))
+            for m in masks:
+                comps = components_of(m)
+                if comps:
+                    fields.append(comps)
+                    if len(fields) >= size:
+                        break
+            if len(fields) >= size:
+                break
+    return MaskPool(tuple(p.field_shape), tuple(fields), f"{path}:{lab}")
+
+
+@functools.lru_cache(maxsize=8)
+def _plate(path: str):
+    from phirm_scale.plate import open_plate
+
+    return open_plate(path)
+
+
+def _model(spec: SelfCheckSpec):
+    from phirm_scale.models import get_model
+
+    name, ckpt, device = spec.model
+    return get_model(name, checkpoint=ckpt, device=device)
+
+
+def selfcheck_one_field(spec: SelfCheckSpec, rec_path: str, rec_channel: int, key: tuple,
+                        pool, window, params, model=None) -> dict:
+    """Self-check and field checks of one field (the task body); ``model`` overrides the
+    spec's model (a callable, e.g. in tests)."""
+    from phirm_scale import fieldqc
+    from phirm_scale.plate import FieldKey, row_index
+    from phirm_scale.selfcheck import selfcheck_field
+
+    key = FieldKey(*key)
+    src = _plate(spec.source)
+    source = src.read_field(key, spec.channel)
+    holes = _holes(src, key, spec.mask_label, spec.dilate)
+    restored = _plate(rec_path).read_field(key, rec_channel)
+    name = f"{spec.source}/{key.path}"
+    net = model if model is not None else _model(spec)
+    try:
+        out = selfcheck_field(
+            source, holes, net, restored=restored, pool=pool,
+            seed_key=(spec.seed, row_index(key.row), int(key.column), int(key.field)),
+            draws=spec.draws, shapes=spec.shapes, margin=spec.margin, attempts=spec.attempts,
+            window=window, params=params,
+            inpaint_kwargs={"tile": spec.tile, "overlap": spec.overlap,
+                            "batch_size": spec.batch_size}, name=name)
+        out.update(fieldqc.field_checks(source, restored, holes, params=params, name=name))
+    except PlateError:
+        raise
+    except Exception as exc:  # InputError and friends: name the field
+        raise PlateError(f"{name}: {exc}") from exc
+    return out
+
+
+@dataclass(frozen=True)
+class PoolRecipe:
+    """How a worker rebuilds the mask pool (deterministic, so every process gets the same
+    pool; tasks carry this small recipe, not the pool)."""
+
+    plate: str
+    label: str
+    dilate: int
+    size: int
+    seed: int
+    shape: tuple
+
+
+@functools.lru_cache(maxsize=4)
+def _pool_from_recipe(recipe: PoolRecipe):
+    return build_mask_pool(recipe.plate, recipe.label, dilate=recipe.dilate, size=recipe.size,
+                           seed=recipe.seed, shape=recipe.shape)
+
+
+@dataclass(frozen=True)
+class SelfCheckTask:
+    """One task of the stage contract: self-check ``keys`` of the inpainted plate."""
+
+    spec: SelfCheckSpec
+    rec_path: str
+    rec_channel: int
+    keys: tuple
+    pool: Any                     # a PoolRecipe (plates) or a MaskPool (given in memory)
+    window: Any
+    params: Any
+    model: Any = None
+
+
+def _task(t: SelfCheckTask) -> list[dict]:
+    pool = _pool_from_recipe(t.pool) if isinstance(t.pool, PoolRecipe) else t.pool
+    return [selfcheck_one_field(t.spec, t.rec_path, t.rec_channel, k, pool, t.window,
+                                t.params, t.model) for k in t.keys]
+
+
+def selfcheck_tasks(spec: SelfCheckSpec, rec_path: str, rec_channel: int, keys, pool, *,
+                    window, params, fields_per_task: int = 1, model=None) -> list:
+    """Task arguments, each self-checking ``fields_per_task`` fields (plate order)."""
+    if fields_per_task < 1:
+        raise PlateError(f"fields_per_task must be >= 1, got {fields_per_task}")
+    keys = [tuple(k) for k in keys]
+    return [SelfCheckTask(spec, rec_path, rec_channel, tuple(keys[i:i + fields_per_task]),
+                          pool, window, params, model)
+            for i in range(0, len(keys), fields_per_task)]
+
+
+def run_selfcheck(spec: SelfCheckSpec, rec_path: str, rec_channel: int, keys, *, window,
+                  params, pool=None, mask_pool: str | None = None, pool_size: int = 16,
+                  cluster: Any = "threads", progress: bool = False, fields_per_task: int = 1,
+                  model=None) -> tuple[dict, Any]:
+    """Self-check every field of ``keys``; returns ``({key: result dict}, pool)``.
+
+    The pool is ``pool`` (a :class:`~phirm_scale.selfcheck.MaskPool`), else the one of
+    ``mask_pool`` (``PLATE[:LABEL]``), else the source plate's own holes; tasks carry the
+    pool's recipe and each worker process rebuilds it once. A plate without any hole and no
+    pool is refused in one line. ``cluster``: a ``--cluster`` spec or an open client.
+    """
+    from phirm_scale.plate import FieldKey
+    from phirm_scale.stages._runner import run_tasks
+
+    src = _plate(spec.source)
+    carried = pool
+    if pool is None:
+        plate, label = (mask_pool, spec.mask_label) if mask_pool is not None else (
+            spec.source, spec.mask_label)
+        if ":" in str(plate) and not Path(str(plate)).exists():
+            plate, label = str(plate).rsplit(":", 1)
+        recipe = PoolRecipe(str(Path(plate).resolve()), label, spec.dilate, int(pool_size),
+                            spec.seed, tuple(src.field_shape))
+        pool = _pool_from_recipe(recipe)   # validates here, before any task
+        carried = recipe
+    if len(pool) == 0:
+        raise PlateError(f"{spec.source}: no field has a hole in labels/{spec.mask_label}, so "
+                         "there is no artefact shape to self-check with; pass --mask-pool "
+                         "PLATE[:LABEL] with real artefact masks of fields of this size")
+    tasks = selfcheck_tasks(spec, rec_path, rec_channel, keys, carried, window=window,
+                            params=params, fields_per_task=fields_per_task, model=model)
+    computed = run_tasks(_task, tasks, cluster=cluster, progress=progress,
+                         description="self-check")
+    out = {}
+    for t, res in zip(tasks, computed):
+        out.update({FieldKey(*k): r for k, r in zip(t.keys, res)})
+    return out, pool
+
+
+def selfcheck_qc(ds, reconstruction: str | Path, reconstruction_channel: str | int | None = None,
+                 *, draws: int | None = None, seed: int = 0, shapes: str = "own",
+                 margin: int = 4, mask_pool: str | None = None, pool_size: int = 16,
+                 selfcheck_threshold: float = 0.9, residual_threshold: float = 50.0,
+                 device: str = "auto", batch_size: int = 16, cluster: Any = "threads",
+                 client=None, progress: bool = False, fields_per_task: int = 1, model=None):
+    """Add the self-check PhIRM, the reference-free field checks and the flags to a QC
+    Dataset of ``reconstruction`` (an inpainted plate; its provenance names the model).
+
+    Parameters
+    ----------
+    ds : xarray.Dataset
+        QC Dataset of the plate (:func:`phirm_scale.stages.score.score_plan`); its window
+        and PhIRM parameters are used.
+    reconstruction : str or Path
+        The inpainted plate (``PLATE[:CHANNEL]`` accepted).
+    reconstruction_channel : str or int, optional
+        Default: the channel after ``:``, else the inpainted channel's name.
+    draws, seed, shapes, margin
+        See :func:`phirm_scale.selfcheck.selfcheck_field` (draws default
+        :data:`phirm_scale.selfcheck.DEFAULT_DRAWS`).
+    mask_pool : str, optional
+        ``PLATE[:LABEL]`` whose hole shapes serve fields without holes (default: the source
+        plate's own; a plate with none and no pool is refused).
+    pool_size : int
+        Fields in the pool.
+    selfcheck_threshold, residual_threshold : float
+        Flag thresholds (:func:`phirm_scale.qc.flag_fields`).
+    device, batch_size
+        Model device and batch (the model itself and its tiling come from the provenance).
+    cluster, progress, fields_per_task
+        As in :func:`phirm_scale.stages.score.score_plan` (``client``: same as passing it as
+        ``cluster``).
+    model : callable, optional
+        Use this model instead of the provenance's (tests, oracles).
+
+    Returns
+    -------
+    xarray.Dataset
+    """
+    from phirm_scale import metric
+    from phirm_scale.plate import FieldKey
+    from phirm_scale.stages.score import parse_plate_spec
+
+    path, chan = parse_plate_spec(reconstruction)
+    chan = reconstruction_channel if reconstruction_channel is not None else chan
+    spec = selfcheck_spec(path, draws=draws, seed=seed, shapes=shapes, margin=margin,
+                          device=device, batch_size=batch_size)
+    rec = _plate(str(Path(path).resolve()))
+    if chan is None:
+        chan = _plate(spec.source).channel_names[spec.channel]
+    rc = rec.channel_index(chan)
+    params = metric.PhirmParams(**{k[len("param_"):]: v for k, v in ds.attrs.items()
+                                   if k.startswith("param_")}) if any(
+        k.startswith("param_") for k in ds.attrs) else metric.PhirmParams()
+    win = ds.attrs.get("window", 256)
+    keys = [FieldKey(str(r), str(c), int(f)) for r, c, f in
+            ((k[0], k[1], k[2]) for k in rec.fields)]
+    results, pool = run_selfcheck(spec, str(rec.path), rc, keys, window=win, params=params,
+                                  mask_pool=mask_pool, pool_size=pool_size,
+                                  cluster=client if client is not None else cluster,
+                                  progress=progress, fields_per_task=fields_per_task,
+                                  model=model)
+    return add_to_dataset(ds, results, spec, pool=pool, selfcheck_threshold=selfcheck_threshold,
+                          residual_threshold=residual_threshold)
+
+
+def add_to_dataset(ds, results: Mapping, spec: SelfCheckSpec, *, pool=None,
+                   selfcheck_threshold: float = 0.9, residual_threshold: float = 50.0):
+    """Self-check and field-check variables, flags and summaries into a QC Dataset."""
+    from phirm_scale import fieldqc, qc, selfcheck
+
+    variables = {**selfcheck.SELFCHECK_WINDOW_VARIABLES, **selfcheck.SELFCHECK_FIELD_VARIABLES,
+                 **fieldqc.CHECK_VARIABLES}
+    attrs = spec.attrs()
+    if pool is not None:
+        attrs.update({"selfcheck_pool": pool.source, "selfcheck_pool_fields": len(pool)})
+    ds = qc.add_field_results(ds, results, variables, attrs=attrs)
+    return qc.flag_fields(ds, selfcheck_threshold=selfcheck_threshold,
+                          residual_threshold=residual_threshold)

@@ -1,0 +1,298 @@
+"""Self-check PhIRM: pseudo-holes on clean pixels, inpainted, scored against the true pixels."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from phirm_scale.errors import InputError, PlateError
+from phirm_scale.selfcheck import (MaskPool, components_of, place_pseudo_holes,
+                                   selfcheck_field)
+
+
+class Oracle:
+    """Returns the true pixels: the field as it came in, holes included."""
+
+    whole_field = True
+
+    def inpaint_integer(self, image, hole):
+        return image.copy()
+
+    def __call__(self, x, m):  # pragma: no cover - never used on integer fields
+        raise AssertionError("the oracle works on whole integer fields")
+
+
+class ZeroFill(Oracle):
+    def inpaint_integer(self, image, hole):
+        return np.where(hole, 0, image).astype(image.dtype)
+
+
+class Recorder(Oracle):
+    def __init__(self):
+        self.holes = []
+
+    def inpaint_integer(self, image, hole):
+        self.holes.append(np.asarray(hole, bool).copy())
+        return image.copy()
+
+
+def hand_disk(r):
+    y, x = np.mgrid[-r:r + 1, -r:r + 1]
+    return y * y + x * x <= r * r
+
+
+def grow(mask, r):
+    """Dilation by a disk, by shifting (no library morphology)."""
+    out = np.zeros(mask.shape, bool)
+    h, w = mask.shape
+    for dy, dx in zip(*np.nonzero(hand_disk(r))):
+        dy, dx = dy - r, dx - r
+        out[max(0, dy):h - max(0, -dy), max(0, dx):w - max(0, -dx)] |= \
+            mask[max(0, -dy):h - max(0, dy), max(0, -dx):w - max(0, dx)]
+    return out
+
+
+@pytest.fixture(scope="module")
+def field(bbbc039_files):
+    """A real field with composited artefacts, its saturation holes (dilated 2 px)."""
+    from phirm_scale.masks import saturation_mask
+    from phirm_scale.plate import FieldKey
+    from phirm_scale.synthetic import make_field
+
+    data, true = make_field(FieldKey("A", "01", 0), size=(520, 696), seed=11,
+                            artefacts=0.02, source=bbbc039_files[3])
+    holes = saturation_mask(data[0], dilation=2)
+    return data[0], holes, data[2]
+
+
+def test_oracle_scores_one_everywhere(field):
+    src, holes, _ = field
+    out = selfcheck_field(src, holes, Oracle(), seed_key=(0, 1), draws=3)
+    assert out["selfcheck_draws"] == 3
+    assert out["selfcheck_pseudo_area_field"] > 0.5 * holes.sum()
+    np.testing.assert_array_equal(out["selfcheck_phirm"], 1.0)
+    for k in ("selfcheck_ncd", "selfcheck_nad", "selfcheck_aad"):
+        np.testing.assert_array_equal(out[k], 0.0)
+
+
+def test_zero_fill_scores_lower_and_telea_between(field):
+    from phirm_scale.models import get_model
+
+    src, holes, _ = field
+    zero = selfcheck_field(src, holes, ZeroFill(), seed_key=(0, 1), draws=3)
+    telea = selfcheck_field(src, holes, get_model("telea"), seed_key=(0, 1), draws=3)
+    touched = zero["selfcheck_pseudo_area"] > 0
+    assert touched.any()
+    z, t = zero["selfcheck_phirm"], telea["selfcheck_phirm"]
+    # same seed, same pseudo-holes: the same windows are touched
+    np.testing.assert_array_equal(telea["selfcheck_pseudo_area"], zero["selfcheck_pseudo_area"])
+    assert z[touched].mean() < t[touched].mean() <= 1.0
+    assert z[touched].mean() < 0.9
+    np.testing.assert_array_equal(z[~touched], 1.0)     # untouched windows are identical
+
+
+def test_pseudo_holes_avoid_holes_and_artefacts(field):
+    from phirm_scale.masks import saturation_mask
+
+    src, holes, _ = field
+    rec = Recorder()
+    selfcheck_field(src, holes, rec, seed_key=(5,), draws=4, margin=3)
+    real = holes.astype(bool)
+    artefacts = saturation_mask(src, dilation=0).astype(bool)
+    assert len(rec.holes) == 1 + 4          # the real restoration, then one per draw
+    np.testing.assert_array_equal(rec.holes[0], real)
+    for h in rec.holes[1:]:
+        assert (h & real).sum() == real.sum()          # the real holes are filled too
+        pseudo = h & ~real
+        assert pseudo.sum() > 0
+        assert not (grow(pseudo, 3) & (real | artefacts)).any()   # >= margin px away
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.integers(0, 5))
+def test_placement_invariants(seed, margin):
+    rng = np.random.default_rng(seed)
+    forbidden = rng.random((80, 90)) < 0.01
+    forbidden[rng.integers(0, 60):, :rng.integers(5, 40)] = True
+    shapes = [rng.random((rng.integers(2, 15), rng.integers(2, 15))) < 0.7 for _ in range(6)]
+    shapes = [s for s in shapes if s.any()]
+    pseudo, skipped = place_pseudo_holes((80, 90), forbidden, shapes,
+                                         np.random.default_rng(seed), margin=margin)
+    assert not (grow(pseudo, margin) & forbidden).any()
+    assert 0 <= skipped <= len(shapes)
+    # every placed shape keeps its pixel count (components may merge only via margin 0)
+    placed = sum(int(s.sum()) for s in shapes)
+    assert pseudo.sum() <= placed
+    again, _ = place_pseudo_holes((80, 90), forbidden, shapes, np.random.default_rng(seed),
+                                  margin=margin)
+    np.testing.assert_array_equal(pseudo, again)
+
+
+def test_components_and_rotation_keep_shapes():
+    m = np.zeros((30, 30), np.uint8)
+    m[2:5, 3:10] = 1            # 3 x 7 bar
+    m[20:28, 20:22] = 1         # 8 x 2 bar
+    m[21, 22] = 1               # joins the second bar (8-connected)
+    comps = components_of(m)
+    assert sorted(c.shape for c in comps) == [(3, 7), (8, 3)]
+    assert sorted(int(c.sum()) for c in comps) == [17, 21]
+    pseudo, skipped = place_pseudo_holes((30, 30), np.zeros((30, 30), bool), comps[:1],
+                                         np.random.default_rng(0), margin=0)
+    assert skipped == 0 and pseudo.sum() == comps[0].sum()
+    ys, xs = np.nonzero(pseudo)
+    assert sorted((np.ptp(ys) + 1, np.ptp(xs) + 1)) == sorted(comps[0].shape)
+
+
+def test_seeded_and_pool_rules(field):
+    src, holes, _ = field
+    a = selfcheck_field(src, holes, ZeroFill(), seed_key=(1, 2, 3), draws=2)
+    b = selfcheck_field(src, holes, ZeroFill(), seed_key=(1, 2, 3), draws=2)
+    c = selfcheck_field(src, holes, ZeroFill(), seed_key=(1, 2, 4), draws=2)
+    np.testing.assert_array_equal(a["selfcheck_pseudo_area"], b["selfcheck_pseudo_area"])
+    assert not np.array_equal(a["selfcheck_pseudo_area"], c["selfcheck_pseudo_area"])
+    empty = np.zeros_like(holes)
+    with pytest.raises(InputError, match="no real holes .* give a mask pool"):
+        selfcheck_field(src, empty, Oracle())
+    pool = MaskPool(src.shape, (components_of(holes),), "test")
+    out = selfcheck_field(src, empty, Oracle(), pool=pool, draws=2)
+    assert out["selfcheck_draws"] == 2 and np.all(out["selfcheck_phirm"] == 1.0)
+    with pytest.raises(InputError, match="mask pool .* shape"):
+        selfcheck_field(src, holes, Oracle(), pool=MaskPool((64, 64), (), "small"))
+    # a field too small for any shape: a recorded skip, NaN, never a silent 1.0
+    tiny = src[:12, :12]
+    big = MaskPool((12, 12), ((np.ones((20, 20), bool),),), "big")
+    out = selfcheck_field(tiny, np.zeros((12, 12)), Oracle(), pool=big, draws=2,
+                          window="field")
+    assert out["selfcheck_draws"] == 0 and np.isnan(out["selfcheck_phirm"]).all()
+    assert out["selfcheck_skipped_shapes"] == 1
+
+
+# --------------------------------------------------------------------------- plate level
+@pytest.fixture(scope="module")
+def restored_plate(tmp_path_factory, bbbc039_dir):
+    from phirm_scale.stages.inpaint import inpaint_plate
+    from phirm_scale.stages.masks import make_artefact_masks
+    from phirm_scale.synthetic import make_plate
+
+    d = tmp_path_factory.mktemp("sc")
+    p = make_plate(d / "comp.ome.zarr", rows=2, columns=2, fields=2, size=300, seed=3,
+                   from_fields=bbbc039_dir, artefacts=0.02, cluster="threads", progress=False)
+    make_artefact_masks(p.path, channel="DAPI", method="saturation", cluster="threads",
+                        progress=False)
+    inpaint_plate(p.path, d / "rest.ome.zarr", channel="DAPI", model="telea",
+                  cluster="threads", progress=False)
+    return p.path, d / "rest.ome.zarr", d
+
+
+def _qc(ref, rec, **kw):
+    from phirm_scale.stages.score import score_plates
+
+    return score_plates(f"{ref}:DAPI_clean", f"{rec}:DAPI", mask_label="artefacts", **kw)
+
+
+def test_plate_selfcheck_variables_and_independence(restored_plate):
+    from distributed import Client, LocalCluster
+
+    from phirm_scale.stages.selfcheck import selfcheck_qc
+
+    src, rec, _ = restored_plate
+    ds = _qc(src, rec)
+    a = selfcheck_qc(ds, rec, draws=2)
+    for v in ("selfcheck_phirm", "selfcheck_ncd", "selfcheck_nad", "selfcheck_aad",
+              "selfcheck_pseudo_area"):
+        assert a[v].dims == ("row", "column", "field", "window")
+        assert a[v].attrs["long_name"] and "units" in a[v].attrs
+    for v in ("selfcheck_draws", "selfcheck_n_windows", "residual_artefact_area",
+              "nuclei_in_holes", "focus_score", "power_log_log_slope", "flag"):
+        assert a[v].dims == ("row", "column", "field"), v
+        assert "long_name" in a[v].attrs and "units" in a[v].attrs
+    assert a.flag.attrs["flag_meanings"].split() == ["selfcheck_below_threshold",
+                                                     "residual_artefact_above_threshold",
+                                                     "selfcheck_not_run"]
+    assert (a.selfcheck_draws == 2).all()
+    m = float(a.plate_selfcheck_phirm_mean)
+    assert 0.5 < m <= 1.0
+    # the field summary is the window mean, computed here by hand
+    np.testing.assert_allclose(a.field_selfcheck_phirm_mean.values,
+                               a.selfcheck_phirm.values.mean(axis=-1))
+    # same numbers with other task grouping and on a distributed cluster with 2 workers
+    b = selfcheck_qc(ds, rec, draws=2, fields_per_task=3)
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=False,
+                      dashboard_address=None) as cl, Client(cl) as client:
+        c = selfcheck_qc(ds, rec, draws=2, client=client)
+    for other in (b, c):
+        for v in ("selfcheck_phirm", "selfcheck_pseudo_area", "residual_artefact_area",
+                  "flag"):
+            np.testing.assert_array_equal(a[v].values, other[v].values)
+
+
+def test_plate_oracle_and_zero_fill(restored_plate):
+    from phirm_scale.stages.selfcheck import selfcheck_qc
+
+    src, rec, _ = restored_plate
+    ds = _qc(src, rec)
+    o = selfcheck_qc(ds, rec, draws=2, model=Oracle())
+    assert int(o.selfcheck_draws.min()) == 2
+    np.testing.assert_array_equal(o.selfcheck_phirm.values, 1.0)
+    z = selfcheck_qc(ds, rec, draws=2, model=ZeroFill(), selfcheck_threshold=0.99)
+    assert float(z.plate_selfcheck_phirm_mean) < 0.99
+    # zero filling drops windows below the threshold: those fields are flagged with bit 1
+    f = z.flag.values
+    below = z.field_selfcheck_phirm_mean.values < 0.99
+    assert below.any()
+    np.testing.assert_array_equal((f.astype(int) & 1) > 0, below & (z.masked_fraction_field.values > 0))
+
+
+def test_no_holes_anywhere_needs_a_pool(restored_plate, tmp_path):
+    from phirm_scale.stages.inpaint import inpaint_plate
+    from phirm_scale.stages.masks import make_artefact_masks
+    from phirm_scale.stages.selfcheck import selfcheck_qc
+    from phirm_scale.synthetic import make_plate
+
+    src, rec, _ = restored_plate
+    clean = make_plate(tmp_path / "clean.ome.zarr", rows=1, columns=2, fields=1, size=300,
+                       seed=1, artefacts=0.0, cluster="threads", progress=False)
+    make_artefact_masks(clean.path, channel="DAPI", method="saturation", cluster="threads",
+                        progress=False)
+    inpaint_plate(clean.path, tmp_path / "clean_r.ome.zarr", channel="DAPI", model="telea",
+                  cluster="threads", progress=False)
+    ds = _qc(clean.path, tmp_path / "clean_r.ome.zarr")
+    with pytest.raises(PlateError, match="no field has a hole .*--mask-pool"):
+        selfcheck_qc(ds, tmp_path / "clean_r.ome.zarr")
+    out = selfcheck_qc(ds, tmp_path / "clean_r.ome.zarr", mask_pool=f"{src}:artefacts",
+                       draws=2, model=Oracle())
+    assert (out.selfcheck_draws == 2).all()
+    np.testing.assert_array_equal(out.selfcheck_phirm.values, 1.0)
+    assert out.attrs["selfcheck_pool"].endswith(":artefacts")
+    assert (out.flag == 0).all()          # no holes, nothing restored: trusted
+    small = make_plate(tmp_path / "small.ome.zarr", rows=1, columns=1, fields=1, size=128,
+                       seed=1, artefacts=0.05, cluster="threads", progress=False)
+    with pytest.raises(PlateError, match="mask pool fields are .*same size"):
+        selfcheck_qc(ds, tmp_path / "clean_r.ome.zarr", mask_pool=f"{small.path}:artefacts_true")
+
+
+def test_cli_score_self_check(restored_plate):
+    import xarray as xr
+    from typer.testing import CliRunner
+
+    from phirm_scale.cli import app
+
+    src, rec, d = restored_plate
+    out = d / "qc_sc.zarr"
+    r = CliRunner().invoke(app, ["score", "--reference", f"{src}:DAPI", "--reconstruction",
+                                 f"{rec}:DAPI", "--mask-label", "artefacts", "-o", str(out),
+                                 "--self-check", "--self-check-draws", "2", "--cluster",
+                                 "threads", "--no-progress"])
+    assert r.exit_code == 0, r.output
+    assert "self-check PhIRM mean" in r.output and "flagged fields" in r.output
+    ds = xr.open_zarr(out)
+    assert ds.attrs["selfcheck_model"] == "telea" and ds.attrs["selfcheck_draws"] == 2
+    assert "selfcheck_phirm" in ds and "flag" in ds
+    # a plate that inpainting did not make cannot be self-checked: one line
+    r = CliRunner().invoke(app, ["score", "--reference", f"{src}:DAPI", "--reconstruction",
+                                 f"{src}:DAPI_clean", "-o", str(d / "x.zarr"), "--self-check",
+                                 "--cluster", "threads", "--no-progress"])
+    assert isinstance(r.exception, PlateError)
+    assert "needs a plate made by `phirm-scale inpaint`" in str(r.exception)
+    assert not (d / "x.zarr").exists()
