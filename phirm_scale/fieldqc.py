@@ -26,6 +26,8 @@ from phirm_scale.errors import InputError
 
 __all__ = [
     "CHECK_VARIABLES",
+    "FLAG_BITS",
+    "flag_code",
     "field_checks",
     "focus_score",
     "masked_fraction",
@@ -51,6 +53,33 @@ CHECK_VARIABLES = {
     "power_log_log_slope": ("slope of log radial power vs log spatial frequency of the "
                             "source field (CellProfiler PowerLogLogSlope)", "1"),
 }
+
+
+#: Flag bits of a field (CF ``flag_masks`` / ``flag_meanings`` of the QC ``flag`` variable).
+FLAG_BITS = {
+    "selfcheck_below_threshold": 1,
+    "residual_artefact_above_threshold": 2,
+    "selfcheck_not_run": 4,
+}
+
+
+def flag_code(selfcheck_phirm: float, residual_area: float, has_holes: bool, *,
+              selfcheck_threshold: float = 0.9, residual_threshold: float = 50.0) -> int:
+    """The flag of one field (0 = trusted; bits :data:`FLAG_BITS`).
+
+    A field with holes whose mean self-check PhIRM is below ``selfcheck_threshold`` gets 1,
+    one whose self-check could not run (NaN: no pseudo-hole fitted) gets 4; any field whose
+    restored version keeps more than ``residual_threshold`` px of PhIRM artefact gets 2.
+    """
+    code = 0
+    if has_holes:
+        if math.isnan(selfcheck_phirm):
+            code |= FLAG_BITS["selfcheck_not_run"]
+        elif selfcheck_phirm < selfcheck_threshold:
+            code |= FLAG_BITS["selfcheck_below_threshold"]
+    if residual_area > residual_threshold:
+        code |= FLAG_BITS["residual_artefact_above_threshold"]
+    return code
 
 
 def _field(image, name: str) -> np.ndarray:

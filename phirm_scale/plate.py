@@ -510,17 +510,20 @@ class Plate:
                                     "all_chunks": True}})
 
     # -- writing image data --------------------------------------------------
-    def write_field(self, key, array: np.ndarray) -> None:
+    def write_field(self, key, array: np.ndarray, *,
+                    field_attrs: Mapping[str, Any] | None = None) -> None:
         """Write all channels of one field, ``(C, Y, X)``, and its downsampled levels.
 
-        The field is marked complete afterwards (see :meth:`field_complete`).
+        The field is marked complete afterwards (see :meth:`field_complete`);
+        ``field_attrs`` (JSON-able) are stored beside that marker.
         """
         if not self.writable:
             raise PlateError(f"{self.path}: plate opened read-only; image data is never "
                              "modified in place")
         key = self._check_key(key)
         write_field_data(self.path, key, array, channel_names=self.channel_names,
-                         dtype=self.dtype, shape=self.field_shape, n_levels=self.n_levels)
+                         dtype=self.dtype, shape=self.field_shape, n_levels=self.n_levels,
+                         field_attrs=field_attrs)
 
 
 def open_field_view(path: str | Path, key, *, mode: str = "r") -> Plate:

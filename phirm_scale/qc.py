@@ -36,6 +36,7 @@ import xarray as xr
 
 from phirm_scale import __version__, metric
 from phirm_scale.errors import InputError, PhirmError
+from phirm_scale.fieldqc import FLAG_BITS  # the flag bits of the per-field ``flag`` variable
 from phirm_scale.grid import grid_starts
 
 __all__ = [
@@ -561,12 +562,6 @@ def open_qc(path) -> xr.Dataset:
 
 
 # ------------------------------------------------------------- real-plate QC (no reference)
-#: Flag bits of the per-field ``flag`` variable (CF ``flag_masks`` / ``flag_meanings``).
-FLAG_BITS = {
-    "selfcheck_below_threshold": 1,
-    "residual_artefact_above_threshold": 2,
-    "selfcheck_not_run": 4,
-}
 
 
 def _key_index(ds: xr.Dataset, keys) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

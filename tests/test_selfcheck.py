@@ -296,3 +296,79 @@ def test_cli_score_self_check(restored_plate):
     assert isinstance(r.exception, PlateError)
     assert "needs a plate made by `phirm-scale inpaint`" in str(r.exception)
     assert not (d / "x.zarr").exists()
+
+
+# --------------------------------------------------------------------- restore, then verify
+def test_flag_code_by_hand():
+    from phirm_scale.fieldqc import flag_code
+
+    assert flag_code(0.95, 10, True) == 0
+    assert flag_code(0.85, 10, True) == 1
+    assert flag_code(0.85, 51, True) == 1 + 2
+    assert flag_code(float("nan"), 0, True) == 4
+    assert flag_code(float("nan"), 60, False) == 2      # no holes: the self-check is moot
+    assert flag_code(0.95, 50, True) == 0               # 'more than' the threshold
+
+
+def test_inpaint_verify_actions(restored_plate, tmp_path):
+    from phirm_scale.inpaint import inpaint_field
+    from phirm_scale.models import get_model
+    from phirm_scale.plate import open_plate
+    from phirm_scale.stages.inpaint import inpaint_plate
+    from phirm_scale.stages.selfcheck import VerifySpec
+
+    src, rec, _ = restored_plate
+    p = open_plate(src)
+    # nothing below a threshold of 0: unflagged, identical to the plain restoration
+    r = inpaint_plate(src, tmp_path / "keep.ome.zarr", channel="DAPI", model="telea",
+                      cluster="threads", progress=False,
+                      verify=VerifySpec(selfcheck_threshold=0.0, residual_threshold=1e9,
+                                        draws=1))
+    assert r["flagged"] == []
+    plain, kept = open_plate(rec), open_plate(tmp_path / "keep.ome.zarr")
+    for k in p.fields:
+        np.testing.assert_array_equal(kept.read_field(k), plain.read_field(k))
+        assert kept.field_attrs(k)["phirm_scale"]["verify"]["flag"] == 0
+    assert kept.attrs["phirm_scale"]["inpaint"]["verify"]["selfcheck_threshold"] == 0.0
+    # a threshold above 1 flags every field with holes (self-check PhIRM <= 1)
+    for action in ("leave-masked", "fallback:navier-stokes"):
+        out = tmp_path / f"{action.replace(':', '_')}.ome.zarr"
+        r = inpaint_plate(src, out, channel="DAPI", model="telea", cluster="threads",
+                          progress=False, verify=VerifySpec(on_flag=action, draws=1,
+                                                            selfcheck_threshold=1.01))
+        q = open_plate(out)
+        assert {x["field"] for x in r["flagged"]} == {f"{k[0]}{k[1]}/{k[2]}" for k in p.fields}
+        for k in p.fields:
+            source = p.read_field(k, "DAPI")
+            holes = p.read_label(k, "artefacts") > 0
+            got = q.read_field(k, "DAPI")
+            if action == "leave-masked":
+                expected = np.where(holes, 0, source)
+            else:
+                expected = inpaint_field(source, holes, get_model("navier-stokes"))
+            np.testing.assert_array_equal(got, expected)
+            rec_ = q.field_attrs(k)["phirm_scale"]["verify"]
+            assert rec_["flag"] & 1 and rec_["action"] == action
+            np.testing.assert_array_equal(q.read_field(k, "CFP"), p.read_field(k, "CFP"))
+    with pytest.raises(PlateError, match="--on-flag must be"):
+        VerifySpec(on_flag="delete")
+    with pytest.raises(PlateError, match="unknown model 'nope'"):
+        VerifySpec(on_flag="fallback:nope")
+
+
+def test_qc_flags_agree_with_flag_code(restored_plate):
+    from phirm_scale.fieldqc import flag_code
+    from phirm_scale.stages.selfcheck import selfcheck_qc
+
+    src, rec, _ = restored_plate
+    ds = selfcheck_qc(_qc(src, rec), rec, draws=2, model=ZeroFill(), selfcheck_threshold=0.97,
+                      residual_threshold=20)
+    for r in ds.row.values:
+        for c in ds.column.values:
+            for f in ds.field.values:
+                x = ds.sel(row=r, column=c, field=f)
+                expected = flag_code(float(x.selfcheck_phirm.mean()),
+                                     float(x.residual_artefact_area),
+                                     float(x.masked_fraction_field) > 0,
+                                     selfcheck_threshold=0.97, residual_threshold=20)
+                assert int(x.flag) == expected

@@ -46,6 +46,19 @@ def inpaint_command(
                                   "bar."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as one JSON object "
                                  "on stdout."),
+    verify: bool = typer.Option(False, "--verify", help="Restore, then verify: self-check "
+                                "every restored field with holes (pseudo-holes shaped like its "
+                                "own, same model) and flag it below --selfcheck-threshold or "
+                                "above --residual-threshold; --on-flag decides what it holds."),
+    on_flag: str = typer.Option("keep", "--on-flag", help="For flagged fields (with --verify): "
+                                "keep (the restoration, flagged), fallback:MODEL (restore with "
+                                "MODEL instead, e.g. fallback:telea) or leave-masked (hole "
+                                "pixels 0, nothing invented)."),
+    verify_draws: int = typer.Option(4, "--verify-draws", help="Self-check draws per field."),
+    selfcheck_threshold: float = typer.Option(0.9, "--selfcheck-threshold",
+                                              help="Flag below this self-check PhIRM."),
+    residual_threshold: float = typer.Option(50.0, "--residual-threshold",
+                                             help="Flag above this many px of artefact left."),
 ) -> None:
     """Fill the holes of CHANNEL in every field of PLATE, one Dask task per field.
 
@@ -54,6 +67,17 @@ def inpaint_command(
     """
     from phirm_scale.stages.inpaint import inpaint_plate
 
+    spec = None
+    if verify:
+        from phirm_scale.stages.selfcheck import VerifySpec
+
+        spec = VerifySpec(on_flag=on_flag, draws=verify_draws,
+                          selfcheck_threshold=selfcheck_threshold,
+                          residual_threshold=residual_threshold)
+    elif on_flag != "keep":
+        from phirm_scale.errors import PlateError
+
+        raise PlateError("--on-flag needs --verify (flags come from the verification)")
     ch: str | int = int(channel) if channel.isdigit() else channel
     res = inpaint_plate(plate, out, channel=ch, mask_label=mask_label, model=model,
                         checkpoint=checkpoint, tile=tile, overlap=overlap,
@@ -61,7 +85,7 @@ def inpaint_command(
                         cluster=cluster, overwrite=overwrite, precision=precision,
                         channels_last=channels_last, compile=compile_, canny=canny,
                         gpu_tasks=gpu_tasks, allow_untrained=allow_untrained,
-                        progress=progress)
+                        progress=progress, verify=spec)
     if as_json:
         from phirm_scale.cli._app import echo_json
 
@@ -70,3 +94,7 @@ def inpaint_command(
     typer.echo(f"{res['out']}: {res['fields']} fields inpainted ({res['skipped']} already "
                f"done), {res['tiles_inpainted']}/{res['tiles_total']} tiles had holes, "
                f"{res['hole_pixels']} hole pixels")
+    if verify:
+        typer.echo(f"verified: {len(res['flagged'])} fields flagged" + "".join(
+            f"\n  flagged {x['field']}: code {x['flag']}, {x['action']}"
+            for x in res["flagged"]))

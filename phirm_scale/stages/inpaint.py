@@ -86,6 +86,7 @@ class InpaintTask:
     overlap: int
     batch_size: int
     dilate: int
+    verify: Any = None  # a stages.selfcheck.VerifySpec: restore, then verify
 
 
 def inpaint_one_field(task: InpaintTask) -> dict:
@@ -109,6 +110,20 @@ def inpaint_one_field(task: InpaintTask) -> dict:
         raise
     except Exception as exc:
         raise PlateError(f"{task.source}: field {key}: {exc}") from exc
+    record = None
+    if task.verify is not None:  # restore, then verify (stages.selfcheck.verify_field)
+        from phirm_scale.stages.selfcheck import verify_field
+
+        try:
+            filled, record = verify_field(data[task.channel], mask, filled, runner, per_call,
+                                          key, task.verify, tile=task.tile,
+                                          overlap=task.overlap,
+                                          device=task.model.get("device", "auto"),
+                                          name=f"{task.source}/{key.path}")
+        except PlateError:
+            raise
+        except Exception as exc:
+            raise PlateError(f"{task.source}: field {key}: {exc}") from exc
     data = data.copy()
     data[task.channel] = filled
     dst = open_field_view(task.out, key, mode="r+")
@@ -116,9 +131,12 @@ def inpaint_one_field(task: InpaintTask) -> dict:
     # complete marker, written last, says both are there)
     dst.write_label(key, task.label, mask.astype(np.uint8),
                     attrs={"copied_from": task.source, "dilate": int(task.dilate)})
-    dst.write_field(key, data)
+    dst.write_field(key, data,
+                    field_attrs={"verify": record} if record is not None else None)
     return {"field": tuple(key), "hole_pixels": stats.hole_pixels,
-            "tiles_inpainted": stats.tiles_inpainted, "tiles_total": stats.tiles_total}
+            "tiles_inpainted": stats.tiles_inpainted, "tiles_total": stats.tiles_total,
+            "flag": None if record is None else record["flag"],
+            "action": None if record is None else record["action"]}
 
 
 def _check_device(device: str, gpu: bool, cluster: Any) -> None:
@@ -145,7 +163,8 @@ def inpaint_plate(source: str | Path, out: str | Path | None = None, *,
                   device: str = "auto", gpu: bool = False, cluster: Any = "local",
                   overwrite: bool = False, progress: bool = True, precision: str = "fp32",
                   channels_last: bool = False, compile: bool = False, canny: str = "auto",
-                  gpu_tasks: int = 8, allow_untrained: bool = False) -> dict[str, Any]:
+                  gpu_tasks: int = 8, allow_untrained: bool = False,
+                  verify=None) -> dict[str, Any]:
     """Inpaint the holes ``mask_label`` of ``channel`` in every field of ``source``.
 
     Parameters
@@ -242,6 +261,8 @@ def inpaint_plate(source: str | Path, out: str | Path | None = None, *,
         "untrained": bool(model in LEARNED and checkpoint is None),
         "version": __version__,
     }
+    if verify is not None:  # restore, then verify: the settings that decided each field
+        provenance["verify"] = verify.as_attrs()
     # the output is locked for the whole run; only an earlier `inpaint` output is resumed
     # (same provenance) or replaced (--overwrite)
     with guard_output(out, command="inpaint", inputs=[source, checkpoint], overwrite=overwrite,
@@ -261,7 +282,8 @@ def inpaint_plate(source: str | Path, out: str | Path | None = None, *,
                 "device": device, "precision": precision, "channels_last": channels_last,
                 "compile": compile, "canny": canny}
         tasks = [InpaintTask(str(source), str(out), tuple(k), c, mask_label, spec, int(tile),
-                             int(overlap), int(batch_size), int(dilate)) for k in todo]
+                             int(overlap), int(batch_size), int(dilate), verify)
+                 for k in todo]
         results = run_tasks(inpaint_one_field, tasks, cluster=cluster, progress=progress,
                             description="inpaint",
                             resources={"GPU": 1.0 / gpu_tasks} if gpu else None)
@@ -272,4 +294,6 @@ def inpaint_plate(source: str | Path, out: str | Path | None = None, *,
         "hole_pixels": int(sum(r["hole_pixels"] for r in results)),
         "tiles_inpainted": int(sum(r["tiles_inpainted"] for r in results)),
         "tiles_total": int(sum(r["tiles_total"] for r in results)),
+        "flagged": [{"field": "{}{}/{}".format(*r["field"]), "flag": r["flag"],
+                     "action": r["action"]} for r in results if r.get("flag")],
     }

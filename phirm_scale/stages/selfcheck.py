@@ -40,6 +40,7 @@ class SelfCheckSpec:
     mask_label: str              # the real holes (label of ``source``)
     dilate: int                  # as the inpainting grew the holes
     model: tuple                 # (name, checkpoint or None, device)
+    runtime: tuple = ()          # ((key, value), ...): precision, canny of the real run
     tile: int = 256
     overlap: int = 32
     batch_size: int = 16
@@ -86,6 +87,7 @@ def selfcheck_spec(reconstruction: str | Path, *, draws: int | None = None, seed
         source=str(Path(src_path).resolve()), channel=src.channel_index(prov["channel"]),
         mask_label=str(prov["mask_label"]), dilate=int(prov.get("dilate", 0) or 0),
         model=(str(prov["model"]), prov.get("checkpoint"), device),
+        runtime=tuple((k, prov[k]) for k in ("precision", "canny") if prov.get(k) is not None),
         tile=int(prov.get("tile", 256)), overlap=int(prov.get("overlap", 32)),
         batch_size=int(batch_size), draws=int(draws or DEFAULT_DRAWS), seed=int(seed),
         shapes=shapes, margin=int(margin), attempts=int(attempts))
@@ -149,10 +151,12 @@ def _plate(path: str):
 
 
 def _model(spec: SelfCheckSpec):
-    from phirm_scale.models import get_model
+    """(model, tiles per call) exactly as the inpaint stage builds them for the real run."""
+    from phirm_scale.stages.inpaint import field_runner
 
     name, ckpt, device = spec.model
-    return get_model(name, checkpoint=ckpt, device=device)
+    return field_runner({"name": name, "checkpoint": ckpt, "device": device,
+                         **dict(spec.runtime)}, spec.batch_size)
 
 
 def selfcheck_one_field(spec: SelfCheckSpec, rec_path: str, rec_channel: int, key: tuple,
@@ -169,7 +173,7 @@ def selfcheck_one_field(spec: SelfCheckSpec, rec_path: str, rec_channel: int, ke
     holes = _holes(src, key, spec.mask_label, spec.dilate)
     restored = _plate(rec_path).read_field(key, rec_channel)
     name = f"{spec.source}/{key.path}"
-    net = model if model is not None else _model(spec)
+    net, batch = (model, spec.batch_size) if model is not None else _model(spec)
     try:
         out = selfcheck_field(
             source, holes, net, restored=restored, pool=pool,
@@ -177,7 +181,7 @@ def selfcheck_one_field(spec: SelfCheckSpec, rec_path: str, rec_channel: int, ke
             draws=spec.draws, shapes=spec.shapes, margin=spec.margin, attempts=spec.attempts,
             window=window, params=params,
             inpaint_kwargs={"tile": spec.tile, "overlap": spec.overlap,
-                            "batch_size": spec.batch_size}, name=name)
+                            "batch_size": batch}, name=name)
         out.update(fieldqc.field_checks(source, restored, holes, params=params, name=name))
     except PlateError:
         raise
@@ -355,3 +359,88 @@ def add_to_dataset(ds, results: Mapping, spec: SelfCheckSpec, *, pool=None,
     ds = qc.add_field_results(ds, results, variables, attrs=attrs)
     return qc.flag_fields(ds, selfcheck_threshold=selfcheck_threshold,
                           residual_threshold=residual_threshold)
+
+
+# ------------------------------------------------------------------ restore, then verify
+ON_FLAG = ("keep", "leave-masked", "fallback:MODEL")
+
+
+@dataclass(frozen=True)
+class VerifySpec:
+    """Restore-then-verify settings of the inpaint stage (``--verify``)."""
+
+    on_flag: str = "keep"
+    draws: int = 4
+    seed: int = 0
+    margin: int = 4
+    selfcheck_threshold: float = 0.9
+    residual_threshold: float = 50.0
+    window: int = 256
+
+    def __post_init__(self) -> None:
+        from phirm_scale.models import list_models
+
+        if self.on_flag not in ("keep", "leave-masked"):
+            if not self.on_flag.startswith("fallback:"):
+                raise PlateError(f"--on-flag must be keep, leave-masked or fallback:MODEL, got "
+                                 f"{self.on_flag!r}")
+            name = self.on_flag.split(":", 1)[1]
+            if name not in list_models():
+                raise PlateError(f"--on-flag {self.on_flag}: unknown model {name!r}; known: "
+                                 f"{', '.join(list_models())}")
+        if self.draws < 1:
+            raise PlateError(f"verify draws must be >= 1, got {self.draws}")
+
+    def as_attrs(self) -> dict:
+        import dataclasses
+
+        return dataclasses.asdict(self)
+
+
+def verify_field(source: np.ndarray, holes: np.ndarray, filled: np.ndarray, runner,
+                 per_call: int, key, spec: VerifySpec, *, tile: int, overlap: int,
+                 device: str = "auto", name: str = "field") -> tuple[np.ndarray, dict]:
+    """Self-check a freshly restored field and apply ``spec.on_flag`` when it is flagged.
+
+    Returns the field the inpainted plate should hold and a record (flag, self-check PhIRM,
+    residual artefact area, action) for its attributes. A field without holes is not
+    checked (nothing was restored): flag 0.
+    """
+    from phirm_scale import fieldqc
+    from phirm_scale.inpaint import inpaint_field
+    from phirm_scale.plate import FieldKey, row_index
+    from phirm_scale.selfcheck import selfcheck_field
+
+    key = FieldKey(*key)
+    hole = np.asarray(holes) != 0
+    if not hole.any():
+        return filled, {"flag": 0, "action": "none"}
+    sc = selfcheck_field(source, hole, runner, restored=filled,
+                         seed_key=(spec.seed, row_index(key.row), int(key.column),
+                                   int(key.field)),
+                         draws=spec.draws, margin=spec.margin, window=spec.window,
+                         inpaint_kwargs={"tile": tile, "overlap": overlap,
+                                         "batch_size": per_call}, name=name)
+    with np.errstate(invalid="ignore"):
+        mean = float(np.mean(sc["selfcheck_phirm"]))
+    lo, hi = float(np.min(source)), float(np.max(source))
+    residual = fieldqc.residual_artefact_area(filled, lo=lo, hi=hi)
+    code = fieldqc.flag_code(mean, residual, True, selfcheck_threshold=spec.selfcheck_threshold,
+                             residual_threshold=spec.residual_threshold)
+    record = {"flag": code, "selfcheck_phirm": None if np.isnan(mean) else mean,
+              "residual_artefact_area": int(residual), "action": "keep"}
+    if code == 0 or spec.on_flag == "keep":
+        return filled, record
+    if spec.on_flag == "leave-masked":
+        out = np.asarray(source).copy()
+        out[hole] = 0
+        record["action"] = "leave-masked"
+        return out, record
+    from phirm_scale.stages.inpaint import field_runner
+
+    model = spec.on_flag.split(":", 1)[1]
+    fb, fb_call = field_runner({"name": model, "checkpoint": None, "device": device},
+                               per_call)
+    record["action"] = spec.on_flag
+    return inpaint_field(source, hole, fb, tile=tile, overlap=overlap,
+                         batch_size=fb_call), record
