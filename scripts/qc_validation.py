@@ -4,7 +4,8 @@ Reproduces the tables of docs/qc-without-ground-truth.md:
 
     python scripts/qc_validation.py plates   --out qcval     # demo plate + 3 composite plates
     python scripts/qc_validation.py sweep    --out qcval     # mask defaults (Telea)
-    python scripts/qc_validation.py worst    --out qcval     # the demo's worst window vs dilation
+    python scripts/qc_validation.py worst    --out qcval     # the demo's worst field vs dilation
+    python scripts/qc_validation.py draws    --out qcval     # self-check spread vs draws
     python scripts/qc_validation.py validate --out qcval     # self-check vs true PhIRM, flags
 
 ``plates`` builds the plates with ``make_plate`` (real fields, composited fibres and dust, the
@@ -55,9 +56,23 @@ def _load(out: Path):
 
 
 def _true_phirm(clean, restored):
+    """PhIRM per 256 window of ``restored`` against ``clean`` (the QC's windows and 8-bit
+    normalisation with the clean field's range; no PSNR/SSIM)."""
     from phirm_scale import metric, qc
 
-    r = qc.score_field(clean, restored, window=256)
+    grid = qc.window_grid(clean.shape, 256)
+    lo, hi = float(clean.min()), float(clean.max())
+    a8, b8 = metric.to_uint8(clean, lo=lo, hi=hi), metric.to_uint8(restored, lo=lo, hi=hi)
+    r = {k: np.empty(len(grid)) for k in ("ref_nuclei_count", "ref_nuclei_area",
+                                          "ref_artefact_area", "rec_nuclei_count",
+                                          "rec_nuclei_area", "rec_artefact_area")}
+    for i, sl in enumerate(grid.slices()):
+        ca = metric.components(np.ascontiguousarray(a8[sl]))
+        cb = metric.components(np.ascontiguousarray(b8[sl]))
+        for side, c in (("ref", ca), ("rec", cb)):
+            r[f"{side}_nuclei_count"][i] = c.nuclei_count
+            r[f"{side}_nuclei_area"][i] = c.nuclei_area
+            r[f"{side}_artefact_area"][i] = c.artefact_area
     _, _, _, ph = metric.phirm_from_components(
         r["ref_nuclei_count"], r["ref_nuclei_area"], r["ref_artefact_area"],
         r["rec_nuclei_count"], r["rec_nuclei_area"], r["rec_artefact_area"])
@@ -65,11 +80,15 @@ def _true_phirm(clean, restored):
 
 
 def _configs():
+    """Otsu factor 0.5-0.9 and the saturation rule at dilation 0-4; the saturation rule's
+    thresholds (mean >= 190 / 230, max 250) at dilation 0 and 2."""
     out = []
     for d in range(5):
-        for f in (0.5, 0.6, 0.7, 0.8, 0.9):
+        for f in (0.5, 0.7, 0.9):
             out.append(("otsu", {"otsu_factor": f, "dilation": d}))
-        for am in (190.0, 210.0, 230.0):
+        out.append(("saturation", {"artefact_mean": 210.0, "dilation": d}))
+    for d in (0, 2):
+        for am in (190.0, 230.0):
             out.append(("saturation", {"artefact_mean": am, "dilation": d}))
         out.append(("saturation", {"saturation": 250, "artefact_mean": 210.0, "dilation": d}))
     return out
@@ -83,7 +102,17 @@ def sweep(out: Path) -> list[dict]:
     telea = get_model("telea")
     plates = _load(out)
     rows = []
+    done = {}
+    if (out / "sweep.jsonl").exists():   # resume: configurations already measured
+        for line in (out / "sweep.jsonl").read_text().splitlines():
+            r = json.loads(line)
+            done[json.dumps([r["method"], {k: r[k] for k in r if k in (
+                "otsu_factor", "artefact_mean", "saturation", "dilation")}], sort_keys=True)] = r
     for method, kw in _configs():
+        tag = json.dumps([method, kw], sort_keys=True)
+        if tag in done:
+            rows.append(done[tag])
+            continue
         t = time.perf_counter()
         settings = MaskSettings(method=method, **kw)
         per_plate = {}
@@ -103,6 +132,8 @@ def sweep(out: Path) -> list[dict]:
                "plates": per_plate, "seconds": time.perf_counter() - t}
         rows.append(row)
         print(json.dumps(row), flush=True)
+        with open(out / "sweep.jsonl", "a") as fh:
+            fh.write(json.dumps(row) + "\n")
     (out / "sweep.json").write_text(json.dumps(rows, indent=1))
     return rows
 
@@ -128,7 +159,9 @@ def print_sweep(out: Path) -> None:
 
 
 def worst(out: Path) -> None:
-    """The demo's worst window (CFP masks, Otsu x0.7, inpaint dilate 2) against dilation."""
+    """The demo's worst field (CFP masks, Otsu x0.7, as ``make demo``) against the inpaint
+    stage's hole dilation (the demo uses 2): field mean PhIRM, nuclei and artefact pixels
+    summed over its windows, and its worst window."""
     from phirm_scale.inpaint import inpaint_field
     from phirm_scale.models import get_model
     from phirm_scale.stages.inpaint import _dilate
@@ -139,24 +172,32 @@ def worst(out: Path) -> None:
     base = MaskSettings(method="otsu")
     res = {}
     for d in range(0, 7):
-        worst_w = None
+        per_field = []
         for key, data in fields:
             dapi, cfp, clean = data[0], data[1], data[2]
             mask = _dilate(mask_image(cfp, base) > 0, d)
             rec = inpaint_field(dapi, mask, telea)
             ph, r = _true_phirm(clean, rec)
             i = int(np.argmin(ph))
-            cand = (float(ph[i]), str(key), i, int(r["ref_nuclei_count"][i]),
-                    int(r["rec_nuclei_count"][i]),
-                    int(r["rec_artefact_area"][i] - r["ref_artefact_area"][i]))
-            if worst_w is None or cand[0] < worst_w[0]:
-                worst_w = cand
-            if d == 2 and key == fields[0][0]:
-                pass
-        res[d] = worst_w
-        print(f"inpaint dilate {d}: worst window PhIRM {worst_w[0]:.3f} at {worst_w[1]} "
-              f"window {worst_w[2]}: nuclei {worst_w[3]} -> {worst_w[4]}, artefact px left "
-              f"{worst_w[5]}", flush=True)
+            per_field.append({
+                "field": f"{key[0]}{key[1]}/{key[2]}", "phirm_mean": float(ph.mean()),
+                "nuclei_ref": int(r["ref_nuclei_count"].sum()),
+                "nuclei_rec": int(r["rec_nuclei_count"].sum()),
+                "artefact_px_left": int(r["rec_artefact_area"].sum()
+                                        - r["ref_artefact_area"].sum()),
+                "worst_window": i, "worst_window_phirm": float(ph[i])})
+        w = min(per_field, key=lambda x: x["phirm_mean"])
+        res[d] = {"worst": w, "plate_mean": float(np.mean([f["phirm_mean"] for f in per_field])),
+                  "fields": per_field}
+        print(f"dilate {d}: plate mean {res[d]['plate_mean']:.3f}; worst field {w['field']} "
+              f"PhIRM {w['phirm_mean']:.3f}, nuclei {w['nuclei_ref']} -> {w['nuclei_rec']}, "
+              f"artefact px left {w['artefact_px_left']}, worst window {w['worst_window']} "
+              f"{w['worst_window_phirm']:.3f}", flush=True)
+        a02 = [f for f in per_field if f["field"] == "A02/1"]
+        if a02:
+            f = a02[0]
+            print(f"   A02/1: PhIRM {f['phirm_mean']:.3f}, nuclei {f['nuclei_ref']} -> "
+                  f"{f['nuclei_rec']}, artefact px left {f['artefact_px_left']}", flush=True)
     (out / "worst.json").write_text(json.dumps(res, indent=1))
 
 
@@ -204,9 +245,42 @@ def validate(out: Path, *, draws: int | None = None, method: str = "saturation",
     return rows
 
 
+def draws(out: Path, *, plate: str = "p2", n_fields: int = 24, seeds: int = 3) -> None:
+    """How many pseudo-hole draws a field needs: spread of the field self-check PhIRM across
+    seeds, and time, against the number of draws (Telea, saturation masks, dilation 2)."""
+    from phirm_scale.inpaint import inpaint_field
+    from phirm_scale.masks import saturation_mask
+    from phirm_scale.models import get_model
+    from phirm_scale.selfcheck import selfcheck_field
+
+    telea = get_model("telea")
+    fields = _load(out)[plate][:n_fields]
+    prepared = []
+    for key, data in fields:
+        holes = saturation_mask(data[0], dilation=2)
+        prepared.append((data[0], holes, inpaint_field(data[0], holes, telea)))
+    res = {}
+    for n in (1, 2, 4, 8):
+        t = time.perf_counter()
+        vals = np.empty((seeds, len(prepared)))
+        for s in range(seeds):
+            for i, (src, holes, rest) in enumerate(prepared):
+                sc = selfcheck_field(src, holes, telea, restored=rest, seed_key=(s, i), draws=n)
+                vals[s, i] = np.mean(sc["selfcheck_phirm"])
+        sec = (time.perf_counter() - t) / (seeds * len(prepared))
+        res[n] = {"field_sd_across_seeds": float(vals.std(axis=0, ddof=1).mean()),
+                  "plate_mean_sd_across_seeds": float(vals.mean(axis=1).std(ddof=1)),
+                  "plate_mean": float(vals.mean()), "seconds_per_field": sec}
+        print(f"draws {n}: field SD across seeds {res[n]['field_sd_across_seeds']:.4f}, plate "
+              f"mean {res[n]['plate_mean']:.4f} (SD {res[n]['plate_mean_sd_across_seeds']:.4f})"
+              f", {sec:.3f} s per field", flush=True)
+    (out / "draws.json").write_text(json.dumps(res, indent=1))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("what", choices=["plates", "sweep", "print-sweep", "worst", "validate"])
+    ap.add_argument("what", choices=["plates", "sweep", "print-sweep", "worst", "draws",
+                                     "validate"])
     ap.add_argument("--out", type=Path, default=Path("qcval"))
     ap.add_argument("--method", default="saturation")
     ap.add_argument("--dilation", type=int, default=None)
@@ -221,6 +295,8 @@ def main() -> None:
         print_sweep(a.out)
     elif a.what == "worst":
         worst(a.out)
+    elif a.what == "draws":
+        draws(a.out)
     else:
         validate(a.out, draws=a.draws, method=a.method, dilation=a.dilation)
 

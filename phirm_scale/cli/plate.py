@@ -98,7 +98,7 @@ def masks_cmd(
                                            "is below this get an empty mask (no artefact); 0 "
                                            "disables the guard."),
     dilation: Optional[int] = typer.Option(None, help="Radius (px) of a final dilation of "
-                                           "the mask (default: 0 for otsu, 2 for "
+                                           "the mask (default: 0 for otsu, 1 for "
                                            "saturation)."),
     mode: MetricMode = typer.Option(MetricMode.paper, help="saturation: PhIRM mode whose "
                                     "segmentation finds the artefacts."),

@@ -23,7 +23,7 @@ from phirm_scale.errors import InputError
 __all__ = ["saturation_mask", "dilate_mask", "DEFAULT_DILATION"]
 
 #: Default dilation radius of :func:`saturation_mask`, px (docs/qc-without-ground-truth.md).
-DEFAULT_DILATION = 2
+DEFAULT_DILATION = 1
 
 
 def dilate_mask(mask: np.ndarray, radius: int) -> np.ndarray:
