@@ -41,7 +41,8 @@ __all__ = [
 
 #: Variables of :func:`field_checks`, in this order, with (long_name, units).
 CHECK_VARIABLES = {
-    "residual_artefact_area": ("PhIRM artefact area of the restored field", "px"),
+    "residual_artefact_area": ("PhIRM artefact area of the restored field (8 bit with its "
+                               "own range)", "px"),
     "nuclei_in_holes": ("nuclei of the restored field lying mostly inside the holes", "1"),
     "restored_nuclei_count": ("nuclei count of the restored field", "1"),
     "masked_fraction_field": ("fraction of the field's pixels inside the holes", "1"),
@@ -194,10 +195,13 @@ def residual_artefact_area(restored, *, lo: float | None = None, hi: float | Non
                            name: str = "restored") -> int:
     """PhIRM's artefact area (Algorithm 1, whole field) of the restored field.
 
-    The field is normalised to 8 bit with ``lo``/``hi`` -- pass the *source* field's min and
-    max, as the QC does, so a saturated pixel the restoration left stays at 255 -- and
-    segmented by :func:`phirm_scale.metric.components` with ``params``. 0 for a field whose
-    artefacts were all removed.
+    The field is normalised to 8 bit with ``lo``/``hi`` -- by default its *own* min and max,
+    as PhIRM sees the restored field alone: artefact brightness an inpainting smeared into a
+    hole (far below the source's saturated maximum, far above any nucleus) is then the
+    field's maximum again and counts -- and segmented by
+    :func:`phirm_scale.metric.components` with ``params``. 0 for a field whose artefacts were
+    all removed (a clean field's brightest nucleus reaches 255 but its mean stays far below
+    210).
     """
     u8 = _restored8(restored, lo, hi, name)
     return int(metric.components(u8, params).artefact_area)
@@ -216,7 +220,8 @@ def nuclei_in_holes(restored, holes, *, lo: float | None = None, hi: float | Non
                     name: str = "restored") -> tuple[int, int]:
     """Nuclei of the restored field whose pixels lie mostly inside the holes.
 
-    The restored field (8 bit with ``lo``/``hi``, as :func:`residual_artefact_area`) is
+    The restored field (8 bit with ``lo``/``hi``, by default its own range, as
+    :func:`residual_artefact_area`) is
     segmented by :func:`phirm_scale.metric.label_components`; a nucleus component with more
     than ``min_fraction`` of its pixels in ``holes`` was drawn by the model rather than
     imaged. Nuclei are counted as PhIRM counts them (a clump of ``>= params.clump_area`` px
@@ -250,20 +255,18 @@ def field_checks(source, restored, holes, *, params: metric.PhirmParams | None =
                  min_fraction: float = 0.5, name: str = "field") -> dict[str, float]:
     """Every reference-free check of one field (keys :data:`CHECK_VARIABLES`).
 
-    ``source`` is the field before restoration (its min/max normalise the restored field,
-    and its image quality is measured), ``restored`` the inpainted field, ``holes`` the mask
-    (nonzero = inpainted).
+    ``source`` is the field before restoration (its image quality is measured),
+    ``restored`` the inpainted field (normalised to 8 bit with its own range), ``holes`` the
+    mask (nonzero = inpainted).
     """
     src = _field(source, f"{name}: source")
     rec = _field(restored, f"{name}: restored")
     if rec.shape != src.shape:
         raise InputError(f"{name}: restored shape {rec.shape} != source shape {src.shape}")
-    lo, hi = float(src.min()), float(src.max())
-    in_holes, total = nuclei_in_holes(rec, holes, lo=lo, hi=hi, params=params,
-                                      min_fraction=min_fraction, name=f"{name}: restored")
+    in_holes, total = nuclei_in_holes(rec, holes, params=params, min_fraction=min_fraction,
+                                      name=f"{name}: restored")
     return {
-        "residual_artefact_area": float(residual_artefact_area(rec, lo=lo, hi=hi,
-                                                               params=params)),
+        "residual_artefact_area": float(residual_artefact_area(rec, params=params)),
         "nuclei_in_holes": float(in_holes),
         "restored_nuclei_count": float(total),
         "masked_fraction_field": masked_fraction(holes, name=f"{name}: holes"),

@@ -238,9 +238,13 @@ def validate(out: Path, *, draws: int | None = None, method: str = "saturation",
                "bad_flagged": int(((flag > 0) & bad).sum()),
                "good_flagged": int(((flag > 0) & ~bad).sum()),
                "residual_px_max": float(np.nanmax(ds.residual_artefact_area.values)),
-               "seconds": time.perf_counter() - t}
+               "seconds": time.perf_counter() - t,
+               "field_true": f_true[ok].tolist(), "field_self": f_self[ok].tolist(),
+               "field_residual": ds.residual_artefact_area.values.ravel()[ok].tolist(),
+               "field_flag": flag.tolist()}
         rows.append(row)
-        print(json.dumps(row), flush=True)
+        print(json.dumps({k: v for k, v in row.items() if not k.startswith("field_")}),
+              flush=True)
     (out / f"validate_{method}.json").write_text(json.dumps(rows, indent=1))
     return rows
 

@@ -145,6 +145,9 @@ def test_nuclei_in_holes_by_hand():
 
 def test_field_checks_keys_and_values():
     src = _scene()
+    ramp = np.linspace(20000, 40000, 10).astype(np.uint16)[None, :]   # textured nuclei:
+    for x in (10, 40, 70):                                            # 8-bit mean 191 < 210
+        src[50:60, x:x + 10] = ramp
     rec = src.copy()
     rec[10:30, 10:30] = 100
     holes = np.zeros(src.shape, np.uint8)
@@ -156,6 +159,11 @@ def test_field_checks_keys_and_values():
     assert out["masked_fraction_field"] == pytest.approx(24 * 24 / 1e4)
     assert out["percent_saturated"] == pytest.approx(4.0)     # 400 of 10,000 px
     assert out["percent_maximal"] == pytest.approx(4.0)
+    # artefact brightness smeared into the hole (below saturation, above every nucleus)
+    # is what PhIRM sees as artefact on the restored field alone
+    rec[12:22, 12:22] = 50000
+    assert fieldqc.field_checks(src, rec, holes)["residual_artefact_area"] == 100
+    assert fieldqc.residual_artefact_area(rec, lo=100, hi=65535) == 0   # the source's range
     with pytest.raises(InputError, match="restored shape"):
         fieldqc.field_checks(src, rec[:50], holes)
     with pytest.raises(InputError, match="NaN"):

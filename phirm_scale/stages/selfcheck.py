@@ -423,8 +423,7 @@ def verify_field(source: np.ndarray, holes: np.ndarray, filled: np.ndarray, runn
                                          "batch_size": per_call}, name=name)
     with np.errstate(invalid="ignore"):
         mean = float(np.mean(sc["selfcheck_phirm"]))
-    lo, hi = float(np.min(source)), float(np.max(source))
-    residual = fieldqc.residual_artefact_area(filled, lo=lo, hi=hi)
+    residual = fieldqc.residual_artefact_area(filled)
     code = fieldqc.flag_code(mean, residual, True, selfcheck_threshold=spec.selfcheck_threshold,
                              residual_threshold=spec.residual_threshold)
     record = {"flag": code, "selfcheck_phirm": None if np.isnan(mean) else mean,
