@@ -423,7 +423,8 @@ def verify_field(source: np.ndarray, holes: np.ndarray, filled: np.ndarray, runn
                                          "batch_size": per_call}, name=name)
     with np.errstate(invalid="ignore"):
         mean = float(np.mean(sc["selfcheck_phirm"]))
-    residual = fieldqc.residual_artefact_area(filled)
+    lo, hi = fieldqc.known_range(source, hole, name=name)
+    residual = fieldqc.residual_artefact_area(filled, lo=lo, hi=hi)
     code = fieldqc.flag_code(mean, residual, True, selfcheck_threshold=spec.selfcheck_threshold,
                              residual_threshold=spec.residual_threshold)
     record = {"flag": code, "selfcheck_phirm": None if np.isnan(mean) else mean,
