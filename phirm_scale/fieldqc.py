@@ -208,24 +208,31 @@ def residual_artefact_area(restored, *, lo: float | None = None, hi: float | Non
     return int(metric.components(u8, params).artefact_area)
 
 
-def known_range(source, holes, *, percentile: float = 99.9,
-                name: str = "field") -> tuple[float, float]:
+def known_range(source, holes, *, margin: int = 4, name: str = "field") -> tuple[float, float]:
     """The 8-bit range the clean field would have, estimated from the source's known pixels.
 
-    ``lo`` is the minimum and ``hi`` the ``percentile`` of the source pixels outside the
-    holes. The maximum would not do: an artefact rim a mask missed is saturated, and with it
-    as ``hi`` the brightness an inpainting smeared into a hole stays far below 255 and is
-    never called an artefact. Measured on the demo plate with unmasked rims (Otsu masks, no
-    dilation): 391-948 px of residual artefact per field with the 99.9th percentile, 0 with
-    the 99.99th or the maximum; 0 on the clean fields themselves.
+    ``lo`` and ``hi`` are the minimum and maximum of the source pixels farther than
+    ``margin`` px from every hole and from every saturated speck (a component PhIRM would
+    call an artefact, of any size). Those are left out: a rim or a speck a mask missed is
+    saturated, and with it as ``hi`` the brightness an inpainting smeared into the
+    hole stays far below 255 and is never called an artefact, while the nuclei are squeezed
+    into a few 8-bit levels. (A high percentile instead of the maximum is no good either: it
+    saturates the brightest nuclei of a field that has few of them.)
     """
+    from phirm_scale.masks import dilate_mask, saturation_mask
+
     src = np.asarray(source)
-    known = src[np.asarray(holes) == 0]
+    near = dilate_mask(np.asarray(holes) != 0, int(margin)) != 0
+    # saturated specks the mask missed, of any size (PhIRM's artefact rule without its 50 px
+    # floor), and their surroundings are not the clean field either
+    near |= saturation_mask(src, dilation=int(margin),
+                            params=metric.PhirmParams(min_area=1), name=name) != 0
+    known = src[~near]
+    if known.size == 0:
+        known = src[np.asarray(holes) == 0]
     if known.size == 0:
         raise InputError(f"{name}: every pixel is a hole; no known pixel to take a range from")
-    lo = float(known.min())
-    hi = float(np.percentile(known, percentile))
-    return lo, (hi if hi > lo else float(known.max()))
+    return float(known.min()), float(known.max())
 
 
 def masked_fraction(holes, *, name: str = "holes") -> float:

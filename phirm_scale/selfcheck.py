@@ -21,7 +21,8 @@ draw)``, so results never depend on chunking, workers or task grouping):
 3. the model fills real holes and pseudo-holes together (the real run's input plus the
    pseudo-holes); the *restored* field with only the pseudo-hole pixels replaced by the
    model's fill is scored against the restored field, window by window (the QC's windows,
-   8-bit with the restored field's min/max), so only the pseudo-holes differ.
+   8-bit with the clean range estimated from the source's known pixels,
+   :func:`phirm_scale.fieldqc.known_range`), so only the pseudo-holes differ.
 
 A window the pseudo-holes do not touch is identical in both images: PhIRM 1 (it is still a
 window of the field mean, as in the QC, where windows without holes score 1 too).
@@ -262,7 +263,7 @@ def selfcheck_field(source: np.ndarray, holes: np.ndarray, model, *,
         No shapes at all (a field without holes and no pool), a pool of another field
         shape, mismatched shapes, or bad parameters.
     """
-    from phirm_scale import qc
+    from phirm_scale import fieldqc, qc
     from phirm_scale.inpaint import inpaint_field
     from phirm_scale.masks import saturation_mask
 
@@ -294,9 +295,13 @@ def selfcheck_field(source: np.ndarray, holes: np.ndarray, model, *,
 
     grid = qc.window_grid(src.shape, window)
     nwin = len(grid)
-    lo, hi = float(restored.min()), float(restored.max())
+    # the clean field's range, estimated from the source's known pixels: the restored field's
+    # own maximum may be a saturated rim a mask missed, which would squeeze the nuclei into a
+    # few 8-bit levels and make every fill look perfect
+    lo, hi = fieldqc.known_range(src, hole, name=name)
     if hi <= lo:
-        raise InputError(f"{name}: restored field is constant ({lo:g}); nothing to score")
+        raise InputError(f"{name}: the source's known pixels are constant ({lo:g}); nothing "
+                         "to score")
     ref8 = metric.to_uint8(restored, lo=lo, hi=hi)
     artefacts = saturation_mask(src, dilation=0, params=params, name=name) != 0
     forbidden = hole | artefacts
