@@ -298,3 +298,25 @@ def test_precision_switches(batch_invariant):
     np.testing.assert_allclose(cl, ref, atol=1e-5)
     with pytest.raises(Exception, match="precision"):
         get_model("deepfill-v2", device="cpu", width=8, precision="fp8")
+
+
+def test_fixed_batches_pad_partial_batches_without_changing_results(batch_invariant):
+    clear_cache()
+    rng = np.random.default_rng(4)
+    x = rng.random((7, 1, 32, 32)).astype(np.float32)
+    m = np.zeros_like(x)
+    m[:, :, 4:20, 10:28] = 1
+    base = get_model("deepfill-v2", device="cpu", width=8, batch_size=4)
+    fixed = base.with_options(fixed_batch=True)
+    seen = []
+    hook = base.generator.register_forward_pre_hook(lambda mod, args: seen.append(args[0].shape[0]))
+    try:
+        ref = base(x, m)
+        assert seen == [4, 3]
+        seen.clear()
+        got = fixed(x, m)
+        assert seen == [4, 4]          # the last, partial batch was padded to the full shape
+    finally:
+        hook.remove()
+    np.testing.assert_array_equal(got, ref)
+    assert base.fixed_batch is False    # the view's option never reaches the cached model

@@ -79,7 +79,7 @@ _DEFAULTS = {
 }
 
 #: options that change only how a model runs, never its weights (allowed with a checkpoint)
-_RUNTIME = ("batch_size", "precision", "channels_last", "compile", "canny")
+_RUNTIME = ("batch_size", "precision", "channels_last", "compile", "fixed_batch", "canny")
 PRECISIONS = ("fp32", "bf16", "fp16")
 CANNY = ("auto", "torch", "skimage")
 
@@ -199,7 +199,7 @@ class InpaintModel:
             elif k == "canny":
                 if v not in CANNY:
                     raise InputError(f"canny must be one of {', '.join(CANNY)}; got {v!r}")
-            elif k in ("channels_last", "compile"):
+            elif k in ("channels_last", "compile", "fixed_batch"):
                 v = bool(v)
             elif k not in _RUNTIME:
                 raise InputError(f"unknown runtime option {k!r}")
@@ -274,6 +274,7 @@ class TorchInpaintModel(InpaintModel):
         self.precision = "fp32"
         self.channels_last = False
         self.compile = False
+        self.fixed_batch = False  # pad partial batches to batch_size (implied by compile)
         self.canny = "auto"
         self._compiled: dict = {}  # shared by every view of this model
         self._layout_lock = threading.Lock()
@@ -335,12 +336,20 @@ class TorchInpaintModel(InpaintModel):
         self.generator.eval()
         try:
             with torch.inference_mode():
+                # compiled graphs are specialised to one batch shape: pad partial batches to
+                # the view's batch size (tiles are independent, the padding is dropped)
+                full = max(bs, self.batch_size) if (self.compile or self.fixed_batch) else 0
                 for s in range(0, images.shape[0], bs):
                     sl = slice(s, s + bs)
-                    batch = self._layout(self.prepare(images[sl], holes[sl]))
+                    im, ho = images[sl], holes[sl]
+                    n = im.shape[0]
+                    if n < full:
+                        rep = np.r_[np.arange(n), np.full(full - n, n - 1)]
+                        im, ho = im[rep], ho[rep]
+                    batch = self._layout(self.prepare(im, ho))
                     with self.autocast():
                         res = self.generate(batch)["output"]
-                    out[sl] = res.float().cpu().numpy()
+                    out[sl] = res[:n].float().cpu().numpy()
         finally:
             self.generator.train(was_training)
         return out
