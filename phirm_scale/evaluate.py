@@ -239,6 +239,10 @@ def evaluate(models, tiles, *, masks=None, checkpoints=None, out_dir=None, limit
     else:
         path, suffix = parse_tiles_path(tiles)
         ts = open_tiles(path, split=suffix or split or "test")
+    if out_dir is not None:
+        from phirm_scale.outputs import check_output_folder
+
+        check_output_folder(out_dir, inputs=[getattr(ts, "path", None)])
     specs = [parse_mask_spec(m).spec for m in (masks if masks is not None else MASK_FAMILIES)]
     if not specs:
         raise InputError("no mask families to evaluate")

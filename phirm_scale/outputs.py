@@ -46,6 +46,8 @@ __all__ = [
     "atomic_store",
     "prepare_output",
     "guard_output",
+    "check_output_folder",
+    "check_inputs_not_locked",
 ]
 
 log = logging.getLogger(__name__)
@@ -354,7 +356,36 @@ def guard_output(path, *, command: str, inputs: Iterable = (), overwrite: bool =
     whether an existing output of the same command is kept (to resume)."""
     inputs = list(inputs)
     check_not_input(path, inputs)
+    check_inputs_not_locked(inputs)
     existing_output(path, command=command, overwrite=overwrite)  # refuse before locking
     with output_lock(path, command=command):
         yield prepare_output(path, command=command, inputs=inputs, overwrite=overwrite,
                              resumable=resumable, remove=remove)
+
+
+def check_inputs_not_locked(inputs: Iterable) -> None:
+    """Refuse to read an input another live run is writing (its ``<input>.lock``)."""
+    host = socket.gethostname()
+    for inp in inputs:
+        if inp is None:
+            continue
+        lp = lock_path(_resolve(inp))
+        held = _read_lock(lp) if lp.exists() else None
+        if held is None:
+            continue
+        if held.get("host") == host and not _pid_alive(int(held.get("pid", -1))):
+            continue  # stale: the writer is gone (its output is checked field by field)
+        raise OutputError(f"{inp}: is being written by another run ({_holder(held)}); wait "
+                          "for it to finish before reading it")
+
+
+def check_output_folder(path, *, inputs: Iterable = ()) -> None:
+    """Checks for a plain output folder (train, evaluate, validate-metric, demo): not an
+    input, not inside or around one, and not a Zarr store (a plate, a QC or tile store)."""
+    path = Path(path)
+    check_not_input(path, inputs)
+    if path.exists() and not path.is_dir():
+        raise OutputError(f"{path}: exists and is not a folder")
+    if path.is_dir() and _root_attrs(path) is not None:
+        raise OutputError(f"{path}: is {_describe(path)}; refusing to write files into it "
+                          "(choose another output folder)")

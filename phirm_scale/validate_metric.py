@@ -377,6 +377,10 @@ def validate_metric(fields, *, out_dir=None, limit=None, strengths=None, seed=0,
     from phirm_scale.metric import to_uint8
 
     files = _list_fields(fields)
+    if out_dir is not None:
+        from phirm_scale.outputs import check_output_folder
+
+        check_output_folder(out_dir, inputs=[fields])
     if limit is not None:
         if int(limit) < 1:
             raise InputError(f"--limit must be >= 1; got {limit}")

@@ -270,11 +270,19 @@ def test_a_second_writer_is_refused_and_stale_locks_are_taken_over(masked, tmp_p
     assert open_plate(out).missing_fields() == []
 
 
-def test_masks_lock_the_plate(masked):
+def test_masks_lock_the_plate(masked, tmp_path):
     holder = _hold_lock(masked)
     try:
         one_error(run("masks", masked, "--channel", "CFP", "--overwrite", "--cluster",
                       "threads", "--no-progress"), "in use by another run")
+        # a plate being written is not read either
+        one_error(run("inpaint", masked, "-o", tmp_path / "R.ome.zarr", "--cluster", "threads"),
+                  str(masked), "is being written by another run", f"pid {holder.pid}")
+        one_error(run("score", "--reference", f"{masked}:DAPI_clean", "--reconstruction",
+                      f"{masked}:DAPI", "-o", tmp_path / "QC.zarr", "--cluster", "threads",
+                      "--no-progress"), "is being written by another run")
+        one_error(run("tiles", masked, "-o", tmp_path / "T.zarr", "--size", "32"),
+                  "is being written by another run")
     finally:
         holder.kill()
         holder.wait()
@@ -410,3 +418,23 @@ def test_every_stage_leaves_input_pixels_byte_identical(plate, tmp_path):
     qch = tree_hash(qc)
     run("report", qc, "-o", tmp_path / "report", check=True)
     assert tree_hash(plate) == everything and tree_hash(out) == rec and tree_hash(qc) == qch
+
+
+def test_folder_outputs_never_go_into_stores_or_inputs(plate, tmp_path):
+    fields = tmp_path / "fields"
+    fields.mkdir()
+    rng = np.random.default_rng(1)
+    tifffile.imwrite(fields / "f.tif", rng.integers(0, 4000, (64, 64)).astype(np.uint16))
+    before = tree_hash(plate)
+    one_error(run("validate-metric", fields, "-o", plate), str(plate), "HCS plate")
+    one_error(run("validate-metric", fields, "-o", fields / "out"), "inside the input")
+    tiles = tmp_path / "T.zarr"
+    run("tiles", plate, "-o", tiles, "--size", "32", "--channel", "DAPI", "--split",
+        "0.5,0,0.5", check=True)
+    one_error(run("evaluate", "--models", "telea", "--tiles", f"{tiles}:test", "--masks",
+                  "strokes", "-o", plate), "HCS plate")
+    one_error(run("evaluate", "--models", "telea", "--tiles", f"{tiles}:test", "--masks",
+                  "strokes", "-o", tiles), "input")
+    one_error(run("train", "--model", "context-encoder", "--tiles", tiles, "-o", plate,
+                  "--max-steps", "1", "--device", "cpu"), "HCS plate")
+    assert tree_hash(plate) == before

@@ -79,7 +79,8 @@ def score_command(
     checks that need no ground truth (for real plates) and per-field flags."""
     from phirm_scale import metric, qc
     from phirm_scale.errors import PhirmError
-    from phirm_scale.outputs import check_not_input, existing_output, output_lock
+    from phirm_scale.outputs import (check_inputs_not_locked, check_not_input,
+                                     existing_output, output_lock)
     from phirm_scale.stages.score import parse_plate_spec, plan_score, score_plan
 
     inputs = [parse_plate_spec(reference)[0], parse_plate_spec(reconstruction)[0]]
@@ -88,6 +89,7 @@ def score_command(
             check_not_input(out, inputs)
         if out is not None and Path(out).exists() and not overwrite:
             raise PhirmError(f"{out}: output exists (pass --overwrite to replace it)")
+    check_inputs_not_locked(inputs)
     existing_output(output, command="score", overwrite=overwrite)
     params = metric.PhirmParams.for_mode(mode.value)
     plan = plan_score(reference, reconstruction, window=window, mask_label=mask_label)

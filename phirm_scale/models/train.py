@@ -739,6 +739,9 @@ def train(
                 raise InputError(f"checkpoint {resume}: step {step} does not fit epoch {start_epoch} of this tile store")
 
     out_dir = Path(out_dir)
+    from phirm_scale.outputs import check_output_folder
+
+    check_output_folder(out_dir, inputs=[getattr(train_set, "path", None)])
     (out_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
     tiles_attrs = {k: v for k, v in (train_set.attrs or {}).items() if k not in ("wells", "fields")}
     provenance = {
