@@ -62,6 +62,8 @@ def read_image(path: str | Path) -> np.ndarray:
         msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise InputError(f"{path}: unreadable image ({msg})") from exc
     image = np.asarray(image)
+    if image.size == 0:
+        raise InputError(f"{path}: no image data (truncated or empty file)")
     image = np.squeeze(image)
     if image.ndim == 3 and image.shape[-1] in (3, 4):
         rgb = image[..., :3]

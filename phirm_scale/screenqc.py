@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import csv as _csv
 import json
-import shutil
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
@@ -236,23 +235,17 @@ def write_screen_qc(ds: xr.Dataset, path, *, csv=None, parquet=None,
                     overwrite: bool = False) -> Path:
     """Write the screen QC store (and the per-window table as CSV with quoted labels /
     Parquet). The store is written beside its target and renamed, never half written."""
+    from phirm_scale.outputs import atomic_store, guard_output, mark_store
+
     path = Path(path)
-    if path.exists() and not overwrite:
-        raise PhirmError(f"{path}: output exists (pass --overwrite to replace it)")
-    tmp = path.with_name(path.name + ".partial")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    try:
+    # only a screen QC store made by `run` is ever replaced (phirm_scale.outputs)
+    with guard_output(path, command="run", overwrite=overwrite, remove=False), \
+            atomic_store(path) as tmp:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*does not have a Zarr V3 specification.*")
             warnings.filterwarnings("ignore", message=".*Consolidated metadata.*")
             ds.to_zarr(tmp, mode="w-", encoding=_encoding(ds), consolidated=True)
-        if path.exists():
-            shutil.rmtree(path)
-        tmp.rename(path)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+        mark_store(tmp, "run")
     if csv is not None or parquet is not None:
         table = window_table(ds)
         if csv is not None:
@@ -276,4 +269,6 @@ def open_screen_qc(path) -> xr.Dataset:
         raise PhirmError(f"{path}: QC store not found")
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*does not have a Zarr V3 specification.*")
-        return xr.open_zarr(path).load()
+        ds = xr.open_zarr(path).load()
+    ds.attrs.pop("phirm_scale", None)  # the store's output marker, not part of the data
+    return ds

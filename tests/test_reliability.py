@@ -438,3 +438,19 @@ def test_folder_outputs_never_go_into_stores_or_inputs(plate, tmp_path):
     one_error(run("train", "--model", "context-encoder", "--tiles", tiles, "-o", plate,
                   "--max-steps", "1", "--device", "cpu"), "HCS plate")
     assert tree_hash(plate) == before
+
+
+def test_truncated_tiff_is_one_line_without_a_tifffile_log_line(tmp_path):
+    full = tmp_path / "full.tif"
+    tifffile.imwrite(full, np.arange(64 * 64, dtype=np.uint16).reshape(64, 64))
+    head = tmp_path / "head.tif"
+    head.write_bytes(full.read_bytes()[:8])  # the header only: tifffile logs a warning
+    line = one_error(run("metric", head, full), str(head), "truncated")
+    assert "tifffile" not in line
+    src = tmp_path / "src"
+    src.mkdir()
+    tifffile.imwrite(src / "P_A01_s1_w1.tif", np.ones((16, 16), np.uint16))
+    (src / "P_A02_s1_w1.tif").write_bytes(head.read_bytes())
+    p = run("convert", src, tmp_path / "C.ome.zarr", "--cluster", "threads", "--no-progress")
+    one_error(p, "P_A02_s1_w1.tif")
+    assert not (tmp_path / "C.ome.zarr").exists()
