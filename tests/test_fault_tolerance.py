@@ -169,8 +169,10 @@ STAGES = ["convert", "masks", "inpaint", "score"]
 
 def _tasks_finished(client, prefix: str) -> int:
     def count(dask_scheduler, prefix=prefix):
-        return sum(1 for ts in dask_scheduler.tasks.values()
-                   if str(ts.key).startswith(prefix + "-") and ts.state == "memory")
+        # from the transition log: the runner releases each task as soon as it has its
+        # result, so finished tasks do not stay in memory on the scheduler
+        return len({str(t[0]) for t in dask_scheduler.transition_log
+                    if str(t[0]).startswith(prefix + "-") and t[2] == "memory"})
     return client.run_on_scheduler(count)
 
 

@@ -62,6 +62,10 @@ def _collect(futures: Sequence, client, advance: Callable[[], None]) -> list:
     try:
         for fut in as_completed(futures):
             results[index[fut.key]] = fut.result()
+            # release at once: a finished task whose result sat on a worker that dies later
+            # would otherwise be recomputed while we still hold it, and that rerun (which
+            # rewrites its field) could outlive the stage
+            fut.release()
             advance()
     except BaseException:
         client.cancel(list(futures))

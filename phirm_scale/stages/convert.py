@@ -341,7 +341,7 @@ def tiff_pixel_size(path: str | Path) -> float | None:
     import tifffile
 
     try:
-        with tifffile.TiffFile(path) as tf:
+        with quiet_tifffile(), tifffile.TiffFile(path) as tf:
             page = tf.pages[0]
             uic = page.tags.get("UIC1tag")
             if uic is not None and isinstance(uic.value, dict):
