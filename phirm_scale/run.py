@@ -324,6 +324,7 @@ def run_screen(sources: Sequence[str | Path], out: str | Path, *, layout: str = 
         ``warnings``, ``stages`` (seconds and fields per stage).
     """
     from phirm_scale.cluster import open_cluster
+    from phirm_scale.outputs import output_lock
 
     if echo is None:
         def echo(msg: str) -> None:
@@ -336,31 +337,34 @@ def run_screen(sources: Sequence[str | Path], out: str | Path, *, layout: str = 
                        reference_channel=reference_channel, window=window,
                        threshold=threshold, mode=mode, dilate=dilate, overwrite=overwrite)
     out = plan.out
-    if out.exists() and overwrite and not plan.resume:
-        _remove_previous(out, plan)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / _WORK).mkdir(exist_ok=True)
-    record = {"status": "running", "settings": plan.settings,
-              "inputs": [{"plate": p.name, "source": str(p.path), "kind": p.kind,
-                          "fields": p.n_fields} for p in plan.plates]}
-    _write_json(out / RUN_FILE, record)
-    stages: dict[str, dict] = {s: {"seconds": 0.0, "fields": 0} for s in
-                               ("convert", "masks", "inpaint", "score", "report")}
-    per_plate: dict[str, dict] = {}
-    qcs = {}
-    echo(f"screen: {len(plan.plates)} plate(s), {sum(p.n_fields for p in plan.plates)} fields"
-         + (" (resuming)" if plan.resume else ""))
-    with open_cluster(cluster, quiet=not progress) as client:
-        spec = client if client is not None else "threads"
-        for p in plan.plates:
-            per_plate[p.name] = _run_plate(p, plan, spec, client, stages, progress, echo)
-            qcs[p.name] = per_plate[p.name].pop("_qc")
-    summary = _finish(plan, qcs, per_plate, stages, progress, echo)
-    summary["stages"]["total"] = {"seconds": round(time.perf_counter() - t_start, 3),
-                                  "fields": sum(p.n_fields for p in plan.plates)}
-    record.update({"status": "complete", **summary})
-    _write_json(out / RUN_FILE, record)
-    return summary
+    # one run per output folder at a time: its lock (host, PID) for the whole run
+    with output_lock(out, command="run"):
+        if out.exists() and overwrite and not plan.resume:
+            _remove_previous(out, plan)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / _WORK).mkdir(exist_ok=True)
+        record = {"status": "running", "settings": plan.settings,
+                  "inputs": [{"plate": p.name, "source": str(p.path), "kind": p.kind,
+                              "fields": p.n_fields} for p in plan.plates]}
+        _write_json(out / RUN_FILE, record)
+        stages: dict[str, dict] = {s: {"seconds": 0.0, "fields": 0} for s in
+                                   ("convert", "masks", "inpaint", "score", "report")}
+        per_plate: dict[str, dict] = {}
+        qcs = {}
+        n_fields = sum(p.n_fields for p in plan.plates)
+        echo(f"screen: {len(plan.plates)} plate(s), {n_fields} fields"
+             + (" (resuming)" if plan.resume else ""))
+        with open_cluster(cluster, quiet=not progress) as client:
+            spec = client if client is not None else "threads"
+            for p in plan.plates:
+                per_plate[p.name] = _run_plate(p, plan, spec, client, stages, progress, echo)
+                qcs[p.name] = per_plate[p.name].pop("_qc")
+        summary = _finish(plan, qcs, per_plate, stages, progress, echo)
+        summary["stages"]["total"] = {"seconds": round(time.perf_counter() - t_start, 3),
+                                      "fields": sum(p.n_fields for p in plan.plates)}
+        record.update({"status": "complete", **summary})
+        _write_json(out / RUN_FILE, record)
+        return summary
 
 
 def _timed(stages: dict, name: str, n: int):

@@ -347,3 +347,32 @@ def test_screen_qc_dataset(zarr_sources, tmp_path):
     assert got["plates"] == ["alpha", "beta", "gamma", "delta"]
     assert got["references"][:2] == refs and got["references"][2:] == refs
     assert got["rows_df"] == 16
+
+
+def test_a_second_run_into_the_same_output_is_refused_naming_the_holder(zarr_sources, tmp_path):
+    """Another live process holding OUT's lock: `run` refuses at once, naming it, and writes
+    nothing into OUT."""
+    import subprocess
+    import sys
+    import time
+
+    from phirm_scale.errors import PhirmError
+
+    src = _copy_sources(zarr_sources, tmp_path / "src")
+    out = tmp_path / "out"
+    holder = subprocess.Popen(
+        [sys.executable, "-c",
+         "import sys, time\nfrom phirm_scale.outputs import output_lock\n"
+         f"with output_lock({str(out)!r}, command='run'):\n"
+         "    print('held', flush=True)\n    time.sleep(60)\n"],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        t0 = time.monotonic()
+        with pytest.raises(PhirmError, match=str(holder.pid)):
+            _run(src, out)
+        assert time.monotonic() - t0 < 30
+        assert not out.exists()
+    finally:
+        holder.kill()
+        holder.wait()
