@@ -609,12 +609,7 @@ def get_model(name=None, checkpoint=None, device="auto", **config) -> InpaintMod
     if name in CLASSICAL:
         raise InputError(f"model {name!r} is classical and takes no checkpoint")
     dev = resolve_device(device)
-    path = Path(checkpoint).resolve()
-    try:
-        st = os.stat(path)
-    except OSError:
-        raise CheckpointError(f"checkpoint {checkpoint}: no such file") from None
-    key_path = (str(path), st.st_mtime_ns, st.st_size)
+    path, key_path = _file_key(checkpoint)
     with _BUILD_LOCK:
         model = _load_cached(name, path, key_path, dev)
     bad = {k: v for k, v in config.items() if model.config.get(k) != v}
@@ -651,16 +646,22 @@ def _load_cached(name, path, key_path, dev):
     return model
 
 
-def checkpoint_hash(checkpoint, name: str | None = None) -> str:
-    """The content hash of a checkpoint file (verified), without building its network."""
-    from phirm_scale.models.checkpoint import load_checkpoint
-
+def _file_key(checkpoint) -> tuple[Path, tuple[str, int, int]]:
+    """A checkpoint's resolved path and its cache key (path, mtime, size); a missing file is
+    one error naming it."""
     path = Path(checkpoint).resolve()
     try:
         st = os.stat(path)
     except OSError:
         raise CheckpointError(f"checkpoint {checkpoint}: no such file") from None
-    key_path = (str(path), st.st_mtime_ns, st.st_size)
+    return path, (str(path), st.st_mtime_ns, st.st_size)
+
+
+def checkpoint_hash(checkpoint, name: str | None = None) -> str:
+    """The content hash of a checkpoint file (verified), without building its network."""
+    from phirm_scale.models.checkpoint import load_checkpoint
+
+    path, key_path = _file_key(checkpoint)
     with _LOCK:
         digest = _PATH_HASH.get(key_path)
     if digest is None:
