@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -19,17 +20,29 @@ __all__ = ["read_image", "IMAGE_SUFFIXES", "quiet_tifffile"]
 IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".bmp")
 
 
+_QUIET_LOCK = threading.Lock()
+_QUIET_DEPTH = 0
+_QUIET_OLD_LEVEL = logging.NOTSET
+
+
 @contextlib.contextmanager
 def quiet_tifffile():
     """Silence tifffile's own log lines while reading: a broken file becomes one ``error:``
     line of ours naming it, not a stray log line before it."""
+    global _QUIET_DEPTH, _QUIET_OLD_LEVEL
     logger = logging.getLogger("tifffile")
-    old = logger.level
-    logger.setLevel(logging.CRITICAL + 1)
+    with _QUIET_LOCK:  # reader threads overlap: silenced from the first entry to the last exit
+        if _QUIET_DEPTH == 0:
+            _QUIET_OLD_LEVEL = logger.level
+            logger.setLevel(logging.CRITICAL + 1)
+        _QUIET_DEPTH += 1
     try:
         yield
     finally:
-        logger.setLevel(old)
+        with _QUIET_LOCK:
+            _QUIET_DEPTH -= 1
+            if _QUIET_DEPTH == 0:
+                logger.setLevel(_QUIET_OLD_LEVEL)
 
 
 def read_image(path: str | Path) -> np.ndarray:

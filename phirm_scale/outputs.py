@@ -256,8 +256,16 @@ def output_lock(path, *, command: str) -> Iterator[Path]:
         raise OutputError(f"{path}: cannot write the output there ({lp.parent}: "
                           f"{exc.strerror or type(exc).__name__})") from None
     for _attempt in range(5):
+        # the lock appears with its content at once (written beside, then hard-linked, which
+        # fails if it exists): a reader never sees an empty lock file of a live run
+        tmp = lp.with_name(f"{lp.name}.{host}.{os.getpid()}.tmp")
         try:
-            fd = os.open(lp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            tmp.write_text(json.dumps(me))
+            try:
+                os.link(tmp, lp)
+            finally:
+                with contextlib.suppress(FileNotFoundError):
+                    tmp.unlink()
         except FileExistsError:
             held = _read_lock(lp)
             stale = False
@@ -285,8 +293,6 @@ def output_lock(path, *, command: str) -> Iterator[Path]:
         except OSError as exc:
             raise OutputError(f"{path}: cannot write the output there "
                               f"({exc.strerror or type(exc).__name__})") from None
-        with os.fdopen(fd, "w") as f:
-            json.dump(me, f)
         break
     else:
         raise OutputError(f"{path}: could not take the lock {lp}; another run keeps it")

@@ -454,3 +454,21 @@ def test_truncated_tiff_is_one_line_without_a_tifffile_log_line(tmp_path):
     p = run("convert", src, tmp_path / "C.ome.zarr", "--cluster", "threads", "--no-progress")
     one_error(p, "P_A02_s1_w1.tif")
     assert not (tmp_path / "C.ome.zarr").exists()
+
+
+def test_quiet_tifffile_holds_until_the_last_reader_leaves():
+    """Reader threads overlap: the first to leave must not unsilence tifffile for the others
+    (a convert task then printed tifffile's log line before its error)."""
+    import logging
+
+    from phirm_scale.imageio import quiet_tifffile
+
+    lg = logging.getLogger("tifffile")
+    before = lg.level
+    a, b = quiet_tifffile(), quiet_tifffile()
+    a.__enter__()
+    b.__enter__()
+    a.__exit__(None, None, None)
+    assert lg.level > logging.CRITICAL
+    b.__exit__(None, None, None)
+    assert lg.level == before
