@@ -36,7 +36,7 @@ def real_fields_u8(n: int, size: int = 2160, seed: int = 0) -> tuple[list[np.nda
     for i in range(n):
         reps = (size // 520 + 1, size // 696 + 1)
         tiles = [small[(i + k) % len(small)] for k in range(reps[0] * reps[1])]
-        rows = [np.hstack(tiles[r * reps[1]:(r + 1) * reps[1]]) for r in range(reps[0])]
+        rows = [np.hstack(tiles[r * reps[1] : (r + 1) * reps[1]]) for r in range(reps[0])]
         field = np.vstack(rows)[:size, :size].copy()
         if i % 2:
             pts = np.stack([rng.integers(0, size, 4), rng.integers(0, size, 4)], 1)

@@ -42,8 +42,11 @@ def make_source(folder: Path, n_fields: int, size: int, channels: int) -> list[P
 
     real = sorted(DATA.glob("*.tif"))
     rng = np.random.default_rng(0)
-    base = ([fit_to_shape(tifffile.imread(f), (size, size)) for f in real[:8]] if real else
-            [synthetic_nuclei((size, size), rng=rng) for _ in range(4)])
+    base = (
+        [fit_to_shape(tifffile.imread(f), (size, size)) for f in real[:8]]
+        if real
+        else [synthetic_nuclei((size, size), rng=rng) for _ in range(4)]
+    )
     files = []
     for i in range(n_fields):
         row, col = divmod(i, 24)
@@ -62,12 +65,15 @@ def plain(files: list[Path], out: Path, channels: int, size: int, threads: int) 
     from zarr.codecs import BloscCodec
 
     n = len(files) // channels
-    shutil.rmtree(out, ignore_errors=True)   # outputs are removed outside the timings
+    shutil.rmtree(out, ignore_errors=True)  # outputs are removed outside the timings
     t0 = time.perf_counter()
-    arr = zarr.create_array(str(out), shape=(n, channels, size, size),
-                            chunks=(1, 1, size, size), dtype=np.uint16,
-                            compressors=BloscCodec(cname="lz4", clevel=5, shuffle="shuffle"),
-                            )
+    arr = zarr.create_array(
+        str(out),
+        shape=(n, channels, size, size),
+        chunks=(1, 1, size, size),
+        dtype=np.uint16,
+        compressors=BloscCodec(cname="lz4", clevel=5, shuffle="shuffle"),
+    )
 
     def one(i):
         for c in range(channels):
@@ -103,8 +109,9 @@ def cluster_startup() -> float:
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--fields", type=int, default=12, help="fields (default 12)")
-    ap.add_argument("--size", type=int, default=2160,
-                    help="field size (default 2160, a real HCS field)")
+    ap.add_argument(
+        "--size", type=int, default=2160, help="field size (default 2160, a real HCS field)"
+    )
     ap.add_argument("--channels", type=int, default=2, help="channels (default 2)")
     ap.add_argument("--repeat", type=int, default=2, help="best of R runs (default 2)")
     ap.add_argument("--no-local", action="store_true", help="skip the LocalCluster run")
@@ -119,40 +126,54 @@ def main(argv=None) -> dict:
         mb = len(files) * args.size * args.size * 2 / 1e6
         threads = os.cpu_count() or 1
         best = {}
-        runs = [("plain_serial", lambda: plain(files, tmp / "plain.zarr", args.channels,
-                                               args.size, 1)),
-                ("plain_threads", lambda: plain(files, tmp / "plain.zarr", args.channels,
-                                                args.size, threads)),
-                ("convert_threads", lambda: ours(src, tmp / "t.ome.zarr", "threads"))]
+        runs = [
+            ("plain_serial", lambda: plain(files, tmp / "plain.zarr", args.channels, args.size, 1)),
+            (
+                "plain_threads",
+                lambda: plain(files, tmp / "plain.zarr", args.channels, args.size, threads),
+            ),
+            ("convert_threads", lambda: ours(src, tmp / "t.ome.zarr", "threads")),
+        ]
         if not args.no_local:
             runs.append(("convert_local", lambda: ours(src, tmp / "l.ome.zarr", "local")))
-        ours(src, tmp / "warm.ome.zarr", "threads")   # warm-up: imports, page cache
+        ours(src, tmp / "warm.ome.zarr", "threads")  # warm-up: imports, page cache
         for _ in range(args.repeat):
-            for name, fn in runs:   # interleaved so that cache and load affect all alike
+            for name, fn in runs:  # interleaved so that cache and load affect all alike
                 t = fn()
                 best[name] = min(best.get(name, np.inf), t)
         res = {
             "benchmark": "convert",
-            "fields": args.fields, "channels": args.channels, "size": args.size,
-            "dtype": "uint16", "files": len(files), "megabytes": round(mb, 1),
+            "fields": args.fields,
+            "channels": args.channels,
+            "size": args.size,
+            "dtype": "uint16",
+            "files": len(files),
+            "megabytes": round(mb, 1),
             "source": "BBBC039 mirror-padded" if DATA.is_dir() else "synthetic nuclei",
-            "cpus": threads, "python": platform.python_version(),
+            "cpus": threads,
+            "python": platform.python_version(),
             "seconds": {k: round(v, 3) for k, v in best.items()},
             "MB_per_s": {k: round(mb / v, 1) for k, v in best.items()},
         }
         res["slowdown_convert_threads_vs_plain_threads"] = round(
-            best["convert_threads"] / best["plain_threads"], 2)
+            best["convert_threads"] / best["plain_threads"], 2
+        )
         res["slowdown_convert_threads_vs_plain_serial"] = round(
-            best["convert_threads"] / best["plain_serial"], 2)
+            best["convert_threads"] / best["plain_serial"], 2
+        )
         if "convert_local" in best:
             startup = cluster_startup()
             res["local_cluster_startup_s"] = round(startup, 2)
             res["slowdown_convert_local_vs_plain_threads"] = round(
-                best["convert_local"] / best["plain_threads"], 2)
+                best["convert_local"] / best["plain_threads"], 2
+            )
             res["slowdown_convert_local_vs_plain_threads_excl_startup"] = round(
-                max(best["convert_local"] - startup, 1e-9) / best["plain_threads"], 2)
-        res["note"] = ("slowdown = convert time / plain time (1.0 = as fast; target <= 1.5); "
-                       "convert includes scan, header validation and metadata")
+                max(best["convert_local"] - startup, 1e-9) / best["plain_threads"], 2
+            )
+        res["note"] = (
+            "slowdown = convert time / plain time (1.0 = as fast; target <= 1.5); "
+            "convert includes scan, header validation and metadata"
+        )
         print(json.dumps(res))
         return res
     finally:

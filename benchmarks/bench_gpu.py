@@ -52,8 +52,12 @@ class GpuSampler:
         try:
             return float(torch.cuda.utilization())
         except Exception:  # noqa: BLE001 - no pynvml: ask nvidia-smi
-            out = subprocess.run(["nvidia-smi", "--query-gpu=utilization.gpu", "--format=csv,noheader,nounits"],
-                                 capture_output=True, text=True, timeout=5).stdout.split()
+            out = subprocess.run(
+                ["nvidia-smi", "--query-gpu=utilization.gpu", "--format=csv,noheader,nounits"],
+                capture_output=True,
+                text=True,
+                timeout=5,
+            ).stdout.split()
             return float(out[0]) if out else None
 
     def _loop(self):
@@ -109,7 +113,9 @@ def real_tiles(path, size, n):
             import torch
             import torch.nn.functional as F
 
-            t = F.interpolate(torch.from_numpy(t[:, None]), size=(size, size), mode="area")[:, 0].numpy()
+            t = F.interpolate(torch.from_numpy(t[:, None]), size=(size, size), mode="area")[
+                :, 0
+            ].numpy()
         return t[:, None]
     folder = Path(path) if path else SHARED
     files = sorted(folder.glob("*.tif")) if folder.is_dir() else []
@@ -122,7 +128,7 @@ def real_tiles(path, size, n):
     for i in range(n):
         im = tifffile.imread(files[i % len(files)]).astype(np.float64)
         y, x = rng.integers(0, im.shape[0] - size), rng.integers(0, im.shape[1] - size)
-        t = im[y:y + size, x:x + size]
+        t = im[y : y + size, x : x + size]
         out.append((t - t.min()) / max(t.max() - t.min(), 1e-9))
     return np.stack(out)[:, None].astype(np.float32)
 
@@ -135,7 +141,9 @@ def main():
     ap.add_argument("--models", default=",".join(MODELS))
     ap.add_argument("--stage-models", default="edgeconnect")
     ap.add_argument("--precision", default="bf16", help="reduced precision measured against fp32")
-    ap.add_argument("--compile", action="store_true", help="also time torch.compile of the generator")
+    ap.add_argument(
+        "--compile", action="store_true", help="also time torch.compile of the generator"
+    )
     ap.add_argument("--tile", type=int, default=None)
     ap.add_argument("--batch-size", type=int, default=None)
     ap.add_argument("--field-size", type=int, default=None)
@@ -143,7 +151,9 @@ def main():
     ap.add_argument("--seconds", type=float, default=None, help="time limit per measurement")
     ap.add_argument("--train-seconds", type=float, default=None)
     ap.add_argument("--budget", type=float, default=400, help="skip what would start after this")
-    ap.add_argument("--real-tiles", default=None, help="folder of BBBC039 .tif or an .npz of uint8 tiles")
+    ap.add_argument(
+        "--real-tiles", default=None, help="folder of BBBC039 .tif or an .npz of uint8 tiles"
+    )
     ap.add_argument("--out", default=None, help="also write the JSON here")
     args = ap.parse_args()
     T0 = time.perf_counter()
@@ -157,8 +167,15 @@ def main():
     nplate = args.plate_fields or ((12 if args.quick else 24) if cuda else 4)
     secs = args.seconds or ((2.0 if args.quick else 4.0) if cuda else 0.5)
     tsecs = args.train_seconds or ((8.0 if args.quick else 20.0) if cuda else 2.0)
-    small = {} if cuda else {"edgeconnect": {"width": 8, "blocks": 1}, "deepfill-v2": {"width": 8},
-                             "context-encoder": {"width": 8}}
+    small = (
+        {}
+        if cuda
+        else {
+            "edgeconnect": {"width": 8, "blocks": 1},
+            "deepfill-v2": {"width": 8},
+            "context-encoder": {"width": 8},
+        }
+    )
 
     from phirm_scale.inpaint import hole_tiles, inpaint_field
     from phirm_scale.masks._generators import parse_mask_spec, sample_masks
@@ -167,11 +184,24 @@ def main():
     from phirm_scale.models.train import _prefetch, make_trainer, validation_scores
     from phirm_scale.synthetic import make_field
 
-    res = {"benchmark": "bench_gpu", "cuda": cuda,
-           "device": torch.cuda.get_device_name(0) if cuda else f"CPU ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)",
-           "note": None if cuda else "no CUDA: the same paths on the CPU at a small size (narrow networks, small tiles and fields)",
-           "torch": torch.__version__, "cpus": os.cpu_count(), "tile": tile, "batch_size": bs,
-           "field_size": fsize, "precision_candidate": args.precision, "models": {}, "skipped": []}
+    res = {
+        "benchmark": "bench_gpu",
+        "cuda": cuda,
+        "device": torch.cuda.get_device_name(0)
+        if cuda
+        else f"CPU ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)",
+        "note": None
+        if cuda
+        else "no CUDA: the same paths on the CPU at a small size (narrow networks, small tiles and fields)",
+        "torch": torch.__version__,
+        "cpus": os.cpu_count(),
+        "tile": tile,
+        "batch_size": bs,
+        "field_size": fsize,
+        "precision_candidate": args.precision,
+        "models": {},
+        "skipped": [],
+    }
 
     def left():
         return args.budget - (time.perf_counter() - T0)
@@ -187,12 +217,23 @@ def main():
     real = real_tiles(args.real_tiles, tile, 160 if cuda else 24)
     if real is None:
         res["skipped"].append("no real tiles: training and the PhIRM check use synthetic fields")
-        fields = [make_field(("A", "01", i), size=(tile * 4, tile * 4), seed=i, artefacts=0.0)[0][0] for i in range(4)]
-        real = np.stack([f[y:y + tile, x:x + tile] / max(f.max(), 1) for f in fields
-                         for y in range(0, 4 * tile, tile) for x in range(0, 4 * tile, tile)])[:, None].astype(np.float32)
+        fields = [
+            make_field(("A", "01", i), size=(tile * 4, tile * 4), seed=i, artefacts=0.0)[0][0]
+            for i in range(4)
+        ]
+        real = np.stack(
+            [
+                f[y : y + tile, x : x + tile] / max(f.max(), 1)
+                for f in fields
+                for y in range(0, 4 * tile, tile)
+                for x in range(0, 4 * tile, tile)
+            ]
+        )[:, None].astype(np.float32)
     n_val = max(4, len(real) // 5)
     train_tiles, val_tiles = real[:-n_val], real[-n_val:]
-    val_masks = sample_masks(spec, n_val, (tile, tile), rng=np.random.default_rng(7))[:, None].astype(np.float32)
+    val_masks = sample_masks(spec, n_val, (tile, tile), rng=np.random.default_rng(7))[
+        :, None
+    ].astype(np.float32)
     res["real_tiles"] = {"train": int(len(train_tiles)), "val": int(n_val)}
     ckdir = Path(tempfile.mkdtemp(prefix="bench_gpu_"))
     gen_inputs = {}
@@ -205,7 +246,9 @@ def main():
             continue
         # -- training (bf16 autocast on CUDA), tiles and masks prefetched on threads
         net = build_model(name, cfg, dev)
-        trainer = make_trainer(net, lr=1e-4, amp="auto", stage="joint" if name == "edgeconnect" else None)
+        trainer = make_trainer(
+            net, lr=1e-4, amp="auto", stage="joint" if name == "edgeconnect" else None
+        )
         tb = min(16 if cuda else 4, len(train_tiles))
 
         def load(j):
@@ -234,9 +277,15 @@ def main():
         r["train_tiles_per_s"] = round((steps - 3) * tb / (time.perf_counter() - t0), 1)
         r["train_gpu_util"] = gs.mean
         dump()
-        r["train"] = {"steps": steps, "batch": tb, "amp": str(trainer.amp_dtype).replace("torch.", "") if trainer.amp_dtype else "off"}
+        r["train"] = {
+            "steps": steps,
+            "batch": tb,
+            "amp": str(trainer.amp_dtype).replace("torch.", "") if trainer.amp_dtype else "off",
+        }
         ck = ckdir / f"{name}.pt"
-        save_checkpoint(ck, model=name, config=cfg, state_dicts={"generator": net.generator.state_dict()})
+        save_checkpoint(
+            ck, model=name, config=cfg, state_dicts={"generator": net.generator.state_dict()}
+        )
         net.generator.eval()
         # -- the PhIRM check: fp32 against the candidate precision on held-out real tiles
         m32 = get_model(name, checkpoint=ck, device=dev, batch_size=bs)
@@ -246,7 +295,9 @@ def main():
         r["phirm_fp32"] = round(s32["phirm"], 5)
         r[f"phirm_{args.precision}"] = round(slow["phirm"], 5)
         r["phirm_diff"] = round(slow["phirm"] - s32["phirm"], 5)
-        r["max_abs_diff"] = float(np.abs(m32(val_tiles, val_masks) - mlow(val_tiles, val_masks)).max())
+        r["max_abs_diff"] = float(
+            np.abs(m32(val_tiles, val_masks) - mlow(val_tiles, val_masks)).max()
+        )
         if name == "edgeconnect":
             # the torch Canny on this device against skimage on the same known pixels
             from skimage.feature import canny as sk_canny
@@ -254,14 +305,35 @@ def main():
             from phirm_scale.models.canny import canny as torch_canny
 
             kn = val_masks == 0
-            ref = np.stack([sk_canny(val_tiles[i, 0].astype(np.float64), sigma=2.0, mask=kn[i, 0]) for i in range(n_val)])[:, None]
-            got = torch_canny(torch.from_numpy(val_tiles).to(dev), 2.0, mask=torch.from_numpy(kn).to(dev)).cpu().numpy()
-            r["canny_vs_skimage"] = {"device": dev, "pixel_agreement": float((got == ref).mean()),
-                                     "differing_pixels": int((got != ref).sum()), "edge_pixels": int(ref.sum())}
+            ref = np.stack(
+                [
+                    sk_canny(val_tiles[i, 0].astype(np.float64), sigma=2.0, mask=kn[i, 0])
+                    for i in range(n_val)
+                ]
+            )[:, None]
+            got = (
+                torch_canny(
+                    torch.from_numpy(val_tiles).to(dev), 2.0, mask=torch.from_numpy(kn).to(dev)
+                )
+                .cpu()
+                .numpy()
+            )
+            r["canny_vs_skimage"] = {
+                "device": dev,
+                "pixel_agreement": float((got == ref).mean()),
+                "differing_pixels": int((got != ref).sum()),
+                "edge_pixels": int(ref.sum()),
+            }
         # -- bare generator on device tensors
         x = np.ascontiguousarray(np.resize(real, (bs, 1, tile, tile)))
         h = sample_masks(spec, bs, (tile, tile), rng=rng)[:, None] != 0
-        variants = [("fp32", m32), (f"{args.precision}_channels_last", m32.with_options(precision=args.precision, channels_last=True))]
+        variants = [
+            ("fp32", m32),
+            (
+                f"{args.precision}_channels_last",
+                m32.with_options(precision=args.precision, channels_last=True),
+            ),
+        ]
         for label, m in variants:
             if left() < 10:
                 res["skipped"].append(f"{name} generator {label}: out of time budget")
@@ -277,10 +349,14 @@ def main():
             m32.generator.to(memory_format=torch.contiguous_format)
         gen_inputs[name] = (m32, x, h)
         # -- the model call, numpy in and out (EdgeConnect: Canny on the device)
-        r["model_call_tiles_per_s"] = rate(lambda: m32(x, h.astype(np.float32), batch_size=bs), bs, secs, warmup=1)
+        r["model_call_tiles_per_s"] = rate(
+            lambda: m32(x, h.astype(np.float32), batch_size=bs), bs, secs, warmup=1
+        )
         if name == "edgeconnect" and cuda:
             sk = m32.with_options(canny="skimage")
-            r["model_call_skimage_canny_tiles_per_s"] = rate(lambda: sk(x, h.astype(np.float32), batch_size=bs), bs, secs, warmup=1)
+            r["model_call_skimage_canny_tiles_per_s"] = rate(
+                lambda: sk(x, h.astype(np.float32), batch_size=bs), bs, secs, warmup=1
+            )
         # -- one field
         for frac in (0.01, 0.05):
             data, mask = make_field(("A", "01", 0), size=(fsize, fsize), seed=1, artefacts=frac)
@@ -290,12 +366,16 @@ def main():
             inpaint_field(data[0], hole, m32, tile=tile, overlap=tile // 8, batch_size=bs)
             inpaint_field(data[0], hole, m32, tile=tile, overlap=tile // 8, batch_size=bs)
             dt = (time.perf_counter() - t0) / 2
-            r[f"field_{int(frac * 100)}pct"] = {"hole_tiles": nt, "seconds": round(dt, 3), "tiles_per_s": round(nt / dt, 1)}
+            r[f"field_{int(frac * 100)}pct"] = {
+                "hole_tiles": nt,
+                "seconds": round(dt, 3),
+                "tiles_per_s": round(nt / dt, 1),
+            }
         dump()
 
     # -- the inpaint stage on a generated plate, 2 % artefacts
-    from phirm_scale.synthetic import make_plate
     from phirm_scale.stages.inpaint import inpaint_plate
+    from phirm_scale.synthetic import make_plate
 
     stage_models = [m for m in args.stage_models.split(",") if m and (ckdir / f"{m}.pt").exists()]
     if stage_models and left() > 40:
@@ -305,8 +385,16 @@ def main():
 
         rows = 2
         cols = max(1, nplate // (rows * 2))
-        plate = make_plate(ckdir / "plate.ome.zarr", rows=rows, columns=cols, fields=2, size=fsize,
-                           seed=3, artefacts=0.02, cluster="threads")
+        plate = make_plate(
+            ckdir / "plate.ome.zarr",
+            rows=rows,
+            columns=cols,
+            fields=2,
+            size=fsize,
+            seed=3,
+            artefacts=0.02,
+            cluster="threads",
+        )
         res["stage_plate"] = {"fields": len(plate.fields), "size": fsize, "artefacts": 0.02}
         # one local cluster with its GPU worker(s) for all runs (start-up timed apart); the
         # first run of each model also pays for loading it in the worker
@@ -321,18 +409,30 @@ def main():
                         res["skipped"].append(f"stage {name} {prec} {run}: out of time budget")
                         continue
                     out = ckdir / f"out_{name}_{prec}_{run}.ome.zarr"
-                    kw = dict(mask_label="artefacts_true", model=name, checkpoint=ckdir / f"{name}.pt", tile=tile,
-                              overlap=tile // 8, batch_size=bs, precision=prec, progress=False,
-                              channels_last=prec != "fp32", cluster=address)
+                    kw = dict(
+                        mask_label="artefacts_true",
+                        model=name,
+                        checkpoint=ckdir / f"{name}.pt",
+                        tile=tile,
+                        overlap=tile // 8,
+                        batch_size=bs,
+                        precision=prec,
+                        progress=False,
+                        channels_last=prec != "fp32",
+                        cluster=address,
+                    )
                     kw.update(gpu=True, device="cuda") if cuda else kw.update(device="cpu")
                     t0 = time.perf_counter()
                     with GpuSampler(cuda) as gs:
                         st = inpaint_plate(plate.path, out, **kw)
                     dt = time.perf_counter() - t0
                     res["models"][name][f"stage_{prec}_{run}"] = {
-                        "seconds": round(dt, 2), "fields_per_s": round(st["fields"] / dt, 2),
-                        "hole_tiles": st["tiles_inpainted"], "hole_tiles_per_s": round(st["tiles_inpainted"] / dt, 1),
-                        "gpu_util_mean": gs.mean}
+                        "seconds": round(dt, 2),
+                        "fields_per_s": round(st["fields"] / dt, 2),
+                        "hole_tiles": st["tiles_inpainted"],
+                        "hole_tiles_per_s": round(st["tiles_inpainted"] / dt, 1),
+                        "gpu_util_mean": gs.mean,
+                    }
                     dump()
     # -- torch.compile of the methods generate calls (last: compiling takes a while)
     if args.compile and "edgeconnect" in gen_inputs:
@@ -341,7 +441,12 @@ def main():
         else:
             m32, x, h = gen_inputs["edgeconnect"]
             r = res["models"]["edgeconnect"]
-            for label, m in ((f"{args.precision}_channels_last_compiled", m32.with_options(precision=args.precision, channels_last=True, compile=True)),):
+            for label, m in (
+                (
+                    f"{args.precision}_channels_last_compiled",
+                    m32.with_options(precision=args.precision, channels_last=True, compile=True),
+                ),
+            ):
                 t = time.perf_counter()
                 try:
                     with torch.inference_mode():

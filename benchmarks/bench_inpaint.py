@@ -47,36 +47,43 @@ def main():
     args = ap.parse_args()
     torch.set_num_threads(os.cpu_count() or 1)
 
-    data, mask = make_field(("A", "01", 0), size=(args.size, args.size), seed=1,
-                            artefacts=args.artefacts)
+    data, mask = make_field(
+        ("A", "01", 0), size=(args.size, args.size), seed=1, artefacts=args.artefacts
+    )
     field = data[0]
     hole = mask.astype(np.uint8)
     grid = len(tile_starts(args.size, args.tile, args.overlap)) ** 2
     with_holes = len(hole_tiles(hole, args.tile, args.overlap))
 
     telea = get_model("telea")
-    t_ours_telea, ours = timed(lambda: inpaint_field(field, hole, telea, tile=args.tile,
-                                                     overlap=args.overlap), repeat=2)
+    t_ours_telea, ours = timed(
+        lambda: inpaint_field(field, hole, telea, tile=args.tile, overlap=args.overlap), repeat=2
+    )
     t_cv2, plain = timed(lambda: cv2.inpaint(field, hole, 3, cv2.INPAINT_TELEA), repeat=2)
     assert np.array_equal(ours[hole == 0], field[hole == 0])
 
     net = get_model("edgeconnect", width=args.width, device="cpu", seed=0)
-    net(np.zeros((1, 1, args.tile, args.tile), np.float32),
-        np.zeros((1, 1, args.tile, args.tile), np.float32))           # warm-up
-    t_ours_net, _ = timed(lambda: inpaint_field(field, hole, net, tile=args.tile,
-                                                overlap=args.overlap,
-                                                batch_size=args.batch_size))
-    every = np.ones_like(hole)                                          # no tile skipped
+    net(
+        np.zeros((1, 1, args.tile, args.tile), np.float32),
+        np.zeros((1, 1, args.tile, args.tile), np.float32),
+    )  # warm-up
+    t_ours_net, _ = timed(
+        lambda: inpaint_field(
+            field, hole, net, tile=args.tile, overlap=args.overlap, batch_size=args.batch_size
+        )
+    )
+    every = np.ones_like(hole)  # no tile skipped
     every[0, 0] = 0
 
     def all_tiles():
         ys = tile_starts(args.size, args.tile, args.overlap)
-        tiles = np.stack([field[y:y + args.tile, x:x + args.tile] for y in ys for x in ys])
+        tiles = np.stack([field[y : y + args.tile, x : x + args.tile] for y in ys for x in ys])
         t = (tiles.astype(np.float32) / 65535.0)[:, None]
-        m = np.stack([hole[y:y + args.tile, x:x + args.tile] for y in ys for x in ys]
-                     )[:, None].astype(np.float32)
+        m = np.stack([hole[y : y + args.tile, x : x + args.tile] for y in ys for x in ys])[
+            :, None
+        ].astype(np.float32)
         for b in range(0, len(t), args.batch_size):
-            net(t[b:b + args.batch_size], m[b:b + args.batch_size])
+            net(t[b : b + args.batch_size], m[b : b + args.batch_size])
 
     t_all_net, _ = timed(all_tiles)
     res = {
@@ -95,8 +102,9 @@ def main():
             "telea_whole_field_over_ours": round(t_cv2 / t_ours_telea, 2),
             "edgeconnect_every_tile_over_ours": round(t_all_net / t_ours_net, 2),
         },
-        "telea_mean_abs_diff_ours_vs_whole_field_in_holes": round(float(np.abs(
-            ours[hole > 0].astype(float) - plain[hole > 0].astype(float)).mean()), 1),
+        "telea_mean_abs_diff_ours_vs_whole_field_in_holes": round(
+            float(np.abs(ours[hole > 0].astype(float) - plain[hole > 0].astype(float)).mean()), 1
+        ),
         "edgeconnect_width": args.width,
         "cpus": os.cpu_count(),
         "python": platform.python_version(),

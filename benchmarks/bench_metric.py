@@ -17,9 +17,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import cv2  # noqa: E402
-import numpy as np  # noqa: E402
-
 from _fields import real_fields_u8  # noqa: E402
+
 from phirm_scale.metric import PhirmParams, components  # noqa: E402
 from phirm_scale.reference_impl import paper_components, published_components  # noqa: E402
 
@@ -40,10 +39,10 @@ def main():
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--size", type=int, default=2160)
     args = ap.parse_args()
-    cv2.setNumThreads(1)       # per core
+    cv2.setNumThreads(1)  # per core
     fields, source = real_fields_u8(args.fields, args.size)
     paper, ref = PhirmParams(), PhirmParams.reference()
-    for f in fields:           # same numbers before timing anything
+    for f in fields:  # same numbers before timing anything
         assert components(f, ref) == published_components(f)
         assert components(f, paper) == paper_components(f)
     res = {

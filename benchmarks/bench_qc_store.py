@@ -44,17 +44,27 @@ def fake_plate(rng, rows, cols, fields, windows):
                 n = rng.integers(5, 40, windows).astype(np.float64)
                 a = n * rng.integers(300, 600, windows)
                 lost = (rng.random(windows) < 0.05).astype(np.float64)
-                res = {"ref_nuclei_count": n, "ref_nuclei_area": a,
-                       "ref_artefact_count": np.zeros(windows),
-                       "ref_artefact_area": np.zeros(windows),
-                       "rec_nuclei_count": n - lost, "rec_nuclei_area": a - lost * 400,
-                       "rec_artefact_count": np.zeros(windows),
-                       "rec_artefact_area": np.zeros(windows),
-                       "psnr": rng.uniform(30, 60, windows), "ssim": rng.uniform(0.9, 1, windows),
-                       "masked_fraction": rng.uniform(0, 0.05, windows)}
+                res = {
+                    "ref_nuclei_count": n,
+                    "ref_nuclei_area": a,
+                    "ref_artefact_count": np.zeros(windows),
+                    "ref_artefact_area": np.zeros(windows),
+                    "rec_nuclei_count": n - lost,
+                    "rec_nuclei_area": a - lost * 400,
+                    "rec_artefact_count": np.zeros(windows),
+                    "rec_artefact_area": np.zeros(windows),
+                    "psnr": rng.uniform(30, 60, windows),
+                    "ssim": rng.uniform(0.9, 1, windows),
+                    "masked_fraction": rng.uniform(0, 0.05, windows),
+                }
                 results[(r, c, f)] = res
-    return qc.to_dataset(results, grid, rows=row_names, columns=col_names,
-                         attrs={"reference": "synthetic", "reconstruction": "synthetic"})
+    return qc.to_dataset(
+        results,
+        grid,
+        rows=row_names,
+        columns=col_names,
+        attrs={"reference": "synthetic", "reconstruction": "synthetic"},
+    )
 
 
 def main() -> None:
@@ -75,8 +85,10 @@ def main() -> None:
     try:
         rng = np.random.default_rng(0)
         t = time.perf_counter()
-        plates = {f"plate{p + 1:02d}": fake_plate(rng, args.rows, args.columns, args.fields,
-                                                 args.windows) for p in range(args.plates)}
+        plates = {
+            f"plate{p + 1:02d}": fake_plate(rng, args.rows, args.columns, args.fields, args.windows)
+            for p in range(args.plates)
+        }
         ds = screen_dataset(plates)
         store = root / "qc.zarr"
         write_screen_qc(ds, store, parquet=root / "qc.parquet")
@@ -94,23 +106,35 @@ def main() -> None:
             frames.append(time.perf_counter() - t)
             assert len(df) == n_fields
             t = time.perf_counter()
-            tab = pd.read_parquet(root / "qc.parquet", columns=["plate", "row", "column",
-                                                                 "field", "phirm"])
+            tab = pd.read_parquet(
+                root / "qc.parquet", columns=["plate", "row", "column", "field", "phirm"]
+            )
             g = tab.groupby(["plate", "row", "column", "field"])["phirm"].mean()
             plain.append(time.perf_counter() - t)
             assert len(g) == n_fields
-        print(json.dumps({
-            "benchmark": "bench_qc_store",
-            "plates": args.plates, "fields": n_fields,
-            "windows": n_fields * args.windows, "variables": len(ds.data_vars),
-            "store_mb": round(size / 1e6, 1), "generate_and_write_s": round(t_make, 1),
-            "open_zarr_s": round(min(opens), 3), "open_zarr_target_s": 2.0,
-            "field_summaries_to_dataframe_s": round(min(frames), 3),
-            "to_dataframe_target_s": 5.0,
-            "plain_parquet_groupby_s": round(min(plain), 3),
-            "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
-                        "load_avg": [round(x, 2) for x in os.getloadavg()]},
-        }))
+        print(
+            json.dumps(
+                {
+                    "benchmark": "bench_qc_store",
+                    "plates": args.plates,
+                    "fields": n_fields,
+                    "windows": n_fields * args.windows,
+                    "variables": len(ds.data_vars),
+                    "store_mb": round(size / 1e6, 1),
+                    "generate_and_write_s": round(t_make, 1),
+                    "open_zarr_s": round(min(opens), 3),
+                    "open_zarr_target_s": 2.0,
+                    "field_summaries_to_dataframe_s": round(min(frames), 3),
+                    "to_dataframe_target_s": 5.0,
+                    "plain_parquet_groupby_s": round(min(plain), 3),
+                    "machine": {
+                        "cpus": os.cpu_count(),
+                        "platform": platform.platform(),
+                        "load_avg": [round(x, 2) for x in os.getloadavg()],
+                    },
+                }
+            )
+        )
     finally:
         shutil.rmtree(root, ignore_errors=True)
 

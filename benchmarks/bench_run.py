@@ -35,16 +35,15 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "bbbc039-rows-A-D"
 GUID = "051DAA7C-7042-435F-99F0-1E847D9B42CB"
 
 
 def cli(*args) -> float:
     t = time.perf_counter()
-    p = subprocess.run([sys.executable, "-m", "phirm_scale", *map(str, args)],
-                       capture_output=True, text=True)
+    p = subprocess.run(
+        [sys.executable, "-m", "phirm_scale", *map(str, args)], capture_output=True, text=True
+    )
     if p.returncode != 0:
         raise SystemExit(f"phirm-scale {' '.join(map(str, args))} failed:\n{p.stderr}")
     return time.perf_counter() - t
@@ -62,8 +61,9 @@ def real_plates(root: Path) -> list[Path]:
     return plates
 
 
-def generated_plates(root: Path, n_plates: int, n_fields: int, size: int,
-                     artefacts: float) -> list[Path]:
+def generated_plates(
+    root: Path, n_plates: int, n_fields: int, size: int, artefacts: float
+) -> list[Path]:
     import tifffile
 
     from phirm_scale.synthetic import make_field
@@ -76,8 +76,13 @@ def generated_plates(root: Path, n_plates: int, n_fields: int, size: int,
         for i in range(n_fields):
             row, col = divmod(i, 24)
             well = f"{chr(ord('A') + row)}{col + 1:02d}"
-            data, _ = make_field((row, col, p), size=(size, size), seed=p, artefacts=artefacts,
-                                 source=real[(i + p) % len(real)] if real else None)
+            data, _ = make_field(
+                (row, col, p),
+                size=(size, size),
+                seed=p,
+                artefacts=artefacts,
+                source=real[(i + p) % len(real)] if real else None,
+            )
             tifffile.imwrite(d / f"BENCH_{well}_s1_w1{GUID}.tif", data[0])
             tifffile.imwrite(d / f"BENCH_{well}_s1_w2{GUID}.tif", data[1])
         plates.append(d)
@@ -102,19 +107,34 @@ def main() -> None:
             plates = real_plates(root / "src")
             names, art, chan = ["DAPI"], "none", "DAPI"
         else:
-            plates = generated_plates(root / "src", args.plates, args.fields, args.size,
-                                      args.artefacts)
+            plates = generated_plates(
+                root / "src", args.plates, args.fields, args.size, args.artefacts
+            )
             names, art, chan = ["DAPI", "CFP"], "CFP", "DAPI"
-        n_fields = sum(len({f.name.split("_s")[0] + f.name.split("_s")[1][:2]
-                            for f in p.glob("*.tif")}) for p in plates)
+        n_fields = sum(
+            len({f.name.split("_s")[0] + f.name.split("_s")[1][:2] for f in p.glob("*.tif")})
+            for p in plates
+        )
         cli("--version")  # warm the file cache / imports once, untimed
         common = ["--cluster", args.cluster, "--no-progress"]
         best_run, best_sep, stages = None, None, None
         for rep in range(args.repeat):
             out = root / f"run{rep}"
-            t_run = cli("run", *plates, "-o", out, "--channel-names", ",".join(names),
-                        "--channel", chan, "--artefact-channel", art, "--model", args.model,
-                        *common)
+            t_run = cli(
+                "run",
+                *plates,
+                "-o",
+                out,
+                "--channel-names",
+                ",".join(names),
+                "--channel",
+                chan,
+                "--artefact-channel",
+                art,
+                "--model",
+                args.model,
+                *common,
+            )
             rec = json.loads((out / "run.json").read_text())
             if best_run is None or t_run < best_run:
                 best_run, stages = t_run, rec["stages"]
@@ -127,17 +147,32 @@ def main() -> None:
                 zi = sep / f"{p.name}_inpainted.ome.zarr"
                 steps = {
                     "convert": ["convert", p, z, "--channel-names", ",".join(names), *common],
-                    "masks": ["masks", z, *(["--method", "saturation", "--channel", chan]
-                                            if art == "none" else ["--channel", art]),
-                              *common],
-                    "inpaint": ["inpaint", z, "--channel", chan, "--model", args.model,
-                                *common],
-                    "score": ["score", "--reference", f"{z}:{chan}", "--reconstruction",
-                              f"{zi}:{chan}", "--mask-label", "artefacts", "-o",
-                              sep / f"{p.name}_qc.zarr", "--csv", sep / f"{p.name}_qc.csv",
-                              *common],
-                    "report": ["report", sep / f"{p.name}_qc.zarr", "-o",
-                               sep / f"{p.name}_report"],
+                    "masks": [
+                        "masks",
+                        z,
+                        *(
+                            ["--method", "saturation", "--channel", chan]
+                            if art == "none"
+                            else ["--channel", art]
+                        ),
+                        *common,
+                    ],
+                    "inpaint": ["inpaint", z, "--channel", chan, "--model", args.model, *common],
+                    "score": [
+                        "score",
+                        "--reference",
+                        f"{z}:{chan}",
+                        "--reconstruction",
+                        f"{zi}:{chan}",
+                        "--mask-label",
+                        "artefacts",
+                        "-o",
+                        sep / f"{p.name}_qc.zarr",
+                        "--csv",
+                        sep / f"{p.name}_qc.csv",
+                        *common,
+                    ],
+                    "report": ["report", sep / f"{p.name}_qc.zarr", "-o", sep / f"{p.name}_report"],
                 }
                 for name, a in steps.items():
                     dt = cli(*a)
@@ -147,22 +182,32 @@ def main() -> None:
                 best_sep = (t_sep, per_stage)
         result = {
             "benchmark": "bench_run",
-            "source": "shipped BBBC039 fields, 2 plates" if real else
-                      f"{args.plates} generated plates x {args.fields} fields {args.size}^2",
-            "fields": n_fields, "cluster": args.cluster, "model": args.model,
+            "source": "shipped BBBC039 fields, 2 plates"
+            if real
+            else f"{args.plates} generated plates x {args.fields} fields {args.size}^2",
+            "fields": n_fields,
+            "cluster": args.cluster,
+            "model": args.model,
             "run_s": round(best_run, 2),
             "run_fields_per_s": round(n_fields / best_run, 3),
-            "run_stages": {k: {"s": v["seconds"],
-                               "fields_per_s": round(v["fields"] / v["seconds"], 2)
-                               if v["seconds"] else None} for k, v in stages.items()},
+            "run_stages": {
+                k: {
+                    "s": v["seconds"],
+                    "fields_per_s": round(v["fields"] / v["seconds"], 2) if v["seconds"] else None,
+                }
+                for k, v in stages.items()
+            },
             "separate_commands_s": round(best_sep[0], 2),
             "separate_stages_s": {k: round(v, 2) for k, v in best_sep[1].items()},
             "ratio_run_over_separate": round(best_run / best_sep[0], 3),
             "target_ratio": 1.2,
             "plates_per_hour": round(3600 / best_run * len(plates), 1),
-            "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
-                        "python": platform.python_version(),
-                        "load_avg": [round(x, 2) for x in os.getloadavg()]},
+            "machine": {
+                "cpus": os.cpu_count(),
+                "platform": platform.platform(),
+                "python": platform.python_version(),
+                "load_avg": [round(x, 2) for x in os.getloadavg()],
+            },
         }
         print(json.dumps(result))
     finally:

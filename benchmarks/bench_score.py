@@ -54,8 +54,9 @@ def published_field(ref: np.ndarray, rec: np.ndarray, window: int = 256) -> list
     lo, hi = float(ref.min()), float(ref.max())
 
     def u8(x):
-        return np.clip(np.rint((x.astype(np.float64) - lo) / (hi - lo) * 255), 0, 255
-                       ).astype(np.uint8)
+        return np.clip(np.rint((x.astype(np.float64) - lo) / (hi - lo) * 255), 0, 255).astype(
+            np.uint8
+        )
 
     a8, b8 = u8(ref), u8(rec)
     window = min(window, *ref.shape)  # a field smaller than the window: one window
@@ -66,7 +67,7 @@ def published_field(ref: np.ndarray, rec: np.ndarray, window: int = 256) -> list
     out = []
     for y in ys:
         for x in xs:
-            a, b = a8[y:y + window, x:x + window], b8[y:y + window, x:x + window]
+            a, b = a8[y : y + window, x : x + window], b8[y : y + window, x : x + window]
             ca, cb = stats_calculator(a), stats_calculator(b)
             with np.errstate(divide="ignore"):
                 p = peak_signal_noise_ratio(a, b, data_range=255)
@@ -95,16 +96,28 @@ def _breakdown(ref, rec, window, params) -> dict:
     grid = qc.window_grid(ref.shape, window)
     wins = [(np.ascontiguousarray(a8[s]), np.ascontiguousarray(b8[s])) for s in grid.slices()]
     return {
-        "ours_to_uint8": _best_ms(lambda: (metric.to_uint8(ref, lo, hi),
-                                           metric.to_uint8(rec, lo, hi))),
-        "ours_components": _best_ms(lambda: [(metric.components(a, params),
-                                              metric.components(b, params)) for a, b in wins]),
-        "ours_psnr_ssim": _best_ms(lambda: metric.window_psnr_ssim(a8, b8, grid.y0, grid.x0, grid.height, grid.width)),
-        "published_components": _best_ms(lambda: [(stats_calculator(a), stats_calculator(b))
-                                                  for a, b in wins]),
-        "published_psnr_ssim": _best_ms(lambda: [
-            (peak_signal_noise_ratio(a, b, data_range=255) if (a != b).any() else math.inf,
-             structural_similarity(a, b, data_range=255)) for a, b in wins], repeat=1),
+        "ours_to_uint8": _best_ms(
+            lambda: (metric.to_uint8(ref, lo, hi), metric.to_uint8(rec, lo, hi))
+        ),
+        "ours_components": _best_ms(
+            lambda: [(metric.components(a, params), metric.components(b, params)) for a, b in wins]
+        ),
+        "ours_psnr_ssim": _best_ms(
+            lambda: metric.window_psnr_ssim(a8, b8, grid.y0, grid.x0, grid.height, grid.width)
+        ),
+        "published_components": _best_ms(
+            lambda: [(stats_calculator(a), stats_calculator(b)) for a, b in wins]
+        ),
+        "published_psnr_ssim": _best_ms(
+            lambda: [
+                (
+                    peak_signal_noise_ratio(a, b, data_range=255) if (a != b).any() else math.inf,
+                    structural_similarity(a, b, data_range=255),
+                )
+                for a, b in wins
+            ],
+            repeat=1,
+        ),
     }
 
 
@@ -117,24 +130,40 @@ def _layout(n: int) -> tuple[int, int, int]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--fields", type=int, default=16, help="fields in the plate (16)")
     ap.add_argument("--size", type=int, default=2160, help="field edge in pixels (2160)")
-    ap.add_argument("--window", type=int, default=256,
-                    help="window edge (256); the field size scores whole fields")
-    ap.add_argument("--published-fields", type=int, default=4,
-                    help="fields timed on the (slow) published path (4)")
+    ap.add_argument(
+        "--window",
+        type=int,
+        default=256,
+        help="window edge (256); the field size scores whole fields",
+    )
+    ap.add_argument(
+        "--published-fields",
+        type=int,
+        default=4,
+        help="fields timed on the (slow) published path (4)",
+    )
     ap.add_argument("--cluster", default="threads", help="cluster of the Dask path (threads)")
     ap.add_argument("--repeat", type=int, default=2, help="best of N for dask and bare (2)")
     ap.add_argument("--keep", type=Path, default=None, help="keep the plate in this folder")
-    ap.add_argument("--all-differ", action="store_true",
-                    help="worst case: the reconstruction gets +-1 noise everywhere, so no window "
-                         "is bit-identical to the reference (default: the reconstruction is the "
-                         "field with artefacts, identical to the reference outside them, as an "
-                         "inpainted plate is outside its holes)")
-    ap.add_argument("--cv2-threads", type=int, default=1,
-                    help="OpenCV threads per task (1: parallelism comes from Dask)")
+    ap.add_argument(
+        "--all-differ",
+        action="store_true",
+        help="worst case: the reconstruction gets +-1 noise everywhere, so no window "
+        "is bit-identical to the reference (default: the reconstruction is the "
+        "field with artefacts, identical to the reference outside them, as an "
+        "inpainted plate is outside its holes)",
+    )
+    ap.add_argument(
+        "--cv2-threads",
+        type=int,
+        default=1,
+        help="OpenCV threads per task (1: parallelism comes from Dask)",
+    )
     args = ap.parse_args()
 
     import cv2
@@ -154,16 +183,24 @@ def main() -> None:
     try:
         rows, cols, fpw = _layout(args.fields)
         t0 = time.perf_counter()
-        plate = make_plate(tmp / "plate.ome.zarr", rows=rows, columns=cols, fields=fpw,
-                           size=args.size, seed=0, overwrite=True,
-                           from_fields=DATA if DATA.exists() else None)
+        plate = make_plate(
+            tmp / "plate.ome.zarr",
+            rows=rows,
+            columns=cols,
+            fields=fpw,
+            size=args.size,
+            seed=0,
+            overwrite=True,
+            from_fields=DATA if DATA.exists() else None,
+        )
         t_make = time.perf_counter() - t0
         rec_spec = f"{plate.path}:{REC_CH}"
         if args.all_differ:
             from phirm_scale.plate import create_plate_like
 
-            noisy = create_plate_like(plate, tmp / "noisy.ome.zarr", channel_names=[REC_CH],
-                                      overwrite=True)
+            noisy = create_plate_like(
+                plate, tmp / "noisy.ome.zarr", channel_names=[REC_CH], overwrite=True
+            )
             rng = np.random.default_rng(1)
             for k in plate.fields:
                 f = plate.read_field(k, REC_CH).astype(np.int32)
@@ -183,8 +220,9 @@ def main() -> None:
         with open_cluster(args.cluster, quiet=True) as client:
             for _ in range(args.repeat):
                 t0, c0 = time.perf_counter(), time.process_time()
-                ds = score_plan(plan, params=params,
-                                cluster=client if client is not None else "threads")
+                ds = score_plan(
+                    plan, params=params, cluster=client if client is not None else "threads"
+                )
                 if time.perf_counter() - t0 < t_dask:
                     t_dask = time.perf_counter() - t0
                     # cores this process really got (threads scheduler): 2 on an idle
@@ -197,18 +235,29 @@ def main() -> None:
             t0 = time.perf_counter()
             bare = {}
             for k in keys:
-                bare[k] = qc.score_field(plate.read_field(k, REF_CH), rec_plate.read_field(k, REC_CH),
-                                         window=args.window, params=params)
+                bare[k] = qc.score_field(
+                    plate.read_field(k, REF_CH),
+                    rec_plate.read_field(k, REC_CH),
+                    window=args.window,
+                    params=params,
+                )
             t_bare = min(t_bare, time.perf_counter() - t0)
 
         # warm imports (skimage.metrics pulls scipy.stats) outside the timing
-        published_field(plate.read_field(keys[0], REF_CH)[:300, :300],
-                        rec_plate.read_field(keys[0], REC_CH)[:300, :300], 256)
+        published_field(
+            plate.read_field(keys[0], REF_CH)[:300, :300],
+            rec_plate.read_field(keys[0], REC_CH)[:300, :300],
+            256,
+        )
         # published per-image path on the first fields, one core
-        sub = keys[:max(1, min(args.published_fields, len(keys)))]
+        sub = keys[: max(1, min(args.published_fields, len(keys)))]
         t0 = time.perf_counter()
-        pub = {k: published_field(plate.read_field(k, REF_CH), rec_plate.read_field(k, REC_CH),
-                                  args.window) for k in sub}
+        pub = {
+            k: published_field(
+                plate.read_field(k, REF_CH), rec_plate.read_field(k, REC_CH), args.window
+            )
+            for k in sub
+        }
         t_pub = time.perf_counter() - t0
 
         # the three paths agree
@@ -225,14 +274,21 @@ def main() -> None:
                 max_ssim_diff = max(max_ssim_diff, abs(float(sel["ssim"][w]) - row[9]))
         agree &= max_ssim_diff < 1e-9
 
-        breakdown = _breakdown(plate.read_field(keys[0], REF_CH),
-                               rec_plate.read_field(keys[0], REC_CH), args.window, params)
-        fps = {"dask": len(keys) / t_dask, "bare_kernel": len(keys) / t_bare,
-               "published": len(sub) / t_pub}
+        breakdown = _breakdown(
+            plate.read_field(keys[0], REF_CH),
+            rec_plate.read_field(keys[0], REC_CH),
+            args.window,
+            params,
+        )
+        fps = {
+            "dask": len(keys) / t_dask,
+            "bare_kernel": len(keys) / t_bare,
+            "published": len(sub) / t_pub,
+        }
         res = {
             "benchmark": "score stage",
             "plate": f"{len(keys)} fields of {args.size}x{args.size} uint16 "
-                     f"({'BBBC039 fields' if DATA.exists() else 'synthetic nuclei'} + artefacts)",
+            f"({'BBBC039 fields' if DATA.exists() else 'synthetic nuclei'} + artefacts)",
             "windows_per_field": int(ds.sizes["window"]),
             "identical_window_fraction": round(float(np.isinf(ds["psnr"].values).mean()), 3),
             "mode": params.mode,
@@ -252,9 +308,11 @@ def main() -> None:
             "published_fields_timed": len(sub),
             "numbers_agree": bool(agree),
             "max_ssim_abs_diff": max_ssim_diff,
-            "targets": {"dask_over_published>=5": fps["dask"] / fps["published"] >= 5,
-                        "bare_over_dask<=1.5": fps["bare_kernel"] / fps["dask"] <= 1.5,
-                        "tasks_per_field<=4": n_tasks / len(keys) <= 4},
+            "targets": {
+                "dask_over_published>=5": fps["dask"] / fps["published"] >= 5,
+                "bare_over_dask<=1.5": fps["bare_kernel"] / fps["dask"] <= 1.5,
+                "tasks_per_field<=4": n_tasks / len(keys) <= 4,
+            },
             "breakdown_ms_first_field": breakdown,
             "make_plate_s": round(t_make, 1),
             "python": platform.python_version(),

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-PLATES = {"96": (8, 12, 1), "3456": (16, 24, 9)}   # rows, columns, fields per well
+PLATES = {"96": (8, 12, 1), "3456": (16, 24, 9)}  # rows, columns, fields per well
 
 
 def make(path: Path, rows: int, columns: int, fpw: int, size: int):
@@ -34,12 +34,26 @@ def make(path: Path, rows: int, columns: int, fpw: int, size: int):
     cn = [f"{c + 1:02d}" for c in range(columns)]
     keys = [FieldKey(r, c, f) for r in rn for c in cn for f in range(fpw)]
     t0 = time.perf_counter()
-    create_plate(path, rows=rn, columns=cn, fields=keys, channel_names=["DAPI", "CFP"],
-                 shape=(size, size), dtype=np.uint16, overwrite=True)
+    create_plate(
+        path,
+        rows=rn,
+        columns=cn,
+        fields=keys,
+        channel_names=["DAPI", "CFP"],
+        shape=(size, size),
+        dtype=np.uint16,
+        overwrite=True,
+    )
     rng = np.random.default_rng(0)
-    for k in keys:   # real data in every field (what a converted plate holds)
-        write_field_data(path, k, rng.integers(0, 4096, (2, size, size), dtype=np.uint16),
-                         channel_names=["DAPI", "CFP"], dtype=np.uint16, shape=(size, size))
+    for k in keys:  # real data in every field (what a converted plate holds)
+        write_field_data(
+            path,
+            k,
+            rng.integers(0, 4096, (2, size, size), dtype=np.uint16),
+            channel_names=["DAPI", "CFP"],
+            dtype=np.uint16,
+            shape=(size, size),
+        )
     return keys, time.perf_counter() - t0
 
 
@@ -81,34 +95,46 @@ def main():
 
     tmp = args.keep or Path(tempfile.mkdtemp(prefix="bench_task_overhead_"))
     tmp.mkdir(parents=True, exist_ok=True)
-    out: dict = {"benchmark": "task_overhead", "field": f"{args.size}x{args.size} uint16 x2",
-                 "sample_fields": args.sample, "repeat": args.repeat,
-                 "machine": f"{platform.machine()} {os.cpu_count()} cores",
-                 "python": platform.python_version()}
+    out: dict = {
+        "benchmark": "task_overhead",
+        "field": f"{args.size}x{args.size} uint16 x2",
+        "sample_fields": args.sample,
+        "repeat": args.repeat,
+        "machine": f"{platform.machine()} {os.cpu_count()} cores",
+        "python": platform.python_version(),
+    }
     try:
         for label, (r, c, f) in PLATES.items():
             path = tmp / f"plate{label}.ome.zarr"
             keys, t_make = make(path, r, c, f, args.size)
             rng = np.random.default_rng(1)
-            sample = [keys[i] for i in sorted(rng.choice(len(keys), min(args.sample, len(keys)),
-                                                         replace=False))]
+            sample = [
+                keys[i]
+                for i in sorted(rng.choice(len(keys), min(args.sample, len(keys)), replace=False))
+            ]
             view = per_task_ms(task_view, path, sample, args.repeat)
-            old_sample = sample[: max(4, len(sample) // 4)]   # the old path is slow
+            old_sample = sample[: max(4, len(sample) // 4)]  # the old path is slow
             old = per_task_ms(task_whole_plate, path, old_sample, 1)
-            out[f"plate_{label}"] = {"fields": len(keys), "wells": r * c,
-                                     "make_s": round(t_make, 1),
-                                     "field_view_ms_per_task": round(view, 2),
-                                     "open_plate_ms_per_task": round(old, 2),
-                                     "old_over_new": round(old / view, 1)}
+            out[f"plate_{label}"] = {
+                "fields": len(keys),
+                "wells": r * c,
+                "make_s": round(t_make, 1),
+                "field_view_ms_per_task": round(view, 2),
+                "open_plate_ms_per_task": round(old, 2),
+                "old_over_new": round(old / view, 1),
+            }
         small, big = out["plate_96"], out["plate_3456"]
         out["field_view_growth_3456_over_96"] = round(
-            big["field_view_ms_per_task"] / small["field_view_ms_per_task"], 2)
+            big["field_view_ms_per_task"] / small["field_view_ms_per_task"], 2
+        )
         out["open_plate_growth_3456_over_96"] = round(
-            big["open_plate_ms_per_task"] / small["open_plate_ms_per_task"], 2)
+            big["open_plate_ms_per_task"] / small["open_plate_ms_per_task"], 2
+        )
         out["flat"] = out["field_view_growth_3456_over_96"] <= 1.5
         out["whole_plate_start_up_s_3456"] = {
             "field_view": round(big["field_view_ms_per_task"] * big["fields"] / 1e3, 1),
-            "open_plate": round(big["open_plate_ms_per_task"] * big["fields"] / 1e3, 1)}
+            "open_plate": round(big["open_plate_ms_per_task"] * big["fields"] / 1e3, 1),
+        }
     finally:
         if args.keep is None:
             shutil.rmtree(tmp, ignore_errors=True)

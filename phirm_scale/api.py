@@ -1,5 +1,6 @@
 """The Python API behind the file-level commands (the plate stages live in
-:mod:`phirm_scale.stages`)."""
+:mod:`phirm_scale.stages`).
+"""
 
 from __future__ import annotations
 
@@ -14,9 +15,14 @@ from phirm_scale.metric import PhirmParams, Score, score, to_uint8
 __all__ = ["score_images", "score_files"]
 
 
-def score_images(reference: np.ndarray, reconstruction: np.ndarray, *, mode: str = "paper",
-                 params: PhirmParams | None = None,
-                 names: tuple[str, str] = ("reference", "reconstruction")) -> Score:
+def score_images(
+    reference: np.ndarray,
+    reconstruction: np.ndarray,
+    *,
+    mode: str = "paper",
+    params: PhirmParams | None = None,
+    names: tuple[str, str] = ("reference", "reconstruction"),
+) -> Score:
     """Score two images of any dtype as the ``metric`` command does.
 
     A ``uint8`` reference is used as is (the reconstruction must then be 8-bit too); any other
@@ -27,13 +33,17 @@ def score_images(reference: np.ndarray, reconstruction: np.ndarray, *, mode: str
     reference = np.asarray(reference)
     reconstruction = np.asarray(reconstruction)
     if reference.shape != reconstruction.shape:
-        raise InputError(f"{names[1]}: shape {reconstruction.shape} differs from {names[0]} "
-                         f"shape {reference.shape}")
+        raise InputError(
+            f"{names[1]}: shape {reconstruction.shape} differs from {names[0]} "
+            f"shape {reference.shape}"
+        )
     if reference.size and reference.min() == reference.max():
         # both images would normalise to 0 (or compare against nothing): a blank reference
         # is bad input, not a perfect score (the plate scorer refuses it the same way)
-        raise InputError(f"{names[0]}: reference image is constant ({reference.flat[0]}); "
-                         "PhIRM needs a reference with contrast")
+        raise InputError(
+            f"{names[0]}: reference image is constant ({reference.flat[0]}); "
+            "PhIRM needs a reference with contrast"
+        )
     if reference.dtype == np.uint8:
         ref8, rec8 = reference, reconstruction
     else:
@@ -45,12 +55,16 @@ def score_images(reference: np.ndarray, reconstruction: np.ndarray, *, mode: str
 
 
 def _image_files(folder: Path) -> dict[str, Path]:
-    return {p.name: p for p in sorted(folder.iterdir())
-            if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES}
+    return {
+        p.name: p
+        for p in sorted(folder.iterdir())
+        if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+    }
 
 
-def score_files(reference: str | Path, reconstruction: str | Path, *,
-                mode: str = "paper") -> list[tuple[str, dict]]:
+def score_files(
+    reference: str | Path, reconstruction: str | Path, *, mode: str = "paper"
+) -> list[tuple[str, dict]]:
     """Score a file pair, or every file name common to two folders.
 
     Returns a list of ``(name, Score.as_dict())``.  Folders with no common image name, or a
@@ -73,7 +87,11 @@ def score_files(reference: str | Path, reconstruction: str | Path, *,
         pairs = [(reference.name, reference, reconstruction)]
     out = []
     for name, ref_path, rec_path in pairs:
-        s = score_images(read_image(ref_path), read_image(rec_path), params=params,
-                         names=(str(ref_path), str(rec_path)))
+        s = score_images(
+            read_image(ref_path),
+            read_image(rec_path),
+            params=params,
+            names=(str(ref_path), str(rec_path)),
+        )
         out.append((name, s.as_dict()))
     return out

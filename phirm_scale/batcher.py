@@ -63,8 +63,10 @@ class TileBatcher:
         self._closed = False
         self.batches = 0
         self.tiles = 0
-        self._threads = [threading.Thread(target=self._run, name=f"tile-batcher-{i}", daemon=True)
-                         for i in range(max(1, int(runners)))]
+        self._threads = [
+            threading.Thread(target=self._run, name=f"tile-batcher-{i}", daemon=True)
+            for i in range(max(1, int(runners)))
+        ]
         for t in self._threads:
             t.start()
 
@@ -149,7 +151,7 @@ class TileBatcher:
                 if err is not None:
                     r.error = err
                 else:
-                    r.out[a:b] = pred[off:off + b - a]
+                    r.out[a:b] = pred[off : off + b - a]
                 off += b - a
                 with self._cond:
                     r.todo -= b - a
@@ -166,11 +168,18 @@ def get_batcher(model, batch_size: int, key=None, runners: int = 2) -> TileBatch
     """The process's batcher for ``model`` (a view from ``get_model``) and ``batch_size``.
 
     ``key`` identifies the model (default: its network object and runtime options), so every
-    task thread of a worker process that asks for the same model shares one batcher."""
+    task thread of a worker process that asks for the same model shares one batcher.
+    """
     if key is None:
-        key = (id(getattr(model, "generator", model)), getattr(model, "name", ""), str(getattr(model, "device", "")),
-               getattr(model, "precision", None), getattr(model, "channels_last", None),
-               getattr(model, "compile", None), getattr(model, "canny", None))
+        key = (
+            id(getattr(model, "generator", model)),
+            getattr(model, "name", ""),
+            str(getattr(model, "device", "")),
+            getattr(model, "precision", None),
+            getattr(model, "channels_last", None),
+            getattr(model, "compile", None),
+            getattr(model, "canny", None),
+        )
     key = (key, int(batch_size))
     with _LOCK:
         b = _BATCHERS.get(key)

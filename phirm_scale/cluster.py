@@ -34,13 +34,22 @@ import os
 import re
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from phirm_scale.errors import PhirmError
 
-__all__ = ["open_cluster", "visible_gpus", "CONFIG_DIR", "known_configs", "resolve_config",
-           "parse_adapt", "set_defaults", "probe_scheduler"]
+__all__ = [
+    "open_cluster",
+    "visible_gpus",
+    "CONFIG_DIR",
+    "known_configs",
+    "resolve_config",
+    "parse_adapt",
+    "set_defaults",
+    "probe_scheduler",
+]
 
 log = logging.getLogger(__name__)
 
@@ -51,8 +60,12 @@ CONFIG_DIR = Path(__file__).resolve().parent / "cluster_configs"
 _DEFAULTS: dict[str, Any] = {"jobs": None, "adapt": None, "timeout": 10.0}
 
 
-def set_defaults(*, jobs: int | None = None, adapt: tuple[int, int] | str | None = None,
-                 timeout: float | None = None) -> None:
+def set_defaults(
+    *,
+    jobs: int | None = None,
+    adapt: tuple[int, int] | str | None = None,
+    timeout: float | None = None,
+) -> None:
     """Set the defaults of :func:`open_cluster`'s ``jobs``, ``adapt`` and ``timeout``."""
     if jobs is not None:
         if int(jobs) < 1:
@@ -98,7 +111,8 @@ def resolve_config(spec: str) -> Path:
     raise PhirmError(
         f"--cluster {spec!r}: unknown; use local, threads, tcp://HOST:PORT, "
         f"scheduler-file:PATH, a YAML file, or one of the shipped configurations: "
-        f"{', '.join(known_configs())}")
+        f"{', '.join(known_configs())}"
+    )
 
 
 def visible_gpus() -> int:
@@ -116,7 +130,8 @@ GPU_WORKER_THREADS = max(4, min(8, (os.cpu_count() or 1) // 2))
 
 def _add_gpu_workers(cluster, n: int, threads: int) -> None:
     """One Nanny per CUDA device beside the CPU workers: ``resources={'GPU': 1}``,
-    ``CUDA_VISIBLE_DEVICES`` set to its device."""
+    ``CUDA_VISIBLE_DEVICES`` set to its device.
+    """
     base = dict(next(iter(cluster.worker_spec.values())))
     for i in range(n):
         opts = dict(base["options"])
@@ -132,7 +147,8 @@ def _one_line(exc: BaseException) -> str:
 
 def probe_scheduler(address: str, timeout: float) -> dict:
     """Ask ``address`` for its identity within ``timeout`` seconds; PhirmError unless a Dask
-    scheduler answers (refused, unreachable, silent, or something else, e.g. a web server)."""
+    scheduler answers (refused, unreachable, silent, or something else, e.g. a web server).
+    """
     import asyncio
     import concurrent.futures
 
@@ -150,11 +166,13 @@ def probe_scheduler(address: str, timeout: float) -> dict:
         try:
             socket.create_connection((host, port), timeout=timeout).close()
         except ConnectionRefusedError:
-            raise PhirmError(f"{address}: connection refused (no Dask scheduler listens "
-                             "there)") from None
+            raise PhirmError(
+                f"{address}: connection refused (no Dask scheduler listens there)"
+            ) from None
         except OSError as exc:
-            raise PhirmError(f"{address}: cannot reach a Dask scheduler "
-                             f"({_one_line(exc)})") from None
+            raise PhirmError(
+                f"{address}: cannot reach a Dask scheduler ({_one_line(exc)})"
+            ) from None
 
     async def ask():
         comm = await connect(address, timeout=timeout)
@@ -170,15 +188,18 @@ def probe_scheduler(address: str, timeout: float) -> dict:
     ex = concurrent.futures.ThreadPoolExecutor(1)
     try:
         resp = ex.submit(run).result(timeout=timeout + 2)
-    except (asyncio.TimeoutError, concurrent.futures.TimeoutError, TimeoutError):
-        raise PhirmError(f"{address}: no Dask scheduler answered within {timeout:g} s "
-                         "(not a scheduler address, or unreachable)") from None
+    except (concurrent.futures.TimeoutError, TimeoutError):
+        raise PhirmError(
+            f"{address}: no Dask scheduler answered within {timeout:g} s "
+            "(not a scheduler address, or unreachable)"
+        ) from None
     except (OSError, ValueError, TypeError) as exc:
         raise PhirmError(f"{address}: cannot reach a Dask scheduler ({_one_line(exc)})") from None
     except Exception as exc:  # noqa: BLE001 - garbage on the wire: not a scheduler
         log.debug("probe of %s: %r", address, exc)
-        raise PhirmError(f"{address}: not a Dask scheduler (it answered something that is not "
-                         "Dask's protocol)") from None
+        raise PhirmError(
+            f"{address}: not a Dask scheduler (it answered something that is not Dask's protocol)"
+        ) from None
     finally:
         ex.shutdown(wait=False)
     if not isinstance(resp, dict) or resp.get("type") != "Scheduler":
@@ -195,12 +216,12 @@ def _scheduler_file_address(path: Path, timeout: float) -> str:
             return str(info["address"])
         except FileNotFoundError:
             if time.monotonic() > deadline:
-                raise PhirmError(f"{path}: scheduler file not found (waited {timeout:g} s)") \
-                    from None
+                raise PhirmError(
+                    f"{path}: scheduler file not found (waited {timeout:g} s)"
+                ) from None
         except (OSError, ValueError, KeyError, TypeError) as exc:
             if time.monotonic() > deadline:
-                raise PhirmError(f"{path}: not a Dask scheduler file ({_one_line(exc)})") \
-                    from None
+                raise PhirmError(f"{path}: not a Dask scheduler file ({_one_line(exc)})") from None
         time.sleep(0.2)
 
 
@@ -211,11 +232,17 @@ def _announce(client, quiet: bool, extra: str = "") -> None:
 
 
 @contextlib.contextmanager
-def open_cluster(spec: Any = "local", *, n_workers: int | None = None,
-                 threads_per_worker: int | None = None, quiet: bool = False,
-                 gpu: bool = False, jobs: int | None = None,
-                 adapt: tuple[int, int] | str | None = None,
-                 timeout: float | None = None) -> Iterator[object]:
+def open_cluster(
+    spec: Any = "local",
+    *,
+    n_workers: int | None = None,
+    threads_per_worker: int | None = None,
+    quiet: bool = False,
+    gpu: bool = False,
+    jobs: int | None = None,
+    adapt: tuple[int, int] | str | None = None,
+    timeout: float | None = None,
+) -> Iterator[object]:
     """Open the cluster named by ``spec`` and yield a :class:`distributed.Client` (or ``None``
     for ``threads``). What this function started is closed on exit; a Client passed as
     ``spec`` is yielded unchanged and left open.
@@ -245,7 +272,9 @@ def open_cluster(spec: Any = "local", *, n_workers: int | None = None,
 
         n_gpu = visible_gpus() if gpu else 0
         if gpu and n_gpu == 0:
-            raise PhirmError("--gpu with --cluster local: no CUDA device is visible on this machine")
+            raise PhirmError(
+                "--gpu with --cluster local: no CUDA device is visible on this machine"
+            )
         ncpu = os.cpu_count() or 1
         workers = n_workers or max(1, min(ncpu, 4))
         threads = threads_per_worker or max(1, ncpu // workers)
@@ -254,10 +283,17 @@ def open_cluster(spec: Any = "local", *, n_workers: int | None = None,
         # ~2.5x slower with it (measured on the score stage). 256 MiB keeps memory bounded.
         environ = dict(dask.config.get("distributed.nanny.pre-spawn-environ", {}))
         environ["MALLOC_TRIM_THRESHOLD_"] = str(256 * 2**20)
-        with dask.config.set({"distributed.nanny.pre-spawn-environ": environ}), \
-                LocalCluster(n_workers=workers, threads_per_worker=threads, processes=True,
-                             dashboard_address=":0", silence_logs=logging.ERROR) as cluster, \
-                Client(cluster) as client:
+        with (
+            dask.config.set({"distributed.nanny.pre-spawn-environ": environ}),
+            LocalCluster(
+                n_workers=workers,
+                threads_per_worker=threads,
+                processes=True,
+                dashboard_address=":0",
+                silence_logs=logging.ERROR,
+            ) as cluster,
+            Client(cluster) as client,
+        ):
             if n_gpu:
                 _add_gpu_workers(cluster, n_gpu, GPU_WORKER_THREADS)
                 client.wait_for_workers(workers + n_gpu, timeout=120)
@@ -276,8 +312,10 @@ def open_cluster(spec: Any = "local", *, n_workers: int | None = None,
 
     if re.match(r"^[a-z]+://", spec):
         if not spec.startswith(("tcp://", "tls://", "inproc://", "ucx://")):
-            raise PhirmError(f"--cluster {spec}: not a Dask scheduler address (tcp://HOST:PORT "
-                             "or tls://HOST:PORT)")
+            raise PhirmError(
+                f"--cluster {spec}: not a Dask scheduler address (tcp://HOST:PORT "
+                "or tls://HOST:PORT)"
+            )
         if spec.startswith(("tcp://", "tls://")):
             probe_scheduler(spec, timeout)
         with _connect(spec, timeout) as client:
@@ -288,8 +326,10 @@ def open_cluster(spec: Any = "local", *, n_workers: int | None = None,
     configs = [resolve_config(part.strip()) for part in spec.split("+")]
     from phirm_scale.jobqueue import JobPools
 
-    with JobPools(configs, jobs=jobs, adapt=adapt, timeout=timeout) as pools, \
-            Client(pools.primary, timeout=f"{timeout}s") as client:
+    with (
+        JobPools(configs, jobs=jobs, adapt=adapt, timeout=timeout) as pools,
+        Client(pools.primary, timeout=f"{timeout}s") as client,
+    ):
         client._phirm_may_grow = True  # jobs may still be queued: no "no such worker" error
         _announce(client, quiet, pools.describe())
         yield client
@@ -302,7 +342,8 @@ def _connect(address: str, timeout: float):
     try:
         client = Client(address, timeout=f"{timeout}s")
     except (OSError, TimeoutError) as exc:
-        raise PhirmError(f"{address}: cannot connect to the Dask scheduler "
-                         f"({_one_line(exc)})") from None
+        raise PhirmError(
+            f"{address}: cannot connect to the Dask scheduler ({_one_line(exc)})"
+        ) from None
     with client:
         yield client

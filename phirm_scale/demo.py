@@ -42,10 +42,20 @@ def _iou(plate, keys, a: str, b: str) -> float:
     return inter / union if union else 1.0
 
 
-def run_demo(data: str | Path | None = None, *, out: str | Path = "demo_out",
-             rows: int = 2, columns: int = 4, fields: int = 2, artefacts: float = 0.03,
-             model: str = "telea", checkpoint: str | Path | None = None,
-             cluster: str = "local", seed: int = 0, progress: bool = True) -> dict:
+def run_demo(
+    data: str | Path | None = None,
+    *,
+    out: str | Path = "demo_out",
+    rows: int = 2,
+    columns: int = 4,
+    fields: int = 2,
+    artefacts: float = 0.03,
+    model: str = "telea",
+    checkpoint: str | Path | None = None,
+    cluster: str = "local",
+    seed: int = 0,
+    progress: bool = True,
+) -> dict:
     """Run the demo pipeline; print a summary table and return the plate-level numbers."""
     from rich.console import Console
     from rich.table import Table
@@ -64,8 +74,10 @@ def run_demo(data: str | Path | None = None, *, out: str | Path = "demo_out",
     data = Path(data) if data else default_data_dir()
     files = sorted(data.glob("*.tif")) if data.is_dir() else []
     if not files:
-        raise InputError(f"{data}: no .tif fields found (the demo reads the shipped BBBC039 "
-                         "fields from ../shared/data/bbbc039-rows-A-D)")
+        raise InputError(
+            f"{data}: no .tif fields found (the demo reads the shipped BBBC039 "
+            "fields from ../shared/data/bbbc039-rows-A-D)"
+        )
     import tifffile
 
     shape = tifffile.imread(files[0]).shape
@@ -80,61 +92,110 @@ def run_demo(data: str | Path | None = None, *, out: str | Path = "demo_out",
     with open_cluster(cluster, quiet=not progress) as client:
         spec = client if client is not None else "threads"  # every stage uses this client
         t = time.perf_counter()
-        plate = make_plate(plate_path, rows=rows, columns=columns, fields=fields, size=shape,
-                           seed=seed, from_fields=data, artefacts=artefacts, cluster=spec,
-                           progress=progress)
+        plate = make_plate(
+            plate_path,
+            rows=rows,
+            columns=columns,
+            fields=fields,
+            size=shape,
+            seed=seed,
+            from_fields=data,
+            artefacts=artefacts,
+            cluster=spec,
+            progress=progress,
+        )
         timings["make-plate"] = time.perf_counter() - t
-        console.print(f"[bold]1. plate[/bold] {plate_path}: {len(plate.fields)} real fields "
-                      f"{shape[0]}x{shape[1]} from {data.name}, channels {plate.channel_names}")
+        console.print(
+            f"[bold]1. plate[/bold] {plate_path}: {len(plate.fields)} real fields "
+            f"{shape[0]}x{shape[1]} from {data.name}, channels {plate.channel_names}"
+        )
         t = time.perf_counter()
         make_artefact_masks(plate_path, channel="CFP", cluster=spec, progress=progress)
         timings["masks"] = time.perf_counter() - t
         plate = open_plate(plate_path)
         iou = _iou(plate, plate.fields, "artefacts", "artefacts_true")
-        console.print(f"[bold]2. masks[/bold] labels/artefacts from CFP (Otsu x0.7, open+close):"
-                      f" IoU with the true artefacts {iou:.3f}")
+        console.print(
+            f"[bold]2. masks[/bold] labels/artefacts from CFP (Otsu x0.7, open+close):"
+            f" IoU with the true artefacts {iou:.3f}"
+        )
         t = time.perf_counter()
-        res = inpaint_plate(plate_path, restored_path, channel="DAPI", mask_label="artefacts",
-                            model=model, checkpoint=checkpoint, dilate=2, cluster=spec,
-                            progress=progress)
+        res = inpaint_plate(
+            plate_path,
+            restored_path,
+            channel="DAPI",
+            mask_label="artefacts",
+            model=model,
+            checkpoint=checkpoint,
+            dilate=2,
+            cluster=spec,
+            progress=progress,
+        )
         timings["inpaint"] = time.perf_counter() - t
-        unit = ("whole fields" if res["tiles_total"] == res["fields"] else
-                "256 tiles (tiles without a hole skipped)")
-        console.print(f"[bold]3. inpaint[/bold] {model}: {res['hole_pixels']} pixels filled, "
-                      f"model run on {res['tiles_inpainted']}/{res['tiles_total']} {unit} -> "
-                      f"{restored_path}")
+        unit = (
+            "whole fields"
+            if res["tiles_total"] == res["fields"]
+            else "256 tiles (tiles without a hole skipped)"
+        )
+        console.print(
+            f"[bold]3. inpaint[/bold] {model}: {res['hole_pixels']} pixels filled, "
+            f"model run on {res['tiles_inpainted']}/{res['tiles_total']} {unit} -> "
+            f"{restored_path}"
+        )
         t = time.perf_counter()
         results = {}
-        for label, rec in (("damaged", f"{plate_path}:DAPI"),
-                           ("restored", f"{restored_path}:DAPI")):
+        for label, rec in (
+            ("damaged", f"{plate_path}:DAPI"),
+            ("restored", f"{restored_path}:DAPI"),
+        ):
             for mode in ("paper", "reference"):
-                ds = score_plates(f"{plate_path}:DAPI_clean", rec, window=256,
-                                  params=PhirmParams.for_mode(mode), mask_label="artefacts",
-                                  cluster=spec, progress=False)
+                ds = score_plates(
+                    f"{plate_path}:DAPI_clean",
+                    rec,
+                    window=256,
+                    params=PhirmParams.for_mode(mode),
+                    mask_label="artefacts",
+                    cluster=spec,
+                    progress=False,
+                )
                 if mode == "paper":
-                    write_qc(ds, out / f"qc_{label}.zarr", overwrite=True,
-                             csv=out / f"qc_{label}.csv")
+                    write_qc(
+                        ds, out / f"qc_{label}.zarr", overwrite=True, csv=out / f"qc_{label}.csv"
+                    )
                 results[(label, mode)] = summarise(ds, "plate")
         timings["score"] = time.perf_counter() - t
     report = write_report(out / "qc_restored.zarr", out / "report")
     table = Table(title="PhIRM per 256 window against the clean ground truth (plate summary)")
-    for col in ("plate", "PhIRM mean", "PhIRM min", "PhIRM p05", "< 0.9", "PhIRM mean "
-                "(published code)", "SSIM mean"):
+    for col in (
+        "plate",
+        "PhIRM mean",
+        "PhIRM min",
+        "PhIRM p05",
+        "< 0.9",
+        "PhIRM mean (published code)",
+        "SSIM mean",
+    ):
         table.add_column(col)
     summary = {}
     for label in ("damaged", "restored"):
         s, r = results[(label, "paper")], results[(label, "reference")]
-        row = {k: float(np.asarray(s[f"phirm_{k}"])) for k in ("mean", "min", "p05",
-                                                                 "frac_below")}
+        row = {k: float(np.asarray(s[f"phirm_{k}"])) for k in ("mean", "min", "p05", "frac_below")}
         row["reference_mean"] = float(np.asarray(r["phirm_mean"]))
         row["ssim_mean"] = float(np.asarray(s["ssim_mean"]))
         summary[label] = row
-        table.add_row(label, f"{row['mean']:.3f}", f"{row['min']:.3f}", f"{row['p05']:.3f}",
-                      f"{row['frac_below']:.1%}", f"{row['reference_mean']:.3f}",
-                      f"{row['ssim_mean']:.3f}")
+        table.add_row(
+            label,
+            f"{row['mean']:.3f}",
+            f"{row['min']:.3f}",
+            f"{row['p05']:.3f}",
+            f"{row['frac_below']:.1%}",
+            f"{row['reference_mean']:.3f}",
+            f"{row['ssim_mean']:.3f}",
+        )
     console.print(table)
-    console.print(f"[bold]4. QC[/bold] {out / 'qc_restored.zarr'} (xr.open_zarr), "
-                  f"{out / 'qc_restored.csv'}; report {report}")
+    console.print(
+        f"[bold]4. QC[/bold] {out / 'qc_restored.zarr'} (xr.open_zarr), "
+        f"{out / 'qc_restored.csv'}; report {report}"
+    )
     console.print("timings (s): " + ", ".join(f"{k} {v:.1f}" for k, v in timings.items()))
     summary["mask_iou"] = iou
     summary["timings_s"] = timings

@@ -28,4 +28,5 @@ class CheckpointError(PhirmError, ValueError):
 
 class OutputError(PlateError):
     """An output cannot be written: it exists, is an input, is another command's or a
-    foreign store, or another run holds its lock."""
+    foreign store, or another run holds its lock.
+    """

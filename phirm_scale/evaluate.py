@@ -60,8 +60,15 @@ def parse_checkpoints(text) -> dict[str, str]:
     """
     if not text:
         return {}
-    items = text.items() if isinstance(text, dict) else (
-        part.split("=", 1) if "=" in part else (part, None) for part in str(text).split(",") if part.strip())
+    items = (
+        text.items()
+        if isinstance(text, dict)
+        else (
+            part.split("=", 1) if "=" in part else (part, None)
+            for part in str(text).split(",")
+            if part.strip()
+        )
+    )
     out: dict[str, str] = {}
     for name, path in items:
         if path is None or not str(path).strip():
@@ -137,8 +144,10 @@ def _resolve_models(models, checkpoints, *, device, allow_untrained, batch_size)
     names = {e[1] for e in entries if isinstance(e[1], str)}
     extra = sorted(set(checkpoints) - names)
     if extra:
-        raise InputError(f"--checkpoints names {', '.join(extra)} not among the evaluated models "
-                         f"({', '.join(sorted(names))})")
+        raise InputError(
+            f"--checkpoints names {', '.join(extra)} not among the evaluated models "
+            f"({', '.join(sorted(names))})"
+        )
     known = list_models()
     out = []
     for label, m in entries:
@@ -150,7 +159,8 @@ def _resolve_models(models, checkpoints, *, device, allow_untrained, batch_size)
                 raise InputError(
                     f"model {m!r} is learned and has no checkpoint: pass --checkpoints {m}=PATH "
                     f"(train one with 'phirm-scale train'), or --allow-untrained for a smoke test "
-                    f"with random weights")
+                    f"with random weights"
+                )
             extra_cfg = {"batch_size": batch_size} if m in LEARNED else {}
             model = get_model(m, ck, device=device, **extra_cfg)
             out.append((label, model, getattr(model, "checkpoint_hash", None)))
@@ -165,17 +175,34 @@ def _comp_arrays(images_u8, params):
     from phirm_scale.metric import components
 
     cs = [components(im, params) for im in images_u8]
-    return (np.array([c.nuclei_count for c in cs]), np.array([c.nuclei_area for c in cs]),
-            np.array([c.artefact_area for c in cs]), np.array([c.artefact_count for c in cs]))
+    return (
+        np.array([c.nuclei_count for c in cs]),
+        np.array([c.nuclei_area for c in cs]),
+        np.array([c.artefact_area for c in cs]),
+        np.array([c.artefact_count for c in cs]),
+    )
 
 
 def _to_u8(x) -> np.ndarray:
     return np.clip(np.rint(np.asarray(x, np.float64) * 255.0), 0, 255).astype(np.uint8)
 
 
-def evaluate(models, tiles, *, masks=None, checkpoints=None, out_dir=None, limit=None, seed=0,
-             batch_size=16, device="auto", allow_untrained=False, n_examples=3, split=None,
-             verbose=False):
+def evaluate(
+    models,
+    tiles,
+    *,
+    masks=None,
+    checkpoints=None,
+    out_dir=None,
+    limit=None,
+    seed=0,
+    batch_size=16,
+    device="auto",
+    allow_untrained=False,
+    n_examples=3,
+    split=None,
+    verbose=False,
+):
     """Run the paper's experiment: every model on every mask family over the test tiles.
 
     Parameters
@@ -258,15 +285,20 @@ def evaluate(models, tiles, *, masks=None, checkpoints=None, out_dir=None, limit
     pool = None
     if any(parse_mask_spec(s).kind in ("artefacts",) for s in specs):
         if ts.artefacts is None:
-            raise InputError(f"{ts.path}: no artefact masks in this tile store (write it with "
-                             f"'phirm-scale tiles --label artefacts_true' or drop 'artefacts' from --masks)")
+            raise InputError(
+                f"{ts.path}: no artefact masks in this tile store (write it with "
+                f"'phirm-scale tiles --label artefacts_true' or drop 'artefacts' from --masks)"
+            )
         pool = np.asarray(ts.artefacts[:])
         if not pool.reshape(len(pool), -1).any(axis=1).any():
-            raise InputError(f"{ts.path}: split {ts.split!r} has no tile with an artefact pixel; "
-                             f"cannot draw 'artefacts' masks")
+            raise InputError(
+                f"{ts.path}: split {ts.split!r} has no tile with an artefact pixel; "
+                f"cannot draw 'artefacts' masks"
+            )
     ckpts = parse_checkpoints(checkpoints)
-    resolved = _resolve_models(models, ckpts, device=device, allow_untrained=allow_untrained,
-                               batch_size=batch_size)
+    resolved = _resolve_models(
+        models, ckpts, device=device, allow_untrained=allow_untrained, batch_size=batch_size
+    )
 
     images = np.asarray(ts.images[:n])
     size = images.shape[1:]
@@ -282,7 +314,12 @@ def evaluate(models, tiles, *, masks=None, checkpoints=None, out_dir=None, limit
     rows = []
     for spec in specs:
         m_all = tile_masks(spec, range(n), size, seed=seed, artefact_pool=pool)
-        examples[spec] = {"index": ex_idx, "original": images[ex_idx], "mask": m_all[ex_idx], "models": {}}
+        examples[spec] = {
+            "index": ex_idx,
+            "original": images[ex_idx],
+            "mask": m_all[ex_idx],
+            "models": {},
+        }
         for label, model, ck_hash in resolved:
             outs = np.empty_like(images)
             secs = np.zeros(n)
@@ -294,38 +331,44 @@ def evaluate(models, tiles, *, masks=None, checkpoints=None, out_dir=None, limit
                 y = np.asarray(model(x, mk))
                 secs[b0:b1] = (time.perf_counter() - t0) / (b1 - b0)
                 if y.shape != x.shape:
-                    raise InputError(f"model {label!r} returned shape {y.shape}, expected {x.shape}")
+                    raise InputError(
+                        f"model {label!r} returned shape {y.shape}, expected {x.shape}"
+                    )
                 outs[b0:b1] = _to_u8(y[:, 0])
             rec_p = _comp_arrays(outs, p_paper)
             rec_r = _comp_arrays(outs, p_ref)
-            ncd, nad, aad, ph = phirm_from_components(ref_p[0], ref_p[1], ref_p[2],
-                                                      rec_p[0], rec_p[1], rec_p[2], p_paper)
-            _, _, _, ph_ref = phirm_from_components(ref_r[0], ref_r[1], ref_r[2],
-                                                    rec_r[0], rec_r[1], rec_r[2], p_ref)
+            ncd, nad, aad, ph = phirm_from_components(
+                ref_p[0], ref_p[1], ref_p[2], rec_p[0], rec_p[1], rec_p[2], p_paper
+            )
+            _, _, _, ph_ref = phirm_from_components(
+                ref_r[0], ref_r[1], ref_r[2], rec_r[0], rec_r[1], rec_r[2], p_ref
+            )
             examples[spec]["models"][label] = (outs[ex_idx], ph[ex_idx])
             for i in range(n):
-                rows.append({
-                    "model": label,
-                    "mask": spec,
-                    "tile": i,
-                    "well": wells[i],
-                    "hole_fraction": float(m_all[i].mean()),
-                    "phirm": float(ph[i]),
-                    "phirm_reference": float(ph_ref[i]),
-                    "ncd": float(ncd[i]),
-                    "nad": float(nad[i]),
-                    "aad": float(aad[i]),
-                    "psnr": psnr(images[i], outs[i]),
-                    "ssim": ssim(images[i], outs[i]),
-                    "ref_nuclei_count": int(ref_p[0][i]),
-                    "rec_nuclei_count": int(rec_p[0][i]),
-                    "ref_nuclei_area": int(ref_p[1][i]),
-                    "rec_nuclei_area": int(rec_p[1][i]),
-                    "ref_artefact_area": int(ref_p[2][i]),
-                    "rec_artefact_area": int(rec_p[2][i]),
-                    "checkpoint_hash": ck_hash,
-                    "seconds": float(secs[i]),
-                })
+                rows.append(
+                    {
+                        "model": label,
+                        "mask": spec,
+                        "tile": i,
+                        "well": wells[i],
+                        "hole_fraction": float(m_all[i].mean()),
+                        "phirm": float(ph[i]),
+                        "phirm_reference": float(ph_ref[i]),
+                        "ncd": float(ncd[i]),
+                        "nad": float(nad[i]),
+                        "aad": float(aad[i]),
+                        "psnr": psnr(images[i], outs[i]),
+                        "ssim": ssim(images[i], outs[i]),
+                        "ref_nuclei_count": int(ref_p[0][i]),
+                        "rec_nuclei_count": int(rec_p[0][i]),
+                        "ref_nuclei_area": int(ref_p[1][i]),
+                        "rec_nuclei_area": int(rec_p[1][i]),
+                        "ref_artefact_area": int(ref_p[2][i]),
+                        "rec_artefact_area": int(rec_p[2][i]),
+                        "checkpoint_hash": ck_hash,
+                        "seconds": float(secs[i]),
+                    }
+                )
             if verbose:
                 print(f"{label:>16} {spec:>11}: PhIRM {np.mean(ph):.3f}  ({secs.sum():.1f} s)")
     df = pd.DataFrame(rows)
@@ -339,10 +382,22 @@ def evaluate(models, tiles, *, masks=None, checkpoints=None, out_dir=None, limit
         for spec, ex in examples.items():
             _plot_examples(ex, out / f"examples_{_safe(spec)}.png", spec)
         prov = {
-            "tiles": str(ts.path), "split": ts.split, "n_tiles": n, "seed": seed,
-            "masks": specs, "tile_size": list(size), "device": device,
-            "models": [{"label": lab, "checkpoint": ckpts.get(lab), "checkpoint_hash": h,
-                        "device": str(getattr(mdl, "device", "cpu"))} for lab, mdl, h in resolved],
+            "tiles": str(ts.path),
+            "split": ts.split,
+            "n_tiles": n,
+            "seed": seed,
+            "masks": specs,
+            "tile_size": list(size),
+            "device": device,
+            "models": [
+                {
+                    "label": lab,
+                    "checkpoint": ckpts.get(lab),
+                    "checkpoint_hash": h,
+                    "device": str(getattr(mdl, "device", "cpu")),
+                }
+                for lab, mdl, h in resolved
+            ],
             "seconds": round(time.perf_counter() - t_start, 3),
         }
         (out / "evaluation.json").write_text(json.dumps(prov, indent=2))
@@ -365,25 +420,29 @@ def summarize(df):
 
     out = []
     for (model, mask), g in df.groupby(["model", "mask"], sort=False):
-        out.append({
-            "model": model,
-            "mask": mask,
-            "n": len(g),
-            "hole_pct": 100 * g.hole_fraction.mean(),
-            "phirm": g.phirm.mean(),
-            "phirm_std": g.phirm.std(ddof=0),
-            "phirm_reference": g.phirm_reference.mean(),
-            "psnr": g.psnr.mean(),
-            "ssim": g.ssim.mean(),
-            "ms_per_tile": 1000 * g.seconds.mean(),
-        })
+        out.append(
+            {
+                "model": model,
+                "mask": mask,
+                "n": len(g),
+                "hole_pct": 100 * g.hole_fraction.mean(),
+                "phirm": g.phirm.mean(),
+                "phirm_std": g.phirm.std(ddof=0),
+                "phirm_reference": g.phirm_reference.mean(),
+                "psnr": g.psnr.mean(),
+                "ssim": g.ssim.mean(),
+                "ms_per_tile": 1000 * g.seconds.mean(),
+            }
+        )
     return pd.DataFrame(out)
 
 
 def format_table(df) -> str:
     """A printable table: the long summary, then PhIRM (paper mode) as model x mask family."""
     s = summarize(df)
-    long = s.to_string(index=False, float_format=lambda v: f"{v:.3f}" if math.isfinite(v) else str(v))
+    long = s.to_string(
+        index=False, float_format=lambda v: f"{v:.3f}" if math.isfinite(v) else str(v)
+    )
     piv = s.pivot(index="model", columns="mask", values="phirm")
     piv = piv.loc[list(dict.fromkeys(s.model)), list(dict.fromkeys(s["mask"]))]
     wide = piv.to_string(float_format=lambda v: f"{v:.3f}")
@@ -392,7 +451,8 @@ def format_table(df) -> str:
 
 def plot_phirm_by_mask(df, path):
     """Grouped bars of mean PhIRM (+- std) by mask family and model (paper Figure 2b), with
-    PhIRM (reference mode), PSNR and SSIM panels."""
+    PhIRM (reference mode), PSNR and SSIM panels.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -402,13 +462,17 @@ def plot_phirm_by_mask(df, path):
     models = list(dict.fromkeys(s.model))
     fams = list(dict.fromkeys(s["mask"]))
     d = df.replace([np.inf], np.nan)
-    fig, axes = plt.subplots(2, 2, figsize=(max(8, 1.6 * len(fams) * max(1, len(models)) / 2 + 4), 8))
+    fig, axes = plt.subplots(
+        2, 2, figsize=(max(8, 1.6 * len(fams) * max(1, len(models)) / 2 + 4), 8)
+    )
     w = 0.8 / len(models)
     x = np.arange(len(fams))
-    for ax, col, title in ((axes[0, 0], "phirm", "PhIRM (paper mode)"),
-                           (axes[0, 1], "phirm_reference", "PhIRM (reference mode)"),
-                           (axes[1, 0], "psnr", "PSNR (dB, exact tiles left out)"),
-                           (axes[1, 1], "ssim", "SSIM")):
+    for ax, col, title in (
+        (axes[0, 0], "phirm", "PhIRM (paper mode)"),
+        (axes[0, 1], "phirm_reference", "PhIRM (reference mode)"),
+        (axes[1, 0], "psnr", "PSNR (dB, exact tiles left out)"),
+        (axes[1, 1], "ssim", "SSIM"),
+    ):
         for j, m in enumerate(models):
             g = d[d.model == m].groupby("mask", sort=False)[col]
             mean = g.mean().reindex(fams)

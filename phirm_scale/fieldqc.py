@@ -42,18 +42,29 @@ __all__ = [
 
 #: Variables of :func:`field_checks`, in this order, with (long_name, units).
 CHECK_VARIABLES = {
-    "residual_artefact_area": ("PhIRM artefact area of the restored field (8 bit with the "
-                               "source's known-pixel range, see fieldqc.known_range)", "px"),
+    "residual_artefact_area": (
+        "PhIRM artefact area of the restored field (8 bit with the "
+        "source's known-pixel range, see fieldqc.known_range)",
+        "px",
+    ),
     "nuclei_in_holes": ("nuclei of the restored field lying mostly inside the holes", "1"),
     "restored_nuclei_count": ("nuclei count of the restored field", "1"),
     "masked_fraction_field": ("fraction of the field's pixels inside the holes", "1"),
-    "focus_score": ("focus score of the source field (variance / mean of intensities "
-                    "scaled to 0..1 by the dtype maximum; CellProfiler FocusScore)", "1"),
+    "focus_score": (
+        "focus score of the source field (variance / mean of intensities "
+        "scaled to 0..1 by the dtype maximum; CellProfiler FocusScore)",
+        "1",
+    ),
     "percent_saturated": ("percent of source pixels at the dtype maximum", "percent"),
-    "percent_maximal": ("percent of source pixels at the field's maximum "
-                        "(CellProfiler PercentMaximal)", "percent"),
-    "power_log_log_slope": ("slope of log radial power vs log spatial frequency of the "
-                            "source field (CellProfiler PowerLogLogSlope)", "1"),
+    "percent_maximal": (
+        "percent of source pixels at the field's maximum (CellProfiler PercentMaximal)",
+        "percent",
+    ),
+    "power_log_log_slope": (
+        "slope of log radial power vs log spatial frequency of the "
+        "source field (CellProfiler PowerLogLogSlope)",
+        "1",
+    ),
 }
 
 
@@ -65,8 +76,14 @@ FLAG_BITS = {
 }
 
 
-def flag_code(selfcheck_phirm: float, residual_area: float, has_holes: bool, *,
-              selfcheck_threshold: float = 0.9, residual_threshold: float = 50.0) -> int:
+def flag_code(
+    selfcheck_phirm: float,
+    residual_area: float,
+    has_holes: bool,
+    *,
+    selfcheck_threshold: float = 0.9,
+    residual_threshold: float = 50.0,
+) -> int:
     """The flag of one field (0 = trusted; bits :data:`FLAG_BITS`).
 
     A field with holes whose mean self-check PhIRM is below ``selfcheck_threshold`` gets 1,
@@ -122,7 +139,8 @@ def focus_score(image, *, name: str = "image") -> float:
 
 def percent_saturated(image, *, saturation: float | None = None, name: str = "image") -> float:
     """Percent of pixels at ``saturation`` or above (default: the integer dtype's maximum,
-    1.0 for floats): CellProfiler's PercentSaturation."""
+    1.0 for floats): CellProfiler's PercentSaturation.
+    """
     a = _field(image, name)
     s = _unit_scale(a) if saturation is None else float(saturation)
     return float(100.0 * np.count_nonzero(a >= s) / a.size)
@@ -130,7 +148,8 @@ def percent_saturated(image, *, saturation: float | None = None, name: str = "im
 
 def percent_maximal(image, *, name: str = "image") -> float:
     """Percent of pixels equal to the field's own maximum: CellProfiler's PercentMaximal
-    (catches detectors that saturate below the dtype maximum)."""
+    (catches detectors that saturate below the dtype maximum).
+    """
     a = _field(image, name)
     return float(100.0 * np.count_nonzero(a == a.max()) / a.size)
 
@@ -191,9 +210,14 @@ def _restored8(restored, lo, hi, name) -> np.ndarray:
     return metric.to_uint8(a, lo=lo, hi=hi, name=name)
 
 
-def residual_artefact_area(restored, *, lo: float | None = None, hi: float | None = None,
-                           params: metric.PhirmParams | None = None,
-                           name: str = "restored") -> int:
+def residual_artefact_area(
+    restored,
+    *,
+    lo: float | None = None,
+    hi: float | None = None,
+    params: metric.PhirmParams | None = None,
+    name: str = "restored",
+) -> int:
     """PhIRM's artefact area (Algorithm 1, whole field) of the restored field.
 
     The field is normalised to 8 bit with ``lo``/``hi`` -- by default its *own* min and max,
@@ -225,8 +249,10 @@ def known_range(source, holes, *, margin: int = 4, name: str = "field") -> tuple
     near = dilate_mask(np.asarray(holes) != 0, int(margin)) != 0
     # saturated specks the mask missed, of any size (PhIRM's artefact rule without its 50 px
     # floor), and their surroundings are not the clean field either
-    near |= saturation_mask(src, dilation=int(margin),
-                            params=metric.PhirmParams(min_area=1), name=name) != 0
+    near |= (
+        saturation_mask(src, dilation=int(margin), params=metric.PhirmParams(min_area=1), name=name)
+        != 0
+    )
     known = src[~near]
     if known.size == 0:
         known = src[np.asarray(holes) == 0]
@@ -243,9 +269,16 @@ def masked_fraction(holes, *, name: str = "holes") -> float:
     return float(np.count_nonzero(m) / m.size)
 
 
-def nuclei_in_holes(restored, holes, *, lo: float | None = None, hi: float | None = None,
-                    params: metric.PhirmParams | None = None, min_fraction: float = 0.5,
-                    name: str = "restored") -> tuple[int, int]:
+def nuclei_in_holes(
+    restored,
+    holes,
+    *,
+    lo: float | None = None,
+    hi: float | None = None,
+    params: metric.PhirmParams | None = None,
+    min_fraction: float = 0.5,
+    name: str = "restored",
+) -> tuple[int, int]:
     """Nuclei of the restored field whose pixels lie mostly inside the holes.
 
     The restored field (8 bit with ``lo``/``hi``, by default its own range, as
@@ -279,8 +312,15 @@ def nuclei_in_holes(restored, holes, *, lo: float | None = None, hi: float | Non
     return int(weight[mostly].sum()), total
 
 
-def field_checks(source, restored, holes, *, params: metric.PhirmParams | None = None,
-                 min_fraction: float = 0.5, name: str = "field") -> dict[str, float]:
+def field_checks(
+    source,
+    restored,
+    holes,
+    *,
+    params: metric.PhirmParams | None = None,
+    min_fraction: float = 0.5,
+    name: str = "field",
+) -> dict[str, float]:
     """Every reference-free check of one field (keys :data:`CHECK_VARIABLES`).
 
     ``source`` is the field before restoration (its image quality is measured, and its
@@ -292,11 +332,11 @@ def field_checks(source, restored, holes, *, params: metric.PhirmParams | None =
     if rec.shape != src.shape:
         raise InputError(f"{name}: restored shape {rec.shape} != source shape {src.shape}")
     lo, hi = known_range(src, holes, name=name)
-    in_holes, total = nuclei_in_holes(rec, holes, lo=lo, hi=hi, params=params,
-                                      min_fraction=min_fraction, name=f"{name}: restored")
+    in_holes, total = nuclei_in_holes(
+        rec, holes, lo=lo, hi=hi, params=params, min_fraction=min_fraction, name=f"{name}: restored"
+    )
     return {
-        "residual_artefact_area": float(residual_artefact_area(rec, lo=lo, hi=hi,
-                                                               params=params)),
+        "residual_artefact_area": float(residual_artefact_area(rec, lo=lo, hi=hi, params=params)),
         "nuclei_in_holes": float(in_holes),
         "restored_nuclei_count": float(total),
         "masked_fraction_field": masked_fraction(holes, name=f"{name}: holes"),

@@ -28,7 +28,8 @@ _QUIET_OLD_LEVEL = logging.NOTSET
 @contextlib.contextmanager
 def quiet_tifffile():
     """Silence tifffile's own log lines while reading: a broken file becomes one ``error:``
-    line of ours naming it, not a stray log line before it."""
+    line of ours naming it, not a stray log line before it.
+    """
     global _QUIET_DEPTH, _QUIET_OLD_LEVEL
     logger = logging.getLogger("tifffile")
     with _QUIET_LOCK:  # reader threads overlap: silenced from the first entry to the last exit

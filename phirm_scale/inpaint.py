@@ -23,8 +23,8 @@ imports Dask or Zarr.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 
@@ -38,10 +38,12 @@ Model = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
 def tile_starts(length: int, tile: int, overlap: int = 0) -> list[int]:
     """Start offsets of tiles of size ``tile`` covering ``length`` with at least ``overlap``
-    px of overlap; the last tile ends at the border. ``[0]`` when ``length <= tile``."""
+    px of overlap; the last tile ends at the border. ``[0]`` when ``length <= tile``.
+    """
     if tile <= 0 or not 0 <= overlap < tile:
-        raise InputError(f"tile must be > 0 and 0 <= overlap < tile, got tile={tile}, "
-                         f"overlap={overlap}")
+        raise InputError(
+            f"tile must be > 0 and 0 <= overlap < tile, got tile={tile}, overlap={overlap}"
+        )
     return grid_starts(length, tile, tile - overlap)
 
 
@@ -50,7 +52,7 @@ def hole_tiles(mask: np.ndarray, tile: int, overlap: int = 0) -> list[tuple[int,
     hole = np.asarray(mask) > 0
     ys = tile_starts(hole.shape[0], tile, overlap)
     xs = tile_starts(hole.shape[1], tile, overlap)
-    return [(y, x) for y in ys for x in xs if hole[y:y + tile, x:x + tile].any()]
+    return [(y, x) for y in ys for x in xs if hole[y : y + tile, x : x + tile].any()]
 
 
 @dataclass(frozen=True)
@@ -71,9 +73,16 @@ def _ramp(n: int, overlap: int) -> np.ndarray:
     return w
 
 
-def inpaint_field(image: np.ndarray, mask: np.ndarray, model: Model, *, tile: int = 256,
-                  overlap: int = 32, batch_size: int = 16,
-                  return_stats: bool = False):
+def inpaint_field(
+    image: np.ndarray,
+    mask: np.ndarray,
+    model: Model,
+    *,
+    tile: int = 256,
+    overlap: int = 32,
+    batch_size: int = 16,
+    return_stats: bool = False,
+):
     """Fill the holes of one field with ``model``.
 
     Parameters
@@ -113,15 +122,19 @@ def inpaint_field(image: np.ndarray, mask: np.ndarray, model: Model, *, tile: in
     n_hole = int(hole.sum())
     if n_hole == 0:
         grid = len(tile_starts(max(H, tile), tile, overlap)) * len(
-            tile_starts(max(W, tile), tile, overlap))
+            tile_starts(max(W, tile), tile, overlap)
+        )
         stats = InpaintStats(grid, 0, 0)
         return (out, stats) if return_stats else out
     if n_hole == hole.size:
         raise InputError("the mask covers the whole field: nothing is left to inpaint from")
 
     direct = getattr(model, "inpaint_integer", None)
-    if getattr(model, "whole_field", False) and direct is not None and image.dtype in (
-            np.uint8, np.uint16):
+    if (
+        getattr(model, "whole_field", False)
+        and direct is not None
+        and image.dtype in (np.uint8, np.uint16)
+    ):
         out = direct(image, hole)
         stats = InpaintStats(1, 1, n_hole)
         return (out, stats) if return_stats else out
@@ -132,8 +145,9 @@ def inpaint_field(image: np.ndarray, mask: np.ndarray, model: Model, *, tile: in
             hi = lo + 1.0
         x = np.clip((image.astype(np.float64) - lo) / (hi - lo), 0.0, 1.0).astype(np.float32)
         x[hole] = 0.0
-        pred = np.asarray(model(x[None, None], hole[None, None].astype(np.float32)),
-                          dtype=np.float64)
+        pred = np.asarray(
+            model(x[None, None], hole[None, None].astype(np.float32)), dtype=np.float64
+        )
         if pred.shape != (1, 1, H, W):
             raise InputError(f"model returned shape {pred.shape}, expected {(1, 1, H, W)}")
         filled = pred[0, 0][hole] * (hi - lo) + lo
@@ -165,13 +179,13 @@ def _tiled(image, hole, model, tile, overlap, batch_size, n_hole):
     wsum = np.zeros(img.shape, dtype=np.float64)
     weight = np.outer(_ramp(tile, overlap), _ramp(tile, overlap))
     for b in range(0, len(starts), batch_size):
-        chunk = starts[b:b + batch_size]
+        chunk = starts[b : b + batch_size]
         xs = np.empty((len(chunk), 1, tile, tile), np.float32)
         ms = np.empty((len(chunk), 1, tile, tile), np.float32)
         ranges = []
         for i, (y, x) in enumerate(chunk):
-            t = img[y:y + tile, x:x + tile]
-            h = hl[y:y + tile, x:x + tile]
+            t = img[y : y + tile, x : x + tile]
+            h = hl[y : y + tile, x : x + tile]
             k = t[~h]
             lo, hi = (float(k.min()), float(k.max())) if k.size else (field_lo, field_hi)
             if hi <= lo:
@@ -190,9 +204,10 @@ def _tiled(image, hole, model, tile, overlap, batch_size, n_hole):
             raise InputError(f"model returned shape {pred.shape}, expected {xs.shape}")
         for i, (y, x) in enumerate(chunk):
             lo, hi = ranges[i]
-            acc[y:y + tile, x:x + tile] += weight * (pred[i, 0] * (hi - lo) + lo)
-            wsum[y:y + tile, x:x + tile] += weight
+            acc[y : y + tile, x : x + tile] += weight * (pred[i, 0] * (hi - lo) + lo)
+            wsum[y : y + tile, x : x + tile] += weight
     filled = acc[:H, :W][hole] / wsum[:H, :W][hole]
-    grid = len(tile_starts(max(H, tile), tile, overlap)) * len(tile_starts(max(W, tile), tile,
-                                                                           overlap))
+    grid = len(tile_starts(max(H, tile), tile, overlap)) * len(
+        tile_starts(max(W, tile), tile, overlap)
+    )
     return filled, InpaintStats(grid, len(starts), n_hole)

@@ -37,7 +37,6 @@ import re
 import warnings
 from pathlib import Path
 
-
 import yaml
 
 from phirm_scale.errors import PhirmError
@@ -45,8 +44,9 @@ from phirm_scale.errors import PhirmError
 __all__ = ["cluster_from_yaml", "load_config", "JobPools", "KINDS"]
 
 # each pool of a mixed cluster subscribes to the one scheduler (see _relay_worker_status)
-warnings.filterwarnings("ignore", message="Scheduler already contains a plugin with name "
-                        "worker-status")
+warnings.filterwarnings(
+    "ignore", message="Scheduler already contains a plugin with name worker-status"
+)
 
 KINDS = {
     "slurm": "SLURMCluster",
@@ -85,24 +85,27 @@ def load_config(path: str | Path) -> dict:
         msg = " ".join(str(exc).split())
         raise PhirmError(f"{path}: unreadable cluster configuration ({msg})") from None
     if not isinstance(cfg, dict) or "kind" not in cfg:
-        raise PhirmError(f"{path}: cluster configuration needs a 'kind' "
-                         f"({', '.join(KINDS)})")
+        raise PhirmError(f"{path}: cluster configuration needs a 'kind' ({', '.join(KINDS)})")
     for k in cfg:
         if k not in TOP_KEYS:
-            raise PhirmError(f"{path}: unknown key {k!r} (a configuration has "
-                             f"{', '.join(TOP_KEYS)})")
+            raise PhirmError(
+                f"{path}: unknown key {k!r} (a configuration has {', '.join(TOP_KEYS)})"
+            )
     kind = str(cfg["kind"]).lower()
     if kind not in KINDS:
-        raise PhirmError(f"{path}: unknown cluster kind {kind!r}; expected one of "
-                         f"{', '.join(KINDS)}")
+        raise PhirmError(
+            f"{path}: unknown cluster kind {kind!r}; expected one of {', '.join(KINDS)}"
+        )
     kwargs = cfg.get("cluster") or {}
     if not isinstance(kwargs, dict):
         raise PhirmError(f"{path}: 'cluster' must be a mapping of {KINDS[kind]} arguments")
     allowed = _allowed_cluster_keys(kind)
     for k in kwargs:
         if k not in allowed:
-            raise PhirmError(f"{path}: unknown key 'cluster.{k}' for kind {kind} (not an "
-                             f"argument of dask_jobqueue.{KINDS[kind]})")
+            raise PhirmError(
+                f"{path}: unknown key 'cluster.{k}' for kind {kind} (not an "
+                f"argument of dask_jobqueue.{KINDS[kind]})"
+            )
     scale = cfg.get("scale") or {"jobs": 1}
     if not isinstance(scale, dict):
         raise PhirmError(f"{path}: 'scale' must be a mapping ({', '.join(SCALE_KEYS)})")
@@ -131,7 +134,8 @@ def _cluster_kwargs(cfg: dict) -> dict:
 
 def _attached_scheduler(address: str):
     """A stand-in scheduler class: the cluster built with it submits jobs whose workers
-    connect to ``address`` (another cluster's scheduler), and starts no scheduler itself."""
+    connect to ``address`` (another cluster's scheduler), and starts no scheduler itself.
+    """
     from distributed.core import Status
 
     class AttachedScheduler:
@@ -142,6 +146,7 @@ def _attached_scheduler(address: str):
         def __await__(self):
             async def ready():
                 return self
+
             return ready().__await__()
 
         async def close(self):
@@ -153,7 +158,8 @@ def _attached_scheduler(address: str):
 def _relay_worker_status(primary, attached) -> None:
     """A scheduler keeps one worker-status subscriber (the last cluster that connected), but
     every pool must see workers come and go (that is how lost jobs are replaced): the first
-    cluster subscribes again and hands each event on to the attached pools."""
+    cluster subscribes again and hands each event on to the attached pools.
+    """
     import asyncio
     import copy
 
@@ -176,7 +182,8 @@ def _relay_worker_status(primary, attached) -> None:
         primary.scheduler_info = SchedulerInfo(await comm.read())
         primary._watch_worker_status_comm = comm
         primary._watch_worker_status_task = asyncio.ensure_future(
-            primary._watch_worker_status(comm))
+            primary._watch_worker_status(comm)
+        )
         if old is not None:
             await old.close()
 
@@ -184,11 +191,17 @@ def _relay_worker_status(primary, attached) -> None:
     primary.sync(resubscribe)
 
 
-def cluster_from_yaml(path: str | Path, *, scale: bool = True, name: str | None = None,
-                      scheduler_address: str | None = None):
+def cluster_from_yaml(
+    path: str | Path,
+    *,
+    scale: bool = True,
+    name: str | None = None,
+    scheduler_address: str | None = None,
+):
     """Build the dask-jobqueue cluster described by ``path``; unless ``scale=False``, ask for
     its jobs as its ``scale`` says. With ``scheduler_address`` its workers join that
-    scheduler (see :class:`JobPools`). ``scale=False`` is for ``cluster.job_script()``."""
+    scheduler (see :class:`JobPools`). ``scale=False`` is for ``cluster.job_script()``.
+    """
     cfg = load_config(path)
     cluster = _build(cfg, name=name, scheduler_address=scheduler_address)
     if scale:
@@ -208,8 +221,7 @@ def _build(cfg: dict, *, name: str | None, scheduler_address: str | None):
     except Exception as exc:  # noqa: BLE001 - bad interface, bad values: one line
         msg = " ".join(str(exc).split())
         msg = re.sub(r"^Cluster failed to start: ", "", msg)
-        raise PhirmError(f"{cfg['path']}: cannot start the {cfg['kind']} cluster ({msg})") \
-            from None
+        raise PhirmError(f"{cfg['path']}: cannot start the {cfg['kind']} cluster ({msg})") from None
     if scheduler_address is not None:
         cluster.shutdown_scheduler = False  # the scheduler belongs to the first pool
     return cluster
@@ -218,13 +230,18 @@ def _build(cfg: dict, *, name: str | None, scheduler_address: str | None):
 def _submission_error(exc: BaseException) -> str:
     text = str(exc)
     lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
-    errs = [ln for ln in lines if re.search(r"error|denied|invalid|refused", ln, re.I)
-            and not ln.startswith(("Command", "Exit code"))]
+    errs = [
+        ln
+        for ln in lines
+        if re.search(r"error|denied|invalid|refused", ln, re.I)
+        and not ln.startswith(("Command", "Exit code"))
+    ]
     return (errs[-1] if errs else " ".join(text.split()))[:400]
 
 
 def _submit_now(cluster, cfg: dict, timeout: float) -> None:
     """Submit the jobs the cluster wants now; the batch system's refusal is one error."""
+
     async def submit():
         await cluster._correct_state()
         # scale() already started a submission in the background, whose failure would only
@@ -237,14 +254,17 @@ def _submit_now(cluster, cfg: dict, timeout: float) -> None:
         cluster.sync(submit, callback_timeout=timeout)
     except Exception as exc:  # noqa: BLE001
         if isinstance(exc, TimeoutError) or type(exc).__name__ == "TimeoutError":
-            raise PhirmError(f"{cfg['path']}: job submission did not finish within "
-                             f"{timeout:g} s") from None
-        raise PhirmError(f"{cfg['path']}: the batch system refused the job: "
-                         f"{_submission_error(exc)}") from None
+            raise PhirmError(
+                f"{cfg['path']}: job submission did not finish within {timeout:g} s"
+            ) from None
+        raise PhirmError(
+            f"{cfg['path']}: the batch system refused the job: {_submission_error(exc)}"
+        ) from None
 
 
-def _scale(cluster, cfg: dict, *, jobs: int | None, adapt: tuple[int, int] | None,
-           timeout: float) -> str:
+def _scale(
+    cluster, cfg: dict, *, jobs: int | None, adapt: tuple[int, int] | None, timeout: float
+) -> str:
     spec = cfg["scale"]
     if adapt is None and jobs is None and ("minimum_jobs" in spec or "maximum_jobs" in spec):
         adapt = (spec.get("minimum_jobs", 0), spec.get("maximum_jobs", 1))
@@ -267,8 +287,14 @@ class JobPools:
     workers join it. ``jobs``/``adapt`` override every file's ``scale``.
     """
 
-    def __init__(self, configs, *, jobs: int | None = None,
-                 adapt: tuple[int, int] | None = None, timeout: float = 10.0):
+    def __init__(
+        self,
+        configs,
+        *,
+        jobs: int | None = None,
+        adapt: tuple[int, int] | None = None,
+        timeout: float = 10.0,
+    ):
         self.configs = [load_config(c) for c in configs]
         self.jobs, self.adapt, self.timeout = jobs, adapt, float(timeout)
         self.clusters: list = []
@@ -291,9 +317,10 @@ class JobPools:
             if len(self.clusters) > 1:
                 _relay_worker_status(self.clusters[0], self.clusters[1:])
             for cl, cfg in zip(self.clusters, self.configs):
-                self.scaled.append(f"{cl._name}: " + _scale(cl, cfg, jobs=self.jobs,
-                                                            adapt=self.adapt,
-                                                            timeout=self.timeout))
+                self.scaled.append(
+                    f"{cl._name}: "
+                    + _scale(cl, cfg, jobs=self.jobs, adapt=self.adapt, timeout=self.timeout)
+                )
         except BaseException:
             self.close()
             raise
@@ -317,7 +344,8 @@ class JobPools:
 
 def job_scripts(spec: str) -> list[tuple[str, str]]:
     """``[(config path, job script)]`` of a ``--cluster`` spec of jobqueue configurations,
-    without submitting anything (``phirm-scale cluster show``)."""
+    without submitting anything (``phirm-scale cluster show``).
+    """
     from phirm_scale.cluster import resolve_config
 
     out = []
@@ -329,5 +357,3 @@ def job_scripts(spec: str) -> list[tuple[str, str]]:
         finally:
             cluster.close()
     return out
-
-

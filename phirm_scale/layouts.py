@@ -22,9 +22,9 @@ that every well's first field is ``0`` as viewers (ome-zarr-py's plate reader) e
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
 
 from phirm_scale.errors import PlateError
 
@@ -72,9 +72,15 @@ def parse_well(well: str) -> tuple[str, int]:
 class Layout:
     """A file-name layout: a regex with groups ``well``, ``field``, ``channel`` (+ ``plate``)."""
 
-    def __init__(self, name: str, pattern: str, *,
-                 default_field: int | None = None, default_channel: str | None = None,
-                 flags: int = 0):
+    def __init__(
+        self,
+        name: str,
+        pattern: str,
+        *,
+        default_field: int | None = None,
+        default_channel: str | None = None,
+        flags: int = 0,
+    ):
         self.name = name
         try:
             self.regex = re.compile(pattern, flags)
@@ -88,8 +94,10 @@ class Layout:
             need.add("channel")
         missing = need - groups
         if missing:
-            raise PlateError(f"--pattern {pattern!r}: missing named group(s) "
-                             f"{', '.join(sorted(missing))} (needs well, field, channel)")
+            raise PlateError(
+                f"--pattern {pattern!r}: missing named group(s) "
+                f"{', '.join(sorted(missing))} (needs well, field, channel)"
+            )
         self.default_field = default_field
         self.default_channel = default_channel
 
@@ -128,8 +136,16 @@ class Layout:
                 tp = int(mt.group(1))
             if mz:
                 zs = int(mz.group(1))
-        return ImageRecord(path=path, plate=g.get("plate"), row=row, column=col, site=field,
-                           channel=str(channel), timepoint=tp, zstep=zs)
+        return ImageRecord(
+            path=path,
+            plate=g.get("plate"),
+            row=row,
+            column=col,
+            site=field,
+            channel=str(channel),
+            timepoint=tp,
+            zstep=zs,
+        )
 
 
 def _imagexpress() -> Layout:
@@ -137,13 +153,16 @@ def _imagexpress() -> Layout:
         "imagexpress",
         rf"^(?P<plate>.+?)_(?P<well>[A-Z]{{1,2}}\d{{1,3}})(?:_s(?P<field>\d+))?"
         rf"(?:_w(?P<channel>\d+?))?(?:{_GUID})?{_TIF}",
-        default_field=1, default_channel="1")
+        default_field=1,
+        default_channel="1",
+    )
 
 
 def _cellomics() -> Layout:
     return Layout(
         "cellomics",
-        rf"^(?P<plate>.+)_(?P<well>[A-Z]{{1,2}}\d{{2,3}})f(?P<field>\d+)d(?P<channel>\d+){_TIF}")
+        rf"^(?P<plate>.+)_(?P<well>[A-Z]{{1,2}}\d{{2,3}})f(?P<field>\d+)d(?P<channel>\d+){_TIF}",
+    )
 
 
 #: Named layouts (factories).
@@ -174,9 +193,14 @@ def list_tiffs(source: Path) -> list[Path]:
     source = Path(source)
     if not source.is_dir():
         raise PlateError(f"{source}: source folder not found")
-    files = sorted(p for p in source.rglob("*")
-                   if p.suffix.lower() in (".tif", ".tiff") and p.is_file()
-                   and "_thumb" not in p.name.lower() and not p.name.startswith("."))
+    files = sorted(
+        p
+        for p in source.rglob("*")
+        if p.suffix.lower() in (".tif", ".tiff")
+        and p.is_file()
+        and "_thumb" not in p.name.lower()
+        and not p.name.startswith(".")
+    )
     if not files:
         raise PlateError(f"{source}: no TIFF files found")
     return files
@@ -197,14 +221,18 @@ def detect_layout(files: Iterable[Path], root: Path) -> Layout:
     assert best is not None
     n_ok, lay, bad = best
     if n_ok == 0:
-        raise PlateError(f"{bad}: file name matches no layout (imagexpress, cellomics); "
-                         "give --pattern with groups well, field, channel")
-    raise PlateError(f"{bad}: file name does not match the {lay.name} layout of the other "
-                     f"{n_ok} files")
+        raise PlateError(
+            f"{bad}: file name matches no layout (imagexpress, cellomics); "
+            "give --pattern with groups well, field, channel"
+        )
+    raise PlateError(
+        f"{bad}: file name does not match the {lay.name} layout of the other {n_ok} files"
+    )
 
 
-def scan_folder(source: str | Path, layout: str = "auto", pattern: str | None = None
-                ) -> tuple[Layout, list[ImageRecord]]:
+def scan_folder(
+    source: str | Path, layout: str = "auto", pattern: str | None = None
+) -> tuple[Layout, list[ImageRecord]]:
     """Parse every TIFF of ``source``: returns the layout used and one record per file.
 
     Every TIFF must match the layout (PlateError naming the first that does not).
@@ -218,7 +246,8 @@ def scan_folder(source: str | Path, layout: str = "auto", pattern: str | None = 
     for f in files:
         rec = lay.parse(f, source)
         if rec is None:
-            raise PlateError(f"{f}: file name does not match the {lay.name} layout "
-                             f"({lay.regex.pattern})")
+            raise PlateError(
+                f"{f}: file name does not match the {lay.name} layout ({lay.regex.pattern})"
+            )
         records.append(rec)
     return lay, records

@@ -143,19 +143,19 @@ class PhirmParams:
             raise InputError("PhirmParams: min_area and clump_area must be >= 0, clump_count >= 1")
 
     @classmethod
-    def paper(cls, **overrides: Any) -> "PhirmParams":
+    def paper(cls, **overrides: Any) -> PhirmParams:
         """The paper's definition (the defaults), with optional overrides."""
         return cls(**overrides)
 
     @classmethod
-    def reference(cls, **overrides: Any) -> "PhirmParams":
+    def reference(cls, **overrides: Any) -> PhirmParams:
         """The published code's numbers (github casus/PhIRM ``metric.py``)."""
         base = dict(otsu_factor=1.1, min_area=51, clump_count=1, mode="reference")
         base.update(overrides)
         return cls(**base)
 
     @classmethod
-    def for_mode(cls, mode: str, **overrides: Any) -> "PhirmParams":
+    def for_mode(cls, mode: str, **overrides: Any) -> PhirmParams:
         """``paper()`` or ``reference()`` by name."""
         if mode == "paper":
             return cls.paper(**overrides)
@@ -196,7 +196,8 @@ class Score:
 
     def as_dict(self) -> dict[str, Any]:
         """Nested dict; an infinite PSNR (identical images) becomes ``None`` so that the
-        result is strict JSON."""
+        result is strict JSON.
+        """
         out: dict[str, Any] = {
             "reference": self.reference.as_dict(),
             "reconstruction": self.reconstruction.as_dict(),
@@ -237,20 +238,23 @@ def as_uint8(image: np.ndarray, *, name: str = "image") -> np.ndarray:
         if lo < 0 or hi > 255:
             raise InputError(
                 f"{name}: float image values must lie in [0, 255], got [{lo:g}, {hi:g}];"
-                " normalise with to_uint8 first")
+                " normalise with to_uint8 first"
+            )
         return np.rint(image).astype(np.uint8)
     if np.issubdtype(image.dtype, np.integer):
         lo, hi = int(image.min()), int(image.max())
         if lo < 0 or hi > 255:
             raise InputError(
                 f"{name}: {image.dtype} image values must lie in 0..255 for PhIRM, got"
-                f" {lo}..{hi}; normalise with to_uint8 first")
+                f" {lo}..{hi}; normalise with to_uint8 first"
+            )
         return image.astype(np.uint8)
     raise InputError(f"{name}: unsupported image dtype {image.dtype}")
 
 
-def to_uint8(image: np.ndarray, lo: float | None = None, hi: float | None = None, *,
-             name: str = "image") -> np.ndarray:
+def to_uint8(
+    image: np.ndarray, lo: float | None = None, hi: float | None = None, *, name: str = "image"
+) -> np.ndarray:
     """Min-max normalise ``image`` to 8 bit: ``rint((x - lo) / (hi - lo) * 255)``, clipped.
 
     Computed in float64 (for uint8/uint16 images through an exact look-up table of the same
@@ -308,7 +312,7 @@ def _otsu_from_hist(counts: np.ndarray) -> int:
     vmin, vmax = int(nz[0]), int(nz[-1])
     if vmin == vmax:
         return vmin
-    c = counts[vmin:vmax + 1].astype(np.int64)
+    c = counts[vmin : vmax + 1].astype(np.int64)
     centers = np.arange(vmin, vmax + 1, dtype=np.int64)
     weight1 = np.cumsum(c)
     weight2 = np.cumsum(c[::-1])[::-1]
@@ -335,24 +339,25 @@ def _label(fg: np.ndarray, connectivity: int) -> tuple[int, np.ndarray, np.ndarr
         # phirm-scale parallelises across fields with Dask instead.
         cv2.setNumThreads(1)
     n, labels, stats, _ = cv2.connectedComponentsWithStatsWithAlgorithm(
-        fg.view(np.uint8), connectivity, cv2.CV_32S, cv2.CCL_BBDT)
+        fg.view(np.uint8), connectivity, cv2.CV_32S, cv2.CCL_BBDT
+    )
     return n, labels, stats
 
 
-def _box_sums(integral: np.ndarray, x: np.ndarray, y: np.ndarray, w: np.ndarray,
-              h: np.ndarray) -> np.ndarray:
-    return (integral[y + h, x + w] - integral[y, x + w] - integral[y + h, x]
-            + integral[y, x])
+def _box_sums(
+    integral: np.ndarray, x: np.ndarray, y: np.ndarray, w: np.ndarray, h: np.ndarray
+) -> np.ndarray:
+    return integral[y + h, x + w] - integral[y, x + w] - integral[y + h, x] + integral[y, x]
 
 
 class ComponentLabels(NamedTuple):
     """PhIRM's segmentation of one 8-bit image (see :func:`label_components`)."""
 
-    labels: np.ndarray      # (M, N) int32, 0 = background, as OpenCV numbers components
-    ids: np.ndarray         # label ids of the kept components (area >= min_area)
-    area: np.ndarray        # their areas
-    artefact: np.ndarray    # whether each is an artefact (else a nucleus)
-    threshold: float        # the foreground is image > threshold
+    labels: np.ndarray  # (M, N) int32, 0 = background, as OpenCV numbers components
+    ids: np.ndarray  # label ids of the kept components (area >= min_area)
+    area: np.ndarray  # their areas
+    artefact: np.ndarray  # whether each is an artefact (else a nucleus)
+    threshold: float  # the foreground is image > threshold
 
 
 def _max_is(count_eq: np.ndarray, count_gt: np.ndarray | None) -> np.ndarray:
@@ -360,8 +365,9 @@ def _max_is(count_eq: np.ndarray, count_gt: np.ndarray | None) -> np.ndarray:
     return (count_eq > 0) if count_gt is None else (count_eq > 0) & (count_gt == 0)
 
 
-def label_components(image_u8: np.ndarray, params: PhirmParams | None = None, *,
-                     name: str = "image") -> ComponentLabels:
+def label_components(
+    image_u8: np.ndarray, params: PhirmParams | None = None, *, name: str = "image"
+) -> ComponentLabels:
     """Steps 1-5 of Algorithm 1: threshold, label, drop small components, classify.
 
     The label image is returned too, for callers that edit components (e.g. the metric
@@ -407,8 +413,9 @@ def label_components(image_u8: np.ndarray, params: PhirmParams | None = None, *,
     return ComponentLabels(labels, ids, area[ids], artefact, t)
 
 
-def components(image_u8: np.ndarray, params: PhirmParams | None = None, *,
-               name: str = "image") -> Components:
+def components(
+    image_u8: np.ndarray, params: PhirmParams | None = None, *, name: str = "image"
+) -> Components:
     """Count and measure nuclei and artefacts in an 8-bit image (Algorithm 1).
 
     Parameters
@@ -446,9 +453,15 @@ def components(image_u8: np.ndarray, params: PhirmParams | None = None, *,
     )
 
 
-def phirm_from_components(ref_count, ref_nuclei_area, ref_artefact_area, rec_count,
-                          rec_nuclei_area, rec_artefact_area,
-                          params: PhirmParams | None = None):
+def phirm_from_components(
+    ref_count,
+    ref_nuclei_area,
+    ref_artefact_area,
+    rec_count,
+    rec_nuclei_area,
+    rec_artefact_area,
+    params: PhirmParams | None = None,
+):
     """NCD, NAD, AAD and PhIRM from the components of reference and reconstruction.
 
     Vectorised: every argument may be a scalar or an array (broadcast together); returns
@@ -460,10 +473,14 @@ def phirm_from_components(ref_count, ref_nuclei_area, ref_artefact_area, rec_cou
         lost = np.power(p.count_weight_lost, a) * a
         invented = np.power(p.count_base_invented, np.abs(a))
         ncd = np.where(a > 0, lost, np.where(a < 0, invented, 0.0))
-    nad = p.area_weight * np.abs(np.asarray(ref_nuclei_area, dtype=np.float64)
-                                 - np.asarray(rec_nuclei_area, dtype=np.float64))
-    aad = p.artefact_weight * np.abs(np.asarray(ref_artefact_area, dtype=np.float64)
-                                     - np.asarray(rec_artefact_area, dtype=np.float64))
+    nad = p.area_weight * np.abs(
+        np.asarray(ref_nuclei_area, dtype=np.float64)
+        - np.asarray(rec_nuclei_area, dtype=np.float64)
+    )
+    aad = p.artefact_weight * np.abs(
+        np.asarray(ref_artefact_area, dtype=np.float64)
+        - np.asarray(rec_artefact_area, dtype=np.float64)
+    )
     with np.errstate(invalid="ignore"):
         phirm = np.maximum(0.0, 10.0 - (ncd + nad + aad)) / 10.0
     return ncd, nad, aad, phirm
@@ -476,19 +493,23 @@ def psnr(reference_u8: np.ndarray, reconstruction_u8: np.ndarray) -> float:
     mse = float(np.mean((ref - rec) ** 2))
     if mse == 0:
         return math.inf
-    return float(10.0 * np.log10(255.0 ** 2 / mse))
+    return float(10.0 * np.log10(255.0**2 / mse))
 
 
 def ssim(reference_u8: np.ndarray, reconstruction_u8: np.ndarray) -> float:
     """Structural similarity (:func:`skimage.metrics.structural_similarity`, data range 255,
-    7x7 window or the largest odd window that fits); NaN for images smaller than 3x3."""
+    7x7 window or the largest odd window that fits); NaN for images smaller than 3x3.
+    """
     from skimage.metrics import structural_similarity
 
     win = _ssim_win(*np.shape(reference_u8))
     if not win:
         return math.nan
-    return float(structural_similarity(np.asarray(reference_u8), np.asarray(reconstruction_u8),
-                                       data_range=255, win_size=win))
+    return float(
+        structural_similarity(
+            np.asarray(reference_u8), np.asarray(reconstruction_u8), data_range=255, win_size=win
+        )
+    )
 
 
 def _ssim_win(height: int, width: int) -> int:
@@ -498,8 +519,9 @@ def _ssim_win(height: int, width: int) -> int:
     return win if win >= 3 else 0
 
 
-def window_psnr_ssim(ref8: np.ndarray, rec8: np.ndarray, y0, x0, height: int,
-                     width: int) -> tuple[np.ndarray, np.ndarray]:
+def window_psnr_ssim(
+    ref8: np.ndarray, rec8: np.ndarray, y0, x0, height: int, width: int
+) -> tuple[np.ndarray, np.ndarray]:
     """PSNR and SSIM of every ``height x width`` window (top-left corners ``y0``, ``x0``) of
     two 8-bit images.
 
@@ -535,9 +557,9 @@ def window_psnr_ssim(ref8: np.ndarray, rec8: np.ndarray, y0, x0, height: int,
     win = _ssim_win(h, w)
     pad = (win - 1) // 2
     npx = win * win
-    k1 = (0.01 * 255) ** 2 * npx * npx          # C1 * N**2
-    k2 = (0.03 * 255) ** 2 * npx * (npx - 1)    # C2 * N * (N - 1)
-    inner = np.s_[pad:h - pad, pad:w - pad]
+    k1 = (0.01 * 255) ** 2 * npx * npx  # C1 * N**2
+    k2 = (0.03 * 255) ** 2 * npx * (npx - 1)  # C2 * N * (N - 1)
+    inner = np.s_[pad : h - pad, pad : w - pad]
     # Buffers reused across windows: one window's arrays stay in cache, and no large
     # allocation per window (distributed workers set MALLOC_TRIM_THRESHOLD_, which makes
     # every large numpy temporary a fresh mmap with page faults).
@@ -548,12 +570,13 @@ def window_psnr_ssim(ref8: np.ndarray, rec8: np.ndarray, y0, x0, height: int,
     num, den, tmp = (np.empty((ih, iw)) for _ in range(3))
 
     def box(x, out):  # exact integer sums over win x win; the reflected border is cropped
-        cv2.boxFilter(x, cv2.CV_32S, (win, win), dst=out, normalize=False,
-                      borderType=cv2.BORDER_REFLECT)
+        cv2.boxFilter(
+            x, cv2.CV_32S, (win, win), dst=out, normalize=False, borderType=cv2.BORDER_REFLECT
+        )
         return out[inner]
 
     for i, (y, x) in enumerate(zip(y0.tolist(), x0.tolist())):
-        sl = np.s_[y:y + h, x:x + w]
+        sl = np.s_[y : y + h, x : x + w]
         a[...] = ref8[sl]
         b[...] = rec8[sl]
         cv2.absdiff(a, b, dst=d)
@@ -563,7 +586,7 @@ def window_psnr_ssim(ref8: np.ndarray, rec8: np.ndarray, y0, x0, height: int,
             psnr[i] = math.inf
             ssim[i] = 1.0 if win else np.nan
             continue
-        psnr[i] = float(10.0 * np.log10(255.0 ** 2 / mse))
+        psnr[i] = float(10.0 * np.log10(255.0**2 / mse))
         if win == 0:
             continue
         sx, sy = box(a, sums[0]), box(b, sums[1])
@@ -574,32 +597,36 @@ def window_psnr_ssim(ref8: np.ndarray, rec8: np.ndarray, y0, x0, height: int,
         np.multiply(b, b, out=d)
         syy = box(d, sums[4])
         # integer parts, exact in int32 for win <= 7 (|values| < 2**31)
-        np.multiply(sx, sy, out=p)                    # N**2 ux uy
+        np.multiply(sx, sy, out=p)  # N**2 ux uy
         np.multiply(sx, sx, out=q)
         np.multiply(sy, sy, out=t)
-        np.add(q, t, out=q)                           # N**2 (ux**2 + uy**2)
+        np.add(q, t, out=q)  # N**2 (ux**2 + uy**2)
         np.multiply(sxy, npx, out=t)
-        np.subtract(t, p, out=t)                      # N (N-1) vxy
+        np.subtract(t, p, out=t)  # N (N-1) vxy
         np.multiply(p, 2.0, out=num)
-        num += k1                                     # N**2 A1
+        num += k1  # N**2 A1
         np.multiply(t, 2.0, out=den)
-        den += k2                                     # N (N-1) A2
+        den += k2  # N (N-1) A2
         num *= den
         np.add(sxx, syy, out=t)
         np.multiply(t, npx, out=t)
-        np.subtract(t, q, out=t)                      # N (N-1) (vx + vy)
-        np.add(q, k1, out=den)                        # N**2 B1
-        np.add(t, k2, out=tmp)                        # N (N-1) B2
+        np.subtract(t, q, out=t)  # N (N-1) (vx + vy)
+        np.add(q, k1, out=den)  # N**2 B1
+        np.add(t, k2, out=tmp)  # N (N-1) B2
         den *= tmp
         num /= den
         ssim[i] = num.mean(dtype=np.float64)
     return psnr, ssim
 
 
-
-def score(reference_u8: np.ndarray, reconstruction_u8: np.ndarray,
-          params: PhirmParams | None = None, *, image_metrics: bool = True,
-          names: tuple[str, str] = ("reference", "reconstruction")) -> Score:
+def score(
+    reference_u8: np.ndarray,
+    reconstruction_u8: np.ndarray,
+    params: PhirmParams | None = None,
+    *,
+    image_metrics: bool = True,
+    names: tuple[str, str] = ("reference", "reconstruction"),
+) -> Score:
     """PhIRM of ``reconstruction_u8`` against ``reference_u8`` (both 8-bit, same shape).
 
     Parameters
@@ -622,16 +649,25 @@ def score(reference_u8: np.ndarray, reconstruction_u8: np.ndarray,
     ref = as_uint8(reference_u8, name=names[0])
     rec = as_uint8(reconstruction_u8, name=names[1])
     if ref.shape != rec.shape:
-        raise InputError(
-            f"{names[1]}: shape {rec.shape} differs from {names[0]} shape {ref.shape}")
+        raise InputError(f"{names[1]}: shape {rec.shape} differs from {names[0]} shape {ref.shape}")
     c_ref = components(ref, params)
     c_rec = components(rec, params)
     ncd, nad, aad, ph = phirm_from_components(
-        c_ref.nuclei_count, c_ref.nuclei_area, c_ref.artefact_area,
-        c_rec.nuclei_count, c_rec.nuclei_area, c_rec.artefact_area, params)
+        c_ref.nuclei_count,
+        c_ref.nuclei_area,
+        c_ref.artefact_area,
+        c_rec.nuclei_count,
+        c_rec.nuclei_area,
+        c_rec.artefact_area,
+        params,
+    )
     return Score(
-        reference=c_ref, reconstruction=c_rec, ncd=float(ncd), nad=float(nad),
-        aad=float(aad), phirm=float(ph),
+        reference=c_ref,
+        reconstruction=c_rec,
+        ncd=float(ncd),
+        nad=float(nad),
+        aad=float(aad),
+        phirm=float(ph),
         psnr=psnr(ref, rec) if image_metrics else math.nan,
         ssim=ssim(ref, rec) if image_metrics else math.nan,
     )

@@ -27,8 +27,8 @@ import logging
 import os
 import shutil
 import socket
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import Iterable, Iterator, Mapping
 
 from phirm_scale.errors import OutputError
 
@@ -77,14 +77,17 @@ def check_not_input(output, inputs: Iterable, *, what: str = "output") -> None:
             continue
         src = _resolve(inp)
         if out == src:
-            raise OutputError(f"{output}: the {what} is an input of this run ({inp}); "
-                              "choose another output path")
+            raise OutputError(
+                f"{output}: the {what} is an input of this run ({inp}); choose another output path"
+            )
         if src in out.parents:
-            raise OutputError(f"{output}: the {what} lies inside the input {inp}; "
-                              "choose a path outside it")
+            raise OutputError(
+                f"{output}: the {what} lies inside the input {inp}; choose a path outside it"
+            )
         if out in src.parents:
-            raise OutputError(f"{output}: the {what} contains the input {inp}; "
-                              "choose another output path")
+            raise OutputError(
+                f"{output}: the {what} contains the input {inp}; choose another output path"
+            )
 
 
 def _root_attrs(path: Path) -> dict | None:
@@ -162,12 +165,16 @@ def existing_output(path, *, command: str, overwrite: bool) -> bool:
         return True
     what = _describe(path)
     if made_by is not None:
-        raise OutputError(f"{path}: exists and is the output of `phirm-scale {made_by}`, "
-                          f"not of `{command}`; refusing to {'replace' if overwrite else 'use'} "
-                          "it (choose another output path)")
-    raise OutputError(f"{path}: exists and is {what} not made by `phirm-scale {command}`; "
-                      f"refusing to {'replace' if overwrite else 'write into'} it "
-                      "(choose another output path)")
+        raise OutputError(
+            f"{path}: exists and is the output of `phirm-scale {made_by}`, "
+            f"not of `{command}`; refusing to {'replace' if overwrite else 'use'} "
+            "it (choose another output path)"
+        )
+    raise OutputError(
+        f"{path}: exists and is {what} not made by `phirm-scale {command}`; "
+        f"refusing to {'replace' if overwrite else 'write into'} it "
+        "(choose another output path)"
+    )
 
 
 def remove_output(path, *, command: str) -> None:
@@ -198,6 +205,7 @@ def mark_folder(path, command: str) -> None:
 
 
 # --------------------------------------------------------------------------- lock
+
 
 def lock_path(path) -> Path:
     """The lock file of an output: ``<output>.lock`` beside it."""
@@ -248,13 +256,19 @@ def output_lock(path, *, command: str) -> Iterator[Path]:
             _HELD[key] -= 1
         return
     host = socket.gethostname()
-    me = {"host": host, "pid": os.getpid(), "command": command,
-          "started": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
+    me = {
+        "host": host,
+        "pid": os.getpid(),
+        "command": command,
+        "started": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+    }
     try:
         lp.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise OutputError(f"{path}: cannot write the output there ({lp.parent}: "
-                          f"{exc.strerror or type(exc).__name__})") from None
+        raise OutputError(
+            f"{path}: cannot write the output there ({lp.parent}: "
+            f"{exc.strerror or type(exc).__name__})"
+        ) from None
     for _attempt in range(5):
         # the lock appears with its content at once (written beside, then hard-linked, which
         # fails if it exists): a reader never sees an empty lock file of a live run
@@ -280,19 +294,27 @@ def output_lock(path, *, command: str) -> Iterator[Path]:
             elif held.get("host") == host and not _pid_alive(int(held.get("pid", -1))):
                 stale = True
             if stale:
-                log.warning("%s: taking over the stale lock %s (%s)", path, lp,
-                            _holder(held) if held else "unreadable")
+                log.warning(
+                    "%s: taking over the stale lock %s (%s)",
+                    path,
+                    lp,
+                    _holder(held) if held else "unreadable",
+                )
                 with contextlib.suppress(FileNotFoundError):
                     lp.unlink()
                 continue
-            raise OutputError(f"{path}: in use by another run ({_holder(held)}); wait for it "
-                              f"to finish, or delete {lp} if that run is gone") from None
+            raise OutputError(
+                f"{path}: in use by another run ({_holder(held)}); wait for it "
+                f"to finish, or delete {lp} if that run is gone"
+            ) from None
         except FileNotFoundError:
-            raise OutputError(f"{path}: cannot create the output there (folder "
-                              f"{path.parent} does not exist)") from None
+            raise OutputError(
+                f"{path}: cannot create the output there (folder {path.parent} does not exist)"
+            ) from None
         except OSError as exc:
-            raise OutputError(f"{path}: cannot write the output there "
-                              f"({exc.strerror or type(exc).__name__})") from None
+            raise OutputError(
+                f"{path}: cannot write the output there ({exc.strerror or type(exc).__name__})"
+            ) from None
         break
     else:
         raise OutputError(f"{path}: could not take the lock {lp}; another run keeps it")
@@ -308,16 +330,20 @@ def output_lock(path, *, command: str) -> Iterator[Path]:
 
 
 def _holder(held: Mapping) -> str:
-    return (f"`phirm-scale {held.get('command', '?')}`, pid {held.get('pid', '?')} on "
-            f"{held.get('host', '?')} since {held.get('started', '?')}")
+    return (
+        f"`phirm-scale {held.get('command', '?')}`, pid {held.get('pid', '?')} on "
+        f"{held.get('host', '?')} since {held.get('started', '?')}"
+    )
 
 
 # --------------------------------------------------------------------------- whole stores
 
+
 @contextlib.contextmanager
 def atomic_store(path) -> Iterator[Path]:
     """Yield ``<path>.partial`` to write a whole store into; on success it replaces ``path``
-    (which the caller has checked with :func:`existing_output`); on failure it is removed."""
+    (which the caller has checked with :func:`existing_output`); on failure it is removed.
+    """
     path = Path(path)
     tmp = path.with_name(path.name + ".partial")
     if tmp.exists():
@@ -332,8 +358,15 @@ def atomic_store(path) -> Iterator[Path]:
             shutil.rmtree(tmp, ignore_errors=True)
 
 
-def prepare_output(path, *, command: str, inputs: Iterable = (), overwrite: bool = False,
-                   resumable: bool = False, remove: bool = True) -> bool:
+def prepare_output(
+    path,
+    *,
+    command: str,
+    inputs: Iterable = (),
+    overwrite: bool = False,
+    resumable: bool = False,
+    remove: bool = True,
+) -> bool:
     """The checks every command makes on an output before writing (call it holding the lock).
 
     Refuses an output that is an input or overlaps one; refuses anything at ``path`` not made
@@ -356,17 +389,31 @@ def prepare_output(path, *, command: str, inputs: Iterable = (), overwrite: bool
 
 
 @contextlib.contextmanager
-def guard_output(path, *, command: str, inputs: Iterable = (), overwrite: bool = False,
-                 resumable: bool = False, remove: bool = True) -> Iterator[bool]:
+def guard_output(
+    path,
+    *,
+    command: str,
+    inputs: Iterable = (),
+    overwrite: bool = False,
+    resumable: bool = False,
+    remove: bool = True,
+) -> Iterator[bool]:
     """Lock ``path`` and run :func:`prepare_output` under the lock; the context value says
-    whether an existing output of the same command is kept (to resume)."""
+    whether an existing output of the same command is kept (to resume).
+    """
     inputs = list(inputs)
     check_not_input(path, inputs)
     check_inputs_not_locked(inputs)
     existing_output(path, command=command, overwrite=overwrite)  # refuse before locking
     with output_lock(path, command=command):
-        yield prepare_output(path, command=command, inputs=inputs, overwrite=overwrite,
-                             resumable=resumable, remove=remove)
+        yield prepare_output(
+            path,
+            command=command,
+            inputs=inputs,
+            overwrite=overwrite,
+            resumable=resumable,
+            remove=remove,
+        )
 
 
 def check_inputs_not_locked(inputs: Iterable) -> None:
@@ -381,17 +428,22 @@ def check_inputs_not_locked(inputs: Iterable) -> None:
             continue
         if held.get("host") == host and not _pid_alive(int(held.get("pid", -1))):
             continue  # stale: the writer is gone (its output is checked field by field)
-        raise OutputError(f"{inp}: is being written by another run ({_holder(held)}); wait "
-                          "for it to finish before reading it")
+        raise OutputError(
+            f"{inp}: is being written by another run ({_holder(held)}); wait "
+            "for it to finish before reading it"
+        )
 
 
 def check_output_folder(path, *, inputs: Iterable = ()) -> None:
     """Checks for a plain output folder (train, evaluate, validate-metric, demo): not an
-    input, not inside or around one, and not a Zarr store (a plate, a QC or tile store)."""
+    input, not inside or around one, and not a Zarr store (a plate, a QC or tile store).
+    """
     path = Path(path)
     check_not_input(path, inputs)
     if path.exists() and not path.is_dir():
         raise OutputError(f"{path}: exists and is not a folder")
     if path.is_dir() and _root_attrs(path) is not None:
-        raise OutputError(f"{path}: is {_describe(path)}; refusing to write files into it "
-                          "(choose another output folder)")
+        raise OutputError(
+            f"{path}: is {_describe(path)}; refusing to write files into it "
+            "(choose another output folder)"
+        )

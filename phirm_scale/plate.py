@@ -27,8 +27,9 @@ from __future__ import annotations
 import json
 import re
 import shutil
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Iterable, Mapping, NamedTuple, Sequence
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -71,8 +72,10 @@ _AXES = [
 ]
 _DIMS = ("t", "c", "z", "y", "x")
 #: What the labels phirm-scale writes are, as viewers show them (the label's multiscales name).
-LABEL_TITLES = {"artefacts": "artefact mask (holes inpainted)",
-                "artefacts_true": "true artefacts (synthetic ground truth)"}
+LABEL_TITLES = {
+    "artefacts": "artefact mask (holes inpainted)",
+    "artefacts_true": "true artefacts (synthetic ground truth)",
+}
 _COLORS = ["0000FF", "00FFFF", "FFFFFF", "00FF00", "FF0000", "FF00FF", "FFFF00"]
 
 
@@ -93,6 +96,7 @@ class FieldKey(NamedTuple):
 
 
 # --------------------------------------------------------------------------- names
+
 
 def row_name(index: int) -> str:
     """Plate row name of a 0-based row index: 0 -> 'A', 25 -> 'Z', 26 -> 'AA'."""
@@ -155,14 +159,17 @@ def downsample2(image: np.ndarray) -> np.ndarray:
 
 # --------------------------------------------------------------------------- metadata blocks
 
+
 def _multiscales(n_levels: int, name: str) -> list[dict]:
     datasets = []
     for lev in range(n_levels):
         s = float(2**lev)
-        datasets.append({
-            "path": str(lev),
-            "coordinateTransformations": [{"type": "scale", "scale": [1.0, 1.0, 1.0, s, s]}],
-        })
+        datasets.append(
+            {
+                "path": str(lev),
+                "coordinateTransformations": [{"type": "scale", "scale": [1.0, 1.0, 1.0, s, s]}],
+            }
+        )
     return [{"name": name, "axes": _AXES, "datasets": datasets}]
 
 
@@ -197,6 +204,7 @@ def _field_attrs(key: FieldKey, channel_names, dtype, n_levels: int) -> dict:
 
 
 # --------------------------------------------------------------------------- Plate
+
 
 class Plate:
     """An OME-Zarr HCS plate on disk. Use :func:`open_plate`, :func:`create_plate` or
@@ -256,7 +264,7 @@ class Plate:
             if not (path / only.path / "zarr.json").exists():
                 raise PlateError(f"{path}: no field {only}")
             fields, wells = [only], [(only.row, only.column)]
-        for w in ([] if only is not None else plate["wells"]):
+        for w in [] if only is not None else plate["wells"]:
             r, c = w["path"].split("/")
             try:
                 wg = zarr.open_group(str(path / r / c), mode="r")
@@ -283,8 +291,10 @@ class Plate:
         self.level_paths = [d["path"] for d in datasets]
         self.n_levels = len(self.level_paths)
         if not (path / self.fields[0].path / self.level_paths[0] / "zarr.json").exists():
-            raise PlateError(f"{path}: field {self.fields[0]}: image data is missing "
-                             f"({self.level_paths[0]} array deleted or never written)")
+            raise PlateError(
+                f"{path}: field {self.fields[0]}: image data is missing "
+                f"({self.level_paths[0]} array deleted or never written)"
+            )
         arr = zarr.open_array(str(path / self.fields[0].path / self.level_paths[0]), mode="r")
         if arr.ndim != 5:
             raise PlateError(f"{path}/{self.fields[0].path}/0: expected TCZYX, got {arr.ndim}-D")
@@ -296,12 +306,15 @@ class Plate:
         else:
             self.channel_names = [str(i) for i in range(arr.shape[1])]
         if len(self.channel_names) != arr.shape[1]:
-            raise PlateError(f"{path}: {len(self.channel_names)} channel names for "
-                             f"{arr.shape[1]} channels")
+            raise PlateError(
+                f"{path}: {len(self.channel_names)} channel names for {arr.shape[1]} channels"
+            )
 
     def __repr__(self) -> str:
-        return (f"Plate({str(self.path)!r}, wells={len(self.wells)}, fields={len(self.fields)}, "
-                f"channels={self.channel_names}, shape={self.field_shape}, dtype={self.dtype})")
+        return (
+            f"Plate({str(self.path)!r}, wells={len(self.wells)}, fields={len(self.fields)}, "
+            f"channels={self.channel_names}, shape={self.field_shape}, dtype={self.dtype})"
+        )
 
     @property
     def attrs(self) -> dict:
@@ -338,8 +351,9 @@ class Plate:
             return self.channel_names.index(channel)
         elif isinstance(channel, str) and channel.isdigit() and int(channel) < self.n_channels:
             return int(channel)
-        raise PlateError(f"{self.path}: no channel {channel!r} (channels: "
-                         f"{', '.join(self.channel_names)})")
+        raise PlateError(
+            f"{self.path}: no channel {channel!r} (channels: {', '.join(self.channel_names)})"
+        )
 
     def _check_key(self, key) -> FieldKey:
         key = FieldKey(str(key[0]), str(key[1]), int(key[2]))
@@ -370,10 +384,10 @@ class Plate:
         key = self._check_key(key)
         if not 0 <= level < self.n_levels:
             raise PlateError(f"{self.path}: no level {level} (levels: 0..{self.n_levels - 1})")
-        chans = (list(range(self.n_channels)) if channel is None
-                 else [self.channel_index(channel)])
-        arr = _checked_array(self.path, key, self.level_paths[level], chans,
-                             [self.channel_names[c] for c in chans])
+        chans = list(range(self.n_channels)) if channel is None else [self.channel_index(channel)]
+        arr = _checked_array(
+            self.path, key, self.level_paths[level], chans, [self.channel_names[c] for c in chans]
+        )
         if channel is None:
             return np.asarray(arr[0, :, 0])
         return np.asarray(arr[0, chans[0], 0])
@@ -430,13 +444,15 @@ class Plate:
         key = self._check_key(key)
         if not self.has_label(key, name):
             raise PlateError(f"{self.path}: field {key} has no label {name!r}")
-        arr = _checked_array(self.path, key, f"labels/{name}/0", [0], [name],
-                             what=f"label {name!r}")
+        arr = _checked_array(
+            self.path, key, f"labels/{name}/0", [0], [name], what=f"label {name!r}"
+        )
         return np.asarray(arr[0, 0, 0])
 
     def label_attrs(self, key, name: str) -> dict:
         """The phirm-scale attributes of label ``name`` of a field (``{}`` if it has none),
-        e.g. the method and parameters that made an artefact mask."""
+        e.g. the method and parameters that made an artefact mask.
+        """
         key = self._check_key(key)
         p = self.path / key.path / "labels" / name
         if not p.exists():
@@ -444,8 +460,9 @@ class Plate:
         g = _zarr().open_group(str(p), mode="r")
         return dict(dict(g.attrs).get(ATTRS_KEY, {}))
 
-    def write_label(self, key, name: str, array: np.ndarray, *,
-                    attrs: Mapping[str, Any] | None = None) -> None:
+    def write_label(
+        self, key, name: str, array: np.ndarray, *, attrs: Mapping[str, Any] | None = None
+    ) -> None:
         """Write (or replace) the NGFF label image ``name`` of a field.
 
         Labels are added beside the image; image data is never touched, so this works on a
@@ -470,11 +487,14 @@ class Plate:
         if a.dtype == bool:
             a = a.astype(np.uint8)
         if a.dtype not in (np.uint8, np.uint16, np.uint32):
-            raise PlateError(f"{self.path}: label {name!r} of field {key} must be uint8/16/32, "
-                             f"got {a.dtype}")
+            raise PlateError(
+                f"{self.path}: label {name!r} of field {key} must be uint8/16/32, got {a.dtype}"
+            )
         if a.shape != self.field_shape:
-            raise PlateError(f"{self.path}: label {name!r} of field {key} has shape {a.shape}, "
-                             f"expected {self.field_shape}")
+            raise PlateError(
+                f"{self.path}: label {name!r} of field {key} has shape {a.shape}, "
+                f"expected {self.field_shape}"
+            )
         zarr = _zarr()
         fpath = self.path / key.path
         labels_path = fpath / "labels"
@@ -502,33 +522,48 @@ class Plate:
                 if lev:
                     level = level[::2, ::2]
                 arr = g.create_array(
-                    str(lev), shape=(1, 1, 1, *level.shape), chunks=(1, 1, 1, *level.shape),
-                    dtype=a.dtype, compressors=_compressor(), fill_value=0,
-                    dimension_names=_DIMS, overwrite=True)
+                    str(lev),
+                    shape=(1, 1, 1, *level.shape),
+                    chunks=(1, 1, 1, *level.shape),
+                    dtype=a.dtype,
+                    compressors=_compressor(),
+                    fill_value=0,
+                    dimension_names=_DIMS,
+                    overwrite=True,
+                )
                 arr[0, 0, 0] = level
-        g.attrs.update({ATTRS_KEY: {**extra, "complete": True,
-                                    "all_chunks": True}})
+        g.attrs.update({ATTRS_KEY: {**extra, "complete": True, "all_chunks": True}})
 
     # -- writing image data --------------------------------------------------
-    def write_field(self, key, array: np.ndarray, *,
-                    field_attrs: Mapping[str, Any] | None = None) -> None:
+    def write_field(
+        self, key, array: np.ndarray, *, field_attrs: Mapping[str, Any] | None = None
+    ) -> None:
         """Write all channels of one field, ``(C, Y, X)``, and its downsampled levels.
 
         The field is marked complete afterwards (see :meth:`field_complete`);
         ``field_attrs`` (JSON-able) are stored beside that marker.
         """
         if not self.writable:
-            raise PlateError(f"{self.path}: plate opened read-only; image data is never "
-                             "modified in place")
+            raise PlateError(
+                f"{self.path}: plate opened read-only; image data is never modified in place"
+            )
         key = self._check_key(key)
-        write_field_data(self.path, key, array, channel_names=self.channel_names,
-                         dtype=self.dtype, shape=self.field_shape, n_levels=self.n_levels,
-                         field_attrs=field_attrs)
+        write_field_data(
+            self.path,
+            key,
+            array,
+            channel_names=self.channel_names,
+            dtype=self.dtype,
+            shape=self.field_shape,
+            n_levels=self.n_levels,
+            field_attrs=field_attrs,
+        )
 
 
 def open_field_view(path: str | Path, key, *, mode: str = "r") -> Plate:
     """A :class:`Plate` that knows only field ``key`` (reads 2 metadata documents instead
-    of every well's): what a per-field task opens."""
+    of every well's): what a per-field task opens.
+    """
     return Plate(path, writable=(mode == "r+"), _only=key)
 
 
@@ -561,57 +596,99 @@ def _missing_chunk(arr, arr_path: Path, channels: Sequence[int]) -> str | None:
     return None
 
 
-def _checked_array(plate_path: Path, key: FieldKey, level_path: str, channels: Sequence[int],
-                   names: Sequence[str], what: str = "image data"):
+def _checked_array(
+    plate_path: Path,
+    key: FieldKey,
+    level_path: str,
+    channels: Sequence[int],
+    names: Sequence[str],
+    what: str = "image data",
+):
     """Open a field's (or label's) level array, refusing missing or damaged data by name."""
     gpath = Path(plate_path) / key.path
     apath = gpath / level_path
     if not (apath / "zarr.json").exists():
-        raise PlateError(f"{plate_path}: field {key}: {what} is missing ({apath.name} array "
-                         "deleted or never written)")
+        raise PlateError(
+            f"{plate_path}: field {key}: {what} is missing ({apath.name} array "
+            "deleted or never written)"
+        )
     marker = _group_marker(gpath if what == "image data" else apath.parent)
     if marker is not None and marker.get("complete") is False:
-        raise PlateError(f"{plate_path}: field {key}: {what} incomplete (its writing never "
-                         "finished; rerun the command that writes it)")
+        raise PlateError(
+            f"{plate_path}: field {key}: {what} incomplete (its writing never "
+            "finished; rerun the command that writes it)"
+        )
     try:
         arr = _zarr().open_array(str(apath), mode="r")
     except Exception as exc:  # noqa: BLE001 - damaged array metadata
-        raise PlateError(f"{plate_path}: field {key}: {what} is damaged "
-                         f"({type(exc).__name__})") from exc
+        raise PlateError(
+            f"{plate_path}: field {key}: {what} is damaged ({type(exc).__name__})"
+        ) from exc
     if marker is not None and marker.get("all_chunks") and arr.ndim == 5:
         ck = _missing_chunk(arr, apath, channels)
         if ck is not None:
-            raise PlateError(f"{plate_path}: field {key}: {what} damaged: chunk file "
-                             f"{apath.name}/{ck} ({', '.join(names)}) is missing although the "
-                             "field was completed; rerun the command that wrote it with "
-                             "--overwrite")
+            raise PlateError(
+                f"{plate_path}: field {key}: {what} damaged: chunk file "
+                f"{apath.name}/{ck} ({', '.join(names)}) is missing although the "
+                "field was completed; rerun the command that wrote it with "
+                "--overwrite"
+            )
     return arr
 
 
-def create_field_group(path: str | Path, key, *, channel_names: Sequence[str], dtype,
-                       shape: tuple[int, int], n_levels: int = 1):
+def create_field_group(
+    path: str | Path,
+    key,
+    *,
+    channel_names: Sequence[str],
+    dtype,
+    shape: tuple[int, int],
+    n_levels: int = 1,
+):
     """Low-level: (re)create one field group (multiscales + omero metadata) and its empty
-    level arrays, discarding anything there before. Returns the zarr group."""
+    level arrays, discarding anything there before. Returns the zarr group.
+    """
     zarr = _zarr()
     key = FieldKey(*key)
     dtype = np.dtype(dtype)
     fpath = Path(path) / key.path
-    g = zarr.create_group(str(fpath), zarr_format=3, overwrite=True,
-                          attributes={**_field_attrs(key, channel_names, dtype, n_levels),
-                                      ATTRS_KEY: {"complete": False}})
+    g = zarr.create_group(
+        str(fpath),
+        zarr_format=3,
+        overwrite=True,
+        attributes={
+            **_field_attrs(key, channel_names, dtype, n_levels),
+            ATTRS_KEY: {"complete": False},
+        },
+    )
     comp = _compressor()
     for lev in range(n_levels):
         ly, lx = _level_shape(shape, lev)
-        g.create_array(str(lev), shape=(1, len(channel_names), 1, ly, lx),
-                       chunks=(1, 1, 1, ly, lx), dtype=dtype, compressors=comp,
-                       fill_value=0, dimension_names=_DIMS, overwrite=True)
+        g.create_array(
+            str(lev),
+            shape=(1, len(channel_names), 1, ly, lx),
+            chunks=(1, 1, 1, ly, lx),
+            dtype=dtype,
+            compressors=comp,
+            fill_value=0,
+            dimension_names=_DIMS,
+            overwrite=True,
+        )
     return g
 
 
-def write_field_data(path: str | Path, key: FieldKey, array: np.ndarray, *,
-                     channel_names: Sequence[str], dtype, shape: tuple[int, int],
-                     n_levels: int = 1, field_attrs: Mapping[str, Any] | None = None,
-                     create: bool = False) -> None:
+def write_field_data(
+    path: str | Path,
+    key: FieldKey,
+    array: np.ndarray,
+    *,
+    channel_names: Sequence[str],
+    dtype,
+    shape: tuple[int, int],
+    n_levels: int = 1,
+    field_attrs: Mapping[str, Any] | None = None,
+    create: bool = False,
+) -> None:
     """Low-level: write one field's levels and mark it complete.
 
     Does not need the plate metadata (convert writes that last). ``array`` is ``(C, Y, X)``.
@@ -625,8 +702,9 @@ def write_field_data(path: str | Path, key: FieldKey, array: np.ndarray, *,
         a = a[None]
     dtype = np.dtype(dtype)
     if a.shape != (len(channel_names), *shape):
-        raise PlateError(f"{path}: field {key}: data of shape {a.shape}, expected "
-                         f"{(len(channel_names), *shape)}")
+        raise PlateError(
+            f"{path}: field {key}: data of shape {a.shape}, expected {(len(channel_names), *shape)}"
+        )
     if a.dtype != dtype:
         if np.can_cast(a.dtype, dtype, casting="safe"):
             a = a.astype(dtype)
@@ -634,8 +712,9 @@ def write_field_data(path: str | Path, key: FieldKey, array: np.ndarray, *,
             raise PlateError(f"{path}: field {key}: data of dtype {a.dtype}, plate is {dtype}")
     fpath = Path(path) / key.path
     if create:
-        g = create_field_group(path, key, channel_names=channel_names, dtype=dtype,
-                               shape=shape, n_levels=n_levels)
+        g = create_field_group(
+            path, key, channel_names=channel_names, dtype=dtype, shape=shape, n_levels=n_levels
+        )
         marker: dict = {}
     else:
         g = zarr.open_group(str(fpath), mode="r+")
@@ -660,7 +739,8 @@ def write_field_data(path: str | Path, key: FieldKey, array: np.ndarray, *,
 
 def field_done(path: str | Path, key) -> bool:
     """Low-level: whether field ``key`` of the store at ``path`` carries the complete marker
-    (works before the plate metadata exists, i.e. during a conversion)."""
+    (works before the plate metadata exists, i.e. during a conversion).
+    """
     f = Path(path) / FieldKey(*key).path / "zarr.json"
     try:
         meta = json.loads(f.read_text())
@@ -691,11 +771,13 @@ def read_root_attrs(path: str | Path) -> dict | None:
 
 def remove_store(path: str | Path) -> None:
     """Delete a store written by phirm-scale (refuses anything else: plates from other
-    software, TIFF folders, foreign stores and folders)."""
+    software, TIFF folders, foreign stores and folders).
+    """
     _prepare_output(Path(path), overwrite=True)
 
 
 # --------------------------------------------------------------------------- creating
+
 
 def _check_layout(rows, columns, fields) -> dict[tuple[str, str], list[int]]:
     wells: dict[tuple[str, str], list[int]] = {}
@@ -721,16 +803,29 @@ def _prepare_output(path: Path, overwrite: bool) -> None:
             raise OutputError(f"{path}: output exists (use overwrite to replace it)")
         made_by = store_command(path) if path.is_dir() else None
         if made_by is None:
-            raise OutputError(f"{path}: exists and is not a Zarr store written by "
-                              "phirm-scale; refusing to delete it")
+            raise OutputError(
+                f"{path}: exists and is not a Zarr store written by "
+                "phirm-scale; refusing to delete it"
+            )
         shutil.rmtree(path)
 
 
-def create_layout(path: str | Path, *, rows: Sequence[str], columns: Sequence[str],
-                  fields: Iterable, channel_names: Sequence[str], shape: tuple[int, int],
-                  dtype, name: str, n_levels: int = 1, attrs: Mapping[str, Any] | None = None,
-                  plate_metadata: bool = True, skip_existing: bool = False,
-                  create_fields: bool = True) -> None:
+def create_layout(
+    path: str | Path,
+    *,
+    rows: Sequence[str],
+    columns: Sequence[str],
+    fields: Iterable,
+    channel_names: Sequence[str],
+    shape: tuple[int, int],
+    dtype,
+    name: str,
+    n_levels: int = 1,
+    attrs: Mapping[str, Any] | None = None,
+    plate_metadata: bool = True,
+    skip_existing: bool = False,
+    create_fields: bool = True,
+) -> None:
     """Low-level: write groups, well and field metadata and empty arrays of a plate.
 
     With ``plate_metadata=False`` the root ``ome.plate`` block is left out (written later by
@@ -767,19 +862,35 @@ def create_layout(path: str | Path, *, rows: Sequence[str], columns: Sequence[st
         for f in flist:
             key = FieldKey(r, c, f)
             fpath = wpath / str(f)
-            if skip_existing and (fpath / "zarr.json").exists() and all(
-                    (fpath / str(lev) / "zarr.json").exists() for lev in range(n_levels)):
+            if (
+                skip_existing
+                and (fpath / "zarr.json").exists()
+                and all((fpath / str(lev) / "zarr.json").exists() for lev in range(n_levels))
+            ):
                 continue
-            create_field_group(path, key, channel_names=channel_names, dtype=dtype,
-                               shape=shape, n_levels=n_levels)
+            create_field_group(
+                path, key, channel_names=channel_names, dtype=dtype, shape=shape, n_levels=n_levels
+            )
     if plate_metadata:
-        write_plate_metadata(path, rows=rows, columns=columns, wells=list(wells), name=name,
-                             field_count=max(len(v) for v in wells.values()))
+        write_plate_metadata(
+            path,
+            rows=rows,
+            columns=columns,
+            wells=list(wells),
+            name=name,
+            field_count=max(len(v) for v in wells.values()),
+        )
 
 
-def write_plate_metadata(path: str | Path, *, rows: Sequence[str], columns: Sequence[str],
-                         wells: Sequence[tuple[str, str]], name: str,
-                         field_count: int) -> None:
+def write_plate_metadata(
+    path: str | Path,
+    *,
+    rows: Sequence[str],
+    columns: Sequence[str],
+    wells: Sequence[tuple[str, str]],
+    name: str,
+    field_count: int,
+) -> None:
     """Write the root ``ome.plate`` block (ome-zarr-py's writer, NGFF 0.5)."""
     zarr = _zarr()
     from ome_zarr.format import FormatV05
@@ -792,8 +903,15 @@ def write_plate_metadata(path: str | Path, *, rows: Sequence[str], columns: Sequ
         for r, c in sorted(wells, key=lambda w: (rows.index(w[0]), columns.index(w[1])))
     ]
     keep = {k: v for k, v in dict(root.attrs).items() if k != "ome"}
-    _wpm(root, rows, columns, well_list, fmt=FormatV05(), field_count=int(field_count),
-         name=str(name))
+    _wpm(
+        root,
+        rows,
+        columns,
+        well_list,
+        fmt=FormatV05(),
+        field_count=int(field_count),
+        name=str(name),
+    )
     # ome-zarr's writer replaces the 'ome' key only; make sure our attrs survive unchanged
     if keep:
         cur = dict(root.attrs)
@@ -801,10 +919,20 @@ def write_plate_metadata(path: str | Path, *, rows: Sequence[str], columns: Sequ
             root.attrs.update(keep)
 
 
-def create_plate(path: str | Path, *, rows: Sequence[str], columns: Sequence[str],
-                 fields: Iterable, channel_names: Sequence[str], shape: tuple[int, int],
-                 dtype, name: str | None = None, n_levels: int = 1,
-                 attrs: Mapping[str, Any] | None = None, overwrite: bool = False) -> Plate:
+def create_plate(
+    path: str | Path,
+    *,
+    rows: Sequence[str],
+    columns: Sequence[str],
+    fields: Iterable,
+    channel_names: Sequence[str],
+    shape: tuple[int, int],
+    dtype,
+    name: str | None = None,
+    n_levels: int = 1,
+    attrs: Mapping[str, Any] | None = None,
+    overwrite: bool = False,
+) -> Plate:
     """Create an empty, writable HCS plate.
 
     Parameters
@@ -849,16 +977,31 @@ def create_plate(path: str | Path, *, rows: Sequence[str], columns: Sequence[str
     mine = dict((attrs or {}).get(ATTRS_KEY, {}) or {})
     mine.setdefault("command", "create-plate")  # marker: see phirm_scale.outputs
     attrs = {**dict(attrs or {}), ATTRS_KEY: mine}
-    create_layout(path, rows=rows, columns=columns, fields=fields, channel_names=channel_names,
-                  shape=shape, dtype=dtype, name=name or path.name.split(".")[0],
-                  n_levels=n_levels, attrs=attrs)
+    create_layout(
+        path,
+        rows=rows,
+        columns=columns,
+        fields=fields,
+        channel_names=channel_names,
+        shape=shape,
+        dtype=dtype,
+        name=name or path.name.split(".")[0],
+        n_levels=n_levels,
+        attrs=attrs,
+    )
     return Plate(path, writable=True)
 
 
-def create_plate_like(plate: Plate | str | Path, out_path: str | Path, *,
-                      channel_names: Sequence[str] | None = None, dtype=None,
-                      attrs: Mapping[str, Any] | None = None, overwrite: bool = False,
-                      n_levels: int | None = None) -> Plate:
+def create_plate_like(
+    plate: Plate | str | Path,
+    out_path: str | Path,
+    *,
+    channel_names: Sequence[str] | None = None,
+    dtype=None,
+    attrs: Mapping[str, Any] | None = None,
+    overwrite: bool = False,
+    n_levels: int | None = None,
+) -> Plate:
     """Create an empty plate with the layout (rows, columns, fields, shape) of ``plate``.
 
     Channel names and dtype default to the source's; ``attrs`` become the plate-level custom
@@ -866,19 +1009,29 @@ def create_plate_like(plate: Plate | str | Path, out_path: str | Path, *,
     """
     src = plate if isinstance(plate, Plate) else open_plate(plate)
     out = create_plate(
-        out_path, rows=src.rows, columns=src.columns, fields=src.fields,
+        out_path,
+        rows=src.rows,
+        columns=src.columns,
+        fields=src.fields,
         channel_names=list(channel_names) if channel_names is not None else src.channel_names,
-        shape=src.field_shape, dtype=dtype if dtype is not None else src.dtype,
-        name=src.name, n_levels=src.n_levels if n_levels is None else n_levels,
-        attrs=attrs, overwrite=overwrite)
+        shape=src.field_shape,
+        dtype=dtype if dtype is not None else src.dtype,
+        name=src.name,
+        n_levels=src.n_levels if n_levels is None else n_levels,
+        attrs=attrs,
+        overwrite=overwrite,
+    )
     # the viewer metadata of the source (contrast windows of the same channels, pixel size)
     disp = display_metadata(src)
     same_channels = channel_names is None or list(channel_names) == list(src.channel_names)
     if disp.get("pixel_size") or (same_channels and disp.get("windows")):
-        set_display_metadata(out.path, out.fields,
-                             windows=disp.get("windows") if same_channels else None,
-                             pixel_size=disp.get("pixel_size"),
-                             unit=disp.get("unit", "micrometer"))
+        set_display_metadata(
+            out.path,
+            out.fields,
+            windows=disp.get("windows") if same_channels else None,
+            pixel_size=disp.get("pixel_size"),
+            unit=disp.get("unit", "micrometer"),
+        )
     return out
 
 
@@ -904,10 +1057,13 @@ def open_plate(path: str | Path, *, mode: str = "r") -> Plate:
 
 # --------------------------------------------------------------------------- display metadata
 
-def intensity_range(array: np.ndarray, low: float = 0.1, high: float = 99.9,
-                    step: int = 2) -> list[list[float]]:
+
+def intensity_range(
+    array: np.ndarray, low: float = 0.1, high: float = 99.9, step: int = 2
+) -> list[list[float]]:
     """Per channel ``[p_low, p_high]`` percentiles of a ``(C, Y, X)`` field (every
-    ``step``-th pixel in y and x), for viewer contrast limits."""
+    ``step``-th pixel in y and x), for viewer contrast limits.
+    """
     a = np.asarray(array)
     if a.ndim == 2:
         a = a[None]
@@ -916,12 +1072,18 @@ def intensity_range(array: np.ndarray, low: float = 0.1, high: float = 99.9,
     return [[float(x), float(y)] for x, y in zip(lo, hi)]
 
 
-def set_display_metadata(path: str | Path, keys: Iterable, *,
-                         windows: Sequence[Sequence[float]] | None = None,
-                         pixel_size: float | None = None, unit: str = "micrometer") -> None:
+def set_display_metadata(
+    path: str | Path,
+    keys: Iterable,
+    *,
+    windows: Sequence[Sequence[float]] | None = None,
+    pixel_size: float | None = None,
+    unit: str = "micrometer",
+) -> None:
     """Write viewer metadata into the fields ``keys`` of a plate: the omero contrast window
     (``start``/``end``, per channel) and the physical pixel size (the y/x scale of every
-    level, and of the labels, with ``unit`` on the space axes)."""
+    level, and of the labels, with ``unit`` on the space axes).
+    """
     zarr = _zarr()
     for k in keys:
         k = FieldKey(*k)
@@ -936,9 +1098,14 @@ def set_display_metadata(path: str | Path, keys: Iterable, *,
         g.attrs.update({"ome": ome})
         if pixel_size is not None:
             lpath = Path(path) / k.path / "labels"
-            for name in (json.loads((lpath / "zarr.json").read_text()).get("attributes", {})
-                         .get("ome", {}).get("labels", []) if (lpath / "zarr.json").exists()
-                         else []):
+            for name in (
+                json.loads((lpath / "zarr.json").read_text())
+                .get("attributes", {})
+                .get("ome", {})
+                .get("labels", [])
+                if (lpath / "zarr.json").exists()
+                else []
+            ):
                 lg = zarr.open_group(str(lpath / name), mode="r+")
                 lome = json.loads(json.dumps(dict(lg.attrs).get("ome", {})))
                 _scale_multiscales(lome, pixel_size, unit)
@@ -952,11 +1119,10 @@ def _scale_multiscales(ome: dict, pixel_size: float, unit: str) -> None:
                 ax["unit"] = unit
         for lev, ds in enumerate(ms.get("datasets", [])):
             s = float(pixel_size) * 2**lev
-            ds["coordinateTransformations"] = [{"type": "scale",
-                                                "scale": [1.0, 1.0, 1.0, s, s]}]
+            ds["coordinateTransformations"] = [{"type": "scale", "scale": [1.0, 1.0, 1.0, s, s]}]
 
 
-def display_metadata(plate: "Plate") -> dict:
+def display_metadata(plate: Plate) -> dict:
     """The omero windows and pixel size of a plate's first field (for derived plates)."""
     if not plate.fields:
         return {}
@@ -969,8 +1135,7 @@ def display_metadata(plate: "Plate") -> dict:
         out["windows"] = [[c["window"]["start"], c["window"]["end"]] for c in chans]
     ms = (ome.get("multiscales") or [{}])[0]
     axes = ms.get("axes", [])
-    unit = next((a.get("unit") for a in axes if a.get("type") == "space" and a.get("unit")),
-                None)
+    unit = next((a.get("unit") for a in axes if a.get("type") == "space" and a.get("unit")), None)
     if unit:
         scale = ms["datasets"][0]["coordinateTransformations"][0]["scale"]
         out["pixel_size"], out["unit"] = float(scale[-1]), unit

@@ -208,9 +208,15 @@ def _as_field(array, what: str, name: str) -> np.ndarray:
     return a
 
 
-def score_field(reference, reconstruction, *, window: int | str | None = WINDOW,
-                params: metric.PhirmParams | None = None, mask=None,
-                name: str = "field") -> dict[str, np.ndarray]:
+def score_field(
+    reference,
+    reconstruction,
+    *,
+    window: int | str | None = WINDOW,
+    params: metric.PhirmParams | None = None,
+    mask=None,
+    name: str = "field",
+) -> dict[str, np.ndarray]:
     """PhIRM components, PSNR, SSIM (and masked fraction) of every window of one field.
 
     Both images are normalised to 8 bit with the reference field's min/max
@@ -258,8 +264,10 @@ def score_field(reference, reconstruction, *, window: int | str | None = WINDOW,
     if hi <= lo:
         # metric.to_uint8 would map both images to 0 and hide anything the reconstruction
         # invented: a blank reference field is bad input, not a perfect score.
-        raise InputError(f"{name}: reference field is constant ({lo:g}); PhIRM needs a "
-                         "reference with contrast to normalise against")
+        raise InputError(
+            f"{name}: reference field is constant ({lo:g}); PhIRM needs a "
+            "reference with contrast to normalise against"
+        )
     ref8 = metric.to_uint8(ref, lo=lo, hi=hi)
     rec8 = metric.to_uint8(rec, lo=lo, hi=hi)
 
@@ -277,8 +285,9 @@ def score_field(reference, reconstruction, *, window: int | str | None = WINDOW,
             out[f"rec_{c}"][i] = getattr(cb, c)
         if msk is not None:
             out["masked_fraction"][i] = np.count_nonzero(msk[sl]) / area
-    out["psnr"], out["ssim"] = metric.window_psnr_ssim(ref8, rec8, grid.y0, grid.x0,
-                                                       grid.height, grid.width)
+    out["psnr"], out["ssim"] = metric.window_psnr_ssim(
+        ref8, rec8, grid.y0, grid.x0, grid.height, grid.width
+    )
     return out
 
 
@@ -294,10 +303,17 @@ def _params_attrs(params) -> dict:
     return out
 
 
-def to_dataset(results: Mapping[tuple, Mapping[str, np.ndarray]], grid: WindowGrid, *,
-               rows: Iterable[str] | None = None, columns: Iterable[str] | None = None,
-               params: metric.PhirmParams | None = None, threshold: float = 0.9,
-               attrs: Mapping | None = None, summaries: bool = True) -> xr.Dataset:
+def to_dataset(
+    results: Mapping[tuple, Mapping[str, np.ndarray]],
+    grid: WindowGrid,
+    *,
+    rows: Iterable[str] | None = None,
+    columns: Iterable[str] | None = None,
+    params: metric.PhirmParams | None = None,
+    threshold: float = 0.9,
+    attrs: Mapping | None = None,
+    summaries: bool = True,
+) -> xr.Dataset:
     """Stack per-field kernel results into the QC Dataset and score every window.
 
     Parameters
@@ -348,8 +364,9 @@ def to_dataset(results: Mapping[tuple, Mapping[str, np.ndarray]], grid: WindowGr
         for k in keys:
             arr = np.asarray(results[k][v], dtype=np.float64)
             if arr.shape != (nwin,):
-                raise InputError(f"to_dataset: {v} of field {tuple(k)} has shape {arr.shape}, "
-                                 f"expected ({nwin},)")
+                raise InputError(
+                    f"to_dataset: {v} of field {tuple(k)} has shape {arr.shape}, expected ({nwin},)"
+                )
             rows_v.append(arr)
         stacked[v] = np.stack(rows_v)  # (n_fields_present, W)
     for k in keys:
@@ -357,15 +374,22 @@ def to_dataset(results: Mapping[tuple, Mapping[str, np.ndarray]], grid: WindowGr
             raise InputError(f"to_dataset: field {tuple(k)} is outside the plate layout")
 
     ncd, nad, aad, phirm = metric.phirm_from_components(
-        stacked["ref_nuclei_count"], stacked["ref_nuclei_area"], stacked["ref_artefact_area"],
-        stacked["rec_nuclei_count"], stacked["rec_nuclei_area"], stacked["rec_artefact_area"],
-        params=params)
+        stacked["ref_nuclei_count"],
+        stacked["ref_nuclei_area"],
+        stacked["ref_artefact_area"],
+        stacked["rec_nuclei_count"],
+        stacked["rec_nuclei_area"],
+        stacked["rec_artefact_area"],
+        params=params,
+    )
     for v, arr in zip(("ncd", "nad", "aad", "phirm"), (ncd, nad, aad, phirm)):
         stacked[v] = np.broadcast_to(np.asarray(arr, dtype=np.float64), (len(keys), nwin))
 
-    idx = (np.array([ri[str(k[0])] for k in keys], dtype=np.intp),
-           np.array([ci[str(k[1])] for k in keys], dtype=np.intp),
-           np.array([fi[int(k[2])] for k in keys], dtype=np.intp))
+    idx = (
+        np.array([ri[str(k[0])] for k in keys], dtype=np.intp),
+        np.array([ci[str(k[1])] for k in keys], dtype=np.intp),
+        np.array([fi[int(k[2])] for k in keys], dtype=np.intp),
+    )
     shape = (len(row_names), len(col_names), len(field_ids), nwin)
     dims = ("row", "column", "field", "window")
     data_vars = {}
@@ -392,8 +416,10 @@ def to_dataset(results: Mapping[tuple, Mapping[str, np.ndarray]], grid: WindowGr
         "software_version": __version__,
         "window_height": int(grid.height),
         "window_width": int(grid.width),
-        "normalisation": ("rint((x - lo) / (hi - lo) * 255) clipped to 0..255, lo/hi = min/max "
-                          "of the reference field, applied to both images"),
+        "normalisation": (
+            "rint((x - lo) / (hi - lo) * 255) clipped to 0..255, lo/hi = min/max "
+            "of the reference field, applied to both images"
+        ),
         "threshold": float(threshold),
         "mode": getattr(params, "mode", "paper"),
         **_params_attrs(params),
@@ -403,11 +429,16 @@ def to_dataset(results: Mapping[tuple, Mapping[str, np.ndarray]], grid: WindowGr
     return add_summaries(ds, threshold=threshold) if summaries else ds
 
 
-_LEVEL_DIMS = {"field": ("window",), "well": ("field", "window"),
-               "plate": ("row", "column", "field", "window")}
+_LEVEL_DIMS = {
+    "field": ("window",),
+    "well": ("field", "window"),
+    "plate": ("row", "column", "field", "window"),
+}
 
 
-def summarise(ds: xr.Dataset, level: str = "plate", *, threshold: float | None = None) -> xr.Dataset:
+def summarise(
+    ds: xr.Dataset, level: str = "plate", *, threshold: float | None = None
+) -> xr.Dataset:
     """Summaries of the per-window variables at ``level`` 'field', 'well' or 'plate'.
 
     Parameters
@@ -436,7 +467,7 @@ def summarise(ds: xr.Dataset, level: str = "plate", *, threshold: float | None =
 
     def _flat(name):
         arr = ds[name].transpose(*keep, *red).values
-        return arr.reshape(arr.shape[:len(keep)] + (-1,))
+        return arr.reshape(arr.shape[: len(keep)] + (-1,))
 
     phirm = _flat("phirm")
     valid = ~np.isnan(phirm)
@@ -449,7 +480,8 @@ def summarise(ds: xr.Dataset, level: str = "plate", *, threshold: float | None =
             "phirm_min": np.nanmin(phirm, axis=-1),
             "phirm_p05": np.nanpercentile(phirm, 5, axis=-1),
             "phirm_frac_below": np.where(
-                n > 0, np.sum(phirm < threshold, axis=-1) / np.maximum(n, 1), np.nan),
+                n > 0, np.sum(phirm < threshold, axis=-1) / np.maximum(n, 1), np.nan
+            ),
             "n_windows": n.astype(np.int64),
             "ssim_mean": np.nanmean(_flat("ssim"), axis=-1),
         }
@@ -463,7 +495,8 @@ def summarise(ds: xr.Dataset, level: str = "plate", *, threshold: float | None =
     out = xr.Dataset(
         {k: (tuple(keep), np.asarray(v).reshape(out_shape)) for k, v in stats.items()},
         coords=coords,
-        attrs={"level": level, "threshold": float(threshold)})
+        attrs={"level": level, "threshold": float(threshold)},
+    )
     return out
 
 
@@ -526,8 +559,16 @@ def write_qc(ds: xr.Dataset, path, *, overwrite: bool = False, csv=None, parquet
         if Path(p).is_dir():
             raise PhirmError(f"{p}: is a folder; expected a table file path")
     # written beside the target, then renamed: a failed write never leaves a half store
-    with guard_output(path, command="score", inputs=[i for i in inputs if i],
-                      overwrite=overwrite, remove=False), atomic_store(path) as tmp:
+    with (
+        guard_output(
+            path,
+            command="score",
+            inputs=[i for i in inputs if i],
+            overwrite=overwrite,
+            remove=False,
+        ),
+        atomic_store(path) as tmp,
+    ):
         with warnings.catch_warnings():
             # fixed-width strings (row/column names) and consolidated metadata are not in
             # the zarr v3 spec yet; xarray and zarr-python read them back fine.
@@ -569,15 +610,22 @@ def _key_index(ds: xr.Dataset, keys) -> tuple[np.ndarray, np.ndarray, np.ndarray
     cols = {str(c): i for i, c in enumerate(ds["column"].values.tolist())}
     fields = {int(f): i for i, f in enumerate(ds["field"].values.tolist())}
     try:
-        return (np.array([rows[str(k[0])] for k in keys], np.intp),
-                np.array([cols[str(k[1])] for k in keys], np.intp),
-                np.array([fields[int(k[2])] for k in keys], np.intp))
+        return (
+            np.array([rows[str(k[0])] for k in keys], np.intp),
+            np.array([cols[str(k[1])] for k in keys], np.intp),
+            np.array([fields[int(k[2])] for k in keys], np.intp),
+        )
     except KeyError as exc:
         raise InputError(f"field results for {exc} outside the QC dataset's layout") from None
 
 
-def add_field_results(ds: xr.Dataset, results: Mapping[tuple, Mapping], variables: Mapping,
-                      *, attrs: Mapping | None = None) -> xr.Dataset:
+def add_field_results(
+    ds: xr.Dataset,
+    results: Mapping[tuple, Mapping],
+    variables: Mapping,
+    *,
+    attrs: Mapping | None = None,
+) -> xr.Dataset:
     """Add per-field results (self-check, field checks) to a QC Dataset.
 
     Parameters
@@ -616,54 +664,70 @@ def add_field_results(ds: xr.Dataset, results: Mapping[tuple, Mapping], variable
         for k in keys:
             v = np.asarray(results[k][name], dtype=np.float64)
             if v.shape != first.shape or (v.ndim == 1 and v.shape != (nwin,)):
-                raise InputError(f"{name} of field {tuple(k)} has shape {v.shape}, expected "
-                                 f"{first.shape if first.ndim == 0 else (nwin,)}")
+                raise InputError(
+                    f"{name} of field {tuple(k)} has shape {v.shape}, expected "
+                    f"{first.shape if first.ndim == 0 else (nwin,)}"
+                )
             vals.append(v)
         full[idx] = np.stack(vals)
-        ds[name] = xr.Variable(dims, full, attrs={"long_name": long_name, "units": units,
-                                                  "description": long_name})
+        ds[name] = xr.Variable(
+            dims, full, attrs={"long_name": long_name, "units": units, "description": long_name}
+        )
     ds.attrs.update(dict(attrs or {}))
     return ds
 
 
 def summarise_variable(ds: xr.Dataset, name: str, level: str) -> dict[str, np.ndarray]:
     """Mean, min and 5th percentile of per-window variable ``name`` at ``level`` ('field',
-    'well', 'plate'), NaN-aware (as :func:`summarise` does for ``phirm``)."""
+    'well', 'plate'), NaN-aware (as :func:`summarise` does for ``phirm``).
+    """
     if level not in _LEVEL_DIMS:
-        raise InputError(f"summarise_variable: level must be 'field', 'well' or 'plate', got "
-                         f"{level!r}")
+        raise InputError(
+            f"summarise_variable: level must be 'field', 'well' or 'plate', got {level!r}"
+        )
     red = _LEVEL_DIMS[level]
     keep = [d for d in ("row", "column", "field", "window") if d not in red]
     arr = ds[name].transpose(*keep, *red).values
-    arr = arr.reshape(arr.shape[:len(keep)] + (-1,))
+    arr = arr.reshape(arr.shape[: len(keep)] + (-1,))
     with warnings.catch_warnings(), np.errstate(invalid="ignore"):
         warnings.simplefilter("ignore", RuntimeWarning)
-        return {"mean": np.nanmean(arr, axis=-1), "min": np.nanmin(arr, axis=-1),
-                "p05": np.nanpercentile(arr, 5, axis=-1)}
+        return {
+            "mean": np.nanmean(arr, axis=-1),
+            "min": np.nanmin(arr, axis=-1),
+            "p05": np.nanpercentile(arr, 5, axis=-1),
+        }
 
 
 def add_selfcheck_summaries(ds: xr.Dataset) -> xr.Dataset:
     """``{field,well,plate}_selfcheck_phirm_{mean,min,p05}`` from the per-window
-    ``selfcheck_phirm``, and well/plate counts of flagged fields when ``flag`` exists."""
+    ``selfcheck_phirm``, and well/plate counts of flagged fields when ``flag`` exists.
+    """
     ds = ds.copy()
     for level in ("field", "well", "plate"):
         keep = [d for d in ("row", "column", "field") if d not in _LEVEL_DIMS[level]]
         for stat, arr in summarise_variable(ds, "selfcheck_phirm", level).items():
             ds[f"{level}_selfcheck_phirm_{stat}"] = xr.Variable(
-                tuple(keep), arr, attrs={
+                tuple(keep),
+                arr,
+                attrs={
                     "long_name": f"{stat} over windows of the self-check PhIRM per {level}",
-                    "units": "1"})
+                    "units": "1",
+                },
+            )
     if "flag" in ds:
         flagged = (ds["flag"] > 0).where(ds["flag"].notnull())
         for level, dims in (("well", ("field",)), ("plate", ("row", "column", "field"))):
             ds[f"{level}_n_flagged"] = flagged.sum(dims, skipna=True).astype(np.float64)
-            ds[f"{level}_n_flagged"].attrs = {"long_name": f"flagged fields per {level}",
-                                              "units": "1"}
+            ds[f"{level}_n_flagged"].attrs = {
+                "long_name": f"flagged fields per {level}",
+                "units": "1",
+            }
     return ds
 
 
-def flag_fields(ds: xr.Dataset, *, selfcheck_threshold: float = 0.9,
-                residual_threshold: float = 50.0) -> xr.Dataset:
+def flag_fields(
+    ds: xr.Dataset, *, selfcheck_threshold: float = 0.9, residual_threshold: float = 50.0
+) -> xr.Dataset:
     """Per-field ``flag`` (bit mask, :data:`FLAG_BITS`) from the self-check and residuals.
 
     A field with holes (``masked_fraction_field > 0``) whose mean self-check PhIRM is below
@@ -679,21 +743,26 @@ def flag_fields(ds: xr.Dataset, *, selfcheck_threshold: float = 0.9,
     if "selfcheck_phirm" in ds:
         sc = ds["selfcheck_phirm"].mean("window", skipna=True)
         flag = flag + FLAG_BITS["selfcheck_below_threshold"] * (
-            has_holes & (sc < selfcheck_threshold)).astype(np.float64)
-        flag = flag + FLAG_BITS["selfcheck_not_run"] * (
-            has_holes & sc.isnull()).astype(np.float64)
+            has_holes & (sc < selfcheck_threshold)
+        ).astype(np.float64)
+        flag = flag + FLAG_BITS["selfcheck_not_run"] * (has_holes & sc.isnull()).astype(np.float64)
     if "residual_artefact_area" in ds:
         flag = flag + FLAG_BITS["residual_artefact_above_threshold"] * (
-            ds["residual_artefact_area"] > residual_threshold).astype(np.float64)
+            ds["residual_artefact_area"] > residual_threshold
+        ).astype(np.float64)
     flag = flag.where(present)
-    ds["flag"] = xr.Variable(("row", "column", "field"), flag.transpose(
-        "row", "column", "field").values, attrs={
-        "long_name": "quality flag of the restored field (0 = trusted)",
-        "units": "1",
-        "flag_masks": list(FLAG_BITS.values()),
-        "flag_meanings": " ".join(FLAG_BITS),
-        "selfcheck_threshold": float(selfcheck_threshold),
-        "residual_threshold": float(residual_threshold)})
+    ds["flag"] = xr.Variable(
+        ("row", "column", "field"),
+        flag.transpose("row", "column", "field").values,
+        attrs={
+            "long_name": "quality flag of the restored field (0 = trusted)",
+            "units": "1",
+            "flag_masks": list(FLAG_BITS.values()),
+            "flag_meanings": " ".join(FLAG_BITS),
+            "selfcheck_threshold": float(selfcheck_threshold),
+            "residual_threshold": float(residual_threshold),
+        },
+    )
     return add_selfcheck_summaries(ds) if "selfcheck_phirm" in ds else ds
 
 
@@ -704,6 +773,12 @@ def flagged_fields(ds: xr.Dataset) -> list[tuple[str, str, int, int]]:
     out = []
     f = ds["flag"].transpose("row", "column", "field").values
     for i, j, k in zip(*np.nonzero(np.nan_to_num(f) > 0)):
-        out.append((str(ds["row"].values[i]), str(ds["column"].values[j]),
-                    int(ds["field"].values[k]), int(f[i, j, k])))
+        out.append(
+            (
+                str(ds["row"].values[i]),
+                str(ds["column"].values[j]),
+                int(ds["field"].values[k]),
+                int(f[i, j, k]),
+            )
+        )
     return out

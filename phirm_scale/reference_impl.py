@@ -37,7 +37,7 @@ def published_components(image_u8: np.ndarray) -> Components:
         x, y, w, h, area = (int(v) for v in stats[i, :5])
         if not area > 50:
             continue
-        rect = img[y:y + h, x:x + w].copy()
+        rect = img[y : y + h, x : x + w].copy()
         if rect.max() == 255:
             rect[rect < 30] = 255
             if rect.mean() >= 210:
@@ -49,9 +49,15 @@ def published_components(image_u8: np.ndarray) -> Components:
     return Components(n_nuc, a_nuc, n_art, a_art)
 
 
-def paper_components(image_u8: np.ndarray, *, min_area: int = 50, clump_area: int = 2200,
-                     clump_count: int = 2, saturation: int = 255,
-                     artefact_mean: float = 210.0) -> Components:
+def paper_components(
+    image_u8: np.ndarray,
+    *,
+    min_area: int = 50,
+    clump_area: int = 2200,
+    clump_count: int = 2,
+    saturation: int = 255,
+    artefact_mean: float = 210.0,
+) -> Components:
     """Algorithm 1 of the paper with skimage, one component at a time."""
     from skimage.filters import threshold_otsu
     from skimage.measure import label, regionprops

@@ -46,10 +46,16 @@ def worst_fields(ds, n: int = 6) -> list[tuple[str, str, int, float]]:
     -------
     list of (row, column, field, mean PhIRM)
     """
-    mean = ds["phirm"].mean("window", skipna=True) if "field_phirm_mean" not in ds \
+    mean = (
+        ds["phirm"].mean("window", skipna=True)
+        if "field_phirm_mean" not in ds
         else ds["field_phirm_mean"]
-    low = ds["phirm"].min("window", skipna=True) if "field_phirm_min" not in ds \
+    )
+    low = (
+        ds["phirm"].min("window", skipna=True)
+        if "field_phirm_min" not in ds
         else ds["field_phirm_min"]
+    )
     m = mean.transpose("row", "column", "field").values
     lo = low.transpose("row", "column", "field").values
     entries = []
@@ -57,18 +63,22 @@ def worst_fields(ds, n: int = 6) -> list[tuple[str, str, int, float]]:
         for j, c in enumerate(ds["column"].values.tolist()):
             for k, f in enumerate(ds["field"].values.tolist()):
                 if not math.isnan(m[i, j, k]):
-                    entries.append((float(m[i, j, k]), float(lo[i, j, k]), (i, j, k),
-                                    (str(r), str(c), int(f))))
+                    entries.append(
+                        (float(m[i, j, k]), float(lo[i, j, k]), (i, j, k), (str(r), str(c), int(f)))
+                    )
     entries.sort(key=lambda e: (e[0], e[1], e[2]))
-    return [(*e[3], e[0]) for e in entries[:max(0, int(n))]]
+    return [(*e[3], e[0]) for e in entries[: max(0, int(n))]]
 
 
 def plate_heatmap(ds, path) -> Path:
     """Save the mean PhIRM per well as a plate heatmap PNG."""
     from matplotlib import colormaps
 
-    values = (ds["well_phirm_mean"] if "well_phirm_mean" in ds
-              else ds["phirm"].mean(("field", "window"), skipna=True))
+    values = (
+        ds["well_phirm_mean"]
+        if "well_phirm_mean" in ds
+        else ds["phirm"].mean(("field", "window"), skipna=True)
+    )
     data = values.transpose("row", "column").values
     rows = [str(r) for r in ds["row"].values]
     cols = [str(c) for c in ds["column"].values]
@@ -81,16 +91,22 @@ def plate_heatmap(ds, path) -> Path:
     hi = float(max(finite.max(), thr)) if finite.size else 1.0
     if hi - lo < 0.02:
         lo = max(0.0, hi - 0.02)
-    im = ax.imshow(np.ma.masked_invalid(data), cmap=cmap, vmin=lo, vmax=hi,
-                   interpolation="nearest")
+    im = ax.imshow(np.ma.masked_invalid(data), cmap=cmap, vmin=lo, vmax=hi, interpolation="nearest")
     ax.set_xticks(range(len(cols)), cols, fontsize=7)
     ax.set_yticks(range(len(rows)), rows, fontsize=7)
     ax.set_title("mean PhIRM per well\n(grey: not scored)", fontsize=9)
     if data.size <= 96:
         for (i, j), v in np.ndenumerate(data):
             if not math.isnan(v):
-                ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=7,
-                        color="white" if (v - lo) / max(hi - lo, 1e-9) < 0.55 else "black")
+                ax.text(
+                    j,
+                    i,
+                    f"{v:.2f}",
+                    ha="center",
+                    va="center",
+                    fontsize=7,
+                    color="white" if (v - lo) / max(hi - lo, 1e-9) < 0.55 else "black",
+                )
     cb = fig.colorbar(im, ax=ax)
     cb.set_label(f"PhIRM (red: threshold {thr:g})", fontsize=8)
     cb.ax.axhline(thr, color="crimson", lw=2)
@@ -110,16 +126,18 @@ def phirm_histogram(ds, path, *, threshold: float | None = None) -> Path:
     ax.axvline(thr, color="crimson", ls="--", label=f"threshold {thr:g}")
     ax.set_xlabel("PhIRM per window")
     ax.set_ylabel("windows")
-    ax.set_title(f"{vals.size} windows, {np.mean(vals < thr) * 100 if vals.size else 0:.1f}% "
-                 f"below {thr:g}")
+    ax.set_title(
+        f"{vals.size} windows, {np.mean(vals < thr) * 100 if vals.size else 0:.1f}% below {thr:g}"
+    )
     ax.legend(loc="upper left")
     path = Path(path)
     fig.savefig(path)
     return path
 
 
-def field_thumbnail(ds, row: str, column: str, field: int, path, *, reference=None,
-                    reconstruction=None) -> Path:
+def field_thumbnail(
+    ds, row: str, column: str, field: int, path, *, reference=None, reconstruction=None
+) -> Path:
     """Save reference | reconstruction | |difference| of one field as PNG.
 
     ``reference`` / ``reconstruction`` are ``(Y, X)`` arrays; by default they are read from the
@@ -134,9 +152,11 @@ def field_thumbnail(ds, row: str, column: str, field: int, path, *, reference=No
 
         key = FieldKey(str(row), str(column), int(field))
         reference = open_plate(ds.attrs["reference"]).read_field(
-            key, ds.attrs.get("reference_channel", 0))
+            key, ds.attrs.get("reference_channel", 0)
+        )
         reconstruction = open_plate(ds.attrs["reconstruction"]).read_field(
-            key, ds.attrs.get("reconstruction_channel", 0))
+            key, ds.attrs.get("reconstruction_channel", 0)
+        )
     lo, hi = float(np.min(reference)), float(np.max(reference))
     a8 = to_uint8(reference, lo, hi)
     b8 = to_uint8(reconstruction, lo, hi)
@@ -147,19 +167,23 @@ def field_thumbnail(ds, row: str, column: str, field: int, path, *, reference=No
     w = int(ds.attrs.get("window_width", a8.shape[1]))
     fig = _fig(10.5, 3.8)
     axes = fig.subplots(1, 3)
-    for ax, img, title in zip(axes, (a8, b8, diff),
-                              ("reference", "reconstruction", "|difference|")):
+    for ax, img, title in zip(
+        axes, (a8, b8, diff), ("reference", "reconstruction", "|difference|")
+    ):
         ax.imshow(img, cmap="gray", vmin=0, vmax=255, interpolation="antialiased")
         ax.set_title(title, fontsize=9)
         ax.set_axis_off()
     for y0, x0, p in zip(sel["y0"].values, sel["x0"].values, sel["phirm"].values):
         if p < thr:
             for ax in axes[1:]:
-                ax.add_patch(Rectangle((x0 - 0.5, y0 - 0.5), w, h, fill=False, lw=1.0,
-                                       ec="crimson"))
-    fig.suptitle(f"{row}{column} field {field}: mean PhIRM "
-                 f"{float(np.nanmean(sel['phirm'].values)):.3f} (red: windows < {thr:g})",
-                 fontsize=10)
+                ax.add_patch(
+                    Rectangle((x0 - 0.5, y0 - 0.5), w, h, fill=False, lw=1.0, ec="crimson")
+                )
+    fig.suptitle(
+        f"{row}{column} field {field}: mean PhIRM "
+        f"{float(np.nanmean(sel['phirm'].values)):.3f} (red: windows < {thr:g})",
+        fontsize=10,
+    )
     path = Path(path)
     fig.savefig(path)
     return path
@@ -178,8 +202,9 @@ def _fmt(v) -> str:
 
 
 def _pair(summary, component: str) -> str:
-    return (f"{_fmt(summary['ref_' + component].values)} / "
-            f"{_fmt(summary['rec_' + component].values)}")
+    return (
+        f"{_fmt(summary['ref_' + component].values)} / {_fmt(summary['rec_' + component].values)}"
+    )
 
 
 def write_report(qc, out_dir, *, worst: int = 6) -> Path:
@@ -202,7 +227,7 @@ def write_report(qc, out_dir, *, worst: int = 6) -> Path:
     """
     import xarray as xr
 
-    from phirm_scale.qc import open_qc, summarise
+    from phirm_scale.qc import open_qc
 
     ds = qc if isinstance(qc, xr.Dataset) else open_qc(qc)
     if "phirm" not in ds:
@@ -215,8 +240,7 @@ def write_report(qc, out_dir, *, worst: int = 6) -> Path:
         inputs.append(qc)
     # a report folder is only ever (re)written over an earlier report, never over a plate,
     # a QC store or a foreign folder
-    with guard_output(out, command="report", inputs=[i for i in inputs if i],
-                      resumable=True):
+    with guard_output(out, command="report", inputs=[i for i in inputs if i], resumable=True):
         out.mkdir(parents=True, exist_ok=True)
         mark_folder(out, "report")
         return _write_report(ds, out, worst)
@@ -239,10 +263,12 @@ def _write_report(ds, out: Path, worst: int) -> Path:
             img = f'<img src="{html.escape(name)}" width="900">'
         except Exception as exc:  # noqa: BLE001 - a report without thumbnails is still useful
             img = "<em>thumbnail unavailable</em>"
-            note = (f"Thumbnails need the plates recorded in the QC attributes "
-                    f"({html.escape(str(ds.attrs.get('reference')))}, "
-                    f"{html.escape(str(ds.attrs.get('reconstruction')))}): "
-                    f"{html.escape(type(exc).__name__)}: {html.escape(str(exc))}")
+            note = (
+                f"Thumbnails need the plates recorded in the QC attributes "
+                f"({html.escape(str(ds.attrs.get('reference')))}, "
+                f"{html.escape(str(ds.attrs.get('reconstruction')))}): "
+                f"{html.escape(type(exc).__name__)}: {html.escape(str(exc))}"
+            )
         fs = ds.sel(row=r, column=c, field=f)
         worst_rows.append(
             f"<tr><td>{r}{c}</td><td>{f}</td><td>{m:.4f}</td>"
@@ -250,28 +276,42 @@ def _write_report(ds, out: Path, worst: int) -> Path:
             f"<td>{_fmt(fs['ref_nuclei_count'].sum())} / {_fmt(fs['rec_nuclei_count'].sum())}"
             f"</td><td>{_fmt(fs['ref_artefact_area'].sum())} / "
             f"{_fmt(fs['rec_artefact_area'].sum())}</td></tr>"
-            f"<tr><td colspan=6>{img}</td></tr>")
+            f"<tr><td colspan=6>{img}</td></tr>"
+        )
 
-    summary = [("fields scored", int((~np.isnan(ds['phirm'].values)).any(-1).sum())),
-               ("windows", int(plate["n_windows"])),
-               ("PhIRM mean", plate["phirm_mean"].values),
-               ("PhIRM min", plate["phirm_min"].values),
-               ("PhIRM 5th percentile", plate["phirm_p05"].values),
-               (f"fraction of windows < {thr:g}", plate["phirm_frac_below"].values),
-               ("SSIM mean", plate["ssim_mean"].values),
-               ("nuclei ref / rec", _pair(plate, "nuclei_count")),
-               ("nuclei area ref / rec", _pair(plate, "nuclei_area")),
-               ("artefact area ref / rec", _pair(plate, "artefact_area"))]
+    summary = [
+        ("fields scored", int((~np.isnan(ds["phirm"].values)).any(-1).sum())),
+        ("windows", int(plate["n_windows"])),
+        ("PhIRM mean", plate["phirm_mean"].values),
+        ("PhIRM min", plate["phirm_min"].values),
+        ("PhIRM 5th percentile", plate["phirm_p05"].values),
+        (f"fraction of windows < {thr:g}", plate["phirm_frac_below"].values),
+        ("SSIM mean", plate["ssim_mean"].values),
+        ("nuclei ref / rec", _pair(plate, "nuclei_count")),
+        ("nuclei area ref / rec", _pair(plate, "nuclei_area")),
+        ("artefact area ref / rec", _pair(plate, "artefact_area")),
+    ]
     if "masked_fraction_mean" in plate:
         summary.append(("masked fraction mean", plate["masked_fraction_mean"].values))
-    inputs = [(k, ds.attrs[k]) for k in ("reference", "reference_channel", "reconstruction",
-                                         "reconstruction_channel", "mask_label", "window",
-                                         "mode", "threshold", "software_version")
-              if k in ds.attrs]
-    tr = "\n".join(f"<tr><th>{html.escape(str(k))}</th><td>{_fmt(v)}</td></tr>"
-                   for k, v in summary)
-    ti = "\n".join(f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(str(v))}</td></tr>"
-                   for k, v in inputs)
+    inputs = [
+        (k, ds.attrs[k])
+        for k in (
+            "reference",
+            "reference_channel",
+            "reconstruction",
+            "reconstruction_channel",
+            "mask_label",
+            "window",
+            "mode",
+            "threshold",
+            "software_version",
+        )
+        if k in ds.attrs
+    ]
+    tr = "\n".join(f"<tr><th>{html.escape(str(k))}</th><td>{_fmt(v)}</td></tr>" for k, v in summary)
+    ti = "\n".join(
+        f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(str(v))}</td></tr>" for k, v in inputs
+    )
     page = f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>PhIRM QC report</title>
 <style>body{{font-family:sans-serif;margin:2em;max-width:1000px}}
@@ -286,7 +326,7 @@ text-align:left}}</style></head><body>
 <p>{note}</p>
 <table><tr><th>well</th><th>field</th><th>mean PhIRM</th><th>min PhIRM</th>
 <th>nuclei ref / rec</th><th>artefact area ref / rec</th></tr>
-{''.join(worst_rows)}</table>
+{"".join(worst_rows)}</table>
 </body></html>
 """
     index = out / "index.html"
@@ -342,8 +382,7 @@ def _screen_heatmap(ds, plate: str, path, threshold: float) -> Path:
     fig = _fig(max(5.0, 0.42 * len(cols) + 2.4), max(2.8, 0.42 * len(rows) + 1.6))
     ax = fig.add_subplot()
     cmap = colormaps["viridis"].with_extremes(bad="#dddddd")
-    im = ax.imshow(np.ma.masked_invalid(data), cmap=cmap, vmin=lo, vmax=hi,
-                   interpolation="nearest")
+    im = ax.imshow(np.ma.masked_invalid(data), cmap=cmap, vmin=lo, vmax=hi, interpolation="nearest")
     ax.set_xticks(range(len(cols)), cols, fontsize=7)
     ax.set_yticks(range(len(rows)), rows, fontsize=7)
     ax.set_title(f"plate {plate}: mean PhIRM per well", fontsize=10, wrap=True)
@@ -351,8 +390,15 @@ def _screen_heatmap(ds, plate: str, path, threshold: float) -> Path:
         for (i, j), v in np.ndenumerate(data):
             if not math.isnan(v):
                 frac = (v - lo) / (hi - lo) if hi > lo else 1.0
-                ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=6,
-                        color="white" if frac < 0.55 else "black")
+                ax.text(
+                    j,
+                    i,
+                    f"{v:.2f}",
+                    ha="center",
+                    va="center",
+                    fontsize=6,
+                    color="white" if frac < 0.55 else "black",
+                )
     from matplotlib.patches import Rectangle
 
     for (i, j), v in np.ndenumerate(data):  # wells below the threshold outlined
@@ -367,14 +413,14 @@ def _screen_heatmap(ds, plate: str, path, threshold: float) -> Path:
 
 
 def _screen_thumbnail(ds, plate, row, column, field, path) -> Path:
-    """reference | restored | mask of one field, both images stretched to the 1-99.5
-    percentiles of the reference."""
+    """Reference | restored | mask of one field, both images stretched to the 1-99.5
+    percentiles of the reference.
+    """
     from phirm_scale.plate import FieldKey, open_plate
 
     key = FieldKey(str(row), str(column), int(field))
     d = ds.sel(plate=plate)
-    ref = open_plate(str(d["reference"].values)).read_field(
-        key, str(d["reference_channel"].values))
+    ref = open_plate(str(d["reference"].values)).read_field(key, str(d["reference_channel"].values))
     rec_plate = open_plate(str(d["reconstruction"].values))
     rec = rec_plate.read_field(key, str(d["reconstruction_channel"].values))
     lo, hi = np.percentile(ref, [1, 99.5])
@@ -406,8 +452,7 @@ def flag_reason(d) -> str:
     parts = []
     terms = {t: float(np.nanmean(d[t].values)) for t in ("ncd", "nad", "aad") if t in d}
     main = max(terms, key=terms.get) if terms else None
-    names = {"ncd": "nuclei count (NCD)", "nad": "nuclei area (NAD)",
-             "aad": "artefact area (AAD)"}
+    names = {"ncd": "nuclei count (NCD)", "nad": "nuclei area (NAD)", "aad": "artefact area (AAD)"}
     rn = float(np.nansum(d["ref_nuclei_count"].values))
     cn = float(np.nansum(d["rec_nuclei_count"].values))
     if cn < rn:
@@ -425,14 +470,21 @@ def flag_reason(d) -> str:
     if ab or aa:
         parts.append(f"artefact area {_n(aa)} -> {_n(ab)} px ({_n(ab)} px of artefact left)")
     if "masked_fraction" in d:
-        parts.append(f"{float(np.nanmean(d['masked_fraction'].values)) * 100:.1f}% of pixels "
-                     "masked")
+        parts.append(
+            f"{float(np.nanmean(d['masked_fraction'].values)) * 100:.1f}% of pixels masked"
+        )
     lead = f"mostly {names[main]}: " if main and terms[main] > 0 else ""
     return lead + ", ".join(parts) + "."
 
 
-def write_screen_report(ds, out_dir, *, warnings: list[str] | None = None,
-                        links: dict[str, str] | None = None, thumbnails: int = 24) -> Path:
+def write_screen_report(
+    ds,
+    out_dir,
+    *,
+    warnings: list[str] | None = None,
+    links: dict[str, str] | None = None,
+    thumbnails: int = 24,
+) -> Path:
     """The report of a screen QC Dataset (:func:`phirm_scale.screenqc.screen_dataset`).
 
     Writes ``out_dir/index.html`` with: warnings at the top, a plain-words summary (fields
@@ -468,8 +520,7 @@ def write_screen_report(ds, out_dir, *, warnings: list[str] | None = None,
                         flagged.append((v, p, str(r), str(c), int(f)))
     flagged.sort()
     esc = html.escape
-    warn_html = "".join(f'<p class="warn"><b>Warning:</b> {esc(w)}</p>'
-                        for w in (warnings or []))
+    warn_html = "".join(f'<p class="warn"><b>Warning:</b> {esc(w)}</p>' for w in (warnings or []))
     why_counts = {"ncd": 0, "nad": 0, "aad": 0}
     rows_html = []
     for n, (v, p, r, c, f) in enumerate(flagged):
@@ -481,24 +532,33 @@ def write_screen_report(ds, out_dir, *, warnings: list[str] | None = None,
             name = f"field_{p}_{r}{c}_{f}.png"
             try:
                 _screen_thumbnail(ds, p, r, c, f, out / name)
-                img = (f'<br><img src="{esc(name)}" width="800" alt="plate {esc(p)} well '
-                       f'{esc(r + c)} field {f}: reference, restored image and artefact mask '
-                       f'(contrast 1-99.5 percentiles of the reference); mean PhIRM '
-                       f'{v:.3f}">')
+                img = (
+                    f'<br><img src="{esc(name)}" width="800" alt="plate {esc(p)} well '
+                    f"{esc(r + c)} field {f}: reference, restored image and artefact mask "
+                    f"(contrast 1-99.5 percentiles of the reference); mean PhIRM "
+                    f'{v:.3f}">'
+                )
             except Exception as exc:  # noqa: BLE001 - report still useful without pictures
                 img = f"<br><em>thumbnail unavailable ({esc(type(exc).__name__)})</em>"
-        rows_html.append(f"<tr><td>{esc(p)}</td><td>{esc(r + c)}</td><td>{f}</td>"
-                         f"<td>{v:.3f}</td><td>{esc(flag_reason(d))}{img}</td></tr>")
+        rows_html.append(
+            f"<tr><td>{esc(p)}</td><td>{esc(r + c)}</td><td>{f}</td>"
+            f"<td>{v:.3f}</td><td>{esc(flag_reason(d))}{img}</td></tr>"
+        )
     reasons = ", ".join(f"{n} mostly by {t.upper()}" for t, n in why_counts.items() if n)
-    area = (f"{_n(masked_px)} px (about {masked_px / max(n_fields, 1):,.0f} px per field)"
-            if masked_px is not None else "not recorded (no mask label)")
-    plain = (f"<p>{len(plates)} plate(s), {n_wells} wells and <b>{n_fields} fields</b> were "
-             f"processed: artefact masks, inpainting of the masked pixels "
-             f"and PhIRM scoring of the restored against the reference image.</p>"
-             f"<p>Area restored (inside the artefact masks, summed over the scoring windows): "
-             f"{area}.</p>"
-             f"<p><b>{len(flagged)} of {n_fields} fields are flagged</b> (mean PhIRM below "
-             f"{thr:g})" + (f": {reasons}." if flagged else ".") + "</p>")
+    area = (
+        f"{_n(masked_px)} px (about {masked_px / max(n_fields, 1):,.0f} px per field)"
+        if masked_px is not None
+        else "not recorded (no mask label)"
+    )
+    plain = (
+        f"<p>{len(plates)} plate(s), {n_wells} wells and <b>{n_fields} fields</b> were "
+        f"processed: artefact masks, inpainting of the masked pixels "
+        f"and PhIRM scoring of the restored against the reference image.</p>"
+        f"<p>Area restored (inside the artefact masks, summed over the scoring windows): "
+        f"{area}.</p>"
+        f"<p><b>{len(flagged)} of {n_fields} fields are flagged</b> (mean PhIRM below "
+        f"{thr:g})" + (f": {reasons}." if flagged else ".") + "</p>"
+    )
     plate_rows = []
     heatmaps = []
     for p in plates:
@@ -511,21 +571,30 @@ def write_screen_report(ds, out_dir, *, warnings: list[str] | None = None,
             f"<td>{_fmt(d['plate_phirm_min'].values)}</td>"
             f"<td>{_fmt(d['plate_phirm_frac_below'].values)}</td>"
             f"<td>{_fmt(d['plate_masked_fraction_mean'].values) if 'plate_masked_fraction_mean' in d else '–'}</td>"
-            f"<td>{esc(str(d['reference'].values))}</td></tr>")
+            f"<td>{esc(str(d['reference'].values))}</td></tr>"
+        )
         name = f"heatmap_{p}.png"
         _screen_heatmap(ds, p, out / name, thr)
-        heatmaps.append(f'<h3>{esc(p)}</h3><img src="{esc(name)}" alt="plate {esc(p)}: mean '
-                        f'PhIRM per well as a heatmap, threshold {thr:g} marked on the colour '
-                        f'bar; grey wells were not imaged">')
-    link_html = " · ".join(f'<a href="{esc(href)}">{esc(text)}</a>'
-                           for text, href in (links or {}).items())
+        heatmaps.append(
+            f'<h3>{esc(p)}</h3><img src="{esc(name)}" alt="plate {esc(p)}: mean '
+            f"PhIRM per well as a heatmap, threshold {thr:g} marked on the colour "
+            f'bar; grey wells were not imaged">'
+        )
+    link_html = " · ".join(
+        f'<a href="{esc(href)}">{esc(text)}</a>' for text, href in (links or {}).items()
+    )
     ref_ch = str(ds["reference_channel"].values[0]) if "reference_channel" in ds.coords else "?"
-    rec_ch = (str(ds["reconstruction_channel"].values[0])
-              if "reconstruction_channel" in ds.coords else "?")
+    rec_ch = (
+        str(ds["reconstruction_channel"].values[0])
+        if "reconstruction_channel" in ds.coords
+        else "?"
+    )
     how = _HOW_TO_READ.format(
         win=f"{ds.attrs.get('window_height', '?')}x{ds.attrs.get('window_width', '?')} px",
-        thr=thr, ref=f"source plate, channel {esc(ref_ch)}",
-        rec=f"inpainted plate, channel {esc(rec_ch)}")
+        thr=thr,
+        ref=f"source plate, channel {esc(ref_ch)}",
+        rec=f"inpainted plate, channel {esc(rec_ch)}",
+    )
     page = f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>PhIRM QC report of the screen</title>
 <style>body{{font-family:sans-serif;margin:2em;max-width:1100px;line-height:1.4}}
@@ -540,17 +609,17 @@ text-align:left;vertical-align:top}}img{{max-width:100%;height:auto}}
 <h2>Plates</h2>
 <table><tr><th>plate</th><th>fields</th><th>flagged</th><th>PhIRM mean</th><th>PhIRM min</th>
 <th>windows &lt; {thr:g}</th><th>masked fraction</th><th>plate store</th></tr>
-{''.join(plate_rows)}</table>
+{"".join(plate_rows)}</table>
 <h2>Heatmaps</h2>
-{''.join(heatmaps)}
+{"".join(heatmaps)}
 <h2>Flagged fields ({len(flagged)})</h2>
-<p>Every field with a mean PhIRM below {thr:g}, worst first{f'; pictures for the {thumbnails} worst' if len(flagged) > thumbnails else ''}.</p>
+<p>Every field with a mean PhIRM below {thr:g}, worst first{f"; pictures for the {thumbnails} worst" if len(flagged) > thumbnails else ""}.</p>
 <table><tr><th>plate</th><th>well</th><th>field</th><th>mean PhIRM</th><th>why</th></tr>
-{''.join(rows_html) or '<tr><td colspan=5>none</td></tr>'}</table>
+{"".join(rows_html) or "<tr><td colspan=5>none</td></tr>"}</table>
 <h2>How to read this</h2>
 {how}
-<p>software: phirm-scale {esc(str(ds.attrs.get('software_version', '?')))}, mode
-{esc(str(ds.attrs.get('mode', 'paper')))}</p>
+<p>software: phirm-scale {esc(str(ds.attrs.get("software_version", "?")))}, mode
+{esc(str(ds.attrs.get("mode", "paper")))}</p>
 </body></html>
 """
     index = out / "index.html"

@@ -26,14 +26,15 @@ from __future__ import annotations
 import json
 import sys
 import time
-from dataclasses import dataclass, field as dc_field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from dataclasses import field as dc_field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
-from phirm_scale.errors import PhirmError, PlateError
+from phirm_scale.errors import PlateError
 
-__all__ = ["PlateSource", "ScreenPlan", "plan_screen", "run_screen", "MASK_LABEL",
-           "RUN_FILE"]
+__all__ = ["PlateSource", "ScreenPlan", "plan_screen", "run_screen", "MASK_LABEL", "RUN_FILE"]
 
 #: Label of the artefact masks in every plate.
 MASK_LABEL = "artefacts"
@@ -108,7 +109,8 @@ def _plate_name(p: Path) -> str:
 
 def find_plates(sources: Sequence[str | Path]) -> list[tuple[str, Path, str]]:
     """``(name, path, kind)`` of every plate among ``sources``: a plate folder of TIFFs, an
-    OME-Zarr plate, or a folder whose sub-folders are such plates. PlateError otherwise."""
+    OME-Zarr plate, or a folder whose sub-folders are such plates. PlateError otherwise.
+    """
     found: list[tuple[str, Path, str]] = []
     for s in sources:
         p = Path(s)
@@ -129,14 +131,18 @@ def find_plates(sources: Sequence[str | Path]) -> list[tuple[str, Path, str]]:
                 elif _has_tiffs_here(d):
                     plates.append((_plate_name(d), d.resolve(), "tiff"))
             if not plates:
-                raise PlateError(f"{p}: neither a folder of TIFFs, an OME-Zarr plate, nor a "
-                                 "folder whose sub-folders are plates")
+                raise PlateError(
+                    f"{p}: neither a folder of TIFFs, an OME-Zarr plate, nor a "
+                    "folder whose sub-folders are plates"
+                )
             found.extend(plates)
     seen: dict[str, Path] = {}
     for name, path, _ in found:
         if name in seen:
-            raise PlateError(f"{path}: plate name {name!r} is also the name of {seen[name]}; "
-                             "plates of one screen need different names")
+            raise PlateError(
+                f"{path}: plate name {name!r} is also the name of {seen[name]}; "
+                "plates of one screen need different names"
+            )
         seen[name] = path
     return found
 
@@ -147,13 +153,24 @@ def _inside(a: Path, b: Path) -> bool:
 
 
 # ------------------------------------------------------------------------------ planning
-def plan_screen(sources: Sequence[str | Path], out: str | Path, *, layout: str = "auto",
-                pattern: str | None = None, channel_names: Sequence[str] | None = None,
-                channel: str = "DAPI", artefact_channel: str | None = "CFP",
-                model: str = "telea", checkpoint: str | Path | None = None,
-                reference_channel: str | None = None, window: int | str = 256,
-                threshold: float = 0.9, mode: str = "paper", dilate: int = 0,
-                overwrite: bool = False) -> ScreenPlan:
+def plan_screen(
+    sources: Sequence[str | Path],
+    out: str | Path,
+    *,
+    layout: str = "auto",
+    pattern: str | None = None,
+    channel_names: Sequence[str] | None = None,
+    channel: str = "DAPI",
+    artefact_channel: str | None = "CFP",
+    model: str = "telea",
+    checkpoint: str | Path | None = None,
+    reference_channel: str | None = None,
+    window: int | str = 256,
+    threshold: float = 0.9,
+    mode: str = "paper",
+    dilate: int = 0,
+    overwrite: bool = False,
+) -> ScreenPlan:
     """Find and validate the plates and the output; nothing is written.
 
     Raises
@@ -172,45 +189,81 @@ def plan_screen(sources: Sequence[str | Path], out: str | Path, *, layout: str =
     found = find_plates(sources)
     for _, path, _ in found:
         if _inside(out, path):
-            raise PlateError(f"{out}: the output folder is inside the source {path}; choose an "
-                             "output outside every source")
+            raise PlateError(
+                f"{out}: the output folder is inside the source {path}; choose an "
+                "output outside every source"
+            )
         if _inside(path, out):
-            raise PlateError(f"{path}: source lies inside the output folder {out}; choose "
-                             "another output folder")
+            raise PlateError(
+                f"{path}: source lies inside the output folder {out}; choose another output folder"
+            )
     if model not in list_models():
         raise PlateError(f"unknown model {model!r}; known: {', '.join(list_models())}")
     plates: list[PlateSource] = []
     for name, path, kind in found:
         if kind == "tiff":
-            plan = plan_conversion(path, layout=layout, pattern=pattern, plate_name=name,
-                                   channel_names=channel_names)
-            plates.append(PlateSource(name, path, kind, list(plan.channel_names),
-                                      tuple(plan.shape), len(plan.fields), plan))
+            plan = plan_conversion(
+                path, layout=layout, pattern=pattern, plate_name=name, channel_names=channel_names
+            )
+            plates.append(
+                PlateSource(
+                    name,
+                    path,
+                    kind,
+                    list(plan.channel_names),
+                    tuple(plan.shape),
+                    len(plan.fields),
+                    plan,
+                )
+            )
         else:
             p = open_plate(path)
             if channel_names is not None:
-                raise PlateError(f"{path}: --channel-names applies to TIFF folders; this "
-                                 f"OME-Zarr plate names its channels {','.join(p.channel_names)}")
-            plates.append(PlateSource(name, path, kind, list(p.channel_names),
-                                      tuple(int(s) for s in p.field_shape), len(p.fields)))
+                raise PlateError(
+                    f"{path}: --channel-names applies to TIFF folders; this "
+                    f"OME-Zarr plate names its channels {','.join(p.channel_names)}"
+                )
+            plates.append(
+                PlateSource(
+                    name,
+                    path,
+                    kind,
+                    list(p.channel_names),
+                    tuple(int(s) for s in p.field_shape),
+                    len(p.fields),
+                )
+            )
     first = plates[0]
     for p in plates[1:]:
         if p.channel_names != first.channel_names:
-            raise PlateError(f"{p.path}: channels {','.join(p.channel_names)} differ from "
-                             f"plate {first.name!r} ({','.join(first.channel_names)}); one "
-                             "screen needs one channel set")
+            raise PlateError(
+                f"{p.path}: channels {','.join(p.channel_names)} differ from "
+                f"plate {first.name!r} ({','.join(first.channel_names)}); one "
+                "screen needs one channel set"
+            )
         if p.field_shape != first.field_shape:
-            raise PlateError(f"{p.path}: fields are {p.field_shape[0]}x{p.field_shape[1]}, "
-                             f"plate {first.name!r} has {first.field_shape[0]}x"
-                             f"{first.field_shape[1]}; one screen needs one field shape")
+            raise PlateError(
+                f"{p.path}: fields are {p.field_shape[0]}x{p.field_shape[1]}, "
+                f"plate {first.name!r} has {first.field_shape[0]}x"
+                f"{first.field_shape[1]}; one screen needs one field shape"
+            )
     chans = first.channel_names
-    hint = ("" if channel_names else " (name them with --channel-names, e.g. "
-            f"--channel-names {','.join(['DAPI', 'CFP', 'GFP', 'RFP'][:len(chans)])})")
-    for what, c in (("--channel", channel), ("--reference-channel", reference_channel),
-                    ("--artefact-channel", artefact_channel)):
+    hint = (
+        ""
+        if channel_names
+        else " (name them with --channel-names, e.g. "
+        f"--channel-names {','.join(['DAPI', 'CFP', 'GFP', 'RFP'][: len(chans)])})"
+    )
+    for what, c in (
+        ("--channel", channel),
+        ("--reference-channel", reference_channel),
+        ("--artefact-channel", artefact_channel),
+    ):
         if c is not None and c not in chans:
-            raise PlateError(f"{first.path}: {what} {c!r} is not a channel of the screen "
-                             f"(channels: {','.join(chans)}){hint}")
+            raise PlateError(
+                f"{first.path}: {what} {c!r} is not a channel of the screen "
+                f"(channels: {','.join(chans)}){hint}"
+            )
     ckpt_hash = None
     if checkpoint is not None:
         from phirm_scale.models import get_model
@@ -219,15 +272,20 @@ def plan_screen(sources: Sequence[str | Path], out: str | Path, *, layout: str =
     settings = {
         "sources": [str(p.path) for p in plates],
         "plates": [p.name for p in plates],
-        "layout": layout, "pattern": pattern,
+        "layout": layout,
+        "pattern": pattern,
         "channel_names": list(channel_names) if channel_names else None,
         "channel": channel,
         "artefact_channel": artefact_channel,
         "mask_method": "otsu" if artefact_channel is not None else "saturation",
-        "model": model, "checkpoint": str(checkpoint) if checkpoint else None,
-        "checkpoint_hash": ckpt_hash, "dilate": int(dilate),
+        "model": model,
+        "checkpoint": str(checkpoint) if checkpoint else None,
+        "checkpoint_hash": ckpt_hash,
+        "dilate": int(dilate),
         "reference_channel": reference_channel or channel,
-        "window": str(window), "threshold": float(threshold), "mode": mode,
+        "window": str(window),
+        "threshold": float(threshold),
+        "mode": mode,
         "version": __version__,
     }
     resume = False
@@ -247,11 +305,15 @@ def plan_screen(sources: Sequence[str | Path], out: str | Path, *, layout: str =
             resume = False
         elif prev is not None:
             diff = sorted(k for k in set(prev) | set(settings) if prev.get(k) != settings.get(k))
-            raise PlateError(f"{out}: holds a run with other settings ({', '.join(diff)}); "
-                             "pass --overwrite to replace it, or choose another output folder")
+            raise PlateError(
+                f"{out}: holds a run with other settings ({', '.join(diff)}); "
+                "pass --overwrite to replace it, or choose another output folder"
+            )
         elif any(out.iterdir()):
-            raise PlateError(f"{out}: exists and is not the output of `phirm-scale run`; "
-                             "choose an empty or new folder")
+            raise PlateError(
+                f"{out}: exists and is not the output of `phirm-scale run`; "
+                "choose an empty or new folder"
+            )
     return ScreenPlan(out=out, plates=plates, settings=settings, resume=resume)
 
 
@@ -277,14 +339,27 @@ def _write_json(path: Path, obj) -> None:
     tmp.replace(path)
 
 
-def run_screen(sources: Sequence[str | Path], out: str | Path, *, layout: str = "auto",
-               pattern: str | None = None, channel_names: Sequence[str] | None = None,
-               channel: str = "DAPI", artefact_channel: str | None = "CFP",
-               model: str = "telea", checkpoint: str | Path | None = None,
-               reference_channel: str | None = None, window: int | str = 256,
-               threshold: float = 0.9, mode: str = "paper", dilate: int = 0,
-               cluster: Any = "local", overwrite: bool = False, progress: bool = True,
-               echo: Callable[[str], None] | None = None) -> dict:
+def run_screen(
+    sources: Sequence[str | Path],
+    out: str | Path,
+    *,
+    layout: str = "auto",
+    pattern: str | None = None,
+    channel_names: Sequence[str] | None = None,
+    channel: str = "DAPI",
+    artefact_channel: str | None = "CFP",
+    model: str = "telea",
+    checkpoint: str | Path | None = None,
+    reference_channel: str | None = None,
+    window: int | str = 256,
+    threshold: float = 0.9,
+    mode: str = "paper",
+    dilate: int = 0,
+    cluster: Any = "local",
+    overwrite: bool = False,
+    progress: bool = True,
+    echo: Callable[[str], None] | None = None,
+) -> dict:
     """Process a whole screen; returns the summary (also stored in ``OUT/run.json``).
 
     Parameters
@@ -327,15 +402,29 @@ def run_screen(sources: Sequence[str | Path], out: str | Path, *, layout: str = 
     from phirm_scale.outputs import output_lock
 
     if echo is None:
+
         def echo(msg: str) -> None:
             if progress:
                 print(msg, file=sys.stderr)
+
     t_start = time.perf_counter()
-    plan = plan_screen(sources, out, layout=layout, pattern=pattern,
-                       channel_names=channel_names, channel=channel,
-                       artefact_channel=artefact_channel, model=model, checkpoint=checkpoint,
-                       reference_channel=reference_channel, window=window,
-                       threshold=threshold, mode=mode, dilate=dilate, overwrite=overwrite)
+    plan = plan_screen(
+        sources,
+        out,
+        layout=layout,
+        pattern=pattern,
+        channel_names=channel_names,
+        channel=channel,
+        artefact_channel=artefact_channel,
+        model=model,
+        checkpoint=checkpoint,
+        reference_channel=reference_channel,
+        window=window,
+        threshold=threshold,
+        mode=mode,
+        dilate=dilate,
+        overwrite=overwrite,
+    )
     out = plan.out
     # one run per output folder at a time: its lock (host, PID) for the whole run
     with output_lock(out, command="run"):
@@ -343,25 +432,36 @@ def run_screen(sources: Sequence[str | Path], out: str | Path, *, layout: str = 
             _remove_previous(out, plan)
         out.mkdir(parents=True, exist_ok=True)
         (out / _WORK).mkdir(exist_ok=True)
-        record = {"status": "running", "settings": plan.settings,
-                  "inputs": [{"plate": p.name, "source": str(p.path), "kind": p.kind,
-                              "fields": p.n_fields} for p in plan.plates]}
+        record = {
+            "status": "running",
+            "settings": plan.settings,
+            "inputs": [
+                {"plate": p.name, "source": str(p.path), "kind": p.kind, "fields": p.n_fields}
+                for p in plan.plates
+            ],
+        }
         _write_json(out / RUN_FILE, record)
-        stages: dict[str, dict] = {s: {"seconds": 0.0, "fields": 0} for s in
-                                   ("convert", "masks", "inpaint", "score", "report")}
+        stages: dict[str, dict] = {
+            s: {"seconds": 0.0, "fields": 0}
+            for s in ("convert", "masks", "inpaint", "score", "report")
+        }
         per_plate: dict[str, dict] = {}
         qcs = {}
         n_fields = sum(p.n_fields for p in plan.plates)
-        echo(f"screen: {len(plan.plates)} plate(s), {n_fields} fields"
-             + (" (resuming)" if plan.resume else ""))
+        echo(
+            f"screen: {len(plan.plates)} plate(s), {n_fields} fields"
+            + (" (resuming)" if plan.resume else "")
+        )
         with open_cluster(cluster, quiet=not progress) as client:
             spec = client if client is not None else "threads"
             for p in plan.plates:
                 per_plate[p.name] = _run_plate(p, plan, spec, client, stages, progress, echo)
                 qcs[p.name] = per_plate[p.name].pop("_qc")
         summary = _finish(plan, qcs, per_plate, stages, progress, echo)
-        summary["stages"]["total"] = {"seconds": round(time.perf_counter() - t_start, 3),
-                                      "fields": sum(p.n_fields for p in plan.plates)}
+        summary["stages"]["total"] = {
+            "seconds": round(time.perf_counter() - t_start, 3),
+            "fields": sum(p.n_fields for p in plan.plates),
+        }
         record.update({"status": "complete", **summary})
         _write_json(out / RUN_FILE, record)
         return summary
@@ -373,15 +473,18 @@ def _timed(stages: dict, name: str, n: int):
             self.t = time.perf_counter()
 
         def __exit__(self, *exc):
-            stages[name]["seconds"] = round(stages[name]["seconds"] + time.perf_counter()
-                                            - self.t, 3)
+            stages[name]["seconds"] = round(
+                stages[name]["seconds"] + time.perf_counter() - self.t, 3
+            )
             stages[name]["fields"] += n
             return False
+
     return _T()
 
 
-def _run_plate(p: PlateSource, plan: ScreenPlan, spec, client, stages: dict, progress: bool,
-               echo) -> dict:
+def _run_plate(
+    p: PlateSource, plan: ScreenPlan, spec, client, stages: dict, progress: bool, echo
+) -> dict:
     from phirm_scale.metric import PhirmParams
     from phirm_scale.plate import open_plate
     from phirm_scale.qc import open_qc, write_qc
@@ -397,41 +500,70 @@ def _run_plate(p: PlateSource, plan: ScreenPlan, spec, client, stages: dict, pro
     echo(f"== plate {p.name} ({p.n_fields} fields)")
     if p.kind == "tiff":
         with _timed(stages, "convert", p.n_fields):
-            convert(p.path, plate_path, layout=s["layout"], pattern=s["pattern"],
-                    plate_name=p.name, channel_names=s["channel_names"], cluster=spec,
-                    progress=progress, echo=lambda m: echo("convert: " + m))
+            convert(
+                p.path,
+                plate_path,
+                layout=s["layout"],
+                pattern=s["pattern"],
+                plate_name=p.name,
+                channel_names=s["channel_names"],
+                cluster=spec,
+                progress=progress,
+                echo=lambda m: echo("convert: " + m),
+            )
     with _timed(stages, "masks", p.n_fields):
         kw = {}
         if s["artefact_channel"] is None:
             kw = {"method": "saturation", "channel": s["channel"]}
         else:
             kw = {"channel": s["artefact_channel"]}
-        areas = make_artefact_masks(plate_path, name=MASK_LABEL, cluster=spec,
-                                    progress=progress, **kw)
+        areas = make_artefact_masks(
+            plate_path, name=MASK_LABEL, cluster=spec, progress=progress, **kw
+        )
     plate = open_plate(plate_path)
     hole_fields = sum(1 for a in areas.values() if a)
     with _timed(stages, "inpaint", p.n_fields):
-        res = inpaint_plate(plate_path, inpainted, channel=s["channel"], mask_label=MASK_LABEL,
-                            model=s["model"], checkpoint=s["checkpoint"], dilate=s["dilate"],
-                            cluster=spec, progress=progress)
+        res = inpaint_plate(
+            plate_path,
+            inpainted,
+            channel=s["channel"],
+            mask_label=MASK_LABEL,
+            model=s["model"],
+            checkpoint=s["checkpoint"],
+            dilate=s["dilate"],
+            cluster=spec,
+            progress=progress,
+        )
     cache = out / _WORK / f"qc_{p.name}.zarr"
     with _timed(stages, "score", p.n_fields):
         if cache.exists():
             ds = open_qc(cache)
         else:
-            ds = score_plates(f"{plate_path}:{s['reference_channel']}",
-                              f"{inpainted}:{s['channel']}", window=s["window"],
-                              params=PhirmParams.for_mode(s["mode"]), mask_label=MASK_LABEL,
-                              threshold=s["threshold"], client=client, progress=progress)
+            ds = score_plates(
+                f"{plate_path}:{s['reference_channel']}",
+                f"{inpainted}:{s['channel']}",
+                window=s["window"],
+                params=PhirmParams.for_mode(s["mode"]),
+                mask_label=MASK_LABEL,
+                threshold=s["threshold"],
+                client=client,
+                progress=progress,
+            )
             write_qc(ds, cache, overwrite=True)
-    return {"plate": str(plate_path), "inpainted": str(inpainted),
-            "fields": len(plate.fields), "wells": len(plate.wells),
-            "fields_masked_now": hole_fields, "hole_pixels_now": res["hole_pixels"],
-            "_qc": ds}
+    return {
+        "plate": str(plate_path),
+        "inpainted": str(inpainted),
+        "fields": len(plate.fields),
+        "wells": len(plate.wells),
+        "fields_masked_now": hole_fields,
+        "hole_pixels_now": res["hole_pixels"],
+        "_qc": ds,
+    }
 
 
-def _finish(plan: ScreenPlan, qcs: dict, per_plate: dict, stages: dict, progress: bool,
-            echo) -> dict:
+def _finish(
+    plan: ScreenPlan, qcs: dict, per_plate: dict, stages: dict, progress: bool, echo
+) -> dict:
     import numpy as np
 
     from phirm_scale.report import write_screen_report
@@ -440,8 +572,9 @@ def _finish(plan: ScreenPlan, qcs: dict, per_plate: dict, stages: dict, progress
     out = plan.out
     s = plan.settings
     ds = screen_dataset(qcs, attrs={"run_settings": json.dumps(plan.settings)})
-    write_screen_qc(ds, out / "qc.zarr", csv=out / "qc.csv", parquet=out / "qc.parquet",
-                    overwrite=True)
+    write_screen_qc(
+        ds, out / "qc.zarr", csv=out / "qc.csv", parquet=out / "qc.parquet", overwrite=True
+    )
     thr = float(s["threshold"])
     rows = []
     warnings_: list[str] = []
@@ -451,38 +584,65 @@ def _finish(plan: ScreenPlan, qcs: dict, per_plate: dict, stages: dict, progress
         fm = d["field_phirm_mean"].values
         scored = ~np.isnan(fm)
         flagged = int(np.sum(fm[scored] < thr))
-        masked = float(d["plate_masked_fraction_mean"]) if "plate_masked_fraction_mean" in d \
+        masked = (
+            float(d["plate_masked_fraction_mean"])
+            if "plate_masked_fraction_mean" in d
             else float("nan")
-        total_masked += float(np.nansum(d["masked_fraction"].values)) if \
-            "masked_fraction" in d else 0.0
+        )
+        total_masked += (
+            float(np.nansum(d["masked_fraction"].values)) if "masked_fraction" in d else 0.0
+        )
         info = per_plate[name]
-        rows.append({
-            "plate": name, "fields": int(scored.sum()), "wells": info["wells"],
-            "masked_fraction": round(masked, 6),
-            "fields_flagged": flagged,
-            "phirm_mean": round(float(d["plate_phirm_mean"]), 6),
-            "phirm_min": round(float(d["plate_phirm_min"]), 6),
-            "phirm_p05": round(float(d["plate_phirm_p05"]), 6),
-            "windows_below": round(float(d["plate_phirm_frac_below"]), 6),
-            "ssim_mean": round(float(d["plate_ssim_mean"]), 6),
-        })
+        rows.append(
+            {
+                "plate": name,
+                "fields": int(scored.sum()),
+                "wells": info["wells"],
+                "masked_fraction": round(masked, 6),
+                "fields_flagged": flagged,
+                "phirm_mean": round(float(d["plate_phirm_mean"]), 6),
+                "phirm_min": round(float(d["plate_phirm_min"]), 6),
+                "phirm_p05": round(float(d["plate_phirm_p05"]), 6),
+                "windows_below": round(float(d["plate_phirm_frac_below"]), 6),
+                "ssim_mean": round(float(d["plate_ssim_mean"]), 6),
+            }
+        )
     if total_masked == 0:
-        warnings_.append("no artefact pixels were found in the whole screen: masks are empty, "
-                         "nothing was inpainted and every PhIRM is 1 by construction"
-                         + (f" (artefact channel {s['artefact_channel']!r})"
-                            if s["artefact_channel"] else ""))
+        warnings_.append(
+            "no artefact pixels were found in the whole screen: masks are empty, "
+            "nothing was inpainted and every PhIRM is 1 by construction"
+            + (f" (artefact channel {s['artefact_channel']!r})" if s["artefact_channel"] else "")
+        )
     for w in warnings_:  # loud, whatever --no-progress / --json say (stderr)
         print(f"WARNING: {w}", file=sys.stderr)
     with _timed(stages, "report", sum(r["fields"] for r in rows)):
-        report = write_screen_report(ds, out / "report", warnings=warnings_,
-                                     links={"qc.csv": "../qc.csv", "qc.zarr": "../qc.zarr",
-                                            "qc.parquet": "../qc.parquet",
-                                            "run.json": "../run.json"})
+        report = write_screen_report(
+            ds,
+            out / "report",
+            warnings=warnings_,
+            links={
+                "qc.csv": "../qc.csv",
+                "qc.zarr": "../qc.zarr",
+                "qc.parquet": "../qc.parquet",
+                "run.json": "../run.json",
+            },
+        )
     n_fields = sum(r["fields"] for r in rows)
-    screen = {"plates": len(rows), "fields": n_fields,
-              "fields_flagged": sum(r["fields_flagged"] for r in rows),
-              "phirm_mean": round(float(np.nanmean(ds["field_phirm_mean"].values)), 6)
-              if n_fields else None,
-              "threshold": thr}
-    return {"out": str(out), "report": str(report), "qc": str(out / "qc.zarr"),
-            "plates": rows, "screen": screen, "warnings": warnings_, "stages": stages}
+    screen = {
+        "plates": len(rows),
+        "fields": n_fields,
+        "fields_flagged": sum(r["fields_flagged"] for r in rows),
+        "phirm_mean": round(float(np.nanmean(ds["field_phirm_mean"].values)), 6)
+        if n_fields
+        else None,
+        "threshold": thr,
+    }
+    return {
+        "out": str(out),
+        "report": str(report),
+        "qc": str(out / "qc.zarr"),
+        "plates": rows,
+        "screen": screen,
+        "warnings": warnings_,
+        "stages": stages,
+    }

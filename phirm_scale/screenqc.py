@@ -30,16 +30,29 @@ import xarray as xr
 
 from phirm_scale.errors import PhirmError
 
-__all__ = ["cf_attributes", "field_table", "open_screen_qc", "screen_dataset", "window_table",
-           "write_screen_qc", "PROVENANCE_KEYS", "COUNT_SUFFIXES"]
+__all__ = [
+    "cf_attributes",
+    "field_table",
+    "open_screen_qc",
+    "screen_dataset",
+    "window_table",
+    "write_screen_qc",
+    "PROVENANCE_KEYS",
+    "COUNT_SUFFIXES",
+]
 
 #: Per-plate attributes of the plate QC kept as coordinates along ``plate``.
-PROVENANCE_KEYS = ("reference", "reference_channel", "reconstruction",
-                   "reconstruction_channel", "mask_label", "n_fields")
+PROVENANCE_KEYS = (
+    "reference",
+    "reference_channel",
+    "reconstruction",
+    "reconstruction_channel",
+    "mask_label",
+    "n_fields",
+)
 
 #: Variables ending with these are integer counts.
-COUNT_SUFFIXES = ("nuclei_count", "artefact_count", "nuclei_area", "artefact_area",
-                  "n_windows")
+COUNT_SUFFIXES = ("nuclei_count", "artefact_count", "nuclei_area", "artefact_area", "n_windows")
 
 _LEVEL_PREFIX = {"field_": "per field: ", "well_": "per well: ", "plate_": "per plate: "}
 _SIDE_PREFIX = {"ref_": "reference ", "rec_": "reconstruction "}
@@ -72,9 +85,9 @@ def cf_attributes(name: str, description: str | None = None) -> dict[str, str]:
     units ``"1"``, or ``"px"`` / ``"dB"`` when their name says area / psnr.
     """
     level = next((p for p in _LEVEL_PREFIX if name.startswith(p)), "")
-    rest = name[len(level):]
+    rest = name[len(level) :]
     side = next((p for p in _SIDE_PREFIX if rest.startswith(p)), "")
-    base = rest[len(side):]
+    base = rest[len(side) :]
     if base in _BASE:
         long_name, units = _BASE[base]
         long_name = _SIDE_PREFIX.get(side, "") + long_name
@@ -98,8 +111,7 @@ def _plain(value):
     return str(value)
 
 
-def screen_dataset(plates: Mapping[str, xr.Dataset], *, attrs: Mapping | None = None
-                   ) -> xr.Dataset:
+def screen_dataset(plates: Mapping[str, xr.Dataset], *, attrs: Mapping | None = None) -> xr.Dataset:
     """Stack per-plate QC Datasets along a new ``plate`` dimension (see the module doc).
 
     Parameters
@@ -123,11 +135,15 @@ def screen_dataset(plates: Mapping[str, xr.Dataset], *, attrs: Mapping | None = 
     first = plates[names[0]]
     for n in names[1:]:
         d = plates[n]
-        if d.sizes["window"] != first.sizes["window"] or \
-                not np.array_equal(d["y0"].values, first["y0"].values) or \
-                not np.array_equal(d["x0"].values, first["x0"].values):
-            raise PhirmError(f"screen QC: plate {n!r} has another window grid than plate "
-                             f"{names[0]!r} (different field shape or window)")
+        if (
+            d.sizes["window"] != first.sizes["window"]
+            or not np.array_equal(d["y0"].values, first["y0"].values)
+            or not np.array_equal(d["x0"].values, first["x0"].values)
+        ):
+            raise PhirmError(
+                f"screen QC: plate {n!r} has another window grid than plate "
+                f"{names[0]!r} (different field shape or window)"
+            )
     parts = []
     for n in names:
         d = plates[n]
@@ -140,8 +156,15 @@ def screen_dataset(plates: Mapping[str, xr.Dataset], *, attrs: Mapping | None = 
         parts.append(d)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
-        ds = xr.concat(parts, dim="plate", join="outer", data_vars="all", coords="different",
-                       compat="equals", fill_value=np.nan)
+        ds = xr.concat(
+            parts,
+            dim="plate",
+            join="outer",
+            data_vars="all",
+            coords="different",
+            compat="equals",
+            fill_value=np.nan,
+        )
     shared = {k: v for k, v in first.attrs.items() if k not in PROVENANCE_KEYS}
     shared.update(dict(attrs or {}))
     shared["Conventions"] = "CF-1.10"
@@ -207,7 +230,8 @@ def _labels(df):
 
 def window_table(ds: xr.Dataset):
     """One row per scored window: ``plate, row, column, well, field, window, y0, x0`` and
-    the per-window variables (counts as int64); absent fields dropped."""
+    the per-window variables (counts as int64); absent fields dropped.
+    """
     names = [v for v in ds.data_vars if "window" in ds[v].dims]
     df = ds[names].to_dataframe().reset_index()
     df = df[df["phirm"].notna()].reset_index(drop=True)
@@ -231,16 +255,20 @@ def field_table(ds: xr.Dataset):
     return _labels(df[keep + [str(v) for v in names]])
 
 
-def write_screen_qc(ds: xr.Dataset, path, *, csv=None, parquet=None,
-                    overwrite: bool = False) -> Path:
+def write_screen_qc(
+    ds: xr.Dataset, path, *, csv=None, parquet=None, overwrite: bool = False
+) -> Path:
     """Write the screen QC store (and the per-window table as CSV with quoted labels /
-    Parquet). The store is written beside its target and renamed, never half written."""
+    Parquet). The store is written beside its target and renamed, never half written.
+    """
     from phirm_scale.outputs import atomic_store, guard_output, mark_store
 
     path = Path(path)
     # only a screen QC store made by `run` is ever replaced (phirm_scale.outputs)
-    with guard_output(path, command="run", overwrite=overwrite, remove=False), \
-            atomic_store(path) as tmp:
+    with (
+        guard_output(path, command="run", overwrite=overwrite, remove=False),
+        atomic_store(path) as tmp,
+    ):
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*does not have a Zarr V3 specification.*")
             warnings.filterwarnings("ignore", message=".*Consolidated metadata.*")
@@ -249,8 +277,9 @@ def write_screen_qc(ds: xr.Dataset, path, *, csv=None, parquet=None,
     if csv is not None or parquet is not None:
         table = window_table(ds)
         if csv is not None:
-            _atomic(Path(csv), lambda p: table.to_csv(p, index=False,
-                                                      quoting=_csv.QUOTE_NONNUMERIC))
+            _atomic(
+                Path(csv), lambda p: table.to_csv(p, index=False, quoting=_csv.QUOTE_NONNUMERIC)
+            )
         if parquet is not None:
             _atomic(Path(parquet), lambda p: table.to_parquet(p, index=False))
     return path

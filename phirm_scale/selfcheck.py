@@ -56,8 +56,10 @@ DEFAULT_DRAWS = 4
 
 #: Per-window variables of :func:`selfcheck_field`: (long_name, units).
 SELFCHECK_WINDOW_VARIABLES = {
-    "selfcheck_phirm": ("self-check PhIRM: pseudo-holes inpainted vs the true pixels, mean "
-                        "over draws", "1"),
+    "selfcheck_phirm": (
+        "self-check PhIRM: pseudo-holes inpainted vs the true pixels, mean over draws",
+        "1",
+    ),
     "selfcheck_ncd": ("self-check nuclei count difference term, mean over draws", "1"),
     "selfcheck_nad": ("self-check nuclei area difference term, mean over draws", "1"),
     "selfcheck_aad": ("self-check artefact area difference term, mean over draws", "1"),
@@ -86,7 +88,7 @@ def components_of(mask: np.ndarray) -> tuple[np.ndarray, ...]:
     out = []
     for i in range(1, n):
         x, y, w, h = (int(v) for v in stats[i, :4])
-        out.append(labels[y:y + h, x:x + w] == i)
+        out.append(labels[y : y + h, x : x + w] == i)
     return tuple(out)
 
 
@@ -116,8 +118,9 @@ class MaskPool:
         return int(sum(int(c.sum()) for f in self.fields for c in f))
 
 
-def pool_from_masks(masks: Iterable[np.ndarray], shape: Sequence[int], *, size: int = 64,
-                    source: str = "") -> MaskPool:
+def pool_from_masks(
+    masks: Iterable[np.ndarray], shape: Sequence[int], *, size: int = 64, source: str = ""
+) -> MaskPool:
     """A :class:`MaskPool` of the first ``size`` non-empty masks of ``masks`` (in order).
 
     Every mask must have ``shape``; empty masks are skipped.
@@ -129,8 +132,10 @@ def pool_from_masks(masks: Iterable[np.ndarray], shape: Sequence[int], *, size: 
     for m in masks:
         m = np.asarray(m)
         if m.shape != shape:
-            raise InputError(f"{source or 'mask pool'}: mask of shape {m.shape}, expected "
-                             f"the field shape {shape}")
+            raise InputError(
+                f"{source or 'mask pool'}: mask of shape {m.shape}, expected "
+                f"the field shape {shape}"
+            )
         comps = components_of(m)
         if comps:
             fields.append(comps)
@@ -150,9 +155,15 @@ def _grow(comp: np.ndarray, margin: int) -> np.ndarray:
     return cv2.dilate(padded, disk(int(margin)).astype(np.uint8)).astype(bool)
 
 
-def place_pseudo_holes(shape: Sequence[int], forbidden: np.ndarray,
-                       shapes: Sequence[np.ndarray], rng: np.random.Generator, *,
-                       margin: int = 4, attempts: int = 100) -> tuple[np.ndarray, int]:
+def place_pseudo_holes(
+    shape: Sequence[int],
+    forbidden: np.ndarray,
+    shapes: Sequence[np.ndarray],
+    rng: np.random.Generator,
+    *,
+    margin: int = 4,
+    attempts: int = 100,
+) -> tuple[np.ndarray, int]:
     """Place ``shapes`` (rotated/mirrored at random) on pixels free of ``forbidden``.
 
     A shape is placed where no pixel of it, grown by ``margin``, meets a ``forbidden`` pixel
@@ -172,7 +183,7 @@ def place_pseudo_holes(shape: Sequence[int], forbidden: np.ndarray,
         c = np.rot90(np.asarray(comp, dtype=bool), int(rng.integers(4)))
         if rng.integers(2):
             c = c[:, ::-1]
-        grown = _grow(c, margin)           # (h + 2m, w + 2m)
+        grown = _grow(c, margin)  # (h + 2m, w + 2m)
         h, w = c.shape
         if h > h_f or w > w_f:
             skipped += 1
@@ -186,11 +197,11 @@ def place_pseudo_holes(shape: Sequence[int], forbidden: np.ndarray,
             gy0, gx0 = max(0, -y0), max(0, -x0)
             gy1 = grown.shape[0] - max(0, y0 + grown.shape[0] - h_f)
             gx1 = grown.shape[1] - max(0, x0 + grown.shape[1] - w_f)
-            region = occupied[y0 + gy0:y0 + gy1, x0 + gx0:x0 + gx1]
+            region = occupied[y0 + gy0 : y0 + gy1, x0 + gx0 : x0 + gx1]
             if (region & grown[gy0:gy1, gx0:gx1]).any():
                 continue
             region |= grown[gy0:gy1, gx0:gx1]
-            pseudo[y:y + h, x:x + w] |= c
+            pseudo[y : y + h, x : x + w] |= c
             placed = True
             break
         if not placed:
@@ -203,19 +214,30 @@ def _window_components(u8: np.ndarray, grid, idx: Iterable[int], params):
     out = {}
     for i in idx:
         y, x = int(grid.y0[i]), int(grid.x0[i])
-        c = metric.components(np.ascontiguousarray(u8[y:y + grid.height, x:x + grid.width]),
-                              params)
+        c = metric.components(
+            np.ascontiguousarray(u8[y : y + grid.height, x : x + grid.width]), params
+        )
         out[i] = (c.nuclei_count, c.nuclei_area, c.artefact_area)
     return out
 
 
-def selfcheck_field(source: np.ndarray, holes: np.ndarray, model, *,
-                    restored: np.ndarray | None = None, pool: MaskPool | None = None,
-                    seed_key: Sequence[int] = (0,), draws: int = DEFAULT_DRAWS,
-                    shapes: str = "own", margin: int = 4, attempts: int = 100,
-                    window: int | str | None = 256, params: metric.PhirmParams | None = None,
-                    inpaint_kwargs: dict | None = None,
-                    name: str = "field") -> dict:
+def selfcheck_field(
+    source: np.ndarray,
+    holes: np.ndarray,
+    model,
+    *,
+    restored: np.ndarray | None = None,
+    pool: MaskPool | None = None,
+    seed_key: Sequence[int] = (0,),
+    draws: int = DEFAULT_DRAWS,
+    shapes: str = "own",
+    margin: int = 4,
+    attempts: int = 100,
+    window: int | str | None = 256,
+    params: metric.PhirmParams | None = None,
+    inpaint_kwargs: dict | None = None,
+    name: str = "field",
+) -> dict:
     """Self-check PhIRM of one field (see the module docstring).
 
     Parameters
@@ -270,8 +292,9 @@ def selfcheck_field(source: np.ndarray, holes: np.ndarray, model, *,
     src = np.asarray(source)
     hole = np.asarray(holes) != 0
     if src.ndim != 2 or hole.shape != src.shape:
-        raise InputError(f"{name}: source {src.shape} and holes {hole.shape} must be the same "
-                         "2-D shape")
+        raise InputError(
+            f"{name}: source {src.shape} and holes {hole.shape} must be the same 2-D shape"
+        )
     if draws < 1:
         raise InputError(f"{name}: draws must be >= 1, got {draws}")
     if shapes not in ("own", "pool"):
@@ -279,14 +302,18 @@ def selfcheck_field(source: np.ndarray, holes: np.ndarray, model, *,
     if margin < 0 or attempts < 1:
         raise InputError(f"{name}: margin must be >= 0 and attempts >= 1")
     if pool is not None and tuple(pool.shape) != src.shape:
-        raise InputError(f"{name}: the mask pool ({pool.source or 'given'}) has fields of "
-                         f"shape {tuple(pool.shape)}, this plate {src.shape}")
+        raise InputError(
+            f"{name}: the mask pool ({pool.source or 'given'}) has fields of "
+            f"shape {tuple(pool.shape)}, this plate {src.shape}"
+        )
     params = params or metric.PhirmParams()
     kw = dict(inpaint_kwargs or {})
     own = components_of(hole) if shapes == "own" else ()
     if not own and (pool is None or len(pool) == 0):
-        raise InputError(f"{name}: no real holes to shape pseudo-holes on (the field has "
-                         "none and there is no mask pool); give a mask pool")
+        raise InputError(
+            f"{name}: no real holes to shape pseudo-holes on (the field has "
+            "none and there is no mask pool); give a mask pool"
+        )
     if restored is None:
         restored = inpaint_field(src, hole, model, **kw)
     restored = np.asarray(restored)
@@ -300,8 +327,9 @@ def selfcheck_field(source: np.ndarray, holes: np.ndarray, model, *,
     # few 8-bit levels and make every fill look perfect
     lo, hi = fieldqc.known_range(src, hole, name=name)
     if hi <= lo:
-        raise InputError(f"{name}: the source's known pixels are constant ({lo:g}); nothing "
-                         "to score")
+        raise InputError(
+            f"{name}: the source's known pixels are constant ({lo:g}); nothing to score"
+        )
     ref8 = metric.to_uint8(restored, lo=lo, hi=hi)
     artefacts = saturation_mask(src, dilation=0, params=params, name=name) != 0
     forbidden = hole | artefacts
@@ -315,8 +343,9 @@ def selfcheck_field(source: np.ndarray, holes: np.ndarray, model, *,
     for d in range(int(draws)):
         rng = np.random.default_rng(np.random.SeedSequence([*map(int, seed_key), d]))
         comps = own if own else pool.fields[int(rng.integers(len(pool)))]
-        pseudo, skipped = place_pseudo_holes(src.shape, forbidden, comps, rng, margin=margin,
-                                             attempts=attempts)
+        pseudo, skipped = place_pseudo_holes(
+            src.shape, forbidden, comps, rng, margin=margin, attempts=attempts
+        )
         skipped_total += skipped
         if not pseudo.any():
             continue
@@ -333,8 +362,14 @@ def selfcheck_field(source: np.ndarray, holes: np.ndarray, model, *,
         ref_arr = np.array([ref_cache[i] for i in touched], np.float64).reshape(-1, 3)
         rec_arr = np.array([rec_c[i] for i in touched], np.float64).reshape(-1, 3)
         ncd, nad, aad, ph = metric.phirm_from_components(
-            ref_arr[:, 0], ref_arr[:, 1], ref_arr[:, 2], rec_arr[:, 0], rec_arr[:, 1],
-            rec_arr[:, 2], params)
+            ref_arr[:, 0],
+            ref_arr[:, 1],
+            ref_arr[:, 2],
+            rec_arr[:, 0],
+            rec_arr[:, 1],
+            rec_arr[:, 2],
+            params,
+        )
         phirm = np.ones(nwin)
         phirm[touched] = ph
         for k, v in (("ncd", ncd), ("nad", nad), ("aad", aad)):
@@ -347,8 +382,13 @@ def selfcheck_field(source: np.ndarray, holes: np.ndarray, model, *,
         windows_total += float(touched.size)
 
     out: dict = {}
-    names = {"phirm": "selfcheck_phirm", "ncd": "selfcheck_ncd", "nad": "selfcheck_nad",
-             "aad": "selfcheck_aad", "area": "selfcheck_pseudo_area"}
+    names = {
+        "phirm": "selfcheck_phirm",
+        "ncd": "selfcheck_ncd",
+        "nad": "selfcheck_nad",
+        "aad": "selfcheck_aad",
+        "area": "selfcheck_pseudo_area",
+    }
     for k, v in names.items():
         out[v] = sums[k] / ok_draws if ok_draws else np.full(nwin, np.nan)
     out["selfcheck_draws"] = float(ok_draws)

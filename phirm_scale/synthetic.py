@@ -21,9 +21,10 @@ field)`` so the result never depends on scheduling.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 from scipy import ndimage as ndi
@@ -49,10 +50,16 @@ TRUE_LABEL = "artefacts_true"
 _U16 = 65535
 
 
-def synthetic_nuclei(shape: tuple[int, int], *, rng: np.random.Generator,
-                     radius: tuple[float, float] = (7.0, 14.0), density: float = 1 / 2500,
-                     background: float = 500.0, peak: float = 9000.0,
-                     noise: float = 1.0) -> np.ndarray:
+def synthetic_nuclei(
+    shape: tuple[int, int],
+    *,
+    rng: np.random.Generator,
+    radius: tuple[float, float] = (7.0, 14.0),
+    density: float = 1 / 2500,
+    background: float = 500.0,
+    peak: float = 9000.0,
+    noise: float = 1.0,
+) -> np.ndarray:
     """A 16-bit nuclei image: textured elliptical blobs on an uneven background, with noise.
 
     Parameters
@@ -134,8 +141,7 @@ def _fibre(mask: np.ndarray, rng: np.random.Generator, scale: float) -> None:
         y += steps * np.sin(ang + t)
         pts.append((x, y))
     arr = np.round(np.array(pts) * 16).astype(np.int32)[None]  # 4 fractional bits
-    cv2.polylines(mask, arr, isClosed=False, color=1, thickness=width, lineType=cv2.LINE_8,
-                  shift=4)
+    cv2.polylines(mask, arr, isClosed=False, color=1, thickness=width, lineType=cv2.LINE_8, shift=4)
 
 
 def _dust(mask: np.ndarray, rng: np.random.Generator, scale: float) -> None:
@@ -148,13 +154,16 @@ def _dust(mask: np.ndarray, rng: np.random.Generator, scale: float) -> None:
     rad = r * np.exp(rng.normal(0, 0.25, k))
     cy, cx = rng.uniform(0, h), rng.uniform(0, w)
     pts = np.stack([cx + rad * np.cos(ang), cy + rad * np.sin(ang)], axis=1)
-    cv2.fillPoly(mask, [np.round(pts * 16).astype(np.int32)], color=1, lineType=cv2.LINE_8,
-                 shift=4)
+    cv2.fillPoly(mask, [np.round(pts * 16).astype(np.int32)], color=1, lineType=cv2.LINE_8, shift=4)
 
 
-def synthetic_artefacts(shape: tuple[int, int], *, rng: np.random.Generator,
-                        density: float = 0.02,
-                        fibre_fraction: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
+def synthetic_artefacts(
+    shape: tuple[int, int],
+    *,
+    rng: np.random.Generator,
+    density: float = 0.02,
+    fibre_fraction: float = 0.5,
+) -> tuple[np.ndarray, np.ndarray]:
     """Fibres and dust: irregular, bright and saturated artefacts covering ~``density``.
 
     Parameters
@@ -201,16 +210,22 @@ def composite(clean: np.ndarray, intensity: np.ndarray) -> np.ndarray:
     """
     clean = np.asarray(clean)
     if clean.shape != np.shape(intensity):
-        raise InputError(f"composite: clean {clean.shape} and artefact {np.shape(intensity)} "
-                         "differ in shape")
+        raise InputError(
+            f"composite: clean {clean.shape} and artefact {np.shape(intensity)} differ in shape"
+        )
     top = np.iinfo(clean.dtype).max if np.issubdtype(clean.dtype, np.integer) else 1.0
     out = clean.astype(np.float64) + np.asarray(intensity, np.float64) * top
     out = np.clip(np.rint(out) if top != 1.0 else out, 0, top)
     return out.astype(clean.dtype)
 
 
-def artefact_channel(intensity: np.ndarray, *, rng: np.random.Generator,
-                     background: float = 200.0, noise: float = 20.0) -> np.ndarray:
+def artefact_channel(
+    intensity: np.ndarray,
+    *,
+    rng: np.random.Generator,
+    background: float = 200.0,
+    noise: float = 20.0,
+) -> np.ndarray:
     """The artefact (CFP) channel: dim noisy background, artefacts bright and saturated."""
     bg = background + noise * rng.standard_normal(np.shape(intensity))
     out = bg + np.asarray(intensity, np.float64) * _U16
@@ -219,7 +234,8 @@ def artefact_channel(intensity: np.ndarray, *, rng: np.random.Generator,
 
 def fit_to_shape(image: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     """Crop (top-left) or mirror-pad (``numpy.pad(mode='symmetric')``, i.e. mirrored tiling)
-    a 2-D image to ``shape``."""
+    a 2-D image to ``shape``.
+    """
     a = np.asarray(image)
     h, w = shape
     a = a[:h, :w]
@@ -235,7 +251,8 @@ def _field_rng(seed: int, key) -> np.random.Generator:
     from phirm_scale.plate import row_index
 
     return np.random.default_rng(
-        np.random.SeedSequence([int(seed), row_index(key[0]), int(key[1]), int(key[2])]))
+        np.random.SeedSequence([int(seed), row_index(key[0]), int(key[1]), int(key[2])])
+    )
 
 
 def _to_u16(image: np.ndarray, path) -> np.ndarray:
@@ -258,8 +275,14 @@ def _to_u16(image: np.ndarray, path) -> np.ndarray:
     return np.clip(a, 0, _U16).astype(np.uint16)
 
 
-def make_field(key, *, size: tuple[int, int], seed: int = 0, artefacts: float = 0.02,
-               source: str | Path | None = None) -> tuple[np.ndarray, np.ndarray]:
+def make_field(
+    key,
+    *,
+    size: tuple[int, int],
+    seed: int = 0,
+    artefacts: float = 0.02,
+    source: str | Path | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
     """Make one field: returns ``(data (3, Y, X) uint16 [DAPI, CFP, DAPI_clean], true mask)``.
 
     ``source`` is a TIFF used as the ground truth (fitted to ``size``) instead of synthetic
@@ -286,8 +309,11 @@ def _list_sources(from_fields) -> list[Path]:
     d = Path(from_fields)
     if not d.is_dir():
         raise InputError(f"{d}: --from-fields is not a folder")
-    files = sorted(p for p in d.rglob("*") if p.suffix.lower() in (".tif", ".tiff")
-                   and "_thumb" not in p.name.lower() and p.is_file())
+    files = sorted(
+        p
+        for p in d.rglob("*")
+        if p.suffix.lower() in (".tif", ".tiff") and "_thumb" not in p.name.lower() and p.is_file()
+    )
     if not files:
         raise InputError(f"{d}: no TIFF files to take fields from")
     return files
@@ -310,18 +336,29 @@ def _write_one(task: SyntheticFieldTask) -> tuple:
 
     key = FieldKey(*task.key)
     plate = open_field_view(task.path, key, mode="r+")
-    data, mask = make_field(key, size=task.size, seed=task.seed, artefacts=task.artefacts,
-                            source=task.source)
-    plate.write_label(key, TRUE_LABEL, mask)   # label first: 'complete' then means both
+    data, mask = make_field(
+        key, size=task.size, seed=task.seed, artefacts=task.artefacts, source=task.source
+    )
+    plate.write_label(key, TRUE_LABEL, mask)  # label first: 'complete' then means both
     plate.write_field(key, data)
     return tuple(key)
 
 
-def make_plate(out_path: str | Path, *, rows: int = 2, columns: int = 2, fields: int = 1,
-               size: int | Sequence[int] = 256, seed: int = 0,
-               from_fields: str | Path | None = None, artefacts: float = 0.02,
-               overwrite: bool = False, n_levels: int = 1, cluster: Any = None,
-               progress: bool = False):
+def make_plate(
+    out_path: str | Path,
+    *,
+    rows: int = 2,
+    columns: int = 2,
+    fields: int = 1,
+    size: int | Sequence[int] = 256,
+    seed: int = 0,
+    from_fields: str | Path | None = None,
+    artefacts: float = 0.02,
+    overwrite: bool = False,
+    n_levels: int = 1,
+    cluster: Any = None,
+    progress: bool = False,
+):
     """Write a synthetic (or composite) HCS plate and return it opened.
 
     Parameters
@@ -368,29 +405,58 @@ def make_plate(out_path: str | Path, *, rows: int = 2, columns: int = 2, fields:
     width = max(2, len(str(columns)))
     cnames = [str(c + 1).zfill(width) for c in range(columns)]
     keys = [FieldKey(r, c, f) for r in rnames for c in cnames for f in range(fields)]
-    attrs = {"phirm_scale": {"command": "make-plate", "synthetic": {
-        "seed": int(seed), "artefacts": float(artefacts), "size": list(shape),
-        "from_fields": str(Path(from_fields).resolve()) if from_fields is not None else None,
-        "channels": {"DAPI": "ground truth + artefacts (saturated)", "CFP": "artefact channel",
-                     "DAPI_clean": "ground truth"},
-        "true_label": TRUE_LABEL}}}
+    attrs = {
+        "phirm_scale": {
+            "command": "make-plate",
+            "synthetic": {
+                "seed": int(seed),
+                "artefacts": float(artefacts),
+                "size": list(shape),
+                "from_fields": str(Path(from_fields).resolve())
+                if from_fields is not None
+                else None,
+                "channels": {
+                    "DAPI": "ground truth + artefacts (saturated)",
+                    "CFP": "artefact channel",
+                    "DAPI_clean": "ground truth",
+                },
+                "true_label": TRUE_LABEL,
+            },
+        }
+    }
     from phirm_scale.outputs import guard_output
 
-    with guard_output(out_path, command="make-plate", inputs=[from_fields],
-                      overwrite=overwrite):
-        create_plate(out_path, rows=rnames, columns=cnames, fields=keys,
-                     channel_names=CHANNELS, shape=shape, dtype=np.uint16,
-                     name=Path(out_path).name.split(".")[0], n_levels=n_levels, attrs=attrs)
-        tasks = [SyntheticFieldTask(str(out_path), tuple(k), tuple(shape), int(seed),
-                                    float(artefacts),
-                                    str(sources[i % len(sources)]) if sources else None)
-                 for i, k in enumerate(keys)]
+    with guard_output(out_path, command="make-plate", inputs=[from_fields], overwrite=overwrite):
+        create_plate(
+            out_path,
+            rows=rnames,
+            columns=cnames,
+            fields=keys,
+            channel_names=CHANNELS,
+            shape=shape,
+            dtype=np.uint16,
+            name=Path(out_path).name.split(".")[0],
+            n_levels=n_levels,
+            attrs=attrs,
+        )
+        tasks = [
+            SyntheticFieldTask(
+                str(out_path),
+                tuple(k),
+                tuple(shape),
+                int(seed),
+                float(artefacts),
+                str(sources[i % len(sources)]) if sources else None,
+            )
+            for i, k in enumerate(keys)
+        ]
         if cluster is None:
             for t in tasks:
                 _write_one(t)
         else:
             from phirm_scale.stages._runner import run_tasks
 
-            run_tasks(_write_one, tasks, cluster=cluster, progress=progress,
-                      description="make-plate")
+            run_tasks(
+                _write_one, tasks, cluster=cluster, progress=progress, description="make-plate"
+            )
     return open_plate(out_path)

@@ -145,7 +145,9 @@ def split_wells(wells, fractions=(0.8, 0.1, 0.1), *, seed=0) -> dict[str, list[s
     """
     fr = np.asarray(fractions, dtype=np.float64)
     if fr.shape != (3,) or (fr < 0).any() or not math.isclose(fr.sum(), 1.0, abs_tol=1e-6):
-        raise InputError(f"split fractions must be three non-negative numbers summing to 1; got {fractions!r}")
+        raise InputError(
+            f"split fractions must be three non-negative numbers summing to 1; got {fractions!r}"
+        )
     uniq = sorted(set(wells))
     n = len(uniq)
     if n == 0:
@@ -226,8 +228,10 @@ class TileSet:
 
     def __repr__(self) -> str:
         art = "with" if self.artefacts is not None else "without"
-        return (f"TileSet({str(self.path)!r}, split={self.split!r}, n={len(self)}, "
-                f"size={self.attrs.get('tile_size')}, {art} artefacts)")
+        return (
+            f"TileSet({str(self.path)!r}, split={self.split!r}, n={len(self)}, "
+            f"size={self.attrs.get('tile_size')}, {art} artefacts)"
+        )
 
 
 def open_tiles(path, split=None) -> TileSet:
@@ -294,8 +298,18 @@ def _well_name(key) -> str:
     return f"{key.row}{key.column}"
 
 
-def write_tiles(plate, out, *, channel, size=256, stride=None, split=(0.8, 0.1, 0.1), seed=0,
-                label=None, overwrite=False) -> TilesWritten:
+def write_tiles(
+    plate,
+    out,
+    *,
+    channel,
+    size=256,
+    stride=None,
+    split=(0.8, 0.1, 0.1),
+    seed=0,
+    label=None,
+    overwrite=False,
+) -> TilesWritten:
     """Cut every field of a plate channel into tiles and write a tile store.
 
     Parameters
@@ -347,19 +361,51 @@ def write_tiles(plate, out, *, channel, size=256, stride=None, split=(0.8, 0.1, 
             k = missing[0]
             raise InputError(
                 f"{plate.path}: field {k.row}/{k.column}/{k.field} has no label {label!r}"
-                f" ({len(missing)} of {len(plate.fields)} fields lack it)")
+                f" ({len(missing)} of {len(plate.fields)} fields lack it)"
+            )
     from phirm_scale.outputs import atomic_store, guard_output, marker_attrs
 
-    with guard_output(out, command="tiles", inputs=[plate.path], overwrite=overwrite,
-                      remove=False), \
-            atomic_store(out) as tmp:
-        counts = _write_tile_store(plate, tmp, out, ci, ch_name, size, stride, split, seed,
-                                   label, assignment, per_field, ys, xs, marker_attrs("tiles"))
+    with (
+        guard_output(out, command="tiles", inputs=[plate.path], overwrite=overwrite, remove=False),
+        atomic_store(out) as tmp,
+    ):
+        counts = _write_tile_store(
+            plate,
+            tmp,
+            out,
+            ci,
+            ch_name,
+            size,
+            stride,
+            split,
+            seed,
+            label,
+            assignment,
+            per_field,
+            ys,
+            xs,
+            marker_attrs("tiles"),
+        )
     return TilesWritten(path=out, counts=counts, split_wells=assignment)
 
 
-def _write_tile_store(plate, tmp, out, ci, ch_name, size, stride, split, seed, label,
-                      assignment, per_field, ys, xs, marker) -> dict:
+def _write_tile_store(
+    plate,
+    tmp,
+    out,
+    ci,
+    ch_name,
+    size,
+    stride,
+    split,
+    seed,
+    label,
+    assignment,
+    per_field,
+    ys,
+    xs,
+    marker,
+) -> dict:
     import zarr
 
     well_split = {w: s for s, ws in assignment.items() for w in ws}
@@ -389,12 +435,18 @@ def _write_tile_store(plate, tmp, out, ci, ch_name, size, stride, split, seed, l
         sg = g.require_group(s)
         chunk = (max(1, per_field), size, size)
         imgs = sg.create_array("images", shape=(n, size, size), dtype="uint8", chunks=chunk)
-        arts = (sg.create_array("artefacts", shape=(n, size, size), dtype="uint8", chunks=chunk)
-                if label is not None else None)
-        posa = sg.create_array("positions", shape=(n, 2), dtype="int32",
-                               chunks=(max(1, per_field), 2))
+        arts = (
+            sg.create_array("artefacts", shape=(n, size, size), dtype="uint8", chunks=chunk)
+            if label is not None
+            else None
+        )
+        posa = sg.create_array(
+            "positions", shape=(n, 2), dtype="int32", chunks=(max(1, per_field), 2)
+        )
         attrs["wells"][s] = [_well_name(k) for k in keys for _ in range(per_field)]
-        attrs["fields"][s] = [f"{k.row}/{k.column}/{k.field}" for k in keys for _ in range(per_field)]
+        attrs["fields"][s] = [
+            f"{k.row}/{k.column}/{k.field}" for k in keys for _ in range(per_field)
+        ]
         for i, key in enumerate(keys):
             img = plate.read_field(key, channel=ci)
             tiles, pos = cut_tiles(img, size=size, stride=stride)

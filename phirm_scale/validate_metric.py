@@ -69,7 +69,9 @@ def _check_u8(image) -> np.ndarray:
     if img.ndim != 2 or img.size == 0:
         raise InputError(f"expected a non-empty 2-D 8-bit image; got shape {img.shape}")
     if img.dtype != np.uint8:
-        raise InputError(f"expected a uint8 image (normalise with metric.to_uint8); got {img.dtype}")
+        raise InputError(
+            f"expected a uint8 image (normalise with metric.to_uint8); got {img.dtype}"
+        )
     return img
 
 
@@ -96,8 +98,9 @@ def _segment(img: np.ndarray, params):
     return seg.labels, seg.labels > 0, seg.ids[~seg.artefact], seg.threshold
 
 
-def _background(img: np.ndarray, fg: np.ndarray, t: float, rng: np.random.Generator,
-                sigma: float = 15.0) -> np.ndarray:
+def _background(
+    img: np.ndarray, fg: np.ndarray, t: float, rng: np.random.Generator, sigma: float = 15.0
+) -> np.ndarray:
     """A background-only image: smooth local level plus resampled residual noise (<= t)."""
     bgmask = ~cv2.dilate(fg.astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool)
     if not bgmask.any():
@@ -208,7 +211,9 @@ def _artefact_shape(rng: np.random.Generator) -> np.ndarray:
     pts -= pts.min(axis=0) - width - 1
     s = int(np.ceil(pts.max())) + width + 2
     stamp = np.zeros((s, s), np.uint8)
-    cv2.polylines(stamp, [np.rint(pts).astype(np.int32).reshape(-1, 1, 2)], False, 1, thickness=width)
+    cv2.polylines(
+        stamp, [np.rint(pts).astype(np.int32).reshape(-1, 1, 2)], False, 1, thickness=width
+    )
     return stamp
 
 
@@ -264,7 +269,11 @@ def add_artefacts(image_u8, area_fraction, *, rng=None, params=None, margin=5, v
     return out
 
 
-_FUNCS = {"nuclei_removed": remove_nuclei, "nuclei_eroded": erode_nuclei, "artefacts_added": add_artefacts}
+_FUNCS = {
+    "nuclei_removed": remove_nuclei,
+    "nuclei_eroded": erode_nuclei,
+    "artefacts_added": add_artefacts,
+}
 
 
 def manipulate(image_u8, kind, strength, *, seed=0, params=None):
@@ -305,25 +314,27 @@ def validate_image(image_u8, *, strengths=None, seed=0, name="image"):
             man = manipulate(img, kind, s, seed=seed)
             sp = score(img, man)
             sr = score(img, man, ref_params, image_metrics=False)
-            rows.append({
-                "field": name,
-                "manipulation": kind,
-                "strength": float(s),
-                "phirm": sp.phirm,
-                "phirm_reference": sr.phirm,
-                "psnr": sp.psnr,
-                "ssim": sp.ssim,
-                "ncd": sp.ncd,
-                "nad": sp.nad,
-                "aad": sp.aad,
-                "ref_nuclei_count": sp.reference.nuclei_count,
-                "nuclei_count": sp.reconstruction.nuclei_count,
-                "ref_nuclei_area": sp.reference.nuclei_area,
-                "nuclei_area": sp.reconstruction.nuclei_area,
-                "ref_artefact_area": sp.reference.artefact_area,
-                "artefact_area": sp.reconstruction.artefact_area,
-                "changed_fraction": float((man != img).mean()),
-            })
+            rows.append(
+                {
+                    "field": name,
+                    "manipulation": kind,
+                    "strength": float(s),
+                    "phirm": sp.phirm,
+                    "phirm_reference": sr.phirm,
+                    "psnr": sp.psnr,
+                    "ssim": sp.ssim,
+                    "ncd": sp.ncd,
+                    "nad": sp.nad,
+                    "aad": sp.aad,
+                    "ref_nuclei_count": sp.reference.nuclei_count,
+                    "nuclei_count": sp.reconstruction.nuclei_count,
+                    "ref_nuclei_area": sp.reference.nuclei_area,
+                    "nuclei_area": sp.reconstruction.nuclei_area,
+                    "ref_artefact_area": sp.reference.artefact_area,
+                    "artefact_area": sp.reconstruction.artefact_area,
+                    "changed_fraction": float((man != img).mean()),
+                }
+            )
     return rows
 
 
@@ -331,9 +342,11 @@ def _list_fields(fields) -> list[Path]:
     if isinstance(fields, (str, Path)):
         p = Path(fields)
         if p.is_dir():
-            files = sorted(f for f in p.iterdir()
-                           if f.suffix.lower() in (".tif", ".tiff", ".png")
-                           and "_thumb" not in f.name.lower())
+            files = sorted(
+                f
+                for f in p.iterdir()
+                if f.suffix.lower() in (".tif", ".tiff", ".png") and "_thumb" not in f.name.lower()
+            )
             if not files:
                 raise InputError(f"{p}: no .tif/.tiff/.png images in this folder")
             return files
@@ -425,17 +438,26 @@ def plot_validation(df, path):
         g = d[d.manipulation == kind].groupby("strength")
         x = np.array(sorted(g.groups))
         xs = x * 100 if kind == "artefacts_added" else x
-        for col, style, label in (("phirm", "o-", "PhIRM (paper)"),
-                                  ("phirm_reference", "s--", "PhIRM (reference)"),
-                                  ("ssim", "^-", "SSIM")):
+        for col, style, label in (
+            ("phirm", "o-", "PhIRM (paper)"),
+            ("phirm_reference", "s--", "PhIRM (reference)"),
+            ("ssim", "^-", "SSIM"),
+        ):
             m, s = g[col].mean().reindex(x), g[col].std().reindex(x).fillna(0)
             ax.errorbar(xs, m, yerr=s, fmt=style, capsize=2, label=label)
         ax.set_ylim(-0.02, 1.05)
         ax.set_xlabel(MANIPULATIONS[kind])
         ax.set_ylabel("PhIRM / SSIM")
         ax2 = ax.twinx()
-        ax2.errorbar(xs, g["psnr"].mean().reindex(x), yerr=g["psnr"].std().reindex(x).fillna(0),
-                     fmt="d:", color="grey", capsize=2, label="PSNR (dB)")
+        ax2.errorbar(
+            xs,
+            g["psnr"].mean().reindex(x),
+            yerr=g["psnr"].std().reindex(x).fillna(0),
+            fmt="d:",
+            color="grey",
+            capsize=2,
+            label="PSNR (dB)",
+        )
         ax2.set_ylabel("PSNR (dB), strength 0 = inf not drawn")
         ax.set_title(kind.replace("_", " "))
         h1, l1 = ax.get_legend_handles_labels()

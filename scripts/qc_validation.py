@@ -28,8 +28,12 @@ import numpy as np
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "bbbc039-rows-A-D"
 
 #: (name, rows, columns, fields, artefact density, seed): the demo's plate and three more.
-PLATES = [("demo", 2, 4, 2, 0.03, 0), ("p1", 7, 7, 1, 0.02, 1), ("p2", 7, 7, 1, 0.03, 2),
-          ("p3", 7, 7, 1, 0.05, 3)]
+PLATES = [
+    ("demo", 2, 4, 2, 0.03, 0),
+    ("p1", 7, 7, 1, 0.02, 1),
+    ("p2", 7, 7, 1, 0.03, 2),
+    ("p3", 7, 7, 1, 0.05, 3),
+]
 
 
 def build_plates(out: Path) -> None:
@@ -40,8 +44,18 @@ def build_plates(out: Path) -> None:
         path = out / f"{name}.ome.zarr"
         if path.exists():
             continue
-        make_plate(path, rows=rows, columns=cols, fields=fields, size=(520, 696), seed=seed,
-                   from_fields=DATA, artefacts=dens, cluster="threads", progress=False)
+        make_plate(
+            path,
+            rows=rows,
+            columns=cols,
+            fields=fields,
+            size=(520, 696),
+            seed=seed,
+            from_fields=DATA,
+            artefacts=dens,
+            cluster="threads",
+            progress=False,
+        )
         print(f"wrote {path}")
 
 
@@ -63,9 +77,17 @@ def _true_phirm(clean, restored):
     grid = qc.window_grid(clean.shape, 256)
     lo, hi = float(clean.min()), float(clean.max())
     a8, b8 = metric.to_uint8(clean, lo=lo, hi=hi), metric.to_uint8(restored, lo=lo, hi=hi)
-    r = {k: np.empty(len(grid)) for k in ("ref_nuclei_count", "ref_nuclei_area",
-                                          "ref_artefact_area", "rec_nuclei_count",
-                                          "rec_nuclei_area", "rec_artefact_area")}
+    r = {
+        k: np.empty(len(grid))
+        for k in (
+            "ref_nuclei_count",
+            "ref_nuclei_area",
+            "ref_artefact_area",
+            "rec_nuclei_count",
+            "rec_nuclei_area",
+            "rec_artefact_area",
+        )
+    }
     for i, sl in enumerate(grid.slices()):
         ca = metric.components(np.ascontiguousarray(a8[sl]))
         cb = metric.components(np.ascontiguousarray(b8[sl]))
@@ -74,8 +96,13 @@ def _true_phirm(clean, restored):
             r[f"{side}_nuclei_area"][i] = c.nuclei_area
             r[f"{side}_artefact_area"][i] = c.artefact_area
     _, _, _, ph = metric.phirm_from_components(
-        r["ref_nuclei_count"], r["ref_nuclei_area"], r["ref_artefact_area"],
-        r["rec_nuclei_count"], r["rec_nuclei_area"], r["rec_artefact_area"])
+        r["ref_nuclei_count"],
+        r["ref_nuclei_area"],
+        r["ref_artefact_area"],
+        r["rec_nuclei_count"],
+        r["rec_nuclei_area"],
+        r["rec_artefact_area"],
+    )
     return np.asarray(ph), r
 
 
@@ -103,11 +130,22 @@ def sweep(out: Path) -> list[dict]:
     plates = _load(out)
     rows = []
     done = {}
-    if (out / "sweep.jsonl").exists():   # resume: configurations already measured
+    if (out / "sweep.jsonl").exists():  # resume: configurations already measured
         for line in (out / "sweep.jsonl").read_text().splitlines():
             r = json.loads(line)
-            done[json.dumps([r["method"], {k: r[k] for k in r if k in (
-                "otsu_factor", "artefact_mean", "saturation", "dilation")}], sort_keys=True)] = r
+            done[
+                json.dumps(
+                    [
+                        r["method"],
+                        {
+                            k: r[k]
+                            for k in r
+                            if k in ("otsu_factor", "artefact_mean", "saturation", "dilation")
+                        },
+                    ],
+                    sort_keys=True,
+                )
+            ] = r
     for method, kw in _configs():
         tag = json.dumps([method, kw], sort_keys=True)
         if tag in done:
@@ -125,11 +163,18 @@ def sweep(out: Path) -> list[dict]:
                 ph, _ = _true_phirm(clean, rec)
                 wins.append(ph)
             w = np.concatenate(wins)
-            per_plate[name] = {"p05": float(np.percentile(w, 5)), "mean": float(w.mean()),
-                               "min": float(w.min())}
-        row = {"method": method, **kw,
-               "p05_mean_over_plates": float(np.mean([v["p05"] for v in per_plate.values()])),
-               "plates": per_plate, "seconds": time.perf_counter() - t}
+            per_plate[name] = {
+                "p05": float(np.percentile(w, 5)),
+                "mean": float(w.mean()),
+                "min": float(w.min()),
+            }
+        row = {
+            "method": method,
+            **kw,
+            "p05_mean_over_plates": float(np.mean([v["p05"] for v in per_plate.values()])),
+            "plates": per_plate,
+            "seconds": time.perf_counter() - t,
+        }
         rows.append(row)
         print(json.dumps(row), flush=True)
         with open(out / "sweep.jsonl", "a") as fh:
@@ -141,20 +186,36 @@ def sweep(out: Path) -> list[dict]:
 def print_sweep(out: Path) -> None:
     rows = json.loads((out / "sweep.json").read_text())
     names = [p[0] for p in PLATES]
-    print("| method | parameters | dilation | " + " | ".join(f"{n} p05" for n in names)
-          + " | mean p05 | mean PhIRM (all plates) |")
+    print(
+        "| method | parameters | dilation | "
+        + " | ".join(f"{n} p05" for n in names)
+        + " | mean p05 | mean PhIRM (all plates) |"
+    )
     print("|---|---|---|" + "---|" * len(names) + "---|---|")
-    for r in sorted(rows, key=lambda r: (r["method"], r["dilation"],
-                                         r.get("otsu_factor", 0), r.get("artefact_mean", 0))):
-        params = (f"factor {r['otsu_factor']}" if r["method"] == "otsu" else
-                  f"max {r.get('saturation', 255)}, mean >= {r['artefact_mean']:g}")
+    for r in sorted(
+        rows,
+        key=lambda r: (
+            r["method"],
+            r["dilation"],
+            r.get("otsu_factor", 0),
+            r.get("artefact_mean", 0),
+        ),
+    ):
+        params = (
+            f"factor {r['otsu_factor']}"
+            if r["method"] == "otsu"
+            else f"max {r.get('saturation', 255)}, mean >= {r['artefact_mean']:g}"
+        )
         means = np.mean([v["mean"] for v in r["plates"].values()])
-        print(f"| {r['method']} | {params} | {r['dilation']} | "
-              + " | ".join(f"{r['plates'][n]['p05']:.3f}" for n in names)
-              + f" | {r['p05_mean_over_plates']:.3f} | {means:.3f} |")
+        print(
+            f"| {r['method']} | {params} | {r['dilation']} | "
+            + " | ".join(f"{r['plates'][n]['p05']:.3f}" for n in names)
+            + f" | {r['p05_mean_over_plates']:.3f} | {means:.3f} |"
+        )
     for method in ("otsu", "saturation"):
-        best = max((r for r in rows if r["method"] == method),
-                   key=lambda r: r["p05_mean_over_plates"])
+        best = max(
+            (r for r in rows if r["method"] == method), key=lambda r: r["p05_mean_over_plates"]
+        )
         print(f"best {method}: {json.dumps({k: v for k, v in best.items() if k != 'plates'})}")
 
 
@@ -179,30 +240,51 @@ def worst(out: Path) -> None:
             rec = inpaint_field(dapi, mask, telea)
             ph, r = _true_phirm(clean, rec)
             i = int(np.argmin(ph))
-            per_field.append({
-                "field": f"{key[0]}{key[1]}/{key[2]}", "phirm_mean": float(ph.mean()),
-                "nuclei_ref": int(r["ref_nuclei_count"].sum()),
-                "nuclei_rec": int(r["rec_nuclei_count"].sum()),
-                "artefact_px_left": int(r["rec_artefact_area"].sum()
-                                        - r["ref_artefact_area"].sum()),
-                "worst_window": i, "worst_window_phirm": float(ph[i])})
+            per_field.append(
+                {
+                    "field": f"{key[0]}{key[1]}/{key[2]}",
+                    "phirm_mean": float(ph.mean()),
+                    "nuclei_ref": int(r["ref_nuclei_count"].sum()),
+                    "nuclei_rec": int(r["rec_nuclei_count"].sum()),
+                    "artefact_px_left": int(
+                        r["rec_artefact_area"].sum() - r["ref_artefact_area"].sum()
+                    ),
+                    "worst_window": i,
+                    "worst_window_phirm": float(ph[i]),
+                }
+            )
         w = min(per_field, key=lambda x: x["phirm_mean"])
-        res[d] = {"worst": w, "plate_mean": float(np.mean([f["phirm_mean"] for f in per_field])),
-                  "fields": per_field}
-        print(f"dilate {d}: plate mean {res[d]['plate_mean']:.3f}; worst field {w['field']} "
-              f"PhIRM {w['phirm_mean']:.3f}, nuclei {w['nuclei_ref']} -> {w['nuclei_rec']}, "
-              f"artefact px left {w['artefact_px_left']}, worst window {w['worst_window']} "
-              f"{w['worst_window_phirm']:.3f}", flush=True)
+        res[d] = {
+            "worst": w,
+            "plate_mean": float(np.mean([f["phirm_mean"] for f in per_field])),
+            "fields": per_field,
+        }
+        print(
+            f"dilate {d}: plate mean {res[d]['plate_mean']:.3f}; worst field {w['field']} "
+            f"PhIRM {w['phirm_mean']:.3f}, nuclei {w['nuclei_ref']} -> {w['nuclei_rec']}, "
+            f"artefact px left {w['artefact_px_left']}, worst window {w['worst_window']} "
+            f"{w['worst_window_phirm']:.3f}",
+            flush=True,
+        )
         a02 = [f for f in per_field if f["field"] == "A02/1"]
         if a02:
             f = a02[0]
-            print(f"   A02/1: PhIRM {f['phirm_mean']:.3f}, nuclei {f['nuclei_ref']} -> "
-                  f"{f['nuclei_rec']}, artefact px left {f['artefact_px_left']}", flush=True)
+            print(
+                f"   A02/1: PhIRM {f['phirm_mean']:.3f}, nuclei {f['nuclei_ref']} -> "
+                f"{f['nuclei_rec']}, artefact px left {f['artefact_px_left']}",
+                flush=True,
+            )
     (out / "worst.json").write_text(json.dumps(res, indent=1))
 
 
-def validate(out: Path, *, draws: int | None = None, method: str = "saturation",
-             dilation: int | None = None, selfcheck_threshold: float = 0.9) -> list[dict]:
+def validate(
+    out: Path,
+    *,
+    draws: int | None = None,
+    method: str = "saturation",
+    dilation: int | None = None,
+    selfcheck_threshold: float = 0.9,
+) -> list[dict]:
     """The real pipeline per plate: masks, Telea, true QC, self-check QC and flags."""
     from scipy.stats import spearmanr
 
@@ -217,11 +299,26 @@ def validate(out: Path, *, draws: int | None = None, method: str = "saturation",
         plate = out / f"{name}.ome.zarr"
         rest = out / f"{name}_{method}_telea.ome.zarr"
         t = time.perf_counter()
-        make_artefact_masks(plate, channel="CFP" if method == "otsu" else "DAPI", name=label,
-                            method=method, dilation=dilation, overwrite=True,
-                            cluster="threads", progress=False)
-        inpaint_plate(plate, rest, channel="DAPI", mask_label=label, model="telea",
-                      cluster="threads", overwrite=True, progress=False)
+        make_artefact_masks(
+            plate,
+            channel="CFP" if method == "otsu" else "DAPI",
+            name=label,
+            method=method,
+            dilation=dilation,
+            overwrite=True,
+            cluster="threads",
+            progress=False,
+        )
+        inpaint_plate(
+            plate,
+            rest,
+            channel="DAPI",
+            mask_label=label,
+            model="telea",
+            cluster="threads",
+            overwrite=True,
+            progress=False,
+        )
         true = score_plates(f"{plate}:DAPI_clean", f"{rest}:DAPI", mask_label=label)
         ds = selfcheck_qc(true, rest, draws=draws, selfcheck_threshold=selfcheck_threshold)
         f_true = ds.field_phirm_mean.values.ravel()
@@ -231,20 +328,24 @@ def validate(out: Path, *, draws: int | None = None, method: str = "saturation",
         rho = float(spearmanr(f_self[ok], f_true[ok]).statistic) if ok.sum() > 2 else None
         flag = ds.flag.values.ravel()[ok]
         bad = f_true[ok] < selfcheck_threshold
-        row = {"plate": name, "fields": int(ok.sum()),
-               "true_mean": float(ds.plate_phirm_mean), "self_mean":
-               float(ds.plate_selfcheck_phirm_mean), "spearman": rho,
-               "bad_fields": int(bad.sum()),
-               "bad_flagged": int(((flag > 0) & bad).sum()),
-               "good_flagged": int(((flag > 0) & ~bad).sum()),
-               "residual_px_max": float(np.nanmax(ds.residual_artefact_area.values)),
-               "seconds": time.perf_counter() - t,
-               "field_true": f_true[ok].tolist(), "field_self": f_self[ok].tolist(),
-               "field_residual": ds.residual_artefact_area.values.ravel()[ok].tolist(),
-               "field_flag": flag.tolist()}
+        row = {
+            "plate": name,
+            "fields": int(ok.sum()),
+            "true_mean": float(ds.plate_phirm_mean),
+            "self_mean": float(ds.plate_selfcheck_phirm_mean),
+            "spearman": rho,
+            "bad_fields": int(bad.sum()),
+            "bad_flagged": int(((flag > 0) & bad).sum()),
+            "good_flagged": int(((flag > 0) & ~bad).sum()),
+            "residual_px_max": float(np.nanmax(ds.residual_artefact_area.values)),
+            "seconds": time.perf_counter() - t,
+            "field_true": f_true[ok].tolist(),
+            "field_self": f_self[ok].tolist(),
+            "field_residual": ds.residual_artefact_area.values.ravel()[ok].tolist(),
+            "field_flag": flag.tolist(),
+        }
         rows.append(row)
-        print(json.dumps({k: v for k, v in row.items() if not k.startswith("field_")}),
-              flush=True)
+        print(json.dumps({k: v for k, v in row.items() if not k.startswith("field_")}), flush=True)
     (out / f"validate_{method}.json").write_text(json.dumps(rows, indent=1))
     return rows
 
@@ -272,19 +373,26 @@ def draws(out: Path, *, plate: str = "p2", n_fields: int = 24, seeds: int = 3) -
                 sc = selfcheck_field(src, holes, telea, restored=rest, seed_key=(s, i), draws=n)
                 vals[s, i] = np.mean(sc["selfcheck_phirm"])
         sec = (time.perf_counter() - t) / (seeds * len(prepared))
-        res[n] = {"field_sd_across_seeds": float(vals.std(axis=0, ddof=1).mean()),
-                  "plate_mean_sd_across_seeds": float(vals.mean(axis=1).std(ddof=1)),
-                  "plate_mean": float(vals.mean()), "seconds_per_field": sec}
-        print(f"draws {n}: field SD across seeds {res[n]['field_sd_across_seeds']:.4f}, plate "
-              f"mean {res[n]['plate_mean']:.4f} (SD {res[n]['plate_mean_sd_across_seeds']:.4f})"
-              f", {sec:.3f} s per field", flush=True)
+        res[n] = {
+            "field_sd_across_seeds": float(vals.std(axis=0, ddof=1).mean()),
+            "plate_mean_sd_across_seeds": float(vals.mean(axis=1).std(ddof=1)),
+            "plate_mean": float(vals.mean()),
+            "seconds_per_field": sec,
+        }
+        print(
+            f"draws {n}: field SD across seeds {res[n]['field_sd_across_seeds']:.4f}, plate "
+            f"mean {res[n]['plate_mean']:.4f} (SD {res[n]['plate_mean_sd_across_seeds']:.4f})"
+            f", {sec:.3f} s per field",
+            flush=True,
+        )
     (out / "draws.json").write_text(json.dumps(res, indent=1))
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("what", choices=["plates", "sweep", "print-sweep", "worst", "draws",
-                                     "validate"])
+    ap.add_argument(
+        "what", choices=["plates", "sweep", "print-sweep", "worst", "draws", "validate"]
+    )
     ap.add_argument("--out", type=Path, default=Path("qcval"))
     ap.add_argument("--method", default="saturation")
     ap.add_argument("--dilation", type=int, default=None)

@@ -12,8 +12,10 @@ SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "bbbc039
 @pytest.fixture(scope="session")
 def bbbc039_dir() -> Path:
     if not SHARED_DATA.is_dir():
-        pytest.skip(f"real BBBC039 fields not found at {SHARED_DATA} (../shared/data beside the "
-                    "repository); these tests need them")
+        pytest.skip(
+            f"real BBBC039 fields not found at {SHARED_DATA} (../shared/data beside the "
+            "repository); these tests need them"
+        )
     return SHARED_DATA
 
 

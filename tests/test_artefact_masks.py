@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import example, given, settings, strategies as st
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 
 from phirm_scale.errors import InputError, PlateError
 from phirm_scale.masks._artefacts import artefact_mask, otsu_separability, otsu_threshold
@@ -34,13 +35,13 @@ def test_exact_square():
 def test_opening_removes_specks_closing_fills_holes():
     img = np.full((60, 60), 200, np.uint16)
     img[10:40, 10:40] = 50000
-    img[25, 25] = 200            # 1-px hole inside the artefact: closed
-    img[50, 50] = 50000          # 1-px speck: opened away
-    img[50:52, 5:7] = 50000      # 2x2 speck: smaller than a radius-2 disk, opened away
+    img[25, 25] = 200  # 1-px hole inside the artefact: closed
+    img[50, 50] = 50000  # 1-px speck: opened away
+    img[50:52, 5:7] = 50000  # 2x2 speck: smaller than a radius-2 disk, opened away
     m = artefact_mask(img, radius=2)
     assert m[25, 25] == 1 and m[50, 50] == 0 and m[50:52, 5:7].sum() == 0
     assert m[11:39, 11:39].all() and m.sum() == 900 - 12
-    raw = artefact_mask(img, radius=0)   # no morphology: the plain threshold
+    raw = artefact_mask(img, radius=0)  # no morphology: the plain threshold
     assert raw[25, 25] == 0 and raw[50, 50] == 1 and raw.sum() == 900 - 1 + 1 + 4
 
 
@@ -54,7 +55,7 @@ def test_threshold_factor():
     assert 1000 <= t < 3000
     assert artefact_mask(img, otsu_factor=1.0)[20:30, 5:15].sum() == 0
     low = artefact_mask(img, otsu_factor=0.3, min_separability=None)
-    assert low[20:30, 5:15].sum() == 100 - 12 and low[:, 25:].all()   # corners rounded
+    assert low[20:30, 5:15].sum() == 100 - 12 and low[:, 25:].all()  # corners rounded
 
 
 def test_matches_skimage_morphology_reference():
@@ -64,7 +65,7 @@ def test_matches_skimage_morphology_reference():
     img = (200 + 30 * rng.standard_normal((80, 90))).astype(np.float64)
     for _ in range(6):
         y, x = rng.integers(0, 70, 2)
-        img[y:y + rng.integers(3, 12), x:x + rng.integers(3, 12)] = 40000
+        img[y : y + rng.integers(3, 12), x : x + rng.integers(3, 12)] = 40000
     t = otsu_threshold(img) * 0.7
     ref = closing(opening(img > t, disk(2), mode="ignore"), disk(2), mode="ignore")
     np.testing.assert_array_equal(artefact_mask(img), ref.astype(np.uint8))
@@ -72,7 +73,7 @@ def test_matches_skimage_morphology_reference():
 
 @settings(max_examples=40, deadline=None)
 @given(st.integers(0, 2**32 - 1), st.sampled_from([np.uint8, np.uint16, np.float32]))
-@example(64835, np.float32)   # a plateau one bin wide: its bin reaches above its centre
+@example(64835, np.float32)  # a plateau one bin wide: its bin reaches above its centre
 def test_otsu_same_partition_as_skimage(seed, dtype):
     """Ties only happen across empty histogram bins, so the middle of a plateau splits the
     pixels exactly as skimage's first maximum does."""
@@ -90,8 +91,9 @@ def test_otsu_middle_of_plateau():
     img = np.full((20, 20), 100.0)
     img[:4] = 1100.0
     from skimage.filters import threshold_otsu
-    assert threshold_otsu(img) < 110        # skimage: first split, just above background
-    assert otsu_threshold(img) == pytest.approx(600.0, abs=5)   # middle of the gap
+
+    assert threshold_otsu(img) < 110  # skimage: first split, just above background
+    assert otsu_threshold(img) == pytest.approx(600.0, abs=5)  # middle of the gap
 
 
 def test_synthetic_fields_iou():
@@ -126,12 +128,14 @@ def test_bad_input():
 
 # --------------------------------------------------------------------------- Dask stage
 
+
 @pytest.fixture(scope="module")
 def local_cluster():
     from distributed import LocalCluster
 
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=False,
-                      dashboard_address=None) as cluster:
+    with LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None
+    ) as cluster:
         yield cluster.scheduler_address
 
 
@@ -140,8 +144,9 @@ def test_masks_stage_on_plate(tmp_path, local_cluster):
     from phirm_scale.stages.masks import make_artefact_masks
     from phirm_scale.synthetic import make_plate
 
-    p = make_plate(tmp_path / "s.ome.zarr", rows=2, columns=2, fields=1, size=192, seed=4,
-                   artefacts=0.03)
+    p = make_plate(
+        tmp_path / "s.ome.zarr", rows=2, columns=2, fields=1, size=192, seed=4, artefacts=0.03
+    )
     res = make_artefact_masks(p.path, channel="CFP", cluster=local_cluster, progress=False)
     assert set(res) == set(p.fields)
     q = open_plate(p.path)
@@ -155,8 +160,9 @@ def test_masks_stage_on_plate(tmp_path, local_cluster):
     # resumable: nothing left to do
     assert make_artefact_masks(p.path, cluster="threads", progress=False) == {}
 
-    clean = make_plate(tmp_path / "c.ome.zarr", rows=1, columns=2, fields=2, size=128, seed=1,
-                       artefacts=0.0)
+    clean = make_plate(
+        tmp_path / "c.ome.zarr", rows=1, columns=2, fields=2, size=128, seed=1, artefacts=0.0
+    )
     res = make_artefact_masks(clean.path, cluster="threads", progress=False)
     assert len(res) == 4 and all(v == 0 for v in res.values())
     with pytest.raises(PlateError, match="no channel 'GFP'"):
@@ -170,11 +176,25 @@ def test_cli_masks(tmp_path):
     from phirm_scale.plate import open_plate
 
     out = tmp_path / "m.ome.zarr"
-    r = CliRunner().invoke(app, ["make-plate", str(out), "--rows", "1", "--columns", "2",
-                                 "--size", "96", "--no-progress"])
+    r = CliRunner().invoke(
+        app,
+        ["make-plate", str(out), "--rows", "1", "--columns", "2", "--size", "96", "--no-progress"],
+    )
     assert r.exit_code == 0, r.output
-    r = CliRunner().invoke(app, ["masks", str(out), "--channel", "CFP", "--cluster", "threads",
-                                 "--no-progress", "--name", "dust"])
+    r = CliRunner().invoke(
+        app,
+        [
+            "masks",
+            str(out),
+            "--channel",
+            "CFP",
+            "--cluster",
+            "threads",
+            "--no-progress",
+            "--name",
+            "dust",
+        ],
+    )
     assert r.exit_code == 0, r.output
     assert "labels/dust written for 2 fields" in r.output
     p = open_plate(out)

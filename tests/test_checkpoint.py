@@ -15,7 +15,11 @@ from phirm_scale.models.registry import clear_cache, default_config
 
 torch.set_num_threads(1)
 
-TINY = {"context-encoder": {"width": 8, "bottleneck": 16}, "deepfill-v2": {"width": 8}, "edgeconnect": {"width": 8}}
+TINY = {
+    "context-encoder": {"width": 8, "bottleneck": 16},
+    "deepfill-v2": {"width": 8},
+    "edgeconnect": {"width": 8},
+}
 
 
 def _batch(n=3, size=64, seed=1):
@@ -27,7 +31,13 @@ def _batch(n=3, size=64, seed=1):
 
 
 def _save(model, path, **kw):
-    return save_checkpoint(path, model=model.name, config=model.config, state_dicts={"generator": model.generator.state_dict()}, **kw)
+    return save_checkpoint(
+        path,
+        model=model.name,
+        config=model.config,
+        state_dicts={"generator": model.generator.state_dict()},
+        **kw,
+    )
 
 
 @pytest.mark.parametrize("name", list(TINY))
@@ -57,7 +67,10 @@ def test_content_hash_depends_on_weights_only(tmp_path):
     k0 = next(iter(sd))
     sd[k0].view(-1)[0] += 1e-3
     assert content_hash("deepfill-v2", model.config, sd) != a
-    assert content_hash("deepfill-v2", {**model.config, "width": 12}, model.generator.state_dict()) != a
+    assert (
+        content_hash("deepfill-v2", {**model.config, "width": 12}, model.generator.state_dict())
+        != a
+    )
 
 
 def test_cache_returns_one_model_per_checkpoint(tmp_path):
@@ -67,12 +80,17 @@ def test_cache_returns_one_model_per_checkpoint(tmp_path):
     _save(model, tmp_path / "copy.pt")
     m1 = get_model("edgeconnect", checkpoint=tmp_path / "e.pt", device="cpu")
     m2 = get_model(None, checkpoint=str(tmp_path / "e.pt"), device="cpu", batch_size=2)
-    m3 = get_model("edgeconnect", checkpoint=tmp_path / "copy.pt", device="cpu")  # same weights, same hash
+    m3 = get_model(
+        "edgeconnect", checkpoint=tmp_path / "copy.pt", device="cpu"
+    )  # same weights, same hash
     # one network per checkpoint hash; each caller's view carries its own batch size
     assert m1.generator is m2.generator is m3.generator
     assert (m1.batch_size, m2.batch_size, m3.batch_size) == (8, 2, 8)
     clear_cache()
-    assert get_model("edgeconnect", checkpoint=tmp_path / "e.pt", device="cpu").generator is not m1.generator
+    assert (
+        get_model("edgeconnect", checkpoint=tmp_path / "e.pt", device="cpu").generator
+        is not m1.generator
+    )
 
 
 def test_wrong_architecture_is_refused(tmp_path):
@@ -83,13 +101,25 @@ def test_wrong_architecture_is_refused(tmp_path):
         get_model("edgeconnect", checkpoint=tmp_path / "df.pt", device="cpu")
     # same name, weights of another width: the state dict does not fit
     cfg = default_config("deepfill-v2", width=12)
-    save_checkpoint(tmp_path / "bad.pt", model="deepfill-v2", config=cfg, state_dicts={"generator": model.generator.state_dict()})
-    with pytest.raises(CheckpointError, match=r"bad.pt: generator does not fit this architecture: .*shape mismatches"):
+    save_checkpoint(
+        tmp_path / "bad.pt",
+        model="deepfill-v2",
+        config=cfg,
+        state_dicts={"generator": model.generator.state_dict()},
+    )
+    with pytest.raises(
+        CheckpointError,
+        match=r"bad.pt: generator does not fit this architecture: .*shape mismatches",
+    ):
         get_model("deepfill-v2", checkpoint=tmp_path / "bad.pt", device="cpu")
     # EdgeConnect weights labelled as a Context Encoder
     ec = get_model("edgeconnect", device="cpu", width=8)
-    save_checkpoint(tmp_path / "ce.pt", model="context-encoder", config=default_config("context-encoder", width=8),
-                    state_dicts={"generator": ec.generator.state_dict()})
+    save_checkpoint(
+        tmp_path / "ce.pt",
+        model="context-encoder",
+        config=default_config("context-encoder", width=8),
+        state_dicts={"generator": ec.generator.state_dict()},
+    )
     with pytest.raises(CheckpointError, match="missing keys.*unexpected keys"):
         get_model("context-encoder", checkpoint=tmp_path / "ce.pt", device="cpu")
 
@@ -116,8 +146,11 @@ def test_unusable_files_are_refused(tmp_path):
     whole = (tmp_path / "m.pt").read_bytes()
     for cut in (len(whole) // 2, len(whole) - 10):
         (tmp_path / "cut.pt").write_bytes(whole[:cut])
-        with pytest.raises(CheckpointError, match=r"cut.pt: truncated or damaged checkpoint "
-                                                  r"\(the file is incomplete"):
+        with pytest.raises(
+            CheckpointError,
+            match=r"cut.pt: truncated or damaged checkpoint "
+            r"\(the file is incomplete",
+        ):
             load_checkpoint(tmp_path / "cut.pt")
 
 
@@ -125,7 +158,12 @@ def test_options_contradicting_a_checkpoint_are_refused(tmp_path):
     clear_cache()
     model = get_model("deepfill-v2", device="cpu", width=8)
     _save(model, tmp_path / "m.pt")
-    assert get_model("deepfill-v2", checkpoint=tmp_path / "m.pt", device="cpu", width=8).config["width"] == 8
+    assert (
+        get_model("deepfill-v2", checkpoint=tmp_path / "m.pt", device="cpu", width=8).config[
+            "width"
+        ]
+        == 8
+    )
     with pytest.raises(InputError, match="width=16.*differ from its saved config"):
         get_model("deepfill-v2", checkpoint=tmp_path / "m.pt", device="cpu", width=16)
     with pytest.raises(InputError, match="classical"):
@@ -146,9 +184,12 @@ class _OfficialResnetBlock(nn.Module):
     def __init__(self, dim, dilation, sn):
         super().__init__()
         self.conv_block = nn.Sequential(
-            nn.ReflectionPad2d(dilation), _sn(nn.Conv2d(dim, dim, 3, dilation=dilation, bias=not sn), sn),
-            nn.InstanceNorm2d(dim, track_running_stats=False), nn.ReLU(True),
-            nn.ReflectionPad2d(1), _sn(nn.Conv2d(dim, dim, 3, bias=not sn), sn),
+            nn.ReflectionPad2d(dilation),
+            _sn(nn.Conv2d(dim, dim, 3, dilation=dilation, bias=not sn), sn),
+            nn.InstanceNorm2d(dim, track_running_stats=False),
+            nn.ReLU(True),
+            nn.ReflectionPad2d(1),
+            _sn(nn.Conv2d(dim, dim, 3, bias=not sn), sn),
             nn.InstanceNorm2d(dim, track_running_stats=False),
         )
 
@@ -160,15 +201,27 @@ class _OfficialGenerator(nn.Module):
     def __init__(self, cin, cout, w, sn, blocks=8):
         super().__init__()
         self.encoder = nn.Sequential(
-            nn.ReflectionPad2d(3), _sn(nn.Conv2d(cin, w, 7), sn), nn.InstanceNorm2d(w), nn.ReLU(True),
-            _sn(nn.Conv2d(w, 2 * w, 4, 2, 1), sn), nn.InstanceNorm2d(2 * w), nn.ReLU(True),
-            _sn(nn.Conv2d(2 * w, 4 * w, 4, 2, 1), sn), nn.InstanceNorm2d(4 * w), nn.ReLU(True),
+            nn.ReflectionPad2d(3),
+            _sn(nn.Conv2d(cin, w, 7), sn),
+            nn.InstanceNorm2d(w),
+            nn.ReLU(True),
+            _sn(nn.Conv2d(w, 2 * w, 4, 2, 1), sn),
+            nn.InstanceNorm2d(2 * w),
+            nn.ReLU(True),
+            _sn(nn.Conv2d(2 * w, 4 * w, 4, 2, 1), sn),
+            nn.InstanceNorm2d(4 * w),
+            nn.ReLU(True),
         )
         self.middle = nn.Sequential(*[_OfficialResnetBlock(4 * w, 2, sn) for _ in range(blocks)])
         self.decoder = nn.Sequential(
-            _sn(nn.ConvTranspose2d(4 * w, 2 * w, 4, 2, 1), sn), nn.InstanceNorm2d(2 * w), nn.ReLU(True),
-            _sn(nn.ConvTranspose2d(2 * w, w, 4, 2, 1), sn), nn.InstanceNorm2d(w), nn.ReLU(True),
-            nn.ReflectionPad2d(3), nn.Conv2d(w, cout, 7),
+            _sn(nn.ConvTranspose2d(4 * w, 2 * w, 4, 2, 1), sn),
+            nn.InstanceNorm2d(2 * w),
+            nn.ReLU(True),
+            _sn(nn.ConvTranspose2d(2 * w, w, 4, 2, 1), sn),
+            nn.InstanceNorm2d(w),
+            nn.ReLU(True),
+            nn.ReflectionPad2d(3),
+            nn.Conv2d(w, cout, 7),
         )
 
     def forward(self, x):  # pre-activation
@@ -186,14 +239,20 @@ def _official_files(tmp_path, w=8):
                 net(torch.rand(1, net.encoder[1].in_channels, 32, 32))
         net.eval()
     torch.save({"iteration": 12, "generator": edge.state_dict()}, tmp_path / "EdgeModel_gen.pth")
-    torch.save({"iteration": 12, "generator": inpaint.state_dict()}, tmp_path / "InpaintingModel_gen.pth")
+    torch.save(
+        {"iteration": 12, "generator": inpaint.state_dict()}, tmp_path / "InpaintingModel_gen.pth"
+    )
     return edge, inpaint
 
 
 def test_official_edgeconnect_files_have_the_old_layout(tmp_path):
     _official_files(tmp_path)
     sd = torch.load(tmp_path / "EdgeModel_gen.pth", weights_only=True)["generator"]
-    assert "encoder.1.weight_orig" in sd and "middle.0.conv_block.1.weight_u" in sd and "decoder.0.weight_v" in sd
+    assert (
+        "encoder.1.weight_orig" in sd
+        and "middle.0.conv_block.1.weight_u" in sd
+        and "decoder.0.weight_v" in sd
+    )
     sd = torch.load(tmp_path / "InpaintingModel_gen.pth", weights_only=True)["generator"]
     assert sd["encoder.1.weight"].shape[1] == 4 and sd["decoder.7.weight"].shape[0] == 3
 
@@ -203,9 +262,17 @@ def test_import_edgeconnect_matches_the_official_networks(tmp_path):
 
     clear_cache()
     edge, inpaint = _official_files(tmp_path)
-    digest = import_edgeconnect(tmp_path / "ec.pt", edge=tmp_path / "EdgeModel_gen.pth", inpaint=tmp_path / "InpaintingModel_gen.pth")
+    digest = import_edgeconnect(
+        tmp_path / "ec.pt",
+        edge=tmp_path / "EdgeModel_gen.pth",
+        inpaint=tmp_path / "InpaintingModel_gen.pth",
+    )
     model = get_model("edgeconnect", checkpoint=tmp_path / "ec.pt", device="cpu")
-    assert model.checkpoint_hash == digest and model.config["width"] == 8 and model.config["blocks"] == 8
+    assert (
+        model.checkpoint_hash == digest
+        and model.config["width"] == 8
+        and model.config["blocks"] == 8
+    )
     ck = load_checkpoint(tmp_path / "ec.pt")
     assert ck.provenance["imported_from"]["edge"]["iteration"] == 12
     g = model.generator.eval()
@@ -217,12 +284,16 @@ def test_import_edgeconnect_matches_the_official_networks(tmp_path):
     with torch.no_grad():
         # edge generator: same inputs, same weights (spectral norm from the stored u, v)
         x = torch.cat([grey * (1 - mask) + mask, edges * (1 - mask), mask], 1)
-        torch.testing.assert_close(g.predict_edges(grey, edges, mask), edge(x), rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(
+            g.predict_edges(grey, edges, mask), edge(x), rtol=1e-5, atol=1e-5
+        )
         # inpainting generator: grey repeated to RGB through the official net = our grey net,
         # whose output is the mean of the three colour pre-activations
         rgb = (grey * (1 - mask) + mask).repeat(1, 3, 1, 1)
         pre = inpaint(torch.cat([rgb, edges], 1)).mean(1, keepdim=True)
-        torch.testing.assert_close(g.inpaint_image(grey, edges, mask), (torch.tanh(pre) + 1) / 2, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(
+            g.inpaint_image(grey, edges, mask), (torch.tanh(pre) + 1) / 2, rtol=1e-5, atol=1e-5
+        )
 
 
 def test_import_edgeconnect_refuses_foreign_files(tmp_path):
@@ -258,7 +329,15 @@ def test_import_deepfill_v2_port_states(tmp_path):
         ours = model.generator.stage1(torch.cat([x, ones, m], 1))
         s1 = rgb.stage1
         h = s1.down_block2(s1.down_block1(s1.conv1(torch.cat([x.repeat(1, 3, 1, 1), ones, m], 1))))
-        for layer in (s1.conv_bn1, s1.conv_bn2, s1.conv_bn3, s1.conv_bn4, s1.conv_bn5, s1.conv_bn6, s1.conv_bn7):
+        for layer in (
+            s1.conv_bn1,
+            s1.conv_bn2,
+            s1.conv_bn3,
+            s1.conv_bn4,
+            s1.conv_bn5,
+            s1.conv_bn6,
+            s1.conv_bn7,
+        ):
             h = layer(h)
         feats = h
         pre = s1.conv_to_rgb(s1.up_block2(s1.up_block1(feats))).mean(1, keepdim=True)
@@ -272,8 +351,16 @@ def test_import_weights_cli(tmp_path, capsys):
 
     _official_files(tmp_path)
     with pytest.raises(SystemExit) as exc:
-        main(["import-weights", "edgeconnect", str(tmp_path / "EdgeModel_gen.pth"), str(tmp_path / "InpaintingModel_gen.pth"),
-              "-o", str(tmp_path / "ec.pt")])
+        main(
+            [
+                "import-weights",
+                "edgeconnect",
+                str(tmp_path / "EdgeModel_gen.pth"),
+                str(tmp_path / "InpaintingModel_gen.pth"),
+                "-o",
+                str(tmp_path / "ec.pt"),
+            ]
+        )
     assert exc.value.code == 0
     ck = load_checkpoint(tmp_path / "ec.pt", expected_model="edgeconnect")
     assert set(ck.provenance["imported_from"]) == {"format", "edge", "inpaint"}

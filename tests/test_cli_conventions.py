@@ -17,8 +17,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def cli(*args, ok=True):
-    p = subprocess.run([sys.executable, "-m", "phirm_scale", *map(str, args)],
-                       capture_output=True, text=True)
+    p = subprocess.run(
+        [sys.executable, "-m", "phirm_scale", *map(str, args)], capture_output=True, text=True
+    )
     if ok:
         assert p.returncode == 0, p.stderr
     return p
@@ -44,14 +45,45 @@ def chain(tmp_path_factory, bbbc039_files):
     for f in files:
         (src / f.name).symlink_to(f)
     plate = root / "p.ome.zarr"
-    out = {"convert": cli("convert", src, plate, "--channel-names", "DAPI", "--cluster",
-                          "threads", "--no-progress", "--json")}
-    out["masks"] = cli("masks", plate, "--method", "saturation", "--channel", "DAPI",
-                       "--cluster", "threads", "--no-progress", "--json")
+    out = {
+        "convert": cli(
+            "convert",
+            src,
+            plate,
+            "--channel-names",
+            "DAPI",
+            "--cluster",
+            "threads",
+            "--no-progress",
+            "--json",
+        )
+    }
+    out["masks"] = cli(
+        "masks",
+        plate,
+        "--method",
+        "saturation",
+        "--channel",
+        "DAPI",
+        "--cluster",
+        "threads",
+        "--no-progress",
+        "--json",
+    )
     out["inpaint"] = cli("inpaint", plate, "--cluster", "threads", "--no-progress", "--json")
-    out["score"] = cli("score", "--reference", f"{plate}:DAPI", "--reconstruction",
-                       f"{root / 'p_inpainted.ome.zarr'}:DAPI", "-o", root / "qc.zarr",
-                       "--cluster", "threads", "--no-progress", "--json")
+    out["score"] = cli(
+        "score",
+        "--reference",
+        f"{plate}:DAPI",
+        "--reconstruction",
+        f"{root / 'p_inpainted.ome.zarr'}:DAPI",
+        "-o",
+        root / "qc.zarr",
+        "--cluster",
+        "threads",
+        "--no-progress",
+        "--json",
+    )
     return root, src, plate, files, out
 
 
@@ -75,17 +107,28 @@ def test_convert_summary_and_rerun_messages(chain):
     cols = sorted(re.search(r"_[A-P](\d\d)_s", f.name).group(1) for f in files)
     summary = out["convert"].stderr
     assert f"columns {cols[0]}-{cols[-1]}" in summary
-    again = cli("convert", src, plate, "--channel-names", "DAPI", "--cluster", "threads",
-                "--no-progress")
+    again = cli(
+        "convert", src, plate, "--channel-names", "DAPI", "--cluster", "threads", "--no-progress"
+    )
     assert "nothing to do" in again.stderr and "wrote" not in again.stdout
 
 
 def test_fail_below_exit_3(chain):
     root, src, plate, files, out = chain
     mean = json.loads(out["score"].stdout)["phirm_mean"]
-    args = ["score", "--reference", f"{plate}:DAPI", "--reconstruction",
-            f"{root / 'p_inpainted.ome.zarr'}:DAPI", "-o", root / "qc2.zarr", "--cluster",
-            "threads", "--no-progress", "--overwrite"]
+    args = [
+        "score",
+        "--reference",
+        f"{plate}:DAPI",
+        "--reconstruction",
+        f"{root / 'p_inpainted.ome.zarr'}:DAPI",
+        "-o",
+        root / "qc2.zarr",
+        "--cluster",
+        "threads",
+        "--no-progress",
+        "--overwrite",
+    ]
     hi = cli(*args, "--fail-below", mean + 0.01, ok=False)
     assert hi.returncode == 3 and "fail:" in hi.stderr
     assert cli(*args, "--fail-below", max(0.0, mean - 0.01)).returncode == 0
@@ -93,9 +136,18 @@ def test_fail_below_exit_3(chain):
 
 def test_tables_not_cut_when_piped(chain, bbbc039_files):
     root, src, plate, files, out = chain
-    p = cli("score", "--reference", f"{plate}:DAPI", "--reconstruction",
-            f"{root / 'p_inpainted.ome.zarr'}:DAPI", "-o", root / "qc3.zarr", "--cluster",
-            "threads", "--no-progress")
+    p = cli(
+        "score",
+        "--reference",
+        f"{plate}:DAPI",
+        "--reconstruction",
+        f"{root / 'p_inpainted.ome.zarr'}:DAPI",
+        "-o",
+        root / "qc3.zarr",
+        "--cluster",
+        "threads",
+        "--no-progress",
+    )
     lines = p.stdout.splitlines()
     assert "quantity\tvalue" in lines
     assert any(ln.startswith("PhIRM mean\t") for ln in lines)

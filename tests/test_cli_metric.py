@@ -17,28 +17,31 @@ KEYS = {"nuclei_count", "nuclei_area", "artefact_count", "artefact_area"}
 
 
 def run_cli(*args):
-    return subprocess.run([sys.executable, "-m", "phirm_scale", *map(str, args)],
-                          capture_output=True, text=True)
+    return subprocess.run(
+        [sys.executable, "-m", "phirm_scale", *map(str, args)], capture_output=True, text=True
+    )
 
 
 def test_json_on_a_real_16bit_pair(tmp_path, bbbc039_files):
     ref = tifffile.imread(bbbc039_files[0])
     rec = ref.copy()
-    rec[100:160, 200:260] = int(ref.min())           # erase a patch of nuclei
+    rec[100:160, 200:260] = int(ref.min())  # erase a patch of nuclei
     tifffile.imwrite(tmp_path / "rec.tif", rec)
     proc = run_cli("metric", bbbc039_files[0], tmp_path / "rec.tif", "--json")
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout)
-    assert set(out) == {"reference", "reconstruction", "ncd", "nad", "aad", "phirm", "psnr",
-                        "ssim"}
+    assert set(out) == {"reference", "reconstruction", "ncd", "nad", "aad", "phirm", "psnr", "ssim"}
     assert set(out["reference"]) == KEYS == set(out["reconstruction"])
     lo, hi = ref.min(), ref.max()
     expect = score(to_uint8(ref, lo, hi), to_uint8(rec, lo, hi))
     assert out["phirm"] == pytest.approx(expect.phirm)
     assert out["reference"]["nuclei_count"] == expect.reference.nuclei_count
     assert out["reconstruction"]["nuclei_area"] < out["reference"]["nuclei_area"]
-    ref_mode = json.loads(run_cli("metric", bbbc039_files[0], tmp_path / "rec.tif", "--json",
-                                  "--mode", "reference").stdout)
+    ref_mode = json.loads(
+        run_cli(
+            "metric", bbbc039_files[0], tmp_path / "rec.tif", "--json", "--mode", "reference"
+        ).stdout
+    )
     assert ref_mode["reference"]["nuclei_area"] != out["reference"]["nuclei_area"]
 
 

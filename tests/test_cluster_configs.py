@@ -22,9 +22,22 @@ from phirm_scale.errors import PhirmError
 from phirm_scale.jobqueue import cluster_from_yaml, job_scripts
 
 GB, GiB = 1e9, 2**30
-UNITS = {"": 1, "B": 1, "K": 1024, "M": 1024**2, "G": GiB, "T": 1024**4,
-         "KB": 1e3, "MB": 1e6, "GB": GB, "TB": 1e12,
-         "KIB": 1024, "MIB": 1024**2, "GIB": GiB, "TIB": 1024**4}
+UNITS = {
+    "": 1,
+    "B": 1,
+    "K": 1024,
+    "M": 1024**2,
+    "G": GiB,
+    "T": 1024**4,
+    "KB": 1e3,
+    "MB": 1e6,
+    "GB": GB,
+    "TB": 1e12,
+    "KIB": 1024,
+    "MIB": 1024**2,
+    "GIB": GiB,
+    "TIB": 1024**4,
+}
 
 
 def nbytes(text: str, default_unit: str = "") -> float:
@@ -72,14 +85,22 @@ def job_memory_bytes(kind: str, header: str) -> float:
 
 
 def job_cores(kind: str, header: str) -> int:
-    pat = {"slurm": r"^#SBATCH --cpus-per-task=(\d+)", "pbs": r"ncpus=(\d+)",
-           "lsf": r"^#BSUB -n (\d+)", "sge": r"^#\$ -pe \S+ (\d+)"}[kind]
+    pat = {
+        "slurm": r"^#SBATCH --cpus-per-task=(\d+)",
+        "pbs": r"ncpus=(\d+)",
+        "lsf": r"^#BSUB -n (\d+)",
+        "sge": r"^#\$ -pe \S+ (\d+)",
+    }[kind]
     return int(re.search(pat, header, re.M).group(1))
 
 
 def job_walltime(kind: str, header: str) -> float:
-    pat = {"slurm": r"^#SBATCH -t (\S+)", "pbs": r"walltime=(\S+)", "lsf": r"^#BSUB -W (\S+)",
-           "sge": r"h_rt=(\S+)"}[kind]
+    pat = {
+        "slurm": r"^#SBATCH -t (\S+)",
+        "pbs": r"walltime=(\S+)",
+        "lsf": r"^#BSUB -W (\S+)",
+        "sge": r"h_rt=(\S+)",
+    }[kind]
     return minutes(re.search(pat, header, re.M).group(1))
 
 
@@ -88,12 +109,13 @@ SHIPPED = ["lsf", "pbs", "sge", "slurm-cpu", "slurm-gpu"]
 
 def test_shipped_names_are_package_data():
     assert known_configs() == SHIPPED
-    assert CONFIG_DIR.parent.name == "phirm_scale"   # inside the package: ships in the wheel
+    assert CONFIG_DIR.parent.name == "phirm_scale"  # inside the package: ships in the wheel
     import tomllib
 
     pyproject = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())
-    assert "cluster_configs/*.yaml" in pyproject["tool"]["setuptools"]["package-data"][
-        "phirm_scale"]
+    assert (
+        "cluster_configs/*.yaml" in pyproject["tool"]["setuptools"]["package-data"]["phirm_scale"]
+    )
 
 
 @pytest.mark.parametrize("name", SHIPPED)
@@ -121,8 +143,9 @@ def test_job_script_numbers_match_the_file(name):
     life = minutes(w["lifetime"]) + minutes(w.get("lifetime-stagger", "0m"))
     assert life <= wall - 5, (life, wall)
     # scratch expanded on the compute node; the scheduler's interface is not the workers'
-    assert "--local-directory $TMPDIR" in " ".join(w["raw"]) or \
-        w.get("local-directory") == "$TMPDIR"
+    assert (
+        "--local-directory $TMPDIR" in " ".join(w["raw"]) or w.get("local-directory") == "$TMPDIR"
+    )
     assert "interface" not in c
     if name == "slurm-gpu":
         assert "#SBATCH --gres=gpu:1" in header and w["resources"] == "GPU=1"
@@ -149,8 +172,9 @@ def _write(tmp_path, text: str) -> Path:
 def test_interface_is_for_the_workers_only(tmp_path):
     """A file's ``interface`` names the workers' network: the scheduler on this (login) node
     does not bind it, so an interface this machine lacks still starts."""
-    p = _write(tmp_path, "kind: slurm\ncluster:\n  cores: 1\n  memory: 1GB\n"
-                         "  interface: nonexistent9\n")
+    p = _write(
+        tmp_path, "kind: slurm\ncluster:\n  cores: 1\n  memory: 1GB\n  interface: nonexistent9\n"
+    )
     [(_, script)] = job_scripts(str(p))
     assert worker_args(script)["interface"] == "nonexistent9"
     cluster = cluster_from_yaml(p, scale=False)
@@ -161,23 +185,37 @@ def test_interface_is_for_the_workers_only(tmp_path):
 
 
 def test_bad_scheduler_interface_is_one_error(tmp_path):
-    p = _write(tmp_path, "kind: slurm\ncluster:\n  cores: 1\n  memory: 1GB\n"
-                         "  scheduler_options: {interface: nonexistent9}\n")
-    with pytest.raises(PhirmError, match=r"c\.yaml: cannot start the slurm cluster .*"
-                                         r"nonexistent9"):
+    p = _write(
+        tmp_path,
+        "kind: slurm\ncluster:\n  cores: 1\n  memory: 1GB\n"
+        "  scheduler_options: {interface: nonexistent9}\n",
+    )
+    with pytest.raises(
+        PhirmError,
+        match=r"c\.yaml: cannot start the slurm cluster .*"
+        r"nonexistent9",
+    ):
         with open_cluster(str(p)):
             pass
 
 
-@pytest.mark.parametrize("text, message", [
-    ("cluster: {cores: 1}\n", "needs a 'kind'"),
-    ("kind: kubernetes\n", "unknown cluster kind 'kubernetes'"),
-    ("kind: slurm\nclustr: {}\n", "unknown key 'clustr'"),
-    ("kind: slurm\ncluster:\n  cores: 1\n  memory: 1GB\n  walltme: '01:00:00'\n",
-     "unknown key 'cluster.walltme'"),
-    ("kind: slurm\ncluster: {cores: 1, memory: 1GB}\nscale: {jbos: 2}\n", "unknown key 'scale.jbos'"),
-    ("kind: slurm\ncluster: {cores: [1\n", "unreadable cluster configuration"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("cluster: {cores: 1}\n", "needs a 'kind'"),
+        ("kind: kubernetes\n", "unknown cluster kind 'kubernetes'"),
+        ("kind: slurm\nclustr: {}\n", "unknown key 'clustr'"),
+        (
+            "kind: slurm\ncluster:\n  cores: 1\n  memory: 1GB\n  walltme: '01:00:00'\n",
+            "unknown key 'cluster.walltme'",
+        ),
+        (
+            "kind: slurm\ncluster: {cores: 1, memory: 1GB}\nscale: {jbos: 2}\n",
+            "unknown key 'scale.jbos'",
+        ),
+        ("kind: slurm\ncluster: {cores: [1\n", "unreadable cluster configuration"),
+    ],
+)
 def test_bad_yaml_names_the_problem(tmp_path, text, message):
     p = _write(tmp_path, text)
     with pytest.raises(PhirmError, match=re.escape(message)):
@@ -211,6 +249,7 @@ def test_refused_address_is_one_error():
 @pytest.fixture
 def http_server():
     """A local web server: something listening that is not a Dask scheduler."""
+
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self):  # noqa: N802
             self.send_response(200)
@@ -240,8 +279,13 @@ def test_scheduler_file(tmp_path):
 
     from distributed import LocalCluster
 
-    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False, protocol="tcp://",
-                      dashboard_address=":0") as lc:
+    with LocalCluster(
+        n_workers=1,
+        threads_per_worker=1,
+        processes=False,
+        protocol="tcp://",
+        dashboard_address=":0",
+    ) as lc:
         f = tmp_path / "scheduler.json"
         f.write_text(json.dumps({"address": lc.scheduler_address, "type": "Scheduler"}))
         with open_cluster(f"scheduler-file:{f}", quiet=True) as client:
@@ -257,17 +301,31 @@ def test_resource_no_worker_offers_is_an_error_not_a_wait(tmp_path):
 
     from phirm_scale.stages._runner import run_tasks
 
-    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False,
-                      dashboard_address=":0") as lc, Client(lc) as client:
+    with (
+        LocalCluster(
+            n_workers=1, threads_per_worker=1, processes=False, dashboard_address=":0"
+        ) as lc,
+        Client(lc) as client,
+    ):
         with pytest.raises(PhirmError, match=r"GPU=1 .* none of the 1 workers"):
-            run_tasks(abs, [-1, -2], cluster=client, progress=False, description="gpu-work",
-                      resources={"GPU": 1})
+            run_tasks(
+                abs,
+                [-1, -2],
+                cluster=client,
+                progress=False,
+                description="gpu-work",
+                resources={"GPU": 1},
+            )
         assert run_tasks(abs, [-1, -2], cluster=client, progress=False) == [1, 2]
 
 
 def run_cli(*args, timeout=60):
-    return subprocess.run([sys.executable, "-m", "phirm_scale", *args], capture_output=True,
-                          text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "phirm_scale", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def test_cli_startup_failures_are_one_line_exit_2(tmp_path, http_server):
@@ -275,18 +333,22 @@ def test_cli_startup_failures_are_one_line_exit_2(tmp_path, http_server):
 
     p = make_plate(tmp_path / "p.ome.zarr", rows=1, columns=1, size=32)
     bad = _write(tmp_path, "kind: slurm\ncluster: {cores: 1, memory: 1GB, foo: 1}\n")
-    for args in (["--cluster-timeout", "1", "masks", str(p.path), "--cluster",
-                  "tcp://127.0.0.1:1"],
-                 ["--cluster-timeout", "2", "masks", str(p.path), "--cluster", http_server],
-                 ["masks", str(p.path), "--cluster", "nope"],
-                 ["masks", str(p.path), "--cluster", str(bad)],
-                 ["--adapt", "3:1", "masks", str(p.path), "--cluster", "threads"],
-                 ["cluster", "show", "nope"]):
+    for args in (
+        ["--cluster-timeout", "1", "masks", str(p.path), "--cluster", "tcp://127.0.0.1:1"],
+        ["--cluster-timeout", "2", "masks", str(p.path), "--cluster", http_server],
+        ["masks", str(p.path), "--cluster", "nope"],
+        ["masks", str(p.path), "--cluster", str(bad)],
+        ["--adapt", "3:1", "masks", str(p.path), "--cluster", "threads"],
+        ["cluster", "show", "nope"],
+    ):
         r = run_cli(*args)
         lines = r.stderr.strip().splitlines()
-        assert r.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: "), \
-            (args, r.returncode, r.stderr)
-    assert not p.has_label(p.fields[0], "artefacts")   # nothing written
+        assert r.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: "), (
+            args,
+            r.returncode,
+            r.stderr,
+        )
+    assert not p.has_label(p.fields[0], "artefacts")  # nothing written
 
 
 def test_cli_cluster_show_and_list():

@@ -26,13 +26,15 @@ def cluster_address():
     """A real distributed LocalCluster (worker processes), shared by this module's tests."""
     from distributed import LocalCluster
 
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                      dashboard_address=None) as cluster:
+    with LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+    ) as cluster:
         yield cluster.scheduler_address
 
 
-def write_ixm(folder: Path, fields, channels=(1, 2), shape=(24, 31), dtype=np.uint16, seed=0,
-              plate="P1"):
+def write_ixm(
+    folder: Path, fields, channels=(1, 2), shape=(24, 31), dtype=np.uint16, seed=0, plate="P1"
+):
     """ImageXpress-named TIFFs; returns {(well, site, channel): array}."""
     rng = np.random.default_rng(seed)
     folder.mkdir(parents=True, exist_ok=True)
@@ -45,28 +47,45 @@ def write_ixm(folder: Path, fields, channels=(1, 2), shape=(24, 31), dtype=np.ui
     return out
 
 
-IXM_FIELDS = [("A01", 1), ("A01", 3), ("A02", 2), ("B03", 1), ("B03", 2), ("C01", 1),
-              ("C02", 4), ("C03", 1)]
+IXM_FIELDS = [
+    ("A01", 1),
+    ("A01", 3),
+    ("A02", 2),
+    ("B03", 1),
+    ("B03", 2),
+    ("C01", 1),
+    ("C02", 4),
+    ("C03", 1),
+]
 
 
 def store_files(path: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(path)): p.read_bytes() for p in sorted(path.rglob("*"))
-            if p.is_file()}
+    return {
+        str(p.relative_to(path)): p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file()
+    }
 
 
 # --------------------------------------------------------------------------- real data
 
+
 def test_bbbc039_pixels_wells_sites(tmp_path, cluster_address):
     if not BBBC039.is_dir():
         pytest.skip(f"BBBC039 subset not found at {BBBC039} (clone the repo beside shared/)")
+    import dask.array as da
     from ome_zarr.io import parse_url
     from ome_zarr.reader import Reader
     from ome_zarr_models.v05.hcs import HCS
-    import dask.array as da
 
     out = tmp_path / "bbbc039.ome.zarr"
-    plate = convert(BBBC039, out, channel_names=["DAPI"], cluster=cluster_address,
-                    progress=False, n_levels=2, echo=lambda s: None)
+    plate = convert(
+        BBBC039,
+        out,
+        channel_names=["DAPI"],
+        cluster=cluster_address,
+        progress=False,
+        n_levels=2,
+        echo=lambda s: None,
+    )
     # expected from the file names, parsed independently of the layouts module
     expected: dict[tuple[str, int], dict[int, Path]] = {}
     for f in BBBC039.glob("*.tif"):
@@ -83,8 +102,9 @@ def test_bbbc039_pixels_wells_sites(tmp_path, cluster_address):
         assert [k.field for k in keys] == list(range(len(sites)))
         for key, site in zip(keys, sorted(sites)):
             assert plate.field_attrs(key)["phirm_scale"]["site"] == site
-            np.testing.assert_array_equal(plate.read_field(key, "DAPI"),
-                                          tifffile.imread(sites[site]))
+            np.testing.assert_array_equal(
+                plate.read_field(key, "DAPI"), tifffile.imread(sites[site])
+            )
     # ome-zarr's own reader: plate -> wells -> field images
     node = list(Reader(parse_url(str(out)))())[0]
     spec = node.specs[0]
@@ -94,8 +114,9 @@ def test_bbbc039_pixels_wells_sites(tmp_path, cluster_address):
     assert "Well" in [type(s).__name__ for s in well.specs]
     assert well.specs[-1].well_data["images"] == [{"path": "0"}, {"path": "1"}, {"path": "2"}]
     img = list(Reader(parse_url(str(out / "B/21/2")))())[0]
-    np.testing.assert_array_equal(np.asarray(img.data[0])[0, 0, 0],
-                                  tifffile.imread(expected[("B", 21)][7]))
+    np.testing.assert_array_equal(
+        np.asarray(img.data[0])[0, 0, 0], tifffile.imread(expected[("B", 21)][7])
+    )
     assert img.data[1].shape == (1, 1, 1, 260, 348)
     HCS.from_zarr(zarr.open_group(str(out), mode="r"))
     arr = da.from_zarr(str(out / "D/20/1/0"))
@@ -104,19 +125,33 @@ def test_bbbc039_pixels_wells_sites(tmp_path, cluster_address):
 
 # --------------------------------------------------------------------------- layouts
 
+
 def test_imagexpress_two_channels_and_missing_fields(tmp_path):
     data = write_ixm(tmp_path / "src", IXM_FIELDS)
-    plate = convert(tmp_path / "src", tmp_path / "o.ome.zarr", channel_names=["DAPI", "CFP"],
-                    cluster="threads", progress=False, echo=lambda s: None)
+    plate = convert(
+        tmp_path / "src",
+        tmp_path / "o.ome.zarr",
+        channel_names=["DAPI", "CFP"],
+        cluster="threads",
+        progress=False,
+        echo=lambda s: None,
+    )
     assert plate.rows == ["A", "B", "C"] and plate.columns == ["01", "02", "03"]
-    assert plate.wells == [("A", "01"), ("A", "02"), ("B", "03"), ("C", "01"), ("C", "02"),
-                           ("C", "03")]
+    assert plate.wells == [
+        ("A", "01"),
+        ("A", "02"),
+        ("B", "03"),
+        ("C", "01"),
+        ("C", "02"),
+        ("C", "03"),
+    ]
     assert plate.well_fields("A", "01") == [FieldKey("A", "01", 0), FieldKey("A", "01", 1)]
     got = plate.read_field(FieldKey("A", "01", 1))
     np.testing.assert_array_equal(got[0], data[("A01", 3, 1)])
     np.testing.assert_array_equal(got[1], data[("A01", 3, 2)])
-    np.testing.assert_array_equal(plate.read_field(FieldKey("C", "02", 0), "CFP"),
-                                  data[("C02", 4, 2)])
+    np.testing.assert_array_equal(
+        plate.read_field(FieldKey("C", "02", 0), "CFP"), data[("C02", 4, 2)]
+    )
     assert plate.metadata["plate"]["field_count"] == 2
 
 
@@ -131,17 +166,26 @@ def test_cellomics_and_regex(tmp_path):
                 a = rng.integers(0, 255, (16, 20), dtype=np.uint8)
                 tifffile.imwrite(src / f"MFGTMP_1508_{well}f{f:02d}d{d}.TIF", a)
                 data[(well, f, d)] = a
-    plate = convert(src, tmp_path / "cel.ome.zarr", cluster="threads", progress=False,
-                    echo=lambda s: None)
+    plate = convert(
+        src, tmp_path / "cel.ome.zarr", cluster="threads", progress=False, echo=lambda s: None
+    )
     assert plate.name == "MFGTMP_1508" and plate.channel_names == ["d0", "d1", "d2"]
     assert plate.dtype == np.uint8 and plate.wells == [("B", "02"), ("B", "04")]
-    np.testing.assert_array_equal(plate.read_field(FieldKey("B", "04", 1), "d2"),
-                                  data[("B04", 1, 2)])
+    np.testing.assert_array_equal(
+        plate.read_field(FieldKey("B", "04", 1), "d2"), data[("B04", 1, 2)]
+    )
     # the same files through a user regex, named channels
-    plate2 = convert(src, tmp_path / "rx.ome.zarr", layout="regex",
-                     pattern=r"_(?P<well>[A-P]\d\d)f(?P<field>\d+)d(?P<channel>\d)\.TIF$",
-                     plate_name="screen1", channel_names=["DAPI", "GFP", "CFP"],
-                     cluster="threads", progress=False, echo=lambda s: None)
+    plate2 = convert(
+        src,
+        tmp_path / "rx.ome.zarr",
+        layout="regex",
+        pattern=r"_(?P<well>[A-P]\d\d)f(?P<field>\d+)d(?P<channel>\d)\.TIF$",
+        plate_name="screen1",
+        channel_names=["DAPI", "GFP", "CFP"],
+        cluster="threads",
+        progress=False,
+        echo=lambda s: None,
+    )
     assert plate2.name == "screen1" and plate2.channel_names == ["DAPI", "GFP", "CFP"]
     for k in plate.fields:
         np.testing.assert_array_equal(plate2.read_field(k), plate.read_field(k))
@@ -150,23 +194,34 @@ def test_cellomics_and_regex(tmp_path):
 def test_auto_summary_before_writing(tmp_path):
     write_ixm(tmp_path / "src", IXM_FIELDS[:3], shape=(8, 9))
     lines = []
-    convert(tmp_path / "src", tmp_path / "o.ome.zarr", cluster="threads", progress=False,
-            echo=lines.append)
+    convert(
+        tmp_path / "src",
+        tmp_path / "o.ome.zarr",
+        cluster="threads",
+        progress=False,
+        echo=lines.append,
+    )
     assert lines[0].startswith("layout imagexpress: plate 'P1', 2 wells")
     assert "3 fields" in lines[0] and "8x9 uint16" in lines[0] and "6 files" in lines[0]
 
 
 # --------------------------------------------------------------------------- resume
 
+
 def test_interrupted_then_resumed_equals_uninterrupted(tmp_path):
     write_ixm(tmp_path / "src", IXM_FIELDS)
     full = tmp_path / "full.ome.zarr"
     part = tmp_path / "part.ome.zarr"
-    kw = dict(channel_names=["DAPI", "CFP"], cluster="threads", progress=False, n_levels=2,
-              echo=lambda s: None)
+    kw = dict(
+        channel_names=["DAPI", "CFP"],
+        cluster="threads",
+        progress=False,
+        n_levels=2,
+        echo=lambda s: None,
+    )
     convert(tmp_path / "src", full, **kw)
-    assert convert(tmp_path / "src", part, max_fields=3, **kw) is None   # "killed" after 3
-    assert "ome" not in read_root_attrs(part)                           # not yet a plate
+    assert convert(tmp_path / "src", part, max_fields=3, **kw) is None  # "killed" after 3
+    assert "ome" not in read_root_attrs(part)  # not yet a plate
     with pytest.raises(PlateError, match="not an OME-Zarr HCS plate"):
         open_plate(part)
     # a field killed half-way: garbage chunk, no complete marker -> rewritten on resume
@@ -180,7 +235,7 @@ def test_interrupted_then_resumed_equals_uninterrupted(tmp_path):
     assert plate is not None and plate.missing_fields() == []
     a, b = store_files(full), store_files(part)
     assert a.keys() == b.keys()
-    assert [k for k in a if a[k] != b[k]] == []   # arrays and metadata byte-identical
+    assert [k for k in a if a[k] != b[k]] == []  # arrays and metadata byte-identical
     # a rerun of a finished conversion changes nothing
     before = {p: os.stat(full / p).st_mtime_ns for p in a}
     convert(tmp_path / "src", full, **kw)
@@ -192,8 +247,14 @@ def test_resume_on_distributed_cluster(tmp_path, cluster_address):
     ref = tmp_path / "ref.ome.zarr"
     out = tmp_path / "o.ome.zarr"
     convert(tmp_path / "src", ref, cluster="threads", progress=False, echo=lambda s: None)
-    convert(tmp_path / "src", out, cluster=cluster_address, progress=False, max_fields=4,
-            echo=lambda s: None)
+    convert(
+        tmp_path / "src",
+        out,
+        cluster=cluster_address,
+        progress=False,
+        max_fields=4,
+        echo=lambda s: None,
+    )
     convert(tmp_path / "src", out, cluster=cluster_address, progress=False, echo=lambda s: None)
     assert store_files(ref) == store_files(out)
 
@@ -205,20 +266,27 @@ def test_sigkill_then_rerun_equals_uninterrupted(tmp_path):
 
     from phirm_scale.plate import field_done
 
-    fields = [(f"{r}{c:02d}", 1) for r in "ABCD" for c in range(1, 13)]   # 48 fields
+    fields = [(f"{r}{c:02d}", 1) for r in "ABCD" for c in range(1, 13)]  # 48 fields
     write_ixm(tmp_path / "src", fields, shape=(256, 256))
     ref = tmp_path / "ref.ome.zarr"
     out = tmp_path / "o.ome.zarr"
     convert(tmp_path / "src", ref, cluster="threads", progress=False, echo=lambda s: None)
     exe = Path(sys.executable).with_name("phirm-scale")
-    cmd = [str(exe), "convert", str(tmp_path / "src"), str(out), "--cluster", "threads",
-           "--no-progress"]
+    cmd = [
+        str(exe),
+        "convert",
+        str(tmp_path / "src"),
+        str(out),
+        "--cluster",
+        "threads",
+        "--no-progress",
+    ]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     plan = plan_conversion(tmp_path / "src")
     first = list(plan.fields)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and proc.poll() is None:
-        if any(field_done(out, k) for k in first[:: 4]):
+        if any(field_done(out, k) for k in first[::4]):
             break
         time.sleep(0.005)
     proc.send_signal(signal.SIGKILL)
@@ -239,23 +307,29 @@ def test_existing_output(tmp_path):
     out = tmp_path / "o.ome.zarr"
     kw = dict(cluster="threads", progress=False, echo=lambda s: None)
     convert(tmp_path / "src", out, **kw)
-    with pytest.raises(PlateError, match=r"o\.ome\.zarr: output exists, converted from another "
-                                         r"source.*--overwrite"):
+    with pytest.raises(
+        PlateError,
+        match=r"o\.ome\.zarr: output exists, converted from another "
+        r"source.*--overwrite",
+    ):
         convert(tmp_path / "other", out, **kw)
     plate = convert(tmp_path / "other", out, overwrite=True, **kw)
     assert plate.wells == [("A", "02"), ("B", "03")]
     (tmp_path / "folder").mkdir()
     (tmp_path / "folder" / "thesis.txt").write_text("precious")
-    with pytest.raises(PlateError, match="is a folder not made by `phirm-scale convert`; "
-                                         "refusing to write into it"):
+    with pytest.raises(
+        PlateError, match="is a folder not made by `phirm-scale convert`; refusing to write into it"
+    ):
         convert(tmp_path / "src", tmp_path / "folder", **kw)
-    with pytest.raises(PlateError, match="not made by `phirm-scale convert`; refusing to "
-                                         "replace it"):
+    with pytest.raises(
+        PlateError, match="not made by `phirm-scale convert`; refusing to replace it"
+    ):
         convert(tmp_path / "src", tmp_path / "folder", overwrite=True, **kw)
     assert (tmp_path / "folder" / "thesis.txt").read_text() == "precious"
 
 
 # --------------------------------------------------------------------------- bad input
+
 
 def _corrupt(src: Path) -> str:
     f = sorted(src.glob("*.tif"))[2]
@@ -300,15 +374,18 @@ def _no_layout(src: Path) -> str:
     return "overview.tif"
 
 
-@pytest.mark.parametrize("damage, what", [
-    (_corrupt, "unreadable TIFF"),
-    (_truncated, "(unreadable TIFF|truncated)"),
-    (_mixed_shape, "image is 24x30 uint16, other files are 24x31 uint16"),
-    (_mixed_dtype, "image is 24x31 uint8, other files are 24x31 uint16"),
-    (_duplicate, "duplicate of"),
-    (_missing_channel, "has no file for channel"),
-    (_no_layout, "does not match the imagexpress layout"),
-])
+@pytest.mark.parametrize(
+    "damage, what",
+    [
+        (_corrupt, "unreadable TIFF"),
+        (_truncated, "(unreadable TIFF|truncated)"),
+        (_mixed_shape, "image is 24x30 uint16, other files are 24x31 uint16"),
+        (_mixed_dtype, "image is 24x31 uint8, other files are 24x31 uint16"),
+        (_duplicate, "duplicate of"),
+        (_missing_channel, "has no file for channel"),
+        (_no_layout, "does not match the imagexpress layout"),
+    ],
+)
 def test_bad_input_one_line_error_nothing_written(tmp_path, damage, what):
     write_ixm(tmp_path / "src", IXM_FIELDS)
     name = damage(tmp_path / "src")
@@ -325,13 +402,16 @@ def test_corrupt_pixel_data_found_while_writing_leaves_no_plate_metadata(tmp_pat
     src.mkdir()
     rng = np.random.default_rng(0)
     for well in ("A01", "A02", "A03"):
-        tifffile.imwrite(src / f"P_{well}_s1_w1.tif",
-                         rng.integers(0, 60000, (32, 32), dtype=np.uint16), compression="zlib")
+        tifffile.imwrite(
+            src / f"P_{well}_s1_w1.tif",
+            rng.integers(0, 60000, (32, 32), dtype=np.uint16),
+            compression="zlib",
+        )
     bad = src / "P_A02_s1_w1.tif"
     with tifffile.TiffFile(bad) as tf:
         off, cnt = tf.pages[0].dataoffsets[0], tf.pages[0].databytecounts[0]
     raw = bytearray(bad.read_bytes())
-    raw[off:off + cnt] = b"\xff" * cnt        # header intact, compressed stream garbage
+    raw[off : off + cnt] = b"\xff" * cnt  # header intact, compressed stream garbage
     bad.write_bytes(bytes(raw))
     out = tmp_path / "o.ome.zarr"
     with pytest.raises(PlateError, match=r"P_A02_s1_w1\.tif: unreadable TIFF") as info:
@@ -347,8 +427,14 @@ def test_several_timepoints_need_a_choice(tmp_path):
         write_ixm(tmp_path / "src" / f"TimePoint_{t}", IXM_FIELDS[:2], seed=t)
     with pytest.raises(PlateError, match="2 TimePoints.*--timepoint"):
         plan_conversion(tmp_path / "src")
-    plate = convert(tmp_path / "src", tmp_path / "o.ome.zarr", timepoint=2, cluster="threads",
-                    progress=False, echo=lambda s: None)
+    plate = convert(
+        tmp_path / "src",
+        tmp_path / "o.ome.zarr",
+        timepoint=2,
+        cluster="threads",
+        progress=False,
+        echo=lambda s: None,
+    )
     ref = tifffile.imread(next((tmp_path / "src" / "TimePoint_2").glob("P1_A01_s3_w2*.tif")))
     np.testing.assert_array_equal(plate.read_field(FieldKey("A", "01", 1), 1), ref)
 
@@ -361,6 +447,7 @@ def test_channel_names_count(tmp_path):
 
 # --------------------------------------------------------------------------- CLI
 
+
 def test_cli_convert(tmp_path):
     from typer.testing import CliRunner
 
@@ -368,9 +455,21 @@ def test_cli_convert(tmp_path):
 
     write_ixm(tmp_path / "src", IXM_FIELDS[:3])
     out = tmp_path / "cli.ome.zarr"
-    res = CliRunner().invoke(app, ["convert", str(tmp_path / "src"), str(out), "--cluster",
-                                   "threads", "--no-progress", "--channel-names", "DAPI,CFP",
-                                   "--levels", "2"])
+    res = CliRunner().invoke(
+        app,
+        [
+            "convert",
+            str(tmp_path / "src"),
+            str(out),
+            "--cluster",
+            "threads",
+            "--no-progress",
+            "--channel-names",
+            "DAPI,CFP",
+            "--levels",
+            "2",
+        ],
+    )
     assert res.exit_code == 0, res.output
     assert "wrote" in res.output and "3 fields" in res.output
     plate = open_plate(out)
@@ -381,9 +480,20 @@ def test_cli_bad_input_exit_2(tmp_path):
     write_ixm(tmp_path / "src", IXM_FIELDS[:2])
     _corrupt(tmp_path / "src")
     exe = Path(sys.executable).with_name("phirm-scale")
-    proc = subprocess.run([str(exe), "convert", str(tmp_path / "src"), str(tmp_path / "o.zarr"),
-                           "--cluster", "threads", "--no-progress"],
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [
+            str(exe),
+            "convert",
+            str(tmp_path / "src"),
+            str(tmp_path / "o.zarr"),
+            "--cluster",
+            "threads",
+            "--no-progress",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and "unreadable TIFF" in lines[0]

@@ -8,8 +8,9 @@ from phirm_scale.demo import run_demo
 
 
 def test_demo_pipeline_restores_real_fields(tmp_path, bbbc039_dir):
-    res = run_demo(bbbc039_dir, out=tmp_path, rows=1, columns=2, fields=1, cluster="threads",
-                   progress=False)
+    res = run_demo(
+        bbbc039_dir, out=tmp_path, rows=1, columns=2, fields=1, cluster="threads", progress=False
+    )
     assert res["mask_iou"] > 0.9
     assert res["restored"]["mean"] > res["damaged"]["mean"] + 0.3
     assert res["restored"]["frac_below"] < res["damaged"]["frac_below"]

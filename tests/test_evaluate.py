@@ -24,11 +24,19 @@ FAMILIES = ["rect:10-20", "rect:40-50", "strokes", "artefacts"]
 @pytest.fixture(scope="module")
 def tiles(tmp_path_factory):
     d = tmp_path_factory.mktemp("ev")
-    plate = make_plate(d / "p.ome.zarr", rows=2, columns=2, fields=1, size=128, seed=4,
-                       artefacts=0.04)
+    plate = make_plate(
+        d / "p.ome.zarr", rows=2, columns=2, fields=1, size=128, seed=4, artefacts=0.04
+    )
     out = d / "T.zarr"
-    write_tiles(plate, out, channel="DAPI_clean", size=64, split=(0.5, 0.25, 0.25), seed=0,
-                label="artefacts_true")
+    write_tiles(
+        plate,
+        out,
+        channel="DAPI_clean",
+        size=64,
+        split=(0.5, 0.25, 0.25),
+        seed=0,
+        label="artefacts_true",
+    )
     return out
 
 
@@ -102,16 +110,30 @@ def test_masks_are_seeded_per_tile_and_shared(tiles):
 
 def test_classical_models_and_outputs(tiles, tmp_path):
     out = tmp_path / "eval"
-    df = evaluate("telea,navier-stokes", f"{tiles}:test", masks=FAMILIES, out_dir=out, limit=3,
-                  seed=0, n_examples=2)
+    df = evaluate(
+        "telea,navier-stokes",
+        f"{tiles}:test",
+        masks=FAMILIES,
+        out_dir=out,
+        limit=3,
+        seed=0,
+        n_examples=2,
+    )
     assert set(df.model) == {"telea", "navier-stokes"} and df.tile.max() == 2
     assert df.phirm.between(0, 1).all() and df.phirm_reference.between(0, 1).all()
     # classical inpainting beats filling the holes with black on the big rectangles (PSNR)
     z = evaluate([zero_fill], f"{tiles}:test", masks=["rect:40-50"], limit=3, seed=0)
     t = df[(df.model == "telea") & (df["mask"] == "rect:40-50")]
     assert t.psnr.mean() > z.psnr.mean()
-    for f in ("evaluation_tiles.csv", "evaluation.csv", "table.txt", "phirm_by_mask.png",
-              "evaluation.json", "examples_rect_10-20.png", "examples_artefacts.png"):
+    for f in (
+        "evaluation_tiles.csv",
+        "evaluation.csv",
+        "table.txt",
+        "phirm_by_mask.png",
+        "evaluation.json",
+        "examples_rect_10-20.png",
+        "examples_artefacts.png",
+    ):
         assert (out / f).is_file(), f
     table = pd.read_csv(out / "evaluation.csv")
     assert list(table.columns[:3]) == ["model", "mask", "n"] and len(table) == 2 * len(FAMILIES)
@@ -128,8 +150,14 @@ def test_untrained_learned_model_runs_when_allowed(tiles):
     """The same call that is refused above runs with ``allow_untrained``: a model *name* without
     a checkpoint, so the flag itself is what lets it through."""
     pytest.importorskip("torch")
-    df = evaluate(["context-encoder"], tiles, masks=["rect:20-30"], limit=2, allow_untrained=True,
-                  batch_size=2)
+    df = evaluate(
+        ["context-encoder"],
+        tiles,
+        masks=["rect:20-30"],
+        limit=2,
+        allow_untrained=True,
+        batch_size=2,
+    )
     assert len(df) == 2 and set(df.model) == {"context-encoder"}
     assert df.phirm.between(0, 1).all()
     with pytest.raises(InputError, match="--allow-untrained"):
@@ -146,7 +174,10 @@ def test_bad_arguments(tiles):
     with pytest.raises(InputError, match="NAME=PATH"):
         parse_checkpoints("ce")
     assert parse_checkpoints("ce=a.pt,deepfill=b.pt,edge=c.pt") == {
-        "context-encoder": "a.pt", "deepfill-v2": "b.pt", "edgeconnect": "c.pt"}
+        "context-encoder": "a.pt",
+        "deepfill-v2": "b.pt",
+        "edgeconnect": "c.pt",
+    }
 
 
 def test_artefacts_family_needs_artefact_tiles(tmp_path):
@@ -162,14 +193,28 @@ def test_cli_evaluate(tiles, tmp_path):
     from phirm_scale.cli import app
 
     out = tmp_path / "e"
-    r = CliRunner().invoke(app, ["evaluate", "--models", "telea,biharmonic", "--tiles",
-                                 f"{tiles}:test", "--masks", "rect:10-20,strokes,artefacts",
-                                 "-o", str(out), "--limit", "2"])
+    r = CliRunner().invoke(
+        app,
+        [
+            "evaluate",
+            "--models",
+            "telea,biharmonic",
+            "--tiles",
+            f"{tiles}:test",
+            "--masks",
+            "rect:10-20,strokes,artefacts",
+            "-o",
+            str(out),
+            "--limit",
+            "2",
+        ],
+    )
     assert r.exit_code == 0, r.output
     assert "biharmonic" in r.output and "mean PhIRM" in r.output
     assert len(pd.read_csv(out / "evaluation.csv")) == 6
-    r = CliRunner().invoke(app, ["evaluate", "--models", "telea,edgeconnect", "--tiles",
-                                 str(tiles), "-o", str(out)])
+    r = CliRunner().invoke(
+        app, ["evaluate", "--models", "telea,edgeconnect", "--tiles", str(tiles), "-o", str(out)]
+    )
     assert r.exit_code != 0
     assert isinstance(r.exception, InputError) and "allow-untrained" in str(r.exception)
 
@@ -182,9 +227,23 @@ def test_cli_untrained_learned_model_is_a_one_line_error(tiles):
     script = Path(sys.executable).parent / "phirm-scale"
     if not script.is_file():
         pytest.skip("phirm-scale console script not installed beside this Python")
-    res = subprocess.run([str(script), "evaluate", "--models", "deepfill-v2", "--tiles",
-                          f"{tiles}:test", "--masks", "strokes", "-o", "/nonexistent/never"],
-                         capture_output=True, text=True, check=False)
+    res = subprocess.run(
+        [
+            str(script),
+            "evaluate",
+            "--models",
+            "deepfill-v2",
+            "--tiles",
+            f"{tiles}:test",
+            "--masks",
+            "strokes",
+            "-o",
+            "/nonexistent/never",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert res.returncode == 2
     lines = res.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: model 'deepfill-v2' is learned")

@@ -40,8 +40,7 @@ def cli(*args) -> list[str]:
 
 
 def run(*args, prefix=(), check=False):
-    p = subprocess.run([*prefix, *cli(*args)], capture_output=True, text=True, env=ENV,
-                       timeout=300)
+    p = subprocess.run([*prefix, *cli(*args)], capture_output=True, text=True, env=ENV, timeout=300)
     if check:
         assert p.returncode == 0, p.stderr
     return p
@@ -55,8 +54,9 @@ def chunk_hashes(store: Path, *, labels: str | None = None) -> dict[str, str]:
         if not p.is_file() or "/c/" not in f"/{rel}":
             continue
         in_label = "/labels/" in f"/{rel}"
-        if (labels is None and in_label) or (labels is not None and
-                                             f"/labels/{labels}/" not in f"/{rel}"):
+        if (labels is None and in_label) or (
+            labels is not None and f"/labels/{labels}/" not in f"/{rel}"
+        ):
             continue
         out[rel] = hashlib.sha256(p.read_bytes()).hexdigest()
     return out
@@ -88,8 +88,10 @@ def kill_after(proc: subprocess.Popen, store: Path, k: int, label: str | None = 
             proc.wait()
             return n
         time.sleep(0.002)
-    raise AssertionError(f"the run ended before {k} fields were complete: {proc.returncode} "
-                         f"{proc.stderr.read() if proc.stderr else ''}")
+    raise AssertionError(
+        f"the run ended before {k} fields were complete: {proc.returncode} "
+        f"{proc.stderr.read() if proc.stderr else ''}"
+    )
 
 
 @pytest.fixture(scope="module")
@@ -97,24 +99,31 @@ def base(tmp_path_factory):
     """A masked plate, its TIFF folder, and uninterrupted outputs of convert and inpaint."""
     d = tmp_path_factory.mktemp("fault")
     plate = d / "P.ome.zarr"
-    make_plate(plate, rows=N_ROWS, columns=N_COLS, fields=N_FIELDS, size=SIZE, seed=5,
-               artefacts=0.03)
-    run("masks", plate, "--channel", "CFP", "--cluster", "threads", "--no-progress",
-        check=True)
+    make_plate(
+        plate, rows=N_ROWS, columns=N_COLS, fields=N_FIELDS, size=SIZE, seed=5, artefacts=0.03
+    )
+    run("masks", plate, "--channel", "CFP", "--cluster", "threads", "--no-progress", check=True)
     tiffs = d / "tiffs"
     tiffs.mkdir()
     p = open_plate(plate)
     for k in p.fields:
         for ci, ch in enumerate(("DAPI", "CFP")):
-            tifffile.imwrite(tiffs / f"S_{k.row}{k.column}_s{k.field + 1}_w{ci + 1}.tif",
-                             p.read_field(k, ch))
+            tifffile.imwrite(
+                tiffs / f"S_{k.row}{k.column}_s{k.field + 1}_w{ci + 1}.tif", p.read_field(k, ch)
+            )
     ref_conv = d / "ref_conv.ome.zarr"
     run("convert", tiffs, ref_conv, "--cluster", "threads", "--no-progress", check=True)
     ref_inp = d / "ref_inp.ome.zarr"
     run("inpaint", plate, "-o", ref_inp, "--cluster", "threads", check=True)
-    return {"dir": d, "plate": plate, "tiffs": tiffs, "convert": chunk_hashes(ref_conv),
-            "inpaint": chunk_hashes(ref_inp), "masks": chunk_hashes(plate, labels="artefacts"),
-            "n": len(p.fields)}
+    return {
+        "dir": d,
+        "plate": plate,
+        "tiffs": tiffs,
+        "convert": chunk_hashes(ref_conv),
+        "inpaint": chunk_hashes(ref_inp),
+        "masks": chunk_hashes(plate, labels="artefacts"),
+        "n": len(p.fields),
+    }
 
 
 def _copy_plate(base, tmp_path) -> Path:
@@ -124,6 +133,7 @@ def _copy_plate(base, tmp_path) -> Path:
 
 
 # --------------------------------------------------------------------------- kill -9 client
+
 
 @pytest.mark.parametrize("stage", ["convert", "masks", "inpaint"])
 def test_kill_client_then_rerun_is_identical(base, tmp_path, stage):
@@ -142,8 +152,7 @@ def test_kill_client_then_rerun_is_identical(base, tmp_path, stage):
         out = tmp_path / "R.ome.zarr"
         args = ["inpaint", base["plate"], "-o", out, "--cluster", "threads"]
         label = None
-    proc = subprocess.Popen(cli(*args), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            env=ENV)
+    proc = subprocess.Popen(cli(*args), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=ENV)
     n = kill_after(proc, out, k, label)
     assert n < base["n"], "the kill came after the last field"
     p = run(*args, check=True)
@@ -155,17 +164,28 @@ def test_kill_client_then_rerun_is_identical(base, tmp_path, stage):
 
 # --------------------------------------------------------------------------- kill -9 worker
 
+
 def test_kill_worker_mid_run_is_identical(base, tmp_path):
     from distributed import Client, LocalCluster
 
     out = tmp_path / "R.ome.zarr"
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                      host="127.0.0.1", dashboard_address=None) as cluster, \
-            Client(cluster) as client:
+    with (
+        LocalCluster(
+            n_workers=2,
+            threads_per_worker=1,
+            processes=True,
+            host="127.0.0.1",
+            dashboard_address=None,
+        ) as cluster,
+        Client(cluster) as client,
+    ):
         pids = client.run(os.getpid)
-        proc = subprocess.Popen(cli("inpaint", base["plate"], "-o", out, "--cluster",
-                                    cluster.scheduler_address),
-                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=ENV)
+        proc = subprocess.Popen(
+            cli("inpaint", base["plate"], "-o", out, "--cluster", cluster.scheduler_address),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            env=ENV,
+        )
         k = RNG.randint(1, base["n"] // 3)
         while proc.poll() is None and not (out.exists() and done_fields(out) >= k):
             time.sleep(0.002)
@@ -178,19 +198,23 @@ def test_kill_worker_mid_run_is_identical(base, tmp_path):
 
 # --------------------------------------------------------------------------- second writer
 
+
 def test_second_writer_is_refused(base, tmp_path):
     out = tmp_path / "R.ome.zarr"
     lock = out.with_name(out.name + ".lock")
-    first = subprocess.Popen(cli("inpaint", base["plate"], "-o", out, "--cluster", "threads"),
-                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=ENV)
+    first = subprocess.Popen(
+        cli("inpaint", base["plate"], "-o", out, "--cluster", "threads"),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        env=ENV,
+    )
     while first.poll() is None and not lock.exists():
         time.sleep(0.002)
     first.send_signal(signal.SIGSTOP)  # keep it mid-run while the second one tries
     try:
         assert first.poll() is None, "the first run ended before it was caught running"
         for model in ("telea", "navier-stokes"):
-            p = run("inpaint", base["plate"], "-o", out, "--model", model, "--cluster",
-                    "threads")
+            p = run("inpaint", base["plate"], "-o", out, "--model", model, "--cluster", "threads")
             lines = [ln for ln in p.stderr.splitlines() if ln.strip()]
             assert p.returncode == 2 and len(lines) == 1, p.stderr
             assert "in use by another run" in lines[0] and f"pid {first.pid}" in lines[0]
@@ -202,6 +226,7 @@ def test_second_writer_is_refused(base, tmp_path):
 
 
 # --------------------------------------------------------------------------- read-only
+
 
 def _ro_prefix(path: Path) -> list[str]:
     """Run a command with ``path`` bind-mounted read-only (a user + mount namespace)."""
@@ -219,19 +244,57 @@ def test_read_only_inputs_work(base, tmp_path):
     out = tmp_path / "R.ome.zarr"
     run("inpaint", plate, "-o", out, "--cluster", "threads", prefix=ro, check=True)
     assert chunk_hashes(out) == base["inpaint"]
-    run("score", "--reference", f"{plate}:DAPI_clean", "--reconstruction", f"{out}:DAPI",
-        "-o", tmp_path / "QC.zarr", "--cluster", "threads", "--no-progress", prefix=ro,
-        check=True)
-    run("tiles", plate, "-o", tmp_path / "T.zarr", "--size", "128", "--channel", "DAPI",
-        prefix=ro, check=True)
+    run(
+        "score",
+        "--reference",
+        f"{plate}:DAPI_clean",
+        "--reconstruction",
+        f"{out}:DAPI",
+        "-o",
+        tmp_path / "QC.zarr",
+        "--cluster",
+        "threads",
+        "--no-progress",
+        prefix=ro,
+        check=True,
+    )
+    run(
+        "tiles",
+        plate,
+        "-o",
+        tmp_path / "T.zarr",
+        "--size",
+        "128",
+        "--channel",
+        "DAPI",
+        prefix=ro,
+        check=True,
+    )
     ro_tiffs = _ro_prefix(base["tiffs"])
     conv = tmp_path / "C.ome.zarr"
-    run("convert", base["tiffs"], conv, "--cluster", "threads", "--no-progress",
-        prefix=ro_tiffs, check=True)
+    run(
+        "convert",
+        base["tiffs"],
+        conv,
+        "--cluster",
+        "threads",
+        "--no-progress",
+        prefix=ro_tiffs,
+        check=True,
+    )
     assert chunk_hashes(conv) == base["convert"]
     # masks writes labels into its plate: on a read-only plate that is one line
-    p = run("masks", plate, "--channel", "CFP", "--overwrite", "--cluster", "threads",
-            "--no-progress", prefix=ro)
+    p = run(
+        "masks",
+        plate,
+        "--channel",
+        "CFP",
+        "--overwrite",
+        "--cluster",
+        "threads",
+        "--no-progress",
+        prefix=ro,
+    )
     lines = [ln for ln in p.stderr.splitlines() if ln.strip()]
     assert p.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: "), p.stderr
     assert chunk_hashes(plate) == before
@@ -241,13 +304,23 @@ def test_read_only_output_folder_is_one_line(base, tmp_path):
     outdir = tmp_path / "results"
     outdir.mkdir()
     ro = _ro_prefix(outdir)
-    for args in (["inpaint", base["plate"], "-o", outdir / "R.ome.zarr", "--cluster",
-                  "threads"],
-                 ["score", "--reference", f"{base['plate']}:DAPI_clean", "--reconstruction",
-                  f"{base['plate']}:DAPI", "-o", outdir / "QC.zarr", "--cluster", "threads",
-                  "--no-progress"],
-                 ["convert", base["tiffs"], outdir / "C.ome.zarr", "--cluster", "threads"],
-                 ["tiles", base["plate"], "-o", outdir / "T.zarr", "--size", "128"]):
+    for args in (
+        ["inpaint", base["plate"], "-o", outdir / "R.ome.zarr", "--cluster", "threads"],
+        [
+            "score",
+            "--reference",
+            f"{base['plate']}:DAPI_clean",
+            "--reconstruction",
+            f"{base['plate']}:DAPI",
+            "-o",
+            outdir / "QC.zarr",
+            "--cluster",
+            "threads",
+            "--no-progress",
+        ],
+        ["convert", base["tiffs"], outdir / "C.ome.zarr", "--cluster", "threads"],
+        ["tiles", base["plate"], "-o", outdir / "T.zarr", "--size", "128"],
+    ):
         p = run(*args, prefix=ro)
         lines = [ln for ln in p.stderr.splitlines() if ln.strip()]
         assert p.returncode == 2, p.stderr

@@ -26,7 +26,7 @@ import xarray as xr
 from phirm_scale.plate import FieldKey, field_done, open_plate
 
 GUID = "051DAA7C-7042-435F-99F0-1E847D9B42CB"
-N_FIELDS = 48   # 4 x 6 wells x 2 fields
+N_FIELDS = 48  # 4 x 6 wells x 2 fields
 
 
 def _local():
@@ -57,21 +57,27 @@ def template(tmp_path_factory):
     from phirm_scale.synthetic import make_plate
 
     tmp = tmp_path_factory.mktemp("fault-template")
-    p = make_plate(tmp / "p.ome.zarr", rows=4, columns=6, fields=2, size=128, seed=11,
-                   artefacts=0.05)
+    p = make_plate(
+        tmp / "p.ome.zarr", rows=4, columns=6, fields=2, size=128, seed=11, artefacts=0.05
+    )
     rng = np.random.default_rng(3)
     src = tmp / "tif"
     src.mkdir()
     for k in p.fields:
         for c in (1, 2):
-            tifffile.imwrite(src / f"P_{k.row}{k.column}_s{k.field + 1}_w{c}{GUID}.tif",
-                             rng.integers(0, 4096, (256, 256), dtype=np.uint16))
+            tifffile.imwrite(
+                src / f"P_{k.row}{k.column}_s{k.field + 1}_w{c}{GUID}.tif",
+                rng.integers(0, 4096, (256, 256), dtype=np.uint16),
+            )
     return tmp
 
 
 def store_files(path: Path, under: str = "") -> dict[str, bytes]:
-    return {str(p.relative_to(path)): p.read_bytes() for p in sorted(path.rglob("*"))
-            if p.is_file() and str(p.relative_to(path)).startswith(under)}
+    return {
+        str(p.relative_to(path)): p.read_bytes()
+        for p in sorted(path.rglob("*"))
+        if p.is_file() and str(p.relative_to(path)).startswith(under)
+    }
 
 
 def label_files(path: Path) -> dict[str, bytes]:
@@ -107,43 +113,101 @@ class Stage:
 
         if self.name == "convert":
             lines = []
-            convert(paths["src"], paths["out"], channel_names=["DAPI", "CFP"],
-                    cluster=cluster, progress=False, echo=lines.append)
+            convert(
+                paths["src"],
+                paths["out"],
+                channel_names=["DAPI", "CFP"],
+                cluster=cluster,
+                progress=False,
+                echo=lines.append,
+            )
             return lines
         if self.name == "masks":
-            return make_artefact_masks(paths["plate"], channel="CFP", cluster=cluster,
-                                       progress=False)
+            return make_artefact_masks(
+                paths["plate"], channel="CFP", cluster=cluster, progress=False
+            )
         if self.name == "inpaint":
-            return inpaint_plate(paths["plate"], paths["out"], mask_label="artefacts_true",
-                                 model="biharmonic", cluster=cluster, progress=False)
-        return score_plates(f"{paths['plate']}:DAPI_clean", f"{paths['plate']}:DAPI",
-                            window=32, mask_label="artefacts_true", cluster=cluster)
+            return inpaint_plate(
+                paths["plate"],
+                paths["out"],
+                mask_label="artefacts_true",
+                model="biharmonic",
+                cluster=cluster,
+                progress=False,
+            )
+        return score_plates(
+            f"{paths['plate']}:DAPI_clean",
+            f"{paths['plate']}:DAPI",
+            window=32,
+            mask_label="artefacts_true",
+            cluster=cluster,
+        )
 
     def cli(self, paths, address):
         if self.name == "convert":
-            return ["convert", str(paths["src"]), str(paths["out"]), "--channel-names",
-                    "DAPI,CFP", "--no-progress", "--cluster", address]
+            return [
+                "convert",
+                str(paths["src"]),
+                str(paths["out"]),
+                "--channel-names",
+                "DAPI,CFP",
+                "--no-progress",
+                "--cluster",
+                address,
+            ]
         if self.name == "masks":
-            return ["masks", str(paths["plate"]), "--channel", "CFP", "--no-progress",
-                    "--cluster", address]
+            return [
+                "masks",
+                str(paths["plate"]),
+                "--channel",
+                "CFP",
+                "--no-progress",
+                "--cluster",
+                address,
+            ]
         if self.name == "inpaint":
-            return ["inpaint", str(paths["plate"]), "-o", str(paths["out"]), "--mask-label",
-                    "artefacts_true", "--model", "biharmonic", "--cluster", address]
-        return ["score", "--reference", f"{paths['plate']}:DAPI_clean", "--reconstruction",
-                f"{paths['plate']}:DAPI", "-o", str(paths["qc"]), "--window", "32",
-                "--mask-label", "artefacts_true", "--no-progress", "--cluster", address]
+            return [
+                "inpaint",
+                str(paths["plate"]),
+                "-o",
+                str(paths["out"]),
+                "--mask-label",
+                "artefacts_true",
+                "--model",
+                "biharmonic",
+                "--cluster",
+                address,
+            ]
+        return [
+            "score",
+            "--reference",
+            f"{paths['plate']}:DAPI_clean",
+            "--reconstruction",
+            f"{paths['plate']}:DAPI",
+            "-o",
+            str(paths["qc"]),
+            "--window",
+            "32",
+            "--mask-label",
+            "artefacts_true",
+            "--no-progress",
+            "--cluster",
+            address,
+        ]
 
     def done_on_disk(self, paths) -> int:
         keys = open_plate(self.template / "p.ome.zarr").fields
         if self.name == "convert":
-            return sum(field_done(paths["out"], FieldKey(k.row, k.column, k.field))
-                       for k in keys) if paths["out"].exists() else 0
+            return (
+                sum(field_done(paths["out"], FieldKey(k.row, k.column, k.field)) for k in keys)
+                if paths["out"].exists()
+                else 0
+            )
         if self.name == "masks":
             p = open_plate(paths["plate"])
             return sum(p.has_label(k, "artefacts") for k in keys)
         if self.name == "inpaint":
-            return sum(field_done(paths["out"], k) for k in keys) if paths["out"].exists() \
-                else 0
+            return sum(field_done(paths["out"], k) for k in keys) if paths["out"].exists() else 0
         return 0
 
     def output(self, paths, result):
@@ -171,8 +235,14 @@ def _tasks_finished(client, prefix: str) -> int:
     def count(dask_scheduler, prefix=prefix):
         # from the transition log: the runner releases each task as soon as it has its
         # result, so finished tasks do not stay in memory on the scheduler
-        return len({str(t[0]) for t in dask_scheduler.transition_log
-                    if str(t[0]).startswith(prefix + "-") and t[2] == "memory"})
+        return len(
+            {
+                str(t[0])
+                for t in dask_scheduler.transition_log
+                if str(t[0]).startswith(prefix + "-") and t[2] == "memory"
+            }
+        )
+
     return client.run_on_scheduler(count)
 
 
@@ -217,6 +287,7 @@ def test_worker_killed_mid_stage_output_identical(name, template, tmp_path, fres
 def _idle(client, timeout=60):
     """Wait until no worker thread runs a task (a task of a dead client still runs to its end
     on the worker, though the scheduler has forgotten it)."""
+
     def busy(dask_worker):
         return len(dask_worker.active_threads)
 
@@ -229,8 +300,9 @@ def _idle(client, timeout=60):
 
 
 @pytest.mark.parametrize("name", STAGES)
-def test_client_killed_mid_stage_rerun_does_only_the_missing_fields(name, template, tmp_path,
-                                                                    cluster):
+def test_client_killed_mid_stage_rerun_does_only_the_missing_fields(
+    name, template, tmp_path, cluster
+):
     stage = Stage(name, template, tmp_path)
     ref_paths = stage.prepare("ref")
     ref = stage.output(ref_paths, stage.run(ref_paths, "threads"))
@@ -238,8 +310,12 @@ def test_client_killed_mid_stage_rerun_does_only_the_missing_fields(name, templa
     paths = stage.prepare("run")
     address = cluster.scheduler.address
     env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
-    proc = subprocess.Popen([sys.executable, "-m", "phirm_scale", *stage.cli(paths, address)],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "phirm_scale", *stage.cli(paths, address)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     killed = False
     deadline = time.monotonic() + 180
     while proc.poll() is None and time.monotonic() < deadline:
@@ -251,18 +327,19 @@ def test_client_killed_mid_stage_rerun_does_only_the_missing_fields(name, templa
         time.sleep(0.02)
     proc.wait(timeout=60)
     assert killed, f"the client finished before it could be killed: {proc.stderr.read()}"
-    _idle(cluster)   # tasks already running when the client died finish on the workers
+    _idle(cluster)  # tasks already running when the client died finish on the workers
     done = stage.done_on_disk(paths)
     result = stage.run(paths, cluster)
     if name == "convert":
         assert 0 < done < N_FIELDS
-        assert any(f"resuming, {N_FIELDS - done} of {N_FIELDS} fields left" in ln
-                   for ln in result), result
+        assert any(
+            f"resuming, {N_FIELDS - done} of {N_FIELDS} fields left" in ln for ln in result
+        ), result
     elif name == "masks":
         assert 0 < done < N_FIELDS and len(result) == N_FIELDS - done
     elif name == "inpaint":
         assert 0 < done < N_FIELDS
         assert result["fields"] == N_FIELDS - done and result["skipped"] == done
     else:
-        assert not paths["qc"].exists()        # nothing half-written by the killed run
+        assert not paths["qc"].exists()  # nothing half-written by the killed run
     stage.assert_same(ref, stage.output(paths, result))

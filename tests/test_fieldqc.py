@@ -6,14 +6,14 @@ import math
 
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from phirm_scale import fieldqc
-from phirm_scale.errors import InputError
 
 
 def test_focus_score_by_hand():
-    img = np.array([[0, 255], [255, 255]], np.uint8)    # scaled: 0, 1, 1, 1
+    img = np.array([[0, 255], [255, 255]], np.uint8)  # scaled: 0, 1, 1, 1
     # mean 3/4; variance ((3/4)**2 + 3 * (1/4)**2) / 4 = 3/16; score (3/16) / (3/4) = 1/4
     assert fieldqc.focus_score(img) == pytest.approx(0.25, abs=1e-15)
     img16 = np.array([[0, 65535], [65535, 65535]], np.uint16)
@@ -25,11 +25,11 @@ def test_focus_score_by_hand():
 
 def test_saturation_percentages_by_hand():
     img = np.full((10, 10), 300, np.uint16)
-    img[0, :3] = 65535          # 3 of 100 at the dtype maximum
+    img[0, :3] = 65535  # 3 of 100 at the dtype maximum
     assert fieldqc.percent_saturated(img) == pytest.approx(3.0)
     assert fieldqc.percent_maximal(img) == pytest.approx(3.0)
     img[0, :3] = 4000
-    img[5, :2] = 4000           # a 12-bit camera: 5 px at its own maximum, none at 65535
+    img[5, :2] = 4000  # a 12-bit camera: 5 px at its own maximum, none at 65535
     assert fieldqc.percent_saturated(img) == 0.0
     assert fieldqc.percent_maximal(img) == pytest.approx(5.0)
     assert fieldqc.percent_saturated(img, saturation=4000) == pytest.approx(5.0)
@@ -67,19 +67,18 @@ def test_power_spectrum_by_hand():
     x = [math.log(r) for r in (2, 3, 4)]
     y = [math.log(hand[r]) for r in (2, 3, 4)]
     xm, ym = sum(x) / 3, sum(y) / 3
-    slope = (sum((a - xm) * (b - ym) for a, b in zip(x, y))
-             / sum((a - xm) ** 2 for a in x))
+    slope = sum((a - xm) * (b - ym) for a, b in zip(x, y)) / sum((a - xm) ** 2 for a in x)
     assert fieldqc.power_log_log_slope(img) == pytest.approx(slope, rel=1e-9)
 
 
 def test_power_slope_two_rings_and_degenerate():
     rng = np.random.default_rng(9)
     img = rng.random((32, 32))
-    hand = _ring_power_by_hand(img)                      # rings 2 and 3 only
+    hand = _ring_power_by_hand(img)  # rings 2 and 3 only
     expected = (math.log(hand[3]) - math.log(hand[2])) / (math.log(3) - math.log(2))
     assert fieldqc.power_log_log_slope(img) == pytest.approx(expected, rel=1e-9)
     assert math.isnan(fieldqc.power_log_log_slope(np.ones((64, 64))))
-    assert math.isnan(fieldqc.power_log_log_slope(rng.random((20, 20))))   # < 2 rings
+    assert math.isnan(fieldqc.power_log_log_slope(rng.random((20, 20))))  # < 2 rings
 
 
 @settings(max_examples=20, deadline=None)
@@ -88,7 +87,8 @@ def test_slope_is_intensity_invariant(seed, gain, offset):
     rng = np.random.default_rng(seed)
     img = rng.random((48, 40)) + np.linspace(0, 1, 40)[None, :]
     assert fieldqc.power_log_log_slope(img * gain + offset) == pytest.approx(
-        fieldqc.power_log_log_slope(img), rel=1e-7, abs=1e-9)
+        fieldqc.power_log_log_slope(img), rel=1e-7, abs=1e-9
+    )
 
 
 def test_blur_steepens_slope_and_lowers_focus(bbbc039_files):
@@ -105,17 +105,17 @@ def _scene():
     """Source (uint16) with a 20x20 saturated artefact and three nuclei; lo 100, hi 65535."""
     src = np.full((100, 100), 100, np.uint16)
     src[10:30, 10:30] = 65535
-    src[50:60, 10:20] = 40000     # nucleus a
-    src[50:60, 40:50] = 40000     # nucleus b
-    src[50:60, 70:80] = 40000     # nucleus c
+    src[50:60, 10:20] = 40000  # nucleus a
+    src[50:60, 40:50] = 40000  # nucleus b
+    src[50:60, 70:80] = 40000  # nucleus c
     return src
 
 
 def test_residual_artefact_area_by_hand():
     src = _scene()
     rec = src.copy()
-    rec[10:30, 10:30] = 100               # artefact removed ...
-    rec[10:20, 10:20] = 65535             # ... but for a 10x10 corner: 100 px left
+    rec[10:30, 10:30] = 100  # artefact removed ...
+    rec[10:20, 10:20] = 65535  # ... but for a 10x10 corner: 100 px left
     assert fieldqc.residual_artefact_area(rec, lo=100, hi=65535) == 100
     rec[10:20, 10:20] = 100
     assert fieldqc.residual_artefact_area(rec, lo=100, hi=65535) == 0
@@ -127,15 +127,15 @@ def test_residual_artefact_area_by_hand():
 def test_nuclei_in_holes_by_hand():
     src = _scene()
     holes = np.zeros(src.shape, np.uint8)
-    holes[50:60, 10:20] = 1               # nucleus a: 100 % inside
-    holes[50:56, 40:50] = 1               # nucleus b: 60 % inside
-    holes[50:54, 70:80] = 1               # nucleus c: 40 % inside
+    holes[50:60, 10:20] = 1  # nucleus a: 100 % inside
+    holes[50:56, 40:50] = 1  # nucleus b: 60 % inside
+    holes[50:54, 70:80] = 1  # nucleus c: 40 % inside
     n_in, total = fieldqc.nuclei_in_holes(src, holes, lo=100, hi=65535)
     assert (n_in, total) == (2, 3)
     assert fieldqc.nuclei_in_holes(src, holes, lo=100, hi=65535, min_fraction=0.3) == (3, 3)
     # a clump (>= 2200 px) inside the holes counts 2, as PhIRM counts it
     big = np.full((120, 120), 100, np.uint16)
-    big[10:60, 10:60] = 20000             # 2500 px
+    big[10:60, 10:60] = 20000  # 2500 px
     big[100:110, 100:110] = 20000
     big[0, 0] = 65535
     m = np.zeros(big.shape, np.uint8)
@@ -145,9 +145,9 @@ def test_nuclei_in_holes_by_hand():
 
 def test_field_checks_keys_and_values():
     src = _scene()
-    ramp = np.linspace(20000, 40000, 10).astype(np.uint16)[None, :]   # textured nuclei:
-    for x in (10, 40, 70):                                            # 8-bit mean 191 < 210
-        src[50:60, x:x + 10] = ramp
+    ramp = np.linspace(20000, 40000, 10).astype(np.uint16)[None, :]  # textured nuclei:
+    for x in (10, 40, 70):  # 8-bit mean 191 < 210
+        src[50:60, x : x + 10] = ramp
     rec = src.copy()
     rec[10:30, 10:30] = 100
     holes = np.zeros(src.shape, np.uint8)
@@ -157,18 +157,18 @@ def test_field_checks_keys_and_values():
     assert out["residual_artefact_area"] == 0
     assert out["nuclei_in_holes"] == 0 and out["restored_nuclei_count"] == 3
     assert out["masked_fraction_field"] == pytest.approx(24 * 24 / 1e4)
-    assert out["percent_saturated"] == pytest.approx(4.0)     # 400 of 10,000 px
+    assert out["percent_saturated"] == pytest.approx(4.0)  # 400 of 10,000 px
     assert out["percent_maximal"] == pytest.approx(4.0)
     # artefact brightness smeared into the hole (below saturation, above every nucleus)
     # is what PhIRM sees as artefact on the restored field alone
     rec[12:22, 12:22] = 50000
     assert fieldqc.field_checks(src, rec, holes)["residual_artefact_area"] == 100
-    assert fieldqc.residual_artefact_area(rec, lo=100, hi=65535) == 0   # the source's range
+    assert fieldqc.residual_artefact_area(rec, lo=100, hi=65535) == 0  # the source's range
     # the known-pixel range: min and max farther than 4 px from the holes, by hand
     far = np.ones(src.shape, bool)
-    far[8 - 4:32 + 4, 8 - 4:32 + 4] = False       # the square hole grown by 4 px (a disk
+    far[8 - 4 : 32 + 4, 8 - 4 : 32 + 4] = False  # the square hole grown by 4 px (a disk
     # rounds its corners; they are background, so min and max are the same either way)
     assert fieldqc.known_range(src, holes) == (float(src[far].min()), float(src[far].max()))
     rim = src.copy()
-    rim[33, 20] = 65535                             # a missed saturated rim pixel: ignored
+    rim[33, 20] = 65535  # a missed saturated rim pixel: ignored
     assert fieldqc.known_range(rim, holes)[1] == float(src[far].max())

@@ -33,11 +33,11 @@ def _real_tiles(files, n_files=3, per_file=3, size=96, seed=0):
         im = tifffile.imread(f).astype(np.float64)
         for _ in range(per_file):
             y, x = rng.integers(0, im.shape[0] - size), rng.integers(0, im.shape[1] - size)
-            t = im[y:y + size, x:x + size]
+            t = im[y : y + size, x : x + size]
             tiles.append((t - t.min()) / max(t.max() - t.min(), 1e-9))
             k = np.ones((size, size), bool)
             cy, cx = rng.integers(20, size - 20, 2)
-            k[cy - 12:cy + 12, cx - 15:cx + 15] = False
+            k[cy - 12 : cy + 12, cx - 15 : cx + 15] = False
             known.append(k)
     return np.stack(tiles)[:, None], np.stack(known)[:, None]
 
@@ -50,9 +50,9 @@ def test_untrained_models_are_cached_and_views_keep_their_own_batch_size():
     a = get_model("edgeconnect", device="cpu", batch_size=3, **TINY_EC)
     b = get_model("edgeconnect", device="cpu", **TINY_EC)
     c = get_model("edgeconnect", device="cpu", width=4, blocks=1)
-    assert a.generator is b.generator          # built once per process
-    assert c.generator is not a.generator      # another config, another network
-    assert (a.batch_size, b.batch_size) == (3, 8)   # the cached model is never mutated
+    assert a.generator is b.generator  # built once per process
+    assert c.generator is not a.generator  # another config, another network
+    assert (a.batch_size, b.batch_size) == (3, 8)  # the cached model is never mutated
     assert get_model("edgeconnect", device="cpu", **TINY_EC).batch_size == 8
 
 
@@ -60,7 +60,9 @@ def test_batch_size_reaches_the_model_per_call():
     clear_cache()
     model = get_model("deepfill-v2", device="cpu", width=8)
     seen = []
-    hook = model.generator.register_forward_pre_hook(lambda mod, args: seen.append(args[0].shape[0]))
+    hook = model.generator.register_forward_pre_hook(
+        lambda mod, args: seen.append(args[0].shape[0])
+    )
     try:
         rng = np.random.default_rng(1)
         x = rng.random((10, 1, 32, 32)).astype(np.float32)
@@ -74,7 +76,7 @@ def test_batch_size_reaches_the_model_per_call():
         hole = np.zeros((64, 64), np.uint8)
         hole[5:60, 5:60] = 1
         inpaint_field(img, hole, model, tile=32, overlap=8, batch_size=3)
-        assert seen and max(seen) == 3 and sum(seen) == 9   # 3 x 3 grid, all tiles hold holes
+        assert seen and max(seen) == 3 and sum(seen) == 9  # 3 x 3 grid, all tiles hold holes
     finally:
         hook.remove()
 
@@ -82,8 +84,12 @@ def test_batch_size_reaches_the_model_per_call():
 def test_checkpoint_hash_is_read_without_building_the_network(tmp_path, monkeypatch):
     clear_cache()
     model = get_model("edgeconnect", device="cpu", **TINY_EC)
-    digest = save_checkpoint(tmp_path / "e.pt", model="edgeconnect", config=model.config,
-                             state_dicts={"generator": model.generator.state_dict()})
+    digest = save_checkpoint(
+        tmp_path / "e.pt",
+        model="edgeconnect",
+        config=model.config,
+        state_dicts={"generator": model.generator.state_dict()},
+    )
     clear_cache()
     import phirm_scale.models.networks as networks
 
@@ -101,21 +107,40 @@ def test_gpu_or_cuda_device_without_cuda_stops_at_once(tmp_path, monkeypatch):
     from phirm_scale.stages.inpaint import inpaint_plate
     from phirm_scale.synthetic import make_plate
 
-    p = make_plate(tmp_path / "src.ome.zarr", rows=1, columns=1, fields=1, size=96, seed=1,
-                   artefacts=0.03)
+    p = make_plate(
+        tmp_path / "src.ome.zarr", rows=1, columns=1, fields=1, size=96, seed=1, artefacts=0.03
+    )
     import phirm_scale.cluster as cl
 
     monkeypatch.setattr(cl, "visible_gpus", lambda: 0)
     for kw in ({"gpu": True, "cluster": "local"}, {"device": "cuda", "cluster": "threads"}):
         with pytest.raises(PlateError, match="no CUDA device"):
-            inpaint_plate(p.path, tmp_path / "o.ome.zarr", mask_label="artefacts_true",
-                          model="telea", progress=False, **kw)
-        assert not (tmp_path / "o.ome.zarr").exists()          # nothing half-written
+            inpaint_plate(
+                p.path,
+                tmp_path / "o.ome.zarr",
+                mask_label="artefacts_true",
+                model="telea",
+                progress=False,
+                **kw,
+            )
+        assert not (tmp_path / "o.ome.zarr").exists()  # nothing half-written
     if torch.cuda.is_available():
         return
-    proc = subprocess.run([sys.executable, "-m", "phirm_scale", "inpaint", str(p.path),
-                           "--mask-label", "artefacts_true", "--gpu"], capture_output=True,
-                          text=True, timeout=120)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "phirm_scale",
+            "inpaint",
+            str(p.path),
+            "--mask-label",
+            "artefacts_true",
+            "--gpu",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 2
     assert proc.stderr.strip().count("\n") == 0 and proc.stderr.startswith("error:")
     assert "no CUDA device" in proc.stderr
@@ -127,20 +152,33 @@ def test_local_cluster_starts_one_gpu_worker_per_visible_device(monkeypatch, tmp
     from phirm_scale.synthetic import make_plate
 
     monkeypatch.setattr(cl, "visible_gpus", lambda: 2)
-    with cl.open_cluster("local", n_workers=1, threads_per_worker=1, quiet=True, gpu=True) as client:
+    with cl.open_cluster(
+        "local", n_workers=1, threads_per_worker=1, quiet=True, gpu=True
+    ) as client:
         info = client.scheduler_info()["workers"].values()
         gpus = sorted(w.get("resources", {}).get("GPU", 0) for w in info)
         assert gpus == [0, 1, 1]
-        assert sorted(w["nthreads"] for w in info if w.get("resources", {}).get("GPU")) == [
-            cl.GPU_WORKER_THREADS] * 2
+        assert (
+            sorted(w["nthreads"] for w in info if w.get("resources", {}).get("GPU"))
+            == [cl.GPU_WORKER_THREADS] * 2
+        )
         devices = client.run(lambda: __import__("os").environ.get("CUDA_VISIBLE_DEVICES"))
         assert sorted(v for v in devices.values() if v is not None) == ["0", "1"]
     # the whole stage with --gpu on the default local cluster finishes (never waits)
     monkeypatch.setattr(cl, "visible_gpus", lambda: 1)
-    p = make_plate(tmp_path / "src.ome.zarr", rows=1, columns=1, fields=2, size=96, seed=2,
-                   artefacts=0.03)
-    res = inpaint_plate(p.path, tmp_path / "o.ome.zarr", mask_label="artefacts_true",
-                        model="telea", tile=64, gpu=True, device="cpu", progress=False)
+    p = make_plate(
+        tmp_path / "src.ome.zarr", rows=1, columns=1, fields=2, size=96, seed=2, artefacts=0.03
+    )
+    res = inpaint_plate(
+        p.path,
+        tmp_path / "o.ome.zarr",
+        mask_label="artefacts_true",
+        model="telea",
+        tile=64,
+        gpu=True,
+        device="cpu",
+        progress=False,
+    )
     assert res["fields"] == 2
 
 
@@ -149,8 +187,10 @@ def test_local_cluster_starts_one_gpu_worker_per_visible_device(monkeypatch, tmp
 
 def test_torch_canny_equals_skimage_on_real_tiles(bbbc039_files):
     tiles, known = _real_tiles(bbbc039_files)
-    expect = np.stack([sk_canny(tiles[i, 0], sigma=2.0, mask=known[i, 0]) for i in range(len(tiles))])
-    assert expect.sum() > 500   # real edges, not an empty comparison
+    expect = np.stack(
+        [sk_canny(tiles[i, 0], sigma=2.0, mask=known[i, 0]) for i in range(len(tiles))]
+    )
+    assert expect.sum() > 500  # real edges, not an empty comparison
     t, k = torch.from_numpy(tiles), torch.from_numpy(known)
     for dtype in (torch.float64, torch.float32):
         for hyst in ("label", "dilate"):
@@ -161,8 +201,12 @@ def test_torch_canny_equals_skimage_on_real_tiles(bbbc039_files):
 
 
 @settings(max_examples=25, deadline=None)
-@given(seed=st.integers(0, 2**31 - 1), sigma=st.sampled_from([1.0, 1.5, 2.0]),
-       size=st.integers(12, 40), blur=st.booleans())
+@given(
+    seed=st.integers(0, 2**31 - 1),
+    sigma=st.sampled_from([1.0, 1.5, 2.0]),
+    size=st.integers(12, 40),
+    blur=st.booleans(),
+)
 def test_torch_canny_matches_skimage_on_random_images(seed, sigma, size, blur):
     from scipy import ndimage as ndi
 
@@ -173,8 +217,13 @@ def test_torch_canny_matches_skimage_on_random_images(seed, sigma, size, blur):
     known = rng.random((size, size)) > 0.15
     expect = sk_canny(img, sigma=sigma, mask=known)
     for hyst in ("label", "dilate"):
-        got = canny(torch.from_numpy(img), sigma, mask=torch.from_numpy(known),
-                    dtype=torch.float64, hysteresis=hyst).numpy()
+        got = canny(
+            torch.from_numpy(img),
+            sigma,
+            mask=torch.from_numpy(known),
+            dtype=torch.float64,
+            hysteresis=hyst,
+        ).numpy()
         np.testing.assert_array_equal(got, expect)
 
 
@@ -199,7 +248,7 @@ def _fields(n=5, size=100, seed=0):
         hole = np.zeros((size, size), np.uint8)
         for _ in range(1 + i % 3):
             y, x = rng.integers(0, size - 12, 2)
-            hole[y:y + 10, x:x + 12] = 1
+            hole[y : y + 10, x : x + 12] = 1
         out.append((img, hole))
     return out
 
@@ -217,7 +266,9 @@ def test_batcher_results_do_not_depend_on_grouping(name, cfg, batch_invariant):
     clear_cache()
     model = get_model(name, device="cpu", **cfg)
     fields = _fields()
-    per_field = [inpaint_field(img, h, model, tile=32, overlap=8, batch_size=4) for img, h in fields]
+    per_field = [
+        inpaint_field(img, h, model, tile=32, overlap=8, batch_size=4) for img, h in fields
+    ]
     for bs, runners in ((1, 1), (3, 2), (64, 2)):
         b = TileBatcher(model, batch_size=bs, runners=runners, max_wait=0.02)
         got = [None] * len(fields)
@@ -233,10 +284,10 @@ def test_batcher_results_do_not_depend_on_grouping(name, cfg, batch_invariant):
             t.join()
         b.close()
         if bs == 64:
-            assert b.batches < b.tiles   # tiles of several fields shared a forward pass
+            assert b.batches < b.tiles  # tiles of several fields shared a forward pass
         for (img, h), g, ref in zip(fields, got, per_field):
-            np.testing.assert_array_equal(g[h == 0], img[h == 0])   # outside holes: the input
-            np.testing.assert_array_equal(g, ref)                   # the per-field result
+            np.testing.assert_array_equal(g[h == 0], img[h == 0])  # outside holes: the input
+            np.testing.assert_array_equal(g, ref)  # the per-field result
 
 
 def test_batcher_hands_errors_to_the_waiting_field():
@@ -259,13 +310,28 @@ def test_learned_stage_through_the_batcher_equals_the_per_field_path(tmp_path, b
     close_batchers()
     net = get_model("edgeconnect", device="cpu", **TINY_EC)
     ck = tmp_path / "ec.pt"
-    save_checkpoint(ck, model="edgeconnect", config=net.config,
-                    state_dicts={"generator": net.generator.state_dict()})
-    p = make_plate(tmp_path / "src.ome.zarr", rows=1, columns=2, fields=2, size=96, seed=5,
-                   artefacts=0.03)
-    res = inpaint_plate(p.path, tmp_path / "o.ome.zarr", mask_label="artefacts_true",
-                        model="edgeconnect", checkpoint=ck, tile=64, overlap=16, batch_size=5,
-                        cluster="threads", device="cpu", progress=False)
+    save_checkpoint(
+        ck,
+        model="edgeconnect",
+        config=net.config,
+        state_dicts={"generator": net.generator.state_dict()},
+    )
+    p = make_plate(
+        tmp_path / "src.ome.zarr", rows=1, columns=2, fields=2, size=96, seed=5, artefacts=0.03
+    )
+    res = inpaint_plate(
+        p.path,
+        tmp_path / "o.ome.zarr",
+        mask_label="artefacts_true",
+        model="edgeconnect",
+        checkpoint=ck,
+        tile=64,
+        overlap=16,
+        batch_size=5,
+        cluster="threads",
+        device="cpu",
+        progress=False,
+    )
     assert res["fields"] == 4 and res["tiles_inpainted"] > 0
     out = open_plate(tmp_path / "o.ome.zarr")
     model = get_model("edgeconnect", checkpoint=ck, device="cpu")
@@ -289,11 +355,13 @@ def test_precision_switches(batch_invariant):
     m[:, :, 8:24, 6:20] = 1
     base = get_model("deepfill-v2", device="cpu", width=8)
     ref = base(x, m)
-    np.testing.assert_array_equal(get_model("deepfill-v2", device="cpu", width=8, precision="fp32")(x, m), ref)
+    np.testing.assert_array_equal(
+        get_model("deepfill-v2", device="cpu", width=8, precision="fp32")(x, m), ref
+    )
     bf = get_model("deepfill-v2", device="cpu", width=8, precision="bf16")(x, m)
     hole = m > 0
     assert np.array_equal(bf[~hole], x[~hole])
-    assert 0 < np.abs(bf - ref)[hole].max() < 0.1   # bf16 really ran, and stayed close
+    assert 0 < np.abs(bf - ref)[hole].max() < 0.1  # bf16 really ran, and stayed close
     cl = get_model("deepfill-v2", device="cpu", width=8, channels_last=True)(x, m)
     np.testing.assert_allclose(cl, ref, atol=1e-5)
     with pytest.raises(Exception, match="precision"):
@@ -315,8 +383,8 @@ def test_fixed_batches_pad_partial_batches_without_changing_results(batch_invari
         assert seen == [4, 3]
         seen.clear()
         got = fixed(x, m)
-        assert seen == [4, 4]          # the last, partial batch was padded to the full shape
+        assert seen == [4, 4]  # the last, partial batch was padded to the full shape
     finally:
         hook.remove()
     np.testing.assert_array_equal(got, ref)
-    assert base.fixed_batch is False    # the view's option never reaches the cached model
+    assert base.fixed_batch is False  # the view's option never reaches the cached model

@@ -6,7 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import tifffile
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from phirm_scale.errors import InputError
 from phirm_scale.inpaint import hole_tiles, inpaint_field, tile_starts
@@ -35,16 +36,21 @@ def test_tile_starts_cover_and_align_to_the_border():
 
 
 @settings(max_examples=40, deadline=None)
-@given(h=st.integers(20, 300), w=st.integers(20, 300), tile=st.sampled_from([32, 64, 128]),
-       overlap=st.sampled_from([0, 8, 16]), seed=st.integers(0, 10_000),
-       dtype=st.sampled_from([np.uint8, np.uint16, np.float32]))
+@given(
+    h=st.integers(20, 300),
+    w=st.integers(20, 300),
+    tile=st.sampled_from([32, 64, 128]),
+    overlap=st.sampled_from([0, 8, 16]),
+    seed=st.integers(0, 10_000),
+    dtype=st.sampled_from([np.uint8, np.uint16, np.float32]),
+)
 def test_only_hole_pixels_change(h, w, tile, overlap, seed, dtype):
     rng = np.random.default_rng(seed)
     image = (rng.random((h, w)) * 200).astype(dtype)
     mask = np.zeros((h, w), np.uint8)
     for _ in range(3):
         y, x = rng.integers(0, h), rng.integers(0, w)
-        mask[y:y + rng.integers(1, 30), x:x + rng.integers(1, 30)] = 1
+        mask[y : y + rng.integers(1, 30), x : x + rng.integers(1, 30)] = 1
     if mask.all():  # small fields can be covered whole: nothing to inpaint from
         with pytest.raises(InputError, match="covers the whole field"):
             inpaint_field(image, mask, mean_fill, tile=tile, overlap=overlap, batch_size=3)
@@ -57,8 +63,8 @@ def test_only_hole_pixels_change(h, w, tile, overlap, seed, dtype):
 def test_clean_tiles_are_skipped_and_work_follows_the_holes():
     image = np.random.default_rng(0).integers(0, 4000, (1024, 1024)).astype(np.uint16)
     mask = np.zeros_like(image, dtype=np.uint8)
-    mask[10:20, 10:20] = 1                         # one tile
-    mask[700:800, 300:310] = 1                     # spans two tile rows
+    mask[10:20, 10:20] = 1  # one tile
+    mask[700:800, 300:310] = 1  # spans two tile rows
     calls = []
 
     def counting(images, masks):
@@ -80,7 +86,7 @@ def test_hole_values_map_back_to_the_tile_range():
     mask = np.zeros((64, 64), np.uint8)
     mask[30:34, 30:34] = 1
     out = inpaint_field(image, mask, half_fill, tile=64, overlap=0)
-    assert np.all(out[mask > 0] == 2000)           # 1000 + 0.5 * (3000 - 1000)
+    assert np.all(out[mask > 0] == 2000)  # 1000 + 0.5 * (3000 - 1000)
 
 
 def test_batch_size_does_not_change_the_result():
@@ -119,7 +125,7 @@ def test_telea_restores_a_real_field_better_than_a_flat_fill(bbbc039_files):
     rng = np.random.default_rng(0)
     for _ in range(12):
         y, x = rng.integers(0, field.shape[0] - 12), rng.integers(0, field.shape[1] - 12)
-        mask[y:y + 6, x:x + 12] = 1
+        mask[y : y + 6, x : x + 12] = 1
     damaged = field.copy()
     damaged[mask > 0] = field.max()
     telea = inpaint_field(damaged, mask, get_model("telea"), tile=256, overlap=32)

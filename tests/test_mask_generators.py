@@ -103,8 +103,15 @@ def test_strokes_geometry_follows_deepfill_v2():
     assert len({m.tobytes() for m in masks}) == len(masks)
     # a single thin stroke of one vertex pair: width bounds respected (width 12 -> no pixel
     # further than ~6 px + 1 from the segment's vertices' convex hull)
-    m = stroke_mask((256, 256), rng=np.random.default_rng(1), min_width=12, max_width=12,
-                    min_vertices=1, max_vertices=1, max_strokes=1)
+    m = stroke_mask(
+        (256, 256),
+        rng=np.random.default_rng(1),
+        min_width=12,
+        max_width=12,
+        min_vertices=1,
+        max_vertices=1,
+        max_strokes=1,
+    )
     from scipy import ndimage as ndi
 
     dist = ndi.distance_transform_edt(m)

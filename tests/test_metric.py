@@ -8,13 +8,23 @@ import math
 import numpy as np
 import pytest
 import tifffile
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from skimage.filters import threshold_otsu
 
 from phirm_scale.errors import InputError
-from phirm_scale.metric import (Components, PhirmParams, components, otsu_threshold,
-                                phirm_from_components, psnr, score, ssim, to_uint8)
+from phirm_scale.metric import (
+    Components,
+    PhirmParams,
+    components,
+    otsu_threshold,
+    phirm_from_components,
+    psnr,
+    score,
+    ssim,
+    to_uint8,
+)
 from phirm_scale.reference_impl import paper_components, published_components
 
 PAPER = PhirmParams()
@@ -31,8 +41,7 @@ def test_defaults_are_the_papers():
     assert (p.otsu_factor, p.min_area, p.clump_area, p.clump_count) == (1.0, 50, 2200, 2)
     assert (p.saturation, p.artefact_mean) == (255, 210)
     assert (p.count_weight_lost, p.count_base_invented) == (1.1, 2)
-    assert (p.area_weight, p.artefact_weight, p.mode, p.connectivity) == (0.0002, 0.001,
-                                                                          "paper", 8)
+    assert (p.area_weight, p.artefact_weight, p.mode, p.connectivity) == (0.0002, 0.001, "paper", 8)
 
 
 def test_reference_params_are_the_published_code():
@@ -48,17 +57,17 @@ def test_reference_params_are_the_published_code():
 # ---------------------------------------------------------------- components: branches
 def test_component_below_and_at_min_area():
     img = canvas()
-    img[10:17, 10:17] = 150            # 49 px: dropped in both modes
-    img[40:45, 40:50] = 150            # 50 px: kept by the paper (>= 50), not by the code (> 50)
-    img[80:85, 80:91] = 150            # 55 px: kept by both
+    img[10:17, 10:17] = 150  # 49 px: dropped in both modes
+    img[40:45, 40:50] = 150  # 50 px: kept by the paper (>= 50), not by the code (> 50)
+    img[80:85, 80:91] = 150  # 55 px: kept by both
     assert components(img) == Components(2, 105, 0, 0)
     assert components(img, REF) == Components(1, 55, 0, 0)
 
 
 def test_artefact_is_saturated_and_bright():
     img = canvas()
-    img[10:30, 10:30] = 255            # max 255, mean 255 -> artefact
-    img[60:70, 60:70] = 150            # nucleus
+    img[10:30, 10:30] = 255  # max 255, mean 255 -> artefact
+    img[60:70, 60:70] = 150  # nucleus
     assert components(img) == Components(1, 100, 1, 400)
     assert components(img, REF) == Components(1, 100, 1, 400)
 
@@ -66,7 +75,7 @@ def test_artefact_is_saturated_and_bright():
 def test_saturated_nucleus_with_low_mean_is_a_nucleus():
     img = canvas()
     img[10:30, 10:30] = 120
-    img[15, 15] = 255                  # max 255 but mean ~ 120.3 < 210
+    img[15, 15] = 255  # max 255 but mean ~ 120.3 < 210
     c = components(img)
     assert c == Components(1, 400, 0, 0)
     assert components(img, REF) == Components(1, 400, 0, 0)
@@ -74,26 +83,26 @@ def test_saturated_nucleus_with_low_mean_is_a_nucleus():
 
 def test_bright_but_unsaturated_blob_is_a_nucleus():
     img = canvas()
-    img[10:30, 10:30] = 254            # mean 254 >= 210 but max < 255
+    img[10:30, 10:30] = 254  # mean 254 >= 210 but max < 255
     assert components(img) == Components(1, 400, 0, 0)
 
 
 def test_clump_counts_two_in_paper_mode_and_one_in_reference_mode():
     img = canvas((200, 200))
-    img[10:60, 10:54] = 150            # 50 x 44 = 2200 px: a clump
-    img[100:103, 0:197] = 150          # 3 x 197 = 591 px
-    img[150:160, 0:199] = 150          # 1990 px < 2200: single
+    img[10:60, 10:54] = 150  # 50 x 44 = 2200 px: a clump
+    img[100:103, 0:197] = 150  # 3 x 197 = 591 px
+    img[150:160, 0:199] = 150  # 1990 px < 2200: single
     assert components(img) == Components(4, 2200 + 591 + 1990, 0, 0)
     assert components(img, REF) == Components(3, 2200 + 591 + 1990, 0, 0)
     img2 = canvas((200, 200))
-    img2[10:60, 10:53] = 150           # 2150 px: not a clump
+    img2[10:60, 10:53] = 150  # 2150 px: not a clump
     assert components(img2).nuclei_count == 1
 
 
 def test_diagonal_touching_blobs_are_one_component_with_8_connectivity():
     img = canvas()
     img[10:20, 10:20] = 150
-    img[20:30, 20:30] = 150            # touches the first only at a corner
+    img[20:30, 20:30] = 150  # touches the first only at a corner
     assert components(img) == Components(1, 200, 0, 0)
     assert components(img, PhirmParams(connectivity=4)) == Components(2, 200, 0, 0)
 
@@ -147,7 +156,7 @@ def blocks(n, size=(10, 10), value=150, shape=(128, 128)):
     img = np.zeros(shape, np.uint8)
     for i in range(n):
         r, c = divmod(i, 5)
-        img[5 + 20 * r:5 + 20 * r + size[0], 5 + 20 * c:5 + 20 * c + size[1]] = value
+        img[5 + 20 * r : 5 + 20 * r + size[0], 5 + 20 * c : 5 + 20 * c + size[1]] = value
     return img
 
 
@@ -160,7 +169,7 @@ def test_identical_images_score_one():
 
 def test_lost_nuclei():
     s = score(blocks(3), blocks(1))
-    assert s.ncd == pytest.approx(1.1 ** 2 * 2)            # a = 2
+    assert s.ncd == pytest.approx(1.1**2 * 2)  # a = 2
     assert s.nad == pytest.approx(0.0002 * 200)
     assert s.aad == 0
     assert s.phirm == pytest.approx((10 - 2.42 - 0.04) / 10)
@@ -168,7 +177,7 @@ def test_lost_nuclei():
 
 def test_invented_nuclei():
     s = score(blocks(1), blocks(3))
-    assert s.ncd == pytest.approx(4.0)                      # 2 ** |-2|
+    assert s.ncd == pytest.approx(4.0)  # 2 ** |-2|
     assert s.phirm == pytest.approx((10 - 4 - 0.04) / 10)
 
 
@@ -195,9 +204,9 @@ def test_artefact_added_and_removed():
 
 def test_score_clamps_at_zero():
     s = score(blocks(20), canvas())
-    assert s.ncd == pytest.approx(1.1 ** 20 * 20)
+    assert s.ncd == pytest.approx(1.1**20 * 20)
     assert s.phirm == 0.0
-    huge = score(canvas(), blocks(20))                       # 2**20 invented penalty
+    huge = score(canvas(), blocks(20))  # 2**20 invented penalty
     assert huge.phirm == 0.0
 
 
@@ -209,7 +218,7 @@ def test_phirm_from_components_vectorised_equals_scalar():
     ncd, nad, aad, ph = phirm_from_components(rc, ra, rt, xc, xa, xt)
     for i in range(50):
         a = rc[i] - xc[i]
-        e_ncd = 0.0 if a == 0 else (1.1 ** a * a if a > 0 else 2.0 ** abs(a))
+        e_ncd = 0.0 if a == 0 else (1.1**a * a if a > 0 else 2.0 ** abs(a))
         e_nad = 0.0002 * abs(ra[i] - xa[i])
         e_aad = 0.001 * abs(rt[i] - xt[i])
         assert ncd[i] == pytest.approx(e_ncd)
@@ -241,14 +250,17 @@ def test_to_uint8_constant_image_is_zero_and_nan_is_refused():
 
 
 # ---------------------------------------------------------------- bad input
-@pytest.mark.parametrize("bad, match", [
-    (np.zeros((4, 4, 3), np.uint8), "2-D"),
-    (np.zeros(5, np.uint8), "2-D"),
-    (np.array([[np.nan, 1.0]]), "NaN"),
-    (np.array([[-1.0, 1.0]]), r"\[0, 255\]"),
-    (np.array([[300.0, 1.0]]), r"\[0, 255\]"),
-    (np.array([[300, 1]], np.uint16), "0..255"),
-])
+@pytest.mark.parametrize(
+    "bad, match",
+    [
+        (np.zeros((4, 4, 3), np.uint8), "2-D"),
+        (np.zeros(5, np.uint8), "2-D"),
+        (np.array([[np.nan, 1.0]]), "NaN"),
+        (np.array([[-1.0, 1.0]]), r"\[0, 255\]"),
+        (np.array([[300.0, 1.0]]), r"\[0, 255\]"),
+        (np.array([[300, 1]], np.uint16), "0..255"),
+    ],
+)
 def test_bad_images_are_refused(bad, match):
     with pytest.raises(InputError, match=match):
         components(bad)
@@ -307,7 +319,7 @@ def test_paper_mode_equals_loop_implementation_on_real_fields(bbbc039_files):
             c = components(variant)
             assert c == paper_components(variant), name
             n_art += c.artefact_count
-    assert n_art > 0   # the composited artefacts are found as artefacts somewhere
+    assert n_art > 0  # the composited artefacts are found as artefacts somewhere
 
 
 def test_real_fields_otsu_equals_skimage(bbbc039_files):
@@ -316,8 +328,11 @@ def test_real_fields_otsu_equals_skimage(bbbc039_files):
 
 
 # ---------------------------------------------------------------- properties
-images = hnp.arrays(np.uint8, st.tuples(st.integers(8, 48), st.integers(8, 48)),
-                    elements=st.sampled_from([0, 0, 0, 20, 90, 150, 220, 255]))
+images = hnp.arrays(
+    np.uint8,
+    st.tuples(st.integers(8, 48), st.integers(8, 48)),
+    elements=st.sampled_from([0, 0, 0, 20, 90, 150, 220, 255]),
+)
 
 
 @settings(max_examples=60, deadline=None)
@@ -354,9 +369,9 @@ def test_lower_saturation_means_max_equal_to_it(mode):
     # 250 has max 250 and stays a nucleus even though it also holds pixels of 200
     p = PhirmParams.for_mode(mode, saturation=200, artefact_mean=190)
     img = canvas()
-    img[10:30, 10:30] = 200                    # max 200, mean 200: artefact
+    img[10:30, 10:30] = 200  # max 200, mean 200: artefact
     img[60:80, 60:80] = 200
-    img[70, 70] = 250                          # max 250 != 200: nucleus
+    img[70, 70] = 250  # max 250 != 200: nucleus
     assert components(img, p) == Components(1, 400, 1, 400)
 
 

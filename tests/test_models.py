@@ -33,7 +33,9 @@ def _batch(n, size=64, seed=0):
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[:size, :size] / size
     base = 0.5 + 0.3 * np.sin(6 * xx) * np.cos(4 * yy)
-    images = np.clip(base[None, None] + 0.05 * rng.standard_normal((n, 1, size, size)), 0, 1).astype(np.float32)
+    images = np.clip(
+        base[None, None] + 0.05 * rng.standard_normal((n, 1, size, size)), 0, 1
+    ).astype(np.float32)
     masks = np.zeros_like(images, dtype=np.uint8)
     for i in range(n):
         y, x = rng.integers(0, size - 24, 2)
@@ -43,7 +45,14 @@ def _batch(n, size=64, seed=0):
 
 
 def test_list_models_names():
-    assert list_models() == ["telea", "navier-stokes", "biharmonic", "context-encoder", "deepfill-v2", "edgeconnect"]
+    assert list_models() == [
+        "telea",
+        "navier-stokes",
+        "biharmonic",
+        "context-encoder",
+        "deepfill-v2",
+        "edgeconnect",
+    ]
 
 
 def test_unknown_model_lists_known_names():
@@ -137,9 +146,13 @@ def test_telea_runs_opencv_on_integers(dtype, top):
     ramp = np.tile(np.linspace(0.1, 0.9, 64, dtype=np.float32), (64, 1))
     mask = np.zeros((64, 64), np.uint8)
     mask[20:40, 20:40] = 1
-    direct = cv2.inpaint(np.rint(ramp.astype(np.float64) * top).astype(dtype), mask, 3.0, cv2.INPAINT_TELEA)
+    direct = cv2.inpaint(
+        np.rint(ramp.astype(np.float64) * top).astype(dtype), mask, 3.0, cv2.INPAINT_TELEA
+    )
     out = inpaint_telea(ramp, mask, dtype=dtype)
-    np.testing.assert_array_equal(out[mask == 1], (direct.astype(np.float32) / np.float32(top))[mask == 1])
+    np.testing.assert_array_equal(
+        out[mask == 1], (direct.astype(np.float32) / np.float32(top))[mask == 1]
+    )
     # a smooth ramp stays within its local range (no float-input garbage)
     assert 0.3 < out[mask == 1].min() and out[mask == 1].max() < 0.65
 
@@ -192,14 +205,16 @@ def test_edgeconnect_edges_are_canny_of_known_pixels_only():
     assert edges[~hole[0, 0]].sum() > 0
     np.testing.assert_array_equal(gt, canny(img[0, 0].astype(np.float64), sigma=2.0))
     # edges of the known part, computed with the known mask
-    np.testing.assert_array_equal(edges, canny(img[0, 0].astype(np.float64), sigma=2.0, mask=~hole[0, 0]) & ~hole[0, 0])
+    np.testing.assert_array_equal(
+        edges, canny(img[0, 0].astype(np.float64), sigma=2.0, mask=~hole[0, 0]) & ~hole[0, 0]
+    )
 
 
 def test_context_encoder_box_covers_the_hole_with_a_margin():
     model = get_model("context-encoder", device="cpu", **TINY["context-encoder"])
     hole = np.zeros((1, 1, 64, 64), bool)
     hole[0, 0, 10:30, 20:36] = True  # 20 x 16
-    (top, left, side), = model.geometry(hole)
+    ((top, left, side),) = model.geometry(hole)
     assert side >= 20 / (1 - 2 * 4 / 64)
     assert top <= 10 and top + side >= 30 and left <= 20 and left + side >= 36
 

@@ -8,20 +8,36 @@ import pickle
 import numpy as np
 import pytest
 import zarr
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
 from phirm_scale.errors import PlateError
-from phirm_scale.plate import (FieldKey, create_plate, create_plate_like, downsample2,
-                               open_plate, row_index, row_name)
+from phirm_scale.plate import (
+    FieldKey,
+    create_plate,
+    create_plate_like,
+    downsample2,
+    open_plate,
+    row_index,
+    row_name,
+)
 
 FIELDS = [FieldKey("A", "01", 0), FieldKey("A", "01", 1), FieldKey("B", "03", 0)]
 
 
 @pytest.fixture()
 def plate(tmp_path):
-    p = create_plate(tmp_path / "p.ome.zarr", rows=["A", "B"], columns=["01", "02", "03"],
-                     fields=FIELDS, channel_names=["DAPI", "CFP"], shape=(30, 41),
-                     dtype=np.uint16, n_levels=2, attrs={"phirm_scale": {"origin": "test"}})
+    p = create_plate(
+        tmp_path / "p.ome.zarr",
+        rows=["A", "B"],
+        columns=["01", "02", "03"],
+        fields=FIELDS,
+        channel_names=["DAPI", "CFP"],
+        shape=(30, 41),
+        dtype=np.uint16,
+        n_levels=2,
+        attrs={"phirm_scale": {"origin": "test"}},
+    )
     rng = np.random.default_rng(0)
     data = {k: rng.integers(0, 65536, (2, 30, 41), dtype=np.uint16) for k in FIELDS}
     for k, a in data.items():
@@ -72,7 +88,7 @@ def test_level1_is_block_mean(plate):
     assert lvl.shape == (15, 21)
     # independent: mean of each 2x2 block; the odd last column is its own edge copy
     y0, x0 = 4, 6
-    expected = np.rint(a[2 * y0:2 * y0 + 2, 2 * x0:2 * x0 + 2].mean())
+    expected = np.rint(a[2 * y0 : 2 * y0 + 2, 2 * x0 : 2 * x0 + 2].mean())
     assert lvl[y0, x0] == expected
     assert lvl[3, 20] == np.rint(a[6:8, 40].mean())
 
@@ -144,8 +160,12 @@ def test_valid_ngff_and_ome_zarr_reader(plate):
 
 def test_create_plate_like(plate, tmp_path):
     p, data = plate
-    out = create_plate_like(p, tmp_path / "out.ome.zarr", channel_names=["DAPI"],
-                            attrs={"phirm_scale": {"model": "telea"}})
+    out = create_plate_like(
+        p,
+        tmp_path / "out.ome.zarr",
+        channel_names=["DAPI"],
+        attrs={"phirm_scale": {"model": "telea"}},
+    )
     assert out.fields == p.fields and out.field_shape == p.field_shape
     assert out.rows == p.rows and out.columns == p.columns and out.dtype == p.dtype
     assert out.channel_names == ["DAPI"] and out.attrs["phirm_scale"]["model"] == "telea"
@@ -154,8 +174,9 @@ def test_create_plate_like(plate, tmp_path):
         out.read_field(FIELDS[0])  # never written: an error, not zeros
     out.write_field(FIELDS[0], data[FIELDS[0]][:1])
     assert out.missing_fields() == FIELDS[1:]
-    np.testing.assert_array_equal(open_plate(out.path).read_field(FIELDS[0], "DAPI"),
-                                  data[FIELDS[0]][0])
+    np.testing.assert_array_equal(
+        open_plate(out.path).read_field(FIELDS[0], "DAPI"), data[FIELDS[0]][0]
+    )
     with pytest.raises(PlateError, match="exists"):
         create_plate_like(p, tmp_path / "out.ome.zarr")
     again = create_plate_like(p, tmp_path / "out.ome.zarr", overwrite=True)
@@ -171,8 +192,16 @@ def test_not_a_plate(tmp_path):
     (tmp_path / "notzarr").mkdir()
     (tmp_path / "notzarr" / "keep.txt").write_text("x")
     with pytest.raises(PlateError, match="not a Zarr store"):
-        create_plate(tmp_path / "notzarr", rows=["A"], columns=["01"], fields=[("A", "01", 0)],
-                     channel_names=["a"], shape=(4, 4), dtype="uint8", overwrite=True)
+        create_plate(
+            tmp_path / "notzarr",
+            rows=["A"],
+            columns=["01"],
+            fields=[("A", "01", 0)],
+            channel_names=["a"],
+            shape=(4, 4),
+            dtype="uint8",
+            overwrite=True,
+        )
 
 
 def test_pickle(plate):

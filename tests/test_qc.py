@@ -20,14 +20,14 @@ from phirm_scale.errors import InputError, PhirmError
 def _blobs(shape, *, seed, n=40, dtype=np.uint16, artefact=False):
     """Gaussian-ish nuclei on a noisy background (uint16 like the microscope)."""
     rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[:shape[0], :shape[1]]
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
     img = rng.normal(300, 20, shape)
     for _ in range(n):
         cy, cx = rng.uniform(0, shape[0]), rng.uniform(0, shape[1])
         r = rng.uniform(5, 14)
         img += rng.uniform(1500, 3000) * np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * r * r))
     if artefact:  # a saturated fibre, a little brighter than the brightest nucleus
-        img[shape[0] // 3: shape[0] // 3 + 8, 10: shape[1] - 10] = img.max() * 1.1
+        img[shape[0] // 3 : shape[0] // 3 + 8, 10 : shape[1] - 10] = img.max() * 1.1
     if dtype == np.uint8:
         img *= 250 / img.max()
     if np.issubdtype(dtype, np.integer):
@@ -53,14 +53,22 @@ def _loop_reference(ref, rec, window, params=None, mask=None):
     rows = []
     for y in _starts(ref.shape[0], window):
         for x in _starts(ref.shape[1], window):
-            s = metric.score(a8[y:y + h, x:x + w], b8[y:y + h, x:x + w], params)
-            d = {"y0": y, "x0": x, "ncd": s.ncd, "nad": s.nad, "aad": s.aad, "phirm": s.phirm,
-                 "psnr": s.psnr, "ssim": s.ssim}
+            s = metric.score(a8[y : y + h, x : x + w], b8[y : y + h, x : x + w], params)
+            d = {
+                "y0": y,
+                "x0": x,
+                "ncd": s.ncd,
+                "nad": s.nad,
+                "aad": s.aad,
+                "phirm": s.phirm,
+                "psnr": s.psnr,
+                "ssim": s.ssim,
+            }
             for c in qc.COMPONENTS:
                 d[f"ref_{c}"] = getattr(s.reference, c)
                 d[f"rec_{c}"] = getattr(s.reconstruction, c)
             if mask is not None:
-                d["masked_fraction"] = float((mask[y:y + h, x:x + w] != 0).mean())
+                d["masked_fraction"] = float((mask[y : y + h, x : x + w] != 0).mean())
             rows.append(d)
     return rows
 
@@ -71,8 +79,7 @@ def test_window_starts_literal():
     assert qc.window_starts(512, 256).tolist() == [0, 256]
     assert qc.window_starts(256, 256).tolist() == [0]
     assert qc.window_starts(100, 256).tolist() == [0]
-    assert qc.window_starts(2160, 256).tolist() == [0, 256, 512, 768, 1024, 1280, 1536, 1792,
-                                                    1904]
+    assert qc.window_starts(2160, 256).tolist() == [0, 256, 512, 768, 1024, 1280, 1536, 1792, 1904]
     assert qc.window_starts(2160, None).tolist() == [0]
 
 
@@ -170,14 +177,19 @@ def test_normalisation_uses_reference_range_for_both():
 def test_masked_fraction_literal():
     ref = _blobs((300, 300), seed=6)
     mask = np.zeros((300, 300), np.uint8)
-    mask[0:64, 0:64] = 1          # window (0,0) only
-    mask[290:300, 290:300] = 7    # only in window (44, 44)
+    mask[0:64, 0:64] = 1  # window (0,0) only
+    mask[290:300, 290:300] = 7  # only in window (44, 44)
     out = qc.score_field(ref, ref, window=256, mask=mask)
     # windows: (0,0) (0,44) (44,0) (44,44)
     np.testing.assert_array_equal(
         out["masked_fraction"],
-        [(64 * 64) / 65536, (64 - 44) * 64 / 65536, 64 * (64 - 44) / 65536,
-         (20 * 20 + 100) / 65536])
+        [
+            (64 * 64) / 65536,
+            (64 - 44) * 64 / 65536,
+            64 * (64 - 44) / 65536,
+            (20 * 20 + 100) / 65536,
+        ],
+    )
 
 
 def test_kernel_input_errors_name_the_field():
@@ -206,8 +218,14 @@ def small_results():
         res[k] = qc.score_field(ref, rec)
         loops[k] = _loop_reference(ref, rec, 256)
     grid = qc.window_grid((300, 300), 256)
-    ds = qc.to_dataset(res, grid, rows=["A", "B"], columns=["01", "02"], threshold=0.95,
-                       attrs={"reference": "ref.ome.zarr"})
+    ds = qc.to_dataset(
+        res,
+        grid,
+        rows=["A", "B"],
+        columns=["01", "02"],
+        threshold=0.95,
+        attrs={"reference": "ref.ome.zarr"},
+    )
     return ds, loops
 
 
@@ -220,7 +238,7 @@ def test_to_dataset_matches_loop(small_results):
         for v in ("ncd", "nad", "aad", "phirm") + qc.KERNEL_VARIABLES[:-1]:
             want = np.array([e[v] for e in rows], dtype=float)
             np.testing.assert_allclose(sel[v].values, want, rtol=1e-12, err_msg=v)
-    assert np.isnan(ds.phirm.sel(row="B", column="02")).all()        # absent well
+    assert np.isnan(ds.phirm.sel(row="B", column="02")).all()  # absent well
     assert np.isnan(ds.phirm.sel(row="B", column="01", field=1)).all()  # absent field
     assert ds.attrs["software_version"] == __version__
     assert ds.attrs["reference"] == "ref.ome.zarr"
@@ -237,10 +255,12 @@ def test_summaries_match_numpy(small_results):
         assert ds.field_phirm_mean.sel(row=r, column=c, field=f) == pytest.approx(p.mean())
         assert ds.field_phirm_min.sel(row=r, column=c, field=f) == p.min()
         assert ds.field_phirm_p05.sel(row=r, column=c, field=f) == pytest.approx(
-            np.percentile(p, 5))
+            np.percentile(p, 5)
+        )
         assert ds.field_phirm_frac_below.sel(row=r, column=c, field=f) == np.mean(p < thr)
         assert ds.field_ref_nuclei_area.sel(row=r, column=c, field=f) == sum(
-            e["ref_nuclei_area"] for e in rows)
+            e["ref_nuclei_area"] for e in rows
+        )
     well = np.array([e["phirm"] for k in [("A", "01", 0), ("A", "01", 1)] for e in loops[k]])
     assert ds.well_phirm_mean.sel(row="A", column="01") == pytest.approx(well.mean())
     assert ds.well_phirm_p05.sel(row="A", column="01") == pytest.approx(np.percentile(well, 5))
@@ -252,7 +272,8 @@ def test_summaries_match_numpy(small_results):
     assert float(ds.plate_phirm_min) == allp.min()
     assert float(ds.plate_phirm_frac_below) == pytest.approx(np.mean(allp < thr))
     assert float(ds.plate_rec_nuclei_count) == sum(
-        e["rec_nuclei_count"] for rows in loops.values() for e in rows)
+        e["rec_nuclei_count"] for rows in loops.values() for e in rows
+    )
     assert int(ds.plate_n_windows) == 12
     # summarise() with another threshold
     s = qc.summarise(ds, "plate", threshold=1.01)
@@ -267,8 +288,9 @@ def test_table_and_zarr_roundtrip(small_results, tmp_path):
     assert table["ref_nuclei_count"].dtype == np.int64
     first = table[(table.row == "A") & (table.column == "01") & (table.field == 1)]
     np.testing.assert_allclose(first.phirm, [e["phirm"] for e in loops[("A", "01", 1)]])
-    out = qc.write_qc(ds, tmp_path / "QC.zarr", csv=tmp_path / "w.csv",
-                      parquet=tmp_path / "w.parquet")
+    out = qc.write_qc(
+        ds, tmp_path / "QC.zarr", csv=tmp_path / "w.csv", parquet=tmp_path / "w.parquet"
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         opened = xr.open_zarr(out).load()
@@ -301,8 +323,13 @@ def test_to_dataset_with_mask_and_errors():
 
 
 @settings(max_examples=40, deadline=None)
-@given(h=st.integers(1, 40), w=st.integers(1, 40), window=st.integers(7, 30),
-       seed=st.integers(0, 2**16), levels=st.sampled_from([2, 8, 256]))
+@given(
+    h=st.integers(1, 40),
+    w=st.integers(1, 40),
+    window=st.integers(7, 30),
+    seed=st.integers(0, 2**16),
+    levels=st.sampled_from([2, 8, 256]),
+)
 def test_window_psnr_ssim_equal_metric_per_window(h, w, window, seed, levels):
     rng = np.random.default_rng(seed)
     a = (rng.integers(0, levels, (h, w)) * (255 // (levels - 1))).astype(np.uint8)

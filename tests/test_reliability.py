@@ -11,7 +11,6 @@ import hashlib
 import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -31,8 +30,13 @@ ENV = {**os.environ, "COLUMNS": "200", "DASK_DISTRIBUTED__COMM__TIMEOUTS__CONNEC
 
 
 def run(*args, check: bool | None = None, env=None, timeout=300):
-    proc = subprocess.run([sys.executable, "-m", "phirm_scale", *map(str, args)],
-                          capture_output=True, text=True, env=env or ENV, timeout=timeout)
+    proc = subprocess.run(
+        [sys.executable, "-m", "phirm_scale", *map(str, args)],
+        capture_output=True,
+        text=True,
+        env=env or ENV,
+        timeout=timeout,
+    )
     if check:
         assert proc.returncode == 0, proc.stderr
     return proc
@@ -66,8 +70,7 @@ def tree_hash(path: Path, *, skip_labels: bool = False) -> dict[str, str]:
 
 def pixel_hash(path: Path) -> dict[str, str]:
     """sha256 of every image chunk file (not metadata, not labels) of a plate."""
-    return {k: v for k, v in tree_hash(path, skip_labels=True).items()
-            if "/c/" in f"/{k}"}
+    return {k: v for k, v in tree_hash(path, skip_labels=True).items() if "/c/" in f"/{k}"}
 
 
 @pytest.fixture
@@ -79,28 +82,37 @@ def plate(tmp_path) -> Path:
 
 @pytest.fixture
 def masked(plate) -> Path:
-    run("masks", plate, "--channel", "CFP", "--cluster", "threads", "--no-progress",
-        check=True)
+    run("masks", plate, "--channel", "CFP", "--cluster", "threads", "--no-progress", check=True)
     return plate
 
 
 # --------------------------------------------------------------------------- 1. outputs
 
+
 def test_score_and_tiles_never_delete_their_input(masked, tmp_path):
     before = tree_hash(masked)
-    p = run("score", "--reference", f"{masked}:DAPI_clean", "--reconstruction",
-            f"{masked}:DAPI", "-o", masked, "--overwrite", "--cluster", "threads",
-            "--no-progress")
+    p = run(
+        "score",
+        "--reference",
+        f"{masked}:DAPI_clean",
+        "--reconstruction",
+        f"{masked}:DAPI",
+        "-o",
+        masked,
+        "--overwrite",
+        "--cluster",
+        "threads",
+        "--no-progress",
+    )
     one_error(p, str(masked), "input")
     p = run("tiles", masked, "-o", masked, "--overwrite", "--size", "32", "--channel", "DAPI")
     one_error(p, str(masked), "input")
     for out in (masked / "x.zarr", masked / "A" / "t.zarr"):  # inside the input
-        one_error(run("tiles", masked, "-o", out, "--size", "32", "--channel", "DAPI"),
-                  "inside the input")
-        one_error(run("inpaint", masked, "-o", out, "--cluster", "threads"),
-                  "inside the input")
-    one_error(run("inpaint", masked, "-o", tmp_path, "--cluster", "threads"),
-              "contains the input")
+        one_error(
+            run("tiles", masked, "-o", out, "--size", "32", "--channel", "DAPI"), "inside the input"
+        )
+        one_error(run("inpaint", masked, "-o", out, "--cluster", "threads"), "inside the input")
+    one_error(run("inpaint", masked, "-o", tmp_path, "--cluster", "threads"), "contains the input")
     assert tree_hash(masked) == before
 
 
@@ -116,36 +128,82 @@ def test_overwrite_replaces_only_outputs_of_the_same_command(masked, tmp_path):
     folder.mkdir()
     (folder / "chapter1.txt").write_text("precious")
     qc = tmp_path / "QC.zarr"
-    run("score", "--reference", f"{masked}:DAPI_clean", "--reconstruction", f"{masked}:DAPI",
-        "-o", qc, "--cluster", "threads", "--no-progress", check=True)
+    run(
+        "score",
+        "--reference",
+        f"{masked}:DAPI_clean",
+        "--reconstruction",
+        f"{masked}:DAPI",
+        "-o",
+        qc,
+        "--cluster",
+        "threads",
+        "--no-progress",
+        check=True,
+    )
     victims = [other, foreign, tiffs, folder, qc]
     before = {v: tree_hash(v) for v in victims}
     for v in [other, foreign, tiffs, folder]:
-        one_error(run("score", "--reference", f"{masked}:DAPI_clean", "--reconstruction",
-                      f"{masked}:DAPI", "-o", v, "--overwrite", "--cluster", "threads",
-                      "--no-progress"), str(v), "refusing to replace")
-        one_error(run("tiles", masked, "-o", v, "--overwrite", "--size", "32",
-                      "--channel", "DAPI"), str(v), "refusing to replace")
-        one_error(run("inpaint", masked, "-o", v, "--overwrite", "--cluster", "threads"),
-                  str(v), "refusing to replace")
+        one_error(
+            run(
+                "score",
+                "--reference",
+                f"{masked}:DAPI_clean",
+                "--reconstruction",
+                f"{masked}:DAPI",
+                "-o",
+                v,
+                "--overwrite",
+                "--cluster",
+                "threads",
+                "--no-progress",
+            ),
+            str(v),
+            "refusing to replace",
+        )
+        one_error(
+            run("tiles", masked, "-o", v, "--overwrite", "--size", "32", "--channel", "DAPI"),
+            str(v),
+            "refusing to replace",
+        )
+        one_error(
+            run("inpaint", masked, "-o", v, "--overwrite", "--cluster", "threads"),
+            str(v),
+            "refusing to replace",
+        )
     # another command's output is not ours to replace either
-    one_error(run("inpaint", masked, "-o", qc, "--overwrite", "--cluster", "threads"),
-              "output of `phirm-scale score`")
-    one_error(run("make-plate", qc, "--overwrite", "--size", "32"),
-              "output of `phirm-scale score`")
+    one_error(
+        run("inpaint", masked, "-o", qc, "--overwrite", "--cluster", "threads"),
+        "output of `phirm-scale score`",
+    )
+    one_error(run("make-plate", qc, "--overwrite", "--size", "32"), "output of `phirm-scale score`")
     # the report goes neither onto a plate nor onto a QC store
     for v in (other, qc):
         one_error(run("report", qc, "-o", v), str(v))
     assert {v: tree_hash(v) for v in victims} == before
     # ... while an output of the same command is replaced
-    p = run("score", "--reference", f"{masked}:DAPI_clean", "--reconstruction",
-            f"{masked}:DAPI", "-o", qc, "--overwrite", "--window", "field", "--cluster",
-            "threads", "--no-progress", check=True)
+    p = run(
+        "score",
+        "--reference",
+        f"{masked}:DAPI_clean",
+        "--reconstruction",
+        f"{masked}:DAPI",
+        "-o",
+        qc,
+        "--overwrite",
+        "--window",
+        "field",
+        "--cluster",
+        "threads",
+        "--no-progress",
+        check=True,
+    )
     assert zarr.open_group(str(qc), mode="r").attrs["window"] == "field"
     assert not list(tmp_path.glob("*.lock")), "lock files left behind"
 
 
 # --------------------------------------------------------------------------- 2, 3
+
 
 def test_metric_refuses_a_constant_reference(tmp_path):
     const = tmp_path / "const.tif"
@@ -168,16 +226,35 @@ def test_metric_refuses_a_constant_reference(tmp_path):
 
 def test_learned_inpainting_needs_a_checkpoint(masked, tmp_path):
     out = tmp_path / "R.ome.zarr"
-    one_error(run("inpaint", masked, "-o", out, "--model", "context-encoder", "--cluster",
-                  "threads"), "context-encoder", "--checkpoint", "--allow-untrained")
+    one_error(
+        run("inpaint", masked, "-o", out, "--model", "context-encoder", "--cluster", "threads"),
+        "context-encoder",
+        "--checkpoint",
+        "--allow-untrained",
+    )
     assert not out.exists()
-    run("inpaint", masked, "-o", out, "--model", "context-encoder", "--allow-untrained",
-        "--tile", "64", "--overlap", "0", "--cluster", "threads", check=True)
+    run(
+        "inpaint",
+        masked,
+        "-o",
+        out,
+        "--model",
+        "context-encoder",
+        "--allow-untrained",
+        "--tile",
+        "64",
+        "--overlap",
+        "0",
+        "--cluster",
+        "threads",
+        check=True,
+    )
     prov = open_plate(out).attrs["phirm_scale"]["inpaint"]
     assert prov["untrained"] is True and prov["checkpoint"] is None
 
 
 # --------------------------------------------------------------------------- 4. provenance
+
 
 def _labels(p: Path, name="artefacts") -> dict:
     pl = open_plate(p)
@@ -187,8 +264,19 @@ def _labels(p: Path, name="artefacts") -> dict:
 def test_masks_rerun_with_other_settings(masked, tmp_path):
     first = _labels(masked)
     attrs = open_plate(masked).attrs["phirm_scale"]["labels_artefacts"]
-    p = run("masks", masked, "--channel", "CFP", "--otsu-factor", "0.3", "--radius", "5",
-            "--cluster", "threads", "--no-progress")
+    p = run(
+        "masks",
+        masked,
+        "--channel",
+        "CFP",
+        "--otsu-factor",
+        "0.3",
+        "--radius",
+        "5",
+        "--cluster",
+        "threads",
+        "--no-progress",
+    )
     one_error(p, "labels/artefacts", "not these settings", "--overwrite")
     p = run("masks", masked, "--channel", "DAPI", "--cluster", "threads", "--no-progress")
     one_error(p, "labels/artefacts", "not these settings")
@@ -196,19 +284,34 @@ def test_masks_rerun_with_other_settings(masked, tmp_path):
     for k, v in _labels(masked).items():
         np.testing.assert_array_equal(v, first[k])
     # the same settings again: nothing to do
-    p = run("masks", masked, "--channel", "CFP", "--cluster", "threads", "--no-progress",
-            check=True)
+    p = run(
+        "masks", masked, "--channel", "CFP", "--cluster", "threads", "--no-progress", check=True
+    )
     assert "written for 0 fields" in p.stdout
     # --overwrite recomputes every field with the new settings, and records them
-    p = run("masks", masked, "--channel", "CFP", "--otsu-factor", "0.3", "--radius", "5",
-            "--overwrite", "--cluster", "threads", "--no-progress", check=True)
+    p = run(
+        "masks",
+        masked,
+        "--channel",
+        "CFP",
+        "--otsu-factor",
+        "0.3",
+        "--radius",
+        "5",
+        "--overwrite",
+        "--cluster",
+        "threads",
+        "--no-progress",
+        check=True,
+    )
     assert "written for 4 fields" in p.stdout
     pl = open_plate(masked)
     rec = pl.attrs["phirm_scale"]["labels_artefacts"]
     assert rec["otsu_factor"] == 0.3 and rec["radius"] == 5 and rec["channel"] == "CFP"
     for k in pl.fields:
-        want = artefact_mask(pl.read_field(k, "CFP"), otsu_factor=0.3, radius=5,
-                             min_separability=0.9)
+        want = artefact_mask(
+            pl.read_field(k, "CFP"), otsu_factor=0.3, radius=5, min_separability=0.9
+        )
         np.testing.assert_array_equal(pl.read_label(k, "artefacts") > 0, want > 0)
 
 
@@ -216,20 +319,54 @@ def test_inpaint_and_score_reruns_refuse_other_settings(masked, tmp_path):
     out = tmp_path / "R.ome.zarr"
     run("inpaint", masked, "-o", out, "--cluster", "threads", check=True)
     before = tree_hash(out)
-    one_error(run("inpaint", masked, "-o", out, "--dilate", "2", "--cluster", "threads"),
-              str(out), "--overwrite")
+    one_error(
+        run("inpaint", masked, "-o", out, "--dilate", "2", "--cluster", "threads"),
+        str(out),
+        "--overwrite",
+    )
     assert tree_hash(out) == before
     # the source's masks changed: the inpainted plate no longer describes them
-    run("masks", masked, "--channel", "CFP", "--radius", "4", "--overwrite", "--cluster",
-        "threads", "--no-progress", check=True)
+    run(
+        "masks",
+        masked,
+        "--channel",
+        "CFP",
+        "--radius",
+        "4",
+        "--overwrite",
+        "--cluster",
+        "threads",
+        "--no-progress",
+        check=True,
+    )
     one_error(run("inpaint", masked, "-o", out, "--cluster", "threads"), str(out))
-    run("inpaint", masked, "-o", out, "--dilate", "2", "--overwrite", "--cluster", "threads",
-        check=True)
+    run(
+        "inpaint",
+        masked,
+        "-o",
+        out,
+        "--dilate",
+        "2",
+        "--overwrite",
+        "--cluster",
+        "threads",
+        check=True,
+    )
     prov = open_plate(out).attrs["phirm_scale"]["inpaint"]
     assert prov["dilate"] == 2 and prov["mask_settings"]["radius"] == 4
     qc = tmp_path / "QC.zarr"
-    args = ["score", "--reference", f"{masked}:DAPI_clean", "--reconstruction", f"{out}:DAPI",
-            "-o", qc, "--cluster", "threads", "--no-progress"]
+    args = [
+        "score",
+        "--reference",
+        f"{masked}:DAPI_clean",
+        "--reconstruction",
+        f"{out}:DAPI",
+        "-o",
+        qc,
+        "--cluster",
+        "threads",
+        "--no-progress",
+    ]
     run(*args, check=True)
     one_error(run(*args, "--window", "32"), str(qc), "output exists", "--overwrite")
     tiles = tmp_path / "T.zarr"
@@ -240,12 +377,16 @@ def test_inpaint_and_score_reruns_refuse_other_settings(masked, tmp_path):
 
 # --------------------------------------------------------------------------- 5. locks
 
+
 def _hold_lock(path: Path) -> subprocess.Popen:
-    code = ("import sys, time; from phirm_scale.outputs import output_lock\n"
-            "with output_lock(sys.argv[1], command='inpaint'):\n"
-            "    print('held', flush=True); time.sleep(600)\n")
-    proc = subprocess.Popen([sys.executable, "-c", code, str(path)], stdout=subprocess.PIPE,
-                            text=True, env=ENV)
+    code = (
+        "import sys, time; from phirm_scale.outputs import output_lock\n"
+        "with output_lock(sys.argv[1], command='inpaint'):\n"
+        "    print('held', flush=True); time.sleep(600)\n"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, str(path)], stdout=subprocess.PIPE, text=True, env=ENV
+    )
     assert proc.stdout.readline().strip() == "held"
     return proc
 
@@ -254,8 +395,12 @@ def test_a_second_writer_is_refused_and_stale_locks_are_taken_over(masked, tmp_p
     out = tmp_path / "R.ome.zarr"
     holder = _hold_lock(out)
     try:
-        line = one_error(run("inpaint", masked, "-o", out, "--cluster", "threads"),
-                         str(out), "in use by another run", f"pid {holder.pid}")
+        line = one_error(
+            run("inpaint", masked, "-o", out, "--cluster", "threads"),
+            str(out),
+            "in use by another run",
+            f"pid {holder.pid}",
+        )
         assert socket.gethostname() in line
         assert not out.exists()
     finally:
@@ -273,16 +418,45 @@ def test_a_second_writer_is_refused_and_stale_locks_are_taken_over(masked, tmp_p
 def test_masks_lock_the_plate(masked, tmp_path):
     holder = _hold_lock(masked)
     try:
-        one_error(run("masks", masked, "--channel", "CFP", "--overwrite", "--cluster",
-                      "threads", "--no-progress"), "in use by another run")
+        one_error(
+            run(
+                "masks",
+                masked,
+                "--channel",
+                "CFP",
+                "--overwrite",
+                "--cluster",
+                "threads",
+                "--no-progress",
+            ),
+            "in use by another run",
+        )
         # a plate being written is not read either
-        one_error(run("inpaint", masked, "-o", tmp_path / "R.ome.zarr", "--cluster", "threads"),
-                  str(masked), "is being written by another run", f"pid {holder.pid}")
-        one_error(run("score", "--reference", f"{masked}:DAPI_clean", "--reconstruction",
-                      f"{masked}:DAPI", "-o", tmp_path / "QC.zarr", "--cluster", "threads",
-                      "--no-progress"), "is being written by another run")
-        one_error(run("tiles", masked, "-o", tmp_path / "T.zarr", "--size", "32"),
-                  "is being written by another run")
+        one_error(
+            run("inpaint", masked, "-o", tmp_path / "R.ome.zarr", "--cluster", "threads"),
+            str(masked),
+            "is being written by another run",
+            f"pid {holder.pid}",
+        )
+        one_error(
+            run(
+                "score",
+                "--reference",
+                f"{masked}:DAPI_clean",
+                "--reconstruction",
+                f"{masked}:DAPI",
+                "-o",
+                tmp_path / "QC.zarr",
+                "--cluster",
+                "threads",
+                "--no-progress",
+            ),
+            "is being written by another run",
+        )
+        one_error(
+            run("tiles", masked, "-o", tmp_path / "T.zarr", "--size", "32"),
+            "is being written by another run",
+        )
     finally:
         holder.kill()
         holder.wait()
@@ -290,12 +464,23 @@ def test_masks_lock_the_plate(masked, tmp_path):
 
 # --------------------------------------------------------------------------- 6. damage
 
+
 def test_missing_or_damaged_fields_are_named(masked, tmp_path):
     out = tmp_path / "R.ome.zarr"
     run("inpaint", masked, "-o", out, "--cluster", "threads", check=True)
     qc = tmp_path / "QC.zarr"
-    args = ["score", "--reference", f"{masked}:DAPI_clean", "--reconstruction", f"{out}:DAPI",
-            "-o", qc, "--cluster", "threads", "--no-progress"]
+    args = [
+        "score",
+        "--reference",
+        f"{masked}:DAPI_clean",
+        "--reconstruction",
+        f"{out}:DAPI",
+        "-o",
+        qc,
+        "--cluster",
+        "threads",
+        "--no-progress",
+    ]
     # chunk files of a completed field deleted: zarr would read zeros
     shutil.rmtree(out / "A" / "02" / "1" / "0" / "c")
     one_error(run(*args), "field A02/1", "missing")
@@ -305,15 +490,26 @@ def test_missing_or_damaged_fields_are_named(masked, tmp_path):
     assert not qc.exists()
     # a label's chunks deleted
     shutil.rmtree(masked / "A" / "01" / "1" / "labels" / "artefacts" / "0" / "c")
-    one_error(run("inpaint", masked, "-o", tmp_path / "R2.ome.zarr", "--cluster", "threads"),
-              "field A01/1", "label 'artefacts'", "missing")
+    one_error(
+        run("inpaint", masked, "-o", tmp_path / "R2.ome.zarr", "--cluster", "threads"),
+        "field A01/1",
+        "label 'artefacts'",
+        "missing",
+    )
 
 
 def test_an_all_zero_channel_is_data_not_damage(tmp_path):
     from phirm_scale.plate import create_plate
 
-    p = create_plate(tmp_path / "Z.ome.zarr", rows=["A"], columns=["01"], fields=[("A", "01", 0)],
-                     channel_names=["DAPI", "CFP"], shape=(16, 16), dtype="uint16")
+    p = create_plate(
+        tmp_path / "Z.ome.zarr",
+        rows=["A"],
+        columns=["01"],
+        fields=[("A", "01", 0)],
+        channel_names=["DAPI", "CFP"],
+        shape=(16, 16),
+        dtype="uint16",
+    )
     data = np.zeros((2, 16, 16), np.uint16)
     data[0] = np.arange(256).reshape(16, 16)
     p.write_field(("A", "01", 0), data)
@@ -326,6 +522,7 @@ def test_an_all_zero_channel_is_data_not_damage(tmp_path):
 
 # --------------------------------------------------------------------------- 7. errors
 
+
 def _under_a_file(tmp_path: Path) -> Path:
     f = tmp_path / "afile"
     f.write_text("x")
@@ -334,19 +531,31 @@ def _under_a_file(tmp_path: Path) -> Path:
 
 def test_unwritable_output_is_one_line(masked, tmp_path):
     bad = _under_a_file(tmp_path)
-    one_error(run("inpaint", masked, "-o", bad / "R.ome.zarr", "--cluster", "threads"),
-              "cannot write")
-    one_error(run("score", "--reference", f"{masked}:DAPI_clean", "--reconstruction",
-                  f"{masked}:DAPI", "-o", bad / "QC.zarr", "--cluster", "threads",
-                  "--no-progress"), "cannot write")
+    one_error(
+        run("inpaint", masked, "-o", bad / "R.ome.zarr", "--cluster", "threads"), "cannot write"
+    )
+    one_error(
+        run(
+            "score",
+            "--reference",
+            f"{masked}:DAPI_clean",
+            "--reconstruction",
+            f"{masked}:DAPI",
+            "-o",
+            bad / "QC.zarr",
+            "--cluster",
+            "threads",
+            "--no-progress",
+        ),
+        "cannot write",
+    )
     one_error(run("tiles", masked, "-o", bad / "T.zarr", "--size", "32"), "cannot write")
     one_error(run("make-plate", bad / "S.ome.zarr", "--size", "32"), "cannot write")
     tiffs = tmp_path / "tiffs"
     tiffs.mkdir()
     for w in ("A01", "A02"):
         tifffile.imwrite(tiffs / f"P_{w}_s1_w1.tif", np.ones((16, 16), np.uint16))
-    one_error(run("convert", tiffs, bad / "C.ome.zarr", "--cluster", "threads"),
-              "cannot write")
+    one_error(run("convert", tiffs, bad / "C.ome.zarr", "--cluster", "threads"), "cannot write")
 
 
 def test_bad_cluster_addresses_are_one_line(masked, tmp_path):
@@ -370,6 +579,7 @@ def test_bad_cluster_addresses_are_one_line(masked, tmp_path):
                 continue
             with conn:
                 conn.sendall(b"HTTP/1.1 200 OK\r\n\r\n" + os.urandom(256))
+
     t = threading.Thread(target=garbage, daemon=True)
     t.start()
     try:
@@ -393,12 +603,12 @@ def test_debug_shows_the_traceback(tmp_path):
 
 # --------------------------------------------------------------------------- inputs intact
 
+
 def test_every_stage_leaves_input_pixels_byte_identical(plate, tmp_path):
     pixels = pixel_hash(plate)
     assert pixels, "no chunk files hashed"
     before = tree_hash(plate, skip_labels=True)
-    run("masks", plate, "--channel", "CFP", "--cluster", "threads", "--no-progress",
-        check=True)
+    run("masks", plate, "--channel", "CFP", "--cluster", "threads", "--no-progress", check=True)
     assert pixel_hash(plate) == pixels
     # masks adds labels and the record of their settings (root attributes), nothing else
     after = tree_hash(plate, skip_labels=True)
@@ -409,11 +619,34 @@ def test_every_stage_leaves_input_pixels_byte_identical(plate, tmp_path):
     out = tmp_path / "R.ome.zarr"
     run("inpaint", plate, "-o", out, "--cluster", "threads", check=True)
     qc = tmp_path / "QC.zarr"
-    run("score", "--reference", f"{plate}:DAPI_clean", "--reconstruction", f"{out}:DAPI",
-        "-o", qc, "--mask-label", "artefacts", "--cluster", "threads", "--no-progress",
-        check=True)
-    run("tiles", plate, "-o", tmp_path / "T.zarr", "--size", "32", "--channel", "DAPI",
-        "--label", "artefacts", check=True)
+    run(
+        "score",
+        "--reference",
+        f"{plate}:DAPI_clean",
+        "--reconstruction",
+        f"{out}:DAPI",
+        "-o",
+        qc,
+        "--mask-label",
+        "artefacts",
+        "--cluster",
+        "threads",
+        "--no-progress",
+        check=True,
+    )
+    run(
+        "tiles",
+        plate,
+        "-o",
+        tmp_path / "T.zarr",
+        "--size",
+        "32",
+        "--channel",
+        "DAPI",
+        "--label",
+        "artefacts",
+        check=True,
+    )
     rec = tree_hash(out)
     qch = tree_hash(qc)
     run("report", qc, "-o", tmp_path / "report", check=True)
@@ -429,14 +662,63 @@ def test_folder_outputs_never_go_into_stores_or_inputs(plate, tmp_path):
     one_error(run("validate-metric", fields, "-o", plate), str(plate), "HCS plate")
     one_error(run("validate-metric", fields, "-o", fields / "out"), "inside the input")
     tiles = tmp_path / "T.zarr"
-    run("tiles", plate, "-o", tiles, "--size", "32", "--channel", "DAPI", "--split",
-        "0.5,0,0.5", check=True)
-    one_error(run("evaluate", "--models", "telea", "--tiles", f"{tiles}:test", "--masks",
-                  "strokes", "-o", plate), "HCS plate")
-    one_error(run("evaluate", "--models", "telea", "--tiles", f"{tiles}:test", "--masks",
-                  "strokes", "-o", tiles), "input")
-    one_error(run("train", "--model", "context-encoder", "--tiles", tiles, "-o", plate,
-                  "--max-steps", "1", "--device", "cpu"), "HCS plate")
+    run(
+        "tiles",
+        plate,
+        "-o",
+        tiles,
+        "--size",
+        "32",
+        "--channel",
+        "DAPI",
+        "--split",
+        "0.5,0,0.5",
+        check=True,
+    )
+    one_error(
+        run(
+            "evaluate",
+            "--models",
+            "telea",
+            "--tiles",
+            f"{tiles}:test",
+            "--masks",
+            "strokes",
+            "-o",
+            plate,
+        ),
+        "HCS plate",
+    )
+    one_error(
+        run(
+            "evaluate",
+            "--models",
+            "telea",
+            "--tiles",
+            f"{tiles}:test",
+            "--masks",
+            "strokes",
+            "-o",
+            tiles,
+        ),
+        "input",
+    )
+    one_error(
+        run(
+            "train",
+            "--model",
+            "context-encoder",
+            "--tiles",
+            tiles,
+            "-o",
+            plate,
+            "--max-steps",
+            "1",
+            "--device",
+            "cpu",
+        ),
+        "HCS plate",
+    )
     assert tree_hash(plate) == before
 
 

@@ -39,8 +39,11 @@ def qc_store(tmp_path_factory):
 def test_worst_fields_order_matches_numpy(qc_store):
     _, ds, _ = qc_store
     means = np.nanmean(ds.phirm.values, axis=-1)  # (row, column, field)
-    flat = [(means[i, j, 0], str(r), str(c)) for i, r in enumerate(ds.row.values)
-            for j, c in enumerate(ds.column.values)]
+    flat = [
+        (means[i, j, 0], str(r), str(c))
+        for i, r in enumerate(ds.row.values)
+        for j, c in enumerate(ds.column.values)
+    ]
     got = worst_fields(ds, 3)
     assert [m for *_, m in got] == pytest.approx(sorted(m for m, _, _ in flat)[:3])
     for r, c, f, m in got:
@@ -62,7 +65,7 @@ def test_report_files(qc_store, tmp_path):
         img = mpimg.imread(tmp_path / "rep" / s)
         assert img.ndim == 3 and img.shape[0] > 100 and img.std() > 0
     worst = worst_fields(ds, 3)
-    means = np.nanmean(ds["phirm"].values, axis=-1)            # (row, column, field)
+    means = np.nanmean(ds["phirm"].values, axis=-1)  # (row, column, field)
     order = np.argsort(means, axis=None, kind="stable")[:3]
     expect = []
     for flat in order:
@@ -91,9 +94,14 @@ def test_report_bad_store(tmp_path):
 def test_cli_report(qc_store, tmp_path):
     path, _, _ = qc_store
     exe = Path(sys.executable).with_name("phirm-scale")
-    p = subprocess.run([str(exe), "report", str(path), "-o", str(tmp_path / "r"), "--worst", "1"],
-                       capture_output=True, text=True, timeout=300, env=dict(os.environ),
-                       check=False)
+    p = subprocess.run(
+        [str(exe), "report", str(path), "-o", str(tmp_path / "r"), "--worst", "1"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=dict(os.environ),
+        check=False,
+    )
     assert p.returncode == 0, p.stderr
     assert (tmp_path / "r" / "index.html").exists()
     assert len(list((tmp_path / "r").glob("worst_*.png"))) == 1

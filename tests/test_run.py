@@ -19,8 +19,9 @@ from phirm_scale.plate import open_plate
 
 
 def cli(*args, ok=True):
-    proc = subprocess.run([sys.executable, "-m", "phirm_scale", *map(str, args)],
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "phirm_scale", *map(str, args)], capture_output=True, text=True
+    )
     if ok:
         assert proc.returncode == 0, proc.stderr
     return proc
@@ -47,8 +48,20 @@ def real_screen(tmp_path_factory, bbbc039_files):
     root = tmp_path_factory.mktemp("real")
     split = _split(bbbc039_files, root / "screen")
     out = root / "out"
-    proc = cli("run", root / "screen", "-o", out, "--channel-names", "DAPI",
-               "--artefact-channel", "none", "--cluster", "threads", "--no-progress", "--json")
+    proc = cli(
+        "run",
+        root / "screen",
+        "-o",
+        out,
+        "--channel-names",
+        "DAPI",
+        "--artefact-channel",
+        "none",
+        "--cluster",
+        "threads",
+        "--no-progress",
+        "--json",
+    )
     return root, split, out, proc
 
 
@@ -89,13 +102,37 @@ def test_run_warns_when_nothing_was_masked(real_screen):
 def test_rerun_same_settings_resumes_other_settings_refused(real_screen):
     root, split, out, proc = real_screen
     before = (out / "qc.csv").read_bytes()
-    again = cli("run", root / "screen", "-o", out, "--channel-names", "DAPI",
-                "--artefact-channel", "none", "--cluster", "threads", "--no-progress")
+    again = cli(
+        "run",
+        root / "screen",
+        "-o",
+        out,
+        "--channel-names",
+        "DAPI",
+        "--artefact-channel",
+        "none",
+        "--cluster",
+        "threads",
+        "--no-progress",
+    )
     assert (out / "qc.csv").read_bytes() == before
     stamp = (out / "run.json").stat().st_mtime_ns
-    bad = cli("run", root / "screen", "-o", out, "--channel-names", "DAPI",
-              "--artefact-channel", "none", "--threshold", "0.8", "--cluster", "threads",
-              "--no-progress", ok=False)
+    bad = cli(
+        "run",
+        root / "screen",
+        "-o",
+        out,
+        "--channel-names",
+        "DAPI",
+        "--artefact-channel",
+        "none",
+        "--threshold",
+        "0.8",
+        "--cluster",
+        "threads",
+        "--no-progress",
+        ok=False,
+    )
     assert bad.returncode == 2
     lines = bad.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error:") and "threshold" in lines[0]
@@ -105,8 +142,19 @@ def test_rerun_same_settings_resumes_other_settings_refused(real_screen):
 
 def test_tables_tab_separated_when_not_a_terminal(real_screen):
     root, split, out, proc = real_screen
-    again = cli("run", root / "screen", "-o", out, "--channel-names", "DAPI",
-                "--artefact-channel", "none", "--cluster", "threads", "--no-progress")
+    again = cli(
+        "run",
+        root / "screen",
+        "-o",
+        out,
+        "--channel-names",
+        "DAPI",
+        "--artefact-channel",
+        "none",
+        "--cluster",
+        "threads",
+        "--no-progress",
+    )
     lines = [ln for ln in again.stdout.splitlines() if "\t" in ln]
     header = lines[0].split("\t")
     assert header[:3] == ["plate", "fields", "wells"]
@@ -144,8 +192,15 @@ def test_bad_different_channel_sets(tmp_path, bbbc039_files):
     d = tmp_path / "tiffs"
     d.mkdir()
     (d / bbbc039_files[0].name).symlink_to(bbbc039_files[0])
-    z = make_plate(tmp_path / "z.ome.zarr", rows=1, columns=1, fields=1, size=(520, 696),
-                   from_fields=bbbc039_files[0].parent, artefacts=0.02)
+    z = make_plate(
+        tmp_path / "z.ome.zarr",
+        rows=1,
+        columns=1,
+        fields=1,
+        size=(520, 696),
+        from_fields=bbbc039_files[0].parent,
+        artefacts=0.02,
+    )
     line = _bad([d, z.path, "--channel-names", "DAPI"], tmp_path / "o")
     assert "channel" in line
 
@@ -157,8 +212,20 @@ def test_output_not_from_run_refused(tmp_path, bbbc039_files):
     out = tmp_path / "o"
     out.mkdir()
     (out / "notes.txt").write_text("mine")
-    p = cli("run", d, "-o", out, "--channel-names", "DAPI", "--artefact-channel", "DAPI",
-            "--cluster", "threads", "--no-progress", ok=False)
+    p = cli(
+        "run",
+        d,
+        "-o",
+        out,
+        "--channel-names",
+        "DAPI",
+        "--artefact-channel",
+        "DAPI",
+        "--cluster",
+        "threads",
+        "--no-progress",
+        ok=False,
+    )
     assert p.returncode == 2 and p.stderr.startswith("error:")
     assert sorted(x.name for x in out.iterdir()) == ["notes.txt"]
 
@@ -179,17 +246,32 @@ def zarr_sources(tmp_path_factory, bbbc039_dir):
 
     root = tmp_path_factory.mktemp("zsrc")
     for i, name in enumerate(("alpha", "beta")):
-        make_plate(root / f"{name}.ome.zarr", rows=1, columns=2, fields=2, size=(520, 696),
-                   seed=i, from_fields=bbbc039_dir, artefacts=0.03)
+        make_plate(
+            root / f"{name}.ome.zarr",
+            rows=1,
+            columns=2,
+            fields=2,
+            size=(520, 696),
+            seed=i,
+            from_fields=bbbc039_dir,
+            artefacts=0.03,
+        )
     return root
 
 
 def _run(src_root, out, **kw):
     from phirm_scale.run import run_screen
 
-    return run_screen([src_root / "alpha.ome.zarr", src_root / "beta.ome.zarr"], out,
-                      channel="DAPI", artefact_channel="CFP", reference_channel="DAPI_clean",
-                      dilate=1, progress=False, **kw)
+    return run_screen(
+        [src_root / "alpha.ome.zarr", src_root / "beta.ome.zarr"],
+        out,
+        channel="DAPI",
+        artefact_channel="CFP",
+        reference_channel="DAPI_clean",
+        dilate=1,
+        progress=False,
+        **kw,
+    )
 
 
 def _copy_sources(zarr_sources, dest: Path) -> Path:
@@ -260,8 +342,9 @@ def test_restart_after_interruption_is_identical(zarr_sources, tmp_path, monkeyp
     res = _run(src_b, tmp_path / "outb", cluster="threads")
     assert res["plates"] == ref["plates"]
     for n in ("alpha", "beta"):
-        assert _digest(tmp_path / "outa" / f"{n}_inpainted.ome.zarr") == \
-            _digest(tmp_path / "outb" / f"{n}_inpainted.ome.zarr")
+        assert _digest(tmp_path / "outa" / f"{n}_inpainted.ome.zarr") == _digest(
+            tmp_path / "outb" / f"{n}_inpainted.ome.zarr"
+        )
     da = xr.open_zarr(tmp_path / "outa" / "qc.zarr").load()
     db = xr.open_zarr(tmp_path / "outb" / "qc.zarr").load()
     drop = ["reference", "reconstruction"]
@@ -272,11 +355,16 @@ def test_one_cluster_for_every_stage(zarr_sources, tmp_path):
     from distributed import Client, LocalCluster
 
     src = _copy_sources(zarr_sources, tmp_path / "src")
-    with LocalCluster(n_workers=1, threads_per_worker=2, processes=False,
-                      dashboard_address=None) as lc, Client(lc) as client:
+    with (
+        LocalCluster(
+            n_workers=1, threads_per_worker=2, processes=False, dashboard_address=None
+        ) as lc,
+        Client(lc) as client,
+    ):
         _run(src, tmp_path / "out", cluster=client)
         prefixes = client.run_on_scheduler(
-            lambda dask_scheduler: sorted(dask_scheduler.task_prefixes))
+            lambda dask_scheduler: sorted(dask_scheduler.task_prefixes)
+        )
         assert client.status == "running"
     for p in ("masks", "inpaint", "score"):
         assert any(x.startswith(p) for x in prefixes), (p, prefixes)
@@ -319,8 +407,7 @@ def test_screen_qc_dataset(zarr_sources, tmp_path):
     assert ds["psnr"].attrs["units"] == "dB" and ds["ref_nuclei_area"].attrs["units"] == "px"
     # counts stored as integers in Zarr (fill value -1 for absent fields)
     g = zarr.open_group(str(store), mode="r")
-    for v in ("ref_nuclei_count", "rec_artefact_area", "field_n_windows",
-              "plate_ref_nuclei_count"):
+    for v in ("ref_nuclei_count", "rec_artefact_area", "field_n_windows", "plate_ref_nuclei_count"):
         assert np.dtype(g[v].dtype).kind == "i", v
     assert np.dtype(g["phirm"].dtype).kind == "f"
     # the same row/column labels everywhere
@@ -339,8 +426,11 @@ def test_screen_qc_dataset(zarr_sources, tmp_path):
     refs = [str(r) for r in ds["reference"].values]
     assert refs == [str((src / f"{n}.ome.zarr").resolve()) for n in ("alpha", "beta")]
     # plain xarray: select a well, concatenate two screens, to_dataframe
-    p = subprocess.run([sys.executable, "-c", _PLAIN_XARRAY, str(store), str(store)],
-                       capture_output=True, text=True)
+    p = subprocess.run(
+        [sys.executable, "-c", _PLAIN_XARRAY, str(store), str(store)],
+        capture_output=True,
+        text=True,
+    )
     assert p.returncode == 0, p.stderr
     got = json.loads(p.stdout)
     assert got["well_fields"] == 2
@@ -361,11 +451,16 @@ def test_a_second_run_into_the_same_output_is_refused_naming_the_holder(zarr_sou
     src = _copy_sources(zarr_sources, tmp_path / "src")
     out = tmp_path / "out"
     holder = subprocess.Popen(
-        [sys.executable, "-c",
-         "import sys, time\nfrom phirm_scale.outputs import output_lock\n"
-         f"with output_lock({str(out)!r}, command='run'):\n"
-         "    print('held', flush=True)\n    time.sleep(60)\n"],
-        stdout=subprocess.PIPE, text=True)
+        [
+            sys.executable,
+            "-c",
+            "import sys, time\nfrom phirm_scale.outputs import output_lock\n"
+            f"with output_lock({str(out)!r}, command='run'):\n"
+            "    print('held', flush=True)\n    time.sleep(60)\n",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert holder.stdout.readline().strip() == "held"
         t0 = time.monotonic()

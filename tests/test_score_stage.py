@@ -18,7 +18,7 @@ from phirm_scale import metric
 from phirm_scale.errors import PlateError
 from phirm_scale.stages import score as stage
 
-SIZE = 300       # 2 x 2 windows of 256 per field (edge windows aligned to the border)
+SIZE = 300  # 2 x 2 windows of 256 per field (edge windows aligned to the border)
 REF_CH, REC_CH, MASK = "DAPI_clean", "DAPI", "artefacts_true"
 
 
@@ -27,9 +27,9 @@ def _degrade(field: np.ndarray, key) -> np.ndarray:
     rng = np.random.default_rng([ord(key[0]), int(key[1]), int(key[2])])
     out = field.astype(np.float64)
     y, x = rng.integers(0, SIZE - 60, 2)
-    out[y:y + 50, x:x + 50] = np.median(field)
+    out[y : y + 50, x : x + 50] = np.median(field)
     y, x = rng.integers(0, SIZE - 30, 2)
-    out[y:y + 20, x:x + 20] = field.max() * 0.8
+    out[y : y + 20, x : x + 20] = field.max() * 0.8
     out += rng.normal(0, 0.01 * field.max(), field.shape)
     return np.clip(np.rint(out), 0, 65535).astype(field.dtype)
 
@@ -64,11 +64,17 @@ def _numpy_loop(src, rec, *, window=256, params=None):
         rows = []
         for y in _starts(SIZE, window):
             for x in _starts(SIZE, window):
-                sl = np.s_[y:y + window, x:x + window]
+                sl = np.s_[y : y + window, x : x + window]
                 s = metric.score(a8[sl], b8[sl], params)
-                d = {"phirm": s.phirm, "ncd": s.ncd, "nad": s.nad, "aad": s.aad,
-                     "psnr": s.psnr, "ssim": s.ssim,
-                     "masked_fraction": np.count_nonzero(m[sl]) / m[sl].size}
+                d = {
+                    "phirm": s.phirm,
+                    "ncd": s.ncd,
+                    "nad": s.nad,
+                    "aad": s.aad,
+                    "psnr": s.psnr,
+                    "ssim": s.ssim,
+                    "masked_fraction": np.count_nonzero(m[sl]) / m[sl].size,
+                }
                 for c in ("nuclei_count", "nuclei_area", "artefact_count", "artefact_area"):
                     d["ref_" + c] = getattr(s.reference, c)
                     d["rec_" + c] = getattr(s.reconstruction, c)
@@ -110,13 +116,15 @@ def test_threaded_equals_numpy_loop(plates, threaded):
 def test_reference_mode_and_field_window(plates):
     src, rec, _ = plates
     params = metric.PhirmParams.reference()
-    ds = stage.score_plates(src.path, rec.path, reference_channel=REF_CH, window="field",
-                            params=params)
+    ds = stage.score_plates(
+        src.path, rec.path, reference_channel=REF_CH, window="field", params=params
+    )
     assert ds.sizes["window"] == 1 and ds.attrs["mode"] == "reference"
     for k in src.fields:
         a, b = src.read_field(k, REF_CH), rec.read_field(k, REC_CH)  # rec channel by name
-        s = metric.score(metric.to_uint8(a, a.min(), a.max()),
-                         metric.to_uint8(b, a.min(), a.max()), params)
+        s = metric.score(
+            metric.to_uint8(a, a.min(), a.max()), metric.to_uint8(b, a.min(), a.max()), params
+        )
         got = ds.sel(row=k.row, column=k.column, field=k.field, window=0)
         assert float(got.phirm) == s.phirm
         assert float(got.rec_nuclei_area) == s.reconstruction.nuclei_area
@@ -126,10 +134,19 @@ def test_distributed_inprocess_identical_to_threaded(plates, threaded):
     from distributed import Client, LocalCluster
 
     src, rec, _ = plates
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=False,
-                      dashboard_address=":0") as cluster, Client(cluster) as client:
-        ds = stage.score_plates(f"{src.path}:{REF_CH}", f"{rec.path}:{REC_CH}",
-                                mask_label=MASK, client=client, progress=True)
+    with (
+        LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=False, dashboard_address=":0"
+        ) as cluster,
+        Client(cluster) as client,
+    ):
+        ds = stage.score_plates(
+            f"{src.path}:{REF_CH}",
+            f"{rec.path}:{REC_CH}",
+            mask_label=MASK,
+            client=client,
+            progress=True,
+        )
     xr.testing.assert_identical(ds, threaded)
 
 
@@ -137,19 +154,30 @@ def test_distributed_processes_identical_to_threaded(plates, threaded):
     from distributed import Client, LocalCluster
 
     src, rec, _ = plates
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                      dashboard_address=":0") as cluster, Client(cluster) as client:
-        ds = stage.score_plates(f"{src.path}:{REF_CH}", f"{rec.path}:{REC_CH}",
-                                mask_label=MASK, client=client, fields_per_task=3)
+    with (
+        LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0"
+        ) as cluster,
+        Client(cluster) as client,
+    ):
+        ds = stage.score_plates(
+            f"{src.path}:{REF_CH}",
+            f"{rec.path}:{REC_CH}",
+            mask_label=MASK,
+            client=client,
+            fields_per_task=3,
+        )
     xr.testing.assert_identical(ds, threaded)
 
 
 @pytest.fixture(scope="module")
 def field_arrays(plates):
     src, rec, _ = plates
-    return ({k: src.read_field(k, REF_CH) for k in src.fields},
-            {k: rec.read_field(k, REC_CH) for k in src.fields},
-            {k: src.read_label(k, MASK) for k in src.fields})
+    return (
+        {k: src.read_field(k, REF_CH) for k in src.fields},
+        {k: rec.read_field(k, REC_CH) for k in src.fields},
+        {k: src.read_label(k, MASK) for k in src.fields},
+    )
 
 
 def _chunks_from(cuts):
@@ -166,11 +194,14 @@ def _chunks_from(cuts):
     return tuple(out)
 
 
-@settings(max_examples=8, deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(cy=st.lists(st.integers(1, SIZE), min_size=1, max_size=4),
-       cx=st.lists(st.integers(1, SIZE), min_size=1, max_size=4),
-       cy2=st.lists(st.integers(1, SIZE), min_size=1, max_size=3))
+@settings(
+    max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    cy=st.lists(st.integers(1, SIZE), min_size=1, max_size=4),
+    cx=st.lists(st.integers(1, SIZE), min_size=1, max_size=4),
+    cy2=st.lists(st.integers(1, SIZE), min_size=1, max_size=3),
+)
 def test_any_chunking_same_result(field_arrays, threaded, cy, cx, cy2):
     import dask.array as da
 
@@ -238,8 +269,15 @@ def test_bad_inputs_fail_before_scheduling(plates, no_work, tmp_path):
         stage.score_plates(ref_spec, rec.path, mask_label="nope")
     empty = tmp_path / "empty.ome.zarr"
     g = zarr.open_group(str(empty), mode="w", zarr_format=3)
-    g.attrs["ome"] = {"version": "0.5", "plate": {
-        "rows": [{"name": "A"}], "columns": [{"name": "01"}], "wells": [], "version": "0.5"}}
+    g.attrs["ome"] = {
+        "version": "0.5",
+        "plate": {
+            "rows": [{"name": "A"}],
+            "columns": [{"name": "01"}],
+            "wells": [],
+            "version": "0.5",
+        },
+    }
     with pytest.raises(PlateError, match="without any field"):
         stage.score_plates(empty, rec.path)
     with pytest.raises(PlateError, match="not found"):
@@ -269,17 +307,38 @@ def test_parse_plate_spec(tmp_path):
 def _cli(*args, cwd):
     exe = Path(sys.executable).with_name("phirm-scale")
     cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "phirm_scale"]
-    return subprocess.run(cmd + list(args), cwd=cwd, capture_output=True, text=True,
-                          timeout=300, env={**os.environ, "COLUMNS": "120"}, check=False)
+    return subprocess.run(
+        cmd + list(args),
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "COLUMNS": "120"},
+        check=False,
+    )
 
 
 def test_cli_score(plates, threaded, tmp_path):
     src, rec, _ = plates
     out = tmp_path / "QC.zarr"
-    p = _cli("score", "--reference", f"{src.path}:{REF_CH}", "--reconstruction", str(rec.path),
-             "-o", str(out), "--cluster", "threads", "--mask-label", MASK,
-             "--csv", str(tmp_path / "w.csv"), "--parquet", str(tmp_path / "w.parquet"),
-             cwd=tmp_path)
+    p = _cli(
+        "score",
+        "--reference",
+        f"{src.path}:{REF_CH}",
+        "--reconstruction",
+        str(rec.path),
+        "-o",
+        str(out),
+        "--cluster",
+        "threads",
+        "--mask-label",
+        MASK,
+        "--csv",
+        str(tmp_path / "w.csv"),
+        "--parquet",
+        str(tmp_path / "w.parquet"),
+        cwd=tmp_path,
+    )
     assert p.returncode == 0, p.stderr
     assert "PhIRM" in p.stdout and "mean" in p.stdout
     with warnings.catch_warnings():
@@ -292,16 +351,36 @@ def test_cli_score(plates, threaded, tmp_path):
     table = pd.read_parquet(tmp_path / "w.parquet")
     assert len(table) == 8 * 4
     np.testing.assert_allclose(np.sort(table.phirm), np.sort(threaded.phirm.values.ravel()))
-    again = _cli("score", "--reference", f"{src.path}:{REF_CH}", "--reconstruction",
-                 str(rec.path), "-o", str(out), "--cluster", "threads", cwd=tmp_path)
+    again = _cli(
+        "score",
+        "--reference",
+        f"{src.path}:{REF_CH}",
+        "--reconstruction",
+        str(rec.path),
+        "-o",
+        str(out),
+        "--cluster",
+        "threads",
+        cwd=tmp_path,
+    )
     assert again.returncode == 2 and again.stderr.strip().startswith("error:")
     assert "exists" in again.stderr and len(again.stderr.strip().splitlines()) == 1
 
 
 def test_cli_bad_channel_one_line_error(plates, tmp_path):
     src, rec, _ = plates
-    p = _cli("score", "--reference", f"{src.path}:GFP", "--reconstruction", str(rec.path),
-             "-o", str(tmp_path / "QC.zarr"), "--cluster", "threads", cwd=tmp_path)
+    p = _cli(
+        "score",
+        "--reference",
+        f"{src.path}:GFP",
+        "--reconstruction",
+        str(rec.path),
+        "-o",
+        str(tmp_path / "QC.zarr"),
+        "--cluster",
+        "threads",
+        cwd=tmp_path,
+    )
     assert p.returncode == 2
     lines = p.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error:") and "GFP" in lines[0]

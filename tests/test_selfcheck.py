@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from phirm_scale.errors import InputError, PlateError
-from phirm_scale.selfcheck import (MaskPool, components_of, place_pseudo_holes,
-                                   selfcheck_field)
+from phirm_scale.selfcheck import MaskPool, components_of, place_pseudo_holes, selfcheck_field
 
 
 class Oracle:
@@ -38,7 +38,7 @@ class Recorder(Oracle):
 
 
 def hand_disk(r):
-    y, x = np.mgrid[-r:r + 1, -r:r + 1]
+    y, x = np.mgrid[-r : r + 1, -r : r + 1]
     return y * y + x * x <= r * r
 
 
@@ -48,8 +48,9 @@ def grow(mask, r):
     h, w = mask.shape
     for dy, dx in zip(*np.nonzero(hand_disk(r))):
         dy, dx = dy - r, dx - r
-        out[max(0, dy):h - max(0, -dy), max(0, dx):w - max(0, -dx)] |= \
-            mask[max(0, -dy):h - max(0, dy), max(0, -dx):w - max(0, dx)]
+        out[max(0, dy) : h - max(0, -dy), max(0, dx) : w - max(0, -dx)] |= mask[
+            max(0, -dy) : h - max(0, dy), max(0, -dx) : w - max(0, dx)
+        ]
     return out
 
 
@@ -60,8 +61,9 @@ def field(bbbc039_files):
     from phirm_scale.plate import FieldKey
     from phirm_scale.synthetic import make_field
 
-    data, true = make_field(FieldKey("A", "01", 0), size=(520, 696), seed=11,
-                            artefacts=0.02, source=bbbc039_files[3])
+    data, true = make_field(
+        FieldKey("A", "01", 0), size=(520, 696), seed=11, artefacts=0.02, source=bbbc039_files[3]
+    )
     holes = saturation_mask(data[0], dilation=2)
     return data[0], holes, data[2]
 
@@ -90,7 +92,7 @@ def test_zero_fill_scores_lower_and_telea_between(field):
     assert z[touched].mean() < t[touched].mean() <= 1.0
     # a zero fill erases the nuclei under the pseudo-holes: more nuclei area lost than Telea
     assert zero["selfcheck_nad"][touched].sum() > 2 * telea["selfcheck_nad"][touched].sum()
-    np.testing.assert_array_equal(z[~touched], 1.0)     # untouched windows are identical
+    np.testing.assert_array_equal(z[~touched], 1.0)  # untouched windows are identical
 
 
 def test_pseudo_holes_avoid_holes_and_artefacts(field):
@@ -101,13 +103,13 @@ def test_pseudo_holes_avoid_holes_and_artefacts(field):
     selfcheck_field(src, holes, rec, seed_key=(5,), draws=4, margin=3)
     real = holes.astype(bool)
     artefacts = saturation_mask(src, dilation=0).astype(bool)
-    assert len(rec.holes) == 1 + 4          # the real restoration, then one per draw
+    assert len(rec.holes) == 1 + 4  # the real restoration, then one per draw
     np.testing.assert_array_equal(rec.holes[0], real)
     for h in rec.holes[1:]:
-        assert (h & real).sum() == real.sum()          # the real holes are filled too
+        assert (h & real).sum() == real.sum()  # the real holes are filled too
         pseudo = h & ~real
         assert pseudo.sum() > 0
-        assert not (grow(pseudo, 3) & (real | artefacts)).any()   # >= margin px away
+        assert not (grow(pseudo, 3) & (real | artefacts)).any()  # >= margin px away
 
 
 @settings(max_examples=30, deadline=None)
@@ -115,31 +117,34 @@ def test_pseudo_holes_avoid_holes_and_artefacts(field):
 def test_placement_invariants(seed, margin):
     rng = np.random.default_rng(seed)
     forbidden = rng.random((80, 90)) < 0.01
-    forbidden[rng.integers(0, 60):, :rng.integers(5, 40)] = True
+    forbidden[rng.integers(0, 60) :, : rng.integers(5, 40)] = True
     shapes = [rng.random((rng.integers(2, 15), rng.integers(2, 15))) < 0.7 for _ in range(6)]
     shapes = [s for s in shapes if s.any()]
-    pseudo, skipped = place_pseudo_holes((80, 90), forbidden, shapes,
-                                         np.random.default_rng(seed), margin=margin)
+    pseudo, skipped = place_pseudo_holes(
+        (80, 90), forbidden, shapes, np.random.default_rng(seed), margin=margin
+    )
     assert not (grow(pseudo, margin) & forbidden).any()
     assert 0 <= skipped <= len(shapes)
     # every placed shape keeps its pixel count (components may merge only via margin 0)
     placed = sum(int(s.sum()) for s in shapes)
     assert pseudo.sum() <= placed
-    again, _ = place_pseudo_holes((80, 90), forbidden, shapes, np.random.default_rng(seed),
-                                  margin=margin)
+    again, _ = place_pseudo_holes(
+        (80, 90), forbidden, shapes, np.random.default_rng(seed), margin=margin
+    )
     np.testing.assert_array_equal(pseudo, again)
 
 
 def test_components_and_rotation_keep_shapes():
     m = np.zeros((30, 30), np.uint8)
-    m[2:5, 3:10] = 1            # 3 x 7 bar
-    m[20:28, 20:22] = 1         # 8 x 2 bar
-    m[21, 22] = 1               # joins the second bar (8-connected)
+    m[2:5, 3:10] = 1  # 3 x 7 bar
+    m[20:28, 20:22] = 1  # 8 x 2 bar
+    m[21, 22] = 1  # joins the second bar (8-connected)
     comps = components_of(m)
     assert sorted(c.shape for c in comps) == [(3, 7), (8, 3)]
     assert sorted(int(c.sum()) for c in comps) == [17, 21]
-    pseudo, skipped = place_pseudo_holes((30, 30), np.zeros((30, 30), bool), comps[:1],
-                                         np.random.default_rng(0), margin=0)
+    pseudo, skipped = place_pseudo_holes(
+        (30, 30), np.zeros((30, 30), bool), comps[:1], np.random.default_rng(0), margin=0
+    )
     assert skipped == 0 and pseudo.sum() == comps[0].sum()
     ys, xs = np.nonzero(pseudo)
     assert sorted((np.ptp(ys) + 1, np.ptp(xs) + 1)) == sorted(comps[0].shape)
@@ -163,8 +168,7 @@ def test_seeded_and_pool_rules(field):
     # a field too small for any shape: a recorded skip, NaN, never a silent 1.0
     tiny = src[:12, :12]
     big = MaskPool((12, 12), ((np.ones((20, 20), bool),),), "big")
-    out = selfcheck_field(tiny, np.zeros((12, 12)), Oracle(), pool=big, draws=2,
-                          window="field")
+    out = selfcheck_field(tiny, np.zeros((12, 12)), Oracle(), pool=big, draws=2, window="field")
     assert out["selfcheck_draws"] == 0 and np.isnan(out["selfcheck_phirm"]).all()
     assert out["selfcheck_skipped_shapes"] == 1
 
@@ -177,12 +181,29 @@ def restored_plate(tmp_path_factory, bbbc039_dir):
     from phirm_scale.synthetic import make_plate
 
     d = tmp_path_factory.mktemp("sc")
-    p = make_plate(d / "comp.ome.zarr", rows=2, columns=2, fields=2, size=300, seed=3,
-                   from_fields=bbbc039_dir, artefacts=0.02, cluster="threads", progress=False)
-    make_artefact_masks(p.path, channel="DAPI", method="saturation", cluster="threads",
-                        progress=False)
-    inpaint_plate(p.path, d / "rest.ome.zarr", channel="DAPI", model="telea",
-                  cluster="threads", progress=False)
+    p = make_plate(
+        d / "comp.ome.zarr",
+        rows=2,
+        columns=2,
+        fields=2,
+        size=300,
+        seed=3,
+        from_fields=bbbc039_dir,
+        artefacts=0.02,
+        cluster="threads",
+        progress=False,
+    )
+    make_artefact_masks(
+        p.path, channel="DAPI", method="saturation", cluster="threads", progress=False
+    )
+    inpaint_plate(
+        p.path,
+        d / "rest.ome.zarr",
+        channel="DAPI",
+        model="telea",
+        cluster="threads",
+        progress=False,
+    )
     return p.path, d / "rest.ome.zarr", d
 
 
@@ -200,31 +221,49 @@ def test_plate_selfcheck_variables_and_independence(restored_plate):
     src, rec, _ = restored_plate
     ds = _qc(src, rec)
     a = selfcheck_qc(ds, rec, draws=2)
-    for v in ("selfcheck_phirm", "selfcheck_ncd", "selfcheck_nad", "selfcheck_aad",
-              "selfcheck_pseudo_area"):
+    for v in (
+        "selfcheck_phirm",
+        "selfcheck_ncd",
+        "selfcheck_nad",
+        "selfcheck_aad",
+        "selfcheck_pseudo_area",
+    ):
         assert a[v].dims == ("row", "column", "field", "window")
         assert a[v].attrs["long_name"] and "units" in a[v].attrs
-    for v in ("selfcheck_draws", "selfcheck_n_windows", "residual_artefact_area",
-              "nuclei_in_holes", "focus_score", "power_log_log_slope", "flag"):
+    for v in (
+        "selfcheck_draws",
+        "selfcheck_n_windows",
+        "residual_artefact_area",
+        "nuclei_in_holes",
+        "focus_score",
+        "power_log_log_slope",
+        "flag",
+    ):
         assert a[v].dims == ("row", "column", "field"), v
         assert "long_name" in a[v].attrs and "units" in a[v].attrs
-    assert a.flag.attrs["flag_meanings"].split() == ["selfcheck_below_threshold",
-                                                     "residual_artefact_above_threshold",
-                                                     "selfcheck_not_run"]
+    assert a.flag.attrs["flag_meanings"].split() == [
+        "selfcheck_below_threshold",
+        "residual_artefact_above_threshold",
+        "selfcheck_not_run",
+    ]
     assert (a.selfcheck_draws == 2).all()
     m = float(a.plate_selfcheck_phirm_mean)
     assert 0.5 < m <= 1.0
     # the field summary is the window mean, computed here by hand
-    np.testing.assert_allclose(a.field_selfcheck_phirm_mean.values,
-                               a.selfcheck_phirm.values.mean(axis=-1))
+    np.testing.assert_allclose(
+        a.field_selfcheck_phirm_mean.values, a.selfcheck_phirm.values.mean(axis=-1)
+    )
     # same numbers with other task grouping and on a distributed cluster with 2 workers
     b = selfcheck_qc(ds, rec, draws=2, fields_per_task=3)
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=False,
-                      dashboard_address=None) as cl, Client(cl) as client:
+    with (
+        LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None
+        ) as cl,
+        Client(cl) as client,
+    ):
         c = selfcheck_qc(ds, rec, draws=2, client=client)
     for other in (b, c):
-        for v in ("selfcheck_phirm", "selfcheck_pseudo_area", "residual_artefact_area",
-                  "flag"):
+        for v in ("selfcheck_phirm", "selfcheck_pseudo_area", "residual_artefact_area", "flag"):
             np.testing.assert_array_equal(a[v].values, other[v].values)
 
 
@@ -242,7 +281,9 @@ def test_plate_oracle_and_zero_fill(restored_plate):
     f = z.flag.values
     below = z.field_selfcheck_phirm_mean.values < 0.99
     assert below.any()
-    np.testing.assert_array_equal((f.astype(int) & 1) > 0, below & (z.masked_fraction_field.values > 0))
+    np.testing.assert_array_equal(
+        (f.astype(int) & 1) > 0, below & (z.masked_fraction_field.values > 0)
+    )
 
 
 def test_no_holes_anywhere_needs_a_pool(restored_plate, tmp_path):
@@ -252,23 +293,49 @@ def test_no_holes_anywhere_needs_a_pool(restored_plate, tmp_path):
     from phirm_scale.synthetic import make_plate
 
     src, rec, _ = restored_plate
-    clean = make_plate(tmp_path / "clean.ome.zarr", rows=1, columns=2, fields=1, size=300,
-                       seed=1, artefacts=0.0, cluster="threads", progress=False)
-    make_artefact_masks(clean.path, channel="DAPI", method="saturation", cluster="threads",
-                        progress=False)
-    inpaint_plate(clean.path, tmp_path / "clean_r.ome.zarr", channel="DAPI", model="telea",
-                  cluster="threads", progress=False)
+    clean = make_plate(
+        tmp_path / "clean.ome.zarr",
+        rows=1,
+        columns=2,
+        fields=1,
+        size=300,
+        seed=1,
+        artefacts=0.0,
+        cluster="threads",
+        progress=False,
+    )
+    make_artefact_masks(
+        clean.path, channel="DAPI", method="saturation", cluster="threads", progress=False
+    )
+    inpaint_plate(
+        clean.path,
+        tmp_path / "clean_r.ome.zarr",
+        channel="DAPI",
+        model="telea",
+        cluster="threads",
+        progress=False,
+    )
     ds = _qc(clean.path, tmp_path / "clean_r.ome.zarr")
     with pytest.raises(PlateError, match="no field has a hole .*--mask-pool"):
         selfcheck_qc(ds, tmp_path / "clean_r.ome.zarr")
-    out = selfcheck_qc(ds, tmp_path / "clean_r.ome.zarr", mask_pool=f"{src}:artefacts",
-                       draws=2, model=Oracle())
+    out = selfcheck_qc(
+        ds, tmp_path / "clean_r.ome.zarr", mask_pool=f"{src}:artefacts", draws=2, model=Oracle()
+    )
     assert (out.selfcheck_draws == 2).all()
     np.testing.assert_array_equal(out.selfcheck_phirm.values, 1.0)
     assert out.attrs["selfcheck_pool"].endswith(":artefacts")
-    assert (out.flag == 0).all()          # no holes, nothing restored: trusted
-    small = make_plate(tmp_path / "small.ome.zarr", rows=1, columns=1, fields=1, size=128,
-                       seed=1, artefacts=0.05, cluster="threads", progress=False)
+    assert (out.flag == 0).all()  # no holes, nothing restored: trusted
+    small = make_plate(
+        tmp_path / "small.ome.zarr",
+        rows=1,
+        columns=1,
+        fields=1,
+        size=128,
+        seed=1,
+        artefacts=0.05,
+        cluster="threads",
+        progress=False,
+    )
     with pytest.raises(PlateError, match="mask pool fields are .*same size"):
         selfcheck_qc(ds, tmp_path / "clean_r.ome.zarr", mask_pool=f"{small.path}:artefacts_true")
 
@@ -281,19 +348,48 @@ def test_cli_score_self_check(restored_plate):
 
     src, rec, d = restored_plate
     out = d / "qc_sc.zarr"
-    r = CliRunner().invoke(app, ["score", "--reference", f"{src}:DAPI", "--reconstruction",
-                                 f"{rec}:DAPI", "--mask-label", "artefacts", "-o", str(out),
-                                 "--self-check", "--self-check-draws", "2", "--cluster",
-                                 "threads", "--no-progress"])
+    r = CliRunner().invoke(
+        app,
+        [
+            "score",
+            "--reference",
+            f"{src}:DAPI",
+            "--reconstruction",
+            f"{rec}:DAPI",
+            "--mask-label",
+            "artefacts",
+            "-o",
+            str(out),
+            "--self-check",
+            "--self-check-draws",
+            "2",
+            "--cluster",
+            "threads",
+            "--no-progress",
+        ],
+    )
     assert r.exit_code == 0, r.output
     assert "self-check PhIRM mean" in r.output and "flagged fields" in r.output
     ds = xr.open_zarr(out)
     assert ds.attrs["selfcheck_model"] == "telea" and ds.attrs["selfcheck_draws"] == 2
     assert "selfcheck_phirm" in ds and "flag" in ds
     # a plate that inpainting did not make cannot be self-checked: one line
-    r = CliRunner().invoke(app, ["score", "--reference", f"{src}:DAPI", "--reconstruction",
-                                 f"{src}:DAPI_clean", "-o", str(d / "x.zarr"), "--self-check",
-                                 "--cluster", "threads", "--no-progress"])
+    r = CliRunner().invoke(
+        app,
+        [
+            "score",
+            "--reference",
+            f"{src}:DAPI",
+            "--reconstruction",
+            f"{src}:DAPI_clean",
+            "-o",
+            str(d / "x.zarr"),
+            "--self-check",
+            "--cluster",
+            "threads",
+            "--no-progress",
+        ],
+    )
     assert isinstance(r.exception, PlateError)
     assert "needs a plate made by `phirm-scale inpaint`" in str(r.exception)
     assert not (d / "x.zarr").exists()
@@ -307,8 +403,8 @@ def test_flag_code_by_hand():
     assert flag_code(0.85, 10, True) == 1
     assert flag_code(0.85, 51, True) == 1 + 2
     assert flag_code(float("nan"), 0, True) == 4
-    assert flag_code(float("nan"), 60, False) == 2      # no holes: the self-check is moot
-    assert flag_code(0.95, 50, True) == 0               # 'more than' the threshold
+    assert flag_code(float("nan"), 60, False) == 2  # no holes: the self-check is moot
+    assert flag_code(0.95, 50, True) == 0  # 'more than' the threshold
 
 
 def test_inpaint_verify_actions(restored_plate, tmp_path):
@@ -321,10 +417,15 @@ def test_inpaint_verify_actions(restored_plate, tmp_path):
     src, rec, _ = restored_plate
     p = open_plate(src)
     # nothing below a threshold of 0: unflagged, identical to the plain restoration
-    r = inpaint_plate(src, tmp_path / "keep.ome.zarr", channel="DAPI", model="telea",
-                      cluster="threads", progress=False,
-                      verify=VerifySpec(selfcheck_threshold=0.0, residual_threshold=1e9,
-                                        draws=1))
+    r = inpaint_plate(
+        src,
+        tmp_path / "keep.ome.zarr",
+        channel="DAPI",
+        model="telea",
+        cluster="threads",
+        progress=False,
+        verify=VerifySpec(selfcheck_threshold=0.0, residual_threshold=1e9, draws=1),
+    )
     assert r["flagged"] == []
     plain, kept = open_plate(rec), open_plate(tmp_path / "keep.ome.zarr")
     for k in p.fields:
@@ -334,9 +435,15 @@ def test_inpaint_verify_actions(restored_plate, tmp_path):
     # a threshold above 1 flags every field with holes (self-check PhIRM <= 1)
     for action in ("leave-masked", "fallback:navier-stokes"):
         out = tmp_path / f"{action.replace(':', '_')}.ome.zarr"
-        r = inpaint_plate(src, out, channel="DAPI", model="telea", cluster="threads",
-                          progress=False, verify=VerifySpec(on_flag=action, draws=1,
-                                                            selfcheck_threshold=1.01))
+        r = inpaint_plate(
+            src,
+            out,
+            channel="DAPI",
+            model="telea",
+            cluster="threads",
+            progress=False,
+            verify=VerifySpec(on_flag=action, draws=1, selfcheck_threshold=1.01),
+        )
         q = open_plate(out)
         assert {x["field"] for x in r["flagged"]} == {f"{k[0]}{k[1]}/{k[2]}" for k in p.fields}
         for k in p.fields:
@@ -362,14 +469,23 @@ def test_qc_flags_agree_with_flag_code(restored_plate):
     from phirm_scale.stages.selfcheck import selfcheck_qc
 
     src, rec, _ = restored_plate
-    ds = selfcheck_qc(_qc(src, rec), rec, draws=2, model=ZeroFill(), selfcheck_threshold=0.97,
-                      residual_threshold=20)
+    ds = selfcheck_qc(
+        _qc(src, rec),
+        rec,
+        draws=2,
+        model=ZeroFill(),
+        selfcheck_threshold=0.97,
+        residual_threshold=20,
+    )
     for r in ds.row.values:
         for c in ds.column.values:
             for f in ds.field.values:
                 x = ds.sel(row=r, column=c, field=f)
-                expected = flag_code(float(x.selfcheck_phirm.mean()),
-                                     float(x.residual_artefact_area),
-                                     float(x.masked_fraction_field) > 0,
-                                     selfcheck_threshold=0.97, residual_threshold=20)
+                expected = flag_code(
+                    float(x.selfcheck_phirm.mean()),
+                    float(x.residual_artefact_area),
+                    float(x.masked_fraction_field) > 0,
+                    selfcheck_threshold=0.97,
+                    residual_threshold=20,
+                )
                 assert int(x.flag) == expected

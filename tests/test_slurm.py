@@ -29,8 +29,9 @@ def slurm():
     """Bring the local SLURM up (idempotent); skip with the reason when it cannot be."""
     if shutil.which("apt-get") is None and shutil.which("sbatch") is None:
         pytest.skip("no SLURM and no apt-get to install it")
-    r = subprocess.run([str(REPO / "scripts" / "slurm-local-up")], capture_output=True,
-                       text=True, timeout=600)
+    r = subprocess.run(
+        [str(REPO / "scripts" / "slurm-local-up")], capture_output=True, text=True, timeout=600
+    )
     if r.returncode == 3:
         pytest.skip(f"SLURM packages cannot be installed here: {r.stderr.strip()}")
     assert r.returncode == 0, r.stderr
@@ -47,10 +48,10 @@ cluster:
   memory: 1GB
   walltime: "00:15:00"
   local_directory: {tmp}
-  log_directory: {tmp / 'logs'}
+  log_directory: {tmp / "logs"}
   scheduler_options: {{interface: lo}}
   worker_extra_args: {args!r}
-  job_extra_directives: {['--gres=gpu:1'] if gpu else []!r}
+  job_extra_directives: {["--gres=gpu:1"] if gpu else []!r}
 scale:
   {scale}
 """
@@ -60,15 +61,19 @@ scale:
 
 
 def store_files(path: Path, under: str = "") -> dict[str, bytes]:
-    return {str(p.relative_to(path)): p.read_bytes() for p in sorted(path.rglob("*"))
-            if p.is_file() and str(p.relative_to(path)).startswith(under)}
+    return {
+        str(p.relative_to(path)): p.read_bytes()
+        for p in sorted(path.rglob("*"))
+        if p.is_file() and str(p.relative_to(path)).startswith(under)
+    }
 
 
 def plate(path, rows=2, columns=2, fields=2, size=96):
     from phirm_scale.synthetic import make_plate
 
-    return make_plate(path, rows=rows, columns=columns, fields=fields, size=size, seed=5,
-                      artefacts=0.05)
+    return make_plate(
+        path, rows=rows, columns=columns, fields=fields, size=size, seed=5, artefacts=0.05
+    )
 
 
 def labels(p, name="artefacts"):
@@ -101,8 +106,9 @@ def test_convert_masks_score_through_slurm_equal_threaded(cpu_client, tmp_path):
 
     job_ids = _jobs_of(cpu_client)
     assert job_ids
-    sq = subprocess.run(["squeue", "-h", "-o", "%i %T", "-j", ",".join(job_ids)],
-                        capture_output=True, text=True).stdout
+    sq = subprocess.run(
+        ["squeue", "-h", "-o", "%i %T", "-j", ",".join(job_ids)], capture_output=True, text=True
+    ).stdout
     assert "RUNNING" in sq, sq
     # convert
     rng = np.random.default_rng(0)
@@ -110,8 +116,10 @@ def test_convert_masks_score_through_slurm_equal_threaded(cpu_client, tmp_path):
     src.mkdir()
     for well in ("A01", "A02", "B01"):
         for c in (1, 2):
-            tifffile.imwrite(src / f"P_{well}_s1_w{c}051DAA7C-7042-435F-99F0-1E847D9B42CB.tif",
-                             rng.integers(0, 4000, (40, 50), dtype=np.uint16))
+            tifffile.imwrite(
+                src / f"P_{well}_s1_w{c}051DAA7C-7042-435F-99F0-1E847D9B42CB.tif",
+                rng.integers(0, 4000, (40, 50), dtype=np.uint16),
+            )
     kw = dict(channel_names=["DAPI", "CFP"], progress=False, echo=lambda s: None)
     convert(src, tmp_path / "t.ome.zarr", cluster="threads", **kw)
     convert(src, tmp_path / "s.ome.zarr", cluster=cpu_client, **kw)
@@ -125,12 +133,22 @@ def test_convert_masks_score_through_slurm_equal_threaded(cpu_client, tmp_path):
     lt, ls = labels(pt.path), labels(ps.path)
     assert all(np.array_equal(lt[k], ls[k]) for k in lt)
     # score (damaged DAPI against the clean channel)
-    st = score_plates(f"{pt.path}:DAPI_clean", f"{pt.path}:DAPI", window=32,
-                      mask_label="artefacts", cluster="threads")
-    ss = score_plates(f"{ps.path}:DAPI_clean", f"{ps.path}:DAPI", window=32,
-                      mask_label="artefacts", cluster=cpu_client)
+    st = score_plates(
+        f"{pt.path}:DAPI_clean",
+        f"{pt.path}:DAPI",
+        window=32,
+        mask_label="artefacts",
+        cluster="threads",
+    )
+    ss = score_plates(
+        f"{ps.path}:DAPI_clean",
+        f"{ps.path}:DAPI",
+        window=32,
+        mask_label="artefacts",
+        cluster=cpu_client,
+    )
     xr.testing.assert_identical(st.drop_attrs(), ss.drop_attrs())
-    assert float(st.phirm.min()) < 1.0   # the artefacts are seen: not a trivial comparison
+    assert float(st.phirm.min()) < 1.0  # the artefacts are seen: not a trivial comparison
     # every task ran on the SLURM job's worker, nowhere else
     workers = cpu_client.scheduler_info(n_workers=-1)["workers"]
     assert len(workers) == 1 and next(iter(workers.values()))["name"].startswith("cpu")
@@ -146,9 +164,10 @@ def test_stage_given_the_yaml_opens_and_closes_its_slurm_job(slurm, tmp_path):
     assert logs, "no job log: the job did not run under SLURM"
     job_ids = [f.stem.rsplit("-", 1)[-1] for f in logs]
     deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:   # cancelled at close: leaves the queue
-        q = subprocess.run(["squeue", "-h", "-j", ",".join(job_ids)], capture_output=True,
-                           text=True).stdout.strip()
+    while time.monotonic() < deadline:  # cancelled at close: leaves the queue
+        q = subprocess.run(
+            ["squeue", "-h", "-j", ",".join(job_ids)], capture_output=True, text=True
+        ).stdout.strip()
         if not q:
             break
         time.sleep(0.5)
@@ -161,8 +180,11 @@ def test_sbatch_refusal_is_one_error_quoting_slurm(slurm, tmp_path):
 
     p = config(tmp_path, "bad")
     p.write_text(p.read_text().replace("queue: debug", "queue: nosuchpartition"))
-    with pytest.raises(PhirmError, match=r"bad\.yaml: the batch system refused the job: "
-                                         r".*[Ii]nvalid partition"):
+    with pytest.raises(
+        PhirmError,
+        match=r"bad\.yaml: the batch system refused the job: "
+        r".*[Ii]nvalid partition",
+    ):
         with open_cluster(str(p), timeout=20):
             pass
 
@@ -176,8 +198,14 @@ def test_mixed_cpu_gpu_pools_inpaint_only_on_gpu_jobs(slurm, tmp_path):
 
     p = plate(tmp_path / "p.ome.zarr")
     spec = f"{config(tmp_path, 'cpu')}+{config(tmp_path, 'gpu', gpu=True)}"
-    ref = inpaint_plate(p.path, tmp_path / "t.ome.zarr", mask_label="artefacts_true",
-                        cluster="threads", progress=False, dilate=1)
+    ref = inpaint_plate(
+        p.path,
+        tmp_path / "t.ome.zarr",
+        mask_label="artefacts_true",
+        cluster="threads",
+        progress=False,
+        dilate=1,
+    )
     with open_cluster(spec, quiet=True, timeout=30) as client:
         client.wait_for_workers(2, timeout=120)
         workers = client.scheduler_info(n_workers=-1)["workers"]
@@ -185,10 +213,17 @@ def test_mixed_cpu_gpu_pools_inpaint_only_on_gpu_jobs(slurm, tmp_path):
         assert {w["name"].split("-")[0] for w in workers.values()} == {"cpu", "gpu"}
         assert len(gpu_workers) == 1
         with get_task_stream(client) as ts:
-            make_artefact_masks(p.path, cluster=client, progress=False)   # CPU work too
-            res = inpaint_plate(p.path, tmp_path / "s.ome.zarr", mask_label="artefacts_true",
-                                gpu=True, device="cpu", cluster=client, progress=False,
-                                dilate=1)
+            make_artefact_masks(p.path, cluster=client, progress=False)  # CPU work too
+            res = inpaint_plate(
+                p.path,
+                tmp_path / "s.ome.zarr",
+                mask_label="artefacts_true",
+                gpu=True,
+                device="cpu",
+                cluster=client,
+                progress=False,
+                dilate=1,
+            )
         assert client.status == "running"
     ran = [t["worker"] for t in ts.data if str(t["key"]).startswith("inpaint-")]
     assert len(ran) == res["fields"] == 8 and set(ran) <= gpu_workers
@@ -219,13 +254,21 @@ def test_scancel_mid_run_is_replaced_and_outputs_identical(slurm, tmp_path):
     from phirm_scale.stages.inpaint import inpaint_plate
 
     p = plate(tmp_path / "p.ome.zarr", rows=4, columns=6, fields=2, size=160)
-    ref = inpaint_plate(p.path, tmp_path / "t.ome.zarr", mask_label="artefacts_true",
-                        model="biharmonic", cluster="threads", progress=False)
+    ref = inpaint_plate(
+        p.path,
+        tmp_path / "t.ome.zarr",
+        mask_label="artefacts_true",
+        model="biharmonic",
+        cluster="threads",
+        progress=False,
+    )
     a = open_plate(ref["out"])
     cfg = config(tmp_path, "adapt", scale="minimum_jobs: 1\n  maximum_jobs: 1")
     cut_mid_run, runs = False, 0
-    with dask.config.set({"distributed.deploy.lost-worker-timeout": "1s"}), \
-            open_cluster(str(cfg), quiet=True, timeout=30) as client:
+    with (
+        dask.config.set({"distributed.deploy.lost-worker-timeout": "1s"}),
+        open_cluster(str(cfg), quiet=True, timeout=30) as client,
+    ):
         while not cut_mid_run and runs < 5:
             runs += 1
             client.wait_for_workers(1, timeout=120)
@@ -236,15 +279,22 @@ def test_scancel_mid_run_is_replaced_and_outputs_identical(slurm, tmp_path):
             def complete(out=out):
                 if not out.exists():
                     return 0
-                return sum(1 for f in out.glob("*/*/*/zarr.json")
-                           if '"complete": true' in f.read_text())
+                return sum(
+                    1 for f in out.glob("*/*/*/zarr.json") if '"complete": true' in f.read_text()
+                )
 
             done, fired = threading.Event(), []
             t = threading.Thread(target=_scancel_when, args=(done, first[0], complete, fired))
             t.start()
             try:
-                res = inpaint_plate(p.path, out, mask_label="artefacts_true",
-                                    model="biharmonic", cluster=client, progress=False)
+                res = inpaint_plate(
+                    p.path,
+                    out,
+                    mask_label="artefacts_true",
+                    model="biharmonic",
+                    cluster=client,
+                    progress=False,
+                )
             finally:
                 done.set()
                 t.join()
@@ -258,7 +308,7 @@ def test_scancel_mid_run_is_replaced_and_outputs_identical(slurm, tmp_path):
                     time.sleep(0.2)
                 client.wait_for_workers(1, timeout=120)
                 later = _jobs_of(client)
-                assert later and first[0] not in later          # a new job took over
+                assert later and first[0] not in later  # a new job took over
     assert cut_mid_run, f"no job was cancelled mid-run in {runs} runs"
 
 
@@ -272,23 +322,40 @@ def test_worker_reaching_its_lifetime_hands_work_over(slurm, tmp_path):
     from phirm_scale.stages.inpaint import inpaint_plate
 
     p = plate(tmp_path / "p.ome.zarr", rows=4, columns=6, fields=2, size=160)
-    ref = inpaint_plate(p.path, tmp_path / "t.ome.zarr", mask_label="artefacts_true",
-                        model="biharmonic", cluster="threads", progress=False)
-    cfg = config(tmp_path, "life", extra_args=("--lifetime", "6s", "--lifetime-stagger", "0s"),
-                 scale="minimum_jobs: 1\n  maximum_jobs: 1")
+    ref = inpaint_plate(
+        p.path,
+        tmp_path / "t.ome.zarr",
+        mask_label="artefacts_true",
+        model="biharmonic",
+        cluster="threads",
+        progress=False,
+    )
+    cfg = config(
+        tmp_path,
+        "life",
+        extra_args=("--lifetime", "6s", "--lifetime-stagger", "0s"),
+        scale="minimum_jobs: 1\n  maximum_jobs: 1",
+    )
     # back-to-back runs until one of them spans a retirement (a fast machine can finish one
     # run inside the 6 s lifetime); every run, spanning or not, must equal the threaded one
     spanned, runs = False, 0
-    with dask.config.set({"distributed.deploy.lost-worker-timeout": "1s"}), \
-            open_cluster(str(cfg), quiet=True, timeout=30) as client:
+    with (
+        dask.config.set({"distributed.deploy.lost-worker-timeout": "1s"}),
+        open_cluster(str(cfg), quiet=True, timeout=30) as client,
+    ):
         client.wait_for_workers(1, timeout=120)
         deadline = time.monotonic() + 90
         while not spanned and time.monotonic() < deadline:
             runs += 1
             with get_task_stream(client) as ts:
-                res = inpaint_plate(p.path, tmp_path / f"s{runs}.ome.zarr",
-                                    mask_label="artefacts_true", model="biharmonic",
-                                    cluster=client, progress=False)
+                res = inpaint_plate(
+                    p.path,
+                    tmp_path / f"s{runs}.ome.zarr",
+                    mask_label="artefacts_true",
+                    model="biharmonic",
+                    cluster=client,
+                    progress=False,
+                )
             stream = [t for t in ts.data if str(t["key"]).startswith("inpaint-")]
             spanned = len({t["worker"] for t in stream}) >= 2
             assert all(t.get("status", "OK") != "error" for t in ts.data)

@@ -26,15 +26,19 @@ def write_ixm(folder: Path, wells_sites, shape=(20, 23), seed=0):
 
 
 def store_files(path: Path, under: str = "") -> dict[str, bytes]:
-    return {str(p.relative_to(path)): p.read_bytes() for p in sorted(path.rglob("*"))
-            if p.is_file() and str(p.relative_to(path)).startswith(under)}
+    return {
+        str(p.relative_to(path)): p.read_bytes()
+        for p in sorted(path.rglob("*"))
+        if p.is_file() and str(p.relative_to(path)).startswith(under)
+    }
 
 
 def synthetic(path, rows=2, columns=2, fields=2, size=64):
     from phirm_scale.synthetic import make_plate
 
-    return make_plate(path, rows=rows, columns=columns, fields=fields, size=size, seed=3,
-                      artefacts=0.05)
+    return make_plate(
+        path, rows=rows, columns=columns, fields=fields, size=size, seed=3, artefacts=0.05
+    )
 
 
 @pytest.fixture(scope="module")
@@ -42,8 +46,12 @@ def client():
     """A real LocalCluster with worker processes, opened by the test, not by the stages."""
     from distributed import Client, LocalCluster
 
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                      dashboard_address=":0") as cluster, Client(cluster) as c:
+    with (
+        LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0"
+        ) as cluster,
+        Client(cluster) as c,
+    ):
         yield c
 
 
@@ -78,10 +86,22 @@ def test_every_stage_with_a_passed_client_equals_threaded_and_leaves_it_open(tmp
         assert lt and lt == store_files(pc.path, f"{k.path}/labels")
 
     # inpaint: same pixels in every field
-    rt = inpaint_plate(pt.path, tmp_path / "it.ome.zarr", channel="DAPI",
-                       mask_label="artefacts", cluster="threads", progress=False)
-    rc = inpaint_plate(pc.path, tmp_path / "ic.ome.zarr", channel="DAPI",
-                       mask_label="artefacts", cluster=client, progress=False)
+    rt = inpaint_plate(
+        pt.path,
+        tmp_path / "it.ome.zarr",
+        channel="DAPI",
+        mask_label="artefacts",
+        cluster="threads",
+        progress=False,
+    )
+    rc = inpaint_plate(
+        pc.path,
+        tmp_path / "ic.ome.zarr",
+        channel="DAPI",
+        mask_label="artefacts",
+        cluster=client,
+        progress=False,
+    )
     assert_open(client)
     assert {k: rt[k] for k in rt if k != "out"} == {k: rc[k] for k in rc if k != "out"}
     it, ic = open_plate(rt["out"]), open_plate(rc["out"])
@@ -94,16 +114,26 @@ def test_every_stage_with_a_passed_client_equals_threaded_and_leaves_it_open(tmp
     assert (it.read_field(k0, "DAPI")[hole] != pt.read_field(k0, "DAPI")[hole]).any()
 
     # score: identical Dataset values
-    st = score_plates(f"{pt.path}:DAPI_clean", f"{it.path}:DAPI", window=32,
-                      mask_label="artefacts", cluster="threads")
-    sc = score_plates(f"{pc.path}:DAPI_clean", f"{ic.path}:DAPI", window=32,
-                      mask_label="artefacts", cluster=client)
+    st = score_plates(
+        f"{pt.path}:DAPI_clean",
+        f"{it.path}:DAPI",
+        window=32,
+        mask_label="artefacts",
+        cluster="threads",
+    )
+    sc = score_plates(
+        f"{pc.path}:DAPI_clean",
+        f"{ic.path}:DAPI",
+        window=32,
+        mask_label="artefacts",
+        cluster=client,
+    )
     assert_open(client)
     assert st.sizes["window"] == 4
     xr.testing.assert_identical(st.drop_attrs(), sc.drop_attrs())
 
 
-@pytest.mark.timeout(300)   # once seen stalled in a full run on an overloaded machine
+@pytest.mark.timeout(300)  # once seen stalled in a full run on an overloaded machine
 def test_a_spec_string_opens_and_closes_its_own_cluster(tmp_path):
     """Given 'local', the stage starts a cluster and closes it again."""
     from distributed.core import Status
@@ -113,8 +143,7 @@ def test_a_spec_string_opens_and_closes_its_own_cluster(tmp_path):
 
     p = synthetic(tmp_path / "p.ome.zarr", rows=1, columns=2, fields=1)
     before = set(map(id, SpecCluster._instances))
-    assert len(make_artefact_masks(p.path, channel="CFP", cluster="local",
-                                   progress=False)) == 2
+    assert len(make_artefact_masks(p.path, channel="CFP", cluster="local", progress=False)) == 2
     new = [c for c in list(SpecCluster._instances) if id(c) not in before]
     assert len(new) == 1 and new[0].status == Status.closed
 
@@ -136,8 +165,11 @@ class ReadLog:
         monkeypatch.setattr(local, "_get", spy)
 
     def metadata(self, plate: Path) -> list[str]:
-        return sorted(str(p.relative_to(plate)) for p in self.paths
-                      if p.name == "zarr.json" and p.is_relative_to(plate))
+        return sorted(
+            str(p.relative_to(plate))
+            for p in self.paths
+            if p.name == "zarr.json" and p.is_relative_to(plate)
+        )
 
 
 def _tasks(small, big_plate_paths, key):
@@ -149,8 +181,18 @@ def _tasks(small, big_plate_paths, key):
     p, out = str(small["plate"]), str(small["out"])
     return {
         "masks": MaskTask(p, tuple(key), 1, "artefacts", MaskSettings(), {"method": "otsu"}),
-        "inpaint": InpaintTask(p, out, tuple(key), 0, "artefacts_true",
-                               {"name": "telea", "device": "cpu"}, 256, 32, 16, 0),
+        "inpaint": InpaintTask(
+            p,
+            out,
+            tuple(key),
+            0,
+            "artefacts_true",
+            {"name": "telea", "device": "cpu"},
+            256,
+            32,
+            16,
+            0,
+        ),
         "score": ScoreTask(p, out, (key,), 2, 0, "artefacts_true", (p,), 32, None),
     }
 
@@ -167,8 +209,9 @@ def test_task_startup_reads_only_its_own_field(tmp_path, monkeypatch, stage):
     funcs = {"masks": mask_field, "inpaint": inpaint_one_field, "score": _score_plate_fields}
     counts = {}
     for name, (rows, cols, fields) in {"small": (1, 2, 2), "big": (2, 4, 4)}.items():
-        plate = synthetic(tmp_path / f"{name}.ome.zarr", rows=rows, columns=cols,
-                          fields=fields, size=32)
+        plate = synthetic(
+            tmp_path / f"{name}.ome.zarr", rows=rows, columns=cols, fields=fields, size=32
+        )
         out = create_plate_like(plate, tmp_path / f"{name}_out.ome.zarr")
         if stage == "score":  # the reconstruction must be written first
             for k in plate.fields:
@@ -180,8 +223,9 @@ def test_task_startup_reads_only_its_own_field(tmp_path, monkeypatch, stage):
         monkeypatch.undo()
         docs = log.metadata(plate.path) + log.metadata(out.path)
         own = [d for d in docs if d == "zarr.json" or d.startswith(key.path + "/")]
-        assert docs and own == docs, f"{stage} read other fields' metadata: " \
-                                     f"{sorted(set(docs) - set(own))}"
+        assert docs and own == docs, (
+            f"{stage} read other fields' metadata: {sorted(set(docs) - set(own))}"
+        )
         counts[name] = len(docs)
     assert counts["small"] == counts["big"]
 
@@ -195,8 +239,9 @@ def test_convert_task_writes_only_its_field(tmp_path, monkeypatch):
     out = tmp_path / "o.ome.zarr"
     log = ReadLog(monkeypatch)
     key = FieldKey("A", "01", 0)
-    assert _convert_field(ConvertTask(str(out), tuple(key), files, (8, 8), "<u2",
-                                      ("a", "b"), 1, ("x", "y"), 1)) == tuple(key)
+    assert _convert_field(
+        ConvertTask(str(out), tuple(key), files, (8, 8), "<u2", ("a", "b"), 1, ("x", "y"), 1)
+    ) == tuple(key)
     docs = log.metadata(out)
     assert all(d.startswith(key.path + "/") for d in docs), docs
     got = [p.relative_to(out) for p in out.rglob("zarr.json")]

@@ -7,12 +7,21 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tifffile
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from phirm_scale.errors import InputError, PlateError
 from phirm_scale.plate import FieldKey, open_plate
-from phirm_scale.synthetic import (CHANNELS, TRUE_LABEL, composite, fit_to_shape, make_field,
-                                   make_plate, synthetic_artefacts, synthetic_nuclei)
+from phirm_scale.synthetic import (
+    CHANNELS,
+    TRUE_LABEL,
+    composite,
+    fit_to_shape,
+    make_field,
+    make_plate,
+    synthetic_artefacts,
+    synthetic_nuclei,
+)
 
 BBBC039 = Path(__file__).resolve().parents[2] / "shared" / "data" / "bbbc039-rows-A-D"
 
@@ -46,8 +55,9 @@ def test_deterministic_and_field_independent(tmp_path):
 
 def test_same_on_a_cluster(tmp_path):
     a = make_plate(tmp_path / "a.ome.zarr", rows=1, columns=2, fields=1, size=64, seed=3)
-    b = make_plate(tmp_path / "b.ome.zarr", rows=1, columns=2, fields=1, size=64, seed=3,
-                   cluster="threads")
+    b = make_plate(
+        tmp_path / "b.ome.zarr", rows=1, columns=2, fields=1, size=64, seed=3, cluster="threads"
+    )
     for k in a.fields:
         np.testing.assert_array_equal(a.read_field(k), b.read_field(k))
         np.testing.assert_array_equal(a.read_label(k, TRUE_LABEL), b.read_label(k, TRUE_LABEL))
@@ -75,11 +85,12 @@ def test_from_fields_real_data(tmp_path):
     if not BBBC039.is_dir():
         pytest.skip(f"BBBC039 subset not found at {BBBC039} (clone the repo beside shared/)")
     files = sorted(BBBC039.glob("*.tif"))
-    p = make_plate(tmp_path / "r.ome.zarr", rows=1, columns=2, fields=1, size=600,
-                   from_fields=BBBC039, seed=2)
+    p = make_plate(
+        tmp_path / "r.ome.zarr", rows=1, columns=2, fields=1, size=600, from_fields=BBBC039, seed=2
+    )
     assert p.attrs["phirm_scale"]["synthetic"]["from_fields"] == str(BBBC039.resolve())
     for i, k in enumerate(p.fields):
-        src = tifffile.imread(files[i])                  # 520 x 696 -> 600 x 600
+        src = tifffile.imread(files[i])  # 520 x 696 -> 600 x 600
         clean = p.read_field(k, "DAPI_clean")
         np.testing.assert_array_equal(clean[:520, :600], src[:520, :600])
         np.testing.assert_array_equal(clean[520:, :600], src[519:439:-1, :600])  # mirrored
@@ -95,7 +106,7 @@ def test_fit_to_shape(h, w, H, W):
     a = np.arange(h * w).reshape(h, w)
     out = fit_to_shape(a, (H, W))
     assert out.shape == (H, W)
-    np.testing.assert_array_equal(out[:min(h, H), :min(w, W)], a[:min(h, H), :min(w, W)])
+    np.testing.assert_array_equal(out[: min(h, H), : min(w, W)], a[: min(h, H), : min(w, W)])
     assert set(np.unique(out)) <= set(a.ravel())
 
 

@@ -31,15 +31,27 @@ def plate(tmp_path_factory):
 @pytest.fixture(scope="module")
 def store(plate, tmp_path_factory):
     out = tmp_path_factory.mktemp("store") / "T.zarr"
-    w = write_tiles(plate, out, channel="DAPI_clean", size=48, split=(0.5, 0.25, 0.25), seed=3,
-                    label="artefacts_true")
+    w = write_tiles(
+        plate,
+        out,
+        channel="DAPI_clean",
+        size=48,
+        split=(0.5, 0.25, 0.25),
+        seed=3,
+        label="artefacts_true",
+    )
     return plate, out, w
 
 
 @pytest.mark.parametrize(
     ("length", "size", "stride", "expected"),
-    [(520, 256, None, [0, 256, 264]), (512, 256, None, [0, 256]), (256, 256, None, [0]),
-     (300, 256, 128, [0, 44]), (10, 4, 3, [0, 3, 6])],
+    [
+        (520, 256, None, [0, 256, 264]),
+        (512, 256, None, [0, 256]),
+        (256, 256, None, [0]),
+        (300, 256, 128, [0, 44]),
+        (10, 4, 3, [0, 3, 6]),
+    ],
 )
 def test_tile_starts(length, size, stride, expected):
     assert tile_starts(length, size, stride) == expected
@@ -78,8 +90,11 @@ def test_cut_tiles_normalises_each_tile():
 
 
 @settings(max_examples=100, deadline=None)
-@given(n=st.integers(1, 60), seed=st.integers(0, 1000),
-       fr=st.sampled_from([(0.8, 0.1, 0.1), (0.5, 0.25, 0.25), (1.0, 0.0, 0.0), (0.34, 0.33, 0.33)]))
+@given(
+    n=st.integers(1, 60),
+    seed=st.integers(0, 1000),
+    fr=st.sampled_from([(0.8, 0.1, 0.1), (0.5, 0.25, 0.25), (1.0, 0.0, 0.0), (0.34, 0.33, 0.33)]),
+)
 def test_split_wells_partitions(n, seed, fr):
     wells = [f"W{i:03d}" for i in range(n)]
     s = split_wells(wells, fr, seed=seed)
@@ -129,7 +144,9 @@ def test_tile_pixels_equal_plate_pixels(store):
             field = plate.read_field(key, channel=ci)
             np.testing.assert_array_equal(imgs[i], to_uint8(field[y : y + 48, x : x + 48]))
             lab = plate.read_label(key, "artefacts_true")
-            np.testing.assert_array_equal(arts[i], (lab[y : y + 48, x : x + 48] != 0).astype(np.uint8))
+            np.testing.assert_array_equal(
+                arts[i], (lab[y : y + 48, x : x + 48] != 0).astype(np.uint8)
+            )
         # positions: every tile of each field, edge tiles aligned to the border
         assert {tuple(p) for p in pos} == {(y, x) for y in (0, 48, 52) for x in (0, 48, 96, 102)}
     assert ts.artefacts[:].max() == 1  # some artefact pixels exist in the synthetic plate
@@ -185,8 +202,23 @@ def test_cli_tiles(plate, tmp_path):
     from phirm_scale.cli import app
 
     out = tmp_path / "cli.zarr"
-    r = CliRunner().invoke(app, ["tiles", str(plate.path), "-o", str(out), "--channel", "DAPI",
-                                 "--size", "64", "--stride", "32", "--label", "artefacts_true"])
+    r = CliRunner().invoke(
+        app,
+        [
+            "tiles",
+            str(plate.path),
+            "-o",
+            str(out),
+            "--channel",
+            "DAPI",
+            "--size",
+            "64",
+            "--stride",
+            "32",
+            "--label",
+            "artefacts_true",
+        ],
+    )
     assert r.exit_code == 0, r.output
     assert "test:" in r.output
     ts = open_tiles(f"{out}:test")

@@ -29,7 +29,14 @@ def tiles(tmp_path_factory):
 
     d = tmp_path_factory.mktemp("tiles")
     plate = make_plate(d / "p.ome.zarr", rows=2, columns=2, fields=1, size=128, seed=0)
-    write_tiles(plate, d / "t.zarr", channel="DAPI_clean", size=64, split=(0.5, 0.25, 0.25), label="artefacts_true")
+    write_tiles(
+        plate,
+        d / "t.zarr",
+        channel="DAPI_clean",
+        size=64,
+        split=(0.5, 0.25, 0.25),
+        label="artefacts_true",
+    )
     return d / "t.zarr"
 
 
@@ -110,7 +117,15 @@ def test_stage_and_vgg_apply_to_edgeconnect_only(tiles, tmp_path):
     with pytest.raises(InputError, match="cannot train 'telea'"):
         train("telea", tiles, out_dir=tmp_path / "r")
     with pytest.raises(CheckpointError, match="VGG weights .*no such file"):
-        train("edgeconnect", tiles, out_dir=tmp_path / "r", vgg_weights=tmp_path / "vgg19.pth", max_steps=1, width=8, device="cpu")
+        train(
+            "edgeconnect",
+            tiles,
+            out_dir=tmp_path / "r",
+            vgg_weights=tmp_path / "vgg19.pth",
+            max_steps=1,
+            width=8,
+            device="cpu",
+        )
 
 
 def test_vgg_losses_from_a_local_weights_file(tiles, tmp_path, one_batch):
@@ -131,7 +146,15 @@ def _rows(path):
 
 def test_train_writes_checkpoints_logs_plot_and_resumes_identically(tiles, tmp_path):
     clear_cache()
-    kw = {"epochs": 3, "lr": 1e-3, "batch_size": 4, "masks": "mix", "width": 8, "device": "cpu", "log_every": 1}
+    kw = {
+        "epochs": 3,
+        "lr": 1e-3,
+        "batch_size": 4,
+        "masks": "mix",
+        "width": 8,
+        "device": "cpu",
+        "log_every": 1,
+    }
     # 8 train tiles / batch 4 = 2 steps per epoch; 3 steps crosses an epoch boundary
     full = train("deepfill-v2", tiles, out_dir=tmp_path / "full", max_steps=5, **kw)
     part = train("deepfill-v2", tiles, out_dir=tmp_path / "part", max_steps=3, **kw)
@@ -153,11 +176,17 @@ def test_train_writes_checkpoints_logs_plot_and_resumes_identically(tiles, tmp_p
         assert 0 <= float(r["phirm"]) <= 1 and 0 <= float(r["ssim"]) <= 1 and float(r["psnr"]) > 5
         assert r["n"] == "4"
     run = tmp_path / "full"
-    assert {p.name for p in (run / "checkpoints").iterdir()} == {"epoch_0001.pt", "epoch_0002.pt", "last.pt"}
+    assert {p.name for p in (run / "checkpoints").iterdir()} == {
+        "epoch_0001.pt",
+        "epoch_0002.pt",
+        "last.pt",
+    }
     assert (run / "training.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     ck = load_checkpoint(run / "checkpoints" / "epoch_0001.pt")
     assert (ck.epoch, ck.step) == (1, 2)
-    assert ck.provenance["train"]["masks"] == "mix" and ck.provenance["tiles_attrs"]["tile_size"] == 64
+    assert (
+        ck.provenance["train"]["masks"] == "mix" and ck.provenance["tiles_attrs"]["tile_size"] == 64
+    )
     # the trained checkpoint serves inference through the registry
     model = get_model("deepfill-v2", checkpoint=full, device="cpu")
     x = np.full((1, 1, 64, 64), 0.25, np.float32)
@@ -172,7 +201,9 @@ def test_resume_refuses_another_model_or_settings(tiles, tmp_path):
     with pytest.raises(CheckpointError, match="holds a 'context-encoder' model, not 'deepfill-v2'"):
         train("deepfill-v2", tiles, out_dir=tmp_path / "x", resume=ck, **kw)
     with pytest.raises(InputError, match="batch size 4, not 2"):
-        train("context-encoder", tiles, out_dir=tmp_path / "ce", resume=ck, **{**kw, "batch_size": 2})
+        train(
+            "context-encoder", tiles, out_dir=tmp_path / "ce", resume=ck, **{**kw, "batch_size": 2}
+        )
     with pytest.raises(InputError, match="--width 16 contradicts"):
         train("context-encoder", tiles, out_dir=tmp_path / "ce", resume=ck, **{**kw, "width": 16})
     # fine-tuning from it (init) keeps the weights but starts a fresh schedule
@@ -182,11 +213,30 @@ def test_resume_refuses_another_model_or_settings(tiles, tmp_path):
 
 
 def test_paper_defaults_are_recorded(tiles, tmp_path):
-    for name, epochs, lr in (("deepfill-v2", 20, 1e-4), ("edgeconnect", 68, 1e-4), ("context-encoder", 200, 2e-4)):
-        ck = load_checkpoint(train(name, tiles, out_dir=tmp_path / name, width=8, device="cpu", max_steps=1, batch_size=2, val_every=0, val_tiles=1))
+    for name, epochs, lr in (
+        ("deepfill-v2", 20, 1e-4),
+        ("edgeconnect", 68, 1e-4),
+        ("context-encoder", 200, 2e-4),
+    ):
+        ck = load_checkpoint(
+            train(
+                name,
+                tiles,
+                out_dir=tmp_path / name,
+                width=8,
+                device="cpu",
+                max_steps=1,
+                batch_size=2,
+                val_every=0,
+                val_tiles=1,
+            )
+        )
         assert (ck.provenance["train"]["epochs"], ck.provenance["train"]["lr"]) == (epochs, lr)
     assert ck.provenance["train"]["stage"] is None
-    assert load_checkpoint(tmp_path / "edgeconnect" / "final.pt").provenance["train"]["stage"] == "joint"
+    assert (
+        load_checkpoint(tmp_path / "edgeconnect" / "final.pt").provenance["train"]["stage"]
+        == "joint"
+    )
 
 
 def test_artefact_masks_need_artefacts(tmp_path):
@@ -196,24 +246,73 @@ def test_artefact_masks_need_artefacts(tmp_path):
     plate = make_plate(tmp_path / "p.ome.zarr", rows=1, columns=2, fields=1, size=64, seed=1)
     write_tiles(plate, tmp_path / "t.zarr", channel="DAPI", size=64, split=(0.5, 0.5, 0.0))
     with pytest.raises(InputError, match="masks 'artefacts' need artefact masks"):
-        train("deepfill-v2", tmp_path / "t.zarr", out_dir=tmp_path / "r", masks="artefacts", width=8, device="cpu")
+        train(
+            "deepfill-v2",
+            tmp_path / "t.zarr",
+            out_dir=tmp_path / "r",
+            masks="artefacts",
+            width=8,
+            device="cpu",
+        )
     assert not (tmp_path / "r").exists()  # refused before anything was written
 
 
 def test_train_cli_end_to_end_and_resume(tiles, tmp_path):
     run = tmp_path / "run"
     code = "import sys, torch; torch.set_num_threads(1); from phirm_scale.cli import main; main(sys.argv[1:])"
-    base = [sys.executable, "-c", code, "train", "--model", "edgeconnect", "--tiles", str(tiles), "-o", str(run),
-            "--width", "8", "--batch-size", "4", "--epochs", "2", "--lr", "1e-3", "--device", "cpu", "--stage", "inpaint"]
-    r = subprocess.run(base + ["--max-steps", "2"], capture_output=True, text=True, timeout=300, check=False)
+    base = [
+        sys.executable,
+        "-c",
+        code,
+        "train",
+        "--model",
+        "edgeconnect",
+        "--tiles",
+        str(tiles),
+        "-o",
+        str(run),
+        "--width",
+        "8",
+        "--batch-size",
+        "4",
+        "--epochs",
+        "2",
+        "--lr",
+        "1e-3",
+        "--device",
+        "cpu",
+        "--stage",
+        "inpaint",
+    ]
+    r = subprocess.run(
+        base + ["--max-steps", "2"], capture_output=True, text=True, timeout=300, check=False
+    )
     assert r.returncode == 0, r.stderr
     assert "wrote" in r.stdout and (run / "final.pt").is_file()
-    assert (run / "train_log.csv").is_file() and (run / "val_log.csv").is_file() and (run / "training.png").is_file()
-    r = subprocess.run(base + ["--max-steps", "3", "--resume", str(run / "final.pt")], capture_output=True, text=True, timeout=300, check=False)
+    assert (
+        (run / "train_log.csv").is_file()
+        and (run / "val_log.csv").is_file()
+        and (run / "training.png").is_file()
+    )
+    r = subprocess.run(
+        base + ["--max-steps", "3", "--resume", str(run / "final.pt")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert r.returncode == 0, r.stderr
     ck = load_checkpoint(run / "final.pt")
     assert (ck.step, ck.epoch, ck.provenance["train"]["stage"]) == (3, 1, "inpaint")
     # a user error is one line and exit status 2
-    r = subprocess.run(base[:4] + ["--model", "lama", "--tiles", str(tiles), "-o", str(tmp_path / "x")], capture_output=True, text=True, timeout=300, check=False)
+    r = subprocess.run(
+        base[:4] + ["--model", "lama", "--tiles", str(tiles), "-o", str(tmp_path / "x")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert r.returncode == 2
-    assert r.stderr.strip().splitlines() == [r.stderr.strip()] and r.stderr.startswith("error: cannot train 'lama'")
+    assert r.stderr.strip().splitlines() == [r.stderr.strip()] and r.stderr.startswith(
+        "error: cannot train 'lama'"
+    )

@@ -103,8 +103,10 @@ def test_bad_inputs():
 
 
 def test_real_field_monotone_and_one_at_zero(real_field):
-    strengths = {"nuclei_removed": (0, 1, 2, 3, 4, 5, 6),
-                 "artefacts_added": (0, 0.0005, 0.001, 0.0025, 0.005, 0.01)}
+    strengths = {
+        "nuclei_removed": (0, 1, 2, 3, 4, 5, 6),
+        "artefacts_added": (0, 0.0005, 0.001, 0.0025, 0.005, 0.01),
+    }
     df = pd.DataFrame(validate_image(real_field, strengths=strengths, name=FIELD))
     for kind in strengths:
         g = df[df.manipulation == kind].sort_values("strength")
@@ -134,7 +136,7 @@ def test_score_of_manipulation_matches_metric(real_field):
     assert row["phirm"] == s.phirm
     # independent of the code path: two removed nuclei cost 1.1**2 * 2 in NCD (paper mode)
     assert s.reference.nuclei_count - s.reconstruction.nuclei_count == 2
-    assert s.ncd == pytest.approx(1.1 ** 2 * 2)
+    assert s.ncd == pytest.approx(1.1**2 * 2)
     assert s.phirm == pytest.approx(max(0.0, 10 - s.ncd - s.nad - s.aad) / 10)
 
 

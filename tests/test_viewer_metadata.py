@@ -28,8 +28,14 @@ def converted(tmp_path_factory, bbbc039_files):
     files = sorted(bbbc039_files)[:6]
     for f in files:
         (src / f.name).symlink_to(f)
-    plate = convert(src, root / "p.ome.zarr", channel_names=["DAPI"], cluster="threads",
-                    progress=False, echo=lambda m: None)
+    plate = convert(
+        src,
+        root / "p.ome.zarr",
+        channel_names=["DAPI"],
+        cluster="threads",
+        progress=False,
+        echo=lambda m: None,
+    )
     return root, files, plate
 
 
@@ -39,7 +45,7 @@ def test_contrast_limits_from_the_data(converted):
     per_field = np.array([np.percentile(tifffile.imread(f), [0.1, 99.9]) for f in files])
     want = np.median(per_field, axis=0)
     img = _nodes(plate.path / plate.fields[0].path)[0]
-    (lo, hi), = img.metadata["contrast_limits"]
+    ((lo, hi),) = img.metadata["contrast_limits"]
     span = want[1] - want[0]
     assert abs(lo - want[0]) < 0.02 * span and abs(hi - want[1]) < 0.02 * span
     assert hi < 0.1 * 65535  # not the dtype range: the nuclei are visible
@@ -78,5 +84,7 @@ def test_inpainted_plate_carries_mask_and_windows(converted):
     restored = open_plate(out)
     lab = restored.read_label(k, "artefacts")
     assert int(lab.sum()) == 40 * 60 and lab[100:140, 200:260].all()
-    assert nodes[0].metadata["contrast_limits"] == \
-        _nodes(plate.path / k.path)[0].metadata["contrast_limits"]
+    assert (
+        nodes[0].metadata["contrast_limits"]
+        == _nodes(plate.path / k.path)[0].metadata["contrast_limits"]
+    )

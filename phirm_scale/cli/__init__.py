@@ -8,18 +8,18 @@ from __future__ import annotations
 
 import sys
 
-from phirm_scale.cli._app import app
+from phirm_scale.cli import cluster as _cluster  # noqa: F401,E402
+from phirm_scale.cli import demo as _demo  # noqa: F401,E402
+from phirm_scale.cli import experiment as _experiment  # noqa: F401,E402
+from phirm_scale.cli import inpaint as _inpaint  # noqa: F401,E402
 
 # Command modules (import order = order in --help).
 from phirm_scale.cli import metric as _metric  # noqa: F401,E402
 from phirm_scale.cli import plate as _plate  # noqa: F401,E402
-from phirm_scale.cli import inpaint as _inpaint  # noqa: F401,E402
-from phirm_scale.cli import score as _score  # noqa: F401,E402
 from phirm_scale.cli import run as _run  # noqa: F401,E402
+from phirm_scale.cli import score as _score  # noqa: F401,E402
 from phirm_scale.cli import train as _train  # noqa: F401,E402
-from phirm_scale.cli import experiment as _experiment  # noqa: F401,E402
-from phirm_scale.cli import demo as _demo  # noqa: F401,E402
-from phirm_scale.cli import cluster as _cluster  # noqa: F401,E402
+from phirm_scale.cli._app import app
 
 __all__ = ["app", "main"]
 
@@ -42,8 +42,10 @@ def error_line(exc: BaseException) -> str:
         msg = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
     else:
         text = str(exc).strip().splitlines()
-        msg = (f"unexpected {type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")
-               + " (rerun with --debug for the traceback)")
+        msg = (
+            f"unexpected {type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")
+            + " (rerun with --debug for the traceback)"
+        )
     return "error: " + " ".join(msg.split("\n")).strip()
 
 

@@ -26,19 +26,32 @@ def _version_callback(value: bool) -> None:
 
 @app.callback()
 def _cluster_options(
-    jobs: int = typer.Option(None, "--jobs", help="Jobs per jobqueue pool (fixed), for every "
-                             "--cluster of this command that is a jobqueue configuration."),
-    adapt: str = typer.Option(None, "--adapt", help="Adaptive jobs per jobqueue pool, MIN:MAX "
-                              "(e.g. 0:8)."),
-    cluster_timeout: float = typer.Option(10.0, "--cluster-timeout",
-                                          help="Seconds a cluster start-up may take (connect, "
-                                               "submit); then one error line, exit 2."),
-    version: bool = typer.Option(False, "--version", callback=_version_callback,
-                                 is_eager=True, help="Print the version and exit."),
+    jobs: int = typer.Option(
+        None,
+        "--jobs",
+        help="Jobs per jobqueue pool (fixed), for every "
+        "--cluster of this command that is a jobqueue configuration.",
+    ),
+    adapt: str = typer.Option(
+        None, "--adapt", help="Adaptive jobs per jobqueue pool, MIN:MAX (e.g. 0:8)."
+    ),
+    cluster_timeout: float = typer.Option(
+        10.0,
+        "--cluster-timeout",
+        help="Seconds a cluster start-up may take (connect, submit); then one error line, exit 2.",
+    ),
+    version: bool = typer.Option(
+        False,
+        "--version",
+        callback=_version_callback,
+        is_eager=True,
+        help="Print the version and exit.",
+    ),
 ) -> None:
     """Restore high-content screening plates by generative inpainting and prove, field by
     field, that the biology was kept (PhIRM). Cluster options go before the command:
-    ``phirm-scale --jobs 4 --cluster-timeout 30 masks PLATE --cluster slurm-cpu``."""
+    ``phirm-scale --jobs 4 --cluster-timeout 30 masks PLATE --cluster slurm-cpu``.
+    """
     from phirm_scale.cluster import set_defaults
 
     set_defaults(jobs=jobs, adapt=adapt, timeout=cluster_timeout)
@@ -69,7 +82,8 @@ class CliError(Exception):
 
 def print_table(columns: list[str], rows: list[list], *, title: str | None = None) -> None:
     """A table on stdout: rich box drawing on a terminal; tab-separated values (header
-    first, full precision, never cut) when stdout is a file or a pipe."""
+    first, full precision, never cut) when stdout is a file or a pipe.
+    """
     import sys
 
     if not sys.stdout.isatty():

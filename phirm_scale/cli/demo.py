@@ -11,8 +11,12 @@ from phirm_scale.cli._app import app
 
 @app.command("demo")
 def demo_command(
-    data: Path = typer.Option(None, "--data", help="Folder of real fields (default: "
-                              "../shared/data/bbbc039-rows-A-D beside the repository)."),
+    data: Path = typer.Option(
+        None,
+        "--data",
+        help="Folder of real fields (default: "
+        "../shared/data/bbbc039-rows-A-D beside the repository).",
+    ),
     out: Path = typer.Option(Path("demo_out"), "-o", "--out", help="Output folder."),
     rows: int = typer.Option(2, "--rows", help="Plate rows."),
     columns: int = typer.Option(4, "--columns", help="Plate columns."),
@@ -20,13 +24,23 @@ def demo_command(
     artefacts: float = typer.Option(0.03, "--artefacts", help="Artefact area fraction."),
     model: str = typer.Option("telea", "--model", help="Inpainting model."),
     checkpoint: Path = typer.Option(None, "--checkpoint", help="Checkpoint of a learned model."),
-    cluster: str = typer.Option("local", "--cluster",
-                                help="local | threads | tcp://host:port | jobqueue YAML."),
+    cluster: str = typer.Option(
+        "local", "--cluster", help="local | threads | tcp://host:port | jobqueue YAML."
+    ),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bars."),
 ) -> None:
     """Real BBBC039 fields + composited artefacts -> masks -> inpainting -> PhIRM QC + report."""
     from phirm_scale.demo import run_demo
 
-    run_demo(data, out=out, rows=rows, columns=columns, fields=fields, artefacts=artefacts,
-             model=model, checkpoint=checkpoint, cluster=cluster,
-             progress=progress)
+    run_demo(
+        data,
+        out=out,
+        rows=rows,
+        columns=columns,
+        fields=fields,
+        artefacts=artefacts,
+        model=model,
+        checkpoint=checkpoint,
+        cluster=cluster,
+        progress=progress,
+    )

@@ -21,10 +21,13 @@ class Mode(str, Enum):
 def metric_command(
     reference: Path = typer.Argument(..., help="Reference image (TIFF/PNG) or folder of images."),
     reconstruction: Path = typer.Argument(
-        ..., help="Reconstructed image, or folder holding images of the same file names."),
-    mode: Mode = typer.Option(Mode.paper, "--mode",
-                              help="'paper' (the paper's definition) or 'reference' "
-                                   "(the published code's numbers)."),
+        ..., help="Reconstructed image, or folder holding images of the same file names."
+    ),
+    mode: Mode = typer.Option(
+        Mode.paper,
+        "--mode",
+        help="'paper' (the paper's definition) or 'reference' (the published code's numbers).",
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of a table."),
 ) -> None:
     """Score RECONSTRUCTION against REFERENCE with PhIRM (and PSNR, SSIM).
@@ -40,8 +43,14 @@ def metric_command(
         if len(rows) == 1 and not reference.is_dir():
             typer.echo(json.dumps(rows[0][1]))
         else:
-            typer.echo(json.dumps({"pairs": {name: d for name, d in rows},
-                                   "mean": _mean_row([d for _, d in rows])}))
+            typer.echo(
+                json.dumps(
+                    {
+                        "pairs": {name: d for name, d in rows},
+                        "mean": _mean_row([d for _, d in rows]),
+                    }
+                )
+            )
         return
     _print_table(rows, mode.value)
 
@@ -73,16 +82,48 @@ def _print_table(rows, mode):
     table = _T()
     for name, d in rows:
         r, c = d["reference"], d["reconstruction"]
-        table.add_row(name, f"{r['nuclei_count']}/{c['nuclei_count']}",
-                      f"{r['nuclei_area']}/{c['nuclei_area']}",
-                      f"{r['artefact_area']}/{c['artefact_area']}",
-                      _fmt(d["ncd"]), _fmt(d["nad"]), _fmt(d["aad"]), _fmt(d["phirm"]),
-                      _fmt(d["psnr"], 2), _fmt(d["ssim"]))
+        table.add_row(
+            name,
+            f"{r['nuclei_count']}/{c['nuclei_count']}",
+            f"{r['nuclei_area']}/{c['nuclei_area']}",
+            f"{r['artefact_area']}/{c['artefact_area']}",
+            _fmt(d["ncd"]),
+            _fmt(d["nad"]),
+            _fmt(d["aad"]),
+            _fmt(d["phirm"]),
+            _fmt(d["psnr"], 2),
+            _fmt(d["ssim"]),
+        )
     if len(rows) > 1:
         m = _mean_row([d for _, d in rows])
-        table.add_row("[bold]mean[/bold]", "", "", "", _fmt(m["ncd"]), _fmt(m["nad"]),
-                      _fmt(m["aad"]), _fmt(m["phirm"]), _fmt(m["psnr"], 2), _fmt(m["ssim"]))
-    print_table(["pair", "nuclei ref/rec", "nuclei area ref/rec", "artefact area ref/rec",
-                 "NCD", "NAD", "AAD", "PhIRM", "PSNR", "SSIM"],
-                [[c.replace("[bold]", "").replace("[/bold]", "") if isinstance(c, str) else c
-                  for c in r] for r in out], title=f"PhIRM ({mode} mode)")
+        table.add_row(
+            "[bold]mean[/bold]",
+            "",
+            "",
+            "",
+            _fmt(m["ncd"]),
+            _fmt(m["nad"]),
+            _fmt(m["aad"]),
+            _fmt(m["phirm"]),
+            _fmt(m["psnr"], 2),
+            _fmt(m["ssim"]),
+        )
+    print_table(
+        [
+            "pair",
+            "nuclei ref/rec",
+            "nuclei area ref/rec",
+            "artefact area ref/rec",
+            "NCD",
+            "NAD",
+            "AAD",
+            "PhIRM",
+            "PSNR",
+            "SSIM",
+        ],
+        [
+            [c.replace("[bold]", "").replace("[/bold]", "") if isinstance(c, str) else c for c in r]
+            for r in out
+        ],
+        title=f"PhIRM ({mode} mode)",
+    )

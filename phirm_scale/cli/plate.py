@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from enum import Enum
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -17,28 +16,42 @@ __all__: list[str] = []
 def convert_cmd(
     source: Path = typer.Argument(..., help="Folder of microscope TIFFs (searched recursively)."),
     out: Path = typer.Argument(..., help="Output plate, e.g. PLATE.ome.zarr."),
-    layout: str = typer.Option("auto", help="File-name layout: auto, imagexpress, cellomics "
-                               "or regex (with --pattern)."),
-    pattern: Optional[str] = typer.Option(None, help="Regular expression on file names with "
-                                          "named groups well, field, channel (and plate)."),
-    plate_name: Optional[str] = typer.Option(None, help="Plate name (default: from the file "
-                                             "names, else the folder name)."),
-    channel_names: Optional[str] = typer.Option(None, help="Comma-separated channel names in "
-                                                "channel order, e.g. DAPI,CFP."),
+    layout: str = typer.Option(
+        "auto", help="File-name layout: auto, imagexpress, cellomics or regex (with --pattern)."
+    ),
+    pattern: str | None = typer.Option(
+        None,
+        help="Regular expression on file names with named groups well, field, channel (and plate).",
+    ),
+    plate_name: str | None = typer.Option(
+        None, help="Plate name (default: from the file names, else the folder name)."
+    ),
+    channel_names: str | None = typer.Option(
+        None, help="Comma-separated channel names in channel order, e.g. DAPI,CFP."
+    ),
     levels: int = typer.Option(1, help="Multiscale levels (level 0 plus levels-1 halvings)."),
-    timepoint: Optional[int] = typer.Option(None, help="TimePoint_N folder to take when "
-                                            "there are several."),
-    zstep: Optional[int] = typer.Option(None, help="ZStep_N folder to take when there are "
-                                        "several."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output "
-                                   "(otherwise only an unfinished conversion of the same "
-                                   "source is resumed)."),
-    cluster: str = typer.Option("local", help="Dask cluster: local, threads, tcp://host:port, "
-                                "or a dask-jobqueue YAML."),
-    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress "
-                                  "bar."),
-    as_json: bool = typer.Option(False, "--json", help="Print the summary as one JSON object "
-                                 "on stdout (messages stay on stderr)."),
+    timepoint: int | None = typer.Option(
+        None, help="TimePoint_N folder to take when there are several."
+    ),
+    zstep: int | None = typer.Option(
+        None, help="ZStep_N folder to take when there are several."
+    ),
+    overwrite: bool = typer.Option(
+        False,
+        "--overwrite",
+        help="Replace an existing output "
+        "(otherwise only an unfinished conversion of the same "
+        "source is resumed).",
+    ),
+    cluster: str = typer.Option(
+        "local", help="Dask cluster: local, threads, tcp://host:port, or a dask-jobqueue YAML."
+    ),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
+    as_json: bool = typer.Option(
+        False,
+        "--json",
+        help="Print the summary as one JSON object on stdout (messages stay on stderr).",
+    ),
 ) -> None:
     """Convert a folder of TIFFs into an OME-Zarr (NGFF 0.5) HCS plate, one task per field."""
     import sys
@@ -53,18 +66,37 @@ def convert_cmd(
         said.append(msg)
         print(msg, file=sys.stderr)
 
-    plate = convert(source, out, layout=layout, pattern=pattern, plate_name=plate_name,
-                    channel_names=names, cluster=cluster, overwrite=overwrite,
-                    n_levels=levels, timepoint=timepoint, zstep=zstep, progress=progress,
-                    echo=echo)
+    plate = convert(
+        source,
+        out,
+        layout=layout,
+        pattern=pattern,
+        plate_name=plate_name,
+        channel_names=names,
+        cluster=cluster,
+        overwrite=overwrite,
+        n_levels=levels,
+        timepoint=timepoint,
+        zstep=zstep,
+        progress=progress,
+        echo=echo,
+    )
     up_to_date = any("nothing to do" in m for m in said)
     if as_json:
-        echo_json({"out": str(plate.path), "wells": len(plate.wells),
-                   "fields": len(plate.fields), "channels": list(plate.channel_names),
-                   "up_to_date": up_to_date})
+        echo_json(
+            {
+                "out": str(plate.path),
+                "wells": len(plate.wells),
+                "fields": len(plate.fields),
+                "channels": list(plate.channel_names),
+                "up_to_date": up_to_date,
+            }
+        )
     elif not up_to_date:
-        typer.echo(f"wrote {plate.path}: {len(plate.wells)} wells, {len(plate.fields)} fields, "
-                   f"channels {','.join(plate.channel_names)}")
+        typer.echo(
+            f"wrote {plate.path}: {len(plate.wells)} wells, {len(plate.fields)} fields, "
+            f"channels {','.join(plate.channel_names)}"
+        )
 
 
 class MaskMethod(str, Enum):
@@ -80,62 +112,100 @@ class MetricMode(str, Enum):
 @app.command("masks")
 def masks_cmd(
     plate: Path = typer.Argument(..., help="HCS plate (*.ome.zarr)."),
-    channel: str = typer.Option("CFP", help="Channel the masks are made from (name or "
-                                "index): the artefact channel for otsu, the nuclei channel "
-                                "for saturation."),
-    method: MaskMethod = typer.Option(MaskMethod.otsu, help="otsu: the paper's recipe on an "
-                                      "artefact channel (Otsu x factor, opening, closing). "
-                                      "saturation: no artefact channel; the components PhIRM "
-                                      "calls artefacts (8-bit max at saturation, mean >= "
-                                      "--artefact-mean), dilated."),
+    channel: str = typer.Option(
+        "CFP",
+        help="Channel the masks are made from (name or "
+        "index): the artefact channel for otsu, the nuclei channel "
+        "for saturation.",
+    ),
+    method: MaskMethod = typer.Option(
+        MaskMethod.otsu,
+        help="otsu: the paper's recipe on an "
+        "artefact channel (Otsu x factor, opening, closing). "
+        "saturation: no artefact channel; the components PhIRM "
+        "calls artefacts (8-bit max at saturation, mean >= "
+        "--artefact-mean), dilated.",
+    ),
     name: str = typer.Option("artefacts", help="Label name written under labels/."),
-    otsu_factor: Optional[float] = typer.Option(None, help="otsu: multiplier of Otsu's "
-                                                "threshold (default 0.7, the paper). "
-                                                "saturation: PhIRM's own Otsu factor "
-                                                "(default: the --mode's, 1.0 paper)."),
+    otsu_factor: float | None = typer.Option(
+        None,
+        help="otsu: multiplier of Otsu's "
+        "threshold (default 0.7, the paper). "
+        "saturation: PhIRM's own Otsu factor "
+        "(default: the --mode's, 1.0 paper).",
+    ),
     radius: int = typer.Option(2, help="otsu: disk radius of the opening and closing."),
-    min_separability: float = typer.Option(0.9, help="otsu: fields whose Otsu separability "
-                                           "is below this get an empty mask (no artefact); 0 "
-                                           "disables the guard."),
-    dilation: Optional[int] = typer.Option(None, help="Radius (px) of a final dilation of "
-                                           "the mask (default: 0 for otsu, 1 for "
-                                           "saturation)."),
-    mode: MetricMode = typer.Option(MetricMode.paper, help="saturation: PhIRM mode whose "
-                                    "segmentation finds the artefacts."),
-    saturation: Optional[int] = typer.Option(None, help="saturation: 8-bit value a component's "
-                                             "max must reach (default 255)."),
-    artefact_mean: Optional[float] = typer.Option(None, help="saturation: minimum 8-bit mean "
-                                                  "of an artefact component (default 210)."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Recompute fields that already "
-                                   "have the label."),
-    cluster: str = typer.Option("local", help="Dask cluster: local, threads, tcp://host:port, "
-                                "or a dask-jobqueue YAML."),
-    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress "
-                                  "bar."),
-    as_json: bool = typer.Option(False, "--json", help="Print the summary as one JSON object "
-                                 "on stdout."),
+    min_separability: float = typer.Option(
+        0.9,
+        help="otsu: fields whose Otsu separability "
+        "is below this get an empty mask (no artefact); 0 "
+        "disables the guard.",
+    ),
+    dilation: int | None = typer.Option(
+        None,
+        help="Radius (px) of a final dilation of the mask (default: 0 for otsu, 1 for saturation).",
+    ),
+    mode: MetricMode = typer.Option(
+        MetricMode.paper, help="saturation: PhIRM mode whose segmentation finds the artefacts."
+    ),
+    saturation: int | None = typer.Option(
+        None, help="saturation: 8-bit value a component's max must reach (default 255)."
+    ),
+    artefact_mean: float | None = typer.Option(
+        None, help="saturation: minimum 8-bit mean of an artefact component (default 210)."
+    ),
+    overwrite: bool = typer.Option(
+        False, "--overwrite", help="Recompute fields that already have the label."
+    ),
+    cluster: str = typer.Option(
+        "local", help="Dask cluster: local, threads, tcp://host:port, or a dask-jobqueue YAML."
+    ),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
+    as_json: bool = typer.Option(
+        False, "--json", help="Print the summary as one JSON object on stdout."
+    ),
 ) -> None:
     """Artefact masks per field as NGFF labels: from an artefact channel (otsu) or from the
-    nuclei channel alone (saturation)."""
+    nuclei channel alone (saturation).
+    """
     from phirm_scale.stages.masks import make_artefact_masks
 
     ch: str | int = int(channel) if channel.isdigit() else channel
-    res = make_artefact_masks(plate, channel=ch, name=name, method=method.value,
-                              otsu_factor=otsu_factor, radius=radius,
-                              min_separability=min_separability or None, dilation=dilation,
-                              metric_mode=mode.value, saturation=saturation,
-                              artefact_mean=artefact_mean, overwrite=overwrite,
-                              cluster=cluster, progress=progress)
+    res = make_artefact_masks(
+        plate,
+        channel=ch,
+        name=name,
+        method=method.value,
+        otsu_factor=otsu_factor,
+        radius=radius,
+        min_separability=min_separability or None,
+        dilation=dilation,
+        metric_mode=mode.value,
+        saturation=saturation,
+        artefact_mean=artefact_mean,
+        overwrite=overwrite,
+        cluster=cluster,
+        progress=progress,
+    )
     with_art = sum(1 for a in res.values() if a)
     if as_json:
         from phirm_scale.cli._app import echo_json
 
-        echo_json({"plate": str(plate), "label": name, "method": method.value,
-                   "fields": len(res), "fields_with_artefacts": with_art,
-                   "masked_pixels": int(sum(int(a) for a in res.values()))})
+        echo_json(
+            {
+                "plate": str(plate),
+                "label": name,
+                "method": method.value,
+                "fields": len(res),
+                "fields_with_artefacts": with_art,
+                "masked_pixels": int(sum(int(a) for a in res.values())),
+            }
+        )
         return
-    typer.echo(f"{plate}: labels/{name} written for {len(res)} fields ({with_art} with "
-               f"artefacts; method {method.value})")
+    typer.echo(
+        f"{plate}: labels/{name} written for {len(res)} fields ({with_art} with "
+        f"artefacts; method {method.value})"
+    )
 
 
 @app.command("make-plate")
@@ -146,23 +216,39 @@ def make_plate_cmd(
     fields: int = typer.Option(1, help="Fields per well."),
     size: int = typer.Option(256, help="Field size in pixels (square)."),
     seed: int = typer.Option(0, help="Random seed."),
-    from_fields: Optional[Path] = typer.Option(None, help="Folder of real TIFF fields used as "
-                                               "ground truth (cropped or mirror-padded)."),
-    artefacts: float = typer.Option(0.02, help="Fraction of each field covered by artefacts "
-                                    "(0 for a clean plate)."),
+    from_fields: Path | None = typer.Option(
+        None, help="Folder of real TIFF fields used as ground truth (cropped or mirror-padded)."
+    ),
+    artefacts: float = typer.Option(
+        0.02, help="Fraction of each field covered by artefacts (0 for a clean plate)."
+    ),
     levels: int = typer.Option(1, help="Multiscale levels."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output."),
-    cluster: str = typer.Option("threads", help="Dask cluster: threads, local, "
-                                "tcp://host:port, or a dask-jobqueue YAML."),
-    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress "
-                                  "bar."),
+    cluster: str = typer.Option(
+        "threads", help="Dask cluster: threads, local, tcp://host:port, or a dask-jobqueue YAML."
+    ),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
 ) -> None:
     """Synthetic (or composite) plate: DAPI (ground truth + saturated artefacts), CFP
-    (artefact channel), DAPI_clean (ground truth) and label artefacts_true."""
+    (artefact channel), DAPI_clean (ground truth) and label artefacts_true.
+    """
     from phirm_scale.synthetic import make_plate
 
-    plate = make_plate(out, rows=rows, columns=columns, fields=fields, size=size, seed=seed,
-                       from_fields=from_fields, artefacts=artefacts, overwrite=overwrite,
-                       n_levels=levels, cluster=cluster, progress=progress)
-    typer.echo(f"wrote {plate.path}: {len(plate.fields)} fields of {size}x{size}, channels "
-               f"{','.join(plate.channel_names)}")
+    plate = make_plate(
+        out,
+        rows=rows,
+        columns=columns,
+        fields=fields,
+        size=size,
+        seed=seed,
+        from_fields=from_fields,
+        artefacts=artefacts,
+        overwrite=overwrite,
+        n_levels=levels,
+        cluster=cluster,
+        progress=progress,
+    )
+    typer.echo(
+        f"wrote {plate.path}: {len(plate.fields)} fields of {size}x{size}, channels "
+        f"{','.join(plate.channel_names)}"
+    )

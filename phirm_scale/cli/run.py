@@ -1,11 +1,11 @@
 """``phirm-scale run``: a whole screen in one command (thin shell over
-:func:`phirm_scale.run.run_screen`)."""
+:func:`phirm_scale.run.run_screen`).
+"""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import List, Optional
 
 import typer
 
@@ -14,65 +14,113 @@ from phirm_scale.cli._app import app, print_table
 
 @app.command("run")
 def run_cmd(
-    sources: List[Path] = typer.Argument(..., help="Plate folders of TIFFs, folders whose "
-                                         "sub-folders are plates, or OME-Zarr plates."),
+    sources: list[Path] = typer.Argument(
+        ...,
+        help="Plate folders of TIFFs, folders whose sub-folders are plates, or OME-Zarr plates.",
+    ),
     out: Path = typer.Option(..., "-o", "--out", help="Output folder of the screen."),
-    layout: str = typer.Option("auto", help="TIFF file-name layout: auto, imagexpress, "
-                               "cellomics or regex (with --pattern)."),
-    pattern: Optional[str] = typer.Option(None, help="Regular expression on file names with "
-                                          "named groups well, field, channel."),
-    channel_names: Optional[str] = typer.Option(
-        None, help="Comma-separated channel names in channel order (w1,w2.. / d0,d1..), "
-                   "e.g. DAPI or DAPI,CFP."),
+    layout: str = typer.Option(
+        "auto",
+        help="TIFF file-name layout: auto, imagexpress, cellomics or regex (with --pattern).",
+    ),
+    pattern: str | None = typer.Option(
+        None, help="Regular expression on file names with named groups well, field, channel."
+    ),
+    channel_names: str | None = typer.Option(
+        None,
+        help="Comma-separated channel names in channel order (w1,w2.. / d0,d1..), "
+        "e.g. DAPI or DAPI,CFP.",
+    ),
     channel: str = typer.Option("DAPI", help="Channel to restore and score."),
     artefact_channel: str = typer.Option(
-        "CFP", help="Channel the artefact masks are made from (Otsu x 0.7), or 'none' for "
-                    "saturation masks on --channel (plates without an artefact channel)."),
+        "CFP",
+        help="Channel the artefact masks are made from (Otsu x 0.7), or 'none' for "
+        "saturation masks on --channel (plates without an artefact channel).",
+    ),
     model: str = typer.Option("telea", help="Inpainting model."),
-    checkpoint: Optional[Path] = typer.Option(None, help="Checkpoint of a learned model."),
-    reference_channel: Optional[str] = typer.Option(
-        None, help="Channel of the source plate scored against the restored one (default: "
-                   "--channel itself)."),
-    dilate: int = typer.Option(0, help="Grow the artefact masks by this many pixels before "
-                               "inpainting."),
+    checkpoint: Path | None = typer.Option(None, help="Checkpoint of a learned model."),
+    reference_channel: str | None = typer.Option(
+        None,
+        help="Channel of the source plate scored against the restored one (default: "
+        "--channel itself).",
+    ),
+    dilate: int = typer.Option(
+        0, help="Grow the artefact masks by this many pixels before inpainting."
+    ),
     window: str = typer.Option("256", help="Scoring window edge in pixels, or 'field'."),
-    threshold: float = typer.Option(0.9, help="Fields with a mean PhIRM below this are "
-                                    "flagged."),
-    cluster: str = typer.Option("local", help="Dask cluster, opened once for every stage: "
-                                "local, threads, tcp://host:port, or a dask-jobqueue YAML."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an output folder that "
-                                   "holds a run with other settings."),
-    as_json: bool = typer.Option(False, "--json", help="Print the summary as one JSON object "
-                                 "on stdout (nothing else there)."),
-    progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bars and "
-                                  "messages on stderr."),
-    fail_below: Optional[float] = typer.Option(
-        None, help="Exit with status 3 when a plate's mean PhIRM is below this."),
+    threshold: float = typer.Option(0.9, help="Fields with a mean PhIRM below this are flagged."),
+    cluster: str = typer.Option(
+        "local",
+        help="Dask cluster, opened once for every stage: "
+        "local, threads, tcp://host:port, or a dask-jobqueue YAML.",
+    ),
+    overwrite: bool = typer.Option(
+        False, "--overwrite", help="Replace an output folder that holds a run with other settings."
+    ),
+    as_json: bool = typer.Option(
+        False, "--json", help="Print the summary as one JSON object on stdout (nothing else there)."
+    ),
+    progress: bool = typer.Option(
+        True, "--progress/--no-progress", help="Progress bars and messages on stderr."
+    ),
+    fail_below: float | None = typer.Option(
+        None, help="Exit with status 3 when a plate's mean PhIRM is below this."
+    ),
 ) -> None:
     """Convert -> masks -> inpaint -> score every plate of a screen on one cluster, then one
-    QC dataset (qc.zarr, qc.csv, qc.parquet) and one report for the screen."""
+    QC dataset (qc.zarr, qc.csv, qc.parquet) and one report for the screen.
+    """
     from phirm_scale.run import run_screen
 
     names = [c.strip() for c in channel_names.split(",")] if channel_names else None
     art = None if artefact_channel.strip().lower() == "none" else artefact_channel
-    summary = run_screen(sources, out, layout=layout, pattern=pattern, channel_names=names,
-                         channel=channel, artefact_channel=art, model=model,
-                         checkpoint=checkpoint, reference_channel=reference_channel,
-                         window=window, threshold=threshold, dilate=dilate, cluster=cluster,
-                         overwrite=overwrite, progress=progress)
+    summary = run_screen(
+        sources,
+        out,
+        layout=layout,
+        pattern=pattern,
+        channel_names=names,
+        channel=channel,
+        artefact_channel=art,
+        model=model,
+        checkpoint=checkpoint,
+        reference_channel=reference_channel,
+        window=window,
+        threshold=threshold,
+        dilate=dilate,
+        cluster=cluster,
+        overwrite=overwrite,
+        progress=progress,
+    )
     if as_json:
         typer.echo(json.dumps(summary))
     else:
-        cols = ["plate", "fields", "wells", "masked_fraction", "fields_flagged", "phirm_mean",
-                "phirm_min", "phirm_p05", "windows_below", "ssim_mean"]
-        print_table(cols, [[r[c] for c in cols] for r in summary["plates"]],
-                    title=f"screen {summary['out']}: {summary['screen']['fields']} fields, "
-                          f"{summary['screen']['fields_flagged']} flagged (mean PhIRM < "
-                          f"{summary['screen']['threshold']:g})")
+        cols = [
+            "plate",
+            "fields",
+            "wells",
+            "masked_fraction",
+            "fields_flagged",
+            "phirm_mean",
+            "phirm_min",
+            "phirm_p05",
+            "windows_below",
+            "ssim_mean",
+        ]
+        print_table(
+            cols,
+            [[r[c] for c in cols] for r in summary["plates"]],
+            title=f"screen {summary['out']}: {summary['screen']['fields']} fields, "
+            f"{summary['screen']['fields_flagged']} flagged (mean PhIRM < "
+            f"{summary['screen']['threshold']:g})",
+        )
         typer.echo(f"report {summary['report']}")
     if fail_below is not None:
         low = [r for r in summary["plates"] if r["phirm_mean"] < fail_below]
         if low:
-            typer.echo(f"fail: plate {low[0]['plate']} mean PhIRM {low[0]['phirm_mean']:.4f} "
-                       f"< {fail_below:g}", err=True)
+            typer.echo(
+                f"fail: plate {low[0]['plate']} mean PhIRM {low[0]['phirm_mean']:.4f} "
+                f"< {fail_below:g}",
+                err=True,
+            )
             raise typer.Exit(3)

@@ -20,67 +20,106 @@ class Mode(str, Enum):
 @app.command("score")
 def score_command(
     reference: str = typer.Option(
-        ..., "--reference", help="Reference plate as PLATE[:CHANNEL] (default: first channel)."),
+        ..., "--reference", help="Reference plate as PLATE[:CHANNEL] (default: first channel)."
+    ),
     reconstruction: str = typer.Option(
-        ..., "--reconstruction",
+        ...,
+        "--reconstruction",
         help="Reconstructed plate as PLATE[:CHANNEL] (default: the reference channel's name if "
-             "present, else the first channel)."),
+        "present, else the first channel).",
+    ),
     output: Path = typer.Option(..., "-o", "--output", help="QC store to write (e.g. QC.zarr)."),
     window: str = typer.Option(
-        "256", "--window", help="Metric unit: window edge in pixels (edge windows aligned to "
-                                "the border) or 'field' for whole fields."),
-    mode: Mode = typer.Option(Mode.paper, "--mode",
-                              help="'paper' (the paper's definition) or 'reference' "
-                                   "(the published code's numbers)."),
+        "256",
+        "--window",
+        help="Metric unit: window edge in pixels (edge windows aligned to "
+        "the border) or 'field' for whole fields.",
+    ),
+    mode: Mode = typer.Option(
+        Mode.paper,
+        "--mode",
+        help="'paper' (the paper's definition) or 'reference' (the published code's numbers).",
+    ),
     cluster: str = typer.Option(
-        "local", "--cluster", help="'local' (embedded cluster), 'threads' (no cluster), "
-                                   "tcp://host:port, or a dask-jobqueue YAML."),
-    csv: Path | None = typer.Option(None, "--csv", help="Also write the per-window table "
-                                                           "as CSV."),
-    parquet: Path | None = typer.Option(None, "--parquet",
-                                           help="Also write the per-window table as Parquet."),
+        "local",
+        "--cluster",
+        help="'local' (embedded cluster), 'threads' (no cluster), "
+        "tcp://host:port, or a dask-jobqueue YAML.",
+    ),
+    csv: Path | None = typer.Option(None, "--csv", help="Also write the per-window table as CSV."),
+    parquet: Path | None = typer.Option(
+        None, "--parquet", help="Also write the per-window table as Parquet."
+    ),
     mask_label: str | None = typer.Option(
-        None, "--mask-label", help="Label image (e.g. 'artefacts') giving the masked fraction "
-                                   "per window; read from the reference plate, else from the "
-                                   "reconstruction."),
-    threshold: float = typer.Option(0.9, "--threshold",
-                                    help="PhIRM threshold of the 'fraction below' summaries."),
-    fields_per_task: int = typer.Option(1, "--fields-per-task",
-                                        help="Fields scored by one Dask task."),
+        None,
+        "--mask-label",
+        help="Label image (e.g. 'artefacts') giving the masked fraction "
+        "per window; read from the reference plate, else from the "
+        "reconstruction.",
+    ),
+    threshold: float = typer.Option(
+        0.9, "--threshold", help="PhIRM threshold of the 'fraction below' summaries."
+    ),
+    fields_per_task: int = typer.Option(
+        1, "--fields-per-task", help="Fields scored by one Dask task."
+    ),
     self_check: bool = typer.Option(
-        False, "--self-check", help="Also run the self-check PhIRM (pseudo-holes shaped like "
-                                    "the plate's artefacts, inpainted with the reconstruction's "
-                                    "model and settings, scored against the true pixels), the "
-                                    "reference-free field checks and the flags."),
+        False,
+        "--self-check",
+        help="Also run the self-check PhIRM (pseudo-holes shaped like "
+        "the plate's artefacts, inpainted with the reconstruction's "
+        "model and settings, scored against the true pixels), the "
+        "reference-free field checks and the flags.",
+    ),
     self_check_draws: int | None = typer.Option(
-        None, "--self-check-draws", help="Pseudo-hole draws per field (default 4)."),
+        None, "--self-check-draws", help="Pseudo-hole draws per field (default 4)."
+    ),
     self_check_seed: int = typer.Option(0, "--self-check-seed", help="Seed of the draws."),
     mask_pool: str | None = typer.Option(
-        None, "--mask-pool", help="PLATE[:LABEL] whose artefact masks shape the pseudo-holes "
-                                  "of fields without holes (default: the source plate's)."),
+        None,
+        "--mask-pool",
+        help="PLATE[:LABEL] whose artefact masks shape the pseudo-holes "
+        "of fields without holes (default: the source plate's).",
+    ),
     selfcheck_threshold: float = typer.Option(
-        0.9, "--selfcheck-threshold", help="Flag fields with holes whose mean self-check "
-                                           "PhIRM is below this."),
+        0.9,
+        "--selfcheck-threshold",
+        help="Flag fields with holes whose mean self-check PhIRM is below this.",
+    ),
     residual_threshold: float = typer.Option(
-        50.0, "--residual-threshold", help="Flag fields whose restored version keeps more "
-                                           "than this many px of PhIRM artefact."),
-    overwrite: bool = typer.Option(False, "--overwrite",
-                                   help="Replace an existing QC store made by `score`."),
-    progress: bool = typer.Option(True, "--progress/--no-progress",
-                                  help="Show a progress bar while the graph runs."),
-    as_json: bool = typer.Option(False, "--json", help="Print the plate summary as one JSON "
-                                 "object on stdout (nothing else there)."),
+        50.0,
+        "--residual-threshold",
+        help="Flag fields whose restored version keeps more than this many px of PhIRM artefact.",
+    ),
+    overwrite: bool = typer.Option(
+        False, "--overwrite", help="Replace an existing QC store made by `score`."
+    ),
+    progress: bool = typer.Option(
+        True, "--progress/--no-progress", help="Show a progress bar while the graph runs."
+    ),
+    as_json: bool = typer.Option(
+        False,
+        "--json",
+        help="Print the plate summary as one JSON object on stdout (nothing else there).",
+    ),
     fail_below: float | None = typer.Option(
-        None, "--fail-below", help="Exit with status 3 when the plate's mean PhIRM is below "
-                                   "this (for pipelines)."),
+        None,
+        "--fail-below",
+        help="Exit with status 3 when the plate's mean PhIRM is below this (for pipelines).",
+    ),
 ) -> None:
     """Score every field of a reconstructed plate against its reference (PhIRM, PSNR, SSIM)
     into an xarray QC store, and print the plate summary. With --self-check, also the
-    checks that need no ground truth (for real plates) and per-field flags."""
+    checks that need no ground truth (for real plates) and per-field flags.
+    """
     from phirm_scale import metric, qc
     from phirm_scale.errors import PhirmError
-    from phirm_scale.outputs import (check_inputs_not_locked, check_not_input,
-                                     existing_output, output_lock)
+    from phirm_scale.outputs import (
+        check_inputs_not_locked,
+        check_not_input,
+        existing_output,
+        output_lock,
+    )
     from phirm_scale.stages.score import parse_plate_spec, plan_score, score_plan
 
     inputs = [parse_plate_spec(reference)[0], parse_plate_spec(reconstruction)[0]]
@@ -98,35 +137,56 @@ def score_command(
         from phirm_scale.stages.selfcheck import selfcheck_qc, selfcheck_spec
 
         # validated before any work: the reconstruction must carry its inpainting provenance
-        spec = selfcheck_spec(plan.reconstruction, draws=self_check_draws,
-                              seed=self_check_seed)
+        spec = selfcheck_spec(plan.reconstruction, draws=self_check_draws, seed=self_check_seed)
     from phirm_scale.stages._runner import using_client
 
-    with output_lock(output, command="score"), \
-            using_client(cluster, quiet=not progress) as client:   # one cluster for both
+    with (
+        output_lock(output, command="score"),
+        using_client(cluster, quiet=not progress) as client,
+    ):  # one cluster for both
         target = client if client is not None else "threads"
-        ds = score_plan(plan, params=params, threshold=threshold, cluster=target,
-                        progress=progress, fields_per_task=fields_per_task)
+        ds = score_plan(
+            plan,
+            params=params,
+            threshold=threshold,
+            cluster=target,
+            progress=progress,
+            fields_per_task=fields_per_task,
+        )
         if spec is not None:
-            ds = selfcheck_qc(ds, plan.reconstruction, plan.reconstruction_channel,
-                              draws=self_check_draws, seed=self_check_seed,
-                              mask_pool=mask_pool, selfcheck_threshold=selfcheck_threshold,
-                              residual_threshold=residual_threshold, cluster=target,
-                              progress=progress, fields_per_task=fields_per_task)
+            ds = selfcheck_qc(
+                ds,
+                plan.reconstruction,
+                plan.reconstruction_channel,
+                draws=self_check_draws,
+                seed=self_check_seed,
+                mask_pool=mask_pool,
+                selfcheck_threshold=selfcheck_threshold,
+                residual_threshold=residual_threshold,
+                cluster=target,
+                progress=progress,
+                fields_per_task=fields_per_task,
+            )
         qc.write_qc(ds, output, overwrite=overwrite, csv=csv, parquet=parquet)
     summary = plate_summary(ds)
     if as_json:
         from phirm_scale.cli._app import echo_json
 
-        echo_json({"output": str(output), "csv": str(csv) if csv else None,
-                   "parquet": str(parquet) if parquet else None, **summary})
+        echo_json(
+            {
+                "output": str(output),
+                "csv": str(csv) if csv else None,
+                "parquet": str(parquet) if parquet else None,
+                **summary,
+            }
+        )
     else:
         print_summary(ds)
-        typer.echo(f"wrote {output}" + (f", {csv}" if csv else "") +
-                   (f", {parquet}" if parquet else ""))
+        typer.echo(
+            f"wrote {output}" + (f", {csv}" if csv else "") + (f", {parquet}" if parquet else "")
+        )
     if fail_below is not None and not summary["phirm_mean"] >= fail_below:
-        typer.echo(f"fail: plate mean PhIRM {summary['phirm_mean']:.4f} < {fail_below:g}",
-                   err=True)
+        typer.echo(f"fail: plate mean PhIRM {summary['phirm_mean']:.4f} < {fail_below:g}", err=True)
         raise typer.Exit(3)
 
 
@@ -135,12 +195,21 @@ def plate_summary(ds) -> dict:
     from phirm_scale.qc import summarise
 
     p = summarise(ds, "plate")
-    out = {"threshold": float(ds.attrs.get("threshold", 0.9)),
-           "mode": ds.attrs.get("mode", "paper"), "window": ds.attrs.get("window"),
-           "fields": int((~np.isnan(ds["phirm"].values)).any(-1).sum()),
-           "windows": int(p.n_windows)}
-    for k in ("phirm_mean", "phirm_min", "phirm_p05", "phirm_frac_below", "ssim_mean",
-              "masked_fraction_mean"):
+    out = {
+        "threshold": float(ds.attrs.get("threshold", 0.9)),
+        "mode": ds.attrs.get("mode", "paper"),
+        "window": ds.attrs.get("window"),
+        "fields": int((~np.isnan(ds["phirm"].values)).any(-1).sum()),
+        "windows": int(p.n_windows),
+    }
+    for k in (
+        "phirm_mean",
+        "phirm_min",
+        "phirm_p05",
+        "phirm_frac_below",
+        "ssim_mean",
+        "masked_fraction_mean",
+    ):
         if k in p:
             out[k] = float(p[k])
     for side in ("ref", "rec"):
@@ -160,7 +229,8 @@ def _f(v, digits=4) -> str:
 
 def print_summary(ds, *, worst_wells: int = 5) -> None:
     """Print the plate summary (and the worst wells) of a QC Dataset: a rich table on a
-    terminal, tab-separated values otherwise."""
+    terminal, tab-separated values otherwise.
+    """
     from phirm_scale.cli._app import print_table
     from phirm_scale.qc import summarise
 
@@ -178,8 +248,11 @@ def print_summary(ds, *, worst_wells: int = 5) -> None:
     t.add_row("PhIRM 5th percentile", _f(p.phirm_p05))
     t.add_row(f"fraction of windows < {thr:g}", _f(p.phirm_frac_below))
     t.add_row("SSIM mean", _f(p.ssim_mean))
-    for c, label in (("nuclei_count", "nuclei"), ("nuclei_area", "nuclei area"),
-                     ("artefact_area", "artefact area")):
+    for c, label in (
+        ("nuclei_count", "nuclei"),
+        ("nuclei_area", "nuclei area"),
+        ("artefact_area", "artefact area"),
+    ):
         t.add_row(f"{label} ref / rec", f"{_f(p['ref_' + c], 0)} / {_f(p['rec_' + c], 0)}")
     if "masked_fraction_mean" in p:
         t.add_row("masked fraction mean", _f(p.masked_fraction_mean))
@@ -187,15 +260,17 @@ def print_summary(ds, *, worst_wells: int = 5) -> None:
         t.add_row("self-check PhIRM mean", _f(ds.plate_selfcheck_phirm_mean))
         t.add_row("self-check PhIRM 5th percentile", _f(ds.plate_selfcheck_phirm_p05))
     if "flag" in ds:
-        t.add_row("flagged fields", f"{int(ds.plate_n_flagged)} of "
-                                    f"{int(ds.flag.notnull().sum())}")
-    print_table(["quantity", "value"], rows,
-                title=f"PhIRM QC plate summary ({ds.attrs.get('mode', 'paper')} mode, window "
-                      f"{ds.attrs.get('window', '?')})")
+        t.add_row("flagged fields", f"{int(ds.plate_n_flagged)} of {int(ds.flag.notnull().sum())}")
+    print_table(
+        ["quantity", "value"],
+        rows,
+        title=f"PhIRM QC plate summary ({ds.attrs.get('mode', 'paper')} mode, window "
+        f"{ds.attrs.get('window', '?')})",
+    )
     if "flag" in ds:
         from phirm_scale.qc import FLAG_BITS, flagged_fields
 
-        for r, c, f, code in flagged_fields(ds)[:worst_wells * 2]:
+        for r, c, f, code in flagged_fields(ds)[: worst_wells * 2]:
             why = ", ".join(k for k, b in FLAG_BITS.items() if code & b)
             typer.echo(f"flagged {r}{c} field {f}: {why}")
     w = summarise(ds, "well")
@@ -206,16 +281,18 @@ def print_summary(ds, *, worst_wells: int = 5) -> None:
         for mean, r, c in order[:worst_wells]:
             sel = w.sel(row=r, column=c)
             worst.append([f"{r}{c}", _f(mean), _f(sel.phirm_min), _f(sel.phirm_frac_below)])
-        print_table(["well", "PhIRM mean", "PhIRM min", f"< {thr:g}"], worst,
-                    title=f"worst {min(worst_wells, len(order))} wells")
+        print_table(
+            ["well", "PhIRM mean", "PhIRM min", f"< {thr:g}"],
+            worst,
+            title=f"worst {min(worst_wells, len(order))} wells",
+        )
 
 
 @app.command("report")
 def report_command(
     qc_store: Path = typer.Argument(..., help="QC store written by 'phirm-scale score'."),
     output: Path = typer.Option(..., "-o", "--output", help="Report folder (index.html, PNGs)."),
-    worst: int = typer.Option(6, "--worst", help="Number of worst fields shown with "
-                                                  "thumbnails."),
+    worst: int = typer.Option(6, "--worst", help="Number of worst fields shown with thumbnails."),
 ) -> None:
     """Write an HTML report of a QC store: plate heatmap, PhIRM histogram, worst fields."""
     from phirm_scale.report import write_report

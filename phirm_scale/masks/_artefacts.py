@@ -72,9 +72,14 @@ def otsu_threshold(image: np.ndarray, *, nbins: int = 256) -> float:
     return mid if gap_lo <= mid < gap_hi else gap_lo
 
 
-def artefact_mask(image: np.ndarray, *, otsu_factor: float = 0.7, radius: int = 2,
-                  min_separability: float | None = 0.9,
-                  min_threshold: float | None = None) -> np.ndarray:
+def artefact_mask(
+    image: np.ndarray,
+    *,
+    otsu_factor: float = 0.7,
+    radius: int = 2,
+    min_separability: float | None = 0.9,
+    min_threshold: float | None = None,
+) -> np.ndarray:
     """Binary artefact mask of an artefact-channel image (paper 3.3).
 
     Otsu's threshold of ``image`` (:func:`otsu_threshold`) times ``otsu_factor``; pixels

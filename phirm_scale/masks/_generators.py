@@ -46,7 +46,12 @@ __all__ = [
 ]
 
 #: The paper's rectangular mask area bins, as fractions of the tile area ``[lo, hi)``.
-RECT_BINS: tuple[tuple[float, float], ...] = ((0.10, 0.20), (0.20, 0.30), (0.30, 0.40), (0.40, 0.50))
+RECT_BINS: tuple[tuple[float, float], ...] = (
+    (0.10, 0.20),
+    (0.20, 0.30),
+    (0.30, 0.40),
+    (0.40, 0.50),
+)
 
 #: The mask families of the paper's experiment, in the order of its figures.
 MASK_FAMILIES: tuple[str, ...] = (
@@ -240,7 +245,9 @@ def stroke_mask(
     h_img, w_img = _check_shape(shape)
     rng = _check_rng(rng)
     if not (1 <= min_vertices <= max_vertices):
-        raise InputError(f"need 1 <= min_vertices <= max_vertices; got {min_vertices}, {max_vertices}")
+        raise InputError(
+            f"need 1 <= min_vertices <= max_vertices; got {min_vertices}, {max_vertices}"
+        )
     if not (1 <= min_width <= max_width):
         raise InputError(f"need 1 <= min_width <= max_width; got {min_width}, {max_width}")
     if max_strokes < 1:
@@ -252,7 +259,9 @@ def stroke_mask(
         angle_min = mean_angle - rng.uniform(0, angle_range)
         angle_max = mean_angle + rng.uniform(0, angle_range)
         angles = [
-            (2 * math.pi - rng.uniform(angle_min, angle_max)) if i % 2 == 0 else rng.uniform(angle_min, angle_max)
+            (2 * math.pi - rng.uniform(angle_min, angle_max))
+            if i % 2 == 0
+            else rng.uniform(angle_min, angle_max)
             for i in range(n_vertex)
         ]
         x, y = int(rng.integers(0, w_img)), int(rng.integers(0, h_img))
@@ -262,7 +271,9 @@ def stroke_mask(
             x = int(np.clip(vertices[-1][0] + r * math.cos(ang), 0, w_img - 1))
             y = int(np.clip(vertices[-1][1] + r * math.sin(ang), 0, h_img - 1))
             vertices.append((x, y))
-        width = int(rng.integers(min_width, max_width + 1)) if max_width > min_width else int(min_width)
+        width = (
+            int(rng.integers(min_width, max_width + 1)) if max_width > min_width else int(min_width)
+        )
         pts = np.asarray(vertices, np.int32)
         cv2.polylines(mask, [pts.reshape(-1, 1, 2)], False, 1, thickness=width, lineType=cv2.LINE_8)
         for vx, vy in vertices:
@@ -307,15 +318,23 @@ def artefact_pool_mask(pool, *, rng, shape=None, min_fraction=0.0, augment=True)
     """
     rng = _check_rng(rng)
     if pool is None:
-        raise InputError("mask family 'artefacts' needs an artefact pool (tiles written with --label)")
+        raise InputError(
+            "mask family 'artefacts' needs an artefact pool (tiles written with --label)"
+        )
     arr = np.asarray(pool) if not hasattr(pool, "shape") else pool
     if len(arr.shape) != 3 or arr.shape[0] == 0:
-        raise InputError(f"artefact pool must be a non-empty (N, H, W) stack; got shape {tuple(arr.shape)}")
+        raise InputError(
+            f"artefact pool must be a non-empty (N, H, W) stack; got shape {tuple(arr.shape)}"
+        )
     if shape is not None and tuple(arr.shape[1:]) != tuple(_check_shape(shape)):
-        raise InputError(f"artefact pool tiles are {tuple(arr.shape[1:])}, masks must be {tuple(shape)}")
+        raise InputError(
+            f"artefact pool tiles are {tuple(arr.shape[1:])}, masks must be {tuple(shape)}"
+        )
     idx = _eligible(arr, min_fraction)
     if idx.size == 0:
-        raise InputError(f"artefact pool holds no mask covering more than {min_fraction:.1%} of a tile")
+        raise InputError(
+            f"artefact pool holds no mask covering more than {min_fraction:.1%} of a tile"
+        )
     mask = (np.asarray(arr[int(idx[rng.integers(idx.size)])]) != 0).astype(np.uint8)
     if augment:
         if rng.random() < 0.5:
@@ -380,10 +399,14 @@ def parse_mask_spec(spec) -> MaskSpec:
             lo_s, hi_s = body.split("-")
             lo, hi = float(lo_s), float(hi_s)
         except ValueError:
-            raise InputError(f"bad mask spec {spec!r}: expected rect:LO-HI in percent, e.g. rect:10-20") from None
+            raise InputError(
+                f"bad mask spec {spec!r}: expected rect:LO-HI in percent, e.g. rect:10-20"
+            ) from None
         if not (0 <= lo < hi <= 100):
             raise InputError(f"bad mask spec {spec!r}: need 0 <= LO < HI <= 100")
-        return MaskSpec("rect", (round(lo / 100, 6), round(hi / 100, 6)), False, f"rect:{lo_s}-{hi_s}")
+        return MaskSpec(
+            "rect", (round(lo / 100, 6), round(hi / 100, 6)), False, f"rect:{lo_s}-{hi_s}"
+        )
     if s == "rect":
         return MaskSpec("rect", None, False, "rect")
     if s in ("strokes", "stroke", "free-form", "irregular"):
@@ -424,7 +447,11 @@ def sample_mask(spec, shape=(256, 256), *, rng, artefact_pool=None):
         kind = kinds[int(rng.integers(len(kinds)))]
         ms = MaskSpec(kind, spec=kind)
     if kind == "rect":
-        area = ms.area_range if ms.area_range is not None else RECT_BINS[int(rng.integers(len(RECT_BINS)))]
+        area = (
+            ms.area_range
+            if ms.area_range is not None
+            else RECT_BINS[int(rng.integers(len(RECT_BINS)))]
+        )
         return rect_mask(shape, area, rng=rng)
     if kind == "strokes":
         return stroke_mask(shape, rng=rng, with_box=ms.with_box)

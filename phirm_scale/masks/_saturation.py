@@ -43,9 +43,15 @@ def dilate_mask(mask: np.ndarray, radius: int) -> np.ndarray:
     return cv2.dilate(m, disk(int(radius)).astype(np.uint8))
 
 
-def saturation_mask(image: np.ndarray, *, dilation: int = DEFAULT_DILATION,
-                    params: metric.PhirmParams | None = None, lo: float | None = None,
-                    hi: float | None = None, name: str = "image") -> np.ndarray:
+def saturation_mask(
+    image: np.ndarray,
+    *,
+    dilation: int = DEFAULT_DILATION,
+    params: metric.PhirmParams | None = None,
+    lo: float | None = None,
+    hi: float | None = None,
+    name: str = "image",
+) -> np.ndarray:
     """Mask of the components PhIRM calls artefacts in ``image``, grown by ``dilation`` px.
 
     The field is normalised to 8 bit with :func:`phirm_scale.metric.to_uint8` (its own

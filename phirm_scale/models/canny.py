@@ -35,14 +35,15 @@ def gaussian_kernel(sigma: float, truncate: float = 4.0, dtype=torch.float64) ->
 def _sep(x: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
     """Separable correlation with a symmetric 1-D kernel, zeros outside the image, as plain
     multiply-adds of shifted views (no convolution kernel: no TF32 on GPUs, the same
-    arithmetic on every device)."""
+    arithmetic on every device).
+    """
     r = (k.numel() - 1) // 2
     h, w = x.shape[-2:]
     weights = [float(v) for v in k.tolist()]
     p = F.pad(x, (0, 0, r, r))
-    y = sum(weights[i] * p[..., i:i + h, :] for i in range(2 * r + 1))
+    y = sum(weights[i] * p[..., i : i + h, :] for i in range(2 * r + 1))
     p = F.pad(y, (r, r, 0, 0))
-    return sum(weights[i] * p[..., :, i:i + w] for i in range(2 * r + 1))
+    return sum(weights[i] * p[..., :, i : i + w] for i in range(2 * r + 1))
 
 
 def _dilate3(b: torch.Tensor) -> torch.Tensor:
@@ -57,10 +58,16 @@ def _dilate3(b: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def canny(images: torch.Tensor, sigma: float = 2.0, low_threshold: float = 0.1,
-          high_threshold: float = 0.2, mask: torch.Tensor | None = None,
-          dtype: torch.dtype | None = None, check_every: int = 8,
-          hysteresis: str | None = None) -> torch.Tensor:
+def canny(
+    images: torch.Tensor,
+    sigma: float = 2.0,
+    low_threshold: float = 0.1,
+    high_threshold: float = 0.2,
+    mask: torch.Tensor | None = None,
+    dtype: torch.dtype | None = None,
+    check_every: int = 8,
+    hysteresis: str | None = None,
+) -> torch.Tensor:
     """Binary Canny edge maps of a batch.
 
     Parameters
@@ -107,16 +114,16 @@ def canny(images: torch.Tensor, sigma: float = 2.0, low_threshold: float = 0.1,
     eroded = 1 - F.max_pool2d(F.pad(1 - m, (1, 1, 1, 1), value=1.0), 3, stride=1)
     # 2. Sobel (ndimage: derivative [-1, 0, 1] along the axis, [1, 2, 1] across; reflect)
     p = F.pad(smoothed, (1, 1, 1, 1), mode="replicate")
-    d = p[:, :, 2:, :] - p[:, :, :-2, :]                       # along rows (axis 0)
+    d = p[:, :, 2:, :] - p[:, :, :-2, :]  # along rows (axis 0)
     isobel = d[:, :, :, :-2] + 2 * d[:, :, :, 1:-1] + d[:, :, :, 2:]
-    d = p[:, :, :, 2:] - p[:, :, :, :-2]                       # along columns (axis 1)
+    d = p[:, :, :, 2:] - p[:, :, :, :-2]  # along columns (axis 1)
     jsobel = d[:, :, :-2, :] + 2 * d[:, :, 1:-1, :] + d[:, :, 2:, :]
     mag = torch.sqrt(isobel * isobel + jsobel * jsobel)
     # 3. non-maximum suppression, bilinear between the two neighbours along the gradient
     mp = F.pad(mag, (1, 1, 1, 1))
 
     def nb(dy: int, dx: int) -> torch.Tensor:
-        return mp[:, :, 1 + dy:1 + dy + h, 1 + dx:1 + dx + w]
+        return mp[:, :, 1 + dy : 1 + dy + h, 1 + dx : 1 + dx + w]
 
     ai, aj = isobel.abs(), jsobel.abs()
     is_down = isobel <= 0
@@ -129,10 +136,16 @@ def canny(images: torch.Tensor, sigma: float = 2.0, low_threshold: float = 0.1,
     # cond1: steep -> (+1,0),(+1,+1) / (-1,0),(-1,-1); flat -> (0,+1),(+1,+1) / (0,-1),(-1,-1)
     # cond2: flat (|i| < |j|) -> (0,+1),(-1,+1) / (0,-1),(+1,-1); else -> (-1,0),(-1,+1) / (+1,0),(+1,-1)
     flat2 = ai < aj
-    wgt = torch.where(cond1, torch.where(steep, w_steep, w_flat), torch.where(flat2, w_flat, w_steep))
-    n1p = torch.where(cond1, torch.where(steep, nb(1, 0), nb(0, 1)), torch.where(flat2, nb(0, 1), nb(-1, 0)))
+    wgt = torch.where(
+        cond1, torch.where(steep, w_steep, w_flat), torch.where(flat2, w_flat, w_steep)
+    )
+    n1p = torch.where(
+        cond1, torch.where(steep, nb(1, 0), nb(0, 1)), torch.where(flat2, nb(0, 1), nb(-1, 0))
+    )
     n2p = torch.where(cond1, nb(1, 1), torch.where(flat2, nb(-1, 1), nb(-1, 1)))
-    n1m = torch.where(cond1, torch.where(steep, nb(-1, 0), nb(0, -1)), torch.where(flat2, nb(0, -1), nb(1, 0)))
+    n1m = torch.where(
+        cond1, torch.where(steep, nb(-1, 0), nb(0, -1)), torch.where(flat2, nb(0, -1), nb(1, 0))
+    )
     n2m = torch.where(cond1, nb(-1, -1), torch.where(flat2, nb(1, -1), nb(1, -1)))
     c_plus = (n2p * wgt + n1p * (1.0 - wgt)) <= mag
     c_minus = (n2m * wgt + n1m * (1.0 - wgt)) <= mag
@@ -164,7 +177,8 @@ def canny(images: torch.Tensor, sigma: float = 2.0, low_threshold: float = 0.1,
 
 def _hysteresis_scipy(low_mask: torch.Tensor, strong: torch.Tensor, squeeze: bool) -> torch.Tensor:
     """Hysteresis on the CPU: one ``ndimage.label`` over the batch (8-connected within each
-    image, never across images), keeping components that hold a strong pixel."""
+    image, never across images), keeping components that hold a strong pixel.
+    """
     import numpy as np
     from scipy import ndimage as ndi
 

@@ -31,7 +31,15 @@ import torch
 
 from phirm_scale.errors import CheckpointError
 
-__all__ = ["FORMAT", "FORMAT_VERSION", "Checkpoint", "content_hash", "load_checkpoint", "load_state", "save_checkpoint"]
+__all__ = [
+    "FORMAT",
+    "FORMAT_VERSION",
+    "Checkpoint",
+    "content_hash",
+    "load_checkpoint",
+    "load_state",
+    "save_checkpoint",
+]
 
 FORMAT = "phirm-scale-checkpoint"
 FORMAT_VERSION = 1
@@ -192,24 +200,32 @@ def load_checkpoint(path, *, expected_model: str | None = None, verify: bool = T
     except OSError as exc:
         raise CheckpointError(f"checkpoint {path}: cannot be read ({exc.strerror})") from None
     if head[:2] != b"PK":  # torch.save writes a zip archive
-        raise CheckpointError(f"checkpoint {path}: not a phirm-scale checkpoint (not a PyTorch "
-                              "checkpoint file at all)")
+        raise CheckpointError(
+            f"checkpoint {path}: not a phirm-scale checkpoint (not a PyTorch "
+            "checkpoint file at all)"
+        )
     try:
         raw = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unpickling failure is a bad file
         text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         if "central directory" in text or "zip archive" in text or isinstance(exc, EOFError):
-            raise CheckpointError(f"checkpoint {path}: truncated or damaged checkpoint (the "
-                                  "file is incomplete; copy or save it again)") from None
-        raise CheckpointError(f"checkpoint {path}: damaged checkpoint, cannot be loaded "
-                              f"({type(exc).__name__}: {text[:160]})") from None
+            raise CheckpointError(
+                f"checkpoint {path}: truncated or damaged checkpoint (the "
+                "file is incomplete; copy or save it again)"
+            ) from None
+        raise CheckpointError(
+            f"checkpoint {path}: damaged checkpoint, cannot be loaded "
+            f"({type(exc).__name__}: {text[:160]})"
+        ) from None
     if not isinstance(raw, dict) or raw.get("format") != FORMAT:
         raise CheckpointError(
             f"checkpoint {path}: not a phirm-scale checkpoint (official EdgeConnect/DeepFill files must be "
             "converted with `phirm_scale.models.importers` first)"
         )
     if int(raw.get("format_version", 0)) > FORMAT_VERSION:
-        raise CheckpointError(f"checkpoint {path}: format_version {raw.get('format_version')} is newer than this phirm-scale ({FORMAT_VERSION})")
+        raise CheckpointError(
+            f"checkpoint {path}: format_version {raw.get('format_version')} is newer than this phirm-scale ({FORMAT_VERSION})"
+        )
     model = raw.get("model")
     if expected_model is not None and model != expected_model:
         raise CheckpointError(f"checkpoint {path} holds a {model!r} model, not {expected_model!r}")
@@ -219,7 +235,9 @@ def load_checkpoint(path, *, expected_model: str | None = None, verify: bool = T
     if verify:
         digest = content_hash(model, raw["config"], sds["generator"])
         if digest != raw.get("content_hash"):
-            raise CheckpointError(f"checkpoint {path}: content hash mismatch (file corrupted or edited)")
+            raise CheckpointError(
+                f"checkpoint {path}: content hash mismatch (file corrupted or edited)"
+            )
     return Checkpoint(
         model=model,
         config=raw["config"],
@@ -236,14 +254,17 @@ def load_checkpoint(path, *, expected_model: str | None = None, verify: bool = T
 
 def load_state(module: torch.nn.Module, state: dict, *, what: str, source) -> None:
     """``module.load_state_dict(state)`` with a :class:`CheckpointError` naming the first
-    missing/unexpected/mis-shaped keys (another architecture or another width)."""
+    missing/unexpected/mis-shaped keys (another architecture or another width).
+    """
     own = module.state_dict()
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
     shapes = [
         f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}"
         for k in own
-        if k in state and isinstance(state[k], torch.Tensor) and tuple(state[k].shape) != tuple(own[k].shape)
+        if k in state
+        and isinstance(state[k], torch.Tensor)
+        and tuple(state[k].shape) != tuple(own[k].shape)
     ]
     if missing or unexpected or shapes:
         parts = []
@@ -253,5 +274,7 @@ def load_state(module: torch.nn.Module, state: dict, *, what: str, source) -> No
             parts.append(f"{len(unexpected)} unexpected keys (e.g. {unexpected[0]})")
         if shapes:
             parts.append(f"{len(shapes)} shape mismatches (e.g. {shapes[0]})")
-        raise CheckpointError(f"checkpoint {source}: {what} does not fit this architecture: {'; '.join(parts)}")
+        raise CheckpointError(
+            f"checkpoint {source}: {what} does not fit this architecture: {'; '.join(parts)}"
+        )
     module.load_state_dict(state)

@@ -32,7 +32,12 @@ from phirm_scale.models.networks import make_generator
 from phirm_scale.models.networks.common import seeded
 from phirm_scale.models.registry import default_config
 
-__all__ = ["convert_spectral_norm_keys", "import_deepfill_v2", "import_edgeconnect", "reduce_to_grey"]
+__all__ = [
+    "convert_spectral_norm_keys",
+    "import_deepfill_v2",
+    "import_edgeconnect",
+    "reduce_to_grey",
+]
 
 _SN = re.compile(r"^(.*)\.weight_(orig|u|v)$")
 
@@ -46,7 +51,11 @@ def convert_spectral_norm_keys(state: dict) -> dict:
             out[k] = v
             continue
         base, part = m.groups()
-        new = {"orig": "parametrizations.weight.original", "u": "parametrizations.weight.0._u", "v": "parametrizations.weight.0._v"}[part]
+        new = {
+            "orig": "parametrizations.weight.original",
+            "u": "parametrizations.weight.0._u",
+            "v": "parametrizations.weight.0._v",
+        }[part]
         out[f"{base}.{new}"] = v
     return out
 
@@ -84,7 +93,9 @@ def reduce_to_grey(file_state: dict, target: torch.nn.Module, *, source) -> dict
         if r.ndim >= 1 and r.shape[0] == 3 and o.shape[0] == 1:
             r = r.mean(0, keepdim=True)
         if r.shape != o.shape:
-            raise CheckpointError(f"{source}: {k} has shape {tuple(t.shape)}, cannot be reduced to {tuple(o.shape)}")
+            raise CheckpointError(
+                f"{source}: {k} has shape {tuple(t.shape)}, cannot be reduced to {tuple(o.shape)}"
+            )
         out[k] = r
         if k.endswith("parametrizations.weight.original"):
             reduced_sn.add(k[: -len("original")])
@@ -104,7 +115,9 @@ def _load_raw(path, key: str) -> tuple[dict, dict]:
     try:
         raw = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001
-        raise CheckpointError(f"{path}: unreadable as a torch file ({type(exc).__name__})") from None
+        raise CheckpointError(
+            f"{path}: unreadable as a torch file ({type(exc).__name__})"
+        ) from None
     if not isinstance(raw, dict) or key not in raw or not isinstance(raw[key], dict):
         keys = ", ".join(list(raw)[:5]) if isinstance(raw, dict) else type(raw).__name__
         raise CheckpointError(f"{path}: no {key!r} state dict (found: {keys})")
@@ -143,7 +156,9 @@ def import_edgeconnect(out, *, edge=None, inpaint=None, seed: int = 0) -> str:
         Content hash of the written checkpoint.
     """
     if edge is None and inpaint is None:
-        raise CheckpointError("import_edgeconnect needs an edge and/or an inpainting generator file")
+        raise CheckpointError(
+            "import_edgeconnect needs an edge and/or an inpainting generator file"
+        )
     parts = {}
     provenance = {"imported_from": {"format": "edgeconnect-official"}}
     dims = set()
@@ -156,20 +171,31 @@ def import_edgeconnect(out, *, edge=None, inpaint=None, seed: int = 0) -> str:
         parts[name] = (state, path)
         provenance["imported_from"][name] = meta
     if len(dims) != 1:
-        raise CheckpointError(f"edge and inpainting files disagree on (width, blocks): {sorted(dims)}")
+        raise CheckpointError(
+            f"edge and inpainting files disagree on (width, blocks): {sorted(dims)}"
+        )
     width, blocks = dims.pop()
     config = default_config("edgeconnect", width=width, blocks=blocks, seed=seed)
     with seeded(seed):
         gen = make_generator("edgeconnect", {k: v for k, v in config.items() if k != "seed"})
     for name, (state, path) in parts.items():
         sub = getattr(gen, name)
-        load_state(sub, reduce_to_grey(state, sub, source=path), what=f"{name} generator", source=path)
-    return save_checkpoint(out, model="edgeconnect", config=config, state_dicts={"generator": gen.state_dict()}, provenance=provenance)
+        load_state(
+            sub, reduce_to_grey(state, sub, source=path), what=f"{name} generator", source=path
+        )
+    return save_checkpoint(
+        out,
+        model="edgeconnect",
+        config=config,
+        state_dicts={"generator": gen.state_dict()},
+        provenance=provenance,
+    )
 
 
 def import_deepfill_v2(path, out) -> str:
     """Convert a DeepFill v2 PyTorch-port ``states.pth`` (key ``'G'``) into a phirm-scale
-    checkpoint; returns its content hash."""
+    checkpoint; returns its content hash.
+    """
     state, meta = _load_raw(path, "G")
     w = state.get("stage1.conv1.conv.weight")
     if w is None:
@@ -178,6 +204,17 @@ def import_deepfill_v2(path, out) -> str:
     config = default_config("deepfill-v2", width=cnum)
     with seeded(0):
         gen = make_generator("deepfill-v2", {k: v for k, v in config.items() if k != "seed"})
-    load_state(gen, reduce_to_grey(convert_spectral_norm_keys(state), gen, source=path), what="generator", source=path)
+    load_state(
+        gen,
+        reduce_to_grey(convert_spectral_norm_keys(state), gen, source=path),
+        what="generator",
+        source=path,
+    )
     provenance = {"imported_from": {"format": "deepfillv2-pytorch", "G": meta}}
-    return save_checkpoint(out, model="deepfill-v2", config=config, state_dicts={"generator": gen.state_dict()}, provenance=provenance)
+    return save_checkpoint(
+        out,
+        model="deepfill-v2",
+        config=config,
+        state_dicts={"generator": gen.state_dict()},
+        provenance=provenance,
+    )

@@ -58,9 +58,9 @@ class AdversarialLoss:
         if self.kind == "hinge":
             loss = F.relu(1 - real).mean() + F.relu(1 + fake).mean()
         else:
-            loss = F.binary_cross_entropy_with_logits(real, torch.ones_like(real)) + F.binary_cross_entropy_with_logits(
-                fake, torch.zeros_like(fake)
-            )
+            loss = F.binary_cross_entropy_with_logits(
+                real, torch.ones_like(real)
+            ) + F.binary_cross_entropy_with_logits(fake, torch.zeros_like(fake))
         if average:
             loss = loss / 2
         return loss, _m(d_loss=loss, d_real=real.float().mean(), d_fake=fake.float().mean())
@@ -101,19 +101,54 @@ class FeatureMatchingLoss:
 
 # --------------------------------------------------------------------------- VGG
 
-_VGG19_CFG = [64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M", 512, 512, 512, 512, "M"]
+_VGG19_CFG = [
+    64,
+    64,
+    "M",
+    128,
+    128,
+    "M",
+    256,
+    256,
+    256,
+    256,
+    "M",
+    512,
+    512,
+    512,
+    512,
+    "M",
+    512,
+    512,
+    512,
+    512,
+    "M",
+]
 #: relu layers used by EdgeConnect: relu1_1, relu2_1, relu3_1, relu4_1, relu5_1 (perceptual);
 #: relu2_2, relu3_4, relu4_4, relu5_2 (style)
 _RELU_INDEX = {
-    "relu1_1": 1, "relu1_2": 3, "relu2_1": 6, "relu2_2": 8, "relu3_1": 11, "relu3_2": 13, "relu3_3": 15,
-    "relu3_4": 17, "relu4_1": 20, "relu4_2": 22, "relu4_3": 24, "relu4_4": 26, "relu5_1": 29, "relu5_2": 31,
+    "relu1_1": 1,
+    "relu1_2": 3,
+    "relu2_1": 6,
+    "relu2_2": 8,
+    "relu3_1": 11,
+    "relu3_2": 13,
+    "relu3_3": 15,
+    "relu3_4": 17,
+    "relu4_1": 20,
+    "relu4_2": 22,
+    "relu4_3": 24,
+    "relu4_4": 26,
+    "relu5_1": 29,
+    "relu5_2": 31,
 }
 
 
 class VGG19Features(nn.Module):
     """VGG-19 convolutional trunk laid out like torchvision's ``vgg19().features`` (keys
     ``features.N.weight``), frozen; single-channel input is repeated to RGB and normalised with
-    the ImageNet mean/std."""
+    the ImageNet mean/std.
+    """
 
     def __init__(self):
         super().__init__()
@@ -150,10 +185,13 @@ class VGG19Features(nn.Module):
 
 def load_vgg19(path) -> VGG19Features:
     """VGG-19 features from a local weights file (a torchvision ``vgg19`` state dict, or one
-    holding only ``features.*`` keys). Raises CheckpointError for a missing or foreign file."""
+    holding only ``features.*`` keys). Raises CheckpointError for a missing or foreign file.
+    """
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"VGG weights {path}: no such file (nothing is downloaded; pass a local vgg19 state dict)")
+        raise CheckpointError(
+            f"VGG weights {path}: no such file (nothing is downloaded; pass a local vgg19 state dict)"
+        )
     try:
         sd = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001
@@ -164,7 +202,9 @@ def load_vgg19(path) -> VGG19Features:
     net = VGG19Features()
     own = {k: v for k, v in net.state_dict().items() if k.startswith("features.")}
     if set(feats) != set(own) or any(tuple(feats[k].shape) != tuple(own[k].shape) for k in own):
-        raise CheckpointError(f"VGG weights {path}: not a VGG-19 state dict (expected torchvision's features.N.weight layout)")
+        raise CheckpointError(
+            f"VGG weights {path}: not a VGG-19 state dict (expected torchvision's features.N.weight layout)"
+        )
     net.load_state_dict(feats, strict=False)
     return net.eval()
 

@@ -73,7 +73,14 @@ _DEFAULTS = {
     "telea": {"radius": 3.0, "dtype": "uint16"},
     "navier-stokes": {"radius": 3.0, "dtype": "uint16"},
     "biharmonic": {},
-    "context-encoder": {"width": 64, "disc_width": None, "size": 128, "bottleneck": None, "margin": 4 / 64, "seed": 0},
+    "context-encoder": {
+        "width": 64,
+        "disc_width": None,
+        "size": 128,
+        "bottleneck": None,
+        "margin": 4 / 64,
+        "seed": 0,
+    },
     "deepfill-v2": {"width": 48, "disc_width": None, "seed": 0},
     "edgeconnect": {"width": 64, "disc_width": None, "blocks": 8, "sigma": 2.0, "seed": 0},
 }
@@ -96,7 +103,9 @@ def default_config(name: str, **config) -> dict:
     base = dict(_DEFAULTS[name])
     unknown = sorted(set(config) - set(base))
     if unknown:
-        raise InputError(f"model {name!r}: unknown option(s) {', '.join(unknown)}; known: {', '.join(sorted(base)) or 'none'}")
+        raise InputError(
+            f"model {name!r}: unknown option(s) {', '.join(unknown)}; known: {', '.join(sorted(base)) or 'none'}"
+        )
     base.update({k: v for k, v in config.items() if v is not None})
     if name == "context-encoder":
         from phirm_scale.models.networks.context_encoder import ce_defaults
@@ -138,7 +147,9 @@ def _check_batch(images, masks) -> tuple[np.ndarray, np.ndarray]:
     if images.size and not np.isfinite(images).all():
         raise InputError("images contain NaN or infinite values")
     if images.size and (images.min() < 0 or images.max() > 1):
-        raise InputError(f"images must lie in [0, 1]; got range [{images.min():.4g}, {images.max():.4g}]")
+        raise InputError(
+            f"images must lie in [0, 1]; got range [{images.min():.4g}, {images.max():.4g}]"
+        )
     return images, masks != 0
 
 
@@ -177,12 +188,15 @@ class InpaintModel:
         fill = self._fill(imgs, holes, batch_size=batch_size)
         return np.where(holes, np.clip(fill, 0.0, 1.0).astype(np.float32), imgs)
 
-    def _fill(self, images: np.ndarray, holes: np.ndarray, batch_size=None) -> np.ndarray:  # pragma: no cover
+    def _fill(
+        self, images: np.ndarray, holes: np.ndarray, batch_size=None
+    ) -> np.ndarray:  # pragma: no cover
         raise NotImplementedError
 
-    def with_options(self, **options) -> "InpaintModel":
+    def with_options(self, **options) -> InpaintModel:
         """A shallow copy (sharing the network) with runtime options set; the original is
-        untouched. Classical models take ``batch_size`` only (ignored)."""
+        untouched. Classical models take ``batch_size`` only (ignored).
+        """
         import copy
 
         view = copy.copy(self)
@@ -222,7 +236,8 @@ class ClassicalModel(InpaintModel):
 
     def inpaint_integer(self, image: np.ndarray, hole: np.ndarray) -> np.ndarray:
         """Telea / Navier-Stokes straight on a uint8/uint16 (H, W) field (1 = hole), no
-        normalisation; the result equals ``image`` outside the hole."""
+        normalisation; the result equals ``image`` outside the hole.
+        """
         import cv2
 
         if not self.whole_field:
@@ -242,8 +257,17 @@ class ClassicalModel(InpaintModel):
             if self.name == "biharmonic":
                 out[i, 0] = classical.inpaint_biharmonic(images[i, 0], holes[i, 0])
             else:
-                fn = classical.inpaint_telea if self.name == "telea" else classical.inpaint_navier_stokes
-                out[i, 0] = fn(images[i, 0], holes[i, 0], radius=self.config["radius"], dtype=self.config["dtype"])
+                fn = (
+                    classical.inpaint_telea
+                    if self.name == "telea"
+                    else classical.inpaint_navier_stokes
+                )
+                out[i, 0] = fn(
+                    images[i, 0],
+                    holes[i, 0],
+                    radius=self.config["radius"],
+                    dtype=self.config["dtype"],
+                )
         return out
 
 
@@ -281,7 +305,8 @@ class TorchInpaintModel(InpaintModel):
 
     def _fn(self, method: str):
         """``generator.<method>``, compiled with ``torch.compile`` when this view asks for it
-        (compiled once per model and shared by its views)."""
+        (compiled once per model and shared by its views).
+        """
         fn = self.generator if method == "forward" else getattr(self.generator, method)
         if not self.compile:
             return fn
@@ -311,8 +336,14 @@ class TorchInpaintModel(InpaintModel):
             return batch
         with self._layout_lock:
             self.generator.to(memory_format=torch.channels_last)
-        return {k: (v.contiguous(memory_format=torch.channels_last) if isinstance(v, torch.Tensor) and v.dim() == 4 else v)
-                for k, v in batch.items()}
+        return {
+            k: (
+                v.contiguous(memory_format=torch.channels_last)
+                if isinstance(v, torch.Tensor) and v.dim() == 4
+                else v
+            )
+            for k, v in batch.items()
+        }
 
     # -- hooks
     def prepare(self, images: np.ndarray, holes: np.ndarray, *, train: bool = False) -> dict:
@@ -395,7 +426,8 @@ class EdgeConnectModel(TorchInpaintModel):
     def canny_backend(self) -> str:
         """'torch' (phirm_scale.models.canny, batched on the model's device) or 'skimage'
         (skimage.feature.canny per tile on the CPU). 'auto': torch on CUDA, skimage on the
-        CPU, where it is faster; both give the same edges (docs/models.md)."""
+        CPU, where it is faster; both give the same edges (docs/models.md).
+        """
         import torch
 
         if self.canny == "auto":
@@ -404,7 +436,8 @@ class EdgeConnectModel(TorchInpaintModel):
 
     def edges(self, images, known=None):
         """Canny edges (float 0/1) of a (N, 1, H, W) tensor on the model's device, restricted to
-        ``known`` pixels when given (skimage's ``mask`` semantics, then ``& known``)."""
+        ``known`` pixels when given (skimage's ``mask`` semantics, then ``& known``).
+        """
         import torch
 
         sigma = float(self.config.get("sigma", 2.0))
@@ -461,7 +494,8 @@ class ContextEncoderModel(TorchInpaintModel):
     """Context Encoder on arbitrary masks: the hole's bounding box (plus a ``margin`` band of
     known pixels, Pathak's overlap) becomes the centre patch; a context window twice its side,
     replicate-padded at the image border, is resized to ``size``; the ``size/2`` centre
-    prediction is resized back onto the box."""
+    prediction is resized back onto the box.
+    """
 
     kind = "context-encoder"
 
@@ -488,7 +522,8 @@ class ContextEncoderModel(TorchInpaintModel):
 
     def crop(self, batch):
         """Contexts (N, 1, size, size) in [-1, 1] with holes zeroed, their masks, and the true
-        centres (N, 1, size/2, size/2) in [0, 1] resized from the boxes."""
+        centres (N, 1, size/2, size/2) in [0, 1] resized from the boxes.
+        """
         import torch
         import torch.nn.functional as F
 
@@ -502,10 +537,32 @@ class ContextEncoderModel(TorchInpaintModel):
             t, l = top + pad - side // 2, left + pad - side // 2
             ci = pi[..., t : t + 2 * side, l : l + 2 * side]
             cm = pm[..., t : t + 2 * side, l : l + 2 * side]
-            ctxs.append(F.interpolate(ci, size=(size, size), mode="bilinear", align_corners=False, antialias=2 * side > size))
-            masks.append((F.interpolate(cm, size=(size, size), mode="bilinear", align_corners=False) > 0).to(img.dtype))
-            box = pi[..., t + side // 2 : t + side // 2 + side, l + side // 2 : l + side // 2 + side]
-            centres.append(F.interpolate(box, size=(size // 2, size // 2), mode="bilinear", align_corners=False, antialias=side > size // 2))
+            ctxs.append(
+                F.interpolate(
+                    ci,
+                    size=(size, size),
+                    mode="bilinear",
+                    align_corners=False,
+                    antialias=2 * side > size,
+                )
+            )
+            masks.append(
+                (F.interpolate(cm, size=(size, size), mode="bilinear", align_corners=False) > 0).to(
+                    img.dtype
+                )
+            )
+            box = pi[
+                ..., t + side // 2 : t + side // 2 + side, l + side // 2 : l + side // 2 + side
+            ]
+            centres.append(
+                F.interpolate(
+                    box,
+                    size=(size // 2, size // 2),
+                    mode="bilinear",
+                    align_corners=False,
+                    antialias=side > size // 2,
+                )
+            )
         ctx = torch.cat(ctxs)
         cmask = torch.cat(masks)
         return (ctx * 2 - 1) * (1 - cmask), cmask, torch.cat(centres)
@@ -519,7 +576,13 @@ class ContextEncoderModel(TorchInpaintModel):
         h, w = img.shape[-2:]
         outs = []
         for i, (top, left, side) in enumerate(batch["geometry"]):
-            patch = F.interpolate(centre[i : i + 1].float(), size=(side, side), mode="bilinear", align_corners=False, antialias=side < centre.shape[-1])
+            patch = F.interpolate(
+                centre[i : i + 1].float(),
+                size=(side, side),
+                mode="bilinear",
+                align_corners=False,
+                antialias=side < centre.shape[-1],
+            )
             y0, x0 = max(top, 0), max(left, 0)
             y1, x1 = min(top + side, h), min(left + side, w)
             canvas = img[i : i + 1].clone()
@@ -530,7 +593,12 @@ class ContextEncoderModel(TorchInpaintModel):
     def generate(self, batch):
         ctx, cmask, centre_real = self.crop(batch)
         centre = (self._fn("forward")(ctx) + 1) / 2
-        return {"centre": centre, "centre_real": centre_real, "context_mask": cmask, "output": self.paste(batch, centre)}
+        return {
+            "centre": centre,
+            "centre_real": centre_real,
+            "context_mask": cmask,
+            "output": self.paste(batch, centre),
+        }
 
 
 _CLASSES = {c.kind: c for c in (ContextEncoderModel, DeepFillModel, EdgeConnectModel)}
@@ -648,7 +716,8 @@ def _load_cached(name, path, key_path, dev):
 
 def _file_key(checkpoint) -> tuple[Path, tuple[str, int, int]]:
     """A checkpoint's resolved path and its cache key (path, mtime, size); a missing file is
-    one error naming it."""
+    one error naming it.
+    """
     path = Path(checkpoint).resolve()
     try:
         st = os.stat(path)

@@ -92,7 +92,9 @@ class Trainer:
     betas = (0.5, 0.999)
     d_lr_ratio = 1.0
 
-    def __init__(self, model, *, lr: float, amp: str = "auto", stage: str | None = None, vgg_weights=None):
+    def __init__(
+        self, model, *, lr: float, amp: str = "auto", stage: str | None = None, vgg_weights=None
+    ):
         self.model = model
         self.device = model.device
         self.G = model.generator
@@ -177,7 +179,10 @@ class Trainer:
     def state(self) -> dict:
         return {
             "state_dicts": {"generator": self.G.state_dict(), "discriminator": self.D.state_dict()},
-            "optimizers": {"generator": self.opt_g.state_dict(), "discriminator": self.opt_d.state_dict()},
+            "optimizers": {
+                "generator": self.opt_g.state_dict(),
+                "discriminator": self.opt_d.state_dict(),
+            },
             "scaler": self.scaler.state_dict() if self.scaler is not None else None,
         }
 
@@ -185,22 +190,29 @@ class Trainer:
         """Load weights (and optimiser/scaler state) from a :class:`Checkpoint`."""
         load_state(self.G, ck.state_dicts["generator"], what="generator", source=ck.path)
         if "discriminator" in ck.state_dicts:
-            load_state(self.D, ck.state_dicts["discriminator"], what="discriminator", source=ck.path)
+            load_state(
+                self.D, ck.state_dicts["discriminator"], what="discriminator", source=ck.path
+            )
         if optimizers:
             if not ck.optimizers:
-                raise CheckpointError(f"checkpoint {ck.path}: no optimiser state to resume from (use it as --init)")
+                raise CheckpointError(
+                    f"checkpoint {ck.path}: no optimiser state to resume from (use it as --init)"
+                )
             try:
                 self.opt_g.load_state_dict(ck.optimizers["generator"])
                 self.opt_d.load_state_dict(ck.optimizers["discriminator"])
             except (ValueError, KeyError) as exc:
-                raise CheckpointError(f"checkpoint {ck.path}: optimiser state does not fit this run ({exc})") from None
+                raise CheckpointError(
+                    f"checkpoint {ck.path}: optimiser state does not fit this run ({exc})"
+                ) from None
             if self.scaler is not None and ck.scaler:
                 self.scaler.load_state_dict(ck.scaler)
 
 
 class ContextEncoderTrainer(Trainer):
     """Pathak et al.: BCE adversarial loss on the centre patch (weight 0.002) + L2 (0.998),
-    with 10x weight on the known overlap band inside the centre; Adam(2e-4, 0.5)."""
+    with 10x weight on the known overlap band inside the centre; Adam(2e-4, 0.5).
+    """
 
     kind = "context-encoder"
     w_rec, w_adv, overlap_weight = 0.998, 0.002, 10.0
@@ -229,7 +241,8 @@ class ContextEncoderTrainer(Trainer):
 
 class DeepFillTrainer(Trainer):
     """Yu et al. 2019: SN-PatchGAN hinge loss on the composited image (with the mask as input)
-    + L1 of both stages over the whole image (weights 1, 1); Adam(1e-4, 0.5, 0.999)."""
+    + L1 of both stages over the whole image (weights 1, 1); Adam(1e-4, 0.5, 0.999).
+    """
 
     kind = "deepfill-v2"
     w_l1, w_adv = 1.0, 1.0
@@ -256,7 +269,11 @@ class DeepFillTrainer(Trainer):
         l1_1, _ = self.l1(out["stage1"] * 2 - 1, x)
         l1_2, _ = self.l1(out["output"] * 2 - 1, x)
         l1 = l1_1 + l1_2
-        return self.w_l1 * l1 + self.w_adv * adv, {**m_adv, "g_l1": l1.detach(), "g_l1_stage2": l1_2.detach()}
+        return self.w_l1 * l1 + self.w_adv * adv, {
+            **m_adv,
+            "g_l1": l1.detach(),
+            "g_l1_stage2": l1_2.detach(),
+        }
 
 
 class EdgeConnectTrainer(Trainer):
@@ -278,7 +295,9 @@ class EdgeConnectTrainer(Trainer):
 
     def __init__(self, model, *, stage="joint", vgg_weights=None, **kw):
         if stage not in EDGECONNECT_STAGES:
-            raise InputError(f"unknown edgeconnect stage {stage!r}; known: {', '.join(EDGECONNECT_STAGES)}")
+            raise InputError(
+                f"unknown edgeconnect stage {stage!r}; known: {', '.join(EDGECONNECT_STAGES)}"
+            )
         super().__init__(model, stage=stage, **kw)
         self.adv = AdversarialLoss("nsgan")
         self.fm = FeatureMatchingLoss()
@@ -289,7 +308,9 @@ class EdgeConnectTrainer(Trainer):
             self.perceptual, self.style = PerceptualLoss(vgg), StyleLoss(vgg)
 
     def _parts(self):
-        return {"edge": ("edge",), "inpaint": ("inpaint",), "joint": ("edge", "inpaint")}[self.stage]
+        return {"edge": ("edge",), "inpaint": ("inpaint",), "joint": ("edge", "inpaint")}[
+            self.stage
+        ]
 
     def trainable(self):
         parts = self._parts()
@@ -305,9 +326,13 @@ class EdgeConnectTrainer(Trainer):
             from phirm_scale.models.registry import _pad
 
             padded, (h, w) = _pad(batch, MULTIPLE)
-            logits = self.G.predict_edges(padded["image"], padded["edges"], padded["mask"])[..., :h, :w]
+            logits = self.G.predict_edges(padded["image"], padded["edges"], padded["mask"])[
+                ..., :h, :w
+            ]
             return {"edge_logits": logits, "edges": torch.sigmoid(logits)}
-        return self.model.generate(batch, edges_for_inpaint="gt" if self.stage == "inpaint" else "detach")
+        return self.model.generate(
+            batch, edges_for_inpaint="gt" if self.stage == "inpaint" else "detach"
+        )
 
     def discriminator_loss(self, batch, out):
         img = batch["image"]
@@ -429,7 +454,8 @@ def validation_scores(model, images, masks, *, params=None) -> dict:
 
 class _CsvLog:
     """Append-only CSV with a fixed header (from the first row); on resume rows after the
-    resumed step are dropped, so a resumed log reads like an uninterrupted one."""
+    resumed step are dropped, so a resumed log reads like an uninterrupted one.
+    """
 
     def __init__(self, path: Path, *, keep_until_step: int | None):
         self.path = path
@@ -454,7 +480,9 @@ class _CsvLog:
             with self.path.open("w", newline="") as fh:
                 csv.DictWriter(fh, fieldnames=self.fields).writeheader()
         with self.path.open("a", newline="") as fh:
-            csv.DictWriter(fh, fieldnames=self.fields, extrasaction="ignore").writerow({k: row.get(k, "") for k in self.fields})
+            csv.DictWriter(fh, fieldnames=self.fields, extrasaction="ignore").writerow(
+                {k: row.get(k, "") for k in self.fields}
+            )
 
 
 def _read_csv(path: Path):
@@ -465,7 +493,8 @@ def _read_csv(path: Path):
 
 def plot_log(run_dir, out=None) -> Path:
     """Plot ``train_log.csv`` (losses against step) and ``val_log.csv`` (PhIRM, PSNR, SSIM
-    against step) of a run folder into ``training.png``."""
+    against step) of a run folder into ``training.png``.
+    """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -550,7 +579,8 @@ def _artefact_pool(tileset) -> np.ndarray | None:
 
 def _prefetch(fn, items, workers: int = 2, depth: int = 4):
     """``fn(item)`` for each item, in order, computed up to ``depth`` items ahead on
-    ``workers`` threads (reading tiles and drawing masks overlap the device's training step)."""
+    ``workers`` threads (reading tiles and drawing masks overlap the device's training step).
+    """
     from collections import deque
     from concurrent.futures import ThreadPoolExecutor
 
@@ -671,7 +701,9 @@ def train(
     if model == "edgeconnect":
         stage = stage or "joint"
         if stage not in EDGECONNECT_STAGES:
-            raise InputError(f"unknown edgeconnect stage {stage!r}; known: {', '.join(EDGECONNECT_STAGES)}")
+            raise InputError(
+                f"unknown edgeconnect stage {stage!r}; known: {', '.join(EDGECONNECT_STAGES)}"
+            )
     mask_spec = parse_mask_spec(masks)
     defaults = PAPER_DEFAULTS[model]
     epochs = int(epochs or defaults["epochs"])
@@ -683,21 +715,33 @@ def train(
         ck = load_checkpoint(resume if resume is not None else init, expected_model=model)
         config = dict(ck.config)
         if width is not None and int(width) != int(config["width"]):
-            raise InputError(f"--width {width} contradicts the checkpoint's width {config['width']}")
+            raise InputError(
+                f"--width {width} contradicts the checkpoint's width {config['width']}"
+            )
     else:
         config = default_config(model, width=width)
-    prev_train = (ck.provenance.get("train") or {}) if (ck is not None and resume is not None) else {}
+    prev_train = (
+        (ck.provenance.get("train") or {}) if (ck is not None and resume is not None) else {}
+    )
     if resume is not None:
         if prev_train.get("stage") != stage:
-            raise InputError(f"checkpoint {resume} was trained with stage {prev_train.get('stage')!r}, not {stage!r} (use --init to change stage)")
+            raise InputError(
+                f"checkpoint {resume} was trained with stage {prev_train.get('stage')!r}, not {stage!r} (use --init to change stage)"
+            )
         if batch_size is None:
             batch_size = prev_train.get("batch_size")
         if prev_train.get("batch_size") not in (None, int(batch_size)):
-            raise InputError(f"checkpoint {resume} was trained with batch size {prev_train['batch_size']}, not {batch_size}: cannot resume identically")
+            raise InputError(
+                f"checkpoint {resume} was trained with batch size {prev_train['batch_size']}, not {batch_size}: cannot resume identically"
+            )
         if prev_train.get("masks") not in (None, mask_spec.spec):
-            raise InputError(f"checkpoint {resume} was trained with masks {prev_train['masks']!r}, not {mask_spec.spec!r}")
+            raise InputError(
+                f"checkpoint {resume} was trained with masks {prev_train['masks']!r}, not {mask_spec.spec!r}"
+            )
         if prev_train.get("seed") not in (None, int(seed)):
-            raise InputError(f"checkpoint {resume} was trained with seed {prev_train['seed']}, not {seed}")
+            raise InputError(
+                f"checkpoint {resume} was trained with seed {prev_train['seed']}, not {seed}"
+            )
     batch_size = int(batch_size or defaults["batch_size"])
 
     # ---- data (validated before anything is written)
@@ -708,7 +752,9 @@ def train(
     shape = source.size
     pool = _artefact_pool(train_set)
     if mask_spec.kind == "artefacts" and pool is None:
-        raise InputError(f"{tiles}: masks 'artefacts' need artefact masks in the train split; this store has none")
+        raise InputError(
+            f"{tiles}: masks 'artefacts' need artefact masks in the train split; this store has none"
+        )
     try:
         val_set = _open_split(tiles, "val")
     except PhirmError:
@@ -718,13 +764,21 @@ def train(
         nv = min(int(val_tiles), len(val_set))
         val_images = np.asarray(val_set.images[:nv]).astype(np.float32)[:, None] / np.float32(255)
         val_pool = _artefact_pool(val_set) if mask_spec.kind in ("artefacts", "mix") else None
-        vspec = mask_spec if not (mask_spec.kind == "artefacts" and val_pool is None) else parse_mask_spec("mix")
+        vspec = (
+            mask_spec
+            if not (mask_spec.kind == "artefacts" and val_pool is None)
+            else parse_mask_spec("mix")
+        )
         vrng = np.random.default_rng([int(seed), 1_000_003])
-        val_masks = sample_masks(vspec, nv, shape, rng=vrng, artefact_pool=val_pool if val_pool is not None else pool)[:, None]
+        val_masks = sample_masks(
+            vspec, nv, shape, rng=vrng, artefact_pool=val_pool if val_pool is not None else pool
+        )[:, None]
 
     bsz = min(batch_size, source.n)
     if model == "context-encoder" and bsz < 2:
-        raise InputError(f"context-encoder needs batches of at least 2 tiles (BatchNorm on a 1x1 bottleneck); got {bsz}")
+        raise InputError(
+            f"context-encoder needs batches of at least 2 tiles (BatchNorm on a 1x1 bottleneck); got {bsz}"
+        )
     steps_per_epoch = max(1, source.n // bsz)
 
     # ---- model and trainer
@@ -736,7 +790,9 @@ def train(
         if resume is not None:
             start_epoch, step = ck.epoch, ck.step
             if step - start_epoch * steps_per_epoch not in range(steps_per_epoch + 1):
-                raise InputError(f"checkpoint {resume}: step {step} does not fit epoch {start_epoch} of this tile store")
+                raise InputError(
+                    f"checkpoint {resume}: step {step} does not fit epoch {start_epoch} of this tile store"
+                )
 
     out_dir = Path(out_dir)
     from phirm_scale.outputs import check_output_folder
@@ -750,11 +806,20 @@ def train(
         "n_train_tiles": source.n,
         "n_val_tiles": 0 if val_images is None else int(val_images.shape[0]),
         "train": {
-            "epochs": epochs, "lr": lr, "batch_size": batch_size, "masks": mask_spec.spec, "seed": int(seed),
-            "stage": stage, "amp": str(trainer.amp_dtype).replace("torch.", "") if trainer.amp_dtype else "off",
-            "device": str(dev), "steps_per_epoch": steps_per_epoch, "vgg_weights": str(vgg_weights) if vgg_weights else None,
+            "epochs": epochs,
+            "lr": lr,
+            "batch_size": batch_size,
+            "masks": mask_spec.spec,
+            "seed": int(seed),
+            "stage": stage,
+            "amp": str(trainer.amp_dtype).replace("torch.", "") if trainer.amp_dtype else "off",
+            "device": str(dev),
+            "steps_per_epoch": steps_per_epoch,
+            "vgg_weights": str(vgg_weights) if vgg_weights else None,
         },
-        "init": None if init is None else {"path": str(init), "content_hash": ck.content_hash, "provenance": ck.provenance},
+        "init": None
+        if init is None
+        else {"path": str(init), "content_hash": ck.content_hash, "provenance": ck.provenance},
         "versions": {"phirm_scale": _version(), "torch": torch.__version__},
         "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
     }
@@ -763,8 +828,17 @@ def train(
 
     def save(path, epoch_done):
         st = trainer.state()
-        save_checkpoint(path, model=model, config=config, state_dicts=st["state_dicts"], optimizers=st["optimizers"],
-                        scaler=st["scaler"], epoch=epoch_done, step=step, provenance=provenance)
+        save_checkpoint(
+            path,
+            model=model,
+            config=config,
+            state_dicts=st["state_dicts"],
+            optimizers=st["optimizers"],
+            scaler=st["scaler"],
+            epoch=epoch_done,
+            step=step,
+            provenance=provenance,
+        )
 
     keep = step if resume is not None else None
     tlog = _CsvLog(out_dir / "train_log.csv", keep_until_step=keep)
@@ -778,7 +852,14 @@ def train(
         if val_images is None or last_val_step == step:
             return None
         scores = validation_scores(net, val_images, val_masks)
-        vlog.write({"epoch": epoch_label, "step": step, "elapsed_s": round(time.perf_counter() - t0, 3), **scores})
+        vlog.write(
+            {
+                "epoch": epoch_label,
+                "step": step,
+                "elapsed_s": round(time.perf_counter() - t0, 3),
+                **scores,
+            }
+        )
         last_val_step = step
         return scores
 
@@ -787,7 +868,13 @@ def train(
 
     def flush(epoch):
         if acc:
-            row = {"epoch": epoch, "step": step, "stage": stage or "", "lr": lr, "elapsed_s": round(time.perf_counter() - t0, 3)}
+            row = {
+                "epoch": epoch,
+                "step": step,
+                "stage": stage or "",
+                "lr": lr,
+                "elapsed_s": round(time.perf_counter() - t0, 3),
+            }
             row.update({k: float(np.mean(v)) for k, v in sorted(acc.items())})
             tlog.write(row)
             acc.clear()
@@ -801,7 +888,13 @@ def train(
         def load(j, perm=perm, epoch=epoch):
             # tiles and masks of step j (seeded per step: the same batches whatever the threads)
             idx = perm[j * bsz : (j + 1) * bsz]
-            holes = sample_masks(mask_spec, len(idx), shape, rng=np.random.default_rng([int(seed), epoch, j]), artefact_pool=pool)[:, None]
+            holes = sample_masks(
+                mask_spec,
+                len(idx),
+                shape,
+                rng=np.random.default_rng([int(seed), epoch, j]),
+                artefact_pool=pool,
+            )[:, None]
             return source.read(idx), holes
 
         batches = _prefetch(load, range(j0, steps_per_epoch))
@@ -815,7 +908,9 @@ def train(
             bad = [k for k, v in metrics.items() if not math.isfinite(v)]
             if bad:
                 save(out_dir / "checkpoints" / "diverged.pt", epoch)
-                raise InputError(f"training diverged at step {step + 1} ({', '.join(bad)} not finite); lower --lr (state saved to checkpoints/diverged.pt)")
+                raise InputError(
+                    f"training diverged at step {step + 1} ({', '.join(bad)} not finite); lower --lr (state saved to checkpoints/diverged.pt)"
+                )
             for k, v in metrics.items():
                 acc.setdefault(k, []).append(v)
             step += 1
@@ -823,7 +918,12 @@ def train(
                 flush(epoch + 1)
                 if time.perf_counter() - last_msg[0] > 60:
                     last_msg[0] = time.perf_counter()
-                    say(f"epoch {epoch + 1}/{epochs} step {step} ({last_msg[0] - t0:.0f} s) " + ", ".join(f"{k} {v:.4g}" for k, v in sorted(metrics.items()) if k.startswith("g_")))
+                    say(
+                        f"epoch {epoch + 1}/{epochs} step {step} ({last_msg[0] - t0:.0f} s) "
+                        + ", ".join(
+                            f"{k} {v:.4g}" for k, v in sorted(metrics.items()) if k.startswith("g_")
+                        )
+                    )
             if save_every and step % save_every == 0 and j + 1 < steps_per_epoch:
                 save(out_dir / "checkpoints" / "last.pt", epoch)
         batches.close()
@@ -844,7 +944,9 @@ def train(
     flush(epoch + 1 if stopped else epochs_done)
     scores = validate(epochs_done)
     if scores:
-        say(f"final step {step}: val phirm {scores['phirm']:.4f} psnr {scores['psnr']:.2f} ssim {scores['ssim']:.4f}")
+        say(
+            f"final step {step}: val phirm {scores['phirm']:.4f} psnr {scores['psnr']:.2f} ssim {scores['ssim']:.4f}"
+        )
     final = out_dir / "final.pt"
     save(final, epochs_done)
     save(out_dir / "checkpoints" / "last.pt", epochs_done)

@@ -21,10 +21,17 @@ from __future__ import annotations
 
 import contextlib
 import sys
-from typing import Any, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
-__all__ = ["run_tasks", "run_delayed", "run_field_tasks", "progress_bar", "rich_progress",
-           "using_client"]
+__all__ = [
+    "run_tasks",
+    "run_delayed",
+    "run_field_tasks",
+    "progress_bar",
+    "rich_progress",
+    "using_client",
+]
 
 
 @contextlib.contextmanager
@@ -54,7 +61,8 @@ def _task_key(description: str, task: Any, i: int) -> str:
 
 def _collect(futures: Sequence, client, advance: Callable[[], None]) -> list:
     """Results of ``futures`` in order, advancing the progress display as they finish; the
-    first failure (or interrupt) cancels the rest and is raised."""
+    first failure (or interrupt) cancels the rest and is raised.
+    """
     from distributed import as_completed
 
     results: list[Any] = [None] * len(futures)
@@ -83,6 +91,7 @@ def _threaded(tasks: Sequence, keys: set, advance: Callable[[], None], progress:
             def _posttask(self, key, result, dsk, state, id):  # noqa: A002
                 if key in keys:
                     advance()
+
         cb = _CB()
     else:
         cb = contextlib.nullcontext()
@@ -90,9 +99,15 @@ def _threaded(tasks: Sequence, keys: set, advance: Callable[[], None], progress:
         return list(dask.compute(*tasks, scheduler="threads"))
 
 
-def run_tasks(func: Callable[[Any], Any], tasks: Sequence[Any], *, cluster: Any = "local",
-              progress: bool = True, description: str = "fields",
-              resources: Mapping[str, float] | None = None) -> list:
+def run_tasks(
+    func: Callable[[Any], Any],
+    tasks: Sequence[Any],
+    *,
+    cluster: Any = "local",
+    progress: bool = True,
+    description: str = "fields",
+    resources: Mapping[str, float] | None = None,
+) -> list:
     """Run ``func(task)`` for every task, one Dask task each; results in task order.
 
     Parameters
@@ -115,30 +130,40 @@ def run_tasks(func: Callable[[Any], Any], tasks: Sequence[Any], *, cluster: Any 
         return []
     keys = [_task_key(description, t, i) for i, t in enumerate(tasks)]
     gpu = bool(resources and resources.get("GPU"))
-    with using_client(cluster, quiet=not progress, gpu=gpu) as client, \
-            progress_bar(progress, description, len(tasks)) as advance:
+    with (
+        using_client(cluster, quiet=not progress, gpu=gpu) as client,
+        progress_bar(progress, description, len(tasks)) as advance,
+    ):
         if client is None:
             import dask
 
-            delayed = [dask.delayed(func, pure=False)(t, dask_key_name=k)
-                       for t, k in zip(tasks, keys)]
+            delayed = [
+                dask.delayed(func, pure=False)(t, dask_key_name=k) for t, k in zip(tasks, keys)
+            ]
             return _threaded(delayed, set(keys), advance, progress)
         _check_resources(client, resources, description)
         extra = {"resources": dict(resources)} if resources else {}
-        futures = [client.submit(func, t, key=k, pure=False, **extra)
-                   for t, k in zip(tasks, keys)]
+        futures = [client.submit(func, t, key=k, pure=False, **extra) for t, k in zip(tasks, keys)]
         return _collect(futures, client, advance)
 
 
-def run_delayed(delayeds: Sequence, *, cluster: Any = "threads", progress: bool = True,
-                description: str = "tasks") -> list:
+def run_delayed(
+    delayeds: Sequence,
+    *,
+    cluster: Any = "threads",
+    progress: bool = True,
+    description: str = "tasks",
+) -> list:
     """Compute Dask ``Delayed`` objects (e.g. built on Dask arrays of any chunking) with the
-    same cluster handling, progress display and cancellation rule as :func:`run_tasks`."""
+    same cluster handling, progress display and cancellation rule as :func:`run_tasks`.
+    """
     delayeds = list(delayeds)
     if not delayeds:
         return []
-    with using_client(cluster, quiet=not progress) as client, \
-            progress_bar(progress, description, len(delayeds)) as advance:
+    with (
+        using_client(cluster, quiet=not progress) as client,
+        progress_bar(progress, description, len(delayeds)) as advance,
+    ):
         if client is None:
             keys = {d.key for d in delayeds if hasattr(d, "key")}
             return _threaded(delayeds, keys, advance, progress)
@@ -149,7 +174,8 @@ def run_delayed(delayeds: Sequence, *, cluster: Any = "threads", progress: bool 
 def _check_resources(client, resources: Mapping[str, float] | None, description: str) -> None:
     """Refuse (rather than wait forever) when no worker offers ``resources`` and the cluster
     cannot start one: a cluster with workers but none with the resource, and no adaptive or
-    jobqueue cluster behind the client that may add such workers."""
+    jobqueue cluster behind the client that may add such workers.
+    """
     if not resources:
         return
     from phirm_scale.errors import PhirmError
@@ -164,9 +190,11 @@ def _check_resources(client, resources: Mapping[str, float] | None, description:
     if getattr(client, "_phirm_may_grow", False):
         return
     need = ", ".join(f"{r}={v:g}" for r, v in resources.items())
-    raise PhirmError(f"{description}: tasks need worker resources {need} but none of the "
-                     f"{len(workers)} workers offers them (start workers with --resources "
-                     f"{need.replace(', ', ',')}, or use a GPU cluster configuration)")
+    raise PhirmError(
+        f"{description}: tasks need worker resources {need} but none of the "
+        f"{len(workers)} workers offers them (start workers with --resources "
+        f"{need.replace(', ', ',')}, or use a GPU cluster configuration)"
+    )
 
 
 def run_field_tasks(func: Callable, jobs: Sequence[tuple], **kwargs) -> list:
@@ -186,14 +214,27 @@ class _Star:
 
 def rich_progress():
     """The progress display every stage uses: description, bar, n/total, elapsed, remaining,
-    on stderr (stdout stays for results)."""
+    on stderr (stdout stays for results).
+    """
     from rich.console import Console
-    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
-                               TimeElapsedColumn, TimeRemainingColumn)
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TimeElapsedColumn(), TimeRemainingColumn(),
-                    console=Console(file=sys.stderr), transient=False)
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=Console(file=sys.stderr),
+        transient=False,
+    )
 
 
 class progress_bar:

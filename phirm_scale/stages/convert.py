@@ -19,10 +19,12 @@ import hashlib
 import logging
 import sys
 from collections import Counter
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field as dc_field
+from dataclasses import dataclass
+from dataclasses import field as dc_field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -30,16 +32,22 @@ from phirm_scale.errors import PlateError
 from phirm_scale.imageio import quiet_tifffile
 from phirm_scale.layouts import ImageRecord, scan_folder
 from phirm_scale.plate import FieldKey, row_index, row_name
-
 from phirm_scale.stages._runner import run_field_tasks, run_tasks  # noqa: E402
 
-__all__ = ["ConversionPlan", "ConvertTask", "plan_conversion", "convert", "run_field_tasks",
-           "read_tiff"]
+__all__ = [
+    "ConversionPlan",
+    "ConvertTask",
+    "plan_conversion",
+    "convert",
+    "run_field_tasks",
+    "read_tiff",
+]
 
 log = logging.getLogger(__name__)
 
 
 # --------------------------------------------------------------------------- planning
+
 
 @dataclass
 class ConversionPlan:
@@ -64,8 +72,9 @@ class ConversionPlan:
 
     @property
     def wells(self) -> list[tuple[str, str]]:
-        return sorted({(k.row, k.column) for k in self.fields},
-                      key=lambda w: (row_index(w[0]), w[1]))
+        return sorted(
+            {(k.row, k.column) for k in self.fields}, key=lambda w: (row_index(w[0]), w[1])
+        )
 
     @property
     def n_files(self) -> int:
@@ -79,18 +88,26 @@ class ConversionPlan:
         chans = ", ".join(f"{i}->{n}" for i, n in zip(self.channel_ids, self.channel_names))
         used_rows = sorted({r for r, _ in per_well}, key=row_index)
         used_cols = sorted({c for _, c in per_well})
-        return (f"layout {self.layout}: plate {self.name!r}, {len(per_well)} wells "
-                f"(rows {used_rows[0]}-{used_rows[-1]}, columns {used_cols[0]}-"
-                f"{used_cols[-1]}), {len(self.fields)} fields ({fpw} fields), "
-                f"channels [{chans}], {self.shape[0]}x{self.shape[1]} {self.dtype}, "
-                f"{self.n_files} files")
+        return (
+            f"layout {self.layout}: plate {self.name!r}, {len(per_well)} wells "
+            f"(rows {used_rows[0]}-{used_rows[-1]}, columns {used_cols[0]}-"
+            f"{used_cols[-1]}), {len(self.fields)} fields ({fpw} fields), "
+            f"channels [{chans}], {self.shape[0]}x{self.shape[1]} {self.dtype}, "
+            f"{self.n_files} files"
+        )
 
     def record(self) -> dict:
         """The provenance stored in the plate (``phirm_scale.convert``), run independent."""
-        return {"source": str(self.source), "layout": self.layout, "pattern": self.pattern,
-                "channels": dict(zip(self.channel_names, self.channel_ids)),
-                "timepoint": self.timepoint, "zstep": self.zstep,
-                "n_files": self.n_files, "fingerprint": self.fingerprint}
+        return {
+            "source": str(self.source),
+            "layout": self.layout,
+            "pattern": self.pattern,
+            "channels": dict(zip(self.channel_names, self.channel_ids)),
+            "timepoint": self.timepoint,
+            "zstep": self.zstep,
+            "n_files": self.n_files,
+            "fingerprint": self.fingerprint,
+        }
 
 
 def _tiff_header(path: Path) -> tuple[tuple[int, ...], np.dtype]:
@@ -110,8 +127,9 @@ def _tiff_header(path: Path) -> tuple[tuple[int, ...], np.dtype]:
                 counts = getattr(page, "databytecounts", ()) or ()
                 for o, c in zip(offs, counts):
                     if o + c > size:
-                        raise ValueError(f"truncated: image data ends at byte {o + c}, file has "
-                                         f"{size}")
+                        raise ValueError(
+                            f"truncated: image data ends at byte {o + c}, file has {size}"
+                        )
     except PlateError:
         raise
     except Exception as exc:  # noqa: BLE001 - any failure is an unreadable file
@@ -159,11 +177,17 @@ def _channel_sort_key(c: str):
     return (0, int(c), c) if c.isdigit() else (1, 0, c)
 
 
-def plan_conversion(source: str | Path, *, layout: str = "auto", pattern: str | None = None,
-                    plate_name: str | None = None,
-                    channel_names: Sequence[str] | None = None,
-                    timepoint: int | None = None, zstep: int | None = None,
-                    threads: int = 8) -> ConversionPlan:
+def plan_conversion(
+    source: str | Path,
+    *,
+    layout: str = "auto",
+    pattern: str | None = None,
+    plate_name: str | None = None,
+    channel_names: Sequence[str] | None = None,
+    timepoint: int | None = None,
+    zstep: int | None = None,
+    threads: int = 8,
+) -> ConversionPlan:
     """Scan and validate a source folder; nothing is written.
 
     Parameters
@@ -198,11 +222,14 @@ def plan_conversion(source: str | Path, *, layout: str = "auto", pattern: str | 
         if chosen is not None:
             records = [r for r in records if getattr(r, attr) == chosen]
             if not records:
-                raise PlateError(f"{source}: no file in {label}_{chosen} (found "
-                                 f"{', '.join(map(str, values))})")
+                raise PlateError(
+                    f"{source}: no file in {label}_{chosen} (found {', '.join(map(str, values))})"
+                )
         elif len(values) > 1:
-            raise PlateError(f"{source}: files of {len(values)} {label}s ({label}_{values[0]}.."
-                             f"{label}_{values[-1]}); choose one with --{attr}")
+            raise PlateError(
+                f"{source}: files of {len(values)} {label}s ({label}_{values[0]}.."
+                f"{label}_{values[-1]}); choose one with --{attr}"
+            )
     tp = records[0].timepoint
     zs = records[0].zstep
 
@@ -210,8 +237,10 @@ def plan_conversion(source: str | Path, *, layout: str = "auto", pattern: str | 
     plates = sorted({r.plate for r in records if r.plate is not None})
     if len(plates) > 1:
         other = next(r for r in records if r.plate == plates[1])
-        raise PlateError(f"{other.path}: belongs to plate {plates[1]!r}, other files to "
-                         f"{plates[0]!r}; convert one plate per folder (or use --pattern)")
+        raise PlateError(
+            f"{other.path}: belongs to plate {plates[1]!r}, other files to "
+            f"{plates[0]!r}; convert one plate per folder (or use --pattern)"
+        )
     name = plate_name or (plates[0] if plates else source.name.split(".")[0])
 
     # duplicates
@@ -219,8 +248,10 @@ def plan_conversion(source: str | Path, *, layout: str = "auto", pattern: str | 
     for r in records:
         k = (r.row, r.column, r.site, r.channel)
         if k in seen:
-            raise PlateError(f"{r.path}: duplicate of {seen[k].path.name} (well "
-                             f"{r.row}{r.column:02d}, site {r.site}, channel {r.channel})")
+            raise PlateError(
+                f"{r.path}: duplicate of {seen[k].path.name} (well "
+                f"{r.row}{r.column:02d}, site {r.site}, channel {r.channel})"
+            )
         seen[k] = r
 
     # channels
@@ -232,18 +263,23 @@ def plan_conversion(source: str | Path, *, layout: str = "auto", pattern: str | 
         missing = [c for c in chan_ids if c not in chans]
         if missing:
             some = next(iter(chans.values()))
-            raise PlateError(f"{some.path}: well {row}{col:02d} site {fld} has no file for "
-                             f"channel(s) {', '.join(missing)} (channels found: "
-                             f"{', '.join(chan_ids)})")
+            raise PlateError(
+                f"{some.path}: well {row}{col:02d} site {fld} has no file for "
+                f"channel(s) {', '.join(missing)} (channels found: "
+                f"{', '.join(chan_ids)})"
+            )
     if channel_names is not None:
         channel_names = [str(c).strip() for c in channel_names]
         if len(channel_names) != len(chan_ids):
-            raise PlateError(f"{source}: {len(channel_names)} channel names "
-                             f"({','.join(channel_names)}) for {len(chan_ids)} channels "
-                             f"({', '.join(chan_ids)})")
+            raise PlateError(
+                f"{source}: {len(channel_names)} channel names "
+                f"({','.join(channel_names)}) for {len(chan_ids)} channels "
+                f"({', '.join(chan_ids)})"
+            )
         if len(set(channel_names)) != len(channel_names) or not all(channel_names):
-            raise PlateError(f"{source}: channel names must be unique and non-empty: "
-                             f"{','.join(channel_names)}")
+            raise PlateError(
+                f"{source}: channel names must be unique and non-empty: {','.join(channel_names)}"
+            )
     else:
         prefix = {"imagexpress": "w", "cellomics": "d"}.get(lay.name, "")
         channel_names = [f"{prefix}{c}" for c in chan_ids]
@@ -257,9 +293,11 @@ def plan_conversion(source: str | Path, *, layout: str = "auto", pattern: str | 
     for p, (s, d) in zip(paths, headers):
         if (s, d) != (shape, dtype):
             ref = paths[headers.index((shape, dtype))]
-            raise PlateError(f"{p}: image is {s[0]}x{s[1]} {d}, other files are "
-                             f"{shape[0]}x{shape[1]} {dtype} (e.g. {ref.name}); one plate "
-                             "needs one shape and dtype")
+            raise PlateError(
+                f"{p}: image is {s[0]}x{s[1]} {d}, other files are "
+                f"{shape[0]}x{shape[1]} {dtype} (e.g. {ref.name}); one plate "
+                "needs one shape and dtype"
+            )
 
     # grid
     max_row = max(row_index(r.row) for r in records)
@@ -270,19 +308,32 @@ def plan_conversion(source: str | Path, *, layout: str = "auto", pattern: str | 
     fields: dict[FieldKey, list[Path]] = {}
     sites: dict[FieldKey, int] = {}
     per_well: dict[tuple[str, int], int] = {}
-    for (row, col, site), chans in sorted(by_field.items(),
-                                          key=lambda kv: (row_index(kv[0][0]), *kv[0][1:])):
+    for (row, col, site), chans in sorted(
+        by_field.items(), key=lambda kv: (row_index(kv[0][0]), *kv[0][1:])
+    ):
         idx = per_well.get((row, col), 0)  # fields 0, 1, ... of a well in site order
         per_well[(row, col)] = idx + 1
         key = FieldKey(row, str(col).zfill(width), idx)
         fields[key] = [chans[c].path for c in chan_ids]
         sites[key] = site
     return ConversionPlan(
-        source=source, layout=lay.name, pattern=pattern if lay.name == "regex" else None,
-        name=name, rows=rows, columns=columns, channel_ids=chan_ids,
-        channel_names=list(channel_names), shape=tuple(shape), dtype=np.dtype(dtype),
-        fields=fields, sites=sites, fingerprint=_fingerprint(source, paths), timepoint=tp,
-        zstep=zs, pixel_size=tiff_pixel_size(paths[0]))
+        source=source,
+        layout=lay.name,
+        pattern=pattern if lay.name == "regex" else None,
+        name=name,
+        rows=rows,
+        columns=columns,
+        channel_ids=chan_ids,
+        channel_names=list(channel_names),
+        shape=tuple(shape),
+        dtype=np.dtype(dtype),
+        fields=fields,
+        sites=sites,
+        fingerprint=_fingerprint(source, paths),
+        timepoint=tp,
+        zstep=zs,
+        pixel_size=tiff_pixel_size(paths[0]),
+    )
 
 
 # --------------------------------------------------------------------------- running
@@ -308,23 +359,34 @@ class ConvertTask:
 
 def _convert_field(task: ConvertTask) -> tuple:
     """One task: read a field's TIFFs, write its levels (creating only its own group), mark
-    it complete."""
+    it complete.
+    """
     from phirm_scale.plate import intensity_range, write_field_data
 
     data = np.stack([read_tiff(f, task.shape, task.dtype) for f in task.files])
-    write_field_data(task.out, FieldKey(*task.key), data,
-                     channel_names=list(task.channel_names), dtype=task.dtype,
-                     shape=task.shape, n_levels=task.n_levels,
-                     field_attrs={"source": list(task.rel_names), "site": task.site,
-                                  "intensity_p0.1_p99.9": intensity_range(data)},
-                     create=True)
+    write_field_data(
+        task.out,
+        FieldKey(*task.key),
+        data,
+        channel_names=list(task.channel_names),
+        dtype=task.dtype,
+        shape=task.shape,
+        n_levels=task.n_levels,
+        field_attrs={
+            "source": list(task.rel_names),
+            "site": task.site,
+            "intensity_p0.1_p99.9": intensity_range(data),
+        },
+        create=True,
+    )
     return tuple(task.key)
 
 
-def _write_display_metadata(out: Path, keys, plan: "ConversionPlan") -> None:
-    """omero windows of every field = the median over the plate's fields of each field's
+def _write_display_metadata(out: Path, keys, plan: ConversionPlan) -> None:
+    """Omero windows of every field = the median over the plate's fields of each field's
     0.1 / 99.9 percentiles per channel (robust to a few bright artefact fields); the pixel
-    size from the TIFF metadata when it has one."""
+    size from the TIFF metadata when it has one.
+    """
     from phirm_scale.plate import read_field_marker, set_display_metadata
 
     ranges = [read_field_marker(out, k).get("intensity_p0.1_p99.9") for k in keys]
@@ -335,7 +397,8 @@ def _write_display_metadata(out: Path, keys, plan: "ConversionPlan") -> None:
 
 def tiff_pixel_size(path: str | Path) -> float | None:
     """Pixel size in micrometres from a TIFF's metadata (MetaMorph calibration, OME-XML
-    PhysicalSizeX), or None."""
+    PhysicalSizeX), or None.
+    """
     import re as _re
 
     import tifffile
@@ -346,8 +409,11 @@ def tiff_pixel_size(path: str | Path) -> float | None:
             uic = page.tags.get("UIC1tag")
             if uic is not None and isinstance(uic.value, dict):
                 v = uic.value
-                if v.get("SpatialCalibration") and v.get("XCalibration") and \
-                        str(v.get("CalibrationUnits", "um")).lower() in ("um", "µm", "micron"):
+                if (
+                    v.get("SpatialCalibration")
+                    and v.get("XCalibration")
+                    and str(v.get("CalibrationUnits", "um")).lower() in ("um", "µm", "micron")
+                ):
                     return float(v["XCalibration"])
             if tf.ome_metadata:
                 m = _re.search(r'PhysicalSizeX="([0-9.eE+-]+)"', tf.ome_metadata)
@@ -360,12 +426,24 @@ def tiff_pixel_size(path: str | Path) -> float | None:
 
 # --------------------------------------------------------------------------- convert
 
-def convert(source: str | Path, out: str | Path, *, layout: str = "auto",
-            pattern: str | None = None, plate_name: str | None = None,
-            channel_names: Sequence[str] | None = None, cluster: Any = "local",
-            overwrite: bool = False, n_levels: int = 1, timepoint: int | None = None,
-            zstep: int | None = None, progress: bool = True,
-            max_fields: int | None = None, echo: Callable[[str], None] | None = None):
+
+def convert(
+    source: str | Path,
+    out: str | Path,
+    *,
+    layout: str = "auto",
+    pattern: str | None = None,
+    plate_name: str | None = None,
+    channel_names: Sequence[str] | None = None,
+    cluster: Any = "local",
+    overwrite: bool = False,
+    n_levels: int = 1,
+    timepoint: int | None = None,
+    zstep: int | None = None,
+    progress: bool = True,
+    max_fields: int | None = None,
+    echo: Callable[[str], None] | None = None,
+):
     """Convert a TIFF folder into an NGFF 0.5 HCS plate; returns the opened plate.
 
     Parameters
@@ -394,13 +472,14 @@ def convert(source: str | Path, out: str | Path, *, layout: str = "auto",
     phirm_scale.plate.Plate or None
         None when ``max_fields`` stopped the conversion before the end.
     """
-    from phirm_scale.outputs import check_not_input, existing_output, output_lock, \
-        remove_output
+    from phirm_scale.outputs import check_not_input, existing_output, output_lock, remove_output
     from phirm_scale.plate import read_root_attrs
 
     if echo is None:
+
         def echo(msg: str) -> None:
             print(msg, file=sys.stderr)
+
     if n_levels < 1:
         raise PlateError(f"--levels must be >= 1, got {n_levels}")
     out = Path(out)
@@ -408,8 +487,15 @@ def convert(source: str | Path, out: str | Path, *, layout: str = "auto",
     existing_output(out, command="convert", overwrite=overwrite)  # refused before planning
     with output_lock(out, command="convert"):
         ours = existing_output(out, command="convert", overwrite=overwrite)
-        plan = plan_conversion(source, layout=layout, pattern=pattern, plate_name=plate_name,
-                               channel_names=channel_names, timepoint=timepoint, zstep=zstep)
+        plan = plan_conversion(
+            source,
+            layout=layout,
+            pattern=pattern,
+            plate_name=plate_name,
+            channel_names=channel_names,
+            timepoint=timepoint,
+            zstep=zstep,
+        )
         echo(plan.summary())
         record = plan.record()
         record["levels"] = int(n_levels)
@@ -419,40 +505,65 @@ def convert(source: str | Path, out: str | Path, *, layout: str = "auto",
         if resume:
             prev = (read_root_attrs(out) or {}).get("phirm_scale", {}).get("convert")
             if prev != record:
-                raise PlateError(f"{out}: output exists, converted from another source or "
-                                 f"options ({(prev or {}).get('source')}); use --overwrite to "
-                                 "replace it")
-        return _run_convert(plan, out, record, resume, n_levels, max_fields, cluster,
-                            progress, echo)
+                raise PlateError(
+                    f"{out}: output exists, converted from another source or "
+                    f"options ({(prev or {}).get('source')}); use --overwrite to "
+                    "replace it"
+                )
+        return _run_convert(
+            plan, out, record, resume, n_levels, max_fields, cluster, progress, echo
+        )
 
 
 def _run_convert(plan, out, record, resume, n_levels, max_fields, cluster, progress, echo):
     from phirm_scale.outputs import marker_attrs
-    from phirm_scale.plate import create_layout, field_done, open_plate, read_root_attrs, \
-        write_plate_metadata
+    from phirm_scale.plate import (
+        create_layout,
+        field_done,
+        open_plate,
+        read_root_attrs,
+        write_plate_metadata,
+    )
 
     fkeys = list(plan.fields)
-    if resume and "ome" in (read_root_attrs(out) or {}) and \
-            all(field_done(out, k) for k in fkeys):
+    if resume and "ome" in (read_root_attrs(out) or {}) and all(field_done(out, k) for k in fkeys):
         echo(f"{out}: already converted from this source; nothing to do")
         return open_plate(out)
-    create_layout(out, rows=plan.rows, columns=plan.columns, fields=fkeys,
-                  channel_names=plan.channel_names, shape=plan.shape, dtype=plan.dtype,
-                  name=plan.name, n_levels=n_levels,
-                  attrs={"phirm_scale": {**marker_attrs("convert"), "convert": record}},
-                  plate_metadata=False, skip_existing=resume, create_fields=False)
+    create_layout(
+        out,
+        rows=plan.rows,
+        columns=plan.columns,
+        fields=fkeys,
+        channel_names=plan.channel_names,
+        shape=plan.shape,
+        dtype=plan.dtype,
+        name=plan.name,
+        n_levels=n_levels,
+        attrs={"phirm_scale": {**marker_attrs("convert"), "convert": record}},
+        plate_metadata=False,
+        skip_existing=resume,
+        create_fields=False,
+    )
     todo = [k for k in fkeys if not (resume and field_done(out, k))]
     if resume:
         echo(f"{out}: resuming, {len(todo)} of {len(fkeys)} fields left")
     stop_early = max_fields is not None and max_fields < len(todo)
     if max_fields is not None:
-        todo = todo[:max(0, int(max_fields))]
-    tasks = [ConvertTask(str(out), tuple(k), tuple(str(p) for p in plan.fields[k]),
-                         tuple(plan.shape), plan.dtype.str, tuple(plan.channel_names),
-                         int(n_levels),
-                         tuple(str(p.relative_to(plan.source)) for p in plan.fields[k]),
-                         int(plan.sites[k]))
-             for k in todo]
+        todo = todo[: max(0, int(max_fields))]
+    tasks = [
+        ConvertTask(
+            str(out),
+            tuple(k),
+            tuple(str(p) for p in plan.fields[k]),
+            tuple(plan.shape),
+            plan.dtype.str,
+            tuple(plan.channel_names),
+            int(n_levels),
+            tuple(str(p.relative_to(plan.source)) for p in plan.fields[k]),
+            int(plan.sites[k]),
+        )
+        for k in todo
+    ]
     run_tasks(_convert_field, tasks, cluster=cluster, progress=progress, description="convert")
     if stop_early:
         return None
@@ -461,6 +572,12 @@ def _run_convert(plan, out, record, resume, n_levels, max_fields, cluster, progr
         raise PlateError(f"{out}: field {undone[0]} was not written; run again to resume")
     _write_display_metadata(out, fkeys, plan)
     field_count = max(Counter((k.row, k.column) for k in fkeys).values())
-    write_plate_metadata(out, rows=plan.rows, columns=plan.columns, wells=plan.wells,
-                         name=plan.name, field_count=field_count)
+    write_plate_metadata(
+        out,
+        rows=plan.rows,
+        columns=plan.columns,
+        wells=plan.wells,
+        name=plan.name,
+        field_count=field_count,
+    )
     return open_plate(out)

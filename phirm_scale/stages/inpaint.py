@@ -58,13 +58,19 @@ _RUNTIME_KEYS = ("precision", "channels_last", "compile", "canny")
 
 def field_runner(model: dict, batch_size: int):
     """(callable, tiles per call) for :func:`~phirm_scale.inpaint.inpaint_field`: a learned
-    model's process-wide batcher (all hole tiles of the field in one request) or the model."""
+    model's process-wide batcher (all hole tiles of the field in one request) or the model.
+    """
     from phirm_scale.models import get_model
     from phirm_scale.models.registry import LEARNED
 
     runtime = {k: model[k] for k in _RUNTIME_KEYS if model.get(k) is not None}
-    net = get_model(model["name"], checkpoint=model.get("checkpoint"),
-                    device=model.get("device", "auto"), batch_size=batch_size, **runtime)
+    net = get_model(
+        model["name"],
+        checkpoint=model.get("checkpoint"),
+        device=model.get("device", "auto"),
+        batch_size=batch_size,
+        **runtime,
+    )
     if model["name"] in LEARNED and model.get("batcher", True):
         from phirm_scale.batcher import get_batcher
 
@@ -93,7 +99,8 @@ def inpaint_one_field(task: InpaintTask) -> dict:
     """One task: inpaint ``channel`` of field ``key`` and write the whole field into ``out``.
 
     Opens only this field of the source and of the output
-    (:func:`~phirm_scale.plate.open_field_view`), never the whole plate."""
+    (:func:`~phirm_scale.plate.open_field_view`), never the whole plate.
+    """
     from phirm_scale.inpaint import inpaint_field
     from phirm_scale.plate import FieldKey, open_field_view
 
@@ -103,9 +110,15 @@ def inpaint_one_field(task: InpaintTask) -> dict:
     mask = _dilate(src.read_label(key, task.label) > 0, task.dilate)
     runner, per_call = field_runner(task.model, task.batch_size)
     try:
-        filled, stats = inpaint_field(data[task.channel], mask, runner, tile=task.tile,
-                                      overlap=task.overlap, batch_size=per_call,
-                                      return_stats=True)
+        filled, stats = inpaint_field(
+            data[task.channel],
+            mask,
+            runner,
+            tile=task.tile,
+            overlap=task.overlap,
+            batch_size=per_call,
+            return_stats=True,
+        )
     except PlateError:
         raise
     except Exception as exc:
@@ -115,11 +128,19 @@ def inpaint_one_field(task: InpaintTask) -> dict:
         from phirm_scale.stages.selfcheck import verify_field
 
         try:
-            filled, record = verify_field(data[task.channel], mask, filled, runner, per_call,
-                                          key, task.verify, tile=task.tile,
-                                          overlap=task.overlap,
-                                          device=task.model.get("device", "auto"),
-                                          name=f"{task.source}/{key.path}")
+            filled, record = verify_field(
+                data[task.channel],
+                mask,
+                filled,
+                runner,
+                per_call,
+                key,
+                task.verify,
+                tile=task.tile,
+                overlap=task.overlap,
+                device=task.model.get("device", "auto"),
+                name=f"{task.source}/{key.path}",
+            )
         except PlateError:
             raise
         except Exception as exc:
@@ -129,21 +150,31 @@ def inpaint_one_field(task: InpaintTask) -> dict:
     dst = open_field_view(task.out, key, mode="r+")
     # the mask that was filled travels with the restored field (label first: the field's
     # complete marker, written last, says both are there)
-    dst.write_label(key, task.label, mask.astype(np.uint8),
-                    attrs={"copied_from": task.source, "dilate": int(task.dilate)})
-    dst.write_field(key, data,
-                    field_attrs={"verify": record} if record is not None else None)
-    return {"field": tuple(key), "hole_pixels": stats.hole_pixels,
-            "tiles_inpainted": stats.tiles_inpainted, "tiles_total": stats.tiles_total,
-            "flag": None if record is None else record["flag"],
-            "action": None if record is None else record["action"]}
+    dst.write_label(
+        key,
+        task.label,
+        mask.astype(np.uint8),
+        attrs={"copied_from": task.source, "dilate": int(task.dilate)},
+    )
+    dst.write_field(key, data, field_attrs={"verify": record} if record is not None else None)
+    return {
+        "field": tuple(key),
+        "hole_pixels": stats.hole_pixels,
+        "tiles_inpainted": stats.tiles_inpainted,
+        "tiles_total": stats.tiles_total,
+        "flag": None if record is None else record["flag"],
+        "action": None if record is None else record["action"],
+    }
 
 
 def _check_device(device: str, gpu: bool, cluster: Any) -> None:
     """``--gpu`` / ``--device cuda`` on this machine's own workers need a visible CUDA device:
-    stop at once rather than wait for a GPU worker that will never come."""
-    if not isinstance(cluster, (str, type(None))) or (cluster or "local") not in ("local",
-                                                                                  "threads"):
+    stop at once rather than wait for a GPU worker that will never come.
+    """
+    if not isinstance(cluster, (str, type(None))) or (cluster or "local") not in (
+        "local",
+        "threads",
+    ):
         return  # remote workers: their devices are not ours to check
     wants_cuda = str(device).startswith("cuda")
     if not (gpu or wants_cuda):
@@ -152,19 +183,37 @@ def _check_device(device: str, gpu: bool, cluster: Any) -> None:
 
     if visible_gpus() == 0:
         what = "--gpu" if gpu else f"--device {device}"
-        raise PlateError(f"{what}: no CUDA device is visible on this machine (use --device cpu "
-                         "without --gpu, or a cluster with GPU workers)")
+        raise PlateError(
+            f"{what}: no CUDA device is visible on this machine (use --device cpu "
+            "without --gpu, or a cluster with GPU workers)"
+        )
 
 
-def inpaint_plate(source: str | Path, out: str | Path | None = None, *,
-                  channel: str | int = "DAPI", mask_label: str = "artefacts",
-                  model: str = "telea", checkpoint: str | Path | None = None,
-                  tile: int = 256, overlap: int = 32, batch_size: int = 16, dilate: int = 0,
-                  device: str = "auto", gpu: bool = False, cluster: Any = "local",
-                  overwrite: bool = False, progress: bool = True, precision: str = "fp32",
-                  channels_last: bool = False, compile: bool = False, canny: str = "auto",
-                  gpu_tasks: int = 8, allow_untrained: bool = False,
-                  verify=None) -> dict[str, Any]:
+def inpaint_plate(
+    source: str | Path,
+    out: str | Path | None = None,
+    *,
+    channel: str | int = "DAPI",
+    mask_label: str = "artefacts",
+    model: str = "telea",
+    checkpoint: str | Path | None = None,
+    tile: int = 256,
+    overlap: int = 32,
+    batch_size: int = 16,
+    dilate: int = 0,
+    device: str = "auto",
+    gpu: bool = False,
+    cluster: Any = "local",
+    overwrite: bool = False,
+    progress: bool = True,
+    precision: str = "fp32",
+    channels_last: bool = False,
+    compile: bool = False,
+    canny: str = "auto",
+    gpu_tasks: int = 8,
+    allow_untrained: bool = False,
+    verify=None,
+) -> dict[str, Any]:
     """Inpaint the holes ``mask_label`` of ``channel`` in every field of ``source``.
 
     Parameters
@@ -211,7 +260,7 @@ def inpaint_plate(source: str | Path, out: str | Path | None = None, *,
     ``hole_pixels``, ``tiles_inpainted``, ``tiles_total``.
     """
     from phirm_scale import __version__
-    from phirm_scale.models import get_model, list_models
+    from phirm_scale.models import list_models
     from phirm_scale.outputs import check_not_input, guard_output, marker_attrs
     from phirm_scale.plate import create_plate_like, open_plate, read_root_attrs
     from phirm_scale.stages._runner import run_tasks
@@ -225,9 +274,11 @@ def inpaint_plate(source: str | Path, out: str | Path | None = None, *,
         raise PlateError(f"unknown model {model!r}; known: {', '.join(list_models())}")
     missing = [k for k in src.fields if not src.has_label(k, mask_label)]
     if missing:
-        raise PlateError(f"{source}: field {missing[0]} has no label {mask_label!r} "
-                         f"({len(missing)} of {len(src.fields)} fields lack it; run "
-                         "`phirm-scale masks` first)")
+        raise PlateError(
+            f"{source}: field {missing[0]} has no label {mask_label!r} "
+            f"({len(missing)} of {len(src.fields)} fields lack it; run "
+            "`phirm-scale masks` first)"
+        )
     if gpu and (cluster is None or cluster == "threads"):
         raise PlateError("--gpu needs a distributed cluster (GPU workers advertise GPU=1)")
     _check_device(device, gpu, cluster)
@@ -236,9 +287,11 @@ def inpaint_plate(source: str | Path, out: str | Path | None = None, *,
     from phirm_scale.models.registry import CANNY, LEARNED, PRECISIONS
 
     if model in LEARNED and checkpoint is None and not allow_untrained:
-        raise PlateError(f"model {model!r} is learned and has no checkpoint: pass --checkpoint "
-                         "PATH (train one with `phirm-scale train`), or --allow-untrained for a "
-                         "smoke test with random weights")
+        raise PlateError(
+            f"model {model!r} is learned and has no checkpoint: pass --checkpoint "
+            "PATH (train one with `phirm-scale train`), or --allow-untrained for a "
+            "smoke test with random weights"
+        )
 
     if precision not in PRECISIONS:
         raise PlateError(f"--precision must be one of {', '.join(PRECISIONS)}; got {precision!r}")
@@ -250,9 +303,15 @@ def inpaint_plate(source: str | Path, out: str | Path | None = None, *,
 
         ckpt_hash = checkpoint_hash(checkpoint, model)
     provenance = {
-        "source": str(source.resolve()), "channel": src.channel_names[c], "mask_label": mask_label,
-        "model": model, "checkpoint": str(checkpoint) if checkpoint else None,
-        "checkpoint_hash": ckpt_hash, "tile": tile, "overlap": overlap, "dilate": dilate,
+        "source": str(source.resolve()),
+        "channel": src.channel_names[c],
+        "mask_label": mask_label,
+        "model": model,
+        "checkpoint": str(checkpoint) if checkpoint else None,
+        "checkpoint_hash": ckpt_hash,
+        "tile": tile,
+        "overlap": overlap,
+        "dilate": dilate,
         "precision": precision if model in LEARNED else None,
         "canny": canny if model == "edgeconnect" else None,
         # the masks the holes came from, and whether the weights were random: the record
@@ -265,28 +324,56 @@ def inpaint_plate(source: str | Path, out: str | Path | None = None, *,
         provenance["verify"] = verify.as_attrs()
     # the output is locked for the whole run; only an earlier `inpaint` output is resumed
     # (same provenance) or replaced (--overwrite)
-    with guard_output(out, command="inpaint", inputs=[source, checkpoint], overwrite=overwrite,
-                      resumable=True) as resume:
+    with guard_output(
+        out, command="inpaint", inputs=[source, checkpoint], overwrite=overwrite, resumable=True
+    ) as resume:
         if resume:
             prev = (read_root_attrs(out) or {}).get("phirm_scale", {}).get("inpaint")
             if prev != provenance:
-                raise PlateError(f"{out}: exists and was made by another inpainting (other "
-                                 "source, masks or settings); pass --overwrite to recompute "
-                                 "every field")
+                raise PlateError(
+                    f"{out}: exists and was made by another inpainting (other "
+                    "source, masks or settings); pass --overwrite to recompute "
+                    "every field"
+                )
             dst = open_plate(out, mode="r+")
         else:
-            dst = create_plate_like(src, out, attrs={"phirm_scale": {
-                **marker_attrs("inpaint"), "inpaint": provenance}})
+            dst = create_plate_like(
+                src, out, attrs={"phirm_scale": {**marker_attrs("inpaint"), "inpaint": provenance}}
+            )
         todo = dst.missing_fields()
-        spec = {"name": model, "checkpoint": str(checkpoint) if checkpoint else None,
-                "device": device, "precision": precision, "channels_last": channels_last,
-                "compile": compile, "canny": canny}
-        tasks = [InpaintTask(str(source), str(out), tuple(k), c, mask_label, spec, int(tile),
-                             int(overlap), int(batch_size), int(dilate), verify)
-                 for k in todo]
-        results = run_tasks(inpaint_one_field, tasks, cluster=cluster, progress=progress,
-                            description="inpaint",
-                            resources={"GPU": 1.0 / gpu_tasks} if gpu else None)
+        spec = {
+            "name": model,
+            "checkpoint": str(checkpoint) if checkpoint else None,
+            "device": device,
+            "precision": precision,
+            "channels_last": channels_last,
+            "compile": compile,
+            "canny": canny,
+        }
+        tasks = [
+            InpaintTask(
+                str(source),
+                str(out),
+                tuple(k),
+                c,
+                mask_label,
+                spec,
+                int(tile),
+                int(overlap),
+                int(batch_size),
+                int(dilate),
+                verify,
+            )
+            for k in todo
+        ]
+        results = run_tasks(
+            inpaint_one_field,
+            tasks,
+            cluster=cluster,
+            progress=progress,
+            description="inpaint",
+            resources={"GPU": 1.0 / gpu_tasks} if gpu else None,
+        )
     return {
         "out": str(out),
         "fields": len(results),
@@ -294,6 +381,9 @@ def inpaint_plate(source: str | Path, out: str | Path | None = None, *,
         "hole_pixels": int(sum(r["hole_pixels"] for r in results)),
         "tiles_inpainted": int(sum(r["tiles_inpainted"] for r in results)),
         "tiles_total": int(sum(r["tiles_total"] for r in results)),
-        "flagged": [{"field": "{}{}/{}".format(*r["field"]), "flag": r["flag"],
-                     "action": r["action"]} for r in results if r.get("flag")],
+        "flagged": [
+            {"field": "{}{}/{}".format(*r["field"]), "flag": r["flag"], "action": r["action"]}
+            for r in results
+            if r.get("flag")
+        ],
     }

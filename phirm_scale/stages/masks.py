@@ -27,8 +27,14 @@ from typing import Any
 
 from phirm_scale.errors import PlateError
 
-__all__ = ["MASK_METHODS", "MaskSettings", "MaskTask", "make_artefact_masks", "mask_field",
-           "mask_image"]
+__all__ = [
+    "MASK_METHODS",
+    "MaskSettings",
+    "MaskTask",
+    "make_artefact_masks",
+    "mask_field",
+    "mask_image",
+]
 
 log = logging.getLogger(__name__)
 
@@ -73,14 +79,14 @@ class MaskSettings:
 
     def __post_init__(self) -> None:
         if self.method not in MASK_METHODS:
-            raise PlateError(f"mask method must be one of {', '.join(MASK_METHODS)}, got "
-                             f"{self.method!r}")
+            raise PlateError(
+                f"mask method must be one of {', '.join(MASK_METHODS)}, got {self.method!r}"
+            )
         if self.otsu_factor is not None and not self.otsu_factor > 0:
             raise PlateError(f"otsu_factor must be > 0, got {self.otsu_factor}")
         if self.radius < 0:
             raise PlateError(f"radius must be >= 0, got {self.radius}")
-        if self.dilation is not None and (int(self.dilation) != self.dilation
-                                          or self.dilation < 0):
+        if self.dilation is not None and (int(self.dilation) != self.dilation or self.dilation < 0):
             raise PlateError(f"dilation must be an integer >= 0, got {self.dilation}")
         if self.method == "saturation":
             self.phirm_params()  # raises InputError on bad fields
@@ -109,16 +115,22 @@ class MaskSettings:
     def as_attrs(self) -> dict:
         """JSON-able record of the method and every parameter that shaped the mask."""
         if self.method == "otsu":
-            return {"method": "otsu",
-                    "otsu_factor": float(0.7 if self.otsu_factor is None else self.otsu_factor),
-                    "radius": int(self.radius),
-                    "min_separability": (None if self.min_separability is None
-                                         else float(self.min_separability)),
-                    "dilation": self.dilation_px}
+            return {
+                "method": "otsu",
+                "otsu_factor": float(0.7 if self.otsu_factor is None else self.otsu_factor),
+                "radius": int(self.radius),
+                "min_separability": (
+                    None if self.min_separability is None else float(self.min_separability)
+                ),
+                "dilation": self.dilation_px,
+            }
         p = self.phirm_params()
-        return {"method": "saturation", "dilation": self.dilation_px,
-                "normalisation": "rint((x - min) / (max - min) * 255) of the field",
-                "phirm_params": dataclasses.asdict(p)}
+        return {
+            "method": "saturation",
+            "dilation": self.dilation_px,
+            "normalisation": "rint((x - min) / (max - min) * 255) of the field",
+            "phirm_params": dataclasses.asdict(p),
+        }
 
 
 def mask_image(image, settings: MaskSettings, *, name: str = "image"):
@@ -126,12 +138,16 @@ def mask_image(image, settings: MaskSettings, *, name: str = "image"):
     from phirm_scale.masks import artefact_mask, dilate_mask, saturation_mask
 
     if settings.method == "otsu":
-        m = artefact_mask(image, otsu_factor=0.7 if settings.otsu_factor is None
-                          else settings.otsu_factor, radius=settings.radius,
-                          min_separability=settings.min_separability)
+        m = artefact_mask(
+            image,
+            otsu_factor=0.7 if settings.otsu_factor is None else settings.otsu_factor,
+            radius=settings.radius,
+            min_separability=settings.min_separability,
+        )
         return dilate_mask(m, settings.dilation_px)
-    return saturation_mask(image, dilation=settings.dilation_px,
-                           params=settings.phirm_params(), name=name)
+    return saturation_mask(
+        image, dilation=settings.dilation_px, params=settings.phirm_params(), name=name
+    )
 
 
 @dataclass(frozen=True)
@@ -149,7 +165,8 @@ class MaskTask:
 def mask_field(task: MaskTask) -> tuple[tuple, int]:
     """One task: artefact mask of one field, written as label ``name`` with ``record`` in
     its attributes; returns (key, masked pixel count). Opens only that field
-    (:func:`~phirm_scale.plate.open_field_view`)."""
+    (:func:`~phirm_scale.plate.open_field_view`).
+    """
     from phirm_scale.plate import FieldKey, open_field_view
 
     key = FieldKey(*task.key)
@@ -165,14 +182,24 @@ def mask_field(task: MaskTask) -> tuple[tuple, int]:
     return tuple(key), int(mask.sum())
 
 
-def make_artefact_masks(plate: str | Path, *, channel: str | int = "CFP",
-                        name: str = "artefacts", method: str = "otsu",
-                        otsu_factor: float | None = None, radius: int = 2,
-                        min_separability: float | None = 0.9, dilation: int | None = None,
-                        metric_mode: str = "paper", saturation: int | None = None,
-                        artefact_mean: float | None = None, min_area: int | None = None,
-                        overwrite: bool = False, cluster: Any = "local",
-                        progress: bool = True) -> dict:
+def make_artefact_masks(
+    plate: str | Path,
+    *,
+    channel: str | int = "CFP",
+    name: str = "artefacts",
+    method: str = "otsu",
+    otsu_factor: float | None = None,
+    radius: int = 2,
+    min_separability: float | None = 0.9,
+    dilation: int | None = None,
+    metric_mode: str = "paper",
+    saturation: int | None = None,
+    artefact_mean: float | None = None,
+    min_area: int | None = None,
+    overwrite: bool = False,
+    cluster: Any = "local",
+    progress: bool = True,
+) -> dict:
     """Write the artefact mask of every field of ``plate`` as label ``name``.
 
     Parameters
@@ -207,23 +234,60 @@ def make_artefact_masks(plate: str | Path, *, channel: str | int = "CFP",
     p = open_plate(plate)
     # labels are written into the plate (its pixel data is never touched): one run at a time
     with output_lock(p.path, command="masks"):
-        return _make_masks(p, plate, channel, name, method, otsu_factor, radius,
-                           min_separability, dilation, metric_mode, saturation, artefact_mean,
-                           min_area, overwrite, cluster, progress)
+        return _make_masks(
+            p,
+            plate,
+            channel,
+            name,
+            method,
+            otsu_factor,
+            radius,
+            min_separability,
+            dilation,
+            metric_mode,
+            saturation,
+            artefact_mean,
+            min_area,
+            overwrite,
+            cluster,
+            progress,
+        )
 
 
-def _make_masks(p, plate, channel, name, method, otsu_factor, radius, min_separability,
-                dilation, metric_mode, saturation, artefact_mean, min_area, overwrite, cluster,
-                progress) -> dict:
+def _make_masks(
+    p,
+    plate,
+    channel,
+    name,
+    method,
+    otsu_factor,
+    radius,
+    min_separability,
+    dilation,
+    metric_mode,
+    saturation,
+    artefact_mean,
+    min_area,
+    overwrite,
+    cluster,
+    progress,
+) -> dict:
     from phirm_scale.plate import FieldKey
     from phirm_scale.stages._runner import run_tasks
 
     c = p.channel_index(channel)
     try:
-        settings = MaskSettings(method=method, otsu_factor=otsu_factor, radius=int(radius),
-                                min_separability=min_separability, dilation=dilation,
-                                metric_mode=metric_mode, saturation=saturation,
-                                artefact_mean=artefact_mean, min_area=min_area)
+        settings = MaskSettings(
+            method=method,
+            otsu_factor=otsu_factor,
+            radius=int(radius),
+            min_separability=min_separability,
+            dilation=dilation,
+            metric_mode=metric_mode,
+            saturation=saturation,
+            artefact_mean=artefact_mean,
+            min_area=min_area,
+        )
     except PlateError as exc:
         raise PlateError(f"{plate}: {exc}") from None
     except Exception as exc:  # InputError from PhirmParams
@@ -239,13 +303,17 @@ def _make_masks(p, plate, channel, name, method, otsu_factor, radius, min_separa
             todo.append(k)
         elif la.get("mask") != record:
             made = la.get("mask")
-            how = (f"method {made.get('method')} on channel {made.get('channel')}"
-                   if isinstance(made, dict) else "no recorded settings")
-            raise PlateError(f"{plate}: field {k} already has labels/{name} made with {how}, "
-                             "not these settings; pass --overwrite to replace it or choose "
-                             "another --name")
+            how = (
+                f"method {made.get('method')} on channel {made.get('channel')}"
+                if isinstance(made, dict)
+                else "no recorded settings"
+            )
+            raise PlateError(
+                f"{plate}: field {k} already has labels/{name} made with {how}, "
+                "not these settings; pass --overwrite to replace it or choose "
+                "another --name"
+            )
     tasks = [MaskTask(str(p.path), tuple(k), c, name, settings, record) for k in todo]
     res = run_tasks(mask_field, tasks, cluster=cluster, progress=progress, description="masks")
-    p.update_attrs({"phirm_scale": {**p.attrs.get("phirm_scale", {}),
-                                    f"labels_{name}": record}})
+    p.update_attrs({"phirm_scale": {**p.attrs.get("phirm_scale", {}), f"labels_{name}": record}})
     return {FieldKey(*k): a for k, a in res}

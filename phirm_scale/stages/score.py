@@ -107,9 +107,15 @@ def _open(path):
     return open_plate(path)
 
 
-def plan_score(reference, reconstruction, *, reference_channel: str | int | None = None,
-               reconstruction_channel: str | int | None = None, window: int | str | None = 256,
-               mask_label: str | None = None) -> ScorePlan:
+def plan_score(
+    reference,
+    reconstruction,
+    *,
+    reference_channel: str | int | None = None,
+    reconstruction_channel: str | int | None = None,
+    window: int | str | None = 256,
+    mask_label: str | None = None,
+) -> ScorePlan:
     """Open and validate both plates; raise one :class:`PlateError` for the first problem.
 
     Parameters
@@ -135,8 +141,10 @@ def plan_score(reference, reconstruction, *, reference_channel: str | int | None
 
     win = qc.parse_window(window)
     plates = []
-    for what, obj, chan in (("reference", reference, reference_channel),
-                            ("reconstruction", reconstruction, reconstruction_channel)):
+    for what, obj, chan in (
+        ("reference", reference, reference_channel),
+        ("reconstruction", reconstruction, reconstruction_channel),
+    ):
         if isinstance(obj, Plate):
             plates.append((obj, chan))
             continue
@@ -159,10 +167,13 @@ def plan_score(reference, reconstruction, *, reference_channel: str | int | None
             f"{rec.path}: plate layout {len(rec.rows)}x{len(rec.columns)} "
             f"(rows {','.join(rec.rows)}; columns {','.join(rec.columns)}) differs from the "
             f"reference {ref.path} ({len(ref.rows)}x{len(ref.columns)}, rows "
-            f"{','.join(ref.rows)}; columns {','.join(ref.columns)})")
+            f"{','.join(ref.rows)}; columns {','.join(ref.columns)})"
+        )
     if tuple(ref.field_shape) != tuple(rec.field_shape):
-        raise PlateError(f"{rec.path}: field shape {tuple(rec.field_shape)} differs from the "
-                         f"reference {ref.path} field shape {tuple(ref.field_shape)}")
+        raise PlateError(
+            f"{rec.path}: field shape {tuple(rec.field_shape)} differs from the "
+            f"reference {ref.path} field shape {tuple(ref.field_shape)}"
+        )
     if min(ref.field_shape) < 1:
         raise PlateError(f"{ref.path}: empty fields of shape {tuple(ref.field_shape)}")
     keys = list(ref.fields)
@@ -172,19 +183,21 @@ def plan_score(reference, reconstruction, *, reference_channel: str | int | None
     missing = [k for k in keys if k not in rec_set]
     if missing:
         more = f" and {len(missing) - 1} more" if len(missing) > 1 else ""
-        raise PlateError(f"{rec.path}: reconstruction lacks field {missing[0]}{more} of the "
-                         f"reference {ref.path}")
+        raise PlateError(
+            f"{rec.path}: reconstruction lacks field {missing[0]}{more} of the reference {ref.path}"
+        )
     extra = [k for k in rec.fields if k not in set(keys)]
     if extra:
         more = f" and {len(extra) - 1} more" if len(extra) > 1 else ""
-        raise PlateError(f"{rec.path}: reconstruction has field {extra[0]}{more} that the "
-                         f"reference {ref.path} lacks")
+        raise PlateError(
+            f"{rec.path}: reconstruction has field {extra[0]}{more} that the "
+            f"reference {ref.path} lacks"
+        )
     for plate in (ref, rec):
         incomplete = [k for k in keys if not plate.field_complete(k)]
         if incomplete:
             more = f" and {len(incomplete) - 1} more" if len(incomplete) > 1 else ""
-            raise PlateError(f"{plate.path}: field {incomplete[0]}{more} not (completely) "
-                             "written")
+            raise PlateError(f"{plate.path}: field {incomplete[0]}{more} not (completely) written")
     mask_sources = {}
     if mask_label:
         for k in keys:
@@ -193,23 +206,31 @@ def plan_score(reference, reconstruction, *, reference_channel: str | int | None
             elif rec.has_label(k, mask_label):
                 mask_sources[k] = str(Path(rec.path).resolve())
             else:
-                raise PlateError(f"{ref.path}: field {k} has no label {mask_label!r} (nor in "
-                                 f"{rec.path})")
+                raise PlateError(
+                    f"{ref.path}: field {k} has no label {mask_label!r} (nor in {rec.path})"
+                )
     return ScorePlan(
         reference=str(Path(ref.path).resolve()),
         reconstruction=str(Path(rec.path).resolve()),
-        reference_channel=ri, reconstruction_channel=ci,
+        reference_channel=ri,
+        reconstruction_channel=ci,
         reference_channel_name=ref.channel_names[ri],
         reconstruction_channel_name=rec.channel_names[ci],
-        keys=tuple(keys), rows=tuple(ref.rows), columns=tuple(ref.columns),
-        field_shape=tuple(int(s) for s in ref.field_shape), window=win,
-        mask_label=mask_label or None, mask_sources=mask_sources)
+        keys=tuple(keys),
+        rows=tuple(ref.rows),
+        columns=tuple(ref.columns),
+        field_shape=tuple(int(s) for s in ref.field_shape),
+        window=win,
+        mask_label=mask_label or None,
+        mask_sources=mask_sources,
+    )
 
 
 # ---------------------------------------------------------------------------------- tasks
 def _one_cv2_thread_on_workers() -> None:
     """On a distributed worker, parallelism comes from Dask's task threads: OpenCV's own
-    thread pool on top only oversubscribes the cores (2-3x slower on a busy node)."""
+    thread pool on top only oversubscribes the cores (2-3x slower on a busy node).
+    """
     try:
         from distributed import get_worker
 
@@ -239,7 +260,8 @@ class ScoreTask:
 
 def _score_plate_fields(task: ScoreTask) -> list[dict]:
     """Task body: read and score ``task.keys`` of both plates, opening only those fields
-    (:func:`~phirm_scale.plate.open_field_view`), never the whole plates."""
+    (:func:`~phirm_scale.plate.open_field_view`), never the whole plates.
+    """
     from phirm_scale.plate import open_field_view
 
     _one_cv2_thread_on_workers()
@@ -249,36 +271,66 @@ def _score_plate_fields(task: ScoreTask) -> list[dict]:
         rec = open_field_view(task.reconstruction, key)
         mask = None
         if task.mask_label:
-            mplate = ref if mpath == task.reference else (
-                rec if mpath == task.reconstruction else open_field_view(mpath, key))
+            mplate = (
+                ref
+                if mpath == task.reference
+                else (rec if mpath == task.reconstruction else open_field_view(mpath, key))
+            )
             mask = mplate.read_label(key, task.mask_label)
-        out.append(qc.score_field(ref.read_field(key, task.reference_channel),
-                                  rec.read_field(key, task.reconstruction_channel),
-                                  window=task.window, params=task.params, mask=mask,
-                                  name=f"{task.reference}/{key.path}"))
+        out.append(
+            qc.score_field(
+                ref.read_field(key, task.reference_channel),
+                rec.read_field(key, task.reconstruction_channel),
+                window=task.window,
+                params=task.params,
+                mask=mask,
+                name=f"{task.reference}/{key.path}",
+            )
+        )
     return out
 
 
 def score_tasks(plan: ScorePlan, *, params=None, fields_per_task: int = 1) -> list[ScoreTask]:
     """The tasks of a plan: each scores ``fields_per_task`` fields (in ``plan.keys`` order)
-    and returns a list of :func:`~phirm_scale.qc.score_field` results."""
+    and returns a list of :func:`~phirm_scale.qc.score_field` results.
+    """
     if fields_per_task < 1:
         raise InputError(f"fields_per_task must be >= 1, got {fields_per_task}")
     out = []
     for i in range(0, len(plan.keys), fields_per_task):
-        keys = tuple(plan.keys[i:i + fields_per_task])
+        keys = tuple(plan.keys[i : i + fields_per_task])
         mpaths = tuple(plan.mask_sources.get(k, "") for k in keys)
-        out.append(ScoreTask(plan.reference, plan.reconstruction, keys, plan.reference_channel,
-                             plan.reconstruction_channel, plan.mask_label, mpaths, plan.window,
-                             params))
+        out.append(
+            ScoreTask(
+                plan.reference,
+                plan.reconstruction,
+                keys,
+                plan.reference_channel,
+                plan.reconstruction_channel,
+                plan.mask_label,
+                mpaths,
+                plan.window,
+                params,
+            )
+        )
     return out
 
 
-def score_plates(reference, reconstruction, *, reference_channel: str | int | None = None,
-                 reconstruction_channel: str | int | None = None,
-                 window: int | str | None = 256, params=None, mask_label: str | None = None,
-                 threshold: float = 0.9, cluster: Any = "threads", progress: bool = False,
-                 fields_per_task: int = 1, client=None):
+def score_plates(
+    reference,
+    reconstruction,
+    *,
+    reference_channel: str | int | None = None,
+    reconstruction_channel: str | int | None = None,
+    window: int | str | None = 256,
+    params=None,
+    mask_label: str | None = None,
+    threshold: float = 0.9,
+    cluster: Any = "threads",
+    progress: bool = False,
+    fields_per_task: int = 1,
+    client=None,
+):
     """Score every field of ``reconstruction`` against ``reference`` into a QC Dataset.
 
     :func:`plan_score` (all validation) followed by :func:`score_plan`.
@@ -303,16 +355,35 @@ def score_plates(reference, reconstruction, *, reference_channel: str | int | No
     xarray.Dataset
         See :func:`phirm_scale.qc.to_dataset`; attributes record the inputs.
     """
-    plan = plan_score(reference, reconstruction, reference_channel=reference_channel,
-                      reconstruction_channel=reconstruction_channel, window=window,
-                      mask_label=mask_label)
-    return score_plan(plan, params=params, threshold=threshold, cluster=cluster,
-                      progress=progress, fields_per_task=fields_per_task, client=client)
+    plan = plan_score(
+        reference,
+        reconstruction,
+        reference_channel=reference_channel,
+        reconstruction_channel=reconstruction_channel,
+        window=window,
+        mask_label=mask_label,
+    )
+    return score_plan(
+        plan,
+        params=params,
+        threshold=threshold,
+        cluster=cluster,
+        progress=progress,
+        fields_per_task=fields_per_task,
+        client=client,
+    )
 
 
-def score_plan(plan: ScorePlan, *, params=None, threshold: float = 0.9,
-               cluster: Any = "threads", progress: bool = False, fields_per_task: int = 1,
-               client=None):
+def score_plan(
+    plan: ScorePlan,
+    *,
+    params=None,
+    threshold: float = 0.9,
+    cluster: Any = "threads",
+    progress: bool = False,
+    fields_per_task: int = 1,
+    client=None,
+):
     """Run a validated :class:`ScorePlan` and reduce the results into the QC Dataset.
 
     Parameters
@@ -338,20 +409,30 @@ def score_plan(plan: ScorePlan, *, params=None, threshold: float = 0.9,
     xarray.Dataset
     """
     from phirm_scale import metric
-
     from phirm_scale.stages._runner import run_tasks
 
     params = params if params is not None else metric.PhirmParams()
     tasks = score_tasks(plan, params=params, fields_per_task=fields_per_task)
-    computed = run_tasks(_score_plate_fields, tasks,
-                         cluster=client if client is not None else cluster,
-                         progress=progress, description="score")
+    computed = run_tasks(
+        _score_plate_fields,
+        tasks,
+        cluster=client if client is not None else cluster,
+        progress=progress,
+        description="score",
+    )
     results = {}
     for task, res in zip(tasks, computed):
         results.update(zip(task.keys, res))
     grid = qc.window_grid(plan.field_shape, plan.window)
-    return qc.to_dataset(results, grid, rows=plan.rows, columns=plan.columns, params=params,
-                         threshold=threshold, attrs=plan.attrs())
+    return qc.to_dataset(
+        results,
+        grid,
+        rows=plan.rows,
+        columns=plan.columns,
+        params=params,
+        threshold=threshold,
+        attrs=plan.attrs(),
+    )
 
 
 # ------------------------------------------------------------------------- arrays (any chunks)
@@ -370,11 +451,21 @@ def _score_block(ref, rec, mask, window, params, name):
     return qc.score_field(ref, rec, window=window, params=params, mask=mask, name=name)
 
 
-def score_arrays(reference: Mapping, reconstruction: Mapping, *, masks: Mapping | None = None,
-                 window: int | str | None = 256, params=None, threshold: float = 0.9,
-                 rows: Sequence[str] | None = None, columns: Sequence[str] | None = None,
-                 attrs: Mapping | None = None, cluster: Any = "threads",
-                 progress: bool = False, client=None):
+def score_arrays(
+    reference: Mapping,
+    reconstruction: Mapping,
+    *,
+    masks: Mapping | None = None,
+    window: int | str | None = 256,
+    params=None,
+    threshold: float = 0.9,
+    rows: Sequence[str] | None = None,
+    columns: Sequence[str] | None = None,
+    attrs: Mapping | None = None,
+    cluster: Any = "threads",
+    progress: bool = False,
+    client=None,
+):
     """Score fields given as arrays (numpy or Dask, any chunking), one task per field.
 
     Parameters
@@ -405,33 +496,58 @@ def score_arrays(reference: Mapping, reconstruction: Mapping, *, masks: Mapping 
         raise PlateError("score_arrays: no reference fields")
     if set(reconstruction) != set(keys):
         lacking = sorted(set(keys) - set(reconstruction)) or sorted(set(reconstruction) - set(keys))
-        raise PlateError(f"score_arrays: reference and reconstruction fields differ "
-                         f"(first difference: {tuple(lacking[0])})")
+        raise PlateError(
+            f"score_arrays: reference and reconstruction fields differ "
+            f"(first difference: {tuple(lacking[0])})"
+        )
     if masks is not None and set(masks) != set(keys):
         raise PlateError("score_arrays: masks must be given for exactly the reference fields")
     shape = tuple(np.shape(reference[keys[0]]))
     if len(shape) != 2 or min(shape) < 1:
-        raise PlateError(f"score_arrays: field {tuple(keys[0])} has shape {shape}, expected "
-                         "non-empty (Y, X)")
-    for src_name, src in (("reference", reference), ("reconstruction", reconstruction),
-                          ("mask", masks or {})):
+        raise PlateError(
+            f"score_arrays: field {tuple(keys[0])} has shape {shape}, expected non-empty (Y, X)"
+        )
+    for src_name, src in (
+        ("reference", reference),
+        ("reconstruction", reconstruction),
+        ("mask", masks or {}),
+    ):
         for k, v in src.items():
             if tuple(np.shape(v)) != shape:
-                raise PlateError(f"score_arrays: {src_name} field {tuple(k)} has shape "
-                                 f"{tuple(np.shape(v))}, expected {shape}")
+                raise PlateError(
+                    f"score_arrays: {src_name} field {tuple(k)} has shape "
+                    f"{tuple(np.shape(v))}, expected {shape}"
+                )
     tasks = []
     for k in keys:
         name = "/".join(str(p) for p in tuple(k))
         m = _one_block(masks[k]) if masks is not None else None
-        tasks.append(dask.delayed(_score_block, pure=True)(
-            _one_block(reference[k]), _one_block(reconstruction[k]), m, win, params, name))
+        tasks.append(
+            dask.delayed(_score_block, pure=True)(
+                _one_block(reference[k]), _one_block(reconstruction[k]), m, win, params, name
+            )
+        )
     from phirm_scale.stages._runner import run_delayed
 
-    computed = run_delayed(tasks, cluster=client if client is not None else cluster,
-                           progress=progress, description="score")
+    computed = run_delayed(
+        tasks,
+        cluster=client if client is not None else cluster,
+        progress=progress,
+        description="score",
+    )
     grid = qc.window_grid(shape, win)
-    extra = {"window": "field" if win is None else int(win), "field_shape": list(shape),
-             "n_fields": len(keys)}
+    extra = {
+        "window": "field" if win is None else int(win),
+        "field_shape": list(shape),
+        "n_fields": len(keys),
+    }
     extra.update(dict(attrs or {}))
-    return qc.to_dataset(dict(zip(keys, computed)), grid, rows=rows, columns=columns,
-                         params=params, threshold=threshold, attrs=extra)
+    return qc.to_dataset(
+        dict(zip(keys, computed)),
+        grid,
+        rows=rows,
+        columns=columns,
+        params=params,
+        threshold=threshold,
+        attrs=extra,
+    )

@@ -27,20 +27,30 @@ import numpy as np
 
 from phirm_scale.errors import PlateError
 
-__all__ = ["PoolRecipe", "SelfCheckSpec", "SelfCheckTask", "add_to_dataset", "build_mask_pool", "run_selfcheck",
-           "selfcheck_one_field", "selfcheck_qc", "selfcheck_spec", "selfcheck_tasks"]
+__all__ = [
+    "PoolRecipe",
+    "SelfCheckSpec",
+    "SelfCheckTask",
+    "add_to_dataset",
+    "build_mask_pool",
+    "run_selfcheck",
+    "selfcheck_one_field",
+    "selfcheck_qc",
+    "selfcheck_spec",
+    "selfcheck_tasks",
+]
 
 
 @dataclass(frozen=True)
 class SelfCheckSpec:
     """Everything a self-check task needs (picklable, hashable for Dask's tokens)."""
 
-    source: str                  # plate whose channel was inpainted
-    channel: int                 # its index there
-    mask_label: str              # the real holes (label of ``source``)
-    dilate: int                  # as the inpainting grew the holes
-    model: tuple                 # (name, checkpoint or None, device)
-    runtime: tuple = ()          # ((key, value), ...): precision, canny of the real run
+    source: str  # plate whose channel was inpainted
+    channel: int  # its index there
+    mask_label: str  # the real holes (label of ``source``)
+    dilate: int  # as the inpainting grew the holes
+    model: tuple  # (name, checkpoint or None, device)
+    runtime: tuple = ()  # ((key, value), ...): precision, canny of the real run
     tile: int = 256
     overlap: int = 32
     batch_size: int = 16
@@ -52,16 +62,31 @@ class SelfCheckSpec:
     extra: tuple = field(default=(), compare=False)
 
     def attrs(self) -> dict[str, Any]:
-        return {"selfcheck_model": self.model[0], "selfcheck_checkpoint": self.model[1] or "",
-                "selfcheck_draws": self.draws, "selfcheck_seed": self.seed,
-                "selfcheck_shapes": self.shapes, "selfcheck_margin": self.margin,
-                "selfcheck_attempts": self.attempts, "selfcheck_source": self.source,
-                "selfcheck_mask_label": self.mask_label, "selfcheck_dilate": self.dilate}
+        return {
+            "selfcheck_model": self.model[0],
+            "selfcheck_checkpoint": self.model[1] or "",
+            "selfcheck_draws": self.draws,
+            "selfcheck_seed": self.seed,
+            "selfcheck_shapes": self.shapes,
+            "selfcheck_margin": self.margin,
+            "selfcheck_attempts": self.attempts,
+            "selfcheck_source": self.source,
+            "selfcheck_mask_label": self.mask_label,
+            "selfcheck_dilate": self.dilate,
+        }
 
 
-def selfcheck_spec(reconstruction: str | Path, *, draws: int | None = None, seed: int = 0,
-                   shapes: str = "own", margin: int = 4, attempts: int = 100,
-                   device: str = "auto", batch_size: int = 16) -> SelfCheckSpec:
+def selfcheck_spec(
+    reconstruction: str | Path,
+    *,
+    draws: int | None = None,
+    seed: int = 0,
+    shapes: str = "own",
+    margin: int = 4,
+    attempts: int = 100,
+    device: str = "auto",
+    batch_size: int = 16,
+) -> SelfCheckSpec:
     """A :class:`SelfCheckSpec` from the provenance of an inpainted plate."""
     from phirm_scale.plate import open_plate
     from phirm_scale.selfcheck import DEFAULT_DRAWS
@@ -69,28 +94,42 @@ def selfcheck_spec(reconstruction: str | Path, *, draws: int | None = None, seed
     rec = open_plate(reconstruction)
     prov = rec.attrs.get("phirm_scale", {}).get("inpaint")
     if not isinstance(prov, Mapping):
-        raise PlateError(f"{rec.path}: --self-check needs a plate made by `phirm-scale "
-                         "inpaint` (its model and settings are read from the plate)")
+        raise PlateError(
+            f"{rec.path}: --self-check needs a plate made by `phirm-scale "
+            "inpaint` (its model and settings are read from the plate)"
+        )
     src_path = prov.get("source")
     if not src_path or not Path(src_path).exists():
-        raise PlateError(f"{rec.path}: the source plate it was inpainted from ({src_path}) is "
-                         "not there; the self-check needs its fields and holes")
+        raise PlateError(
+            f"{rec.path}: the source plate it was inpainted from ({src_path}) is "
+            "not there; the self-check needs its fields and holes"
+        )
     src = open_plate(src_path)
     if tuple(src.field_shape) != tuple(rec.field_shape):
-        raise PlateError(f"{rec.path}: field shape {tuple(rec.field_shape)} differs from its "
-                         f"source {src.path} ({tuple(src.field_shape)})")
+        raise PlateError(
+            f"{rec.path}: field shape {tuple(rec.field_shape)} differs from its "
+            f"source {src.path} ({tuple(src.field_shape)})"
+        )
     if draws is not None and draws < 1:
         raise PlateError(f"--self-check-draws must be >= 1, got {draws}")
     if shapes not in ("own", "pool"):
         raise PlateError(f"self-check shapes must be 'own' or 'pool', got {shapes!r}")
     return SelfCheckSpec(
-        source=str(Path(src_path).resolve()), channel=src.channel_index(prov["channel"]),
-        mask_label=str(prov["mask_label"]), dilate=int(prov.get("dilate", 0) or 0),
+        source=str(Path(src_path).resolve()),
+        channel=src.channel_index(prov["channel"]),
+        mask_label=str(prov["mask_label"]),
+        dilate=int(prov.get("dilate", 0) or 0),
         model=(str(prov["model"]), prov.get("checkpoint"), device),
         runtime=tuple((k, prov[k]) for k in ("precision", "canny") if prov.get(k) is not None),
-        tile=int(prov.get("tile", 256)), overlap=int(prov.get("overlap", 32)),
-        batch_size=int(batch_size), draws=int(draws or DEFAULT_DRAWS), seed=int(seed),
-        shapes=shapes, margin=int(margin), attempts=int(attempts))
+        tile=int(prov.get("tile", 256)),
+        overlap=int(prov.get("overlap", 32)),
+        batch_size=int(batch_size),
+        draws=int(draws or DEFAULT_DRAWS),
+        seed=int(seed),
+        shapes=shapes,
+        margin=int(margin),
+        attempts=int(attempts),
+    )
 
 
 def _holes(plate, key, label: str, dilate: int) -> np.ndarray:
@@ -99,8 +138,15 @@ def _holes(plate, key, label: str, dilate: int) -> np.ndarray:
     return _dilate(plate.read_label(key, label) > 0, dilate) > 0
 
 
-def build_mask_pool(plate: str | Path, label: str, *, dilate: int = 0, size: int = 64,
-                    seed: int = 0, shape: tuple | None = None):
+def build_mask_pool(
+    plate: str | Path,
+    label: str,
+    *,
+    dilate: int = 0,
+    size: int = 64,
+    seed: int = 0,
+    shape: tuple | None = None,
+):
     """The hole shapes of ``plate``'s label ``label`` (grown by ``dilate`` as the inpainting
     grew them): fields in a seeded random order, the first ``size`` that have holes.
 
@@ -110,7 +156,7 @@ def build_mask_pool(plate: str | Path, label: str, *, dilate: int = 0, size: int
     from concurrent.futures import ThreadPoolExecutor
 
     from phirm_scale.plate import open_plate, row_index
-    from phirm_scale.selfcheck import components_of, MaskPool
+    from phirm_scale.selfcheck import MaskPool, components_of
 
     path, lab = str(plate), label
     if ":" in path and not Path(path).exists():
@@ -119,19 +165,20 @@ def build_mask_pool(plate: str | Path, label: str, *, dilate: int = 0, size: int
         raise PlateError(f"{path}: mask pool plate not found")
     p = open_plate(path)
     if shape is not None and tuple(p.field_shape) != tuple(shape):
-        raise PlateError(f"{path}: mask pool fields are {tuple(p.field_shape)}, the plate's "
-                         f"{tuple(shape)}; a pool must come from fields of the same size")
+        raise PlateError(
+            f"{path}: mask pool fields are {tuple(p.field_shape)}, the plate's "
+            f"{tuple(shape)}; a pool must come from fields of the same size"
+        )
     keys = [k for k in p.fields if p.has_label(k, lab)]
     if not keys:
         raise PlateError(f"{path}: no field has the label {lab!r} to take hole shapes from")
     keys.sort(key=lambda k: (row_index(k[0]), int(k[1]), int(k[2])))
-    order = np.random.default_rng(np.random.SeedSequence([int(seed), 7919])).permutation(
-        len(keys))
+    order = np.random.default_rng(np.random.SeedSequence([int(seed), 7919])).permutation(len(keys))
     keys = [keys[i] for i in order]
     fields = []
     with ThreadPoolExecutor(max_workers=8) as ex:
         for b in range(0, len(keys), 32):
-            masks = list(ex.map(lambda k: _holes(p, k, lab, dilate), keys[b:b + 32]))
+            masks = list(ex.map(lambda k: _holes(p, k, lab, dilate), keys[b : b + 32]))
             for m in masks:
                 comps = components_of(m)
                 if comps:
@@ -155,14 +202,24 @@ def _model(spec: SelfCheckSpec):
     from phirm_scale.stages.inpaint import field_runner
 
     name, ckpt, device = spec.model
-    return field_runner({"name": name, "checkpoint": ckpt, "device": device,
-                         **dict(spec.runtime)}, spec.batch_size)
+    return field_runner(
+        {"name": name, "checkpoint": ckpt, "device": device, **dict(spec.runtime)}, spec.batch_size
+    )
 
 
-def selfcheck_one_field(spec: SelfCheckSpec, rec_path: str, rec_channel: int, key: tuple,
-                        pool, window, params, model=None) -> dict:
+def selfcheck_one_field(
+    spec: SelfCheckSpec,
+    rec_path: str,
+    rec_channel: int,
+    key: tuple,
+    pool,
+    window,
+    params,
+    model=None,
+) -> dict:
     """Self-check and field checks of one field (the task body); ``model`` overrides the
-    spec's model (a callable, e.g. in tests)."""
+    spec's model (a callable, e.g. in tests).
+    """
     from phirm_scale import fieldqc
     from phirm_scale.plate import FieldKey, row_index
     from phirm_scale.selfcheck import selfcheck_field
@@ -176,12 +233,21 @@ def selfcheck_one_field(spec: SelfCheckSpec, rec_path: str, rec_channel: int, ke
     net, batch = (model, spec.batch_size) if model is not None else _model(spec)
     try:
         out = selfcheck_field(
-            source, holes, net, restored=restored, pool=pool,
+            source,
+            holes,
+            net,
+            restored=restored,
+            pool=pool,
             seed_key=(spec.seed, row_index(key.row), int(key.column), int(key.field)),
-            draws=spec.draws, shapes=spec.shapes, margin=spec.margin, attempts=spec.attempts,
-            window=window, params=params,
-            inpaint_kwargs={"tile": spec.tile, "overlap": spec.overlap,
-                            "batch_size": batch}, name=name)
+            draws=spec.draws,
+            shapes=spec.shapes,
+            margin=spec.margin,
+            attempts=spec.attempts,
+            window=window,
+            params=params,
+            inpaint_kwargs={"tile": spec.tile, "overlap": spec.overlap, "batch_size": batch},
+            name=name,
+        )
         out.update(fieldqc.field_checks(source, restored, holes, params=params, name=name))
     except PlateError:
         raise
@@ -193,7 +259,8 @@ def selfcheck_one_field(spec: SelfCheckSpec, rec_path: str, rec_channel: int, ke
 @dataclass(frozen=True)
 class PoolRecipe:
     """How a worker rebuilds the mask pool (deterministic, so every process gets the same
-    pool; tasks carry this small recipe, not the pool)."""
+    pool; tasks carry this small recipe, not the pool).
+    """
 
     plate: str
     label: str
@@ -205,8 +272,14 @@ class PoolRecipe:
 
 @functools.lru_cache(maxsize=4)
 def _pool_from_recipe(recipe: PoolRecipe):
-    return build_mask_pool(recipe.plate, recipe.label, dilate=recipe.dilate, size=recipe.size,
-                           seed=recipe.seed, shape=recipe.shape)
+    return build_mask_pool(
+        recipe.plate,
+        recipe.label,
+        dilate=recipe.dilate,
+        size=recipe.size,
+        seed=recipe.seed,
+        shape=recipe.shape,
+    )
 
 
 @dataclass(frozen=True)
@@ -217,7 +290,7 @@ class SelfCheckTask:
     rec_path: str
     rec_channel: int
     keys: tuple
-    pool: Any                     # a PoolRecipe (plates) or a MaskPool (given in memory)
+    pool: Any  # a PoolRecipe (plates) or a MaskPool (given in memory)
     window: Any
     params: Any
     model: Any = None
@@ -225,25 +298,59 @@ class SelfCheckTask:
 
 def _task(t: SelfCheckTask) -> list[dict]:
     pool = _pool_from_recipe(t.pool) if isinstance(t.pool, PoolRecipe) else t.pool
-    return [selfcheck_one_field(t.spec, t.rec_path, t.rec_channel, k, pool, t.window,
-                                t.params, t.model) for k in t.keys]
+    return [
+        selfcheck_one_field(t.spec, t.rec_path, t.rec_channel, k, pool, t.window, t.params, t.model)
+        for k in t.keys
+    ]
 
 
-def selfcheck_tasks(spec: SelfCheckSpec, rec_path: str, rec_channel: int, keys, pool, *,
-                    window, params, fields_per_task: int = 1, model=None) -> list:
+def selfcheck_tasks(
+    spec: SelfCheckSpec,
+    rec_path: str,
+    rec_channel: int,
+    keys,
+    pool,
+    *,
+    window,
+    params,
+    fields_per_task: int = 1,
+    model=None,
+) -> list:
     """Task arguments, each self-checking ``fields_per_task`` fields (plate order)."""
     if fields_per_task < 1:
         raise PlateError(f"fields_per_task must be >= 1, got {fields_per_task}")
     keys = [tuple(k) for k in keys]
-    return [SelfCheckTask(spec, rec_path, rec_channel, tuple(keys[i:i + fields_per_task]),
-                          pool, window, params, model)
-            for i in range(0, len(keys), fields_per_task)]
+    return [
+        SelfCheckTask(
+            spec,
+            rec_path,
+            rec_channel,
+            tuple(keys[i : i + fields_per_task]),
+            pool,
+            window,
+            params,
+            model,
+        )
+        for i in range(0, len(keys), fields_per_task)
+    ]
 
 
-def run_selfcheck(spec: SelfCheckSpec, rec_path: str, rec_channel: int, keys, *, window,
-                  params, pool=None, mask_pool: str | None = None, pool_size: int = 16,
-                  cluster: Any = "threads", progress: bool = False, fields_per_task: int = 1,
-                  model=None) -> tuple[dict, Any]:
+def run_selfcheck(
+    spec: SelfCheckSpec,
+    rec_path: str,
+    rec_channel: int,
+    keys,
+    *,
+    window,
+    params,
+    pool=None,
+    mask_pool: str | None = None,
+    pool_size: int = 16,
+    cluster: Any = "threads",
+    progress: bool = False,
+    fields_per_task: int = 1,
+    model=None,
+) -> tuple[dict, Any]:
     """Self-check every field of ``keys``; returns ``({key: result dict}, pool)``.
 
     The pool is ``pool`` (a :class:`~phirm_scale.selfcheck.MaskPool`), else the one of
@@ -257,34 +364,68 @@ def run_selfcheck(spec: SelfCheckSpec, rec_path: str, rec_channel: int, keys, *,
     src = _plate(spec.source)
     carried = pool
     if pool is None:
-        plate, label = (mask_pool, spec.mask_label) if mask_pool is not None else (
-            spec.source, spec.mask_label)
+        plate, label = (
+            (mask_pool, spec.mask_label)
+            if mask_pool is not None
+            else (spec.source, spec.mask_label)
+        )
         if ":" in str(plate) and not Path(str(plate)).exists():
             plate, label = str(plate).rsplit(":", 1)
-        recipe = PoolRecipe(str(Path(plate).resolve()), label, spec.dilate, int(pool_size),
-                            spec.seed, tuple(src.field_shape))
-        pool = _pool_from_recipe(recipe)   # validates here, before any task
+        recipe = PoolRecipe(
+            str(Path(plate).resolve()),
+            label,
+            spec.dilate,
+            int(pool_size),
+            spec.seed,
+            tuple(src.field_shape),
+        )
+        pool = _pool_from_recipe(recipe)  # validates here, before any task
         carried = recipe
     if len(pool) == 0:
-        raise PlateError(f"{spec.source}: no field has a hole in labels/{spec.mask_label}, so "
-                         "there is no artefact shape to self-check with; pass --mask-pool "
-                         "PLATE[:LABEL] with real artefact masks of fields of this size")
-    tasks = selfcheck_tasks(spec, rec_path, rec_channel, keys, carried, window=window,
-                            params=params, fields_per_task=fields_per_task, model=model)
-    computed = run_tasks(_task, tasks, cluster=cluster, progress=progress,
-                         description="self-check")
+        raise PlateError(
+            f"{spec.source}: no field has a hole in labels/{spec.mask_label}, so "
+            "there is no artefact shape to self-check with; pass --mask-pool "
+            "PLATE[:LABEL] with real artefact masks of fields of this size"
+        )
+    tasks = selfcheck_tasks(
+        spec,
+        rec_path,
+        rec_channel,
+        keys,
+        carried,
+        window=window,
+        params=params,
+        fields_per_task=fields_per_task,
+        model=model,
+    )
+    computed = run_tasks(_task, tasks, cluster=cluster, progress=progress, description="self-check")
     out = {}
     for t, res in zip(tasks, computed):
         out.update({FieldKey(*k): r for k, r in zip(t.keys, res)})
     return out, pool
 
 
-def selfcheck_qc(ds, reconstruction: str | Path, reconstruction_channel: str | int | None = None,
-                 *, draws: int | None = None, seed: int = 0, shapes: str = "own",
-                 margin: int = 4, mask_pool: str | None = None, pool_size: int = 16,
-                 selfcheck_threshold: float = 0.9, residual_threshold: float = 50.0,
-                 device: str = "auto", batch_size: int = 16, cluster: Any = "threads",
-                 client=None, progress: bool = False, fields_per_task: int = 1, model=None):
+def selfcheck_qc(
+    ds,
+    reconstruction: str | Path,
+    reconstruction_channel: str | int | None = None,
+    *,
+    draws: int | None = None,
+    seed: int = 0,
+    shapes: str = "own",
+    margin: int = 4,
+    mask_pool: str | None = None,
+    pool_size: int = 16,
+    selfcheck_threshold: float = 0.9,
+    residual_threshold: float = 50.0,
+    device: str = "auto",
+    batch_size: int = 16,
+    cluster: Any = "threads",
+    client=None,
+    progress: bool = False,
+    fields_per_task: int = 1,
+    model=None,
+):
     """Add the self-check PhIRM, the reference-free field checks and the flags to a QC
     Dataset of ``reconstruction`` (an inpainted plate; its provenance names the model).
 
@@ -325,40 +466,78 @@ def selfcheck_qc(ds, reconstruction: str | Path, reconstruction_channel: str | i
 
     path, chan = parse_plate_spec(reconstruction)
     chan = reconstruction_channel if reconstruction_channel is not None else chan
-    spec = selfcheck_spec(path, draws=draws, seed=seed, shapes=shapes, margin=margin,
-                          device=device, batch_size=batch_size)
+    spec = selfcheck_spec(
+        path,
+        draws=draws,
+        seed=seed,
+        shapes=shapes,
+        margin=margin,
+        device=device,
+        batch_size=batch_size,
+    )
     rec = _plate(str(Path(path).resolve()))
     if chan is None:
         chan = _plate(spec.source).channel_names[spec.channel]
     rc = rec.channel_index(chan)
-    params = metric.PhirmParams(**{k[len("param_"):]: v for k, v in ds.attrs.items()
-                                   if k.startswith("param_")}) if any(
-        k.startswith("param_") for k in ds.attrs) else metric.PhirmParams()
+    params = (
+        metric.PhirmParams(
+            **{k[len("param_") :]: v for k, v in ds.attrs.items() if k.startswith("param_")}
+        )
+        if any(k.startswith("param_") for k in ds.attrs)
+        else metric.PhirmParams()
+    )
     win = ds.attrs.get("window", 256)
-    keys = [FieldKey(str(r), str(c), int(f)) for r, c, f in
-            ((k[0], k[1], k[2]) for k in rec.fields)]
-    results, pool = run_selfcheck(spec, str(rec.path), rc, keys, window=win, params=params,
-                                  mask_pool=mask_pool, pool_size=pool_size,
-                                  cluster=client if client is not None else cluster,
-                                  progress=progress, fields_per_task=fields_per_task,
-                                  model=model)
-    return add_to_dataset(ds, results, spec, pool=pool, selfcheck_threshold=selfcheck_threshold,
-                          residual_threshold=residual_threshold)
+    keys = [
+        FieldKey(str(r), str(c), int(f)) for r, c, f in ((k[0], k[1], k[2]) for k in rec.fields)
+    ]
+    results, pool = run_selfcheck(
+        spec,
+        str(rec.path),
+        rc,
+        keys,
+        window=win,
+        params=params,
+        mask_pool=mask_pool,
+        pool_size=pool_size,
+        cluster=client if client is not None else cluster,
+        progress=progress,
+        fields_per_task=fields_per_task,
+        model=model,
+    )
+    return add_to_dataset(
+        ds,
+        results,
+        spec,
+        pool=pool,
+        selfcheck_threshold=selfcheck_threshold,
+        residual_threshold=residual_threshold,
+    )
 
 
-def add_to_dataset(ds, results: Mapping, spec: SelfCheckSpec, *, pool=None,
-                   selfcheck_threshold: float = 0.9, residual_threshold: float = 50.0):
+def add_to_dataset(
+    ds,
+    results: Mapping,
+    spec: SelfCheckSpec,
+    *,
+    pool=None,
+    selfcheck_threshold: float = 0.9,
+    residual_threshold: float = 50.0,
+):
     """Self-check and field-check variables, flags and summaries into a QC Dataset."""
     from phirm_scale import fieldqc, qc, selfcheck
 
-    variables = {**selfcheck.SELFCHECK_WINDOW_VARIABLES, **selfcheck.SELFCHECK_FIELD_VARIABLES,
-                 **fieldqc.CHECK_VARIABLES}
+    variables = {
+        **selfcheck.SELFCHECK_WINDOW_VARIABLES,
+        **selfcheck.SELFCHECK_FIELD_VARIABLES,
+        **fieldqc.CHECK_VARIABLES,
+    }
     attrs = spec.attrs()
     if pool is not None:
         attrs.update({"selfcheck_pool": pool.source, "selfcheck_pool_fields": len(pool)})
     ds = qc.add_field_results(ds, results, variables, attrs=attrs)
-    return qc.flag_fields(ds, selfcheck_threshold=selfcheck_threshold,
-                          residual_threshold=residual_threshold)
+    return qc.flag_fields(
+        ds, selfcheck_threshold=selfcheck_threshold, residual_threshold=residual_threshold
+    )
 
 
 # ------------------------------------------------------------------ restore, then verify
@@ -382,12 +561,15 @@ class VerifySpec:
 
         if self.on_flag not in ("keep", "leave-masked"):
             if not self.on_flag.startswith("fallback:"):
-                raise PlateError(f"--on-flag must be keep, leave-masked or fallback:MODEL, got "
-                                 f"{self.on_flag!r}")
+                raise PlateError(
+                    f"--on-flag must be keep, leave-masked or fallback:MODEL, got {self.on_flag!r}"
+                )
             name = self.on_flag.split(":", 1)[1]
             if name not in list_models():
-                raise PlateError(f"--on-flag {self.on_flag}: unknown model {name!r}; known: "
-                                 f"{', '.join(list_models())}")
+                raise PlateError(
+                    f"--on-flag {self.on_flag}: unknown model {name!r}; known: "
+                    f"{', '.join(list_models())}"
+                )
         if self.draws < 1:
             raise PlateError(f"verify draws must be >= 1, got {self.draws}")
 
@@ -397,9 +579,20 @@ class VerifySpec:
         return dataclasses.asdict(self)
 
 
-def verify_field(source: np.ndarray, holes: np.ndarray, filled: np.ndarray, runner,
-                 per_call: int, key, spec: VerifySpec, *, tile: int, overlap: int,
-                 device: str = "auto", name: str = "field") -> tuple[np.ndarray, dict]:
+def verify_field(
+    source: np.ndarray,
+    holes: np.ndarray,
+    filled: np.ndarray,
+    runner,
+    per_call: int,
+    key,
+    spec: VerifySpec,
+    *,
+    tile: int,
+    overlap: int,
+    device: str = "auto",
+    name: str = "field",
+) -> tuple[np.ndarray, dict]:
     """Self-check a freshly restored field and apply ``spec.on_flag`` when it is flagged.
 
     Returns the field the inpainted plate should hold and a record (flag, self-check PhIRM,
@@ -415,20 +608,35 @@ def verify_field(source: np.ndarray, holes: np.ndarray, filled: np.ndarray, runn
     hole = np.asarray(holes) != 0
     if not hole.any():
         return filled, {"flag": 0, "action": "none"}
-    sc = selfcheck_field(source, hole, runner, restored=filled,
-                         seed_key=(spec.seed, row_index(key.row), int(key.column),
-                                   int(key.field)),
-                         draws=spec.draws, margin=spec.margin, window=spec.window,
-                         inpaint_kwargs={"tile": tile, "overlap": overlap,
-                                         "batch_size": per_call}, name=name)
+    sc = selfcheck_field(
+        source,
+        hole,
+        runner,
+        restored=filled,
+        seed_key=(spec.seed, row_index(key.row), int(key.column), int(key.field)),
+        draws=spec.draws,
+        margin=spec.margin,
+        window=spec.window,
+        inpaint_kwargs={"tile": tile, "overlap": overlap, "batch_size": per_call},
+        name=name,
+    )
     with np.errstate(invalid="ignore"):
         mean = float(np.mean(sc["selfcheck_phirm"]))
     lo, hi = fieldqc.known_range(source, hole, name=name)
     residual = fieldqc.residual_artefact_area(filled, lo=lo, hi=hi)
-    code = fieldqc.flag_code(mean, residual, True, selfcheck_threshold=spec.selfcheck_threshold,
-                             residual_threshold=spec.residual_threshold)
-    record = {"flag": code, "selfcheck_phirm": None if np.isnan(mean) else mean,
-              "residual_artefact_area": int(residual), "action": "keep"}
+    code = fieldqc.flag_code(
+        mean,
+        residual,
+        True,
+        selfcheck_threshold=spec.selfcheck_threshold,
+        residual_threshold=spec.residual_threshold,
+    )
+    record = {
+        "flag": code,
+        "selfcheck_phirm": None if np.isnan(mean) else mean,
+        "residual_artefact_area": int(residual),
+        "action": "keep",
+    }
     if code == 0 or spec.on_flag == "keep":
         return filled, record
     if spec.on_flag == "leave-masked":
@@ -439,8 +647,6 @@ def verify_field(source: np.ndarray, holes: np.ndarray, filled: np.ndarray, runn
     from phirm_scale.stages.inpaint import field_runner
 
     model = spec.on_flag.split(":", 1)[1]
-    fb, fb_call = field_runner({"name": model, "checkpoint": None, "device": device},
-                               per_call)
+    fb, fb_call = field_runner({"name": model, "checkpoint": None, "device": device}, per_call)
     record["action"] = spec.on_flag
-    return inpaint_field(source, hole, fb, tile=tile, overlap=overlap,
-                         batch_size=fb_call), record
+    return inpaint_field(source, hole, fb, tile=tile, overlap=overlap, batch_size=fb_call), record

@@ -74,7 +74,8 @@ def seeded(seed: int):
 
 def init_weights(net: nn.Module, kind: str = "normal", gain: float = 0.02) -> None:
     """EdgeConnect/DCGAN style init: conv weights ~ N(0, gain) (or xavier/kaiming), biases 0,
-    norm-layer weights ~ N(1, gain)."""
+    norm-layer weights ~ N(1, gain).
+    """
     for m in net.modules():
         name = type(m).__name__
         if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):

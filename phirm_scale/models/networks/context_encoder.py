@@ -64,7 +64,11 @@ class ContextEncoderGenerator(nn.Module):
             nn.ReLU(True),
         ]
         for i in range(len(up) - 2):
-            dec += [nn.ConvTranspose2d(up[i], up[i + 1], 4, 2, 1, bias=False), nn.BatchNorm2d(up[i + 1]), nn.ReLU(True)]
+            dec += [
+                nn.ConvTranspose2d(up[i], up[i + 1], 4, 2, 1, bias=False),
+                nn.BatchNorm2d(up[i + 1]),
+                nn.ReLU(True),
+            ]
         dec += [nn.ConvTranspose2d(up[-2], 1, 4, 2, 1, bias=False), nn.Tanh()]
         self.decoder = nn.Sequential(*dec)
         init_weights(self, "normal", 0.02)  # DCGAN init, as the original

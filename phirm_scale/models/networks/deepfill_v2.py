@@ -29,14 +29,26 @@ class GConv(nn.Module):
     An output layer (``gated=False``, ``activation=None``) is a plain convolution.
     """
 
-    def __init__(self, cnum_in, cnum_out, ksize, stride=1, padding="auto", rate=1, activation="elu", gated=True):
+    def __init__(
+        self,
+        cnum_in,
+        cnum_out,
+        ksize,
+        stride=1,
+        padding="auto",
+        rate=1,
+        activation="elu",
+        gated=True,
+    ):
         super().__init__()
         self.cnum_out = int(cnum_out)
         self.gated = bool(gated)
         num_conv_out = 2 * cnum_out if gated else cnum_out
         if padding == "auto":
             padding = rate * (ksize - 1) // 2
-        self.conv = nn.Conv2d(cnum_in, num_conv_out, ksize, stride=stride, padding=padding, dilation=rate)
+        self.conv = nn.Conv2d(
+            cnum_in, num_conv_out, ksize, stride=stride, padding=padding, dilation=rate
+        )
         self.activation = {"elu": nn.ELU(), "relu": nn.ReLU(), None: None}[activation]
 
     def forward(self, x):
@@ -105,7 +117,15 @@ class CoarseGenerator(nn.Module):
         x = self.conv1(x)
         x = self.down_block1(x)
         x = self.down_block2(x)
-        for layer in (self.conv_bn1, self.conv_bn2, self.conv_bn3, self.conv_bn4, self.conv_bn5, self.conv_bn6, self.conv_bn7):
+        for layer in (
+            self.conv_bn1,
+            self.conv_bn2,
+            self.conv_bn3,
+            self.conv_bn4,
+            self.conv_bn5,
+            self.conv_bn6,
+            self.conv_bn7,
+        ):
             x = layer(x)
         x = self.up_block1(x)
         x = self.up_block2(x)
@@ -121,17 +141,26 @@ class ContextualAttention(nn.Module):
     sample uses its own mask.
     """
 
-    def __init__(self, ksize=3, stride=1, rate=2, fuse_k=3, softmax_scale=10.0, fuse=True, n_down=2):
+    def __init__(
+        self, ksize=3, stride=1, rate=2, fuse_k=3, softmax_scale=10.0, fuse=True, n_down=2
+    ):
         super().__init__()
         self.ksize, self.stride, self.rate = ksize, stride, rate
-        self.fuse_k, self.softmax_scale, self.fuse, self.n_down = fuse_k, softmax_scale, fuse, n_down
+        self.fuse_k, self.softmax_scale, self.fuse, self.n_down = (
+            fuse_k,
+            softmax_scale,
+            fuse,
+            n_down,
+        )
 
     def forward(self, f, b, mask):
         """f, b: (N, C, H, W) features; mask: (N, 1, H*2**n_down, W*2**n_down), 1 = hole."""
         rate, ksize, stride = self.rate, self.ksize, self.stride
         kernel = 2 * rate
         n, _c, h, w = f.shape
-        raw_w = extract_patches(b, kernel, rate * stride)  # N, L, C, 4, 4 (full-res patches to paste)
+        raw_w = extract_patches(
+            b, kernel, rate * stride
+        )  # N, L, C, 4, 4 (full-res patches to paste)
         f_s = F.interpolate(f, scale_factor=1.0 / rate, mode="nearest")
         b_s = F.interpolate(b, scale_factor=1.0 / rate, mode="nearest")
         hs, ws = f_s.shape[-2:]
@@ -140,11 +169,15 @@ class ContextualAttention(nn.Module):
         m = F.interpolate(mask.to(f.dtype), size=(hb, wb), mode="nearest")
         m_p = extract_patches(m, ksize, stride)  # N, L, 1, 3, 3
         mm = (m_p.mean(dim=(2, 3, 4)) == 0).to(f.dtype)  # N, L: 1 = patch entirely known
-        fuse_weight = torch.eye(self.fuse_k, device=f.device, dtype=f.dtype).view(1, 1, self.fuse_k, self.fuse_k)
+        fuse_weight = torch.eye(self.fuse_k, device=f.device, dtype=f.dtype).view(
+            1, 1, self.fuse_k, self.fuse_k
+        )
         out = []
         for i in range(n):
             wi = w_p[i]
-            norm = wi.pow(2).sum(dim=(1, 2, 3), keepdim=True).clamp_min(1e-8).sqrt()  # = max(|w|, 1e-4); finite gradient at 0
+            norm = (
+                wi.pow(2).sum(dim=(1, 2, 3), keepdim=True).clamp_min(1e-8).sqrt()
+            )  # = max(|w|, 1e-4); finite gradient at 0
             yi = F.conv2d(same_pad(f_s[i : i + 1], ksize), wi / norm)  # 1, L, hs, ws
             if self.fuse:
                 L = hb * wb
@@ -177,7 +210,9 @@ class FineGenerator(nn.Module):
         self.ca_down_block1 = GDownsamplingBlock(cnum // 2, cnum, cnum_hidden=cnum // 2)
         self.ca_down_block2 = GDownsamplingBlock(cnum, 2 * cnum)
         self.ca_conv_bn1 = GConv(2 * cnum, 2 * cnum, 3, 1, activation="relu")
-        self.contextual_attention = ContextualAttention(ksize=3, stride=1, rate=2, fuse_k=3, softmax_scale=10, fuse=True, n_down=2)
+        self.contextual_attention = ContextualAttention(
+            ksize=3, stride=1, rate=2, fuse_k=3, softmax_scale=10, fuse=True, n_down=2
+        )
         self.ca_conv_bn4 = GConv(2 * cnum, 2 * cnum, 3, 1)
         self.ca_conv_bn5 = GConv(2 * cnum, 2 * cnum, 3, 1)
         self.conv_bn6 = GConv(4 * cnum, 2 * cnum, 3, 1)
@@ -234,7 +269,8 @@ class DeepFillGenerator(nn.Module):
 
 class DeepFillDiscriminator(nn.Module):
     """SN-PatchGAN on (image, mask): six 5x5 stride-2 SN convs (cnum, 2, 4, 4, 4, 4 x cnum),
-    LeakyReLU 0.2, output flattened patch scores."""
+    LeakyReLU 0.2, output flattened patch scores.
+    """
 
     def __init__(self, width: int = 64, **_):
         super().__init__()

@@ -17,7 +17,14 @@ from torch import nn
 
 from phirm_scale.models.networks.common import init_weights, spectral_norm
 
-__all__ = ["MULTIPLE", "EdgeConnectDiscriminator", "EdgeConnectGenerator", "EdgeGenerator", "InpaintGenerator", "PatchDiscriminator"]
+__all__ = [
+    "MULTIPLE",
+    "EdgeConnectDiscriminator",
+    "EdgeConnectGenerator",
+    "EdgeGenerator",
+    "InpaintGenerator",
+    "PatchDiscriminator",
+]
 
 #: input sides must be multiples of this (two stride-2 convolutions)
 MULTIPLE = 4
@@ -74,7 +81,9 @@ class EdgeGenerator(nn.Module):
 
     def __init__(self, width=64, blocks=8, use_spectral_norm=True):
         super().__init__()
-        self.encoder, self.middle, self.decoder = _generator_body(3, 1, width, blocks, use_spectral_norm)
+        self.encoder, self.middle, self.decoder = _generator_body(
+            3, 1, width, blocks, use_spectral_norm
+        )
         init_weights(self, "normal", 0.02)  # BaseNetwork.init_weights of the official code
 
     def forward(self, x):
@@ -101,9 +110,14 @@ class PatchDiscriminator(nn.Module):
         w, sn = int(width), use_spectral_norm
         spec = [(in_channels, w, 2), (w, 2 * w, 2), (2 * w, 4 * w, 2), (4 * w, 8 * w, 1)]
         for i, (ci, co, s) in enumerate(spec, start=1):
-            layer = nn.Sequential(spectral_norm(nn.Conv2d(ci, co, 4, stride=s, padding=1, bias=not sn), sn), nn.LeakyReLU(0.2, inplace=True))
+            layer = nn.Sequential(
+                spectral_norm(nn.Conv2d(ci, co, 4, stride=s, padding=1, bias=not sn), sn),
+                nn.LeakyReLU(0.2, inplace=True),
+            )
             setattr(self, f"conv{i}", layer)
-        self.conv5 = nn.Sequential(spectral_norm(nn.Conv2d(8 * w, 1, 4, stride=1, padding=1, bias=not sn), sn))
+        self.conv5 = nn.Sequential(
+            spectral_norm(nn.Conv2d(8 * w, 1, 4, stride=1, padding=1, bias=not sn), sn)
+        )
         init_weights(self, "normal", 0.02)
 
     def forward(self, x):
