@@ -21,8 +21,11 @@ from __future__ import annotations
 
 import contextlib
 import sys
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from rich.progress import Progress
 
 __all__ = [
     "run_tasks",
@@ -35,7 +38,9 @@ __all__ = [
 
 
 @contextlib.contextmanager
-def using_client(cluster: Any = "local", *, quiet: bool = False, gpu: bool = False):
+def using_client(
+    cluster: Any = "local", *, quiet: bool = False, gpu: bool = False
+) -> Iterator[Any]:
     """Yield a :class:`distributed.Client` for ``cluster`` (or None for ``'threads'``).
 
     A Client passed in is yielded unchanged and not closed; a spec string is opened with
@@ -59,9 +64,11 @@ def _task_key(description: str, task: Any, i: int) -> str:
     return f"{description}-{i}-{tokenize(task)}"
 
 
-def _collect(futures: Sequence, client, advance: Callable[[], None]) -> list:
-    """Results of ``futures`` in order, advancing the progress display as they finish; the
-    first failure (or interrupt) cancels the rest and is raised.
+def _collect(futures: Sequence[Any], client: Any, advance: Callable[[], None]) -> list[Any]:
+    """Gather the results of ``futures`` in order, advancing the progress display.
+
+    The display advances as each future finishes; the first failure (or interrupt) cancels
+    the rest and is raised.
     """
     from distributed import as_completed
 
@@ -81,14 +88,24 @@ def _collect(futures: Sequence, client, advance: Callable[[], None]) -> list:
     return results
 
 
-def _threaded(tasks: Sequence, keys: set, advance: Callable[[], None], progress: bool) -> list:
+def _threaded(
+    tasks: Sequence[Any], keys: set[Any], advance: Callable[[], None], progress: bool
+) -> list[Any]:
     import dask
 
+    cb: contextlib.AbstractContextManager[Any]
     if progress:
         from dask.callbacks import Callback
 
         class _CB(Callback):
-            def _posttask(self, key, result, dsk, state, id):  # noqa: A002
+            def _posttask(
+                self,
+                key: Any,
+                result: Any,
+                dsk: Any,
+                state: Any,
+                id: Any,  # noqa: A002 - dask calls the callback with this name
+            ) -> None:
                 if key in keys:
                     advance()
 
@@ -107,7 +124,7 @@ def run_tasks(
     progress: bool = True,
     description: str = "fields",
     resources: Mapping[str, float] | None = None,
-) -> list:
+) -> list[Any]:
     """Run ``func(task)`` for every task, one Dask task each; results in task order.
 
     Parameters
@@ -138,24 +155,30 @@ def run_tasks(
             import dask
 
             delayed = [
-                dask.delayed(func, pure=False)(t, dask_key_name=k) for t, k in zip(tasks, keys)
+                dask.delayed(func, pure=False)(t, dask_key_name=k)
+                for t, k in zip(tasks, keys, strict=True)
             ]
             return _threaded(delayed, set(keys), advance, progress)
         _check_resources(client, resources, description)
         extra = {"resources": dict(resources)} if resources else {}
-        futures = [client.submit(func, t, key=k, pure=False, **extra) for t, k in zip(tasks, keys)]
+        futures = [
+            client.submit(func, t, key=k, pure=False, **extra)
+            for t, k in zip(tasks, keys, strict=True)
+        ]
         return _collect(futures, client, advance)
 
 
 def run_delayed(
-    delayeds: Sequence,
+    delayeds: Sequence[Any],
     *,
     cluster: Any = "threads",
     progress: bool = True,
     description: str = "tasks",
-) -> list:
-    """Compute Dask ``Delayed`` objects (e.g. built on Dask arrays of any chunking) with the
-    same cluster handling, progress display and cancellation rule as :func:`run_tasks`.
+) -> list[Any]:
+    """Compute Dask ``Delayed`` objects the way :func:`run_tasks` runs tasks.
+
+    The objects may be built on Dask arrays of any chunking; the cluster handling, progress
+    display and cancellation rule are those of :func:`run_tasks`.
     """
     delayeds = list(delayeds)
     if not delayeds:
@@ -171,10 +194,11 @@ def run_delayed(
         return _collect(futures, client, advance)
 
 
-def _check_resources(client, resources: Mapping[str, float] | None, description: str) -> None:
-    """Refuse (rather than wait forever) when no worker offers ``resources`` and the cluster
-    cannot start one: a cluster with workers but none with the resource, and no adaptive or
-    jobqueue cluster behind the client that may add such workers.
+def _check_resources(client: Any, resources: Mapping[str, float] | None, description: str) -> None:
+    """Refuse (rather than wait forever) when no worker offers ``resources``.
+
+    Refused: a cluster with workers but none with the resource, and no adaptive or jobqueue
+    cluster behind the client that may add such workers.
     """
     if not resources:
         return
@@ -197,24 +221,28 @@ def _check_resources(client, resources: Mapping[str, float] | None, description:
     )
 
 
-def run_field_tasks(func: Callable, jobs: Sequence[tuple], **kwargs) -> list:
-    """Deprecated positional form: ``func(*job)`` per job. Use :func:`run_tasks`."""
+def run_field_tasks(
+    func: Callable[..., Any], jobs: Sequence[tuple[Any, ...]], **kwargs: Any
+) -> list[Any]:
+    """Run ``func(*job)`` per job (deprecated positional form of :func:`run_tasks`)."""
     return run_tasks(_Star(func), list(jobs), **kwargs)
 
 
 class _Star:
     """Picklable ``lambda job: func(*job)``."""
 
-    def __init__(self, func):
+    def __init__(self, func: Callable[..., Any]) -> None:
         self.func = func
 
-    def __call__(self, job):
+    def __call__(self, job: tuple[Any, ...]) -> Any:
         return self.func(*job)
 
 
-def rich_progress():
-    """The progress display every stage uses: description, bar, n/total, elapsed, remaining,
-    on stderr (stdout stays for results).
+def rich_progress() -> Progress:
+    """Build the progress display every stage uses.
+
+    Columns: description, bar, n/total, elapsed, remaining; on stderr (stdout stays for
+    results).
     """
     from rich.console import Console
     from rich.progress import (
@@ -237,22 +265,19 @@ def rich_progress():
     )
 
 
-class progress_bar:
-    """A rich progress bar on stderr (or nothing); the context value advances it by one."""
+@contextlib.contextmanager
+def progress_bar(enabled: bool, description: str, total: int) -> Iterator[Callable[[], None]]:
+    """Show a rich progress bar on stderr (or nothing) for the duration of the block.
 
-    def __init__(self, enabled: bool, description: str, total: int):
-        self.enabled, self.description, self.total = enabled, description, total
-        self._p = None
-
-    def __enter__(self):
-        if not self.enabled:
-            return lambda: None
-        self._p = rich_progress()
-        self._p.start()
-        tid = self._p.add_task(self.description, total=self.total)
-        return lambda: self._p.advance(tid)
-
-    def __exit__(self, *exc):
-        if self._p is not None:
-            self._p.stop()
-        return False
+    The context value advances the bar by one.
+    """
+    if not enabled:
+        yield lambda: None
+        return
+    p = rich_progress()
+    p.start()
+    try:
+        tid = p.add_task(description, total=total)
+        yield lambda: p.advance(tid)
+    finally:
+        p.stop()

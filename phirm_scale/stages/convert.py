@@ -32,7 +32,7 @@ from phirm_scale.errors import PlateError
 from phirm_scale.imageio import quiet_tifffile
 from phirm_scale.layouts import ImageRecord, scan_folder
 from phirm_scale.plate import FieldKey, row_index, row_name
-from phirm_scale.stages._runner import run_field_tasks, run_tasks  # noqa: E402
+from phirm_scale.stages._runner import run_field_tasks, run_tasks
 
 __all__ = [
     "ConversionPlan",
@@ -72,20 +72,24 @@ class ConversionPlan:
 
     @property
     def wells(self) -> list[tuple[str, str]]:
+        """The (row, column) of every well with a field, in plate order."""
         return sorted(
             {(k.row, k.column) for k in self.fields}, key=lambda w: (row_index(w[0]), w[1])
         )
 
     @property
     def n_files(self) -> int:
+        """Count the TIFF files of all fields."""
         return sum(len(v) for v in self.fields.values())
 
     def summary(self) -> str:
-        """What was found, as a few lines (printed before writing)."""
+        """Describe what was found in a few lines (printed before writing)."""
         per_well = Counter((k.row, k.column) for k in self.fields)
         counts = Counter(per_well.values())
         fpw = ", ".join(f"{n} well(s) x {f}" for f, n in sorted(counts.items()))
-        chans = ", ".join(f"{i}->{n}" for i, n in zip(self.channel_ids, self.channel_names))
+        chans = ", ".join(
+            f"{i}->{n}" for i, n in zip(self.channel_ids, self.channel_names, strict=True)
+        )
         used_rows = sorted({r for r, _ in per_well}, key=row_index)
         used_cols = sorted({c for _, c in per_well})
         return (
@@ -96,13 +100,13 @@ class ConversionPlan:
             f"{self.n_files} files"
         )
 
-    def record(self) -> dict:
-        """The provenance stored in the plate (``phirm_scale.convert``), run independent."""
+    def record(self) -> dict[str, Any]:
+        """Return the provenance stored in the plate (``phirm_scale.convert``), run independent."""
         return {
             "source": str(self.source),
             "layout": self.layout,
             "pattern": self.pattern,
-            "channels": dict(zip(self.channel_names, self.channel_ids)),
+            "channels": dict(zip(self.channel_names, self.channel_ids, strict=True)),
             "timepoint": self.timepoint,
             "zstep": self.zstep,
             "n_files": self.n_files,
@@ -110,7 +114,7 @@ class ConversionPlan:
         }
 
 
-def _tiff_header(path: Path) -> tuple[tuple[int, ...], np.dtype]:
+def _tiff_header(path: Path) -> tuple[tuple[int, int], np.dtype[Any]]:
     """Shape and dtype of a TIFF's image, checking its data lies inside the file."""
     import tifffile
 
@@ -125,19 +129,21 @@ def _tiff_header(path: Path) -> tuple[tuple[int, ...], np.dtype]:
             for page in tf.pages:
                 offs = getattr(page, "dataoffsets", ()) or ()
                 counts = getattr(page, "databytecounts", ()) or ()
-                for o, c in zip(offs, counts):
+                # strict=False: a damaged page may list fewer counts than offsets; the pairs
+                # it has are checked, as before
+                for o, c in zip(offs, counts, strict=False):
                     if o + c > size:
                         raise ValueError(
                             f"truncated: image data ends at byte {o + c}, file has {size}"
                         )
     except PlateError:
         raise
-    except Exception as exc:  # noqa: BLE001 - any failure is an unreadable file
+    except Exception as exc:
         raise PlateError(f"{path}: unreadable TIFF ({_one_line(exc)})") from exc
     squeezed = tuple(s for s in shape if s != 1)
     if len(squeezed) != 2:
         raise PlateError(f"{path}: expected one 2-D image, got shape {shape}")
-    return squeezed, dtype
+    return (squeezed[0], squeezed[1]), dtype
 
 
 def _one_line(exc: BaseException) -> str:
@@ -153,7 +159,7 @@ def read_tiff(path: str | Path, shape: tuple[int, int] | None = None, dtype=None
     try:
         with quiet_tifffile():
             a = tifffile.imread(path)
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         raise PlateError(f"{path}: unreadable TIFF ({_one_line(exc)})") from exc
     a = np.squeeze(a)
     if a.ndim != 2:
@@ -290,7 +296,7 @@ def plan_conversion(
         headers = list(ex.map(_tiff_header, paths))
     kinds = Counter(headers)
     (shape, dtype), _ = kinds.most_common(1)[0]
-    for p, (s, d) in zip(paths, headers):
+    for p, (s, d) in zip(paths, headers, strict=True):
         if (s, d) != (shape, dtype):
             ref = paths[headers.index((shape, dtype))]
             raise PlateError(
@@ -325,7 +331,7 @@ def plan_conversion(
         columns=columns,
         channel_ids=chan_ids,
         channel_names=list(channel_names),
-        shape=tuple(shape),
+        shape=shape,
         dtype=np.dtype(dtype),
         fields=fields,
         sites=sites,
@@ -357,9 +363,10 @@ class ConvertTask:
     site: int
 
 
-def _convert_field(task: ConvertTask) -> tuple:
-    """One task: read a field's TIFFs, write its levels (creating only its own group), mark
-    it complete.
+def _convert_field(task: ConvertTask) -> tuple[Any, ...]:
+    """Run one task: read a field's TIFFs, write its levels and mark the field complete.
+
+    Only the field's own group is created.
     """
     from phirm_scale.plate import intensity_range, write_field_data
 
@@ -382,22 +389,25 @@ def _convert_field(task: ConvertTask) -> tuple:
     return tuple(task.key)
 
 
-def _write_display_metadata(out: Path, keys, plan: ConversionPlan) -> None:
-    """Omero windows of every field = the median over the plate's fields of each field's
-    0.1 / 99.9 percentiles per channel (robust to a few bright artefact fields); the pixel
-    size from the TIFF metadata when it has one.
+def _write_display_metadata(out: Path, keys: Sequence[FieldKey], plan: ConversionPlan) -> None:
+    """Write the omero windows and pixel size of every field.
+
+    The windows are the median over the plate's fields of each field's 0.1 / 99.9
+    percentiles per channel (robust to a few bright artefact fields); the pixel size comes
+    from the TIFF metadata when it has one.
     """
     from phirm_scale.plate import read_field_marker, set_display_metadata
 
-    ranges = [read_field_marker(out, k).get("intensity_p0.1_p99.9") for k in keys]
-    ranges = np.asarray([r for r in ranges if r], dtype=np.float64)  # (F, C, 2)
+    found = [read_field_marker(out, k).get("intensity_p0.1_p99.9") for k in keys]
+    ranges = np.asarray([r for r in found if r], dtype=np.float64)  # (F, C, 2)
     windows = np.median(ranges, axis=0).tolist() if ranges.size else None
     set_display_metadata(out, keys, windows=windows, pixel_size=plan.pixel_size)
 
 
 def tiff_pixel_size(path: str | Path) -> float | None:
-    """Pixel size in micrometres from a TIFF's metadata (MetaMorph calibration, OME-XML
-    PhysicalSizeX), or None.
+    """Read the pixel size in micrometres from a TIFF's metadata, or None.
+
+    Sources: MetaMorph calibration, OME-XML ``PhysicalSizeX``.
     """
     import re as _re
 
@@ -405,7 +415,7 @@ def tiff_pixel_size(path: str | Path) -> float | None:
 
     try:
         with quiet_tifffile(), tifffile.TiffFile(path) as tf:
-            page = tf.pages[0]
+            page = tf.pages.first
             uic = page.tags.get("UIC1tag")
             if uic is not None and isinstance(uic.value, dict):
                 v = uic.value

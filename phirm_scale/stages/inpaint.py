@@ -56,9 +56,11 @@ def _dilate(mask: np.ndarray, radius: int) -> np.ndarray:
 _RUNTIME_KEYS = ("precision", "channels_last", "compile", "canny")
 
 
-def field_runner(model: dict, batch_size: int):
-    """(callable, tiles per call) for :func:`~phirm_scale.inpaint.inpaint_field`: a learned
-    model's process-wide batcher (all hole tiles of the field in one request) or the model.
+def field_runner(model: dict[str, Any], batch_size: int) -> tuple[Any, int]:
+    """Return (callable, tiles per call) for :func:`~phirm_scale.inpaint.inpaint_field`.
+
+    The callable is a learned model's process-wide batcher (all hole tiles of the field in
+    one request) or the model itself.
     """
     from phirm_scale.models import get_model
     from phirm_scale.models.registry import LEARNED
@@ -168,8 +170,9 @@ def inpaint_one_field(task: InpaintTask) -> dict:
 
 
 def _check_device(device: str, gpu: bool, cluster: Any) -> None:
-    """``--gpu`` / ``--device cuda`` on this machine's own workers need a visible CUDA device:
-    stop at once rather than wait for a GPU worker that will never come.
+    """Refuse ``--gpu`` / ``--device cuda`` on local workers when no CUDA device is visible.
+
+    Stop at once rather than wait for a GPU worker that will never come.
     """
     if not isinstance(cluster, (str, type(None))) or (cluster or "local") not in (
         "local",
@@ -208,7 +211,7 @@ def inpaint_plate(
     progress: bool = True,
     precision: str = "fp32",
     channels_last: bool = False,
-    compile: bool = False,
+    compile: bool = False,  # noqa: A002 - public keyword named after --compile / torch.compile
     canny: str = "auto",
     gpu_tasks: int = 8,
     allow_untrained: bool = False,

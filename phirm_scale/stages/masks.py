@@ -23,9 +23,13 @@ import dataclasses
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from phirm_scale.errors import PlateError
+
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
 
 __all__ = [
     "MASK_METHODS",
@@ -93,6 +97,7 @@ class MaskSettings:
 
     @property
     def dilation_px(self) -> int:
+        """Return the dilation in pixels: the setting, else the method's default."""
         if self.dilation is not None:
             return int(self.dilation)
         if self.method == "saturation":
@@ -133,8 +138,10 @@ class MaskSettings:
         }
 
 
-def mask_image(image, settings: MaskSettings, *, name: str = "image"):
-    """The artefact mask of one channel image with ``settings`` (pure numpy)."""
+def mask_image(
+    image: npt.NDArray[Any], settings: MaskSettings, *, name: str = "image"
+) -> npt.NDArray[np.bool_]:
+    """Compute the artefact mask of one channel image with ``settings`` (pure numpy)."""
     from phirm_scale.masks import artefact_mask, dilate_mask, saturation_mask
 
     if settings.method == "otsu":
@@ -163,9 +170,15 @@ class MaskTask:
 
 
 def mask_field(task: MaskTask) -> tuple[tuple, int]:
-    """One task: artefact mask of one field, written as label ``name`` with ``record`` in
-    its attributes; returns (key, masked pixel count). Opens only that field
+    """Run one task: write the artefact mask of one field as label ``name``.
+
+    ``record`` goes into the label's attributes. Opens only that field
     (:func:`~phirm_scale.plate.open_field_view`).
+
+    Returns
+    -------
+    tuple
+        The field key and the masked pixel count.
     """
     from phirm_scale.plate import FieldKey, open_field_view
 
@@ -290,7 +303,7 @@ def _make_masks(
         )
     except PlateError as exc:
         raise PlateError(f"{plate}: {exc}") from None
-    except Exception as exc:  # InputError from PhirmParams
+    except Exception as exc:  # noqa: BLE001 - InputError from PhirmParams or a bad value: one error line
         raise PlateError(f"{plate}: {exc}") from None
     record = {"channel": p.channel_names[c], **settings.as_attrs()}
     todo = []

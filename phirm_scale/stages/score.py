@@ -228,8 +228,10 @@ def plan_score(
 
 # ---------------------------------------------------------------------------------- tasks
 def _one_cv2_thread_on_workers() -> None:
-    """On a distributed worker, parallelism comes from Dask's task threads: OpenCV's own
-    thread pool on top only oversubscribes the cores (2-3x slower on a busy node).
+    """Give OpenCV one thread when running on a distributed worker.
+
+    There, parallelism comes from Dask's task threads: OpenCV's own thread pool on top only
+    oversubscribes the cores (2-3x slower on a busy node).
     """
     try:
         from distributed import get_worker
@@ -258,15 +260,17 @@ class ScoreTask:
     params: Any = None
 
 
-def _score_plate_fields(task: ScoreTask) -> list[dict]:
-    """Task body: read and score ``task.keys`` of both plates, opening only those fields
-    (:func:`~phirm_scale.plate.open_field_view`), never the whole plates.
+def _score_plate_fields(task: ScoreTask) -> list[dict[str, Any]]:
+    """Read and score ``task.keys`` of both plates (the task body).
+
+    Opens only those fields (:func:`~phirm_scale.plate.open_field_view`), never the whole
+    plates.
     """
     from phirm_scale.plate import open_field_view
 
     _one_cv2_thread_on_workers()
     out = []
-    for key, mpath in zip(task.keys, task.mask_paths):
+    for key, mpath in zip(task.keys, task.mask_paths, strict=True):
         ref = open_field_view(task.reference, key)
         rec = open_field_view(task.reconstruction, key)
         mask = None
@@ -290,9 +294,12 @@ def _score_plate_fields(task: ScoreTask) -> list[dict]:
     return out
 
 
-def score_tasks(plan: ScorePlan, *, params=None, fields_per_task: int = 1) -> list[ScoreTask]:
-    """The tasks of a plan: each scores ``fields_per_task`` fields (in ``plan.keys`` order)
-    and returns a list of :func:`~phirm_scale.qc.score_field` results.
+def score_tasks(
+    plan: ScorePlan, *, params: Any = None, fields_per_task: int = 1
+) -> list[ScoreTask]:
+    """Split a plan into tasks of ``fields_per_task`` fields each (in ``plan.keys`` order).
+
+    Each task returns a list of :func:`~phirm_scale.qc.score_field` results.
     """
     if fields_per_task < 1:
         raise InputError(f"fields_per_task must be >= 1, got {fields_per_task}")
@@ -420,9 +427,9 @@ def score_plan(
         progress=progress,
         description="score",
     )
-    results = {}
-    for task, res in zip(tasks, computed):
-        results.update(zip(task.keys, res))
+    results: dict[Any, dict[str, Any]] = {}
+    for task, res in zip(tasks, computed, strict=True):
+        results.update(zip(task.keys, res, strict=True))
     grid = qc.window_grid(plan.field_shape, plan.window)
     return qc.to_dataset(
         results,
@@ -436,8 +443,8 @@ def score_plan(
 
 
 # ------------------------------------------------------------------------- arrays (any chunks)
-def _one_block(x):
-    """A Delayed (or ndarray) holding the whole field ``x`` as one block."""
+def _one_block(x: Any) -> Any:
+    """Return a Delayed (or ndarray) holding the whole field ``x`` as one block."""
     import dask.array as da
 
     if not isinstance(x, da.Array):
@@ -543,7 +550,7 @@ def score_arrays(
     }
     extra.update(dict(attrs or {}))
     return qc.to_dataset(
-        dict(zip(keys, computed)),
+        dict(zip(keys, computed, strict=True)),
         grid,
         rows=rows,
         columns=columns,

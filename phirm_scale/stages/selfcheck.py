@@ -62,6 +62,7 @@ class SelfCheckSpec:
     extra: tuple = field(default=(), compare=False)
 
     def attrs(self) -> dict[str, Any]:
+        """Return the settings as QC Dataset attributes (``selfcheck_*``)."""
         return {
             "selfcheck_model": self.model[0],
             "selfcheck_checkpoint": self.model[1] or "",
@@ -87,7 +88,7 @@ def selfcheck_spec(
     device: str = "auto",
     batch_size: int = 16,
 ) -> SelfCheckSpec:
-    """A :class:`SelfCheckSpec` from the provenance of an inpainted plate."""
+    """Build a :class:`SelfCheckSpec` from the provenance of an inpainted plate."""
     from phirm_scale.plate import open_plate
     from phirm_scale.selfcheck import DEFAULT_DRAWS
 
@@ -147,8 +148,10 @@ def build_mask_pool(
     seed: int = 0,
     shape: tuple | None = None,
 ):
-    """The hole shapes of ``plate``'s label ``label`` (grown by ``dilate`` as the inpainting
-    grew them): fields in a seeded random order, the first ``size`` that have holes.
+    """Collect the hole shapes of ``plate``'s label ``label`` into a mask pool.
+
+    The holes are grown by ``dilate`` as the inpainting grew them; fields are taken in a
+    seeded random order, the first ``size`` that have holes.
 
     ``plate`` may be ``PLATE[:LABEL]``. Raises :class:`PlateError` (one line) for a pool of
     another field shape than ``shape`` or a plate without the label.
@@ -217,8 +220,9 @@ def selfcheck_one_field(
     params,
     model=None,
 ) -> dict:
-    """Self-check and field checks of one field (the task body); ``model`` overrides the
-    spec's model (a callable, e.g. in tests).
+    """Run the self-check and field checks of one field (the task body).
+
+    ``model`` overrides the spec's model (a callable, e.g. in tests).
     """
     from phirm_scale import fieldqc
     from phirm_scale.plate import FieldKey, row_index
@@ -258,8 +262,10 @@ def selfcheck_one_field(
 
 @dataclass(frozen=True)
 class PoolRecipe:
-    """How a worker rebuilds the mask pool (deterministic, so every process gets the same
-    pool; tasks carry this small recipe, not the pool).
+    """How a worker rebuilds the mask pool.
+
+    The rebuild is deterministic, so every process gets the same pool; tasks carry this
+    small recipe, not the pool.
     """
 
     plate: str
@@ -400,8 +406,8 @@ def run_selfcheck(
     )
     computed = run_tasks(_task, tasks, cluster=cluster, progress=progress, description="self-check")
     out = {}
-    for t, res in zip(tasks, computed):
-        out.update({FieldKey(*k): r for k, r in zip(t.keys, res)})
+    for t, res in zip(tasks, computed, strict=True):
+        out.update({FieldKey(*k): r for k, r in zip(t.keys, res, strict=True)})
     return out, pool
 
 
@@ -426,8 +432,9 @@ def selfcheck_qc(
     fields_per_task: int = 1,
     model=None,
 ):
-    """Add the self-check PhIRM, the reference-free field checks and the flags to a QC
-    Dataset of ``reconstruction`` (an inpainted plate; its provenance names the model).
+    """Add the self-check PhIRM, the reference-free field checks and the flags to a QC Dataset.
+
+    ``reconstruction`` is an inpainted plate; its provenance names the model.
 
     Parameters
     ----------
@@ -464,8 +471,10 @@ def selfcheck_qc(
     from phirm_scale.plate import FieldKey
     from phirm_scale.stages.score import parse_plate_spec
 
-    path, chan = parse_plate_spec(reconstruction)
-    chan = reconstruction_channel if reconstruction_channel is not None else chan
+    path, spec_chan = parse_plate_spec(reconstruction)
+    chan: str | int | None = (
+        reconstruction_channel if reconstruction_channel is not None else spec_chan
+    )
     spec = selfcheck_spec(
         path,
         draws=draws,
