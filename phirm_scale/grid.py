@@ -1,5 +1,7 @@
-"""Where tiles and windows start along one axis: the one rule shared by the QC windows, the
-tile store and the inpainting tiles. Pure Python, no imports of Dask or Zarr.
+"""Where tiles and windows start along one axis.
+
+The one rule shared by the QC windows, the tile store and the inpainting tiles. Pure Python,
+no imports of Dask or Zarr.
 """
 
 from __future__ import annotations

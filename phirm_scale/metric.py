@@ -56,6 +56,7 @@ from typing import Any, Literal, NamedTuple
 
 import cv2
 import numpy as np
+import numpy.typing as npt
 
 from phirm_scale.errors import InputError
 
@@ -144,13 +145,13 @@ class PhirmParams:
 
     @classmethod
     def paper(cls, **overrides: Any) -> PhirmParams:
-        """The paper's definition (the defaults), with optional overrides."""
+        """Return the paper's definition (the defaults), with optional overrides."""
         return cls(**overrides)
 
     @classmethod
     def reference(cls, **overrides: Any) -> PhirmParams:
-        """The published code's numbers (github casus/PhIRM ``metric.py``)."""
-        base = dict(otsu_factor=1.1, min_area=51, clump_count=1, mode="reference")
+        """Return the published code's numbers (github casus/PhIRM ``metric.py``)."""
+        base: dict[str, Any] = dict(otsu_factor=1.1, min_area=51, clump_count=1, mode="reference")
         base.update(overrides)
         return cls(**base)
 
@@ -164,6 +165,7 @@ class PhirmParams:
         raise InputError(f"unknown PhIRM mode {mode!r}; expected 'paper' or 'reference'")
 
     def as_dict(self) -> dict[str, Any]:
+        """Return the parameters as a plain dict (field name to value)."""
         return dataclasses.asdict(self)
 
 
@@ -178,6 +180,7 @@ class Components:
     artefact_area: int
 
     def as_dict(self) -> dict[str, int]:
+        """Return the four totals as a plain dict."""
         return dataclasses.asdict(self)
 
 
@@ -195,8 +198,9 @@ class Score:
     ssim: float = math.nan
 
     def as_dict(self) -> dict[str, Any]:
-        """Nested dict; an infinite PSNR (identical images) becomes ``None`` so that the
-        result is strict JSON.
+        """Return the score as a nested dict that is strict JSON.
+
+        An infinite PSNR (identical images) becomes ``None``.
         """
         out: dict[str, Any] = {
             "reference": self.reference.as_dict(),
@@ -240,7 +244,8 @@ def as_uint8(image: np.ndarray, *, name: str = "image") -> np.ndarray:
                 f"{name}: float image values must lie in [0, 255], got [{lo:g}, {hi:g}];"
                 " normalise with to_uint8 first"
             )
-        return np.rint(image).astype(np.uint8)
+        rounded: np.ndarray = np.rint(image).astype(np.uint8)
+        return rounded
     if np.issubdtype(image.dtype, np.integer):
         lo, hi = int(image.min()), int(image.max())
         if lo < 0 or hi > 255:
@@ -294,7 +299,8 @@ def to_uint8(
     if image.dtype in (np.uint8, np.uint16):
         values = np.arange(np.iinfo(image.dtype).max + 1, dtype=np.float64)
         lut = np.clip(np.rint((values - lo) * scale), 0, 255).astype(np.uint8)
-        return lut[image]
+        mapped: np.ndarray = lut[image]
+        return mapped
     out = (image.astype(np.float64) - lo) * scale
     np.rint(out, out=out)
     np.clip(out, 0, 255, out=out)
@@ -347,7 +353,10 @@ def _label(fg: np.ndarray, connectivity: int) -> tuple[int, np.ndarray, np.ndarr
 def _box_sums(
     integral: np.ndarray, x: np.ndarray, y: np.ndarray, w: np.ndarray, h: np.ndarray
 ) -> np.ndarray:
-    return integral[y + h, x + w] - integral[y, x + w] - integral[y + h, x] + integral[y, x]
+    sums: np.ndarray = (
+        integral[y + h, x + w] - integral[y, x + w] - integral[y + h, x] + integral[y, x]
+    )
+    return sums
 
 
 class ComponentLabels(NamedTuple):
@@ -368,7 +377,9 @@ def _max_is(count_eq: np.ndarray, count_gt: np.ndarray | None) -> np.ndarray:
 def label_components(
     image_u8: np.ndarray, params: PhirmParams | None = None, *, name: str = "image"
 ) -> ComponentLabels:
-    """Steps 1-5 of Algorithm 1: threshold, label, drop small components, classify.
+    """Segment an 8-bit image: steps 1-5 of Algorithm 1.
+
+    Threshold, label, drop small components, classify.
 
     The label image is returned too, for callers that edit components (e.g. the metric
     validation removing nuclei); :func:`components` adds the totals.
@@ -402,7 +413,7 @@ def label_components(
         h = stats[ids, cv2.CC_STAT_HEIGHT].astype(np.int64)
         depth = cv2.CV_32S if img.size * 255 < 2**31 else cv2.CV_64F
 
-        def box_count(mask):
+        def box_count(mask: np.ndarray) -> np.ndarray:
             return _box_sums(cv2.integral(mask.view(np.uint8), sdepth=depth), x, y, w, h)
 
         box_eq = box_count(img == sat)
@@ -454,15 +465,20 @@ def components(
 
 
 def phirm_from_components(
-    ref_count,
-    ref_nuclei_area,
-    ref_artefact_area,
-    rec_count,
-    rec_nuclei_area,
-    rec_artefact_area,
+    ref_count: npt.ArrayLike,
+    ref_nuclei_area: npt.ArrayLike,
+    ref_artefact_area: npt.ArrayLike,
+    rec_count: npt.ArrayLike,
+    rec_nuclei_area: npt.ArrayLike,
+    rec_artefact_area: npt.ArrayLike,
     params: PhirmParams | None = None,
-):
-    """NCD, NAD, AAD and PhIRM from the components of reference and reconstruction.
+) -> tuple[
+    npt.NDArray[np.float64],
+    npt.NDArray[np.float64],
+    npt.NDArray[np.float64],
+    npt.NDArray[np.float64],
+]:
+    """Compute NCD, NAD, AAD and PhIRM from the components of reference and reconstruction.
 
     Vectorised: every argument may be a scalar or an array (broadcast together); returns
     ``(ncd, nad, aad, phirm)`` as float64 arrays of the broadcast shape (0-d for scalars).
@@ -497,8 +513,10 @@ def psnr(reference_u8: np.ndarray, reconstruction_u8: np.ndarray) -> float:
 
 
 def ssim(reference_u8: np.ndarray, reconstruction_u8: np.ndarray) -> float:
-    """Structural similarity (:func:`skimage.metrics.structural_similarity`, data range 255,
-    7x7 window or the largest odd window that fits); NaN for images smaller than 3x3.
+    """Compute the structural similarity of two 8-bit images; NaN below 3x3.
+
+    :func:`skimage.metrics.structural_similarity` with data range 255 and a 7x7 window, or
+    the largest odd window that fits.
     """
     from skimage.metrics import structural_similarity
 
@@ -506,7 +524,7 @@ def ssim(reference_u8: np.ndarray, reconstruction_u8: np.ndarray) -> float:
     if not win:
         return math.nan
     return float(
-        structural_similarity(
+        structural_similarity(  # type: ignore[no-untyped-call]  # skimage is untyped
             np.asarray(reference_u8), np.asarray(reconstruction_u8), data_range=255, win_size=win
         )
     )
@@ -520,10 +538,16 @@ def _ssim_win(height: int, width: int) -> int:
 
 
 def window_psnr_ssim(
-    ref8: np.ndarray, rec8: np.ndarray, y0, x0, height: int, width: int
+    ref8: np.ndarray,
+    rec8: np.ndarray,
+    y0: npt.ArrayLike,
+    x0: npt.ArrayLike,
+    height: int,
+    width: int,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """PSNR and SSIM of every ``height x width`` window (top-left corners ``y0``, ``x0``) of
-    two 8-bit images.
+    """Compute PSNR and SSIM of every ``height x width`` window of two 8-bit images.
+
+    The windows' top-left corners are ``y0``, ``x0``.
 
     Equal to :func:`phirm_scale.metric.psnr` (exactly: squared errors are summed as integers)
     and :func:`phirm_scale.metric.ssim` (to ~1e-14) applied to each window, 3-5x faster than
@@ -569,13 +593,15 @@ def window_psnr_ssim(
     p, q, t = (np.empty((ih, iw), np.int32) for _ in range(3))
     num, den, tmp = (np.empty((ih, iw)) for _ in range(3))
 
-    def box(x, out):  # exact integer sums over win x win; the reflected border is cropped
+    def box(
+        x: np.ndarray, out: np.ndarray
+    ) -> np.ndarray:  # exact integer sums over win x win; the reflected border is cropped
         cv2.boxFilter(
             x, cv2.CV_32S, (win, win), dst=out, normalize=False, borderType=cv2.BORDER_REFLECT
         )
         return out[inner]
 
-    for i, (y, x) in enumerate(zip(y0.tolist(), x0.tolist())):
+    for i, (y, x) in enumerate(zip(y0.tolist(), x0.tolist(), strict=True)):
         sl = np.s_[y : y + h, x : x + w]
         a[...] = ref8[sl]
         b[...] = rec8[sl]

@@ -29,15 +29,19 @@ import math
 import warnings
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
+import numpy.typing as npt
 import xarray as xr
 
 from phirm_scale import __version__, metric
 from phirm_scale.errors import InputError, PhirmError
 from phirm_scale.fieldqc import FLAG_BITS  # the flag bits of the per-field ``flag`` variable
 from phirm_scale.grid import grid_starts
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 __all__ = [
     "COMPONENTS",
@@ -120,7 +124,7 @@ class WindowGrid(NamedTuple):
 
     def slices(self) -> Iterable[tuple[slice, slice]]:
         """Yield ``(slice_y, slice_x)`` of every window, in grid order."""
-        for y, x in zip(self.y0.tolist(), self.x0.tolist()):
+        for y, x in zip(self.y0.tolist(), self.x0.tolist(), strict=True):
             yield slice(y, y + self.height), slice(x, x + self.width)
 
 
@@ -156,15 +160,16 @@ def window_starts(length: int, size: int | None) -> np.ndarray:
     return np.asarray(grid_starts(length, size), dtype=np.int64)
 
 
-def window_grid(shape: tuple[int, int], window: int | None = WINDOW) -> WindowGrid:
+def window_grid(shape: tuple[int, int], window: int | str | None = WINDOW) -> WindowGrid:
     """Window grid of a ``(Y, X)`` field for windows of ``window`` (None = the whole field).
 
     Parameters
     ----------
     shape : (int, int)
         Field shape ``(Y, X)``.
-    window : int or None, default 256
-        Window edge; in a dimension smaller than ``window`` the full extent is used.
+    window : int, 'field' or None, default 256
+        Window edge (see :func:`parse_window`); in a dimension smaller than ``window`` the
+        full extent is used.
 
     Returns
     -------
@@ -172,12 +177,12 @@ def window_grid(shape: tuple[int, int], window: int | None = WINDOW) -> WindowGr
     """
     if len(shape) != 2:
         raise InputError(f"window_grid: expected a (Y, X) shape, got {tuple(shape)}")
-    window = parse_window(window)
-    ys = window_starts(int(shape[0]), window)
-    xs = window_starts(int(shape[1]), window)
+    edge = parse_window(window)
+    ys = window_starts(int(shape[0]), edge)
+    xs = window_starts(int(shape[1]), edge)
     yy, xx = np.meshgrid(ys, xs, indexing="ij")
-    h = int(shape[0]) if window is None else min(window, int(shape[0]))
-    w = int(shape[1]) if window is None else min(window, int(shape[1]))
+    h = int(shape[0]) if edge is None else min(edge, int(shape[0]))
+    w = int(shape[1]) if edge is None else min(edge, int(shape[1]))
     return WindowGrid(yy.ravel(), xx.ravel(), h, w)
 
 
@@ -195,7 +200,7 @@ def parse_window(window: int | str | None) -> int | None:
 
 
 # ----------------------------------------------------------------------------------- kernel
-def _as_field(array, what: str, name: str) -> np.ndarray:
+def _as_field(array: npt.ArrayLike, what: str, name: str) -> np.ndarray:
     a = np.asarray(array)
     if a.ndim != 2:
         raise InputError(f"{name}: {what} must be a (Y, X) array, got shape {a.shape}")
@@ -209,15 +214,15 @@ def _as_field(array, what: str, name: str) -> np.ndarray:
 
 
 def score_field(
-    reference,
-    reconstruction,
+    reference: npt.ArrayLike,
+    reconstruction: npt.ArrayLike,
     *,
     window: int | str | None = WINDOW,
     params: metric.PhirmParams | None = None,
-    mask=None,
+    mask: npt.ArrayLike | None = None,
     name: str = "field",
 ) -> dict[str, np.ndarray]:
-    """PhIRM components, PSNR, SSIM (and masked fraction) of every window of one field.
+    """Score every window of one field: PhIRM components, PSNR, SSIM (and masked fraction).
 
     Both images are normalised to 8 bit with the reference field's min/max
     (``metric.to_uint8(x, lo=ref.min(), hi=ref.max())``); the windows of
@@ -292,7 +297,7 @@ def score_field(
 
 
 # -------------------------------------------------------------------------------- reduction
-def _params_attrs(params) -> dict:
+def _params_attrs(params: metric.PhirmParams) -> dict[str, Any]:
     out = {}
     for k, v in dataclasses.asdict(params).items():
         if isinstance(v, tuple):
@@ -304,14 +309,14 @@ def _params_attrs(params) -> dict:
 
 
 def to_dataset(
-    results: Mapping[tuple, Mapping[str, np.ndarray]],
+    results: Mapping[tuple[Any, ...], Mapping[str, np.ndarray]],
     grid: WindowGrid,
     *,
     rows: Iterable[str] | None = None,
     columns: Iterable[str] | None = None,
     params: metric.PhirmParams | None = None,
     threshold: float = 0.9,
-    attrs: Mapping | None = None,
+    attrs: Mapping[str, Any] | None = None,
     summaries: bool = True,
 ) -> xr.Dataset:
     """Stack per-field kernel results into the QC Dataset and score every window.
@@ -382,7 +387,7 @@ def to_dataset(
         stacked["rec_artefact_area"],
         params=params,
     )
-    for v, arr in zip(("ncd", "nad", "aad", "phirm"), (ncd, nad, aad, phirm)):
+    for v, arr in zip(("ncd", "nad", "aad", "phirm"), (ncd, nad, aad, phirm), strict=True):
         stacked[v] = np.broadcast_to(np.asarray(arr, dtype=np.float64), (len(keys), nwin))
 
     idx = (
@@ -465,7 +470,7 @@ def summarise(
     red = _LEVEL_DIMS[level]
     keep = [d for d in ("row", "column", "field", "window") if d not in red]
 
-    def _flat(name):
+    def _flat(name: str) -> np.ndarray:
         arr = ds[name].transpose(*keep, *red).values
         return arr.reshape(arr.shape[: len(keep)] + (-1,))
 
@@ -514,9 +519,11 @@ def add_summaries(ds: xr.Dataset, *, threshold: float | None = None) -> xr.Datas
 
 
 # ------------------------------------------------------------------------------- export / io
-def to_table(ds: xr.Dataset):
-    """One row per scored window: ``row, column, field, window, y0, x0`` and the per-window
-    variables (component counts as int64).  Absent fields are dropped.
+def to_table(ds: xr.Dataset) -> pd.DataFrame:
+    """Tabulate the QC Dataset with one row per scored window.
+
+    Columns: ``row, column, field, window, y0, x0`` and the per-window variables (component
+    counts as int64).  Absent fields are dropped.
 
     Returns
     -------
@@ -532,7 +539,14 @@ def to_table(ds: xr.Dataset):
     return df[cols]
 
 
-def write_qc(ds: xr.Dataset, path, *, overwrite: bool = False, csv=None, parquet=None) -> Path:
+def write_qc(
+    ds: xr.Dataset,
+    path: str | Path,
+    *,
+    overwrite: bool = False,
+    csv: str | Path | None = None,
+    parquet: str | Path | None = None,
+) -> Path:
     """Write the QC Dataset with ``to_zarr`` (and optionally the per-window table).
 
     Parameters
@@ -585,7 +599,7 @@ def write_qc(ds: xr.Dataset, path, *, overwrite: bool = False, csv=None, parquet
     return path
 
 
-def open_qc(path) -> xr.Dataset:
+def open_qc(path: str | Path) -> xr.Dataset:
     """Open a QC store written by :func:`write_qc` (loaded into memory)."""
     path = Path(path)
     if not path.exists():
@@ -593,7 +607,7 @@ def open_qc(path) -> xr.Dataset:
     try:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*does not have a Zarr V3 specification.*")
-            ds = xr.open_zarr(path).load()
+            ds: xr.Dataset = xr.open_zarr(path).load()
     except Exception as exc:
         raise PhirmError(f"{path}: not a QC store readable by xarray ({exc})") from exc
     if "phirm" not in ds:
@@ -605,7 +619,9 @@ def open_qc(path) -> xr.Dataset:
 # ------------------------------------------------------------- real-plate QC (no reference)
 
 
-def _key_index(ds: xr.Dataset, keys) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _key_index(
+    ds: xr.Dataset, keys: Iterable[tuple[Any, ...]]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     rows = {str(r): i for i, r in enumerate(ds["row"].values.tolist())}
     cols = {str(c): i for i, c in enumerate(ds["column"].values.tolist())}
     fields = {int(f): i for i, f in enumerate(ds["field"].values.tolist())}
@@ -621,10 +637,10 @@ def _key_index(ds: xr.Dataset, keys) -> tuple[np.ndarray, np.ndarray, np.ndarray
 
 def add_field_results(
     ds: xr.Dataset,
-    results: Mapping[tuple, Mapping],
-    variables: Mapping,
+    results: Mapping[tuple[Any, ...], Mapping[str, Any]],
+    variables: Mapping[str, tuple[str, str]],
     *,
-    attrs: Mapping | None = None,
+    attrs: Mapping[str, Any] | None = None,
 ) -> xr.Dataset:
     """Add per-field results (self-check, field checks) to a QC Dataset.
 
@@ -654,6 +670,7 @@ def add_field_results(
     nwin = ds.sizes["window"]
     for name, (long_name, units) in variables.items():
         first = np.asarray(results[keys[0]][name], dtype=np.float64)
+        dims: tuple[str, ...]
         if first.ndim == 1:
             full = np.full((nr, nc, nf, nwin), np.nan)
             dims = ("row", "column", "field", "window")
@@ -678,8 +695,9 @@ def add_field_results(
 
 
 def summarise_variable(ds: xr.Dataset, name: str, level: str) -> dict[str, np.ndarray]:
-    """Mean, min and 5th percentile of per-window variable ``name`` at ``level`` ('field',
-    'well', 'plate'), NaN-aware (as :func:`summarise` does for ``phirm``).
+    """Summarise per-window variable ``name`` at ``level`` ('field', 'well', 'plate').
+
+    Mean, min and 5th percentile, NaN-aware (as :func:`summarise` does for ``phirm``).
     """
     if level not in _LEVEL_DIMS:
         raise InputError(
@@ -699,8 +717,10 @@ def summarise_variable(ds: xr.Dataset, name: str, level: str) -> dict[str, np.nd
 
 
 def add_selfcheck_summaries(ds: xr.Dataset) -> xr.Dataset:
-    """``{field,well,plate}_selfcheck_phirm_{mean,min,p05}`` from the per-window
-    ``selfcheck_phirm``, and well/plate counts of flagged fields when ``flag`` exists.
+    """Add the field, well and plate summaries of the per-window ``selfcheck_phirm``.
+
+    Adds ``{field,well,plate}_selfcheck_phirm_{mean,min,p05}``, and well/plate counts of
+    flagged fields when ``flag`` exists.
     """
     ds = ds.copy()
     for level in ("field", "well", "plate"):
@@ -772,7 +792,7 @@ def flagged_fields(ds: xr.Dataset) -> list[tuple[str, str, int, int]]:
         return []
     out = []
     f = ds["flag"].transpose("row", "column", "field").values
-    for i, j, k in zip(*np.nonzero(np.nan_to_num(f) > 0)):
+    for i, j, k in zip(*np.nonzero(np.nan_to_num(f) > 0), strict=True):
         out.append(
             (
                 str(ds["row"].values[i]),

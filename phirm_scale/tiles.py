@@ -164,7 +164,7 @@ def split_wells(wells, fractions=(0.8, 0.1, 0.1), *, seed=0) -> dict[str, list[s
             counts[i] += 1
     order = np.random.default_rng(seed).permutation(n)
     out, k = {}, 0
-    for name, c in zip(SPLITS, counts):
+    for name, c in zip(SPLITS, counts, strict=True):
         out[name] = sorted(uniq[i] for i in order[k : k + c])
         k += c
     return out
@@ -214,6 +214,7 @@ class TileSet:
 
     @property
     def tile_size(self) -> int:
+        """The edge of every tile, px."""
         return int(self.attrs["tile_size"])
 
     @property
@@ -274,6 +275,8 @@ def open_tiles(path, split=None) -> TileSet:
     if split not in g:
         raise InputError(f"{p}: no split {split!r} in this tile store")
     sg = g[split]
+    if not isinstance(sg, zarr.Group):
+        raise InputError(f"{p}: split {split!r} is not a group; not a phirm-scale tile store")
     return TileSet(
         path=p,
         split=split,

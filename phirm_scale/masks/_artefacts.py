@@ -144,7 +144,7 @@ def artefact_mask(
     if radius > 0:
         import cv2
 
-        fp = disk(int(radius)).astype(np.uint8)
+        fp = disk(int(radius)).astype(np.uint8)  # type: ignore[no-untyped-call]  # skimage is untyped
         # cv2's default border: pixels outside the image are ignored by both the erosion
         # and the dilation (skimage's ``mode='ignore'``), so field edges make no artefact
         b = cv2.morphologyEx(binary.astype(np.uint8), cv2.MORPH_OPEN, fp)

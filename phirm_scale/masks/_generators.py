@@ -26,10 +26,13 @@ Mask families (the ``spec`` strings used by ``train`` and ``evaluate``):
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import cv2
 import numpy as np
+import numpy.typing as npt
 
 from phirm_scale.errors import InputError
 
@@ -92,7 +95,7 @@ class MaskSpec:
         return self.spec or self.kind
 
 
-def _check_shape(shape) -> tuple[int, int]:
+def _check_shape(shape: Sequence[int]) -> tuple[int, int]:
     try:
         h, w = (int(s) for s in shape)
     except (TypeError, ValueError):
@@ -102,14 +105,20 @@ def _check_shape(shape) -> tuple[int, int]:
     return h, w
 
 
-def _check_rng(rng) -> np.random.Generator:
+def _check_rng(rng: object) -> np.random.Generator:
     if not isinstance(rng, np.random.Generator):
         raise TypeError(f"rng must be a numpy.random.Generator; got {type(rng).__name__}")
     return rng
 
 
-def rect_mask(shape=(256, 256), area_range=(0.10, 0.20), *, rng, max_aspect=3.0):
-    """One random rectangle whose area fraction lies in ``[lo, hi)``.
+def rect_mask(
+    shape: Sequence[int] = (256, 256),
+    area_range: tuple[float, float] = (0.10, 0.20),
+    *,
+    rng: np.random.Generator,
+    max_aspect: float = 3.0,
+) -> npt.NDArray[np.uint8]:
+    """Draw one random rectangle whose area fraction lies in ``[lo, hi)``.
 
     The rectangle's pixel count ``h * w`` satisfies ``lo * H * W <= h * w < hi * H * W``
     exactly (integer arithmetic on pixel counts, not an approximation).  The height is
@@ -184,7 +193,7 @@ def rect_mask(shape=(256, 256), area_range=(0.10, 0.20), *, rng, max_aspect=3.0)
 
 
 def _random_box(h_img: int, w_img: int, rng: np.random.Generator) -> tuple[int, int, int, int]:
-    """A random box of 1/8 to 1/2 of each side, anywhere in the tile (DeepFill's bbox)."""
+    """Draw a random box of 1/8 to 1/2 of each side, anywhere in the tile (DeepFill's bbox)."""
     bh = int(rng.integers(max(1, h_img // 8), max(1, h_img // 2) + 1))
     bw = int(rng.integers(max(1, w_img // 8), max(1, w_img // 2) + 1))
     y0 = int(rng.integers(0, h_img - bh + 1))
@@ -193,19 +202,19 @@ def _random_box(h_img: int, w_img: int, rng: np.random.Generator) -> tuple[int, 
 
 
 def stroke_mask(
-    shape=(256, 256),
+    shape: Sequence[int] = (256, 256),
     *,
-    rng,
-    max_vertices=11,
-    min_vertices=4,
-    min_width=12,
-    max_width=40,
-    max_strokes=3,
-    mean_angle=2 * math.pi / 5,
-    angle_range=2 * math.pi / 15,
-    with_box=False,
-):
-    """DeepFill v2 free-form brush-stroke mask.
+    rng: np.random.Generator,
+    max_vertices: int = 11,
+    min_vertices: int = 4,
+    min_width: int = 12,
+    max_width: int = 40,
+    max_strokes: int = 3,
+    mean_angle: float = 2 * math.pi / 5,
+    angle_range: float = 2 * math.pi / 15,
+    with_box: bool = False,
+) -> npt.NDArray[np.uint8]:
+    """Draw a DeepFill v2 free-form brush-stroke mask.
 
     Follows ``brush_stroke_mask`` of the DeepFill v2 release: 1 to ``max_strokes``
     polylines; each has ``min_vertices``-``max_vertices`` vertices, turns by angles drawn
@@ -289,8 +298,15 @@ def stroke_mask(
     return mask
 
 
-def artefact_pool_mask(pool, *, rng, shape=None, min_fraction=0.0, augment=True):
-    """A real artefact mask drawn at random from a pool of artefact-label tiles.
+def artefact_pool_mask(
+    pool: Any,
+    *,
+    rng: np.random.Generator,
+    shape: Sequence[int] | None = None,
+    min_fraction: float = 0.0,
+    augment: bool = True,
+) -> npt.NDArray[np.uint8]:
+    """Draw a real artefact mask at random from a pool of artefact-label tiles.
 
     Parameters
     ----------
@@ -349,8 +365,8 @@ def artefact_pool_mask(pool, *, rng, shape=None, min_fraction=0.0, augment=True)
 _ELIGIBLE_CACHE: dict[tuple[int, float], tuple[object, np.ndarray]] = {}
 
 
-def _eligible(arr, min_fraction: float) -> np.ndarray:
-    """Indices of pool tiles with hole fraction > min_fraction (cached per pool object)."""
+def _eligible(arr: Any, min_fraction: float) -> np.ndarray:
+    """Find the pool tiles with hole fraction > min_fraction (cached per pool object)."""
     key = (id(arr), float(min_fraction))
     hit = _ELIGIBLE_CACHE.get(key)
     if hit is not None and hit[0] is arr:
@@ -364,7 +380,7 @@ def _eligible(arr, min_fraction: float) -> np.ndarray:
     return idx
 
 
-def parse_mask_spec(spec) -> MaskSpec:
+def parse_mask_spec(spec: str | MaskSpec) -> MaskSpec:
     """Parse a mask family string.
 
     Parameters
@@ -420,7 +436,13 @@ def parse_mask_spec(spec) -> MaskSpec:
     raise InputError(f"unknown mask spec {spec!r}; known: {known}")
 
 
-def sample_mask(spec, shape=(256, 256), *, rng, artefact_pool=None):
+def sample_mask(
+    spec: str | MaskSpec,
+    shape: Sequence[int] = (256, 256),
+    *,
+    rng: np.random.Generator,
+    artefact_pool: Any = None,
+) -> npt.NDArray[np.uint8]:
     """Draw one mask of a family.
 
     Parameters
@@ -458,7 +480,14 @@ def sample_mask(spec, shape=(256, 256), *, rng, artefact_pool=None):
     return artefact_pool_mask(artefact_pool, rng=rng, shape=shape)
 
 
-def sample_masks(spec, n, shape=(256, 256), *, rng, artefact_pool=None):
+def sample_masks(
+    spec: str | MaskSpec,
+    n: int,
+    shape: Sequence[int] = (256, 256),
+    *,
+    rng: np.random.Generator,
+    artefact_pool: Any = None,
+) -> npt.NDArray[np.uint8]:
     """Draw ``n`` masks of a family as an ``(n, H, W)`` uint8 stack (see :func:`sample_mask`)."""
     h, w = _check_shape(shape)
     out = np.empty((int(n), h, w), np.uint8)

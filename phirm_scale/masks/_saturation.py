@@ -32,7 +32,7 @@ def dilate_mask(mask: np.ndarray, radius: int) -> np.ndarray:
     Pixels outside the image are ignored (a mask never grows from beyond the border).
     Returns uint8, 1 = hole.
     """
-    m = (np.asarray(mask) != 0).astype(np.uint8)
+    m: np.ndarray = (np.asarray(mask) != 0).astype(np.uint8)
     if radius < 0:
         raise InputError(f"dilate_mask: radius must be >= 0, got {radius}")
     if radius == 0 or not m.any():
@@ -40,7 +40,8 @@ def dilate_mask(mask: np.ndarray, radius: int) -> np.ndarray:
     import cv2
     from skimage.morphology import disk
 
-    return cv2.dilate(m, disk(int(radius)).astype(np.uint8))
+    footprint = disk(int(radius)).astype(np.uint8)  # type: ignore[no-untyped-call]  # skimage is untyped
+    return cv2.dilate(m, footprint)
 
 
 def saturation_mask(
