@@ -5,9 +5,10 @@
 * ``heatmap.png`` -- mean PhIRM per well on the plate grid (empty wells grey);
 * ``histogram.png`` -- per-window PhIRM, with the summary threshold marked;
 * ``worst_<row><column>_<field>.png`` -- for the ``worst`` fields of lowest mean PhIRM:
-  reference | reconstruction | absolute difference (8 bit, normalised with the reference
-  field's min/max as in the metric), windows below the threshold outlined; read from the plates
-  recorded in the QC attributes (skipped, with a note, when they cannot be read);
+  reference | reconstruction (contrast-stretched to the 1-99.5 percentiles of the reference)
+  | absolute difference (8 bit, normalised with the reference field's min/max as in the
+  metric), windows below the threshold outlined; read from the plates recorded in the QC
+  attributes (skipped, with a note, when they cannot be read); alt text on every picture;
 * ``index.html`` -- inputs, plate summary, the pictures and the worst-field table.
 
 Matplotlib is used through :class:`matplotlib.figure.Figure` only (no pyplot state, no GUI
@@ -40,7 +41,7 @@ def _fig(width, height):
 
 
 def worst_fields(ds, n: int = 6) -> list[tuple[str, str, int, float]]:
-    """The ``n`` scored fields of lowest mean PhIRM (ties: lowest minimum, then plate order).
+    """Return the ``n`` scored fields of lowest mean PhIRM (ties: lowest minimum, plate order).
 
     Returns
     -------
@@ -157,23 +158,30 @@ def field_thumbnail(
         reconstruction = open_plate(ds.attrs["reconstruction"]).read_field(
             key, ds.attrs.get("reconstruction_channel", 0)
         )
+    # the difference as the metric sees it (8 bit on the reference's min/max), pictures of
+    # the two images stretched to the 1-99.5 percentiles of the reference (dark nuclei on
+    # a 16-bit scale are otherwise black)
     lo, hi = float(np.min(reference)), float(np.max(reference))
     a8 = to_uint8(reference, lo, hi)
     b8 = to_uint8(reconstruction, lo, hi)
-    diff = np.abs(a8.astype(np.int16) - b8.astype(np.int16)).astype(np.uint8)
+    diff = np.abs(a8.astype(np.int16) - b8.astype(np.int16)).astype(np.float64)
+    p1, p995 = (float(v) for v in np.percentile(reference, [1, 99.5]))
     thr = float(ds.attrs.get("threshold", 0.9))
     sel = ds.sel(row=row, column=column, field=field)
     h = int(ds.attrs.get("window_height", a8.shape[0]))
     w = int(ds.attrs.get("window_width", a8.shape[1]))
     fig = _fig(10.5, 3.8)
     axes = fig.subplots(1, 3)
-    for ax, img, title in zip(
-        axes, (a8, b8, diff), ("reference", "reconstruction", "|difference|")
-    ):
-        ax.imshow(img, cmap="gray", vmin=0, vmax=255, interpolation="antialiased")
+    panels = (
+        (_stretch(reference, p1, p995), "reference (1-99.5 %ile)"),
+        (_stretch(reconstruction, p1, p995), "reconstruction (same scale)"),
+        (diff / max(float(diff.max()), 1.0), f"|difference| (max {int(diff.max())} of 255)"),
+    )
+    for ax, (img, title) in zip(axes, panels, strict=True):
+        ax.imshow(img, cmap="gray", vmin=0, vmax=1, interpolation="antialiased")
         ax.set_title(title, fontsize=9)
         ax.set_axis_off()
-    for y0, x0, p in zip(sel["y0"].values, sel["x0"].values, sel["phirm"].values):
+    for y0, x0, p in zip(sel["y0"].values, sel["x0"].values, sel["phirm"].values, strict=True):
         if p < thr:
             for ax in axes[1:]:
                 ax.add_patch(
@@ -260,7 +268,12 @@ def _write_report(ds, out: Path, worst: int) -> Path:
         name = f"worst_{r}{c}_{f}.png"
         try:
             field_thumbnail(ds, r, c, f, out / name)
-            img = f'<img src="{html.escape(name)}" width="900">'
+            img = (
+                f'<img src="{html.escape(name)}" width="900" alt="well {html.escape(r + c)} '
+                f"field {f}: reference, reconstruction (both contrast-stretched to the 1-99.5 "
+                f"percentiles of the reference) and their absolute difference; windows with "
+                f'PhIRM below {thr:g} outlined in red; mean PhIRM {m:.3f}">'
+            )
         except Exception as exc:  # noqa: BLE001 - a report without thumbnails is still useful
             img = "<em>thumbnail unavailable</em>"
             note = (
@@ -316,7 +329,7 @@ def _write_report(ds, out: Path, worst: int) -> Path:
 <html lang="en"><head><meta charset="utf-8"><title>PhIRM QC report</title>
 <style>body{{font-family:sans-serif;margin:2em;max-width:1000px}}
 table{{border-collapse:collapse;margin:1em 0}}td,th{{border:1px solid #ccc;padding:3px 8px;
-text-align:left}}</style></head><body>
+text-align:left}}img{{max-width:100%;height:auto}}</style></head><body>
 <h1>PhIRM QC report</h1>
 <h2>Inputs</h2><table>{ti}</table>
 <h2>Plate summary</h2><table>{tr}</table>
@@ -413,8 +426,9 @@ def _screen_heatmap(ds, plate: str, path, threshold: float) -> Path:
 
 
 def _screen_thumbnail(ds, plate, row, column, field, path) -> Path:
-    """Reference | restored | mask of one field, both images stretched to the 1-99.5
-    percentiles of the reference.
+    """Save reference | restored | mask of one field as PNG.
+
+    Both images are stretched to the 1-99.5 percentiles of the reference.
     """
     from phirm_scale.plate import FieldKey, open_plate
 
@@ -431,7 +445,7 @@ def _screen_thumbnail(ds, plate, row, column, field, path) -> Path:
         panels.append(((mplate.read_label(key, label) > 0).astype(float), "artefact mask"))
     fig = _fig(3.3 * len(panels), 3.2)
     axes = fig.subplots(1, len(panels))
-    for ax, (img, title) in zip(np.atleast_1d(axes), panels):
+    for ax, (img, title) in zip(np.atleast_1d(axes), panels, strict=True):
         ax.imshow(img, cmap="gray", vmin=0, vmax=1, interpolation="antialiased")
         ax.set_title(title, fontsize=9)
         ax.set_axis_off()
@@ -451,7 +465,7 @@ def flag_reason(d) -> str:
     """One sentence saying why a field (``ds.sel(plate, row, column, field)``) scored low."""
     parts = []
     terms = {t: float(np.nanmean(d[t].values)) for t in ("ncd", "nad", "aad") if t in d}
-    main = max(terms, key=terms.get) if terms else None
+    main = max(terms, key=lambda t: terms[t]) if terms else None
     names = {"ncd": "nuclei count (NCD)", "nad": "nuclei area (NAD)", "aad": "artefact area (AAD)"}
     rn = float(np.nansum(d["ref_nuclei_count"].values))
     cn = float(np.nansum(d["rec_nuclei_count"].values))
@@ -485,7 +499,7 @@ def write_screen_report(
     links: dict[str, str] | None = None,
     thumbnails: int = 24,
 ) -> Path:
-    """The report of a screen QC Dataset (:func:`phirm_scale.screenqc.screen_dataset`).
+    """Write the report of a screen QC Dataset (:func:`phirm_scale.screenqc.screen_dataset`).
 
     Writes ``out_dir/index.html`` with: warnings at the top, a plain-words summary (fields
     processed, area restored, fields flagged and why), a heatmap per plate with a colour
@@ -526,7 +540,7 @@ def write_screen_report(
     for n, (v, p, r, c, f) in enumerate(flagged):
         d = ds.sel(plate=p, row=r, column=c, field=f)
         terms = {t: float(np.nanmean(d[t].values)) for t in why_counts}
-        why_counts[max(terms, key=terms.get)] += 1
+        why_counts[max(terms, key=lambda t: terms[t])] += 1
         img = ""
         if n < thumbnails:
             name = f"field_{p}_{r}{c}_{f}.png"
@@ -565,12 +579,17 @@ def write_screen_report(
         d = ds.sel(plate=p)
         nf = int((~np.isnan(d["field_phirm_mean"].values)).sum())
         nflag = sum(1 for e in flagged if e[1] == p)
+        mf = (
+            _fmt(d["plate_masked_fraction_mean"].values)
+            if "plate_masked_fraction_mean" in d
+            else "–"
+        )
         plate_rows.append(
             f"<tr><td>{esc(p)}</td><td>{nf}</td><td>{nflag}</td>"
             f"<td>{_fmt(d['plate_phirm_mean'].values)}</td>"
             f"<td>{_fmt(d['plate_phirm_min'].values)}</td>"
             f"<td>{_fmt(d['plate_phirm_frac_below'].values)}</td>"
-            f"<td>{_fmt(d['plate_masked_fraction_mean'].values) if 'plate_masked_fraction_mean' in d else '–'}</td>"
+            f"<td>{mf}</td>"
             f"<td>{esc(str(d['reference'].values))}</td></tr>"
         )
         name = f"heatmap_{p}.png"
@@ -595,6 +614,7 @@ def write_screen_report(
         ref=f"source plate, channel {esc(ref_ch)}",
         rec=f"inpainted plate, channel {esc(rec_ch)}",
     )
+    pics = f"; pictures for the {thumbnails} worst" if len(flagged) > thumbnails else ""
     page = f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>PhIRM QC report of the screen</title>
 <style>body{{font-family:sans-serif;margin:2em;max-width:1100px;line-height:1.4}}
@@ -613,7 +633,7 @@ text-align:left;vertical-align:top}}img{{max-width:100%;height:auto}}
 <h2>Heatmaps</h2>
 {"".join(heatmaps)}
 <h2>Flagged fields ({len(flagged)})</h2>
-<p>Every field with a mean PhIRM below {thr:g}, worst first{f"; pictures for the {thumbnails} worst" if len(flagged) > thumbnails else ""}.</p>
+<p>Every field with a mean PhIRM below {thr:g}, worst first{pics}.</p>
 <table><tr><th>plate</th><th>well</th><th>field</th><th>mean PhIRM</th><th>why</th></tr>
 {"".join(rows_html) or "<tr><td colspan=5>none</td></tr>"}</table>
 <h2>How to read this</h2>

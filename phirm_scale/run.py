@@ -1,5 +1,7 @@
-"""A whole screen in one call: convert -> masks -> inpaint -> score per plate, one QC dataset
-and one report for the screen, on one cluster opened once.
+"""A whole screen in one call: convert, masks, inpaint, score per plate, then one report.
+
+Every plate goes convert -> masks -> inpaint -> score, then one QC dataset and one report
+for the screen, on one cluster opened once.
 
 :func:`plan_screen` finds the plates among the sources and validates everything (nothing is
 written); :func:`run_screen` runs it. Output folder::
@@ -32,7 +34,7 @@ from dataclasses import field as dc_field
 from pathlib import Path
 from typing import Any
 
-from phirm_scale.errors import PlateError
+from phirm_scale.errors import PhirmError, PlateError
 
 __all__ = ["PlateSource", "ScreenPlan", "plan_screen", "run_screen", "MASK_LABEL", "RUN_FILE"]
 
@@ -56,9 +58,11 @@ class PlateSource:
     conversion: Any = None  # ConversionPlan for TIFF folders
 
     def plate_path(self, out: Path) -> Path:
+        """Return the plate the stages read: the source itself (OME-Zarr) or its conversion."""
         return self.path if self.kind == "zarr" else out / f"{self.name}.ome.zarr"
 
     def inpainted_path(self, out: Path) -> Path:
+        """Return the restored plate's path in ``out``."""
         return out / f"{self.name}_inpainted.ome.zarr"
 
 
@@ -108,8 +112,10 @@ def _plate_name(p: Path) -> str:
 
 
 def find_plates(sources: Sequence[str | Path]) -> list[tuple[str, Path, str]]:
-    """``(name, path, kind)`` of every plate among ``sources``: a plate folder of TIFFs, an
-    OME-Zarr plate, or a folder whose sub-folders are such plates. PlateError otherwise.
+    """Return ``(name, path, kind)`` of every plate among ``sources``.
+
+    A source is a plate folder of TIFFs, an OME-Zarr plate, or a folder whose sub-folders
+    are such plates; PlateError otherwise.
     """
     found: list[tuple[str, Path, str]] = []
     for s in sources:
@@ -199,6 +205,13 @@ def plan_screen(
             )
     if model not in list_models():
         raise PlateError(f"unknown model {model!r}; known: {', '.join(list_models())}")
+    from phirm_scale.models.registry import LEARNED
+
+    if model in LEARNED and checkpoint is None:
+        raise PlateError(
+            f"model {model!r} is learned and has no checkpoint: pass --checkpoint PATH "
+            "(train one with `phirm-scale train`)"
+        )
     plates: list[PlateSource] = []
     for name, path, kind in found:
         if kind == "tiff":
@@ -211,26 +224,26 @@ def plan_screen(
                     path,
                     kind,
                     list(plan.channel_names),
-                    tuple(plan.shape),
+                    (int(plan.shape[0]), int(plan.shape[1])),
                     len(plan.fields),
                     plan,
                 )
             )
         else:
-            p = open_plate(path)
+            zp = open_plate(path)
             if channel_names is not None:
                 raise PlateError(
                     f"{path}: --channel-names applies to TIFF folders; this "
-                    f"OME-Zarr plate names its channels {','.join(p.channel_names)}"
+                    f"OME-Zarr plate names its channels {','.join(zp.channel_names)}"
                 )
             plates.append(
                 PlateSource(
                     name,
                     path,
                     kind,
-                    list(p.channel_names),
-                    tuple(int(s) for s in p.field_shape),
-                    len(p.fields),
+                    list(zp.channel_names),
+                    (int(zp.field_shape[0]), int(zp.field_shape[1])),
+                    len(zp.fields),
                 )
             )
     first = plates[0]
@@ -264,6 +277,10 @@ def plan_screen(
                 f"{first.path}: {what} {c!r} is not a channel of the screen "
                 f"(channels: {','.join(chans)}){hint}"
             )
+    _check_scoring(window, mode, threshold, dilate, first.field_shape)
+    for src in plates:
+        if src.kind == "zarr":
+            _check_zarr_source(src, channel=channel, artefact_channel=artefact_channel)
     ckpt_hash = None
     if checkpoint is not None:
         from phirm_scale.models import get_model
@@ -315,6 +332,78 @@ def plan_screen(
                 "choose an empty or new folder"
             )
     return ScreenPlan(out=out, plates=plates, settings=settings, resume=resume)
+
+
+def _check_scoring(window, mode: str, threshold: float, dilate: int, shape) -> None:
+    """Scoring and inpainting settings, checked before anything is written."""
+    import math
+
+    from phirm_scale.metric import PhirmParams
+    from phirm_scale.qc import parse_window
+
+    try:
+        win = parse_window(window)
+        PhirmParams.for_mode(mode)
+    except PhirmError as exc:
+        raise PlateError(str(exc)) from None
+    if win is not None and win > min(shape):
+        raise PlateError(
+            f"--window {win} is larger than the fields ({shape[0]}x{shape[1]}); use a "
+            "smaller window or 'field'"
+        )
+    if not (isinstance(threshold, (int, float)) and math.isfinite(threshold)):
+        raise PlateError(f"--threshold must be a number, got {threshold!r}")
+    if int(dilate) != dilate or dilate < 0:
+        raise PlateError(f"--dilate must be an integer >= 0, got {dilate!r}")
+
+
+def mask_record(channel_name: str, artefact_channel: str | None) -> dict:
+    """Return the settings record ``run`` gives its artefact masks.
+
+    The masks stage records the same in each label; it is compared with a source's existing
+    labels before anything is written.
+    """
+    from phirm_scale.stages.masks import MaskSettings
+
+    settings = MaskSettings(method="saturation" if artefact_channel is None else "otsu")
+    return {"channel": channel_name, **settings.as_attrs()}
+
+
+def _check_zarr_source(p: PlateSource, *, channel: str, artefact_channel: str | None) -> None:
+    """Check an OME-Zarr source before anything is written.
+
+    It must not be being written by another run, every field must be completely written,
+    and labels ``artefacts`` already there must have been made with this run's settings.
+    """
+    from phirm_scale.outputs import check_inputs_not_locked
+    from phirm_scale.plate import open_plate
+
+    check_inputs_not_locked([p.path])
+    plate = open_plate(p.path)
+    missing = plate.missing_fields()
+    if missing:
+        more = f" and {len(missing) - 1} more" if len(missing) > 1 else ""
+        raise PlateError(f"{p.path}: field {missing[0]}{more} not (completely) written")
+    want = mask_record(
+        artefact_channel if artefact_channel is not None else channel, artefact_channel
+    )
+    for k in plate.fields:
+        la = plate.label_attrs(k, MASK_LABEL)
+        if not la.get("complete", False):
+            continue
+        made = la.get("mask")
+        if made != want:
+            how = (
+                f"method {made.get('method')} on channel {made.get('channel')}"
+                if isinstance(made, dict)
+                else "no recorded settings"
+            )
+            raise PlateError(
+                f"{p.path}: field {k} already has labels/{MASK_LABEL} made with {how}, "
+                f"not the masks this run makes (method {want['method']} on channel "
+                f"{want['channel']}); choose other --artefact-channel settings or remove "
+                "that label"
+            )
 
 
 # ------------------------------------------------------------------------------- running
@@ -561,6 +650,45 @@ def _run_plate(
     }
 
 
+def nothing_done_warnings(ds, artefact_channel: str | None = None) -> list[str]:
+    """Loud warnings for a screen where a stage found nothing to do.
+
+    * no hole pixel in any field (empty masks: nothing was inpainted);
+    * every field identical to its reference (PSNR infinite in every scored window: the
+      restoration changed nothing the scoring can see), or, failing that, every field with
+      the same mean PhIRM (the QC cannot tell one field from another).
+
+    ``ds`` is the screen QC Dataset (:func:`phirm_scale.screenqc.screen_dataset`).
+    """
+    import numpy as np
+
+    out = []
+    if "masked_fraction" in ds and float(np.nansum(ds["masked_fraction"].values)) == 0:
+        out.append(
+            "no artefact pixels were found in the whole screen: masks are empty, "
+            "nothing was inpainted and every PhIRM is 1 by construction"
+            + (f" (artefact channel {artefact_channel!r})" if artefact_channel else "")
+        )
+    fm = ds["field_phirm_mean"].values
+    fm = fm[~np.isnan(fm)]
+    if fm.size == 0:
+        return out
+    psnr = ds["psnr"].values
+    psnr = psnr[~np.isnan(ds["phirm"].values)]
+    if psnr.size and np.all(np.isposinf(psnr)):
+        out.append(
+            f"every field is identical to its reference ({fm.size} of {fm.size} fields): the "
+            "restoration changed nothing the QC can see, so every score is perfect by "
+            "construction"
+        )
+    elif fm.size > 1 and np.all(fm == fm[0]):
+        out.append(
+            f"every field has the same mean PhIRM ({fm[0]:.4f}, {fm.size} fields): the QC "
+            "cannot tell good fields from bad ones"
+        )
+    return out
+
+
 def _finish(
     plan: ScreenPlan, qcs: dict, per_plate: dict, stages: dict, progress: bool, echo
 ) -> dict:
@@ -578,7 +706,6 @@ def _finish(
     thr = float(s["threshold"])
     rows = []
     warnings_: list[str] = []
-    total_masked = 0.0
     for name in ds["plate"].values.tolist():
         d = ds.sel(plate=name)
         fm = d["field_phirm_mean"].values
@@ -588,9 +715,6 @@ def _finish(
             float(d["plate_masked_fraction_mean"])
             if "plate_masked_fraction_mean" in d
             else float("nan")
-        )
-        total_masked += (
-            float(np.nansum(d["masked_fraction"].values)) if "masked_fraction" in d else 0.0
         )
         info = per_plate[name]
         rows.append(
@@ -607,12 +731,7 @@ def _finish(
                 "ssim_mean": round(float(d["plate_ssim_mean"]), 6),
             }
         )
-    if total_masked == 0:
-        warnings_.append(
-            "no artefact pixels were found in the whole screen: masks are empty, "
-            "nothing was inpainted and every PhIRM is 1 by construction"
-            + (f" (artefact channel {s['artefact_channel']!r})" if s["artefact_channel"] else "")
-        )
+    warnings_.extend(nothing_done_warnings(ds, s.get("artefact_channel")))
     for w in warnings_:  # loud, whatever --no-progress / --json say (stderr)
         print(f"WARNING: {w}", file=sys.stderr)
     with _timed(stages, "report", sum(r["fields"] for r in rows)):

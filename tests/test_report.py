@@ -105,3 +105,26 @@ def test_cli_report(qc_store, tmp_path):
     assert p.returncode == 0, p.stderr
     assert (tmp_path / "r" / "index.html").exists()
     assert len(list((tmp_path / "r").glob("worst_*.png"))) == 1
+
+
+def test_thumbnails_contrast_stretched_with_alt_text(qc_store, tmp_path):
+    """A dim 16-bit field with one hot pixel: on the field's min/max it is black; stretched
+    to the 1-99.5 percentiles of the reference its gradient fills the grey range."""
+    import matplotlib.image as mpimg
+
+    from phirm_scale.report import field_thumbnail
+
+    _, ds, _ = qc_store
+    r, c, f, _ = worst_fields(ds, 1)[0]
+    ref = np.tile(np.linspace(100, 1100, SIZE), (SIZE, 1)).astype(np.uint16)
+    ref[0, 0] = 60000
+    png = field_thumbnail(ds, r, c, f, tmp_path / "t.png", reference=ref, reconstruction=ref)
+    img = mpimg.imread(png)[..., :3].mean(-1)
+    left = img[:, : img.shape[1] // 3]
+    midtones = float(np.mean((left > 0.3) & (left < 0.7)))
+    assert midtones > 0.1, midtones  # min/max scaling would leave < 2 % (text antialiasing)
+    page = write_report(qc_store[0], tmp_path / "rep", worst=2).read_text()
+    imgs = re.findall(r"<img [^>]*>", page)
+    assert len(imgs) == 4
+    assert all(re.search(r'alt="[^"]{10,}"', i) for i in imgs), imgs
+    assert "1-99.5" in page

@@ -97,6 +97,56 @@ def test_run_warns_when_nothing_was_masked(real_screen):
     assert summary["warnings"] and all(r["masked_fraction"] == 0 for r in summary["plates"])
     page = (out / "report" / "index.html").read_text()
     assert page.index("no artefact pixels") < page.index("What was done")
+    # nothing was inpainted, so every field is its own reference: said, loudly, at the top
+    assert "WARNING: every field is identical to its reference (49 of 49 fields)" in proc.stderr
+    assert page.index("every field is identical") < page.index("What was done")
+
+
+def _qc(phirm, psnr, masked):
+    """A hand-built screen QC: one plate, one row, len(phirm) fields of 2 windows."""
+    phirm, psnr, masked = (np.asarray(a, float)[None, None, None] for a in (phirm, psnr, masked))
+    dims = ("plate", "row", "column", "field", "window")
+    return xr.Dataset(
+        {
+            "phirm": (dims, phirm),
+            "psnr": (dims, psnr),
+            "masked_fraction": (dims, masked),
+            "field_phirm_mean": (dims[:-1], np.nanmean(phirm, axis=-1)),
+        }
+    )
+
+
+def test_nothing_done_warnings_hand_built():
+    from phirm_scale.run import nothing_done_warnings
+
+    inf = np.inf
+    # holes, fills that differ: no warning
+    assert (
+        nothing_done_warnings(
+            _qc([[0.9, 1.0], [1.0, 1.0]], [[30, inf], [inf, 40]], [[0.1, 0], [0, 0.2]])
+        )
+        == []
+    )
+    # no hole anywhere, nothing changed: both warnings
+    w = nothing_done_warnings(
+        _qc([[1, 1], [1, 1]], [[inf, inf], [inf, inf]], [[0, 0], [0, 0]]), "CFP"
+    )
+    assert len(w) == 2 and "no artefact pixels" in w[0] and "'CFP'" in w[0]
+    assert "identical to its reference (2 of 2 fields)" in w[1]
+    # holes filled, yet every field the same mean PhIRM: the QC cannot tell them apart
+    w = nothing_done_warnings(
+        _qc([[0.8, 1.0], [0.9, 0.9]], [[30, inf], [35, 35]], [[0.1, 0], [0.1, 0.1]])
+    )
+    assert len(w) == 1 and "same mean PhIRM (0.9000, 2 fields)" in w[0]
+    # an absent field (NaN) does not count
+    w = nothing_done_warnings(
+        _qc(
+            [[0.8, 0.9], [np.nan, np.nan]],
+            [[30, 31], [np.nan, np.nan]],
+            [[0.1, 0.1], [np.nan, np.nan]],
+        )
+    )
+    assert w == []
 
 
 def test_rerun_same_settings_resumes_other_settings_refused(real_screen):
@@ -117,6 +167,7 @@ def test_rerun_same_settings_resumes_other_settings_refused(real_screen):
     )
     assert (out / "qc.csv").read_bytes() == before
     stamp = (out / "run.json").stat().st_mtime_ns
+    tree = _tree(out)
     bad = cli(
         "run",
         root / "screen",
@@ -137,6 +188,7 @@ def test_rerun_same_settings_resumes_other_settings_refused(real_screen):
     lines = bad.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error:") and "threshold" in lines[0]
     assert (out / "run.json").stat().st_mtime_ns == stamp
+    assert _tree(out) == tree  # byte-identical: nothing written, nothing removed
     assert "p1" in again.stdout and "p2" in again.stdout
 
 
@@ -163,6 +215,16 @@ def test_tables_tab_separated_when_not_a_terminal(real_screen):
 
 
 # ------------------------------------------------------------------- bad input: exit 2
+def _tree(root: Path) -> dict[str, str]:
+    """Every file under ``root`` (and the lock beside it) -> sha256 of its bytes."""
+    out = {}
+    for f in sorted(root.rglob("*")):
+        if f.is_file() and not f.is_symlink():
+            out[str(f.relative_to(root))] = hashlib.sha256(f.read_bytes()).hexdigest()
+    out["<lock beside>"] = str(root.with_name(root.name + ".lock").exists())
+    return out
+
+
 def _bad(args, out: Path):
     p = cli("run", *args, "-o", out, "--cluster", "threads", "--no-progress", ok=False)
     assert p.returncode == 2, p.stderr
@@ -203,6 +265,17 @@ def test_bad_different_channel_sets(tmp_path, bbbc039_files):
     )
     line = _bad([d, z.path, "--channel-names", "DAPI"], tmp_path / "o")
     assert "channel" in line
+
+
+def test_bad_settings_refused_before_anything_is_written(tmp_path, bbbc039_files):
+    d = tmp_path / "tiffs"
+    d.mkdir()
+    (d / bbbc039_files[0].name).symlink_to(bbbc039_files[0])
+    base = [d, "--channel-names", "DAPI", "--artefact-channel", "none"]
+    assert "--window" in _bad([*base, "--window", "4096"], tmp_path / "o1")
+    assert "window" in _bad([*base, "--window", "abc"], tmp_path / "o2")
+    assert "--dilate" in _bad([*base, "--dilate", "-1"], tmp_path / "o3")
+    assert "checkpoint" in _bad([*base, "--model", "deepfill-v2"], tmp_path / "o4")
 
 
 def test_output_not_from_run_refused(tmp_path, bbbc039_files):
@@ -471,3 +544,42 @@ def test_a_second_run_into_the_same_output_is_refused_naming_the_holder(zarr_sou
     finally:
         holder.kill()
         holder.wait()
+
+
+def test_source_label_of_other_settings_refused_before_anything_is_written(zarr_sources, tmp_path):
+    """An OME-Zarr source whose `artefacts` label was made with other settings (saturation
+    on DAPI, this run wants Otsu on CFP): one line, exit 2, OUT never created and the
+    source's labels untouched (the check used to come after run.json was written)."""
+    from phirm_scale.stages.masks import make_artefact_masks
+
+    src = _copy_sources(zarr_sources, tmp_path / "src")
+    make_artefact_masks(
+        src / "beta.ome.zarr",
+        channel="DAPI",
+        method="saturation",
+        cluster="threads",
+        progress=False,
+    )
+    before = _tree(src)
+    out = tmp_path / "out"
+    p = cli(
+        "run",
+        src / "alpha.ome.zarr",
+        src / "beta.ome.zarr",
+        "-o",
+        out,
+        "--channel",
+        "DAPI",
+        "--artefact-channel",
+        "CFP",
+        "--cluster",
+        "threads",
+        "--no-progress",
+        ok=False,
+    )
+    assert p.returncode == 2, p.stderr
+    lines = p.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:"), p.stderr
+    assert "beta.ome.zarr" in lines[0] and "saturation" in lines[0]
+    assert not out.exists()
+    assert _tree(src) == before  # alpha got no label either: nothing was written anywhere
