@@ -87,6 +87,7 @@ def chain(tmp_path_factory, bbbc039_files):
     return root, src, plate, files, out
 
 
+@pytest.mark.slow
 def test_json_on_every_stage(chain):
     root, src, plate, files, out = chain
     wells = {re.search(r"_([A-P]\d\d)_s", f.name).group(1) for f in files}
@@ -102,6 +103,7 @@ def test_json_on_every_stage(chain):
         assert "━" not in p.stderr
 
 
+@pytest.mark.slow
 def test_convert_summary_and_rerun_messages(chain):
     root, src, plate, files, out = chain
     cols = sorted(re.search(r"_[A-P](\d\d)_s", f.name).group(1) for f in files)
@@ -113,6 +115,7 @@ def test_convert_summary_and_rerun_messages(chain):
     assert "nothing to do" in again.stderr and "wrote" not in again.stdout
 
 
+@pytest.mark.slow
 def test_fail_below_exit_3(chain):
     root, src, plate, files, out = chain
     mean = json.loads(out["score"].stdout)["phirm_mean"]
@@ -134,6 +137,7 @@ def test_fail_below_exit_3(chain):
     assert cli(*args, "--fail-below", max(0.0, mean - 0.01)).returncode == 0
 
 
+@pytest.mark.slow
 def test_tables_not_cut_when_piped(chain, bbbc039_files):
     root, src, plate, files, out = chain
     p = cli(

@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 import tifffile
 import xarray as xr
 
@@ -22,6 +23,7 @@ def cli(*args):
     return proc
 
 
+@pytest.mark.slow
 def test_cli_chain_on_real_fields(tmp_path, bbbc039_files):
     plate = tmp_path / "p.ome.zarr"
     cli(

@@ -328,6 +328,7 @@ def run_cli(*args, timeout=60):
     )
 
 
+@pytest.mark.slow
 def test_cli_startup_failures_are_one_line_exit_2(tmp_path, http_server):
     from phirm_scale.synthetic import make_plate
 

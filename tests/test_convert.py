@@ -68,6 +68,7 @@ def store_files(path: Path) -> dict[str, bytes]:
 # --------------------------------------------------------------------------- real data
 
 
+@pytest.mark.slow
 def test_bbbc039_pixels_wells_sites(tmp_path, cluster_address):
     if not BBBC039.is_dir():
         pytest.skip(f"BBBC039 subset not found at {BBBC039} (clone the repo beside shared/)")
@@ -100,7 +101,7 @@ def test_bbbc039_pixels_wells_sites(tmp_path, cluster_address):
     for (r, c), sites in expected.items():
         keys = plate.well_fields(r, f"{c:02d}")
         assert [k.field for k in keys] == list(range(len(sites)))
-        for key, site in zip(keys, sorted(sites)):
+        for key, site in zip(keys, sorted(sites), strict=True):
             assert plate.field_attrs(key)["phirm_scale"]["site"] == site
             np.testing.assert_array_equal(
                 plate.read_field(key, "DAPI"), tifffile.imread(sites[site])
@@ -259,6 +260,7 @@ def test_resume_on_distributed_cluster(tmp_path, cluster_address):
     assert store_files(ref) == store_files(out)
 
 
+@pytest.mark.slow
 def test_sigkill_then_rerun_equals_uninterrupted(tmp_path):
     """A real kill: SIGKILL the CLI once some fields are written, rerun, compare."""
     import signal

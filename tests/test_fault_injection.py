@@ -135,6 +135,7 @@ def _copy_plate(base, tmp_path) -> Path:
 # --------------------------------------------------------------------------- kill -9 client
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("stage", ["convert", "masks", "inpaint"])
 def test_kill_client_then_rerun_is_identical(base, tmp_path, stage):
     k = RNG.randint(1, base["n"] // 3)
@@ -165,6 +166,7 @@ def test_kill_client_then_rerun_is_identical(base, tmp_path, stage):
 # --------------------------------------------------------------------------- kill -9 worker
 
 
+@pytest.mark.slow
 def test_kill_worker_mid_run_is_identical(base, tmp_path):
     from distributed import Client, LocalCluster
 
@@ -199,6 +201,7 @@ def test_kill_worker_mid_run_is_identical(base, tmp_path):
 # --------------------------------------------------------------------------- second writer
 
 
+@pytest.mark.slow
 def test_second_writer_is_refused(base, tmp_path):
     out = tmp_path / "R.ome.zarr"
     lock = out.with_name(out.name + ".lock")
@@ -237,6 +240,7 @@ def _ro_prefix(path: Path) -> list[str]:
     return ["unshare", "-rm", "sh", "-c", script, "sh"]
 
 
+@pytest.mark.slow
 def test_read_only_inputs_work(base, tmp_path):
     plate = _copy_plate(base, tmp_path)
     before = chunk_hashes(plate)
@@ -300,6 +304,7 @@ def test_read_only_inputs_work(base, tmp_path):
     assert chunk_hashes(plate) == before
 
 
+@pytest.mark.slow
 def test_read_only_output_folder_is_one_line(base, tmp_path):
     outdir = tmp_path / "results"
     outdir.mkdir()

@@ -247,6 +247,7 @@ def _tasks_finished(client, prefix: str) -> int:
 
 
 # ------------------------------------------------------------------------- kill a worker
+@pytest.mark.slow
 @pytest.mark.parametrize("name", STAGES)
 def test_worker_killed_mid_stage_output_identical(name, template, tmp_path, fresh_cluster):
     cluster = fresh_cluster
@@ -299,6 +300,7 @@ def _idle(client, timeout=60):
     raise AssertionError("cluster still busy")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", STAGES)
 def test_client_killed_mid_stage_rerun_does_only_the_missing_fields(
     name, template, tmp_path, cluster

@@ -100,6 +100,7 @@ def test_checkpoint_hash_is_read_without_building_the_network(tmp_path, monkeypa
     assert checkpoint_hash(tmp_path / "e.pt", "edgeconnect") == digest
 
 
+@pytest.mark.slow
 def test_gpu_or_cuda_device_without_cuda_stops_at_once(tmp_path, monkeypatch):
     import subprocess
     import sys
@@ -146,6 +147,7 @@ def test_gpu_or_cuda_device_without_cuda_stops_at_once(tmp_path, monkeypatch):
     assert "no CUDA device" in proc.stderr
 
 
+@pytest.mark.slow
 def test_local_cluster_starts_one_gpu_worker_per_visible_device(monkeypatch, tmp_path):
     import phirm_scale.cluster as cl
     from phirm_scale.stages.inpaint import inpaint_plate
@@ -273,7 +275,7 @@ def test_batcher_results_do_not_depend_on_grouping(name, cfg, batch_invariant):
         b = TileBatcher(model, batch_size=bs, runners=runners, max_wait=0.02)
         got = [None] * len(fields)
 
-        def work(i):
+        def work(i, got=got, b=b):
             img, h = fields[i]
             got[i] = inpaint_field(img, h, b, tile=32, overlap=8, batch_size=1 << 16)
 
@@ -285,7 +287,7 @@ def test_batcher_results_do_not_depend_on_grouping(name, cfg, batch_invariant):
         b.close()
         if bs == 64:
             assert b.batches < b.tiles  # tiles of several fields shared a forward pass
-        for (img, h), g, ref in zip(fields, got, per_field):
+        for (img, h), g, ref in zip(fields, got, per_field, strict=True):
             np.testing.assert_array_equal(g[h == 0], img[h == 0])  # outside holes: the input
             np.testing.assert_array_equal(g, ref)  # the per-field result
 

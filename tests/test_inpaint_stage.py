@@ -135,6 +135,7 @@ def test_gpu_tasks_run_only_on_the_gpu_worker(plate, tmp_path):
         assert len(ran) == 4 and set(ran) == {gpu_addr}
 
 
+@pytest.mark.slow
 def test_cli_inpaint(plate, tmp_path):
     import subprocess
     import sys

@@ -89,6 +89,7 @@ def masked(plate) -> Path:
 # --------------------------------------------------------------------------- 1. outputs
 
 
+@pytest.mark.slow
 def test_score_and_tiles_never_delete_their_input(masked, tmp_path):
     before = tree_hash(masked)
     p = run(
@@ -116,6 +117,7 @@ def test_score_and_tiles_never_delete_their_input(masked, tmp_path):
     assert tree_hash(masked) == before
 
 
+@pytest.mark.slow
 def test_overwrite_replaces_only_outputs_of_the_same_command(masked, tmp_path):
     other = tmp_path / "Other.ome.zarr"
     make_plate(other, rows=1, columns=1, fields=1, size=64, seed=1)
@@ -182,7 +184,7 @@ def test_overwrite_replaces_only_outputs_of_the_same_command(masked, tmp_path):
         one_error(run("report", qc, "-o", v), str(v))
     assert {v: tree_hash(v) for v in victims} == before
     # ... while an output of the same command is replaced
-    p = run(
+    run(
         "score",
         "--reference",
         f"{masked}:DAPI_clean",
@@ -224,6 +226,7 @@ def test_metric_refuses_a_constant_reference(tmp_path):
     one_error(run("metric", tmp_path / "a", tmp_path / "b"), "x.tif", "constant")
 
 
+@pytest.mark.slow
 def test_learned_inpainting_needs_a_checkpoint(masked, tmp_path):
     out = tmp_path / "R.ome.zarr"
     one_error(
@@ -261,6 +264,7 @@ def _labels(p: Path, name="artefacts") -> dict:
     return {k: pl.read_label(k, name) for k in pl.fields}
 
 
+@pytest.mark.slow
 def test_masks_rerun_with_other_settings(masked, tmp_path):
     first = _labels(masked)
     attrs = open_plate(masked).attrs["phirm_scale"]["labels_artefacts"]
@@ -315,6 +319,7 @@ def test_masks_rerun_with_other_settings(masked, tmp_path):
         np.testing.assert_array_equal(pl.read_label(k, "artefacts") > 0, want > 0)
 
 
+@pytest.mark.slow
 def test_inpaint_and_score_reruns_refuse_other_settings(masked, tmp_path):
     out = tmp_path / "R.ome.zarr"
     run("inpaint", masked, "-o", out, "--cluster", "threads", check=True)
@@ -391,6 +396,7 @@ def _hold_lock(path: Path) -> subprocess.Popen:
     return proc
 
 
+@pytest.mark.slow
 def test_a_second_writer_is_refused_and_stale_locks_are_taken_over(masked, tmp_path):
     out = tmp_path / "R.ome.zarr"
     holder = _hold_lock(out)
@@ -415,6 +421,7 @@ def test_a_second_writer_is_refused_and_stale_locks_are_taken_over(masked, tmp_p
     assert open_plate(out).missing_fields() == []
 
 
+@pytest.mark.slow
 def test_masks_lock_the_plate(masked, tmp_path):
     holder = _hold_lock(masked)
     try:
@@ -465,6 +472,7 @@ def test_masks_lock_the_plate(masked, tmp_path):
 # --------------------------------------------------------------------------- 6. damage
 
 
+@pytest.mark.slow
 def test_missing_or_damaged_fields_are_named(masked, tmp_path):
     out = tmp_path / "R.ome.zarr"
     run("inpaint", masked, "-o", out, "--cluster", "threads", check=True)
@@ -529,6 +537,7 @@ def _under_a_file(tmp_path: Path) -> Path:
     return f / "out"
 
 
+@pytest.mark.slow
 def test_unwritable_output_is_one_line(masked, tmp_path):
     bad = _under_a_file(tmp_path)
     one_error(
@@ -558,6 +567,7 @@ def test_unwritable_output_is_one_line(masked, tmp_path):
     one_error(run("convert", tiffs, bad / "C.ome.zarr", "--cluster", "threads"), "cannot write")
 
 
+@pytest.mark.slow
 def test_bad_cluster_addresses_are_one_line(masked, tmp_path):
     with socket.socket() as s:  # a port nobody listens on
         s.bind(("127.0.0.1", 0))
@@ -604,6 +614,7 @@ def test_debug_shows_the_traceback(tmp_path):
 # --------------------------------------------------------------------------- inputs intact
 
 
+@pytest.mark.slow
 def test_every_stage_leaves_input_pixels_byte_identical(plate, tmp_path):
     pixels = pixel_hash(plate)
     assert pixels, "no chunk files hashed"
@@ -653,6 +664,7 @@ def test_every_stage_leaves_input_pixels_byte_identical(plate, tmp_path):
     assert tree_hash(plate) == everything and tree_hash(out) == rec and tree_hash(qc) == qch
 
 
+@pytest.mark.slow
 def test_folder_outputs_never_go_into_stores_or_inputs(plate, tmp_path):
     fields = tmp_path / "fields"
     fields.mkdir()

@@ -65,6 +65,7 @@ def real_screen(tmp_path_factory, bbbc039_files):
     return root, split, out, proc
 
 
+@pytest.mark.slow
 def test_run_real_fields_two_plates(real_screen):
     root, split, out, proc = real_screen
     summary = json.loads(proc.stdout)  # stdout is one JSON object and nothing else
@@ -89,6 +90,7 @@ def test_run_real_fields_two_plates(real_screen):
     assert int((~np.isnan(ds["field_phirm_mean"].values)).sum()) == 49
 
 
+@pytest.mark.slow
 def test_run_warns_when_nothing_was_masked(real_screen):
     # clean real fields: saturation masks find no artefact anywhere
     root, split, out, proc = real_screen
@@ -149,6 +151,7 @@ def test_nothing_done_warnings_hand_built():
     assert w == []
 
 
+@pytest.mark.slow
 def test_rerun_same_settings_resumes_other_settings_refused(real_screen):
     root, split, out, proc = real_screen
     before = (out / "qc.csv").read_bytes()
@@ -192,6 +195,7 @@ def test_rerun_same_settings_resumes_other_settings_refused(real_screen):
     assert "p1" in again.stdout and "p2" in again.stdout
 
 
+@pytest.mark.slow
 def test_tables_tab_separated_when_not_a_terminal(real_screen):
     root, split, out, proc = real_screen
     again = cli(
@@ -354,6 +358,7 @@ def _copy_sources(zarr_sources, dest: Path) -> Path:
     return dest
 
 
+@pytest.mark.slow
 def test_zarr_sources_with_artefacts(zarr_sources, tmp_path):
     src = _copy_sources(zarr_sources, tmp_path / "src")
     before = {n: _digest(src / f"{n}.ome.zarr") for n in ("alpha", "beta")}
@@ -389,6 +394,7 @@ def test_zarr_sources_with_artefacts(zarr_sources, tmp_path):
     assert f"{flagged} of 8 fields are flagged" in page
 
 
+@pytest.mark.slow
 def test_restart_after_interruption_is_identical(zarr_sources, tmp_path, monkeypatch):
     import phirm_scale.stages.inpaint as stage
 
@@ -424,6 +430,7 @@ def test_restart_after_interruption_is_identical(zarr_sources, tmp_path, monkeyp
     xr.testing.assert_equal(da.drop_vars(drop), db.drop_vars(drop))
 
 
+@pytest.mark.slow
 def test_one_cluster_for_every_stage(zarr_sources, tmp_path):
     from distributed import Client, LocalCluster
 
@@ -462,6 +469,7 @@ print(json.dumps({
 """
 
 
+@pytest.mark.slow
 def test_screen_qc_dataset(zarr_sources, tmp_path):
     import csv
 

@@ -150,6 +150,7 @@ def test_distributed_inprocess_identical_to_threaded(plates, threaded):
     xr.testing.assert_identical(ds, threaded)
 
 
+@pytest.mark.slow
 def test_distributed_processes_identical_to_threaded(plates, threaded):
     from distributed import Client, LocalCluster
 
@@ -194,6 +195,7 @@ def _chunks_from(cuts):
     return tuple(out)
 
 
+@pytest.mark.slow
 @settings(
     max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
@@ -318,6 +320,7 @@ def _cli(*args, cwd):
     )
 
 
+@pytest.mark.slow
 def test_cli_score(plates, threaded, tmp_path):
     src, rec, _ = plates
     out = tmp_path / "QC.zarr"

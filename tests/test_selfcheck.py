@@ -46,7 +46,7 @@ def grow(mask, r):
     """Dilation by a disk, by shifting (no library morphology)."""
     out = np.zeros(mask.shape, bool)
     h, w = mask.shape
-    for dy, dx in zip(*np.nonzero(hand_disk(r))):
+    for dy, dx in zip(*np.nonzero(hand_disk(r)), strict=True):
         dy, dx = dy - r, dx - r
         out[max(0, dy) : h - max(0, -dy), max(0, dx) : w - max(0, -dx)] |= mask[
             max(0, -dy) : h - max(0, dy), max(0, -dx) : w - max(0, dx)
@@ -213,6 +213,7 @@ def _qc(ref, rec, **kw):
     return score_plates(f"{ref}:DAPI_clean", f"{rec}:DAPI", mask_label="artefacts", **kw)
 
 
+@pytest.mark.slow
 def test_plate_selfcheck_variables_and_independence(restored_plate):
     from distributed import Client, LocalCluster
 

@@ -97,6 +97,7 @@ def _jobs_of(client) -> list[str]:
     return [j.job_id for j in client.cluster.workers.values() if j.job_id]
 
 
+@pytest.mark.slow
 def test_convert_masks_score_through_slurm_equal_threaded(cpu_client, tmp_path):
     import tifffile
 
@@ -154,6 +155,7 @@ def test_convert_masks_score_through_slurm_equal_threaded(cpu_client, tmp_path):
     assert len(workers) == 1 and next(iter(workers.values()))["name"].startswith("cpu")
 
 
+@pytest.mark.slow
 def test_stage_given_the_yaml_opens_and_closes_its_slurm_job(slurm, tmp_path):
     from phirm_scale.stages.masks import make_artefact_masks
 
@@ -189,6 +191,7 @@ def test_sbatch_refusal_is_one_error_quoting_slurm(slurm, tmp_path):
             pass
 
 
+@pytest.mark.slow
 def test_mixed_cpu_gpu_pools_inpaint_only_on_gpu_jobs(slurm, tmp_path):
     from distributed import get_task_stream
 
@@ -244,6 +247,7 @@ def _scancel_when(done, job_id, count, fired):
         time.sleep(0.02)
 
 
+@pytest.mark.slow
 def test_scancel_mid_run_is_replaced_and_outputs_identical(slurm, tmp_path):
     """Adaptive pool (1 job): the job is cancelled once a field is done; SLURM's replacement
     job finishes the stage, and the output equals a threaded run's. A fast machine can finish
@@ -312,6 +316,7 @@ def test_scancel_mid_run_is_replaced_and_outputs_identical(slurm, tmp_path):
     assert cut_mid_run, f"no job was cancelled mid-run in {runs} runs"
 
 
+@pytest.mark.slow
 def test_worker_reaching_its_lifetime_hands_work_over(slurm, tmp_path):
     """Workers retire after 6 s (``--lifetime``); adaptive jobs replace them; no task fails and
     the output equals a threaded run's."""

@@ -60,6 +60,7 @@ def assert_open(client):
     assert client.submit(sum, [1, 2, 3], pure=False).result() == 6
 
 
+@pytest.mark.slow
 def test_every_stage_with_a_passed_client_equals_threaded_and_leaves_it_open(tmp_path, client):
     from phirm_scale.stages.convert import convert
     from phirm_scale.stages.inpaint import inpaint_plate
@@ -133,6 +134,7 @@ def test_every_stage_with_a_passed_client_equals_threaded_and_leaves_it_open(tmp
     xr.testing.assert_identical(st.drop_attrs(), sc.drop_attrs())
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(300)  # once seen stalled in a full run on an overloaded machine
 def test_a_spec_string_opens_and_closes_its_own_cluster(tmp_path):
     """Given 'local', the stage starts a cluster and closes it again."""

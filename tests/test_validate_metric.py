@@ -140,6 +140,7 @@ def test_score_of_manipulation_matches_metric(real_field):
     assert s.phirm == pytest.approx(max(0.0, 10 - s.ncd - s.nad - s.aad) / 10)
 
 
+@pytest.mark.slow
 def test_cli_validate_metric(tmp_path):
     if not DATA.is_dir():
         pytest.skip(f"BBBC039 sample fields not found at {DATA}")
