@@ -368,6 +368,19 @@ restored image ({rec}); counts and areas of a field are summed over its windows.
 """
 
 
+_HOW_SELFCHECK = """
+<p><b>Without a reference</b> (no <code>--reference-channel</code>) PhIRM above compares the
+restored image with the damaged source, so every artefact removed counts as damage (AAD) and
+says little. Fields are then judged by the <b>self-check</b>: pseudo-holes shaped like the
+plate's real artefact masks are placed on clean pixels of each field, filled with the same
+model and settings, and scored with PhIRM against the true pixels there (the heatmaps show
+its mean per well). A field is flagged when its mean self-check PhIRM is below {thr:g}, or
+when more than {res:g} px of artefact are left in the restored field (the masks missed part
+of an artefact). The self-check estimates a plate's quality well but ranks single fields
+only weakly (docs/qc-without-ground-truth.md).</p>
+"""
+
+
 def _stretch(img, lo, hi):
     a = (np.asarray(img, dtype=np.float64) - lo) / max(hi - lo, 1e-12)
     return np.clip(a, 0.0, 1.0)
@@ -378,7 +391,9 @@ def _screen_heatmap(ds, plate: str, path, threshold: float) -> Path:
     from matplotlib import colormaps
 
     d = ds.sel(plate=plate)
-    data = d["well_phirm_mean"].transpose("row", "column").values.astype(float)
+    var = "well_selfcheck_phirm_mean" if "well_selfcheck_phirm_mean" in ds else "well_phirm_mean"
+    what = "self-check PhIRM" if var.startswith("well_self") else "PhIRM"
+    data = d[var].transpose("row", "column").values.astype(float)
     rows = [str(r) for r in ds["row"].values]
     cols = [str(c) for c in ds["column"].values]
     keep_r = [i for i in range(len(rows)) if not np.all(np.isnan(data[i]))]
@@ -398,7 +413,7 @@ def _screen_heatmap(ds, plate: str, path, threshold: float) -> Path:
     im = ax.imshow(np.ma.masked_invalid(data), cmap=cmap, vmin=lo, vmax=hi, interpolation="nearest")
     ax.set_xticks(range(len(cols)), cols, fontsize=7)
     ax.set_yticks(range(len(rows)), rows, fontsize=7)
-    ax.set_title(f"plate {plate}: mean PhIRM per well", fontsize=10, wrap=True)
+    ax.set_title(f"plate {plate}: mean {what} per well", fontsize=10, wrap=True)
     if data.size <= 400:
         for (i, j), v in np.ndenumerate(data):
             if not math.isnan(v):
@@ -418,7 +433,7 @@ def _screen_heatmap(ds, plate: str, path, threshold: float) -> Path:
         if not math.isnan(v) and v < threshold:
             ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, ec="crimson", lw=1.5))
     cb = fig.colorbar(im, ax=ax, shrink=0.9)
-    cb.set_label(f"mean PhIRM (red: threshold {threshold:g})", fontsize=8)
+    cb.set_label(f"mean {what} (red: threshold {threshold:g})", fontsize=8)
     cb.ax.axhline(threshold, color="crimson", lw=2)
     path = Path(path)
     fig.savefig(path)
@@ -428,7 +443,9 @@ def _screen_heatmap(ds, plate: str, path, threshold: float) -> Path:
 def _screen_thumbnail(ds, plate, row, column, field, path) -> Path:
     """Save reference | restored | mask of one field as PNG.
 
-    Both images are stretched to the 1-99.5 percentiles of the reference.
+    Both images are stretched to the 1-99.5 percentiles of the reference's pixels outside
+    the artefact mask (with the damaged source as reference, its saturated artefacts would
+    otherwise set the scale and leave the nuclei black).
     """
     from phirm_scale.plate import FieldKey, open_plate
 
@@ -437,12 +454,16 @@ def _screen_thumbnail(ds, plate, row, column, field, path) -> Path:
     ref = open_plate(str(d["reference"].values)).read_field(key, str(d["reference_channel"].values))
     rec_plate = open_plate(str(d["reconstruction"].values))
     rec = rec_plate.read_field(key, str(d["reconstruction_channel"].values))
-    lo, hi = np.percentile(ref, [1, 99.5])
-    panels = [(_stretch(ref, lo, hi), "reference"), (_stretch(rec, lo, hi), "restored")]
     label = str(d["mask_label"].values)
     mplate = open_plate(str(d["reference"].values))
+    mask = None
     if label and mplate.has_label(key, label):
-        panels.append(((mplate.read_label(key, label) > 0).astype(float), "artefact mask"))
+        mask = mplate.read_label(key, label) > 0
+    known = ref[~mask] if mask is not None and not mask.all() else ref
+    lo, hi = np.percentile(known, [1, 99.5])
+    panels = [(_stretch(ref, lo, hi), "reference"), (_stretch(rec, lo, hi), "restored")]
+    if mask is not None:
+        panels.append((mask.astype(float), "artefact mask"))
     fig = _fig(3.3 * len(panels), 3.2)
     axes = fig.subplots(1, len(panels))
     for ax, (img, title) in zip(np.atleast_1d(axes), panels, strict=True):
@@ -491,6 +512,36 @@ def flag_reason(d) -> str:
     return lead + ", ".join(parts) + "."
 
 
+def selfcheck_reason(d) -> str:
+    """Say in one sentence why a field was flagged by the reference-free QC."""
+    parts = []
+    code = int(np.nan_to_num(d["flag"].values))
+    sc = float(d["field_selfcheck_phirm_mean"].values)
+    thr = float(d["flag"].attrs.get("selfcheck_threshold", 0.9))
+    res_thr = float(d["flag"].attrs.get("residual_threshold", 50))
+    if code & 1:
+        parts.append(
+            f"self-check PhIRM {sc:.3f} < {thr:g}: the model loses phenotype when it fills "
+            "holes of this field's shapes on its clean pixels"
+        )
+    if code & 2:
+        parts.append(
+            f"{_n(d['residual_artefact_area'].values)} px of artefact left after "
+            f"restoration (> {res_thr:g} px: the masks missed part of the artefact)"
+        )
+    if code & 4:
+        parts.append("no pseudo-hole could be placed: the restoration was not checked")
+    if "nuclei_in_holes" in d and float(np.nan_to_num(d["nuclei_in_holes"].values)) > 0:
+        n = float(np.nan_to_num(d["nuclei_in_holes"].values))
+        parts.append(f"{_n(n)} {'nucleus' if n == 1 else 'nuclei'} drawn mostly inside the holes")
+    if "masked_fraction_field" in d:
+        parts.append(
+            f"{float(np.nan_to_num(d['masked_fraction_field'].values)) * 100:.1f}% of pixels "
+            "restored"
+        )
+    return "; ".join(parts) + "."
+
+
 def write_screen_report(
     ds,
     out_dir,
@@ -519,28 +570,49 @@ def write_screen_report(
     scored = ~np.isnan(fm)
     n_fields = int(scored.sum())
     n_wells = int((~np.isnan(ds["well_phirm_mean"].values)).sum())
-    masked_px = None
-    if "masked_fraction" in ds:
-        h = int(ds.attrs.get("window_height", 0))
-        w = int(ds.attrs.get("window_width", 0))
-        masked_px = float(np.nansum(ds["masked_fraction"].values)) * h * w
+    # pixels restored: the filled masks counted once per field (window fractions would count
+    # the pixels of overlapping windows twice)
+    masked_px = (
+        float(np.nansum(ds["field_restored_area"].values)) if "field_restored_area" in ds else None
+    )
+    # without a reference the fields are flagged by the self-check and the residual
+    # artefact (``flag``); PhIRM against the damaged source would flag every restoration
+    selfcheck = "flag" in ds and "field_selfcheck_phirm_mean" in ds
+    order = (
+        ds["field_selfcheck_phirm_mean"].transpose("plate", "row", "column", "field").values
+        if selfcheck
+        else fm
+    )
+    flags = (
+        np.nan_to_num(ds["flag"].transpose("plate", "row", "column", "field").values)
+        if selfcheck
+        else None
+    )
     flagged = []
     for i, p in enumerate(plates):
         for j, r in enumerate(ds["row"].values.tolist()):
             for k, c in enumerate(ds["column"].values.tolist()):
                 for m, f in enumerate(ds["field"].values.tolist()):
-                    v = fm[i, j, k, m]
-                    if not math.isnan(v) and v < thr:
-                        flagged.append((v, p, str(r), str(c), int(f)))
+                    v = order[i, j, k, m]
+                    bad = (flags[i, j, k, m] > 0) if flags is not None else v < thr
+                    if not math.isnan(fm[i, j, k, m]) and bad:
+                        key = -1.0 if math.isnan(v) else v
+                        flagged.append((key, p, str(r), str(c), int(f)))
     flagged.sort()
     esc = html.escape
     warn_html = "".join(f'<p class="warn"><b>Warning:</b> {esc(w)}</p>' for w in (warnings or []))
-    why_counts = {"ncd": 0, "nad": 0, "aad": 0}
+    why_counts: dict[str, int] = {"ncd": 0, "nad": 0, "aad": 0}
     rows_html = []
     for n, (v, p, r, c, f) in enumerate(flagged):
         d = ds.sel(plate=p, row=r, column=c, field=f)
-        terms = {t: float(np.nanmean(d[t].values)) for t in why_counts}
-        why_counts[max(terms, key=lambda t: terms[t])] += 1
+        if selfcheck:
+            code = int(np.nan_to_num(d["flag"].values))
+            for bit, name in ((1, "self-check"), (2, "residual artefact"), (4, "not checked")):
+                if code & bit:
+                    why_counts[name] = why_counts.get(name, 0) + 1
+        else:
+            terms = {t: float(np.nanmean(d[t].values)) for t in ("ncd", "nad", "aad")}
+            why_counts[max(terms, key=lambda t: terms[t])] += 1
         img = ""
         if n < thumbnails:
             name = f"field_{p}_{r}{c}_{f}.png"
@@ -549,29 +621,45 @@ def write_screen_report(
                 img = (
                     f'<br><img src="{esc(name)}" width="800" alt="plate {esc(p)} well '
                     f"{esc(r + c)} field {f}: reference, restored image and artefact mask "
-                    f"(contrast 1-99.5 percentiles of the reference); mean PhIRM "
-                    f'{v:.3f}">'
+                    "(contrast: 1-99.5 percentiles of the reference outside the mask); "
+                    f'{"mean self-check PhIRM" if selfcheck else "mean PhIRM"} {v:.3f}">'
                 )
             except Exception as exc:  # noqa: BLE001 - report still useful without pictures
                 img = f"<br><em>thumbnail unavailable ({esc(type(exc).__name__)})</em>"
         rows_html.append(
             f"<tr><td>{esc(p)}</td><td>{esc(r + c)}</td><td>{f}</td>"
-            f"<td>{v:.3f}</td><td>{esc(flag_reason(d))}{img}</td></tr>"
+            f"<td>{_fmt(v) if v >= 0 else '–'}</td>"
+            f"<td>{esc(selfcheck_reason(d) if selfcheck else flag_reason(d))}{img}</td></tr>"
         )
-    reasons = ", ".join(f"{n} mostly by {t.upper()}" for t, n in why_counts.items() if n)
+    reasons = (
+        ", ".join(
+            f"{n} by the {t}" for t, n in why_counts.items() if n and t not in ("ncd", "nad", "aad")
+        )
+        if selfcheck
+        else ", ".join(f"{n} mostly by {t.upper()}" for t, n in why_counts.items() if n)
+    )
     area = (
         f"{_n(masked_px)} px (about {masked_px / max(n_fields, 1):,.0f} px per field)"
         if masked_px is not None
         else "not recorded (no mask label)"
     )
+    res_thr = float(ds["flag"].attrs.get("residual_threshold", 50)) if "flag" in ds else 50.0
+    rule = (
+        f"mean self-check PhIRM below {thr:g}, or more than {res_thr:g} px of artefact left "
+        "after restoration; there is no reference, so PhIRM against the damaged source is "
+        "not used to flag"
+        if selfcheck
+        else f"mean PhIRM below {thr:g}"
+    )
     plain = (
         f"<p>{len(plates)} plate(s), {n_wells} wells and <b>{n_fields} fields</b> were "
         f"processed: artefact masks, inpainting of the masked pixels "
         f"and PhIRM scoring of the restored against the reference image.</p>"
-        f"<p>Area restored (inside the artefact masks, summed over the scoring windows): "
-        f"{area}.</p>"
-        f"<p><b>{len(flagged)} of {n_fields} fields are flagged</b> (mean PhIRM below "
-        f"{thr:g})" + (f": {reasons}." if flagged else ".") + "</p>"
+        f"<p>Area restored (pixels inside the masks the inpainting filled, each pixel "
+        f"counted once): {area}.</p>"
+        f"<p><b>{len(flagged)} of {n_fields} fields are flagged</b> ({rule})"
+        + (f": {reasons}." if flagged else ".")
+        + "</p>"
     )
     plate_rows = []
     heatmaps = []
@@ -590,7 +678,8 @@ def write_screen_report(
             f"<td>{_fmt(d['plate_phirm_min'].values)}</td>"
             f"<td>{_fmt(d['plate_phirm_frac_below'].values)}</td>"
             f"<td>{mf}</td>"
-            f"<td>{esc(str(d['reference'].values))}</td></tr>"
+            + (f"<td>{_fmt(d['plate_selfcheck_phirm_mean'].values)}</td>" if selfcheck else "")
+            + f"<td>{esc(str(d['reference'].values))}</td></tr>"
         )
         name = f"heatmap_{p}.png"
         _screen_heatmap(ds, p, out / name, thr)
@@ -615,6 +704,10 @@ def write_screen_report(
         rec=f"inpainted plate, channel {esc(rec_ch)}",
     )
     pics = f"; pictures for the {thumbnails} worst" if len(flagged) > thumbnails else ""
+    score_head = "mean self-check PhIRM" if selfcheck else "mean PhIRM"
+    sc_head = "<th>self-check PhIRM mean</th>" if selfcheck else ""
+    if selfcheck:
+        how += _HOW_SELFCHECK.format(thr=thr, res=res_thr)
     page = f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>PhIRM QC report of the screen</title>
 <style>body{{font-family:sans-serif;margin:2em;max-width:1100px;line-height:1.4}}
@@ -628,13 +721,13 @@ text-align:left;vertical-align:top}}img{{max-width:100%;height:auto}}
 <p>Data: {link_html}</p>
 <h2>Plates</h2>
 <table><tr><th>plate</th><th>fields</th><th>flagged</th><th>PhIRM mean</th><th>PhIRM min</th>
-<th>windows &lt; {thr:g}</th><th>masked fraction</th><th>plate store</th></tr>
+<th>windows &lt; {thr:g}</th><th>masked fraction</th>{sc_head}<th>plate store</th></tr>
 {"".join(plate_rows)}</table>
 <h2>Heatmaps</h2>
 {"".join(heatmaps)}
 <h2>Flagged fields ({len(flagged)})</h2>
-<p>Every field with a mean PhIRM below {thr:g}, worst first{pics}.</p>
-<table><tr><th>plate</th><th>well</th><th>field</th><th>mean PhIRM</th><th>why</th></tr>
+<p>Every flagged field ({esc(rule)}), worst first{pics}.</p>
+<table><tr><th>plate</th><th>well</th><th>field</th><th>{score_head}</th><th>why</th></tr>
 {"".join(rows_html) or "<tr><td colspan=5>none</td></tr>"}</table>
 <h2>How to read this</h2>
 {how}

@@ -43,6 +43,10 @@ MASK_LABEL = "artefacts"
 #: Run record written into the output folder.
 RUN_FILE = "run.json"
 _WORK = ".phirm-run"
+#: Self-check draws per field and the residual-artefact flag threshold of `run`
+#: (the defaults of `score --self-check`, docs/qc-without-ground-truth.md).
+DEFAULT_SELFCHECK_DRAWS = 4
+DEFAULT_RESIDUAL_THRESHOLD = 50.0
 
 
 @dataclass
@@ -300,6 +304,10 @@ def plan_screen(
         "checkpoint_hash": ckpt_hash,
         "dilate": int(dilate),
         "reference_channel": reference_channel or channel,
+        # no ground truth: every plate gets the self-check and the reference-free checks
+        "selfcheck": reference_channel is None,
+        "selfcheck_draws": DEFAULT_SELFCHECK_DRAWS,
+        "residual_threshold": DEFAULT_RESIDUAL_THRESHOLD,
         "window": str(window),
         "threshold": float(threshold),
         "mode": mode,
@@ -532,7 +540,7 @@ def run_screen(
         _write_json(out / RUN_FILE, record)
         stages: dict[str, dict] = {
             s: {"seconds": 0.0, "fields": 0}
-            for s in ("convert", "masks", "inpaint", "score", "report")
+            for s in ("convert", "masks", "inpaint", "score", "selfcheck", "report")
         }
         per_plate: dict[str, dict] = {}
         qcs = {}
@@ -546,6 +554,8 @@ def run_screen(
             for p in plan.plates:
                 per_plate[p.name] = _run_plate(p, plan, spec, client, stages, progress, echo)
                 qcs[p.name] = per_plate[p.name].pop("_qc")
+            if plan.settings["selfcheck"]:
+                _selfcheck_screen(plan, qcs, spec, stages, progress, echo)
         summary = _finish(plan, qcs, per_plate, stages, progress, echo)
         summary["stages"]["total"] = {
             "seconds": round(time.perf_counter() - t_start, 3),
@@ -554,6 +564,33 @@ def run_screen(
         record.update({"status": "complete", **summary})
         _write_json(out / RUN_FILE, record)
         return summary
+
+
+def _selfcheck_screen(plan: ScreenPlan, qcs: dict, spec, stages: dict, progress: bool, echo):
+    """Self-check every plate (no reference channel).
+
+    Pseudo-holes are shaped like the plate's own artefact masks, or, for a plate without
+    any, like those of the first plate of the screen that has some. A screen without any
+    hole records the skip (a warning), never a silent 1.0.
+    """
+    import numpy as np
+
+    with_holes = [p for p in plan.plates if float(np.nansum(qcs[p.name][RESTORED_AREA].values)) > 0]
+    if not with_holes:
+        plan.warnings.append(
+            "self-check not run: no field of the screen has an artefact mask to shape "
+            "pseudo-holes from (nothing was restored, so there is nothing to verify)"
+        )
+        return
+    for p in plan.plates:
+        own = p in with_holes
+        pool = (p if own else with_holes[0]).plate_path(plan.out)
+        if not own:
+            echo(f"self-check {p.name}: no holes in this plate, shapes from {with_holes[0].name}")
+        with _timed(stages, "selfcheck", p.n_fields):
+            qcs[p.name] = _selfcheck_kept(
+                qcs[p.name], p, pool, plan, cluster=spec, progress=progress
+            )
 
 
 def _timed(stages: dict, name: str, n: int):
@@ -574,13 +611,10 @@ def _timed(stages: dict, name: str, n: int):
 def _run_plate(
     p: PlateSource, plan: ScreenPlan, spec, client, stages: dict, progress: bool, echo
 ) -> dict:
-    from phirm_scale.metric import PhirmParams
     from phirm_scale.plate import open_plate
-    from phirm_scale.qc import open_qc, write_qc
     from phirm_scale.stages.convert import convert
     from phirm_scale.stages.inpaint import inpaint_plate
     from phirm_scale.stages.masks import make_artefact_masks
-    from phirm_scale.stages.score import score_plates
 
     s = plan.settings
     out = plan.out
@@ -623,22 +657,15 @@ def _run_plate(
             cluster=spec,
             progress=progress,
         )
-    cache = out / _WORK / f"qc_{p.name}.zarr"
     with _timed(stages, "score", p.n_fields):
-        if cache.exists():
-            ds = open_qc(cache)
-        else:
-            ds = score_plates(
-                f"{plate_path}:{s['reference_channel']}",
-                f"{inpainted}:{s['channel']}",
-                window=s["window"],
-                params=PhirmParams.for_mode(s["mode"]),
-                mask_label=MASK_LABEL,
-                threshold=s["threshold"],
-                client=client,
-                progress=progress,
-            )
-            write_qc(ds, cache, overwrite=True)
+        ds = _score_kept(
+            plate_path,
+            inpainted,
+            out / _WORK / f"score_{p.name}",
+            s,
+            cluster=client if client is not None else "threads",
+            progress=progress,
+        )
     return {
         "plate": str(plate_path),
         "inpainted": str(inpainted),
@@ -689,6 +716,189 @@ def nothing_done_warnings(ds, artefact_channel: str | None = None) -> list[str]:
     return out
 
 
+# --------------------------------------------------------- per-field results kept on disk
+#: Per-field variable added by `run`: the pixels the inpainting filled (the mask copied
+#: into the restored plate, dilation included), counted once per field.
+RESTORED_AREA = "field_restored_area"
+
+
+def _field_file(folder: Path, key) -> Path:
+    return folder / f"{key[0]}{key[1]}_{int(key[2])}.npz"
+
+
+def _save_result(path: Path, result: dict) -> None:
+    """One field's results, written beside and renamed (never half written)."""
+    import numpy as np
+
+    tmp = path.with_name(path.name + ".partial.npz")
+    arrays: dict[str, Any] = {k: np.asarray(v, dtype=np.float64) for k, v in result.items()}
+    np.savez(tmp, **arrays)
+    tmp.replace(path)
+
+
+def _load_result(path: Path) -> dict | None:
+    """Return a kept result (None when unreadable: then the field is recomputed)."""
+    import numpy as np
+
+    try:
+        with np.load(path) as z:
+            return {k: (z[k] if z[k].ndim else float(z[k])) for k in z.files}
+    except (OSError, ValueError, EOFError):
+        return None
+
+
+def _kept(folder: Path, keys) -> dict:
+    """``{key: result}`` of the fields of ``keys`` already kept in ``folder``."""
+    out = {}
+    for k in keys:
+        f = _field_file(folder, k)
+        if f.is_file():
+            r = _load_result(f)
+            if r is not None:
+                out[k] = r
+    return out
+
+
+@dataclass(frozen=True)
+class KeptTask:
+    """A stage task whose per-field results are also saved, one file per field."""
+
+    task: Any  # a ScoreTask or SelfCheckTask
+    files: tuple  # one path per key of the task
+    restored: str = ""  # score tasks: the restored plate (its mask label gives the area)
+
+
+def _score_and_keep(t: KeptTask) -> list[dict]:
+    from phirm_scale.plate import open_field_view
+    from phirm_scale.stages import score as score_stage
+
+    out = []
+    for key, r, f in zip(
+        t.task.keys, score_stage._score_plate_fields(t.task), t.files, strict=True
+    ):
+        view = open_field_view(t.restored, key)
+        r = {**r, RESTORED_AREA: int((view.read_label(key, MASK_LABEL) > 0).sum())}
+        _save_result(Path(f), r)
+        out.append(r)
+    return out
+
+
+def _selfcheck_and_keep(t: KeptTask) -> list[dict]:
+    from phirm_scale.stages import selfcheck as sc_stage
+
+    out = sc_stage._task(t.task)
+    for r, f in zip(out, t.files, strict=True):
+        _save_result(Path(f), r)
+    return out
+
+
+def _score_kept(plate_path: Path, inpainted: Path, folder: Path, s: dict, *, cluster, progress):
+    """Score a plate, keeping every field's result in ``folder``.
+
+    A rerun scores only the fields not kept yet (identical results: the same kernel on the
+    same pixels).
+    """
+    from phirm_scale import qc
+    from phirm_scale.metric import PhirmParams
+    from phirm_scale.stages._runner import run_tasks
+    from phirm_scale.stages.score import plan_score, score_tasks
+
+    plan = plan_score(
+        f"{plate_path}:{s['reference_channel']}",
+        f"{inpainted}:{s['channel']}",
+        window=s["window"],
+        mask_label=MASK_LABEL,
+    )
+    params = PhirmParams.for_mode(s["mode"])
+    folder.mkdir(parents=True, exist_ok=True)
+    results = _kept(folder, plan.keys)
+    todo = [k for k in plan.keys if k not in results]
+    if todo:
+        import dataclasses
+
+        tasks = [
+            KeptTask(t, tuple(str(_field_file(folder, k)) for k in t.keys), plan.reconstruction)
+            for t in score_tasks(dataclasses.replace(plan, keys=tuple(todo)), params=params)
+        ]
+        done = run_tasks(
+            _score_and_keep, tasks, cluster=cluster, progress=progress, description="score"
+        )
+        for t, res in zip(tasks, done, strict=True):
+            results.update(zip(t.task.keys, res, strict=True))
+    ds = qc.to_dataset(
+        results,
+        qc.window_grid(plan.field_shape, plan.window),
+        rows=plan.rows,
+        columns=plan.columns,
+        params=params,
+        threshold=float(s["threshold"]),
+        attrs=plan.attrs(),
+    )
+    return qc.add_field_results(
+        ds,
+        {k: {RESTORED_AREA: r[RESTORED_AREA]} for k, r in results.items()},
+        {RESTORED_AREA: ("pixels filled by the inpainting (the mask it filled)", "px")},
+    )
+
+
+def _selfcheck_kept(ds, p: PlateSource, pool_plate: Path, plan: ScreenPlan, *, cluster, progress):
+    """Add the self-check and reference-free field checks to plate ``p``'s QC.
+
+    Every field's result is kept in ``OUT/.phirm-run/selfcheck_<plate>`` (a rerun computes
+    only the fields not kept yet). Pseudo-hole shapes come from ``pool_plate``'s masks.
+    """
+    from phirm_scale.metric import PhirmParams
+    from phirm_scale.plate import FieldKey
+    from phirm_scale.stages import selfcheck as sc
+    from phirm_scale.stages._runner import run_tasks
+
+    s = plan.settings
+    inpainted = p.inpainted_path(plan.out)
+    spec = sc.selfcheck_spec(inpainted, draws=s["selfcheck_draws"], seed=0)
+    rec = sc._plate(str(inpainted.resolve()))
+    rc = rec.channel_index(s["channel"])
+    keys = [FieldKey(*k) for k in rec.fields]
+    recipe = sc.PoolRecipe(
+        str(Path(pool_plate).resolve()),
+        MASK_LABEL,
+        spec.dilate,
+        16,
+        spec.seed,
+        tuple(rec.field_shape),
+    )
+    pool = sc._pool_from_recipe(recipe)
+    folder = plan.out / _WORK / f"selfcheck_{p.name}"
+    folder.mkdir(parents=True, exist_ok=True)
+    results = _kept(folder, keys)
+    todo = [k for k in keys if k not in results]
+    if todo:
+        tasks = [
+            KeptTask(t, tuple(str(_field_file(folder, k)) for k in t.keys))
+            for t in sc.selfcheck_tasks(
+                spec,
+                str(rec.path),
+                rc,
+                todo,
+                recipe,
+                window=ds.attrs.get("window", 256),
+                params=PhirmParams.for_mode(s["mode"]),
+            )
+        ]
+        done = run_tasks(
+            _selfcheck_and_keep, tasks, cluster=cluster, progress=progress, description="self-check"
+        )
+        for t, res in zip(tasks, done, strict=True):
+            results.update({FieldKey(*k): r for k, r in zip(t.task.keys, res, strict=True)})
+    return sc.add_to_dataset(
+        ds,
+        results,
+        spec,
+        pool=pool,
+        selfcheck_threshold=float(s["threshold"]),
+        residual_threshold=float(s["residual_threshold"]),
+    )
+
+
 def _finish(
     plan: ScreenPlan, qcs: dict, per_plate: dict, stages: dict, progress: bool, echo
 ) -> dict:
@@ -710,7 +920,17 @@ def _finish(
         d = ds.sel(plate=name)
         fm = d["field_phirm_mean"].values
         scored = ~np.isnan(fm)
-        flagged = int(np.sum(fm[scored] < thr))
+        if "flag" in d:  # self-check: the reference-free flag (PhIRM against the damaged
+            # source counts every removed artefact as damage)
+            flagged = int(np.sum(np.nan_to_num(d["flag"].values) > 0))
+        else:
+            flagged = int(np.sum(fm[scored] < thr))
+        sc_mean = (
+            round(float(d["plate_selfcheck_phirm_mean"]), 6)
+            if "plate_selfcheck_phirm_mean" in d
+            else None
+        )
+        restored = int(np.nansum(d[RESTORED_AREA].values)) if RESTORED_AREA in d else None
         masked = (
             float(d["plate_masked_fraction_mean"])
             if "plate_masked_fraction_mean" in d
@@ -729,9 +949,12 @@ def _finish(
                 "phirm_p05": round(float(d["plate_phirm_p05"]), 6),
                 "windows_below": round(float(d["plate_phirm_frac_below"]), 6),
                 "ssim_mean": round(float(d["plate_ssim_mean"]), 6),
+                "restored_px": restored,
+                "selfcheck_mean": sc_mean,
             }
         )
     warnings_.extend(nothing_done_warnings(ds, s.get("artefact_channel")))
+    warnings_.extend(plan.warnings)
     for w in warnings_:  # loud, whatever --no-progress / --json say (stderr)
         print(f"WARNING: {w}", file=sys.stderr)
     with _timed(stages, "report", sum(r["fields"] for r in rows)):
@@ -751,6 +974,8 @@ def _finish(
         "plates": len(rows),
         "fields": n_fields,
         "fields_flagged": sum(r["fields_flagged"] for r in rows),
+        "flagged_by": "self-check and residual artefact" if "flag" in ds else "PhIRM",
+        "restored_px": int(np.nansum(ds[RESTORED_AREA].values)) if RESTORED_AREA in ds else None,
         "phirm_mean": round(float(np.nanmean(ds["field_phirm_mean"].values)), 6)
         if n_fields
         else None,

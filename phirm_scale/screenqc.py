@@ -52,7 +52,14 @@ PROVENANCE_KEYS = (
 )
 
 #: Variables ending with these are integer counts.
-COUNT_SUFFIXES = ("nuclei_count", "artefact_count", "nuclei_area", "artefact_area", "n_windows")
+COUNT_SUFFIXES = (
+    "nuclei_count",
+    "artefact_count",
+    "nuclei_area",
+    "artefact_area",
+    "n_windows",
+    "restored_area",
+)
 
 _LEVEL_PREFIX = {"field_": "per field: ", "well_": "per well: ", "plate_": "per plate: "}
 _SIDE_PREFIX = {"ref_": "reference ", "rec_": "reconstruction "}
@@ -103,7 +110,7 @@ def _is_count(name: str) -> bool:
 
 
 def _plain(value):
-    """A provenance value as a string coordinate (None -> '')."""
+    """Return a provenance value as a string coordinate (None -> '')."""
     if value is None:
         return ""
     if isinstance(value, (list, dict)):
@@ -229,8 +236,10 @@ def _labels(df):
 
 
 def window_table(ds: xr.Dataset):
-    """One row per scored window: ``plate, row, column, well, field, window, y0, x0`` and
-    the per-window variables (counts as int64); absent fields dropped.
+    """Return one row per scored window.
+
+    Columns ``plate, row, column, well, field, window, y0, x0`` and the per-window
+    variables (counts as int64); absent fields dropped.
     """
     names = [v for v in ds.data_vars if "window" in ds[v].dims]
     df = ds[names].to_dataframe().reset_index()
@@ -258,8 +267,10 @@ def field_table(ds: xr.Dataset):
 def write_screen_qc(
     ds: xr.Dataset, path, *, csv=None, parquet=None, overwrite: bool = False
 ) -> Path:
-    """Write the screen QC store (and the per-window table as CSV with quoted labels /
-    Parquet). The store is written beside its target and renamed, never half written.
+    """Write the screen QC store (and the per-window table as CSV / Parquet).
+
+    CSV labels are quoted. The store is written beside its target and renamed, never half
+    written.
     """
     from phirm_scale.outputs import atomic_store, guard_output, mark_store
 
@@ -273,7 +284,8 @@ def write_screen_qc(
             warnings.filterwarnings("ignore", message=".*does not have a Zarr V3 specification.*")
             warnings.filterwarnings("ignore", message=".*Consolidated metadata.*")
             ds.to_zarr(tmp, mode="w-", encoding=_encoding(ds), consolidated=True)
-        mark_store(tmp, "run")
+            # rewriting the group metadata re-describes the string coordinates: same warning
+            mark_store(tmp, "run")
     if csv is not None or parquet is not None:
         table = window_table(ds)
         if csv is not None:

@@ -271,6 +271,7 @@ def test_bad_different_channel_sets(tmp_path, bbbc039_files):
     assert "channel" in line
 
 
+@pytest.mark.slow
 def test_bad_settings_refused_before_anything_is_written(tmp_path, bbbc039_files):
     d = tmp_path / "tiffs"
     d.mkdir()
@@ -554,6 +555,7 @@ def test_a_second_run_into_the_same_output_is_refused_naming_the_holder(zarr_sou
         holder.wait()
 
 
+@pytest.mark.slow
 def test_source_label_of_other_settings_refused_before_anything_is_written(zarr_sources, tmp_path):
     """An OME-Zarr source whose `artefacts` label was made with other settings (saturation
     on DAPI, this run wants Otsu on CFP): one line, exit 2, OUT never created and the
@@ -591,3 +593,169 @@ def test_source_label_of_other_settings_refused_before_anything_is_written(zarr_
     assert "beta.ome.zarr" in lines[0] and "saturation" in lines[0]
     assert not out.exists()
     assert _tree(src) == before  # alpha got no label either: nothing was written anywhere
+
+
+# ------------------------------------------- no reference channel: the self-check in `run`
+@pytest.mark.slow
+def test_selfcheck_when_no_reference_channel(zarr_sources, tmp_path):
+    """Without --reference-channel every plate gets the self-check and the reference-free
+    checks in the screen QC, flags come from them (not from PhIRM against the damaged
+    source), and the values equal those of `score --self-check`'s code path on the same
+    restored plate."""
+    from phirm_scale.qc import open_qc
+    from phirm_scale.run import run_screen
+    from phirm_scale.stages.score import score_plates
+    from phirm_scale.stages.selfcheck import selfcheck_qc
+
+    src = _copy_sources(zarr_sources, tmp_path / "src")
+    out = tmp_path / "out"
+    res = run_screen(
+        [src / "alpha.ome.zarr", src / "beta.ome.zarr"],
+        out,
+        channel="DAPI",
+        artefact_channel="CFP",
+        dilate=1,
+        cluster="threads",
+        progress=False,
+    )
+    ds = xr.open_zarr(out / "qc.zarr").load()
+    for v in ("selfcheck_phirm", "flag", "residual_artefact_area", "focus_score"):
+        assert v in ds, v
+    assert ds["selfcheck_phirm"].dims == ("plate", "row", "column", "field", "window")
+    assert ds["flag"].attrs["flag_meanings"].startswith("selfcheck_below_threshold")
+    assert res["screen"]["flagged_by"] != "PhIRM"
+    for row in res["plates"]:
+        d = ds.sel(plate=row["plate"])
+        assert row["fields_flagged"] == int((np.nan_to_num(d["flag"].values) > 0).sum())
+        assert row["selfcheck_mean"] == pytest.approx(
+            float(np.nanmean(d["selfcheck_phirm"].values)), abs=1e-6
+        )
+    # the same numbers through score --self-check's own path (run_selfcheck, no kept files)
+    plate = score_plates(
+        f"{src / 'beta.ome.zarr'}:DAPI",
+        f"{out / 'beta_inpainted.ome.zarr'}:DAPI",
+        window=256,
+        mask_label="artefacts",
+    )
+    ref = selfcheck_qc(plate, out / "beta_inpainted.ome.zarr", draws=4, seed=0)
+    got = ds.sel(plate="beta")
+    np.testing.assert_array_equal(
+        got["selfcheck_phirm"].transpose("row", "column", "field", "window").values,
+        ref["selfcheck_phirm"].transpose("row", "column", "field", "window").values,
+    )
+    np.testing.assert_array_equal(
+        np.nan_to_num(got["flag"].values, nan=-1), np.nan_to_num(ref["flag"].values, nan=-1)
+    )
+    page = (out / "report" / "index.html").read_text()
+    assert "mean self-check PhIRM" in page and "Without a reference" in page
+    assert open_qc is not None
+
+
+@pytest.mark.slow
+def test_selfcheck_skipped_loudly_on_the_shipped_clean_fields(real_screen):
+    """The README's run on the shipped BBBC039 fields (no reference channel, no artefact
+    anywhere): the self-check cannot shape pseudo-holes and says so, never a silent 1.0."""
+    root, split, out, proc = real_screen
+    summary = json.loads(proc.stdout)
+    assert any(w.startswith("self-check not run") for w in summary["warnings"])
+    assert "WARNING: self-check not run" in proc.stderr
+    assert all(r["selfcheck_mean"] is None for r in summary["plates"])
+    ds = xr.open_zarr(out / "qc.zarr")
+    assert "selfcheck_phirm" not in ds
+    assert int(ds["field_restored_area"].sum()) == 0
+    rec = json.loads((out / "run.json").read_text())
+    assert rec["settings"]["selfcheck"] is True
+
+
+@pytest.mark.slow
+def test_area_restored_counts_each_pixel_once(tmp_path):
+    """A 40 x 50 hole in the overlap of four 256-px windows (fields 520 x 696: windows at
+    y 0/256/264, x 0/256/440): 2,000 px restored per field, not the 8,000 a sum of window
+    fractions gives."""
+    from phirm_scale.plate import create_plate
+    from phirm_scale.run import mask_record
+
+    rng = np.random.default_rng(5)
+    p = create_plate(
+        tmp_path / "hand.ome.zarr",
+        rows=["A"],
+        columns=["01"],
+        fields=[("A", "01", 0), ("A", "01", 1)],
+        shape=(520, 696),
+        channel_names=["DAPI", "CFP"],
+        dtype=np.uint16,
+    )
+    hole = np.zeros((520, 696), np.uint8)
+    hole[300:340, 450:500] = 1
+    for k in p.fields:
+        img = rng.integers(100, 4000, size=(2, 520, 696)).astype(np.uint16)
+        p.write_label(k, "artefacts", hole, attrs={"mask": mask_record("CFP", "CFP")})
+        p.write_field(k, img)
+    from phirm_scale.run import run_screen
+
+    res = run_screen(
+        [p.path],
+        tmp_path / "out",
+        channel="DAPI",
+        artefact_channel="CFP",
+        reference_channel="CFP",
+        cluster="threads",
+        progress=False,
+    )
+    assert res["plates"][0]["restored_px"] == 2 * 2000
+    ds = xr.open_zarr(tmp_path / "out" / "qc.zarr")
+    assert ds["field_restored_area"].values.ravel().tolist() == [2000, 2000]
+    page = (tmp_path / "out" / "report" / "index.html").read_text()
+    assert "4,000 px (about 2,000 px per field)" in page
+
+
+@pytest.mark.slow
+def test_interrupted_scoring_resumes_per_field(zarr_sources, tmp_path, monkeypatch):
+    """Scoring fails on beta's last field; the rerun scores only the fields whose results
+    were not kept (alpha's and beta's finished ones are not recomputed) and ends identical
+    to an uninterrupted run."""
+    import phirm_scale.stages.score as stage
+
+    src_a = _copy_sources(zarr_sources, tmp_path / "a")
+    src_b = _copy_sources(zarr_sources, tmp_path / "b")
+    ref = _run(src_a, tmp_path / "outa", cluster="threads")
+
+    real = stage._score_plate_fields
+    scored: list[tuple[str, tuple]] = []
+
+    def flaky(task):
+        for k in task.keys:
+            if "beta" in task.reconstruction and tuple(k) == ("A", "02", 1):
+                raise RuntimeError("node lost")
+        out = real(task)
+        scored.extend((Path(task.reconstruction).name, tuple(k)) for k in task.keys)
+        return out
+
+    monkeypatch.setattr(stage, "_score_plate_fields", flaky)
+    with pytest.raises(RuntimeError, match="node lost"):
+        _run(src_b, tmp_path / "outb", cluster="threads")
+    first = set(scored)
+    assert {k for n, k in first if n.startswith("alpha")} == {
+        ("A", c, f) for c in ("01", "02") for f in (0, 1)
+    }
+    scored.clear()
+    monkeypatch.setattr(
+        stage,
+        "_score_plate_fields",
+        lambda t: scored.extend((Path(t.reconstruction).name, tuple(k)) for k in t.keys) or real(t),
+    )
+    res = _run(src_b, tmp_path / "outb", cluster="threads")
+    every = {
+        (f"{n}_inpainted.ome.zarr", ("A", c, f))
+        for n in ("alpha", "beta")
+        for c in ("01", "02")
+        for f in (0, 1)
+    }
+    assert set(scored) == every - first  # only what was missing, each once
+    assert len(scored) == len(set(scored))
+    assert ("beta_inpainted.ome.zarr", ("A", "02", 1)) in set(scored)
+    assert res["plates"] == ref["plates"]
+    da = xr.open_zarr(tmp_path / "outa" / "qc.zarr").load()
+    db = xr.open_zarr(tmp_path / "outb" / "qc.zarr").load()
+    drop = ["reference", "reconstruction"]
+    xr.testing.assert_equal(da.drop_vars(drop), db.drop_vars(drop))

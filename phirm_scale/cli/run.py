@@ -1,5 +1,6 @@
-"""``phirm-scale run``: a whole screen in one command (thin shell over
-:func:`phirm_scale.run.run_screen`).
+"""``phirm-scale run``: a whole screen in one command.
+
+A thin shell over :func:`phirm_scale.run.run_screen`.
 """
 
 from __future__ import annotations
@@ -67,8 +68,9 @@ def run_cmd(
         None, help="Exit with status 3 when a plate's mean PhIRM is below this."
     ),
 ) -> None:
-    """Convert -> masks -> inpaint -> score every plate of a screen on one cluster, then one
-    QC dataset (qc.zarr, qc.csv, qc.parquet) and one report for the screen.
+    """Convert -> masks -> inpaint -> score every plate of a screen on one cluster.
+
+    Then one QC dataset (qc.zarr, qc.csv, qc.parquet) and one report for the screen.
     """
     from phirm_scale.run import run_screen
 
@@ -106,13 +108,21 @@ def run_cmd(
             "phirm_p05",
             "windows_below",
             "ssim_mean",
+            "restored_px",
+            "selfcheck_mean",
         ]
         print_table(
             cols,
             [[r[c] for c in cols] for r in summary["plates"]],
             title=f"screen {summary['out']}: {summary['screen']['fields']} fields, "
-            f"{summary['screen']['fields_flagged']} flagged (mean PhIRM < "
-            f"{summary['screen']['threshold']:g})",
+            f"{summary['screen']['fields_flagged']} flagged ("
+            + (
+                f"mean PhIRM < {summary['screen']['threshold']:g}"
+                if summary["screen"]["flagged_by"] == "PhIRM"
+                else f"self-check PhIRM < {summary['screen']['threshold']:g} or residual "
+                "artefact > 50 px"
+            )
+            + ")",
         )
         typer.echo(f"report {summary['report']}")
     if fail_below is not None:
