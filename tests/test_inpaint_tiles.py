@@ -132,7 +132,7 @@ def unpack(c):
 
 
 # ----------------------------------------------------------------------- properties
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(c=case)
 def test_cut_equals_the_plain_per_tile_loop(c):
     image, hole, tile, overlap = unpack(c)
@@ -152,7 +152,7 @@ def test_cut_equals_the_plain_per_tile_loop(c):
     assert hole_tiles(hole, tile, overlap) == starts
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(c=case, pred_dtype=st.sampled_from([np.float32, np.float64]))
 def test_blend_equals_the_plain_per_tile_loop(c, pred_dtype):
     image, hole, tile, overlap = unpack(c)
@@ -176,7 +176,7 @@ def mean_fill(images, masks):
     return out
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=80, deadline=None)
 @given(c=case, batch_size=st.integers(1, 9))
 def test_inpaint_field_equals_the_plain_loop_pipeline(c, batch_size):
     image, hole, tile, overlap = unpack(c)
