@@ -8,18 +8,21 @@ from __future__ import annotations
 
 import sys
 
-from phirm_scale.cli import cluster as _cluster  # noqa: F401,E402
-from phirm_scale.cli import demo as _demo  # noqa: F401,E402
-from phirm_scale.cli import experiment as _experiment  # noqa: F401,E402
-from phirm_scale.cli import inpaint as _inpaint  # noqa: F401,E402
-
-# Command modules (import order = order in --help).
-from phirm_scale.cli import metric as _metric  # noqa: F401,E402
-from phirm_scale.cli import plate as _plate  # noqa: F401,E402
-from phirm_scale.cli import run as _run  # noqa: F401,E402
-from phirm_scale.cli import score as _score  # noqa: F401,E402
-from phirm_scale.cli import train as _train  # noqa: F401,E402
 from phirm_scale.cli._app import app
+
+# Command modules, imported to register their commands (import order = order in --help,
+# so the import sorter leaves them alone).
+# isort: off
+from phirm_scale.cli import metric as _metric  # noqa: F401 - registers commands
+from phirm_scale.cli import plate as _plate  # noqa: F401 - registers commands
+from phirm_scale.cli import inpaint as _inpaint  # noqa: F401 - registers commands
+from phirm_scale.cli import score as _score  # noqa: F401 - registers commands
+from phirm_scale.cli import run as _run  # noqa: F401 - registers commands
+from phirm_scale.cli import train as _train  # noqa: F401 - registers commands
+from phirm_scale.cli import experiment as _experiment  # noqa: F401 - registers commands
+from phirm_scale.cli import demo as _demo  # noqa: F401 - registers commands
+from phirm_scale.cli import cluster as _cluster  # noqa: F401 - registers commands
+# isort: on
 
 __all__ = ["app", "main"]
 
@@ -31,7 +34,7 @@ def _debug_requested(argv: list[str]) -> bool:
 
 
 def error_line(exc: BaseException) -> str:
-    """The one ``error:`` line shown for an exception (no traceback)."""
+    """Format the one ``error:`` line shown for an exception (no traceback)."""
     from phirm_scale.errors import PhirmError
 
     if isinstance(exc, PhirmError):
@@ -70,7 +73,7 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         sys.exit(130)
-    except BaseException as exc:  # noqa: BLE001 - the one place that turns errors into lines
+    except BaseException as exc:  # the one place that turns errors into lines
         if debug:
             raise
         print(error_line(exc), file=sys.stderr)

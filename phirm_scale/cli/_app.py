@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import typer
 
 app = typer.Typer(
@@ -48,8 +50,9 @@ def _cluster_options(
         help="Print the version and exit.",
     ),
 ) -> None:
-    """Restore high-content screening plates by generative inpainting and prove, field by
-    field, that the biology was kept (PhIRM). Cluster options go before the command:
+    """Restore screening plates by generative inpainting; prove that the biology was kept.
+
+    Each field is checked with PhIRM. Cluster options go before the command:
     ``phirm-scale --jobs 4 --cluster-timeout 30 masks PLATE --cluster slurm-cpu``.
     """
     from phirm_scale.cluster import set_defaults
@@ -57,12 +60,12 @@ def _cluster_options(
     set_defaults(jobs=jobs, adapt=adapt, timeout=cluster_timeout)
 
 
-def echo_json(obj) -> None:
-    """One JSON object on stdout (NaN/inf as null)."""
+def echo_json(obj: Any) -> None:
+    """Print one JSON object on stdout (NaN/inf as null)."""
     import json
     import math
 
-    def clean(v):
+    def clean(v: Any) -> Any:
         if isinstance(v, float) and not math.isfinite(v):
             return None
         if isinstance(v, dict):
@@ -80,9 +83,11 @@ class CliError(Exception):
     """An error reported to the user as one line, exit code 2."""
 
 
-def print_table(columns: list[str], rows: list[list], *, title: str | None = None) -> None:
-    """A table on stdout: rich box drawing on a terminal; tab-separated values (header
-    first, full precision, never cut) when stdout is a file or a pipe.
+def print_table(columns: list[str], rows: list[list[Any]], *, title: str | None = None) -> None:
+    """Print a table on stdout.
+
+    Rich box drawing on a terminal; tab-separated values (header first, full precision,
+    never cut) when stdout is a file or a pipe.
     """
     import sys
 

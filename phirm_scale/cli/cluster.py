@@ -14,7 +14,7 @@ app.add_typer(cluster_app, name="cluster")
 
 @cluster_app.command("list")
 def list_cmd() -> None:
-    """The shipped configuration names and where they are."""
+    """List the shipped configuration names and where they are."""
     from phirm_scale.cluster import CONFIG_DIR, known_configs
 
     for name in known_configs():

@@ -1,5 +1,7 @@
-"""The paper's experiments: ``tiles`` (patch dataset, 3.5), ``evaluate`` (models x mask
-families, 4.2) and ``validate-metric`` (manipulated images, 4.1).
+"""The paper's experiments as commands: ``tiles``, ``evaluate`` and ``validate-metric``.
+
+``tiles`` builds the patch dataset (3.5), ``evaluate`` scores models x mask families (4.2)
+and ``validate-metric`` scores manipulated images (4.1).
 
 Thin shells over :mod:`phirm_scale.tiles`, :mod:`phirm_scale.evaluate` and
 :mod:`phirm_scale.validate_metric`; heavy imports happen inside the commands.
@@ -99,7 +101,7 @@ def evaluate_cmd(
     ),
     examples: int = typer.Option(3, "--examples", help="Example panels per mask family."),
 ) -> None:
-    """The paper's experiment: PhIRM (both modes), PSNR and SSIM per model x mask family."""
+    """Run the paper's experiment: PhIRM (both modes), PSNR and SSIM per model x mask family."""
     from phirm_scale.evaluate import evaluate, format_table, parse_checkpoints
 
     names = [m.strip() for m in models.split(",") if m.strip()]

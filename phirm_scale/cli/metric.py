@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import math
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 
 import typer
@@ -12,7 +12,9 @@ import typer
 from phirm_scale.cli._app import app
 
 
-class Mode(str, Enum):
+class Mode(StrEnum):
+    """PhIRM definition: the paper's text or the published code."""
+
     paper = "paper"
     reference = "reference"
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 
 import typer
@@ -33,9 +33,7 @@ def convert_cmd(
     timepoint: int | None = typer.Option(
         None, help="TimePoint_N folder to take when there are several."
     ),
-    zstep: int | None = typer.Option(
-        None, help="ZStep_N folder to take when there are several."
-    ),
+    zstep: int | None = typer.Option(None, help="ZStep_N folder to take when there are several."),
     overwrite: bool = typer.Option(
         False,
         "--overwrite",
@@ -99,12 +97,16 @@ def convert_cmd(
         )
 
 
-class MaskMethod(str, Enum):
+class MaskMethod(StrEnum):
+    """How ``masks`` finds artefacts."""
+
     otsu = "otsu"
     saturation = "saturation"
 
 
-class MetricMode(str, Enum):
+class MetricMode(StrEnum):
+    """PhIRM definition: the paper's text or the published code."""
+
     paper = "paper"
     reference = "reference"
 
@@ -165,8 +167,9 @@ def masks_cmd(
         False, "--json", help="Print the summary as one JSON object on stdout."
     ),
 ) -> None:
-    """Artefact masks per field as NGFF labels: from an artefact channel (otsu) or from the
-    nuclei channel alone (saturation).
+    """Write artefact masks per field as NGFF labels.
+
+    From an artefact channel (otsu) or from the nuclei channel alone (saturation).
     """
     from phirm_scale.stages.masks import make_artefact_masks
 
@@ -229,8 +232,10 @@ def make_plate_cmd(
     ),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
 ) -> None:
-    """Synthetic (or composite) plate: DAPI (ground truth + saturated artefacts), CFP
-    (artefact channel), DAPI_clean (ground truth) and label artefacts_true.
+    """Make a synthetic (or composite) plate.
+
+    Channels DAPI (ground truth + saturated artefacts), CFP (artefact channel), DAPI_clean
+    (ground truth) and label artefacts_true.
     """
     from phirm_scale.synthetic import make_plate
 

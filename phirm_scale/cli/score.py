@@ -3,16 +3,22 @@
 from __future__ import annotations
 
 import math
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import typer
 
 from phirm_scale.cli._app import app
 
+if TYPE_CHECKING:
+    import xarray as xr
 
-class Mode(str, Enum):
+
+class Mode(StrEnum):
+    """PhIRM definition: the paper's text or the published code."""
+
     paper = "paper"
     reference = "reference"
 
@@ -108,9 +114,11 @@ def score_command(
         help="Exit with status 3 when the plate's mean PhIRM is below this (for pipelines).",
     ),
 ) -> None:
-    """Score every field of a reconstructed plate against its reference (PhIRM, PSNR, SSIM)
-    into an xarray QC store, and print the plate summary. With --self-check, also the
-    checks that need no ground truth (for real plates) and per-field flags.
+    """Score every field of a reconstructed plate against its reference (PhIRM, PSNR, SSIM).
+
+    The scores go into an xarray QC store, and the plate summary is printed. With
+    --self-check, also the checks that need no ground truth (for real plates) and per-field
+    flags.
     """
     from phirm_scale import metric, qc
     from phirm_scale.errors import PhirmError
@@ -190,8 +198,8 @@ def score_command(
         raise typer.Exit(3)
 
 
-def plate_summary(ds) -> dict:
-    """The plate summary of a QC Dataset as plain numbers (the --json object)."""
+def plate_summary(ds: xr.Dataset) -> dict[str, Any]:
+    """Return the plate summary of a QC Dataset as plain numbers (the --json object)."""
     from phirm_scale.qc import summarise
 
     p = summarise(ds, "plate")
@@ -227,9 +235,10 @@ def _f(v, digits=4) -> str:
     return f"{v:.0f}" if v == int(v) and abs(v) >= 100 else f"{v:.{digits}f}"
 
 
-def print_summary(ds, *, worst_wells: int = 5) -> None:
-    """Print the plate summary (and the worst wells) of a QC Dataset: a rich table on a
-    terminal, tab-separated values otherwise.
+def print_summary(ds: xr.Dataset, *, worst_wells: int = 5) -> None:
+    """Print the plate summary (and the worst wells) of a QC Dataset.
+
+    A rich table on a terminal, tab-separated values otherwise.
     """
     from phirm_scale.cli._app import print_table
     from phirm_scale.qc import summarise
@@ -275,7 +284,14 @@ def print_summary(ds, *, worst_wells: int = 5) -> None:
             typer.echo(f"flagged {r}{c} field {f}: {why}")
     w = summarise(ds, "well")
     m = w.phirm_mean.stack(well=("row", "column")).dropna("well")
-    order = sorted(zip(m.values.tolist(), m["row"].values.tolist(), m["column"].values.tolist()))
+    order = sorted(
+        zip(
+            m.values.tolist(),
+            m["row"].values.tolist(),
+            m["column"].values.tolist(),
+            strict=True,
+        )
+    )
     if len(order) > 1:
         worst = []
         for mean, r, c in order[:worst_wells]:
