@@ -1,5 +1,6 @@
-"""The Python API behind the file-level commands (the plate stages live in
-:mod:`phirm_scale.stages`).
+"""The Python API behind the file-level commands.
+
+The plate stages live in :mod:`phirm_scale.stages`.
 """
 
 from __future__ import annotations

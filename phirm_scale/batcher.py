@@ -71,7 +71,8 @@ class TileBatcher:
             t.start()
 
     # -- client side
-    def __call__(self, images, masks) -> np.ndarray:
+    def __call__(self, images: np.ndarray, masks: np.ndarray) -> np.ndarray:
+        """Inpaint ``images`` (B, 1, H, W) with holes ``masks`` in shared batches; blocks."""
         images = np.ascontiguousarray(images, np.float32)
         masks = np.ascontiguousarray(masks, np.float32)
         if images.shape[0] == 0:
@@ -88,6 +89,7 @@ class TileBatcher:
         return req.out
 
     def close(self) -> None:
+        """Refuse new requests and stop the runner threads (waits up to 60 s each)."""
         with self._cond:
             self._closed = True
             self._cond.notify_all()
@@ -165,7 +167,7 @@ _LOCK = threading.Lock()
 
 
 def get_batcher(model, batch_size: int, key=None, runners: int = 2) -> TileBatcher:
-    """The process's batcher for ``model`` (a view from ``get_model``) and ``batch_size``.
+    """Return the process's batcher for ``model`` (a view from ``get_model``) and ``batch_size``.
 
     ``key`` identifies the model (default: its network object and runtime options), so every
     task thread of a worker process that asks for the same model shares one batcher.

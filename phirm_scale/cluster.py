@@ -99,7 +99,7 @@ def known_configs() -> list[str]:
 
 
 def resolve_config(spec: str) -> Path:
-    """A YAML path or a shipped name -> the file; PhirmError listing the known names."""
+    """Resolve a YAML path or a shipped name to the file; PhirmError listing the known names."""
     p = Path(spec).expanduser()
     if p.suffix in {".yaml", ".yml"}:
         if not p.is_file():
@@ -129,8 +129,9 @@ GPU_WORKER_THREADS = max(4, min(8, (os.cpu_count() or 1) // 2))
 
 
 def _add_gpu_workers(cluster, n: int, threads: int) -> None:
-    """One Nanny per CUDA device beside the CPU workers: ``resources={'GPU': 1}``,
-    ``CUDA_VISIBLE_DEVICES`` set to its device.
+    """Add one Nanny per CUDA device beside the CPU workers.
+
+    Each has ``resources={'GPU': 1}`` and ``CUDA_VISIBLE_DEVICES`` set to its device.
     """
     base = dict(next(iter(cluster.worker_spec.values())))
     for i in range(n):
@@ -146,8 +147,10 @@ def _one_line(exc: BaseException) -> str:
 
 
 def probe_scheduler(address: str, timeout: float) -> dict:
-    """Ask ``address`` for its identity within ``timeout`` seconds; PhirmError unless a Dask
-    scheduler answers (refused, unreachable, silent, or something else, e.g. a web server).
+    """Ask ``address`` for its identity within ``timeout`` seconds.
+
+    Raises PhirmError unless a Dask scheduler answers (refused, unreachable, silent, or
+    something else, e.g. a web server).
     """
     import asyncio
     import concurrent.futures
@@ -243,9 +246,10 @@ def open_cluster(
     adapt: tuple[int, int] | str | None = None,
     timeout: float | None = None,
 ) -> Iterator[object]:
-    """Open the cluster named by ``spec`` and yield a :class:`distributed.Client` (or ``None``
-    for ``threads``). What this function started is closed on exit; a Client passed as
-    ``spec`` is yielded unchanged and left open.
+    """Open the cluster named by ``spec`` and yield a :class:`distributed.Client`.
+
+    ``threads`` yields ``None``. What this function started is closed on exit; a Client
+    passed as ``spec`` is yielded unchanged and left open.
 
     ``gpu=True`` with ``local``: one more worker per visible CUDA device
     (:func:`visible_gpus`), with ``resources={'GPU': 1}`` and ``GPU_WORKER_THREADS`` threads;

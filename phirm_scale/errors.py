@@ -27,6 +27,8 @@ class CheckpointError(PhirmError, ValueError):
 
 
 class OutputError(PlateError):
-    """An output cannot be written: it exists, is an input, is another command's or a
-    foreign store, or another run holds its lock.
+    """An output cannot be written.
+
+    It exists, is an input, is another command's or a foreign store, or another run holds
+    its lock.
     """

@@ -27,8 +27,10 @@ _QUIET_OLD_LEVEL = logging.NOTSET
 
 @contextlib.contextmanager
 def quiet_tifffile():
-    """Silence tifffile's own log lines while reading: a broken file becomes one ``error:``
-    line of ours naming it, not a stray log line before it.
+    """Silence tifffile's own log lines while reading.
+
+    A broken file becomes one ``error:`` line of ours naming it, not a stray log line before
+    it.
     """
     global _QUIET_DEPTH, _QUIET_OLD_LEVEL
     logger = logging.getLogger("tifffile")
@@ -47,8 +49,10 @@ def quiet_tifffile():
 
 
 def read_image(path: str | Path) -> np.ndarray:
-    """Read a 2-D grey image; RGB(A) images with equal colour channels give one channel,
-    other colour images are converted to grey like OpenCV's ``COLOR_BGR2GRAY``.
+    """Read a 2-D grey image.
+
+    RGB(A) images with equal colour channels give one channel, other colour images are
+    converted to grey like OpenCV's ``COLOR_BGR2GRAY``.
 
     Raises :class:`~phirm_scale.errors.InputError` naming the file when it is missing,
     unreadable, truncated or not 2-D.
@@ -65,14 +69,15 @@ def read_image(path: str | Path) -> np.ndarray:
         else:
             import cv2
 
-            image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-            if image is None:
+            decoded = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+            if decoded is None:
                 raise ValueError("not a readable image")
+            image = decoded
             if image.ndim == 3:
                 image = image[..., ::-1][..., :3] if image.shape[-1] >= 3 else image
     except InputError:
         raise
-    except Exception as exc:  # noqa: BLE001 - any reader failure is a bad file
+    except Exception as exc:  # any reader failure is a bad file
         msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise InputError(f"{path}: unreadable image ({msg})") from exc
     image = np.asarray(image)

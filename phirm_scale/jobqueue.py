@@ -1,4 +1,6 @@
-"""dask-jobqueue clusters built from YAML (the shipped ones live in ``phirm_scale/cluster_configs``).
+"""dask-jobqueue clusters built from YAML.
+
+The shipped configurations live in ``phirm_scale/cluster_configs``.
 
 A file holds one mapping:
 
@@ -36,6 +38,7 @@ import inspect
 import re
 import warnings
 from pathlib import Path
+from typing import Any, Literal
 
 import yaml
 
@@ -133,8 +136,10 @@ def _cluster_kwargs(cfg: dict) -> dict:
 
 
 def _attached_scheduler(address: str):
-    """A stand-in scheduler class: the cluster built with it submits jobs whose workers
-    connect to ``address`` (another cluster's scheduler), and starts no scheduler itself.
+    """Make a stand-in scheduler class that starts no scheduler itself.
+
+    The cluster built with it submits jobs whose workers connect to ``address`` (another
+    cluster's scheduler).
     """
     from distributed.core import Status
 
@@ -156,7 +161,9 @@ def _attached_scheduler(address: str):
 
 
 def _relay_worker_status(primary, attached) -> None:
-    """A scheduler keeps one worker-status subscriber (the last cluster that connected), but
+    """Relay the scheduler's worker-status events from the first cluster to the other pools.
+
+    A scheduler keeps one worker-status subscriber (the last cluster that connected), but
     every pool must see workers come and go (that is how lost jobs are replaced): the first
     cluster subscribes again and hands each event on to the attached pools.
     """
@@ -198,9 +205,11 @@ def cluster_from_yaml(
     name: str | None = None,
     scheduler_address: str | None = None,
 ):
-    """Build the dask-jobqueue cluster described by ``path``; unless ``scale=False``, ask for
-    its jobs as its ``scale`` says. With ``scheduler_address`` its workers join that
-    scheduler (see :class:`JobPools`). ``scale=False`` is for ``cluster.job_script()``.
+    """Build the dask-jobqueue cluster described by ``path``.
+
+    Unless ``scale=False``, ask for its jobs as its ``scale`` says. With
+    ``scheduler_address`` its workers join that scheduler (see :class:`JobPools`).
+    ``scale=False`` is for ``cluster.job_script()``.
     """
     cfg = load_config(path)
     cluster = _build(cfg, name=name, scheduler_address=scheduler_address)
@@ -301,7 +310,8 @@ class JobPools:
         self.scaled: list[str] = []
 
     @property
-    def primary(self):
+    def primary(self) -> Any:
+        """The first configuration's cluster (it owns the scheduler)."""
         return self.clusters[0]
 
     def __enter__(self):
@@ -316,7 +326,7 @@ class JobPools:
                 self.clusters.append(_build(cfg, name=name, scheduler_address=address))
             if len(self.clusters) > 1:
                 _relay_worker_status(self.clusters[0], self.clusters[1:])
-            for cl, cfg in zip(self.clusters, self.configs):
+            for cl, cfg in zip(self.clusters, self.configs, strict=True):
                 self.scaled.append(
                     f"{cl._name}: "
                     + _scale(cl, cfg, jobs=self.jobs, adapt=self.adapt, timeout=self.timeout)
@@ -327,9 +337,11 @@ class JobPools:
         return self
 
     def describe(self) -> str:
+        """Describe the jobs asked of each pool (an empty string when none were asked)."""
         return " (" + "; ".join(self.scaled) + ")" if self.scaled else ""
 
     def close(self) -> None:
+        """Close every pool (attached pools first, the scheduler's last)."""
         for cl in reversed(self.clusters):  # attached pools first, the scheduler last
             try:
                 cl.close()
@@ -337,14 +349,15 @@ class JobPools:
                 pass
         self.clusters = []
 
-    def __exit__(self, *exc) -> bool:
+    def __exit__(self, *exc: object) -> Literal[False]:
         self.close()
         return False
 
 
 def job_scripts(spec: str) -> list[tuple[str, str]]:
-    """``[(config path, job script)]`` of a ``--cluster`` spec of jobqueue configurations,
-    without submitting anything (``phirm-scale cluster show``).
+    """List ``[(config path, job script)]`` of a ``--cluster`` spec of jobqueue configurations.
+
+    Nothing is submitted (``phirm-scale cluster show``).
     """
     from phirm_scale.cluster import resolve_config
 

@@ -105,7 +105,7 @@ class Layout:
         return f"Layout({self.name!r}, {self.regex.pattern!r})"
 
     def parse(self, path: Path, root: Path | None = None) -> ImageRecord | None:
-        """The record of one file, or None when its name does not match this layout."""
+        """Parse one file's name into its record, or None when it does not match this layout."""
         m = self.regex.search(path.name)
         if not m:
             return None
@@ -170,7 +170,7 @@ LAYOUTS = {"imagexpress": _imagexpress, "cellomics": _cellomics}
 
 
 def get_layout(name: str = "auto", pattern: str | None = None) -> Layout | None:
-    """The layout called ``name`` ('imagexpress', 'cellomics', 'regex'), None for 'auto'.
+    """Return the layout called ``name`` ('imagexpress', 'cellomics', 'regex'), None for 'auto'.
 
     A ``pattern`` implies the regex layout.
     """
@@ -207,7 +207,7 @@ def list_tiffs(source: Path) -> list[Path]:
 
 
 def detect_layout(files: Iterable[Path], root: Path) -> Layout:
-    """The one named layout matching every file; PlateError naming a file otherwise."""
+    """Find the one named layout matching every file; PlateError naming a file otherwise."""
     files = list(files)
     best: tuple[int, Layout, Path | None] | None = None
     for factory in LAYOUTS.values():

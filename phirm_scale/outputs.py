@@ -29,6 +29,7 @@ import shutil
 import socket
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
+from typing import Any, cast
 
 from phirm_scale.errors import OutputError
 
@@ -105,7 +106,7 @@ def _root_attrs(path: Path) -> dict | None:
 
 
 def store_command(path) -> str | None:
-    """The phirm-scale command that made the store at ``path`` (its marker), else None."""
+    """Return the phirm-scale command that made the store at ``path`` (its marker), else None."""
     path = Path(path)
     if not path.is_dir():
         return None
@@ -185,7 +186,7 @@ def remove_output(path, *, command: str) -> None:
 
 
 def marker_attrs(command: str) -> dict:
-    """The marker to merge into ``attrs[MARKER_KEY]`` of a store written by ``command``."""
+    """Return the marker to merge into ``attrs[MARKER_KEY]`` of a store written by ``command``."""
     return {"command": command}
 
 
@@ -194,7 +195,7 @@ def mark_store(path, command: str) -> None:
     import zarr
 
     g = zarr.open_group(str(path), mode="r+")
-    mine = dict(dict(g.attrs).get(MARKER_KEY, {}) or {})
+    mine = dict(cast(Mapping[str, Any], dict(g.attrs).get(MARKER_KEY, {}) or {}))
     mine.update(marker_attrs(command))
     g.attrs.update({MARKER_KEY: mine})
 
@@ -208,7 +209,7 @@ def mark_folder(path, command: str) -> None:
 
 
 def lock_path(path) -> Path:
-    """The lock file of an output: ``<output>.lock`` beside it."""
+    """Return the lock file of an output: ``<output>.lock`` beside it."""
     path = Path(path)
     return path.with_name(path.name + ".lock")
 
@@ -303,6 +304,7 @@ def output_lock(path, *, command: str) -> Iterator[Path]:
                 with contextlib.suppress(FileNotFoundError):
                     lp.unlink()
                 continue
+            assert held is not None  # an unreadable lock is stale or retried above
             raise OutputError(
                 f"{path}: in use by another run ({_holder(held)}); wait for it "
                 f"to finish, or delete {lp} if that run is gone"
@@ -341,8 +343,10 @@ def _holder(held: Mapping) -> str:
 
 @contextlib.contextmanager
 def atomic_store(path) -> Iterator[Path]:
-    """Yield ``<path>.partial`` to write a whole store into; on success it replaces ``path``
-    (which the caller has checked with :func:`existing_output`); on failure it is removed.
+    """Yield ``<path>.partial`` to write a whole store into.
+
+    On success it replaces ``path`` (which the caller has checked with
+    :func:`existing_output`); on failure it is removed.
     """
     path = Path(path)
     tmp = path.with_name(path.name + ".partial")
@@ -367,7 +371,7 @@ def prepare_output(
     resumable: bool = False,
     remove: bool = True,
 ) -> bool:
-    """The checks every command makes on an output before writing (call it holding the lock).
+    """Check an output before writing, as every command does (call it holding the lock).
 
     Refuses an output that is an input or overlaps one; refuses anything at ``path`` not made
     by ``command``. For an existing output of the same command: with ``overwrite`` it is
@@ -398,8 +402,10 @@ def guard_output(
     resumable: bool = False,
     remove: bool = True,
 ) -> Iterator[bool]:
-    """Lock ``path`` and run :func:`prepare_output` under the lock; the context value says
-    whether an existing output of the same command is kept (to resume).
+    """Lock ``path`` and run :func:`prepare_output` under the lock.
+
+    The context value says whether an existing output of the same command is kept (to
+    resume).
     """
     inputs = list(inputs)
     check_not_input(path, inputs)
@@ -435,8 +441,10 @@ def check_inputs_not_locked(inputs: Iterable) -> None:
 
 
 def check_output_folder(path, *, inputs: Iterable = ()) -> None:
-    """Checks for a plain output folder (train, evaluate, validate-metric, demo): not an
-    input, not inside or around one, and not a Zarr store (a plate, a QC or tile store).
+    """Check a plain output folder (train, evaluate, validate-metric, demo).
+
+    It must not be an input, nor inside or around one, nor a Zarr store (a plate, a QC or
+    tile store).
     """
     path = Path(path)
     check_not_input(path, inputs)

@@ -121,7 +121,7 @@ def row_index(name: str) -> int:
 
 
 def _zarr():
-    import zarr  # noqa: PLC0415 - keep `import phirm_scale.plate` light
+    import zarr  # imported here to keep `import phirm_scale.plate` light
 
     return zarr
 
@@ -207,8 +207,10 @@ def _field_attrs(key: FieldKey, channel_names, dtype, n_levels: int) -> dict:
 
 
 class Plate:
-    """An OME-Zarr HCS plate on disk. Use :func:`open_plate`, :func:`create_plate` or
-    :func:`create_plate_like` rather than this constructor.
+    """An OME-Zarr HCS plate on disk.
+
+    Use :func:`open_plate`, :func:`create_plate` or :func:`create_plate_like` rather than
+    this constructor.
 
     Attributes
     ----------
@@ -247,7 +249,7 @@ class Plate:
             raise PlateError(f"{path}: no such plate")
         try:
             root = zarr.open_group(str(path), mode="r")
-        except Exception as exc:  # noqa: BLE001 - any zarr failure means "not a plate"
+        except Exception as exc:  # any zarr failure means "not a plate"
             raise PlateError(f"{path}: not a Zarr group ({type(exc).__name__})") from exc
         ome = dict(root.attrs).get("ome", {})
         plate = ome.get("plate") if isinstance(ome, Mapping) else None
@@ -323,6 +325,7 @@ class Plate:
 
     @property
     def n_channels(self) -> int:
+        """Count the channels."""
         return len(self.channel_names)
 
     @property
@@ -415,7 +418,7 @@ class Plate:
         return [k for k in self.fields if not self.field_complete(k)]
 
     def field_attrs(self, key) -> dict:
-        """Custom attributes of a field group (everything but ``ome``)."""
+        """Return the custom attributes of a field group (everything but ``ome``)."""
         key = self._check_key(key)
         g = _zarr().open_group(str(self.path / key.path), mode="r")
         return {k: v for k, v in dict(g.attrs).items() if k != "ome"}
@@ -450,8 +453,9 @@ class Plate:
         return np.asarray(arr[0, 0, 0])
 
     def label_attrs(self, key, name: str) -> dict:
-        """The phirm-scale attributes of label ``name`` of a field (``{}`` if it has none),
-        e.g. the method and parameters that made an artefact mask.
+        """Return the phirm-scale attributes of label ``name`` of a field (``{}`` if none).
+
+        E.g. the method and parameters that made an artefact mask.
         """
         key = self._check_key(key)
         p = self.path / key.path / "labels" / name
@@ -561,8 +565,9 @@ class Plate:
 
 
 def open_field_view(path: str | Path, key, *, mode: str = "r") -> Plate:
-    """A :class:`Plate` that knows only field ``key`` (reads 2 metadata documents instead
-    of every well's): what a per-field task opens.
+    """Open a :class:`Plate` that knows only field ``key``: what a per-field task opens.
+
+    It reads 2 metadata documents instead of every well's.
     """
     return Plate(path, writable=(mode == "r+"), _only=key)
 
@@ -620,7 +625,7 @@ def _checked_array(
         )
     try:
         arr = _zarr().open_array(str(apath), mode="r")
-    except Exception as exc:  # noqa: BLE001 - damaged array metadata
+    except Exception as exc:  # damaged array metadata
         raise PlateError(
             f"{plate_path}: field {key}: {what} is damaged ({type(exc).__name__})"
         ) from exc
@@ -645,8 +650,10 @@ def create_field_group(
     shape: tuple[int, int],
     n_levels: int = 1,
 ):
-    """Low-level: (re)create one field group (multiscales + omero metadata) and its empty
-    level arrays, discarding anything there before. Returns the zarr group.
+    """(Re)create one field group and its empty level arrays (low level).
+
+    The group gets multiscales + omero metadata; anything there before is discarded.
+    Returns the zarr group.
     """
     zarr = _zarr()
     key = FieldKey(*key)
@@ -738,8 +745,9 @@ def write_field_data(
 
 
 def field_done(path: str | Path, key) -> bool:
-    """Low-level: whether field ``key`` of the store at ``path`` carries the complete marker
-    (works before the plate metadata exists, i.e. during a conversion).
+    """Tell whether field ``key`` of the store at ``path`` carries the complete marker.
+
+    Low level: works before the plate metadata exists, i.e. during a conversion.
     """
     f = Path(path) / FieldKey(*key).path / "zarr.json"
     try:
@@ -770,8 +778,10 @@ def read_root_attrs(path: str | Path) -> dict | None:
 
 
 def remove_store(path: str | Path) -> None:
-    """Delete a store written by phirm-scale (refuses anything else: plates from other
-    software, TIFF folders, foreign stores and folders).
+    """Delete a store written by phirm-scale.
+
+    Anything else is refused: plates from other software, TIFF folders, foreign stores and
+    folders.
     """
     _prepare_output(Path(path), overwrite=True)
 
@@ -1061,15 +1071,16 @@ def open_plate(path: str | Path, *, mode: str = "r") -> Plate:
 def intensity_range(
     array: np.ndarray, low: float = 0.1, high: float = 99.9, step: int = 2
 ) -> list[list[float]]:
-    """Per channel ``[p_low, p_high]`` percentiles of a ``(C, Y, X)`` field (every
-    ``step``-th pixel in y and x), for viewer contrast limits.
+    """Compute per channel ``[p_low, p_high]`` percentiles of a ``(C, Y, X)`` field.
+
+    Every ``step``-th pixel in y and x is used; the result serves as viewer contrast limits.
     """
     a = np.asarray(array)
     if a.ndim == 2:
         a = a[None]
     sub = a[:, ::step, ::step].reshape(a.shape[0], -1)
     lo, hi = np.percentile(sub, [low, high], axis=1)
-    return [[float(x), float(y)] for x, y in zip(lo, hi)]
+    return [[float(x), float(y)] for x, y in zip(lo, hi, strict=True)]
 
 
 def set_display_metadata(
@@ -1080,9 +1091,10 @@ def set_display_metadata(
     pixel_size: float | None = None,
     unit: str = "micrometer",
 ) -> None:
-    """Write viewer metadata into the fields ``keys`` of a plate: the omero contrast window
-    (``start``/``end``, per channel) and the physical pixel size (the y/x scale of every
-    level, and of the labels, with ``unit`` on the space axes).
+    """Write viewer metadata into the fields ``keys`` of a plate.
+
+    The omero contrast window (``start``/``end``, per channel) and the physical pixel size
+    (the y/x scale of every level, and of the labels, with ``unit`` on the space axes).
     """
     zarr = _zarr()
     for k in keys:
@@ -1090,7 +1102,11 @@ def set_display_metadata(
         g = zarr.open_group(str(Path(path) / k.path), mode="r+")
         ome = json.loads(json.dumps(dict(g.attrs).get("ome", {})))
         if windows is not None:
-            for ch, (lo, hi) in zip(ome.get("omero", {}).get("channels", []), windows):
+            # strict=False: windows pair with channels by position; a field written without
+            # omero channels keeps none (as before)
+            for ch, (lo, hi) in zip(
+                ome.get("omero", {}).get("channels", []), windows, strict=False
+            ):
                 ch.setdefault("window", {})
                 ch["window"]["start"], ch["window"]["end"] = float(lo), float(hi)
         if pixel_size is not None:
@@ -1123,7 +1139,7 @@ def _scale_multiscales(ome: dict, pixel_size: float, unit: str) -> None:
 
 
 def display_metadata(plate: Plate) -> dict:
-    """The omero windows and pixel size of a plate's first field (for derived plates)."""
+    """Read the omero windows and pixel size of a plate's first field (for derived plates)."""
     if not plate.fields:
         return {}
     k = plate.fields[0]
