@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -175,7 +176,7 @@ def run_demo(
         "SSIM mean",
     ):
         table.add_column(col)
-    summary = {}
+    summary: dict[str, Any] = {}
     for label in ("damaged", "restored"):
         s, r = results[(label, "paper")], results[(label, "reference")]
         row = {k: float(np.asarray(s[f"phirm_{k}"])) for k in ("mean", "min", "p05", "frac_below")}

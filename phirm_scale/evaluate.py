@@ -83,7 +83,7 @@ def _family_seed(seed: int, spec: str) -> int:
 
 
 def tile_masks(spec, indices, shape, *, seed=0, artefact_pool=None) -> np.ndarray:
-    """The evaluation masks of one family for the given tile indices.
+    """Draw the evaluation masks of one family for the given tile indices.
 
     Mask ``i`` depends only on ``(seed, spec, i)``, so every model, batch size and
     ``limit`` sees the same mask on the same tile.
@@ -409,7 +409,7 @@ def _safe(spec: str) -> str:
 
 
 def summarize(df):
-    """The experiment's table: one row per model x mask family (in run order).
+    """Summarise the experiment: one row per model x mask family (in run order).
 
     Columns: ``model``, ``mask``, ``n``, ``hole_pct`` (mean hole area, %), ``phirm``
     (mean, paper mode), ``phirm_std``, ``phirm_reference`` (mean, published-code mode),
@@ -438,7 +438,7 @@ def summarize(df):
 
 
 def format_table(df) -> str:
-    """A printable table: the long summary, then PhIRM (paper mode) as model x mask family."""
+    """Format the results for printing: the summary, then PhIRM (paper mode) per model x mask."""
     s = summarize(df)
     long = s.to_string(
         index=False, float_format=lambda v: f"{v:.3f}" if math.isfinite(v) else str(v)
@@ -450,8 +450,9 @@ def format_table(df) -> str:
 
 
 def plot_phirm_by_mask(df, path):
-    """Grouped bars of mean PhIRM (+- std) by mask family and model (paper Figure 2b), with
-    PhIRM (reference mode), PSNR and SSIM panels.
+    """Plot grouped bars of mean PhIRM (+- std) by mask family and model (paper Figure 2b).
+
+    With PhIRM (reference mode), PSNR and SSIM panels.
     """
     import matplotlib
 

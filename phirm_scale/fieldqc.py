@@ -84,7 +84,7 @@ def flag_code(
     selfcheck_threshold: float = 0.9,
     residual_threshold: float = 50.0,
 ) -> int:
-    """The flag of one field (0 = trusted; bits :data:`FLAG_BITS`).
+    """Compute the flag of one field (0 = trusted; bits :data:`FLAG_BITS`).
 
     A field with holes whose mean self-check PhIRM is below ``selfcheck_threshold`` gets 1,
     one whose self-check could not run (NaN: no pseudo-hole fitted) gets 4; any field whose
@@ -113,7 +113,7 @@ def _field(image, name: str) -> np.ndarray:
 
 
 def _unit_scale(a: np.ndarray) -> float:
-    """The value CellProfiler maps to 1.0: the integer dtype's maximum (1 for floats)."""
+    """Return the value CellProfiler maps to 1.0: the integer dtype's maximum (1 for floats)."""
     if a.dtype == np.bool_:
         return 1.0
     if a.dtype.kind in "ui":
@@ -138,8 +138,9 @@ def focus_score(image, *, name: str = "image") -> float:
 
 
 def percent_saturated(image, *, saturation: float | None = None, name: str = "image") -> float:
-    """Percent of pixels at ``saturation`` or above (default: the integer dtype's maximum,
-    1.0 for floats): CellProfiler's PercentSaturation.
+    """Compute the percent of pixels at ``saturation`` or above: CellProfiler's PercentSaturation.
+
+    ``saturation`` defaults to the integer dtype's maximum, 1.0 for floats.
     """
     a = _field(image, name)
     s = _unit_scale(a) if saturation is None else float(saturation)
@@ -147,8 +148,9 @@ def percent_saturated(image, *, saturation: float | None = None, name: str = "im
 
 
 def percent_maximal(image, *, name: str = "image") -> float:
-    """Percent of pixels equal to the field's own maximum: CellProfiler's PercentMaximal
-    (catches detectors that saturate below the dtype maximum).
+    """Compute the percent of pixels equal to the field's own maximum (PercentMaximal).
+
+    CellProfiler's PercentMaximal catches detectors that saturate below the dtype maximum.
     """
     a = _field(image, name)
     return float(100.0 * np.count_nonzero(a == a.max()) / a.size)
@@ -188,8 +190,10 @@ def radial_power_spectrum(image, *, name: str = "image"):
 
 
 def power_log_log_slope(image, *, name: str = "image") -> float:
-    """Least-squares slope of ``log(power)`` against ``log(radius)`` of
-    :func:`radial_power_spectrum` (CellProfiler's ``PowerLogLogSlope``).
+    """Fit the slope of ``log(power)`` against ``log(radius)`` (``PowerLogLogSlope``).
+
+    A least-squares fit on :func:`radial_power_spectrum`, as CellProfiler's
+    ``PowerLogLogSlope``.
 
     Blurred fields lose high frequencies and have steeper (more negative) slopes. NaN for a
     constant field or one too small to have two rings (< 24 px).
@@ -233,7 +237,7 @@ def residual_artefact_area(
 
 
 def known_range(source, holes, *, margin: int = 4, name: str = "field") -> tuple[float, float]:
-    """The 8-bit range the clean field would have, estimated from the source's known pixels.
+    """Estimate the 8-bit range the clean field would have from the source's known pixels.
 
     ``lo`` and ``hi`` are the minimum and maximum of the source pixels farther than
     ``margin`` px from every hole and from every saturated speck (a component PhIRM would

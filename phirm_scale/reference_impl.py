@@ -23,7 +23,7 @@ __all__ = ["published_components", "paper_components"]
 
 
 def published_components(image_u8: np.ndarray) -> Components:
-    """The published ``stats_calculator`` on an 8-bit grey image (without its mutation bug)."""
+    """Run the published ``stats_calculator`` on an 8-bit grey image (without its mutation bug)."""
     from skimage.filters import threshold_otsu
 
     img = np.asarray(image_u8, dtype=np.uint8)
@@ -31,7 +31,9 @@ def published_components(image_u8: np.ndarray) -> Components:
         return Components(0, 0, 0, 0)
     threshold = threshold_otsu(img)
     binary = (img > threshold * 1.1).astype(np.uint8) * 255
-    num, _labels, stats, _ = cv2.connectedComponentsWithStats(binary, 8, cv2.CV_32S)
+    num, _labels, stats, _ = cv2.connectedComponentsWithStats(
+        binary, connectivity=8, ltype=cv2.CV_32S
+    )
     n_nuc = a_nuc = n_art = a_art = 0
     for i in range(1, num):
         x, y, w, h, area = (int(v) for v in stats[i, :5])

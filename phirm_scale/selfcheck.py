@@ -1,4 +1,4 @@
-"""Self-check PhIRM: how well does the model restore *this* field, with no ground truth?
+"""Self-check PhIRM: how well the model restores *this* field, with no ground truth.
 
 On a real screen nothing tells what lay under an artefact. What can be measured is how well
 the model restores pixels that *are* known: pseudo-holes shaped like the plate's real
@@ -76,7 +76,7 @@ SELFCHECK_FIELD_VARIABLES = {
 
 
 def components_of(mask: np.ndarray) -> tuple[np.ndarray, ...]:
-    """The 8-connected components of a mask, each cropped to its bounding box (bool)."""
+    """Split a mask into its 8-connected components, each cropped to its bounding box (bool)."""
     import cv2
 
     m = (np.asarray(mask) != 0).astype(np.uint8)
@@ -115,13 +115,14 @@ class MaskPool:
 
     @property
     def area(self) -> int:
+        """Count the hole pixels of all components."""
         return int(sum(int(c.sum()) for f in self.fields for c in f))
 
 
 def pool_from_masks(
     masks: Iterable[np.ndarray], shape: Sequence[int], *, size: int = 64, source: str = ""
 ) -> MaskPool:
-    """A :class:`MaskPool` of the first ``size`` non-empty masks of ``masks`` (in order).
+    """Build a :class:`MaskPool` of the first ``size`` non-empty masks of ``masks`` (in order).
 
     Every mask must have ``shape``; empty masks are skipped.
     """
@@ -342,7 +343,11 @@ def selfcheck_field(
     skipped_total = 0
     for d in range(int(draws)):
         rng = np.random.default_rng(np.random.SeedSequence([*map(int, seed_key), d]))
-        comps = own if own else pool.fields[int(rng.integers(len(pool)))]
+        if own:
+            comps = own
+        else:
+            assert pool is not None  # checked above: no own holes needs a pool
+            comps = pool.fields[int(rng.integers(len(pool)))]
         pseudo, skipped = place_pseudo_holes(
             src.shape, forbidden, comps, rng, margin=margin, attempts=attempts
         )
@@ -356,7 +361,7 @@ def selfcheck_field(
         rec8 = metric.to_uint8(rec, lo=lo, hi=hi)
         area = np.array([np.count_nonzero(pseudo[sl]) for sl in grid.slices()], np.float64)
         touched = np.flatnonzero(area > 0)
-        new = [i for i in touched if i not in ref_cache]
+        new = [int(i) for i in touched if i not in ref_cache]
         ref_cache.update(_window_components(ref8, grid, new, params))
         rec_c = _window_components(rec8, grid, touched, params)
         ref_arr = np.array([ref_cache[i] for i in touched], np.float64).reshape(-1, 3)
@@ -389,8 +394,8 @@ def selfcheck_field(
         "aad": "selfcheck_aad",
         "area": "selfcheck_pseudo_area",
     }
-    for k, v in names.items():
-        out[v] = sums[k] / ok_draws if ok_draws else np.full(nwin, np.nan)
+    for k, var in names.items():
+        out[var] = sums[k] / ok_draws if ok_draws else np.full(nwin, np.nan)
     out["selfcheck_draws"] = float(ok_draws)
     out["selfcheck_pseudo_area_field"] = pseudo_total / ok_draws if ok_draws else 0.0
     out["selfcheck_n_windows"] = windows_total / ok_draws if ok_draws else 0.0

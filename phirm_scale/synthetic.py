@@ -24,7 +24,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 from scipy import ndimage as ndi
@@ -60,7 +60,7 @@ def synthetic_nuclei(
     peak: float = 9000.0,
     noise: float = 1.0,
 ) -> np.ndarray:
-    """A 16-bit nuclei image: textured elliptical blobs on an uneven background, with noise.
+    """Draw a 16-bit nuclei image: textured elliptical blobs on an uneven background, with noise.
 
     Parameters
     ----------
@@ -141,7 +141,9 @@ def _fibre(mask: np.ndarray, rng: np.random.Generator, scale: float) -> None:
         y += steps * np.sin(ang + t)
         pts.append((x, y))
     arr = np.round(np.array(pts) * 16).astype(np.int32)[None]  # 4 fractional bits
-    cv2.polylines(mask, arr, isClosed=False, color=1, thickness=width, lineType=cv2.LINE_8, shift=4)
+    cv2.polylines(
+        mask, list(arr), isClosed=False, color=1, thickness=width, lineType=cv2.LINE_8, shift=4
+    )
 
 
 def _dust(mask: np.ndarray, rng: np.random.Generator, scale: float) -> None:
@@ -226,15 +228,16 @@ def artefact_channel(
     background: float = 200.0,
     noise: float = 20.0,
 ) -> np.ndarray:
-    """The artefact (CFP) channel: dim noisy background, artefacts bright and saturated."""
+    """Draw the artefact (CFP) channel: dim noisy background, artefacts bright and saturated."""
     bg = background + noise * rng.standard_normal(np.shape(intensity))
     out = bg + np.asarray(intensity, np.float64) * _U16
     return np.clip(np.rint(out), 0, _U16).astype(np.uint16)
 
 
 def fit_to_shape(image: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """Crop (top-left) or mirror-pad (``numpy.pad(mode='symmetric')``, i.e. mirrored tiling)
-    a 2-D image to ``shape``.
+    """Crop (top-left) or mirror-pad a 2-D image to ``shape``.
+
+    Padding is ``numpy.pad(mode='symmetric')``, i.e. mirrored tiling.
     """
     a = np.asarray(image)
     h, w = shape
@@ -296,7 +299,7 @@ def make_field(
 
         try:
             img = tifffile.imread(str(source))
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             raise InputError(f"{source}: unreadable TIFF ({type(exc).__name__}: {exc})") from exc
         clean = fit_to_shape(_to_u16(img, source), size)
     intensity, mask = synthetic_artefacts(size, rng=rng, density=artefacts)
@@ -393,7 +396,11 @@ def make_plate(
     """
     from phirm_scale.plate import FieldKey, create_plate, open_plate, row_name
 
-    shape = (int(size), int(size)) if np.ndim(size) == 0 else tuple(int(s) for s in size)
+    shape = (
+        (int(cast(int, size)),) * 2
+        if np.ndim(size) == 0
+        else tuple(int(s) for s in cast(Sequence[int], size))
+    )
     if len(shape) != 2 or min(shape) < 16:
         raise InputError(f"field size must be >= 16 pixels, got {size}")
     if rows < 1 or columns < 1 or fields < 1:

@@ -101,7 +101,7 @@ def _segment(img: np.ndarray, params):
 def _background(
     img: np.ndarray, fg: np.ndarray, t: float, rng: np.random.Generator, sigma: float = 15.0
 ) -> np.ndarray:
-    """A background-only image: smooth local level plus resampled residual noise (<= t)."""
+    """Make a background-only image: smooth local level plus resampled residual noise (<= t)."""
     bgmask = ~cv2.dilate(fg.astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool)
     if not bgmask.any():
         bgmask = ~fg
@@ -201,12 +201,12 @@ def _artefact_shape(rng: np.random.Generator) -> np.ndarray:
         cv2.ellipse(stamp, (s // 2, s // 2), (a, b), float(rng.uniform(0, 180)), 0, 360, 1, -1)
         return stamp
     n = int(rng.integers(2, 5))
-    pts = [np.array([0.0, 0.0])]
+    path = [np.array([0.0, 0.0])]
     ang = rng.uniform(0, 2 * np.pi)
     for _ in range(n - 1):
         ang += rng.normal(0, 0.6)
-        pts.append(pts[-1] + rng.uniform(12, 35) * np.array([np.cos(ang), np.sin(ang)]))
-    pts = np.array(pts)
+        path.append(path[-1] + rng.uniform(12, 35) * np.array([np.cos(ang), np.sin(ang)]))
+    pts = np.array(path)
     width = int(rng.integers(2, 5))
     pts -= pts.min(axis=0) - width - 1
     s = int(np.ceil(pts.max())) + width + 2
@@ -357,7 +357,7 @@ def _list_fields(fields) -> list[Path]:
 
 
 def validate_metric(fields, *, out_dir=None, limit=None, strengths=None, seed=0, plot=True):
-    """The paper's metric validation on a folder of nuclei fields.
+    """Run the paper's metric validation on a folder of nuclei fields.
 
     Each field is normalised to 8 bit with its own min/max (:func:`metric.to_uint8`),
     manipulated at graded strengths (:data:`DEFAULT_STRENGTHS`) and scored against its
@@ -413,6 +413,7 @@ def validate_metric(fields, *, out_dir=None, limit=None, strengths=None, seed=0,
         summary(df).to_csv(out / "validation_summary.csv")
         if plot:
             plot_validation(df, out / "validation.png")
+            assert first is not None  # _list_fields returned at least one field
             _plot_examples(first[1], out / "examples.png", seed=seed, title=first[0])
     return df
 
@@ -434,7 +435,7 @@ def plot_validation(df, path):
     kinds = [k for k in MANIPULATIONS if k in set(df["manipulation"])]
     fig, axes = plt.subplots(1, len(kinds), figsize=(5 * len(kinds), 4), squeeze=False)
     d = df.replace([np.inf], np.nan)
-    for ax, kind in zip(axes[0], kinds):
+    for ax, kind in zip(axes[0], kinds, strict=True):
         g = d[d.manipulation == kind].groupby("strength")
         x = np.array(sorted(g.groups))
         xs = x * 100 if kind == "artefacts_added" else x
@@ -481,7 +482,7 @@ def _plot_examples(img, path, *, seed=0, title=""):
     for kind, s in (("nuclei_removed", 4), ("nuclei_eroded", 2), ("artefacts_added", 0.01)):
         panels.append((f"{kind} {s:g}", manipulate(img, kind, s, seed=seed)))
     fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.4))
-    for ax, (t, im) in zip(axes, panels):
+    for ax, (t, im) in zip(axes, panels, strict=True):
         ax.imshow(im, cmap="gray", vmin=0, vmax=255)
         ax.set_title(t, fontsize=9)
         ax.axis("off")
