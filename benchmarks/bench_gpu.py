@@ -111,11 +111,11 @@ def real_tiles(path, size, n):
         t = np.load(path)["tiles"][:n].astype(np.float32) / 255
         if t.shape[-1] != size:
             import torch
-            import torch.nn.functional as F
+            from torch.nn import functional
 
-            t = F.interpolate(torch.from_numpy(t[:, None]), size=(size, size), mode="area")[
-                :, 0
-            ].numpy()
+            t = functional.interpolate(
+                torch.from_numpy(t[:, None]), size=(size, size), mode="area"
+            )[:, 0].numpy()
         return t[:, None]
     folder = Path(path) if path else SHARED
     files = sorted(folder.glob("*.tif")) if folder.is_dir() else []
@@ -156,7 +156,7 @@ def main():
     )
     ap.add_argument("--out", default=None, help="also write the JSON here")
     args = ap.parse_args()
-    T0 = time.perf_counter()
+    t_start = time.perf_counter()
     cuda = torch.cuda.is_available()
     if not cuda:
         torch.set_num_threads(os.cpu_count() or 1)
@@ -192,7 +192,10 @@ def main():
         else f"CPU ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)",
         "note": None
         if cuda
-        else "no CUDA: the same paths on the CPU at a small size (narrow networks, small tiles and fields)",
+        else (
+            "no CUDA: the same paths on the CPU at a small size "
+            "(narrow networks, small tiles and fields)"
+        ),
         "torch": torch.__version__,
         "cpus": os.cpu_count(),
         "tile": tile,
@@ -204,12 +207,12 @@ def main():
     }
 
     def left():
-        return args.budget - (time.perf_counter() - T0)
+        return args.budget - (time.perf_counter() - t_start)
 
     def dump():
         """Write what has been measured so far (a run killed later keeps it)."""
         if args.out:
-            res["total_seconds"] = round(time.perf_counter() - T0, 1)
+            res["total_seconds"] = round(time.perf_counter() - t_start, 1)
             Path(args.out).write_text(json.dumps(res) + "\n")
 
     rng = np.random.default_rng(0)
@@ -251,7 +254,7 @@ def main():
         )
         tb = min(16 if cuda else 4, len(train_tiles))
 
-        def load(j):
+        def load(j, tb=tb):
             g = np.random.default_rng([1, j])
             idx = g.choice(len(train_tiles), tb, replace=False)
             x = train_tiles[idx]
@@ -350,12 +353,18 @@ def main():
         gen_inputs[name] = (m32, x, h)
         # -- the model call, numpy in and out (EdgeConnect: Canny on the device)
         r["model_call_tiles_per_s"] = rate(
-            lambda: m32(x, h.astype(np.float32), batch_size=bs), bs, secs, warmup=1
+            lambda m32=m32, x=x, h=h: m32(x, h.astype(np.float32), batch_size=bs),
+            bs,
+            secs,
+            warmup=1,
         )
         if name == "edgeconnect" and cuda:
             sk = m32.with_options(canny="skimage")
             r["model_call_skimage_canny_tiles_per_s"] = rate(
-                lambda: sk(x, h.astype(np.float32), batch_size=bs), bs, secs, warmup=1
+                lambda sk=sk, x=x, h=h: sk(x, h.astype(np.float32), batch_size=bs),
+                bs,
+                secs,
+                warmup=1,
             )
         # -- one field
         for frac in (0.01, 0.05):
@@ -465,7 +474,7 @@ def main():
                 except Exception as exc:  # noqa: BLE001 - report, do not lose the run
                     r[f"generator_{label}_error"] = f"{type(exc).__name__}: {str(exc)[:200]}"
                 r["compile_and_time_s"] = round(time.perf_counter() - t, 1)
-    res["total_seconds"] = round(time.perf_counter() - T0, 1)
+    res["total_seconds"] = round(time.perf_counter() - t_start, 1)
     text = json.dumps(res)
     if args.out:
         Path(args.out).write_text(text + "\n")

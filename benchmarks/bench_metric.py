@@ -16,11 +16,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import cv2  # noqa: E402
-from _fields import real_fields_u8  # noqa: E402
+import cv2
+from _fields import real_fields_u8
 
-from phirm_scale.metric import PhirmParams, components  # noqa: E402
-from phirm_scale.reference_impl import paper_components, published_components  # noqa: E402
+from phirm_scale.metric import PhirmParams, components
+from phirm_scale.reference_impl import paper_components, published_components
 
 
 def per_field_ms(fn, fields, repeat):

@@ -361,7 +361,7 @@ def draws(out: Path, *, plate: str = "p2", n_fields: int = 24, seeds: int = 3) -
     telea = get_model("telea")
     fields = _load(out)[plate][:n_fields]
     prepared = []
-    for key, data in fields:
+    for _key, data in fields:
         holes = saturation_mask(data[0], dilation=2)
         prepared.append((data[0], holes, inpaint_field(data[0], holes, telea)))
     res = {}

@@ -251,7 +251,7 @@ def http_server():
     """A local web server: something listening that is not a Dask scheduler."""
 
     class Handler(BaseHTTPRequestHandler):
-        def do_GET(self):  # noqa: N802
+        def do_GET(self):  # the name http.server calls
             self.send_response(200)
             self.end_headers()
 

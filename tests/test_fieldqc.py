@@ -67,7 +67,9 @@ def test_power_spectrum_by_hand():
     x = [math.log(r) for r in (2, 3, 4)]
     y = [math.log(hand[r]) for r in (2, 3, 4)]
     xm, ym = sum(x) / 3, sum(y) / 3
-    slope = sum((a - xm) * (b - ym) for a, b in zip(x, y)) / sum((a - xm) ** 2 for a in x)
+    slope = sum((a - xm) * (b - ym) for a, b in zip(x, y, strict=True)) / sum(
+        (a - xm) ** 2 for a in x
+    )
     assert fieldqc.power_log_log_slope(img) == pytest.approx(slope, rel=1e-9)
 
 

@@ -26,7 +26,7 @@ def hand_dilate(mask, r):
     """Dilation by shifting the mask under every offset of the disk (no library call)."""
     out = np.zeros(mask.shape, bool)
     h, w = mask.shape
-    for dy, dx in zip(*np.nonzero(hand_disk(r))):
+    for dy, dx in zip(*np.nonzero(hand_disk(r)), strict=True):
         dy, dx = dy - r, dx - r
         src = mask[max(0, -dy) : h - max(0, dy), max(0, -dx) : w - max(0, dx)]
         out[max(0, dy) : h - max(0, -dy), max(0, dx) : w - max(0, -dx)] |= src

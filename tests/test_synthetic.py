@@ -102,11 +102,13 @@ def test_from_fields_real_data(tmp_path):
 
 @settings(max_examples=30, deadline=None)
 @given(st.integers(1, 9), st.integers(1, 9), st.integers(1, 30), st.integers(1, 30))
-def test_fit_to_shape(h, w, H, W):
+def test_fit_to_shape(h, w, out_h, out_w):
     a = np.arange(h * w).reshape(h, w)
-    out = fit_to_shape(a, (H, W))
-    assert out.shape == (H, W)
-    np.testing.assert_array_equal(out[: min(h, H), : min(w, W)], a[: min(h, H), : min(w, W)])
+    out = fit_to_shape(a, (out_h, out_w))
+    assert out.shape == (out_h, out_w)
+    np.testing.assert_array_equal(
+        out[: min(h, out_h), : min(w, out_w)], a[: min(h, out_h), : min(w, out_w)]
+    )
     assert set(np.unique(out)) <= set(a.ravel())
 
 

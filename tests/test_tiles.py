@@ -83,7 +83,7 @@ def test_cut_tiles_normalises_each_tile():
     assert tiles.dtype == np.uint8 and tiles.shape == (9, 32, 32)
     assert pos.tolist()[:3] == [[0, 0], [0, 32], [0, 58]]
     assert not tiles[0].any()
-    for t, (y, x) in zip(tiles, pos):
+    for t, (y, x) in zip(tiles, pos, strict=True):
         np.testing.assert_array_equal(t, to_uint8(img[y : y + 32, x : x + 32]))
         if t.any():
             assert t.min() == 0 and t.max() == 255
@@ -100,7 +100,7 @@ def test_split_wells_partitions(n, seed, fr):
     s = split_wells(wells, fr, seed=seed)
     got = s["train"] + s["val"] + s["test"]
     assert sorted(got) == wells  # each well exactly once
-    for name, f in zip(("train", "val", "test"), fr):
+    for name, f in zip(("train", "val", "test"), fr, strict=True):
         if f == 0:
             assert s[name] == []
         elif n >= sum(v > 0 for v in fr):
