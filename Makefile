@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 TORCH_PIN ?= torch==2.13.0
 
-.PHONY: install test slurm-up slurm-down demo bench clean
+.PHONY: install test lint slurm-up slurm-down demo bench clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -25,6 +25,15 @@ install: $(VENV)/.installed
 test: install
 	-scripts/slurm-local-up
 	$(BIN)/python -m pytest -q tests
+
+# ruff (lint + format) and mypy, configured in pyproject.toml; the same checks as the
+# pre-commit hooks (.pre-commit-config.yaml). The Python sources only: the README's examples
+# are aligned by hand.
+LINT_PATHS := phirm_scale tests benchmarks scripts
+lint: install
+	$(BIN)/ruff check $(LINT_PATHS)
+	$(BIN)/ruff format --check $(LINT_PATHS)
+	$(BIN)/mypy
 
 slurm-up:
 	scripts/slurm-local-up
