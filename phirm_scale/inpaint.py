@@ -11,6 +11,9 @@ comes out with only its hole pixels replaced, bit for bit equal to the input els
 * Overlapping predictions are blended with a weight that falls linearly to the tile borders
   (so seams get the prediction of the tile that saw most context), then rounded and clipped to
   the field's dtype.
+* The cut (:func:`cut_hole_tiles`: one gather of a sliding-window view) and the blend
+  (:func:`blend_hole_tiles`: one ``bincount`` over the tiles' hole pixels) work on all hole
+  tiles of a field at once, equal bit for bit to a loop over the tiles.
 * A model with ``whole_field = True`` (OpenCV's Telea and Navier-Stokes) gets the whole field
   in one call instead, seamless: uint8/uint16 fields straight through its
   ``inpaint_integer`` (``cv2.inpaint`` on the raw field, as fast as calling it directly),
