@@ -516,7 +516,11 @@ def selfcheck_reason(d) -> str:
     """Say in one sentence why a field was flagged by the reference-free QC."""
     parts = []
     code = int(np.nan_to_num(d["flag"].values))
-    sc = float(d["field_selfcheck_phirm_mean"].values)
+    sc = (
+        float(d["field_selfcheck_phirm_mean"].values)
+        if "field_selfcheck_phirm_mean" in d
+        else float("nan")
+    )
     thr = float(d["flag"].attrs.get("selfcheck_threshold", 0.9))
     res_thr = float(d["flag"].attrs.get("residual_threshold", 50))
     if code & 1:
@@ -577,7 +581,8 @@ def write_screen_report(
     )
     # without a reference the fields are flagged by the self-check and the residual
     # artefact (``flag``); PhIRM against the damaged source would flag every restoration
-    selfcheck = "flag" in ds and "field_selfcheck_phirm_mean" in ds
+    flagmode = "flag" in ds
+    selfcheck = flagmode and "field_selfcheck_phirm_mean" in ds
     order = (
         ds["field_selfcheck_phirm_mean"].transpose("plate", "row", "column", "field").values
         if selfcheck
@@ -585,7 +590,7 @@ def write_screen_report(
     )
     flags = (
         np.nan_to_num(ds["flag"].transpose("plate", "row", "column", "field").values)
-        if selfcheck
+        if flagmode
         else None
     )
     flagged = []
@@ -605,7 +610,7 @@ def write_screen_report(
     rows_html = []
     for n, (v, p, r, c, f) in enumerate(flagged):
         d = ds.sel(plate=p, row=r, column=c, field=f)
-        if selfcheck:
+        if flagmode:
             code = int(np.nan_to_num(d["flag"].values))
             for bit, name in ((1, "self-check"), (2, "residual artefact"), (4, "not checked")):
                 if code & bit:
@@ -629,13 +634,13 @@ def write_screen_report(
         rows_html.append(
             f"<tr><td>{esc(p)}</td><td>{esc(r + c)}</td><td>{f}</td>"
             f"<td>{_fmt(v) if v >= 0 else '–'}</td>"
-            f"<td>{esc(selfcheck_reason(d) if selfcheck else flag_reason(d))}{img}</td></tr>"
+            f"<td>{esc(selfcheck_reason(d) if flagmode else flag_reason(d))}{img}</td></tr>"
         )
     reasons = (
         ", ".join(
             f"{n} by the {t}" for t, n in why_counts.items() if n and t not in ("ncd", "nad", "aad")
         )
-        if selfcheck
+        if flagmode
         else ", ".join(f"{n} mostly by {t.upper()}" for t, n in why_counts.items() if n)
     )
     area = (
@@ -649,6 +654,9 @@ def write_screen_report(
         "after restoration; there is no reference, so PhIRM against the damaged source is "
         "not used to flag"
         if selfcheck
+        else f"more than {res_thr:g} px of artefact left after restoration; there is no "
+        "reference and no self-check"
+        if flagmode
         else f"mean PhIRM below {thr:g}"
     )
     plain = (

@@ -579,8 +579,14 @@ def _selfcheck_screen(plan: ScreenPlan, qcs: dict, spec, stages: dict, progress:
     if not with_holes:
         plan.warnings.append(
             "self-check not run: no field of the screen has an artefact mask to shape "
-            "pseudo-holes from (nothing was restored, so there is nothing to verify)"
+            "pseudo-holes from (nothing was restored, so there is nothing to verify); the "
+            "reference-free field checks (image quality, residual artefact) were made"
         )
+        for p in plan.plates:  # image quality and residual artefact still mean something
+            with _timed(stages, "selfcheck", p.n_fields):
+                qcs[p.name] = _fieldchecks_kept(
+                    qcs[p.name], p, plan, cluster=spec, progress=progress
+                )
         return
     for p in plan.plates:
         own = p in with_holes
@@ -841,6 +847,79 @@ def _score_kept(plate_path: Path, inpainted: Path, folder: Path, s: dict, *, clu
     )
 
 
+@dataclass(frozen=True)
+class FieldCheckTask:
+    """Reference-free checks of a few fields (:func:`phirm_scale.fieldqc.field_checks`)."""
+
+    source: str
+    channel: str
+    restored: str
+    keys: tuple
+    params: Any
+
+
+def _fieldchecks_and_keep(t: KeptTask) -> list[dict]:
+    from phirm_scale import fieldqc
+    from phirm_scale.plate import open_field_view
+
+    task = t.task
+    out = []
+    for key, f in zip(task.keys, t.files, strict=True):
+        rec = open_field_view(task.restored, key)
+        name = f"{task.source}/{key.path}"
+        r = fieldqc.field_checks(
+            open_field_view(task.source, key).read_field(key, task.channel),
+            rec.read_field(key, task.channel),
+            rec.read_label(key, MASK_LABEL) > 0,  # the mask the inpainting filled
+            params=task.params,
+            name=name,
+        )
+        _save_result(Path(f), r)
+        out.append(r)
+    return out
+
+
+def _fieldchecks_kept(ds, p: PlateSource, plan: ScreenPlan, *, cluster, progress):
+    """Reference-free field checks (no self-check) of plate ``p``, kept per field."""
+    from phirm_scale import fieldqc, qc
+    from phirm_scale.metric import PhirmParams
+    from phirm_scale.plate import FieldKey, open_plate
+    from phirm_scale.stages._runner import run_tasks
+
+    s = plan.settings
+    inpainted = p.inpainted_path(plan.out)
+    keys = [FieldKey(*k) for k in open_plate(inpainted).fields]
+    folder = plan.out / _WORK / f"fieldqc_{p.name}"
+    folder.mkdir(parents=True, exist_ok=True)
+    results = _kept(folder, keys)
+    todo = [k for k in keys if k not in results]
+    if todo:
+        params = PhirmParams.for_mode(s["mode"])
+        src = str(p.plate_path(plan.out).resolve())
+        tasks = [
+            KeptTask(
+                FieldCheckTask(src, s["channel"], str(inpainted.resolve()), (k,), params),
+                (str(_field_file(folder, k)),),
+            )
+            for k in todo
+        ]
+        done = run_tasks(
+            _fieldchecks_and_keep,
+            tasks,
+            cluster=cluster,
+            progress=progress,
+            description="field checks",
+        )
+        for t, res in zip(tasks, done, strict=True):
+            results.update(zip(t.task.keys, res, strict=True))
+    ds = qc.add_field_results(ds, results, fieldqc.CHECK_VARIABLES)
+    return qc.flag_fields(
+        ds,
+        selfcheck_threshold=float(s["threshold"]),
+        residual_threshold=float(s["residual_threshold"]),
+    )
+
+
 def _selfcheck_kept(ds, p: PlateSource, pool_plate: Path, plan: ScreenPlan, *, cluster, progress):
     """Add the self-check and reference-free field checks to plate ``p``'s QC.
 
@@ -974,7 +1053,13 @@ def _finish(
         "plates": len(rows),
         "fields": n_fields,
         "fields_flagged": sum(r["fields_flagged"] for r in rows),
-        "flagged_by": "self-check and residual artefact" if "flag" in ds else "PhIRM",
+        "flagged_by": (
+            "self-check and residual artefact"
+            if "selfcheck_phirm" in ds
+            else "residual artefact"
+            if "flag" in ds
+            else "PhIRM"
+        ),
         "restored_px": int(np.nansum(ds[RESTORED_AREA].values)) if RESTORED_AREA in ds else None,
         "phirm_mean": round(float(np.nanmean(ds["field_phirm_mean"].values)), 6)
         if n_fields

@@ -116,11 +116,13 @@ def run_cmd(
             [[r[c] for c in cols] for r in summary["plates"]],
             title=f"screen {summary['out']}: {summary['screen']['fields']} fields, "
             f"{summary['screen']['fields_flagged']} flagged ("
-            + (
-                f"mean PhIRM < {summary['screen']['threshold']:g}"
-                if summary["screen"]["flagged_by"] == "PhIRM"
-                else f"self-check PhIRM < {summary['screen']['threshold']:g} or residual "
-                "artefact > 50 px"
+            + {
+                "PhIRM": f"mean PhIRM < {summary['screen']['threshold']:g}",
+                "residual artefact": "residual artefact > 50 px",
+            }.get(
+                summary["screen"]["flagged_by"],
+                f"self-check PhIRM < {summary['screen']['threshold']:g} or residual "
+                "artefact > 50 px",
             )
             + ")",
         )
