@@ -306,6 +306,10 @@ def _write_report(ds, out: Path, worst: int) -> Path:
     ]
     if "masked_fraction_mean" in plate:
         summary.append(("masked fraction mean", plate["masked_fraction_mean"].values))
+    if "plate_selfcheck_phirm_mean" in ds:
+        summary.append(("self-check PhIRM mean", ds["plate_selfcheck_phirm_mean"].values))
+        summary.append(("self-check PhIRM 5th percentile", ds["plate_selfcheck_phirm_p05"].values))
+    flagged_html = _flagged_section(ds)
     inputs = [
         (k, ds.attrs[k])
         for k in (
@@ -335,6 +339,7 @@ text-align:left}}img{{max-width:100%;height:auto}}</style></head><body>
 <h2>Plate summary</h2><table>{tr}</table>
 <h2>Plate heatmap</h2><img src="heatmap.png" alt="mean PhIRM per well">
 <h2>PhIRM per window</h2><img src="histogram.png" alt="histogram of PhIRM per window">
+{flagged_html}
 <h2>Worst fields</h2>
 <p>{note}</p>
 <table><tr><th>well</th><th>field</th><th>mean PhIRM</th><th>min PhIRM</th>
@@ -345,6 +350,37 @@ text-align:left}}img{{max-width:100%;height:auto}}</style></head><body>
     index = out / "index.html"
     index.write_text(page, encoding="utf-8")
     return index
+
+
+def _flagged_section(ds) -> str:
+    """Return the reference-free QC's flagged fields (``flag``, `score --self-check`) as HTML.
+
+    Empty when the QC has no ``flag``; otherwise every flagged field with a sentence of why.
+    """
+    if "flag" not in ds:
+        return ""
+    from phirm_scale.qc import flagged_fields
+
+    a = ds["flag"].attrs
+    rule = (
+        f"mean self-check PhIRM below {float(a.get('selfcheck_threshold', 0.9)):g}, or more "
+        f"than {float(a.get('residual_threshold', 50)):g} px of artefact left after restoration"
+    )
+    rows = []
+    for r, c, f, _code in flagged_fields(ds):
+        d = ds.sel(row=r, column=c, field=f)
+        rows.append(
+            f"<tr><td>{html.escape(r + c)}</td><td>{f}</td>"
+            f"<td>{html.escape(selfcheck_reason(d))}</td></tr>"
+        )
+    n = int(np.sum(ds["flag"].notnull().values))
+    return (
+        f"<h2>Flagged fields, reference-free QC ({len(rows)} of {n})</h2>"
+        f"<p>Every field flagged by the self-check or the residual artefact ({rule}).</p>"
+        "<table><tr><th>well</th><th>field</th><th>why</th></tr>"
+        + ("".join(rows) or "<tr><td colspan=3>none</td></tr>")
+        + "</table>"
+    )
 
 
 # ============================================================================ screen report

@@ -128,3 +128,30 @@ def test_thumbnails_contrast_stretched_with_alt_text(qc_store, tmp_path):
     assert len(imgs) == 4
     assert all(re.search(r'alt="[^"]{10,}"', i) for i in imgs), imgs
     assert "1-99.5" in page
+
+
+def test_standalone_report_lists_reference_free_flags(qc_store, tmp_path):
+    """A QC with the reference-free flags (`score --self-check`): the report lists every
+    flagged field with why, hand-built flags and values."""
+    _, ds, _ = qc_store
+    ds = ds.copy()
+    dims = ("row", "column", "field")
+    shape = tuple(ds.sizes[d] for d in dims)
+    flag = np.zeros(shape)
+    flag[1, 2, 0] = 2  # B03: residual artefact
+    flag[0, 1, 0] = 1  # A02: self-check below threshold
+    resid = np.zeros(shape)
+    resid[1, 2, 0] = 123
+    sc = np.full(shape, 0.97)
+    sc[0, 1, 0] = 0.812
+    ds["flag"] = (dims, flag, {"selfcheck_threshold": 0.9, "residual_threshold": 50.0})
+    ds["residual_artefact_area"] = (dims, resid)
+    ds["field_selfcheck_phirm_mean"] = (dims, sc)
+    page = write_report(ds, tmp_path / "rep", worst=1).read_text()
+    assert "Flagged fields, reference-free QC (2 of 6)" in page
+    b03 = page.index("<td>B03</td><td>0</td>")
+    a02 = page.index("<td>A02</td><td>0</td>")
+    assert "123 px of artefact left" in page[b03 : b03 + 400]
+    assert "self-check PhIRM 0.812 &lt; 0.9" in page[a02 : a02 + 400]
+    # a QC without flags has no such section
+    assert "reference-free QC" not in write_report(qc_store[1], tmp_path / "r2").read_text()
