@@ -33,7 +33,7 @@ def main():
     import cv2
     import torch
 
-    from phirm_scale.inpaint import hole_tiles, inpaint_field, tile_starts
+    from phirm_scale.inpaint import hole_tiles, inpaint_field, overlap_tile_starts
     from phirm_scale.models import get_model
     from phirm_scale.synthetic import make_field
 
@@ -52,7 +52,7 @@ def main():
     )
     field = data[0]
     hole = mask.astype(np.uint8)
-    grid = len(tile_starts(args.size, args.tile, args.overlap)) ** 2
+    grid = len(overlap_tile_starts(args.size, args.tile, args.overlap)) ** 2
     with_holes = len(hole_tiles(hole, args.tile, args.overlap))
 
     telea = get_model("telea")
@@ -76,7 +76,7 @@ def main():
     every[0, 0] = 0
 
     def all_tiles():
-        ys = tile_starts(args.size, args.tile, args.overlap)
+        ys = overlap_tile_starts(args.size, args.tile, args.overlap)
         tiles = np.stack([field[y : y + args.tile, x : x + args.tile] for y in ys for x in ys])
         t = (tiles.astype(np.float32) / 65535.0)[:, None]
         m = np.stack([hole[y : y + args.tile, x : x + args.tile] for y in ys for x in ys])[

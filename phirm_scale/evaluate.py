@@ -31,7 +31,7 @@ __all__ = [
     "format_table",
     "parse_checkpoints",
     "plot_phirm_by_mask",
-    "summarize",
+    "summarise",
     "tile_masks",
 ]
 
@@ -244,7 +244,7 @@ def evaluate(
         One row per model x mask family x tile: ``model``, ``mask``, ``tile``, ``well``,
         ``hole_fraction``, ``phirm``, ``phirm_reference``, ``ncd``, ``nad``, ``aad``,
         ``psnr``, ``ssim``, the reference/reconstruction components, ``checkpoint_hash``
-        and ``seconds`` (model time per tile in its batch).  :func:`summarize` makes the
+        and ``seconds`` (model time per tile in its batch).  :func:`summarise` makes the
         table.
 
     Raises
@@ -376,7 +376,7 @@ def evaluate(
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         df.to_csv(out / "evaluation_tiles.csv", index=False)
-        summarize(df).to_csv(out / "evaluation.csv", index=False)
+        summarise(df).to_csv(out / "evaluation.csv", index=False)
         (out / "table.txt").write_text(format_table(df) + "\n")
         plot_phirm_by_mask(df, out / "phirm_by_mask.png")
         for spec, ex in examples.items():
@@ -408,7 +408,7 @@ def _safe(spec: str) -> str:
     return spec.replace(":", "_").replace("+", "_")
 
 
-def summarize(df):
+def summarise(df):
     """Summarise the experiment: one row per model x mask family (in run order).
 
     Columns: ``model``, ``mask``, ``n``, ``hole_pct`` (mean hole area, %), ``phirm``
@@ -439,7 +439,7 @@ def summarize(df):
 
 def format_table(df) -> str:
     """Format the results for printing: the summary, then PhIRM (paper mode) per model x mask."""
-    s = summarize(df)
+    s = summarise(df)
     long = s.to_string(
         index=False, float_format=lambda v: f"{v:.3f}" if math.isfinite(v) else str(v)
     )
@@ -459,7 +459,7 @@ def plot_phirm_by_mask(df, path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    s = summarize(df)
+    s = summarise(df)
     models = list(dict.fromkeys(s.model))
     fams = list(dict.fromkeys(s["mask"]))
     d = df.replace([np.inf], np.nan)

@@ -23,6 +23,7 @@ import numpy as np
 
 from phirm_scale import metric
 from phirm_scale.errors import InputError
+from phirm_scale.validation import check_image
 
 __all__ = [
     "CHECK_VARIABLES",
@@ -102,14 +103,7 @@ def flag_code(
 
 
 def _field(image, name: str) -> np.ndarray:
-    a = np.asarray(image)
-    if a.ndim != 2 or a.size == 0:
-        raise InputError(f"{name}: expected a non-empty 2-D image, got shape {a.shape}")
-    if a.dtype.kind not in "uifb":
-        raise InputError(f"{name}: unsupported dtype {a.dtype}")
-    if a.dtype.kind == "f" and not np.isfinite(a).all():
-        raise InputError(f"{name}: image contains NaN or infinite values")
-    return a
+    return check_image(image, name)
 
 
 def _unit_scale(a: np.ndarray) -> float:
@@ -267,9 +261,7 @@ def known_range(source, holes, *, margin: int = 4, name: str = "field") -> tuple
 
 def masked_fraction(holes, *, name: str = "holes") -> float:
     """Fraction of the field's pixels that are holes (nonzero)."""
-    m = np.asarray(holes)
-    if m.ndim != 2 or m.size == 0:
-        raise InputError(f"{name}: expected a non-empty 2-D mask, got shape {m.shape}")
+    m = check_image(holes, name, what="mask")
     return float(np.count_nonzero(m) / m.size)
 
 

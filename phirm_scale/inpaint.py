@@ -36,9 +36,10 @@ from numpy.typing import NDArray
 
 from phirm_scale.errors import InputError
 from phirm_scale.grid import grid_starts
+from phirm_scale.validation import check_image, check_same_shape
 
 __all__ = [
-    "tile_starts",
+    "overlap_tile_starts",
     "hole_tiles",
     "inpaint_field",
     "InpaintStats",
@@ -56,11 +57,13 @@ BoolArray = NDArray[np.bool_]
 T = TypeVar("T", bound=np.generic)
 
 
-def tile_starts(length: int, tile: int, overlap: int = 0) -> list[int]:
-    """Start offsets of tiles of size ``tile`` covering ``length``.
+def overlap_tile_starts(length: int, tile: int, overlap: int = 0) -> list[int]:
+    """Start offsets of inpainting tiles of size ``tile`` covering ``length``.
 
-    Tiles overlap by at least ``overlap`` px; the last tile ends at the border. ``[0]`` when
-    ``length <= tile``.
+    Tiles overlap by at least ``overlap`` px (blended); the last tile ends at the border.
+    ``[0]`` when ``length <= tile`` (a short axis is padded to one tile). Unlike
+    :func:`phirm_scale.tiles.tile_starts` (training tiles by ``stride``, which refuses an axis
+    shorter than a tile), this takes the overlap and never refuses a short axis.
 
     Parameters
     ----------
@@ -93,12 +96,12 @@ def hole_tiles(mask: np.ndarray, tile: int, overlap: int = 0) -> list[tuple[int,
     Returns
     -------
     list of (int, int)
-        ``(y0, x0)`` of each such tile, row-major over the grid of :func:`tile_starts` (a
+        ``(y0, x0)`` of each such tile, row-major over the grid of :func:`overlap_tile_starts` (a
         field smaller than a tile has the one tile ``(0, 0)``).
     """
     hole = np.asarray(mask) > 0
-    ys = np.array(tile_starts(hole.shape[0], tile, overlap), dtype=np.int64)
-    xs = np.array(tile_starts(hole.shape[1], tile, overlap), dtype=np.int64)
+    ys = np.array(overlap_tile_starts(hole.shape[0], tile, overlap), dtype=np.int64)
+    xs = np.array(overlap_tile_starts(hole.shape[1], tile, overlap), dtype=np.int64)
     return [(int(ys[i]), int(xs[j])) for i, j in np.argwhere(_window_any(hole, ys, xs, tile))]
 
 
@@ -224,7 +227,7 @@ def cut_hole_tiles(image: np.ndarray, hole: np.ndarray, tile: int, overlap: int)
     hole : (M, N) bool ndarray
         Hole mask (True = hole); not all True.
     tile, overlap : int
-        Tile size and overlap in pixels (the grid of :func:`tile_starts`).
+        Tile size and overlap in pixels (the grid of :func:`overlap_tile_starts`).
 
     Returns
     -------
@@ -382,22 +385,17 @@ def inpaint_field(
     ndarray of the input's dtype and shape (and the stats when asked). Pixels outside the
     mask are equal to the input; a mask without holes returns a copy of the input.
     """
-    image = np.asarray(image)
+    image = check_image(image, "inpaint_field", what="field", allow_empty=True, kinds=None)
     hole = np.asarray(mask) > 0
-    if image.ndim != 2:
-        raise InputError(f"expected a 2-D field, got shape {image.shape}")
-    if hole.shape != image.shape:
-        raise InputError(f"mask shape {hole.shape} differs from field shape {image.shape}")
-    if np.issubdtype(image.dtype, np.floating) and not np.all(np.isfinite(image)):
-        raise InputError("field contains NaN or infinite values")
+    check_same_shape(image, hole, "inpaint_field", what=("field", "mask"))
     if batch_size < 1:
         raise InputError(f"batch_size must be >= 1, got {batch_size}")
     fh, fw = image.shape
     out = image.copy()
     n_hole = int(np.count_nonzero(hole))
     if n_hole == 0:
-        grid = len(tile_starts(max(fh, tile), tile, overlap)) * len(
-            tile_starts(max(fw, tile), tile, overlap)
+        grid = len(overlap_tile_starts(max(fh, tile), tile, overlap)) * len(
+            overlap_tile_starts(max(fw, tile), tile, overlap)
         )
         stats = InpaintStats(grid, 0, 0)
         return (out, stats) if return_stats else out
@@ -460,7 +458,7 @@ def _tiled(
         preds.append(p)
     pred = preds[0] if len(preds) == 1 else np.concatenate(preds)
     filled = blend_hole_tiles(tiles, pred, hole, tile, overlap)
-    grid = len(tile_starts(max(fh, tile), tile, overlap)) * len(
-        tile_starts(max(fw, tile), tile, overlap)
+    grid = len(overlap_tile_starts(max(fh, tile), tile, overlap)) * len(
+        overlap_tile_starts(max(fw, tile), tile, overlap)
     )
     return filled, InpaintStats(grid, len(tiles), n_hole)

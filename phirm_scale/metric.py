@@ -59,6 +59,7 @@ import numpy as np
 import numpy.typing as npt
 
 from phirm_scale.errors import InputError
+from phirm_scale.validation import check_image
 
 __all__ = [
     "PhirmParams",
@@ -66,7 +67,7 @@ __all__ = [
     "Score",
     "to_uint8",
     "as_uint8",
-    "otsu_threshold",
+    "otsu_threshold_u8",
     "components",
     "label_components",
     "ComponentLabels",
@@ -86,7 +87,7 @@ class PhirmParams:
     Parameters
     ----------
     otsu_factor : float
-        The foreground is ``image > otsu_factor * otsu_threshold(image)`` (paper 1.0,
+        The foreground is ``image > otsu_factor * otsu_threshold_u8(image)`` (paper 1.0,
         published code 1.1).
     min_area : int
         Components with fewer pixels are dropped (paper: "less than 50 px" -> 50; the
@@ -212,16 +213,6 @@ class Score:
         return out
 
 
-# --------------------------------------------------------------------------- input checks
-def _check_2d(image: np.ndarray, name: str) -> np.ndarray:
-    image = np.asarray(image)
-    if image.ndim != 2:
-        raise InputError(f"{name}: expected a 2-D image, got shape {image.shape}")
-    if image.size == 0:
-        raise InputError(f"{name}: empty image of shape {image.shape}")
-    return image
-
-
 def as_uint8(image: np.ndarray, *, name: str = "image") -> np.ndarray:
     """Check that ``image`` is a 2-D 8-bit image and return it as ``uint8``.
 
@@ -230,7 +221,7 @@ def as_uint8(image: np.ndarray, *, name: str = "image") -> np.ndarray:
     NaN included, raises :class:`~phirm_scale.errors.InputError` naming ``name``.  Use
     :func:`to_uint8` to normalise images of other ranges.
     """
-    image = _check_2d(image, name)
+    image = check_image(image, name, finite=False, kinds=None)  # dtype and NaN below
     if image.dtype == np.uint8:
         return image
     if image.dtype == np.bool_:
@@ -328,10 +319,13 @@ def _otsu_from_hist(counts: np.ndarray) -> int:
     return int(centers[int(np.argmax(variance12))])
 
 
-def otsu_threshold(image_u8: np.ndarray) -> int:
+def otsu_threshold_u8(image_u8: np.ndarray) -> int:
     """Otsu threshold of an 8-bit image, equal to :func:`skimage.filters.threshold_otsu`.
 
-    A constant image returns its value.
+    An integer grey level; when the between-class variance has a plateau (an empty gap
+    between two modes) the lowest level of the plateau, as skimage. PhIRM uses this one.
+    :func:`phirm_scale.masks.otsu_threshold_midgap` (artefact masks, any dtype) takes the
+    middle of such a gap instead. A constant image returns its value.
     """
     img = as_uint8(image_u8)
     counts = cv2.calcHist([np.ascontiguousarray(img)], [0], None, [256], [0, 256]).ravel()
@@ -386,7 +380,7 @@ def label_components(
     """
     params = params or PhirmParams()
     img = as_uint8(image_u8, name=name)
-    t = float(otsu_threshold(img)) * params.otsu_factor
+    t = float(otsu_threshold_u8(img)) * params.otsu_factor
     fg = img > t
     n, labels, stats = _label(fg, params.connectivity)
     area = stats[:, cv2.CC_STAT_AREA].astype(np.int64)

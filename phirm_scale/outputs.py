@@ -5,8 +5,8 @@ Three rules keep a user's data safe:
 1. **Never write onto an input.** An output equal to, inside, or containing any input of the
    run is refused (:func:`check_not_input`).
 2. **Only replace what this command made.** Every store a command writes carries a marker,
-   ``attrs["phirm_scale"]["command"]``; ``--overwrite`` replaces an existing output only when
-   it carries the marker of the *same* command (:func:`existing_output`,
+   ``attrs[ATTRS_KEY]["command"]`` (:data:`phirm_scale.plate.ATTRS_KEY`); ``--overwrite``
+   replaces an existing output only when it carries the marker of the *same* command (:func:`existing_output`,
    :func:`remove_output`). Plates, TIFF folders, other commands' stores, foreign stores and
    non-empty foreign folders are refused with one line.
 3. **One writer per output.** A run holds an exclusive lock file ``<output>.lock`` (host, PID,
@@ -14,8 +14,9 @@ Three rules keep a user's data safe:
    refused naming the holder; a lock left by a killed run (same host, PID not alive) is taken
    over with a logged line.
 
-Whole-store outputs (QC store, tile store) are written to ``<output>.partial`` and renamed
-(:func:`atomic_store`), so a failed write never leaves a half store under the output name.
+Whole-store and whole-file outputs (QC store, tile store, tables, ``run.json``) are written to
+``<output>.partial`` and renamed (:func:`atomic_store`), so a failed write never leaves a half
+output under the output name.
 """
 
 from __future__ import annotations
@@ -32,9 +33,9 @@ from pathlib import Path
 from typing import Any, cast
 
 from phirm_scale.errors import OutputError
+from phirm_scale.plate import ATTRS_KEY
 
 __all__ = [
-    "MARKER_KEY",
     "check_not_input",
     "store_command",
     "existing_output",
@@ -53,14 +54,12 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-#: Key of this project's attributes in every store it writes (= ``plate.ATTRS_KEY``).
-MARKER_KEY = "phirm_scale"
 
 # Stores written before the explicit marker existed: recognised by their provenance key.
 _LEGACY = {
-    "convert": lambda a: "convert" in a.get(MARKER_KEY, {}),
-    "inpaint": lambda a: "inpaint" in a.get(MARKER_KEY, {}),
-    "make-plate": lambda a: "synthetic" in a.get(MARKER_KEY, {}),
+    "convert": lambda a: "convert" in a.get(ATTRS_KEY, {}),
+    "inpaint": lambda a: "inpaint" in a.get(ATTRS_KEY, {}),
+    "make-plate": lambda a: "synthetic" in a.get(ATTRS_KEY, {}),
     "tiles": lambda a: str(a.get("format", "")).startswith("phirm-scale-tiles/"),
     "score": lambda a: a.get("software") == "phirm-scale" and "threshold" in a,
 }
@@ -121,7 +120,7 @@ def store_command(path) -> str | None:
         if (path / "index.html").is_file() and (path / "histogram.png").is_file():
             return "report"  # a report folder written before the marker existed
         return None
-    mine = attrs.get(MARKER_KEY)
+    mine = attrs.get(ATTRS_KEY)
     if isinstance(mine, Mapping) and isinstance(mine.get("command"), str):
         return mine["command"]
     for cmd, test in _LEGACY.items():
@@ -186,7 +185,7 @@ def remove_output(path, *, command: str) -> None:
 
 
 def marker_attrs(command: str) -> dict:
-    """Return the marker to merge into ``attrs[MARKER_KEY]`` of a store written by ``command``."""
+    """Return the marker to merge into ``attrs[ATTRS_KEY]`` of a store written by ``command``."""
     return {"command": command}
 
 
@@ -195,9 +194,9 @@ def mark_store(path, command: str) -> None:
     import zarr
 
     g = zarr.open_group(str(path), mode="r+")
-    mine = dict(cast(Mapping[str, Any], dict(g.attrs).get(MARKER_KEY, {}) or {}))
+    mine = dict(cast(Mapping[str, Any], dict(g.attrs).get(ATTRS_KEY, {}) or {}))
     mine.update(marker_attrs(command))
-    g.attrs.update({MARKER_KEY: mine})
+    g.attrs.update({ATTRS_KEY: mine})
 
 
 def mark_folder(path, command: str) -> None:
@@ -343,10 +342,13 @@ def _holder(held: Mapping) -> str:
 
 @contextlib.contextmanager
 def atomic_store(path) -> Iterator[Path]:
-    """Yield ``<path>.partial`` to write a whole store into.
+    """Yield ``<path>.partial`` to write a whole store (or one file) into.
 
     On success it replaces ``path`` (which the caller has checked with
-    :func:`existing_output`); on failure it is removed.
+    :func:`existing_output`); on failure it is removed. The one way phirm-scale writes an
+    output that must never be seen half written: stores, tables, ``run.json``. A file
+    replaces ``path`` atomically (:func:`os.replace`); a store replaces it by removing the old
+    one, then renaming.
     """
     path = Path(path)
     tmp = path.with_name(path.name + ".partial")
@@ -354,9 +356,9 @@ def atomic_store(path) -> Iterator[Path]:
         shutil.rmtree(tmp) if tmp.is_dir() else tmp.unlink()
     try:
         yield tmp
-        if path.exists():
+        if tmp.is_dir() and path.exists():
             shutil.rmtree(path) if path.is_dir() else path.unlink()
-        tmp.rename(path)
+        os.replace(tmp, path)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)

@@ -36,9 +36,11 @@ import numpy.typing as npt
 import xarray as xr
 
 from phirm_scale import __version__, metric
-from phirm_scale.errors import InputError, PhirmError
+from phirm_scale.errors import InputError, OutputError, PhirmError
 from phirm_scale.fieldqc import FLAG_BITS  # the flag bits of the per-field ``flag`` variable
 from phirm_scale.grid import grid_starts
+from phirm_scale.plate import ATTRS_KEY
+from phirm_scale.validation import check_image
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -200,19 +202,6 @@ def parse_window(window: int | str | None) -> int | None:
 
 
 # ----------------------------------------------------------------------------------- kernel
-def _as_field(array: npt.ArrayLike, what: str, name: str) -> np.ndarray:
-    a = np.asarray(array)
-    if a.ndim != 2:
-        raise InputError(f"{name}: {what} must be a (Y, X) array, got shape {a.shape}")
-    if a.size == 0:
-        raise InputError(f"{name}: {what} is empty")
-    if a.dtype.kind not in "uif" and a.dtype != np.bool_:
-        raise InputError(f"{name}: {what} has unsupported dtype {a.dtype}")
-    if a.dtype.kind == "f" and not np.isfinite(a).all():
-        raise InputError(f"{name}: {what} contains NaN or infinite values")
-    return a
-
-
 def score_field(
     reference: npt.ArrayLike,
     reconstruction: npt.ArrayLike,
@@ -255,8 +244,8 @@ def score_field(
         Shapes differ, an image is not 2-D, contains NaN/inf, or the reference field is
         constant (nothing to normalise against); the message names ``name``.
     """
-    ref = _as_field(reference, "reference", name)
-    rec = _as_field(reconstruction, "reconstruction", name)
+    ref = check_image(reference, name, what="reference")
+    rec = check_image(reconstruction, name, what="reconstruction")
     if rec.shape != ref.shape:
         raise InputError(f"{name}: reconstruction shape {rec.shape} != reference shape {ref.shape}")
     msk = None
@@ -569,9 +558,9 @@ def write_qc(
     extra = [p for p in (csv, parquet) if p is not None]
     for p in extra:
         if Path(p).exists() and not overwrite:
-            raise PhirmError(f"{p}: output exists (pass --overwrite to replace it)")
+            raise OutputError(f"{p}: output exists (pass --overwrite to replace it)")
         if Path(p).is_dir():
-            raise PhirmError(f"{p}: is a folder; expected a table file path")
+            raise OutputError(f"{p}: is a folder; expected a table file path")
     # written beside the target, then renamed: a failed write never leaves a half store
     with (
         guard_output(
@@ -593,9 +582,11 @@ def write_qc(
     if csv is not None or parquet is not None:
         table = to_table(ds)
         if csv is not None:
-            table.to_csv(csv, index=False)
+            with atomic_store(csv) as tmp:
+                table.to_csv(tmp, index=False)
         if parquet is not None:
-            table.to_parquet(parquet, index=False)
+            with atomic_store(parquet) as tmp:
+                table.to_parquet(tmp, index=False)
     return path
 
 
@@ -612,7 +603,7 @@ def open_qc(path: str | Path) -> xr.Dataset:
         raise PhirmError(f"{path}: not a QC store readable by xarray ({exc})") from exc
     if "phirm" not in ds:
         raise PhirmError(f"{path}: not a phirm-scale QC store (no 'phirm' variable)")
-    ds.attrs.pop("phirm_scale", None)  # the store's output marker, not part of the data
+    ds.attrs.pop(ATTRS_KEY, None)  # the store's output marker, not part of the data
     return ds
 
 

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from phirm_scale.errors import PhirmError
+from phirm_scale.errors import OutputError, PhirmError
 
 __all__ = [
     "field_thumbnail",
@@ -600,7 +600,7 @@ def write_screen_report(
     """
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
-        raise PhirmError(f"{out}: exists and is not a folder")
+        raise OutputError(f"{out}: exists and is not a folder")
     out.mkdir(parents=True, exist_ok=True)
     for old in out.glob("*.png"):
         old.unlink()

@@ -34,7 +34,7 @@ from dataclasses import field as dc_field
 from pathlib import Path
 from typing import Any
 
-from phirm_scale.errors import PhirmError, PlateError
+from phirm_scale.errors import OutputError, PhirmError, PlateError
 
 __all__ = ["PlateSource", "ScreenPlan", "plan_screen", "run_screen", "MASK_LABEL", "RUN_FILE"]
 
@@ -316,7 +316,7 @@ def plan_screen(
     resume = False
     if out.exists():
         if not out.is_dir():
-            raise PlateError(f"{out}: exists and is not a folder")
+            raise OutputError(f"{out}: exists and is not a folder")
         rec = out / RUN_FILE
         prev = None
         if rec.is_file():
@@ -330,12 +330,12 @@ def plan_screen(
             resume = False
         elif prev is not None:
             diff = sorted(k for k in set(prev) | set(settings) if prev.get(k) != settings.get(k))
-            raise PlateError(
+            raise OutputError(
                 f"{out}: holds a run with other settings ({', '.join(diff)}); "
                 "pass --overwrite to replace it, or choose another output folder"
             )
         elif any(out.iterdir()):
-            raise PlateError(
+            raise OutputError(
                 f"{out}: exists and is not the output of `phirm-scale run`; "
                 "choose an empty or new folder"
             )
@@ -431,9 +431,10 @@ def _remove_previous(out: Path, plan: ScreenPlan) -> None:
 
 
 def _write_json(path: Path, obj) -> None:
-    tmp = path.with_name(path.name + ".partial")
-    tmp.write_text(json.dumps(obj, indent=2, default=str) + "\n")
-    tmp.replace(path)
+    from phirm_scale.outputs import atomic_store
+
+    with atomic_store(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=2, default=str) + "\n")
 
 
 def run_screen(

@@ -29,6 +29,7 @@ import numpy as np
 import xarray as xr
 
 from phirm_scale.errors import PhirmError
+from phirm_scale.plate import ATTRS_KEY
 
 __all__ = [
     "cf_attributes",
@@ -289,18 +290,12 @@ def write_screen_qc(
     if csv is not None or parquet is not None:
         table = window_table(ds)
         if csv is not None:
-            _atomic(
-                Path(csv), lambda p: table.to_csv(p, index=False, quoting=_csv.QUOTE_NONNUMERIC)
-            )
+            with atomic_store(csv) as tmp:
+                table.to_csv(tmp, index=False, quoting=_csv.QUOTE_NONNUMERIC)
         if parquet is not None:
-            _atomic(Path(parquet), lambda p: table.to_parquet(p, index=False))
+            with atomic_store(parquet) as tmp:
+                table.to_parquet(tmp, index=False)
     return path
-
-
-def _atomic(path: Path, write) -> None:
-    tmp = path.with_name(path.name + ".partial")
-    write(tmp)
-    tmp.replace(path)
 
 
 def open_screen_qc(path) -> xr.Dataset:
@@ -311,5 +306,5 @@ def open_screen_qc(path) -> xr.Dataset:
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*does not have a Zarr V3 specification.*")
         ds = xr.open_zarr(path).load()
-    ds.attrs.pop("phirm_scale", None)  # the store's output marker, not part of the data
+    ds.attrs.pop(ATTRS_KEY, None)  # the store's output marker, not part of the data
     return ds

@@ -39,6 +39,7 @@ import numpy as np
 
 from phirm_scale import metric
 from phirm_scale.errors import InputError
+from phirm_scale.validation import check_image, check_same_shape
 
 __all__ = [
     "DEFAULT_DRAWS",
@@ -290,12 +291,9 @@ def selfcheck_field(
     from phirm_scale.inpaint import inpaint_field
     from phirm_scale.masks import saturation_mask
 
-    src = np.asarray(source)
+    src = check_image(source, name, what="source", allow_empty=True, kinds=None, finite=False)
     hole = np.asarray(holes) != 0
-    if src.ndim != 2 or hole.shape != src.shape:
-        raise InputError(
-            f"{name}: source {src.shape} and holes {hole.shape} must be the same 2-D shape"
-        )
+    check_same_shape(src, hole, name, what=("source", "holes"))
     if draws < 1:
         raise InputError(f"{name}: draws must be >= 1, got {draws}")
     if shapes not in ("own", "pool"):

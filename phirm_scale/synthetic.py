@@ -30,6 +30,7 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from phirm_scale.errors import InputError
+from phirm_scale.plate import ATTRS_KEY
 
 __all__ = [
     "CHANNELS",
@@ -413,7 +414,7 @@ def make_plate(
     cnames = [str(c + 1).zfill(width) for c in range(columns)]
     keys = [FieldKey(r, c, f) for r in rnames for c in cnames for f in range(fields)]
     attrs = {
-        "phirm_scale": {
+        ATTRS_KEY: {
             "command": "make-plate",
             "synthetic": {
                 "seed": int(seed),

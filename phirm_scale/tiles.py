@@ -37,6 +37,8 @@ import numpy as np
 
 from phirm_scale.errors import InputError
 from phirm_scale.grid import grid_starts
+from phirm_scale.plate import ATTRS_KEY
+from phirm_scale.validation import check_image
 
 __all__ = [
     "SPLITS",
@@ -109,9 +111,7 @@ def cut_tiles(image, *, size=256, stride=None, normalise=True):
     """
     from phirm_scale.metric import to_uint8
 
-    img = np.asarray(image)
-    if img.ndim != 2:
-        raise InputError(f"expected a 2-D field, got shape {img.shape}")
+    img = check_image(image, "cut_tiles", what="field", allow_empty=True, kinds=None, finite=False)
     ys = tile_starts(img.shape[0], size, stride)
     xs = tile_starts(img.shape[1], size, stride)
     pos = np.array([(y, x) for y in ys for x in xs], np.int32)
@@ -416,7 +416,7 @@ def _write_tile_store(
 
     g = zarr.open_group(str(tmp), mode="w", zarr_format=3)
     attrs: dict[str, Any] = {
-        "phirm_scale": marker,
+        ATTRS_KEY: marker,
         "format": _FORMAT,
         "tile_size": int(size),
         "stride": int(size if stride is None else stride),

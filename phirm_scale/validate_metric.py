@@ -34,6 +34,7 @@ import numpy as np
 
 from phirm_scale.errors import InputError
 from phirm_scale.imageio import read_image
+from phirm_scale.validation import check_image
 
 __all__ = [
     "DEFAULT_STRENGTHS",
@@ -43,7 +44,7 @@ __all__ = [
     "manipulate",
     "plot_validation",
     "remove_nuclei",
-    "summary",
+    "summarise",
     "validate_image",
     "validate_metric",
 ]
@@ -65,9 +66,7 @@ DEFAULT_STRENGTHS: dict[str, tuple[float, ...]] = {
 
 # --------------------------------------------------------------------------- helpers
 def _check_u8(image) -> np.ndarray:
-    img = np.asarray(image)
-    if img.ndim != 2 or img.size == 0:
-        raise InputError(f"expected a non-empty 2-D 8-bit image; got shape {img.shape}")
+    img = check_image(image, "image_u8", what="8-bit image")
     if img.dtype != np.uint8:
         raise InputError(
             f"expected a uint8 image (normalise with metric.to_uint8); got {img.dtype}"
@@ -410,7 +409,7 @@ def validate_metric(fields, *, out_dir=None, limit=None, strengths=None, seed=0,
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         df.to_csv(out / "validation.csv", index=False)
-        summary(df).to_csv(out / "validation_summary.csv")
+        summarise(df).to_csv(out / "validation_summary.csv")
         if plot:
             plot_validation(df, out / "validation.png")
             assert first is not None  # _list_fields returned at least one field
@@ -418,7 +417,7 @@ def validate_metric(fields, *, out_dir=None, limit=None, strengths=None, seed=0,
     return df
 
 
-def summary(df):
+def summarise(df):
     """Mean and standard deviation of every metric per manipulation and strength."""
     cols = ["phirm", "phirm_reference", "psnr", "ssim", "ncd", "nad", "aad"]
     d = df.replace([np.inf], np.nan)

@@ -8,7 +8,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from phirm_scale.errors import InputError, PlateError
-from phirm_scale.masks._artefacts import artefact_mask, otsu_separability, otsu_threshold
+from phirm_scale.masks._artefacts import artefact_mask, otsu_separability, otsu_threshold_midgap
 from phirm_scale.synthetic import artefact_channel, synthetic_artefacts
 
 
@@ -51,7 +51,7 @@ def test_threshold_factor():
     img = np.full((50, 50), 100, np.uint16)
     img[:, 25:] = 3000
     img[20:30, 5:15] = 1000
-    t = otsu_threshold(img)
+    t = otsu_threshold_midgap(img)
     assert 1000 <= t < 3000
     assert artefact_mask(img, otsu_factor=1.0)[20:30, 5:15].sum() == 0
     low = artefact_mask(img, otsu_factor=0.3, min_separability=None)
@@ -66,7 +66,7 @@ def test_matches_skimage_morphology_reference():
     for _ in range(6):
         y, x = rng.integers(0, 70, 2)
         img[y : y + rng.integers(3, 12), x : x + rng.integers(3, 12)] = 40000
-    t = otsu_threshold(img) * 0.7
+    t = otsu_threshold_midgap(img) * 0.7
     ref = closing(opening(img > t, disk(2), mode="ignore"), disk(2), mode="ignore")
     np.testing.assert_array_equal(artefact_mask(img), ref.astype(np.uint8))
 
@@ -84,7 +84,7 @@ def test_otsu_same_partition_as_skimage(seed, dtype):
     x = x.astype(dtype) if dtype != np.float32 else (x / 100).astype(dtype)
     if x.min() == x.max():
         return
-    np.testing.assert_array_equal(x > otsu_threshold(x), x > threshold_otsu(x))
+    np.testing.assert_array_equal(x > otsu_threshold_midgap(x), x > threshold_otsu(x))
 
 
 def test_otsu_middle_of_plateau():
@@ -93,7 +93,7 @@ def test_otsu_middle_of_plateau():
     from skimage.filters import threshold_otsu
 
     assert threshold_otsu(img) < 110  # skimage: first split, just above background
-    assert otsu_threshold(img) == pytest.approx(600.0, abs=5)  # middle of the gap
+    assert otsu_threshold_midgap(img) == pytest.approx(600.0, abs=5)  # middle of the gap
 
 
 def test_synthetic_fields_iou():
@@ -111,7 +111,7 @@ def test_clean_field_empty():
     assert true.sum() == 0
     cfp = artefact_channel(intensity, rng=rng)
     assert artefact_mask(cfp).sum() == 0
-    assert otsu_separability(cfp, otsu_threshold(cfp)) == pytest.approx(0.64, abs=0.05)
+    assert otsu_separability(cfp, otsu_threshold_midgap(cfp)) == pytest.approx(0.64, abs=0.05)
     # the paper's rule without the guard splits the noise
     assert artefact_mask(cfp, min_separability=None).sum() > 1000
     assert artefact_mask(np.full((8, 8), 7, np.uint16)).sum() == 0

@@ -11,7 +11,7 @@ from phirm_scale.evaluate import (
     evaluate,
     format_table,
     parse_checkpoints,
-    summarize,
+    summarise,
     tile_masks,
 )
 from phirm_scale.metric import score
@@ -78,7 +78,7 @@ def test_oracle_scores_one_and_zero_fill_scores_lower(tiles):
     assert (o.phirm == 1.0).all() and (o.phirm_reference == 1.0).all()
     assert (o.psnr == np.inf).all() and (o.ssim == 1.0).all()
     z = df[df.model == "zeros"]
-    s = summarize(df).set_index(["model", "mask"])
+    s = summarise(df).set_index(["model", "mask"])
     for fam in FAMILIES:
         assert s.loc[("zeros", fam), "phirm"] < 1.0
         assert s.loc[("zeros", fam), "psnr"] < 40

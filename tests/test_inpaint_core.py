@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from phirm_scale.errors import InputError
-from phirm_scale.inpaint import hole_tiles, inpaint_field, tile_starts
+from phirm_scale.inpaint import hole_tiles, inpaint_field, overlap_tile_starts
 
 
 def half_fill(images, masks):
@@ -28,11 +28,11 @@ def mean_fill(images, masks):
 
 
 def test_tile_starts_cover_and_align_to_the_border():
-    assert tile_starts(2160, 256, 0) == [0, 256, 512, 768, 1024, 1280, 1536, 1792, 1904]
-    assert tile_starts(520, 256, 32) == [0, 224, 264]
-    assert tile_starts(100, 256, 32) == [0]
+    assert overlap_tile_starts(2160, 256, 0) == [0, 256, 512, 768, 1024, 1280, 1536, 1792, 1904]
+    assert overlap_tile_starts(520, 256, 32) == [0, 224, 264]
+    assert overlap_tile_starts(100, 256, 32) == [0]
     with pytest.raises(InputError):
-        tile_starts(100, 64, 64)
+        overlap_tile_starts(100, 64, 64)
 
 
 @settings(max_examples=40, deadline=None)

@@ -18,7 +18,7 @@ from phirm_scale.metric import (
     Components,
     PhirmParams,
     components,
-    otsu_threshold,
+    otsu_threshold_u8,
     phirm_from_components,
     psnr,
     score,
@@ -131,7 +131,7 @@ def test_otsu_factor_moves_the_threshold():
     img = np.full((128, 128), 10, np.uint8)
     img[10:30, 10:30] = 100
     img[50:70, 50:70] = 200
-    t = otsu_threshold(img)
+    t = otsu_threshold_u8(img)
     assert t >= 10
     assert t == threshold_otsu(img)
     assert components(img).nuclei_count == 2
@@ -324,7 +324,7 @@ def test_paper_mode_equals_loop_implementation_on_real_fields(bbbc039_files):
 
 def test_real_fields_otsu_equals_skimage(bbbc039_files):
     for name, img in _real_u8(bbbc039_files):
-        assert otsu_threshold(img) == threshold_otsu(img), name
+        assert otsu_threshold_u8(img) == threshold_otsu(img), name
 
 
 # ---------------------------------------------------------------- properties
@@ -353,7 +353,7 @@ def test_score_of_an_image_with_itself_is_one(img, mode):
 @settings(max_examples=100, deadline=None)
 @given(hnp.arrays(np.uint8, st.tuples(st.integers(1, 40), st.integers(1, 40))))
 def test_otsu_equals_skimage(img):
-    assert otsu_threshold(img) == threshold_otsu(img)
+    assert otsu_threshold_u8(img) == threshold_otsu(img)
 
 
 @settings(max_examples=40, deadline=None)
@@ -381,7 +381,7 @@ def test_label_components_exposes_the_segmentation():
     img = blocks(3)
     img[80:110, 80:110] = 255
     seg = label_components(img)
-    assert seg.threshold == otsu_threshold(img)
+    assert seg.threshold == otsu_threshold_u8(img)
     assert len(seg.ids) == 4 and seg.artefact.sum() == 1
     assert sorted(seg.area.tolist()) == [100, 100, 100, 900]
     assert np.array_equal(seg.labels > 0, img > seg.threshold)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from enum import StrEnum
 from typing import Any
 
 import typer
@@ -79,8 +80,14 @@ def echo_json(obj: Any) -> None:
     typer.echo(json.dumps(clean(obj)))
 
 
-class CliError(Exception):
-    """An error reported to the user as one line, exit code 2."""
+class Mode(StrEnum):
+    """PhIRM definition: the paper's text or the published code.
+
+    The ``--mode`` of ``metric``, ``score`` and ``masks --method saturation``.
+    """
+
+    paper = "paper"
+    reference = "reference"
 
 
 def print_table(columns: list[str], rows: list[list[Any]], *, title: str | None = None) -> None:

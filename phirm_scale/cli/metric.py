@@ -4,19 +4,11 @@ from __future__ import annotations
 
 import json
 import math
-from enum import StrEnum
 from pathlib import Path
 
 import typer
 
-from phirm_scale.cli._app import app
-
-
-class Mode(StrEnum):
-    """PhIRM definition: the paper's text or the published code."""
-
-    paper = "paper"
-    reference = "reference"
+from phirm_scale.cli._app import Mode, app
 
 
 @app.command("metric")

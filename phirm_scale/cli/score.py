@@ -3,24 +3,16 @@
 from __future__ import annotations
 
 import math
-from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import typer
 
-from phirm_scale.cli._app import app
+from phirm_scale.cli._app import Mode, app
 
 if TYPE_CHECKING:
     import xarray as xr
-
-
-class Mode(StrEnum):
-    """PhIRM definition: the paper's text or the published code."""
-
-    paper = "paper"
-    reference = "reference"
 
 
 @app.command("score")
@@ -121,7 +113,7 @@ def score_command(
     flags.
     """
     from phirm_scale import metric, qc
-    from phirm_scale.errors import PhirmError
+    from phirm_scale.errors import OutputError
     from phirm_scale.outputs import (
         check_inputs_not_locked,
         check_not_input,
@@ -135,7 +127,7 @@ def score_command(
         if out is not None:
             check_not_input(out, inputs)
         if out is not None and Path(out).exists() and not overwrite:
-            raise PhirmError(f"{out}: output exists (pass --overwrite to replace it)")
+            raise OutputError(f"{out}: output exists (pass --overwrite to replace it)")
     check_inputs_not_locked(inputs)
     existing_output(output, command="score", overwrite=overwrite)
     params = metric.PhirmParams.for_mode(mode.value)

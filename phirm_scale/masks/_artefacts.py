@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 
 from phirm_scale.errors import InputError
+from phirm_scale.validation import check_image
 
-__all__ = ["artefact_mask", "otsu_artefact_mask", "otsu_separability", "otsu_threshold"]
+__all__ = ["artefact_mask", "otsu_artefact_mask", "otsu_separability", "otsu_threshold_midgap"]
 
 
 def otsu_separability(image: np.ndarray, threshold: float) -> float:
@@ -27,8 +28,12 @@ def otsu_separability(image: np.ndarray, threshold: float) -> float:
     return float(w1 * (1 - w1) * (m1 - m0) ** 2 / var)
 
 
-def otsu_threshold(image: np.ndarray, *, nbins: int = 256) -> float:
-    """Otsu's threshold, taking the middle of the maximum when it is a plateau.
+def otsu_threshold_midgap(image: np.ndarray, *, nbins: int = 256) -> float:
+    """Otsu's threshold of an image of any real dtype, taking the middle of the maximum when it
+    is a plateau (an empty gap between two modes).
+
+    Unlike :func:`phirm_scale.metric.otsu_threshold_u8` (8-bit images, the lowest level of a
+    plateau, as skimage; used by PhIRM), this returns a float in image units.
 
     Equals :func:`skimage.filters.threshold_otsu` (same 256-bin histogram) whenever the
     between-class variance has a single maximum. Artefact channels often have two modes
@@ -82,7 +87,7 @@ def artefact_mask(
 ) -> np.ndarray:
     """Binary artefact mask of an artefact-channel image (paper 3.3).
 
-    Otsu's threshold of ``image`` (:func:`otsu_threshold`) times ``otsu_factor``; pixels
+    Otsu's threshold of ``image`` (:func:`otsu_threshold_midgap`) times ``otsu_factor``; pixels
     above it are artefact; the binary image is opened, then closed, with a disk of
     ``radius``. Pixels outside the image are ignored by both operations.
 
@@ -120,21 +125,17 @@ def artefact_mask(
     """
     from skimage.morphology import disk
 
-    a = np.asarray(image)
-    if a.ndim != 2:
-        raise InputError(f"artefact_mask: expected a 2-D image, got shape {a.shape}")
+    a = check_image(image, "artefact_mask", allow_empty=True)
     if otsu_factor <= 0:
         raise InputError(f"artefact_mask: otsu_factor must be > 0, got {otsu_factor}")
     if radius < 0:
         raise InputError(f"artefact_mask: radius must be >= 0, got {radius}")
     if a.dtype == bool:
         a = a.astype(np.uint8)
-    if np.issubdtype(a.dtype, np.floating) and not np.isfinite(a).all():
-        raise InputError("artefact_mask: image contains NaN or inf")
     out = np.zeros(a.shape, np.uint8)
     if a.size == 0 or a.min() == a.max():
         return out
-    t = otsu_threshold(a)
+    t = otsu_threshold_midgap(a)
     if min_separability is not None and otsu_separability(a, t) < min_separability:
         return out
     thr = t * otsu_factor

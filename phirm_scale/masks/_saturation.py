@@ -19,6 +19,7 @@ import numpy as np
 
 from phirm_scale import metric
 from phirm_scale.errors import InputError
+from phirm_scale.validation import check_image
 
 __all__ = ["saturation_mask", "dilate_mask", "DEFAULT_DILATION"]
 
@@ -92,9 +93,7 @@ def saturation_mask(
     >>> int(saturation_mask(img, dilation=0).sum())
     200
     """
-    a = np.asarray(image)
-    if a.ndim != 2:
-        raise InputError(f"{name}: expected a 2-D image, got shape {a.shape}")
+    a = check_image(image, name, allow_empty=True, finite=False)  # to_uint8 checks the rest
     if int(dilation) != dilation or dilation < 0:
         raise InputError(f"{name}: dilation must be an integer >= 0, got {dilation!r}")
     u8 = metric.to_uint8(a, lo=lo, hi=hi, name=name)

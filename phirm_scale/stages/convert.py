@@ -28,10 +28,10 @@ from typing import Any
 
 import numpy as np
 
-from phirm_scale.errors import PlateError
+from phirm_scale.errors import OutputError, PlateError
 from phirm_scale.imageio import quiet_tifffile
 from phirm_scale.layouts import ImageRecord, scan_folder
-from phirm_scale.plate import FieldKey, row_index, row_name
+from phirm_scale.plate import ATTRS_KEY, FieldKey, row_index, row_name
 from phirm_scale.stages._runner import run_field_tasks, run_tasks
 
 __all__ = [
@@ -513,9 +513,9 @@ def convert(
             remove_output(out, command="convert")
         resume = ours and not overwrite
         if resume:
-            prev = (read_root_attrs(out) or {}).get("phirm_scale", {}).get("convert")
+            prev = (read_root_attrs(out) or {}).get(ATTRS_KEY, {}).get("convert")
             if prev != record:
-                raise PlateError(
+                raise OutputError(
                     f"{out}: output exists, converted from another source or "
                     f"options ({(prev or {}).get('source')}); use --overwrite to "
                     "replace it"
@@ -549,7 +549,7 @@ def _run_convert(plan, out, record, resume, n_levels, max_fields, cluster, progr
         dtype=plan.dtype,
         name=plan.name,
         n_levels=n_levels,
-        attrs={"phirm_scale": {**marker_attrs("convert"), "convert": record}},
+        attrs={ATTRS_KEY: {**marker_attrs("convert"), "convert": record}},
         plate_metadata=False,
         skip_existing=resume,
         create_fields=False,

@@ -28,7 +28,8 @@ from typing import Any
 
 import numpy as np
 
-from phirm_scale.errors import PlateError
+from phirm_scale.errors import OutputError, PlateError
+from phirm_scale.plate import ATTRS_KEY
 
 __all__ = ["inpaint_plate", "inpaint_one_field", "default_output", "InpaintTask"]
 
@@ -319,7 +320,7 @@ def inpaint_plate(
         "canny": canny if model == "edgeconnect" else None,
         # the masks the holes came from, and whether the weights were random: the record
         # describes the pixels written
-        "mask_settings": src.attrs.get("phirm_scale", {}).get(f"labels_{mask_label}"),
+        "mask_settings": src.attrs.get(ATTRS_KEY, {}).get(f"labels_{mask_label}"),
         "untrained": bool(model in LEARNED and checkpoint is None),
         "version": __version__,
     }
@@ -331,9 +332,9 @@ def inpaint_plate(
         out, command="inpaint", inputs=[source, checkpoint], overwrite=overwrite, resumable=True
     ) as resume:
         if resume:
-            prev = (read_root_attrs(out) or {}).get("phirm_scale", {}).get("inpaint")
+            prev = (read_root_attrs(out) or {}).get(ATTRS_KEY, {}).get("inpaint")
             if prev != provenance:
-                raise PlateError(
+                raise OutputError(
                     f"{out}: exists and was made by another inpainting (other "
                     "source, masks or settings); pass --overwrite to recompute "
                     "every field"
@@ -341,7 +342,7 @@ def inpaint_plate(
             dst = open_plate(out, mode="r+")
         else:
             dst = create_plate_like(
-                src, out, attrs={"phirm_scale": {**marker_attrs("inpaint"), "inpaint": provenance}}
+                src, out, attrs={ATTRS_KEY: {**marker_attrs("inpaint"), "inpaint": provenance}}
             )
         todo = dst.missing_fields()
         spec = {

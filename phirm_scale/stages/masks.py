@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from phirm_scale.errors import PlateError
+from phirm_scale.plate import ATTRS_KEY
 
 if TYPE_CHECKING:
     import numpy as np
@@ -328,5 +329,5 @@ def _make_masks(
             )
     tasks = [MaskTask(str(p.path), tuple(k), c, name, settings, record) for k in todo]
     res = run_tasks(mask_field, tasks, cluster=cluster, progress=progress, description="masks")
-    p.update_attrs({"phirm_scale": {**p.attrs.get("phirm_scale", {}), f"labels_{name}": record}})
+    p.update_attrs({ATTRS_KEY: {**p.attrs.get(ATTRS_KEY, {}), f"labels_{name}": record}})
     return {FieldKey(*k): a for k, a in res}

@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from phirm_scale.errors import PlateError
+from phirm_scale.plate import ATTRS_KEY
 
 __all__ = [
     "PoolRecipe",
@@ -93,7 +94,7 @@ def selfcheck_spec(
     from phirm_scale.selfcheck import DEFAULT_DRAWS
 
     rec = open_plate(reconstruction)
-    prov = rec.attrs.get("phirm_scale", {}).get("inpaint")
+    prov = rec.attrs.get(ATTRS_KEY, {}).get("inpaint")
     if not isinstance(prov, Mapping):
         raise PlateError(
             f"{rec.path}: --self-check needs a plate made by `phirm-scale "

@@ -1,0 +1,281 @@
+"""One name per concept in the public API (issue 13).
+
+The renamed functions keep their results (checked against hand-computed values and against
+scikit-image, never against the code under test), the old clashing names are gone, and every
+writer refuses an existing output with the one exception class :class:`OutputError`.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import tifffile
+
+import phirm_scale.evaluate as evaluate
+import phirm_scale.inpaint as inpaint
+import phirm_scale.masks as masks
+import phirm_scale.metric as metric
+import phirm_scale.tiles as tiles
+import phirm_scale.validate_metric as validate_metric
+from phirm_scale.errors import InputError, OutputError
+
+# --------------------------------------------------------------------------- the renames
+
+
+def _two_level(lo: int, hi: int, dtype=np.uint8) -> np.ndarray:
+    img = np.full((20, 20), lo, dtype)
+    img[5:15, 5:15] = hi
+    return img
+
+
+def test_the_two_otsu_thresholds_differ_only_in_the_gap_rule():
+    # a two-level image: every split in the empty gap 10..199 is optimal. skimage (and the
+    # metric's 8-bit threshold) take the lowest level, the masks' threshold the middle.
+    from skimage.filters import threshold_otsu
+
+    img = _two_level(10, 200)
+    assert metric.otsu_threshold_u8(img) == 10 == threshold_otsu(img)
+    assert masks.otsu_threshold_midgap(img) == pytest.approx(105.0)
+    # both split the image the same way
+    np.testing.assert_array_equal(
+        img > metric.otsu_threshold_u8(img), img > masks.otsu_threshold_midgap(img)
+    )
+    # the masks' threshold works in image units for any dtype: middle of 100..60000
+    img16 = _two_level(100, 60000, np.uint16)
+    assert masks.otsu_threshold_midgap(img16) == pytest.approx(30050.0)
+
+
+def test_otsu_u8_equals_skimage_on_noise():
+    from skimage.filters import threshold_otsu
+
+    rng = np.random.default_rng(4)
+    img = (
+        np.concatenate([rng.normal(60, 12, 3000), rng.normal(170, 20, 1000)])
+        .clip(0, 255)
+        .astype(np.uint8)
+        .reshape(40, 100)
+    )
+    assert metric.otsu_threshold_u8(img) == threshold_otsu(img)
+
+
+def test_overlap_tile_starts_and_tile_starts_say_their_difference():
+    # inpainting tiles: 256 px with >= 32 px overlap over 520 px -> step 224, last at 264
+    assert inpaint.overlap_tile_starts(520, 256, 32) == [0, 224, 264]
+    # a short axis is one (padded) tile for inpainting ...
+    assert inpaint.overlap_tile_starts(100, 256, 32) == [0]
+    # ... but training tiles refuse it
+    with pytest.raises(InputError, match="larger than the field side"):
+        tiles.tile_starts(100, 256)
+    # training tiles by stride: 520 px, size 256 stride 128 -> 0, 128, 256, last at 264
+    assert tiles.tile_starts(520, 256, 128) == [0, 128, 256, 264]
+
+
+def test_validate_metric_summarise_means_and_stds():
+    df = pd.DataFrame(
+        {
+            "manipulation": ["nuclei_removed"] * 3,
+            "strength": [0.1] * 3,
+            "phirm": [1.0, 0.5, 0.0],
+            "phirm_reference": [1.0, 1.0, 1.0],
+            "psnr": [np.inf, 30.0, 20.0],  # inf (identical images) is left out of the mean
+            "ssim": [1.0, 0.9, 0.8],
+            "ncd": [0.0, 2.0, 4.0],
+            "nad": [0.0, 0.0, 0.0],
+            "aad": [0.0, 0.0, 0.0],
+        }
+    )
+    s = validate_metric.summarise(df).loc[("nuclei_removed", 0.1)]
+    assert s[("phirm", "mean")] == pytest.approx(0.5)
+    assert s[("phirm", "std")] == pytest.approx(0.5)  # sample std of 1, 0.5, 0
+    assert s[("psnr", "mean")] == pytest.approx(25.0)
+    assert s[("ncd", "mean")] == pytest.approx(2.0)
+
+
+@pytest.mark.parametrize(
+    "module, old",
+    [
+        (metric, "otsu_threshold"),
+        (masks, "otsu_threshold"),
+        (inpaint, "tile_starts"),
+        (evaluate, "summarize"),
+        (validate_metric, "summary"),
+    ],
+)
+def test_clashing_old_names_are_gone(module, old):
+    assert not hasattr(module, old)
+    assert old not in getattr(module, "__all__", [])
+
+
+def test_summaries_share_one_name():
+    from phirm_scale import qc
+
+    for module in (qc, evaluate, validate_metric):
+        assert "summarise" in module.__all__ and callable(module.summarise)
+
+
+def test_cli_has_one_mode_enum_and_no_cli_error():
+    import phirm_scale.cli._app as app
+    import phirm_scale.cli.metric as cli_metric
+    import phirm_scale.cli.score as cli_score
+
+    assert cli_metric.Mode is cli_score.Mode is app.Mode
+    assert [m.value for m in app.Mode] == ["paper", "reference"]
+    assert not hasattr(app, "CliError")
+
+
+@pytest.mark.parametrize(
+    "module",
+    [
+        "metric",
+        "masks",
+        "inpaint",
+        "tiles",
+        "qc",
+        "evaluate",
+        "validate_metric",
+        "outputs",
+        "plate",
+        "errors",
+        "run",
+        "report",
+        "screenqc",
+        "synthetic",
+        "progress",
+        "validation",
+    ],
+)
+def test_all_names_exist_and_are_public(module):
+    import importlib
+
+    mod = importlib.import_module(f"phirm_scale.{module}")
+    for name in mod.__all__:
+        assert hasattr(mod, name), (module, name)
+        assert not name.startswith("_"), (module, name)
+
+
+# --------------------------------------------------------------------------- output exists
+
+
+@pytest.fixture(scope="module")
+def plate(tmp_path_factory) -> Path:
+    from phirm_scale.stages.masks import make_artefact_masks
+    from phirm_scale.synthetic import make_plate
+
+    p = tmp_path_factory.mktemp("plates") / "P.ome.zarr"
+    make_plate(p, rows=1, columns=1, fields=1, size=64, seed=3, artefacts=0.05)
+    make_artefact_masks(p, channel="CFP", cluster="threads", progress=False)
+    return p
+
+
+def _tiff_folder(folder: Path, seed: int) -> Path:
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True)
+    for c in (1, 2):
+        a = rng.integers(0, 4000, (24, 31), dtype=np.uint16)
+        tifffile.imwrite(folder / f"P1_A01_s1_w{c}.tif", a)
+    return folder
+
+
+def _convert(tmp: Path, plate: Path) -> None:
+    from phirm_scale.stages.convert import convert
+
+    out = tmp / "o.ome.zarr"
+    convert(_tiff_folder(tmp / "src1", 1), out, cluster="threads", progress=False)
+    convert(_tiff_folder(tmp / "src2", 2), out, cluster="threads", progress=False)
+
+
+def _make_plate(tmp: Path, plate: Path) -> None:
+    from phirm_scale.synthetic import make_plate
+
+    make_plate(tmp / "S.ome.zarr", rows=1, columns=1, size=32)
+    make_plate(tmp / "S.ome.zarr", rows=1, columns=1, size=32)
+
+
+def _inpaint(tmp: Path, plate: Path) -> None:
+    from phirm_scale.stages.inpaint import inpaint_plate
+
+    out = tmp / "R.ome.zarr"
+    inpaint_plate(plate, out, cluster="threads", progress=False)
+    inpaint_plate(plate, out, dilate=2, cluster="threads", progress=False)
+
+
+def _score_table(tmp: Path, plate: Path) -> None:
+    from phirm_scale.qc import write_qc
+    from phirm_scale.stages.score import plan_score, score_plan
+
+    ds = score_plan(plan_score(f"{plate}:DAPI_clean", f"{plate}:DAPI", window="field"))
+    (tmp / "qc.csv").write_text("not ours\n")
+    write_qc(ds, tmp / "QC.zarr", csv=tmp / "qc.csv")
+
+
+def _score_store(tmp: Path, plate: Path) -> None:
+    from phirm_scale.qc import write_qc
+    from phirm_scale.stages.score import plan_score, score_plan
+
+    ds = score_plan(plan_score(f"{plate}:DAPI_clean", f"{plate}:DAPI", window="field"))
+    write_qc(ds, tmp / "QC.zarr")
+    write_qc(ds, tmp / "QC.zarr")
+
+
+def _tiles(tmp: Path, plate: Path) -> None:
+    tiles.write_tiles(plate, tmp / "T.zarr", channel="DAPI", size=32)
+    tiles.write_tiles(plate, tmp / "T.zarr", channel="CFP", size=32)
+
+
+def _report(tmp: Path, plate: Path) -> None:
+    from phirm_scale.report import write_report
+    from phirm_scale.stages.score import plan_score, score_plan
+
+    ds = score_plan(plan_score(f"{plate}:DAPI_clean", f"{plate}:DAPI", window="field"))
+    (tmp / "report").write_text("a file where the report folder goes\n")
+    write_report(ds, tmp / "report")
+
+
+def _screen_report(tmp: Path, plate: Path) -> None:
+    from phirm_scale.report import write_screen_report
+
+    (tmp / "report").write_text("a file where the report folder goes\n")
+    write_screen_report(None, tmp / "report")  # refused before the data is looked at
+
+
+def _run(tmp: Path, plate: Path) -> None:
+    from phirm_scale.run import RUN_FILE, plan_screen
+
+    out = tmp / "screen"
+    out.mkdir()
+    (out / RUN_FILE).write_text(json.dumps({"settings": {"threshold": 0.5}}))
+    plan_screen([plate], out)
+
+
+@pytest.mark.parametrize(
+    "write",
+    [
+        _convert,
+        _make_plate,
+        _inpaint,
+        _score_table,
+        _score_store,
+        _tiles,
+        _report,
+        _screen_report,
+        _run,
+    ],
+    ids=[
+        "convert",
+        "make-plate",
+        "inpaint",
+        "score-csv",
+        "score",
+        "tiles",
+        "report",
+        "screen-report",
+        "run",
+    ],
+)
+def test_every_writer_refuses_an_existing_output_with_output_error(tmp_path, plate, write):
+    with pytest.raises(OutputError):
+        write(tmp_path, plate)
