@@ -6,9 +6,9 @@ Three rules keep a user's data safe:
    run is refused (:func:`check_not_input`).
 2. **Only replace what this command made.** Every store a command writes carries a marker,
    ``attrs[ATTRS_KEY]["command"]`` (:data:`phirm_scale.plate.ATTRS_KEY`); ``--overwrite``
-   replaces an existing output only when it carries the marker of the *same* command (:func:`existing_output`,
-   :func:`remove_output`). Plates, TIFF folders, other commands' stores, foreign stores and
-   non-empty foreign folders are refused with one line.
+   replaces an existing output only when it carries the marker of the *same* command
+   (:func:`existing_output`, :func:`remove_output`). Plates, TIFF folders, other commands'
+   stores, foreign stores and non-empty foreign folders are refused with one line.
 3. **One writer per output.** A run holds an exclusive lock file ``<output>.lock`` (host, PID,
    start time, command) for its whole duration (:func:`output_lock`). A second writer is
    refused naming the holder; a lock left by a killed run (same host, PID not alive) is taken

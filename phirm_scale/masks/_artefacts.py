@@ -31,7 +31,8 @@ def otsu_separability(image: np.ndarray, threshold: float) -> float:
 def otsu_threshold_midgap(image: np.ndarray, *, nbins: int = 256) -> float:
     """Otsu's threshold of any real image, the middle of the maximum when it is a plateau.
 
-    A plateau is an empty gap between two modes. Unlike :func:`phirm_scale.metric.otsu_threshold_u8` (8-bit images, the lowest level of a
+    A plateau is an empty gap between two modes. Unlike
+    :func:`phirm_scale.metric.otsu_threshold_u8` (8-bit images, the lowest level of a
     plateau, as skimage; used by PhIRM), this returns a float in image units.
 
     Equals :func:`skimage.filters.threshold_otsu` (same 256-bin histogram) whenever the
