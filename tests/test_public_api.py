@@ -247,7 +247,7 @@ def _run(tmp: Path, plate: Path) -> None:
     out = tmp / "screen"
     out.mkdir()
     (out / RUN_FILE).write_text(json.dumps({"settings": {"threshold": 0.5}}))
-    plan_screen([plate], out)
+    plan_screen([plate], out, window="field")
 
 
 @pytest.mark.parametrize(
