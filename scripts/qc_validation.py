@@ -7,6 +7,7 @@ Reproduces the tables of docs/qc-without-ground-truth.md:
     python scripts/qc_validation.py worst    --out qcval     # the demo's worst field vs dilation
     python scripts/qc_validation.py draws    --out qcval     # self-check spread vs draws
     python scripts/qc_validation.py validate --out qcval     # self-check vs true PhIRM, flags
+    python scripts/qc_validation.py holes-nuclei --out qcval # nuclei_in_holes as a flag?
 
 ``plates`` builds the plates with ``make_plate`` (real fields, composited fibres and dust, the
 clean field kept as ``DAPI_clean``). ``sweep`` runs, per field and in this process, the same
@@ -350,6 +351,48 @@ def validate(
     return rows
 
 
+def holes_nuclei(out: Path, *, method: str = "saturation") -> dict:
+    """Would ``nuclei_in_holes`` flag the truly bad fields? After ``validate`` (its restored
+    plates and masks): per field with holes, the true field PhIRM and the reference-free
+    ``nuclei_in_holes`` of ``fieldqc.field_checks``; flagged bad / good at >= 1 and >= 2.
+    """
+    from phirm_scale import fieldqc
+    from phirm_scale.plate import open_plate
+    from phirm_scale.stages.score import score_plates
+
+    label = f"v_{method}"
+    rows = []
+    for name, *_ in PLATES:
+        src = out / f"{name}.ome.zarr"
+        rest = out / f"{name}_{method}_telea.ome.zarr"
+        ds = score_plates(f"{src}:DAPI_clean", f"{rest}:DAPI", mask_label=label)
+        s, r = open_plate(src), open_plate(rest)
+        for k in s.fields:
+            holes = s.read_label(k, label) > 0
+            if not holes.any():
+                continue
+            fc = fieldqc.field_checks(s.read_field(k, "DAPI"), r.read_field(k, "DAPI"), holes)
+            true = float(ds.field_phirm_mean.sel(row=k.row, column=k.column, field=k.field))
+            rows.append((name, str(k), true, fc["nuclei_in_holes"]))
+    bad = [x for x in rows if x[2] < 0.9]
+    good = [x for x in rows if x[2] >= 0.9]
+    res = {
+        "fields": len(rows),
+        "bad": [list(x) for x in bad],
+        **{
+            f"at_least_{t}": {
+                "bad_flagged": sum(x[3] >= t for x in bad),
+                "good_flagged": sum(x[3] >= t for x in good),
+                "good": len(good),
+            }
+            for t in (1, 2)
+        },
+    }
+    print(json.dumps(res), flush=True)
+    (out / f"holes_nuclei_{method}.json").write_text(json.dumps(res, indent=1))
+    return res
+
+
 def draws(out: Path, *, plate: str = "p2", n_fields: int = 24, seeds: int = 3) -> None:
     """How many pseudo-hole draws a field needs: spread of the field self-check PhIRM across
     seeds, and time, against the number of draws (Telea, saturation masks, dilation 2)."""
@@ -391,7 +434,8 @@ def draws(out: Path, *, plate: str = "p2", n_fields: int = 24, seeds: int = 3) -
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument(
-        "what", choices=["plates", "sweep", "print-sweep", "worst", "draws", "validate"]
+        "what",
+        choices=["plates", "sweep", "print-sweep", "worst", "draws", "validate", "holes-nuclei"],
     )
     ap.add_argument("--out", type=Path, default=Path("qcval"))
     ap.add_argument("--method", default="saturation")
@@ -409,6 +453,8 @@ def main() -> None:
         worst(a.out)
     elif a.what == "draws":
         draws(a.out)
+    elif a.what == "holes-nuclei":
+        holes_nuclei(a.out, method=a.method)
     else:
         validate(a.out, draws=a.draws, method=a.method, dilation=a.dilation)
 
