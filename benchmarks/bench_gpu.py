@@ -181,7 +181,8 @@ def main():
     from phirm_scale.masks._generators import parse_mask_spec, sample_masks
     from phirm_scale.models.checkpoint import save_checkpoint
     from phirm_scale.models.registry import build_model, default_config, get_model
-    from phirm_scale.models.train import _prefetch, make_trainer, validation_scores
+    from phirm_scale.models.train import make_trainer, validation_scores
+    from phirm_scale.models.training.data import prefetch
     from phirm_scale.synthetic import make_field
 
     res = {
@@ -262,7 +263,7 @@ def main():
                 x = x[..., ::-1]
             return np.ascontiguousarray(x), sample_masks(spec, tb, (tile, tile), rng=g)[:, None]
 
-        batches = _prefetch(load, range(1 << 30), workers=3, depth=6)
+        batches = prefetch(load, range(1 << 30), workers=3, depth=6)
         steps, t0 = 0, None
         with GpuSampler(cuda) as gs:
             while True:

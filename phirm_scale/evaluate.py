@@ -31,6 +31,8 @@ __all__ = [
     "format_table",
     "parse_checkpoints",
     "plot_phirm_by_mask",
+    "reference_components",
+    "score_tiles",
     "summarise",
     "tile_masks",
 ]
@@ -51,6 +53,15 @@ CHECKPOINT_ALIASES = {
 }
 
 _METRIC_COLS = ["phirm", "phirm_reference", "psnr", "ssim"]
+_SCORE_COLS = ["phirm", "phirm_reference", "ncd", "nad", "aad", "psnr", "ssim"]
+_COMPONENT_COLS = [
+    "ref_nuclei_count",
+    "rec_nuclei_count",
+    "ref_nuclei_area",
+    "rec_nuclei_area",
+    "ref_artefact_area",
+    "rec_artefact_area",
+]
 
 
 def parse_checkpoints(text) -> dict[str, str]:
@@ -187,6 +198,75 @@ def _to_u8(x) -> np.ndarray:
     return np.clip(np.rint(np.asarray(x, np.float64) * 255.0), 0, 255).astype(np.uint8)
 
 
+def reference_components(originals_u8: np.ndarray) -> tuple[tuple, tuple]:
+    """Return the PhIRM components of original tiles, in both modes, for :func:`score_tiles`.
+
+    Parameters
+    ----------
+    originals_u8 : (N, H, W) ndarray of uint8
+        The original tiles.
+
+    Returns
+    -------
+    tuple
+        ``(paper-mode arrays, reference-mode arrays)``, each (nuclei counts, nuclei areas,
+        artefact areas, artefact counts) per tile.
+    """
+    from phirm_scale.metric import PhirmParams
+
+    return _comp_arrays(originals_u8, PhirmParams()), _comp_arrays(
+        originals_u8, PhirmParams.reference()
+    )
+
+
+def score_tiles(
+    originals_u8: np.ndarray, restored_u8: np.ndarray, *, reference: tuple | None = None
+) -> dict[str, np.ndarray]:
+    """Score restored 8-bit tiles against their originals: the experiment's per-tile scores.
+
+    Parameters
+    ----------
+    originals_u8, restored_u8 : (N, H, W) ndarray of uint8
+        Originals and reconstructions (``rint(255 * output)``).
+    reference : tuple, optional
+        :func:`reference_components` of ``originals_u8`` (computed when not given).
+
+    Returns
+    -------
+    dict of str to ndarray
+        Per tile: ``phirm``, ``phirm_reference``, ``ncd``, ``nad``, ``aad``, ``psnr``,
+        ``ssim`` and the reference/reconstruction components (``ref_nuclei_count``...).
+    """
+    from phirm_scale.metric import PhirmParams, phirm_from_components, psnr, ssim
+
+    p_paper, p_ref = PhirmParams(), PhirmParams.reference()
+    ref_p, ref_r = reference if reference is not None else reference_components(originals_u8)
+    rec_p = _comp_arrays(restored_u8, p_paper)
+    rec_r = _comp_arrays(restored_u8, p_ref)
+    ncd, nad, aad, ph = phirm_from_components(
+        ref_p[0], ref_p[1], ref_p[2], rec_p[0], rec_p[1], rec_p[2], p_paper
+    )
+    _, _, _, ph_ref = phirm_from_components(
+        ref_r[0], ref_r[1], ref_r[2], rec_r[0], rec_r[1], rec_r[2], p_ref
+    )
+    n = len(originals_u8)
+    return {
+        "phirm": np.asarray(ph, np.float64),
+        "phirm_reference": np.asarray(ph_ref, np.float64),
+        "ncd": np.asarray(ncd, np.float64),
+        "nad": np.asarray(nad, np.float64),
+        "aad": np.asarray(aad, np.float64),
+        "psnr": np.array([psnr(originals_u8[i], restored_u8[i]) for i in range(n)]),
+        "ssim": np.array([ssim(originals_u8[i], restored_u8[i]) for i in range(n)]),
+        "ref_nuclei_count": ref_p[0],
+        "rec_nuclei_count": rec_p[0],
+        "ref_nuclei_area": ref_p[1],
+        "rec_nuclei_area": rec_p[1],
+        "ref_artefact_area": ref_p[2],
+        "rec_artefact_area": rec_p[2],
+    }
+
+
 def evaluate(
     models,
     tiles,
@@ -256,7 +336,6 @@ def evaluate(
     import pandas as pd
 
     from phirm_scale.masks import MASK_FAMILIES, parse_mask_spec
-    from phirm_scale.metric import PhirmParams, phirm_from_components, psnr, ssim
     from phirm_scale.tiles import TileSet, open_tiles, parse_tiles_path
 
     t_start = time.perf_counter()
@@ -303,9 +382,7 @@ def evaluate(
     images = np.asarray(ts.images[:n])
     size = images.shape[1:]
     wells = ts.wells[:n] if "wells" in ts.attrs else [""] * n
-    p_paper, p_ref = PhirmParams(), PhirmParams.reference()
-    ref_p = _comp_arrays(images, p_paper)
-    ref_r = _comp_arrays(images, p_ref)
+    ref_p, ref_r = reference_components(images)
     # example tiles: those with the most nuclei among the first tiles, in index order
     order = np.argsort(-ref_p[0], kind="stable")
     ex_idx = sorted(order[: max(0, int(n_examples))].tolist())
@@ -335,15 +412,8 @@ def evaluate(
                         f"model {label!r} returned shape {y.shape}, expected {x.shape}"
                     )
                 outs[b0:b1] = _to_u8(y[:, 0])
-            rec_p = _comp_arrays(outs, p_paper)
-            rec_r = _comp_arrays(outs, p_ref)
-            ncd, nad, aad, ph = phirm_from_components(
-                ref_p[0], ref_p[1], ref_p[2], rec_p[0], rec_p[1], rec_p[2], p_paper
-            )
-            _, _, _, ph_ref = phirm_from_components(
-                ref_r[0], ref_r[1], ref_r[2], rec_r[0], rec_r[1], rec_r[2], p_ref
-            )
-            examples[spec]["models"][label] = (outs[ex_idx], ph[ex_idx])
+            sc = score_tiles(images, outs, reference=(ref_p, ref_r))
+            examples[spec]["models"][label] = (outs[ex_idx], sc["phirm"][ex_idx])
             for i in range(n):
                 rows.append(
                     {
@@ -352,23 +422,13 @@ def evaluate(
                         "tile": i,
                         "well": wells[i],
                         "hole_fraction": float(m_all[i].mean()),
-                        "phirm": float(ph[i]),
-                        "phirm_reference": float(ph_ref[i]),
-                        "ncd": float(ncd[i]),
-                        "nad": float(nad[i]),
-                        "aad": float(aad[i]),
-                        "psnr": psnr(images[i], outs[i]),
-                        "ssim": ssim(images[i], outs[i]),
-                        "ref_nuclei_count": int(ref_p[0][i]),
-                        "rec_nuclei_count": int(rec_p[0][i]),
-                        "ref_nuclei_area": int(ref_p[1][i]),
-                        "rec_nuclei_area": int(rec_p[1][i]),
-                        "ref_artefact_area": int(ref_p[2][i]),
-                        "rec_artefact_area": int(rec_p[2][i]),
+                        **{k: float(sc[k][i]) for k in _SCORE_COLS},
+                        **{k: int(sc[k][i]) for k in _COMPONENT_COLS},
                         "checkpoint_hash": ck_hash,
                         "seconds": float(secs[i]),
                     }
                 )
+            ph = sc["phirm"]
             if verbose:
                 print(f"{label:>16} {spec:>11}: PhIRM {np.mean(ph):.3f}  ({secs.sum():.1f} s)")
     df = pd.DataFrame(rows)

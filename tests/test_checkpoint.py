@@ -307,43 +307,94 @@ def test_import_edgeconnect_refuses_foreign_files(tmp_path):
         import_edgeconnect(tmp_path / "out.pt", edge=tmp_path / "y.pth")
 
 
+# The generator of the DeepFill v2 PyTorch port (github nipponjo/deepfillv2-pytorch,
+# model/networks.py: ``Generator(cnum_in=5, cnum_out=3, cnum=48)``), written out by hand from
+# that file: every gated conv ``GConv(cin, cout, k)`` is one ``nn.Conv2d`` named ``<layer>.conv``
+# with 2 * cout filters (cout for the ungated ``conv_to_rgb``). (name, out, in, kernel) for
+# ``cnum = c``; stage 1 takes (RGB, ones, mask), stage 2 RGB, both output RGB.
+def _port_layers(c):
+    h, q = c // 2, c // 4
+    stage1 = [
+        ("conv1", c, 5, 5),
+        ("down_block1.conv1_downsample", 2 * c, h, 3),
+        ("down_block1.conv2", 2 * c, c, 3),
+        ("down_block2.conv1_downsample", 4 * c, c, 3),
+        ("down_block2.conv2", 4 * c, 2 * c, 3),
+        *[(f"conv_bn{i}", 4 * c, 2 * c, 3) for i in range(1, 8)],
+        ("up_block1.conv1_upsample.conv", 2 * c, 2 * c, 3),
+        ("up_block1.conv2", 2 * c, c, 3),
+        ("up_block2.conv1_upsample.conv", c, c, 3),
+        ("up_block2.conv2", h, h, 3),
+        ("conv_to_rgb", 3, q, 3),
+    ]
+    stage2 = [
+        ("conv_conv1", c, 3, 5),
+        ("conv_down_block1.conv1_downsample", c, h, 3),
+        ("conv_down_block1.conv2", 2 * c, h, 3),
+        ("conv_down_block2.conv1_downsample", 2 * c, c, 3),
+        ("conv_down_block2.conv2", 4 * c, c, 3),
+        *[(f"conv_conv_bn{i}", 4 * c, 2 * c, 3) for i in range(1, 6)],
+        ("ca_conv1", c, 3, 5),
+        ("ca_down_block1.conv1_downsample", c, h, 3),
+        ("ca_down_block1.conv2", 2 * c, h, 3),
+        ("ca_down_block2.conv1_downsample", 4 * c, c, 3),
+        ("ca_down_block2.conv2", 4 * c, 2 * c, 3),
+        ("ca_conv_bn1", 4 * c, 2 * c, 3),
+        ("ca_conv_bn4", 4 * c, 2 * c, 3),
+        ("ca_conv_bn5", 4 * c, 2 * c, 3),
+        ("conv_bn6", 4 * c, 4 * c, 3),
+        ("conv_bn7", 4 * c, 2 * c, 3),
+        ("up_block1.conv1_upsample.conv", 2 * c, 2 * c, 3),
+        ("up_block1.conv2", 2 * c, c, 3),
+        ("up_block2.conv1_upsample.conv", c, c, 3),
+        ("up_block2.conv2", h, h, 3),
+        ("conv_to_rgb", 3, q, 3),
+    ]
+    return [(f"stage1.{n}", *r) for n, *r in stage1] + [(f"stage2.{n}", *r) for n, *r in stage2]
+
+
+def _port_states(c, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    sd = {}
+    for name, cout, cin, k in _port_layers(c):
+        sd[f"{name}.conv.weight"] = torch.randn(cout, cin, k, k, generator=g) * 0.1
+        sd[f"{name}.conv.bias"] = torch.randn(cout, generator=g) * 0.1
+    return sd
+
+
 def test_import_deepfill_v2_port_states(tmp_path):
     from phirm_scale.models.importers import import_deepfill_v2
-    from phirm_scale.models.networks.deepfill_v2 import CoarseGenerator, FineGenerator
 
-    # the port's RGB layout: stage1 takes (RGB, ones, mask), both stages output RGB
-    torch.manual_seed(0)
-    rgb = nn.Module()
-    rgb.stage1 = CoarseGenerator(5, 8, cnum_out=3)
-    rgb.stage2 = FineGenerator(8, cnum_img=3)
-    torch.save({"G": rgb.state_dict(), "D": {}, "n_iter": 5}, tmp_path / "states.pth")
-    import_deepfill_v2(tmp_path / "states.pth", tmp_path / "df.pt")
+    c = 8
+    port = _port_states(c)
+    torch.save({"G": port, "D": {}, "n_iter": 5}, tmp_path / "states.pth")
+    digest = import_deepfill_v2(tmp_path / "states.pth", tmp_path / "df.pt")
     clear_cache()
     model = get_model("deepfill-v2", checkpoint=tmp_path / "df.pt", device="cpu")
-    assert model.config["width"] == 8
-    x = torch.rand(2, 1, 32, 32) * 2 - 1
-    m = torch.zeros(2, 1, 32, 32)
-    m[..., 8:24, 8:16] = 1
-    ones = torch.ones_like(x)
+    assert model.config["width"] == c and model.checkpoint_hash == digest
+    ours = model.generator.state_dict()
+    assert set(ours) == set(port)  # every layer of the port, no other
+    grey_inputs = {"stage1.conv1": 3, "stage2.conv_conv1": 3, "stage2.ca_conv1": 3}
+    for key, t in port.items():
+        layer = key.rsplit(".conv.", 1)[0]
+        if layer.endswith("conv_to_rgb"):  # RGB outputs: averaged into one grey output
+            expected = t.mean(0, keepdim=True)
+        elif layer in grey_inputs and key.endswith("weight"):  # RGB inputs: summed into grey
+            expected = torch.cat([t[:, :3].sum(1, keepdim=True), t[:, 3:]], 1)
+        else:
+            expected = t
+        torch.testing.assert_close(ours[key], expected, rtol=0, atol=1e-6, msg=key)
+    # a grey image through the imported coarse stage = the port's RGB conv on it repeated
+    x = torch.rand(1, 1, 16, 16) * 2 - 1
+    m = torch.zeros_like(x)
+    w, b = port["stage1.conv1.conv.weight"], port["stage1.conv1.conv.bias"]
+    rgb_in = torch.cat([x, x, x, torch.ones_like(x), m], 1)
     with torch.no_grad():
-        ours = model.generator.stage1(torch.cat([x, ones, m], 1))
-        s1 = rgb.stage1
-        h = s1.down_block2(s1.down_block1(s1.conv1(torch.cat([x.repeat(1, 3, 1, 1), ones, m], 1))))
-        for layer in (
-            s1.conv_bn1,
-            s1.conv_bn2,
-            s1.conv_bn3,
-            s1.conv_bn4,
-            s1.conv_bn5,
-            s1.conv_bn6,
-            s1.conv_bn7,
-        ):
-            h = layer(h)
-        feats = h
-        pre = s1.conv_to_rgb(s1.up_block2(s1.up_block1(feats))).mean(1, keepdim=True)
-        torch.testing.assert_close(ours, torch.tanh(pre), rtol=1e-5, atol=1e-5)
-    out = model(((x + 1) / 2).numpy(), m.numpy())
-    assert out.shape == (2, 1, 32, 32)
+        ref = torch.nn.functional.conv2d(rgb_in, w, b, padding=2)
+        got = model.generator.stage1.conv1.conv(torch.cat([x, torch.ones_like(x), m], 1))
+    torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-5)
+    out = model(((x + 1) / 2).numpy(), np.ones_like(x.numpy()))
+    assert out.shape == (1, 1, 16, 16) and np.isfinite(out).all()
 
 
 def test_import_weights_cli(tmp_path, capsys):

@@ -44,15 +44,51 @@ def _batch(n, size=64, seed=0):
     return images, masks
 
 
-def test_list_models_names():
-    assert list_models() == [
-        "telea",
-        "navier-stokes",
-        "biharmonic",
-        "context-encoder",
-        "deepfill-v2",
-        "edgeconnect",
-    ]
+def test_every_listed_model_is_built_under_its_name():
+    names = list_models()
+    assert len(set(names)) == len(names)
+    for name in names:  # TINY covers the paper's six models; a listed model without one fails
+        assert get_model(name, device="cpu", **TINY[name]).name == name
+
+
+@pytest.mark.parametrize("with_checkpoint", [False, True])
+def test_callers_of_one_cached_model_keep_their_own_batch_size(tmp_path, with_checkpoint):
+    """Two callers get the same cached network with different batch sizes: each call runs in
+    its caller's batches, whoever asked last (get_model once set the size on the shared model)."""
+    from phirm_scale.models.checkpoint import save_checkpoint
+    from phirm_scale.models.registry import clear_cache
+
+    clear_cache()
+    kw = {"width": 8}
+    if with_checkpoint:
+        net = get_model("deepfill-v2", device="cpu", **kw)
+        save_checkpoint(
+            tmp_path / "df.pt",
+            model="deepfill-v2",
+            config=net.config,
+            state_dicts={"generator": net.generator.state_dict()},
+        )
+        kw = {"checkpoint": tmp_path / "df.pt"}
+    a = get_model("deepfill-v2", device="cpu", batch_size=3, **kw)
+    b = get_model("deepfill-v2", device="cpu", batch_size=5, **kw)
+    assert a.generator is b.generator  # one network per process
+    seen = []
+    hook = a.generator.register_forward_pre_hook(lambda mod, args: seen.append(args[0].shape[0]))
+    images, masks = _batch(7, size=32)
+    try:
+        out_a = a(images, masks)
+        runs_a, seen[:] = list(seen), []
+        out_b = b(images, masks)
+        runs_b, seen[:] = list(seen), []
+        assert (runs_a, runs_b) == ([3, 3, 1], [5, 2])
+        a(images, masks, batch_size=2)  # a per-call size overrides the view's, once
+        runs_a2, seen[:] = list(seen), []
+        a(images, masks)
+        runs_a3 = list(seen)
+    finally:
+        hook.remove()
+    assert (runs_a, runs_b, runs_a2, runs_a3) == ([3, 3, 1], [5, 2], [2, 2, 2, 1], [3, 3, 1])
+    np.testing.assert_allclose(out_a, out_b, atol=1e-5)  # batching never changes a tile's fill
 
 
 def test_unknown_model_lists_known_names():
@@ -210,13 +246,24 @@ def test_edgeconnect_edges_are_canny_of_known_pixels_only():
     )
 
 
-def test_context_encoder_box_covers_the_hole_with_a_margin():
+@pytest.mark.parametrize(
+    "rows, cols, expected",
+    [
+        # 20 x 16 hole: side 24 is the smallest even side whose inner 7/8 (margin 4/64 on each
+        # side) holds 20 rows (22 * 7/8 = 19.25 < 20); centred on the hole's centre (20, 28)
+        ((10, 30), (20, 36), (8, 16, 24)),
+        # 6 x 4 hole in the top-right corner: side 8 (6 * 8/7 = 6.9 -> 7, made even), centre
+        # (3, 62); the box leaves the image (top -1, right edge 66 > 64)
+        ((0, 6), (60, 64), (-1, 58, 8)),
+        # one pixel: the smallest box, side 2, around it
+        ((40, 41), (40, 41), (39, 39, 2)),
+    ],
+)
+def test_context_encoder_box_around_the_hole(rows, cols, expected):
     model = get_model("context-encoder", device="cpu", **TINY["context-encoder"])
     hole = np.zeros((1, 1, 64, 64), bool)
-    hole[0, 0, 10:30, 20:36] = True  # 20 x 16
-    ((top, left, side),) = model.geometry(hole)
-    assert side >= 20 / (1 - 2 * 4 / 64)
-    assert top <= 10 and top + side >= 30 and left <= 20 and left + side >= 36
+    hole[0, 0, rows[0] : rows[1], cols[0] : cols[1]] = True
+    assert model.geometry(hole) == [expected]
 
 
 def test_contextual_attention_pastes_known_patches_only():

@@ -4,6 +4,7 @@ an end-to-end run writes checkpoints/logs/plot, and a resumed run continues iden
 from __future__ import annotations
 
 import csv
+import dataclasses
 import os
 import subprocess
 import sys
@@ -16,9 +17,13 @@ from phirm_scale.errors import CheckpointError, InputError
 from phirm_scale.models import get_model
 from phirm_scale.models.checkpoint import load_checkpoint
 from phirm_scale.models.registry import build_model, clear_cache, default_config
-from phirm_scale.models.train import make_trainer, train
+from phirm_scale.models.train import TrainConfig, make_trainer, train
 
 torch.set_num_threads(1)
+
+
+def _train(model, tiles, *, out_dir, **kw):
+    return train(TrainConfig(model, tiles, out_dir, **kw))
 
 
 @pytest.fixture(scope="module")
@@ -98,26 +103,35 @@ def test_contextual_attention_gradient_is_finite_on_blank_patches():
 
 def test_edgeconnect_stages_train_only_their_generator(one_batch):
     images, masks = one_batch
-    for stage, moving, fixed in (("edge", "edge", "inpaint"), ("inpaint", "inpaint", "edge")):
+    # no stage given: 'joint', both generators train
+    for stage, moving in (
+        ("edge", {"edge"}),
+        ("inpaint", {"inpaint"}),
+        (None, {"edge", "inpaint"}),
+    ):
         net = build_model("edgeconnect", default_config("edgeconnect", width=8), "cpu")
         before = {k: v.clone() for k, v in net.generator.state_dict().items()}
         trainer = make_trainer(net, lr=1e-3, stage=stage)
         m = trainer.train_step(net.prepare(images, masks, train=True))
         after = net.generator.state_dict()
         changed = {k.split(".")[0] for k in before if not torch.equal(before[k], after[k])}
-        assert changed == {moving}, (stage, changed)
-        assert ("edge_precision" in m) == (stage == "edge")
+        assert changed == moving, (stage, changed)
+        assert ("edge_precision" in m) == (stage != "inpaint")
 
 
 def test_stage_and_vgg_apply_to_edgeconnect_only(tiles, tmp_path):
     with pytest.raises(InputError, match="edgeconnect only"):
-        train("deepfill-v2", tiles, out_dir=tmp_path / "r", stage="edge", max_steps=1, device="cpu")
+        _train(
+            "deepfill-v2", tiles, out_dir=tmp_path / "r", stage="edge", max_steps=1, device="cpu"
+        )
     with pytest.raises(InputError, match="unknown edgeconnect stage 'both'"):
-        train("edgeconnect", tiles, out_dir=tmp_path / "r", stage="both", max_steps=1, device="cpu")
+        _train(
+            "edgeconnect", tiles, out_dir=tmp_path / "r", stage="both", max_steps=1, device="cpu"
+        )
     with pytest.raises(InputError, match="cannot train 'telea'"):
-        train("telea", tiles, out_dir=tmp_path / "r")
+        _train("telea", tiles, out_dir=tmp_path / "r")
     with pytest.raises(CheckpointError, match="VGG weights .*no such file"):
-        train(
+        _train(
             "edgeconnect",
             tiles,
             out_dir=tmp_path / "r",
@@ -157,10 +171,12 @@ def test_train_writes_checkpoints_logs_plot_and_resumes_identically(tiles, tmp_p
         "log_every": 1,
     }
     # 8 train tiles / batch 4 = 2 steps per epoch; 3 steps crosses an epoch boundary
-    full = train("deepfill-v2", tiles, out_dir=tmp_path / "full", max_steps=5, **kw)
-    part = train("deepfill-v2", tiles, out_dir=tmp_path / "part", max_steps=3, **kw)
+    full = _train("deepfill-v2", tiles, out_dir=tmp_path / "full", max_steps=5, **kw)
+    part = _train("deepfill-v2", tiles, out_dir=tmp_path / "part", max_steps=3, **kw)
     assert (load_checkpoint(part).epoch, load_checkpoint(part).step) == (1, 3)
-    resumed = train("deepfill-v2", tiles, out_dir=tmp_path / "part", max_steps=5, resume=part, **kw)
+    resumed = _train(
+        "deepfill-v2", tiles, out_dir=tmp_path / "part", max_steps=5, resume=part, **kw
+    )
     a, b = load_checkpoint(full), load_checkpoint(resumed)
     assert (a.epoch, a.step) == (b.epoch, b.step) == (2, 5)
     assert a.content_hash == b.content_hash
@@ -198,47 +214,72 @@ def test_train_writes_checkpoints_logs_plot_and_resumes_identically(tiles, tmp_p
 
 def test_resume_refuses_another_model_or_settings(tiles, tmp_path):
     kw = {"epochs": 1, "lr": 1e-3, "batch_size": 4, "width": 8, "device": "cpu", "max_steps": 1}
-    ck = train("context-encoder", tiles, out_dir=tmp_path / "ce", **kw)
+    ck = _train("context-encoder", tiles, out_dir=tmp_path / "ce", **kw)
     with pytest.raises(CheckpointError, match="holds a 'context-encoder' model, not 'deepfill-v2'"):
-        train("deepfill-v2", tiles, out_dir=tmp_path / "x", resume=ck, **kw)
+        _train("deepfill-v2", tiles, out_dir=tmp_path / "x", resume=ck, **kw)
     with pytest.raises(InputError, match="batch size 4, not 2"):
-        train(
+        _train(
             "context-encoder", tiles, out_dir=tmp_path / "ce", resume=ck, **{**kw, "batch_size": 2}
         )
     with pytest.raises(InputError, match="--width 16 contradicts"):
-        train("context-encoder", tiles, out_dir=tmp_path / "ce", resume=ck, **{**kw, "width": 16})
+        _train("context-encoder", tiles, out_dir=tmp_path / "ce", resume=ck, **{**kw, "width": 16})
     # fine-tuning from it (init) keeps the weights but starts a fresh schedule
-    ft = train("context-encoder", tiles, out_dir=tmp_path / "ft", init=ck, **{**kw, "width": None})
+    ft = _train("context-encoder", tiles, out_dir=tmp_path / "ft", init=ck, **{**kw, "width": None})
     c = load_checkpoint(ft)
     assert c.step == 1 and c.provenance["init"]["content_hash"] == load_checkpoint(ck).content_hash
 
 
 @pytest.mark.slow
-def test_paper_defaults_are_recorded(tiles, tmp_path):
-    for name, epochs, lr in (
-        ("deepfill-v2", 20, 1e-4),
-        ("edgeconnect", 68, 1e-4),
-        ("context-encoder", 200, 2e-4),
-    ):
-        ck = load_checkpoint(
-            train(
-                name,
-                tiles,
-                out_dir=tmp_path / name,
-                width=8,
-                device="cpu",
-                max_steps=1,
-                batch_size=2,
-                val_every=0,
-                val_tiles=1,
-            )
-        )
-        assert (ck.provenance["train"]["epochs"], ck.provenance["train"]["lr"]) == (epochs, lr)
-    assert ck.provenance["train"]["stage"] is None
-    assert (
-        load_checkpoint(tmp_path / "edgeconnect" / "final.pt").provenance["train"]["stage"]
-        == "joint"
+def test_recorded_config_reproduces_the_run(tiles, tmp_path):
+    first = TrainConfig(
+        "deepfill-v2",
+        tiles,
+        tmp_path / "a",
+        width=8,
+        device="cpu",
+        max_steps=2,
+        batch_size=4,
+        val_every=0,
+        val_tiles=1,
     )
+    a = load_checkpoint(train(first))
+    recorded = TrainConfig.from_checkpoint(tmp_path / "a" / "final.pt")
+    # the record holds the schedule the run used (lr and epochs were left to the defaults)
+    assert a.optimizers["generator"]["param_groups"][0]["lr"] == recorded.lr
+    assert recorded.epochs >= 1 and recorded.batch_size == 4 and recorded.stage is None
+    assert TrainConfig.from_dict(recorded.to_dict()) == recorded
+    # the recorded config alone gives the same weights and optimiser states
+    b = load_checkpoint(train(dataclasses.replace(recorded, out_dir=tmp_path / "b")))
+    assert b.content_hash == a.content_hash
+    for k, v in a.state_dicts["discriminator"].items():
+        assert torch.equal(v, b.state_dicts["discriminator"][k]), k
+    assert b.optimizers["generator"]["param_groups"] == a.optimizers["generator"]["param_groups"]
+    # ... and it matters: another learning rate trains other weights
+    c = load_checkpoint(
+        train(dataclasses.replace(recorded, out_dir=tmp_path / "c", lr=10 * recorded.lr))
+    )
+    assert c.content_hash != a.content_hash
+    with pytest.raises(InputError, match="unknown training setting.*depth"):
+        TrainConfig.from_dict({**recorded.to_dict(), "depth": 3})
+
+
+def test_checkpoint_without_training_settings_is_refused(tmp_path):
+    from phirm_scale.models.checkpoint import save_checkpoint
+
+    net = build_model("deepfill-v2", default_config("deepfill-v2", width=8), "cpu")
+    save_checkpoint(
+        tmp_path / "m.pt",
+        model="deepfill-v2",
+        config=net.config,
+        state_dicts={"generator": net.generator.state_dict()},
+    )
+    with pytest.raises(CheckpointError, match="m.pt: holds no training settings"):
+        TrainConfig.from_checkpoint(tmp_path / "m.pt")
+
+
+def test_train_takes_a_config():
+    with pytest.raises(TypeError, match="TrainConfig"):
+        train("deepfill-v2")
 
 
 def test_artefact_masks_need_artefacts(tmp_path):
@@ -248,7 +289,7 @@ def test_artefact_masks_need_artefacts(tmp_path):
     plate = make_plate(tmp_path / "p.ome.zarr", rows=1, columns=2, fields=1, size=64, seed=1)
     write_tiles(plate, tmp_path / "t.zarr", channel="DAPI", size=64, split=(0.5, 0.5, 0.0))
     with pytest.raises(InputError, match="masks 'artefacts' need artefact masks"):
-        train(
+        _train(
             "deepfill-v2",
             tmp_path / "t.zarr",
             out_dir=tmp_path / "r",
@@ -262,7 +303,10 @@ def test_artefact_masks_need_artefacts(tmp_path):
 @pytest.mark.slow
 def test_train_cli_end_to_end_and_resume(tiles, tmp_path):
     run = tmp_path / "run"
-    code = "import sys, torch; torch.set_num_threads(1); from phirm_scale.cli import main; main(sys.argv[1:])"
+    code = (
+        "import sys, torch; torch.set_num_threads(1); "
+        "from phirm_scale.cli import main; main(sys.argv[1:])"
+    )
     base = [
         sys.executable,
         "-c",

@@ -1,6 +1,8 @@
-"""``phirm-scale train`` (and ``import-weights``): thin shells over
-:func:`phirm_scale.models.train.train` and :mod:`phirm_scale.models.importers`; heavy imports
-(torch) happen inside the commands.
+"""``phirm-scale train`` and ``import-weights``: thin shells over the Python API.
+
+``train`` builds a :class:`~phirm_scale.models.train.TrainConfig` from its options and calls
+:func:`phirm_scale.models.train.train`; ``import-weights`` calls
+:mod:`phirm_scale.models.importers`. Heavy imports (torch) happen inside the commands.
 """
 
 from __future__ import annotations
@@ -92,11 +94,11 @@ def train_cmd(
     log_every: int = typer.Option(10, "--log-every", help="Steps averaged per train_log.csv row."),
 ) -> None:
     """Train a learned inpainting model on a tile store with masks drawn on the fly."""
-    from phirm_scale.models.train import train
+    from phirm_scale.models.train import TrainConfig, train
 
-    final = train(
-        model,
-        tiles,
+    config = TrainConfig(
+        model=model,
+        tiles=tiles,
         out_dir=out,
         epochs=epochs,
         lr=lr,
@@ -115,8 +117,8 @@ def train_cmd(
         val_tiles=val_tiles,
         save_every=save_every,
         log_every=log_every,
-        progress=typer.echo,
     )
+    final = train(config, progress=typer.echo)
     typer.echo(f"wrote {final}")
 
 

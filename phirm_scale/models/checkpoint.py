@@ -11,6 +11,7 @@ A checkpoint is a ``torch.save`` of a plain dict (loadable with ``weights_only=T
       "scaler": {...} or None,                   # AMP grad scaler state (fp16 training only)
       "epoch": int, "step": int,                 # completed epochs / optimisation steps
       "provenance": {...},                       # tiles store + attrs, masks, seed, lr, versions, import source
+      "train_config": {...} or None,             # the run's TrainConfig (to_dict), None if not trained here
       "content_hash": "sha256 hex",              # of model name, config and generator tensors
     }
 
@@ -26,6 +27,7 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -38,6 +40,7 @@ __all__ = [
     "content_hash",
     "load_checkpoint",
     "load_state",
+    "load_torch_file",
     "save_checkpoint",
 ]
 
@@ -59,6 +62,7 @@ class Checkpoint:
     step: int = 0
     provenance: dict = field(default_factory=dict)
     path: Path | None = None
+    train_config: dict | None = None
 
 
 def _canonical_config(config: dict) -> str:
@@ -118,6 +122,7 @@ def save_checkpoint(
     epoch: int = 0,
     step: int = 0,
     provenance: dict | None = None,
+    train_config: dict | None = None,
 ) -> str:
     """Write a checkpoint atomically (temporary file + rename) and return its content hash.
 
@@ -137,6 +142,9 @@ def save_checkpoint(
         Completed epochs and optimisation steps.
     provenance : dict, optional
         Where the weights come from (tiles store, masks, seed, import source, ...).
+    train_config : dict, optional
+        The training run's settings (:meth:`TrainConfig.to_dict
+        <phirm_scale.models.training.config.TrainConfig.to_dict>`).
 
     Returns
     -------
@@ -159,6 +167,7 @@ def save_checkpoint(
         "epoch": int(epoch),
         "step": int(step),
         "provenance": json.loads(json.dumps(provenance or {}, default=str)),
+        "train_config": json.loads(json.dumps(train_config, default=str)) if train_config else None,
         "content_hash": digest,
     }
     path = Path(path)
@@ -167,6 +176,59 @@ def save_checkpoint(
     torch.save(payload, tmp)
     os.replace(tmp, path)
     return digest
+
+
+def load_torch_file(
+    path: str | Path, *, what: str = "checkpoint", expected: str = "a PyTorch file"
+) -> Any:
+    """Read a ``torch.save`` file onto the CPU with ``weights_only=True`` (no code runs).
+
+    The one guarded ``torch.load`` of phirm-scale: checkpoints, imported official weights and
+    VGG weights all come through it, and every failure is one :class:`CheckpointError` naming
+    the file.
+
+    Parameters
+    ----------
+    path : str or Path
+        The file.
+    what : str
+        What the file is, for messages (``'checkpoint'``, ``'VGG weights'``...).
+    expected : str
+        What the file should be, for the message about a file that is no PyTorch file at all.
+
+    Returns
+    -------
+    object
+        The unpickled object (tensors, dicts, lists, numbers and strings only).
+
+    Raises
+    ------
+    CheckpointError
+        Missing or unreadable file, not a PyTorch (zip) file, a truncated or damaged file, or
+        one that needs arbitrary code to unpickle.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{what} {path}: no such file")
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4)
+    except OSError as exc:
+        raise CheckpointError(f"{what} {path}: cannot be read ({exc.strerror})") from None
+    if head[:2] != b"PK":  # torch.save writes a zip archive
+        raise CheckpointError(f"{what} {path}: not {expected} (not a PyTorch file at all)")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any unpickling failure means a bad file
+        text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        if "central directory" in text or "zip archive" in text or isinstance(exc, EOFError):
+            raise CheckpointError(
+                f"{what} {path}: truncated or damaged {what} (the file is incomplete; copy or "
+                "save it again)"
+            ) from None
+        raise CheckpointError(
+            f"{what} {path}: damaged {what}, cannot be loaded ({type(exc).__name__}: {text[:160]})"
+        ) from None
 
 
 def load_checkpoint(path, *, expected_model: str | None = None, verify: bool = True) -> Checkpoint:
@@ -192,31 +254,7 @@ def load_checkpoint(path, *, expected_model: str | None = None, verify: bool = T
         file: import it first), another model, or a hash mismatch.
     """
     path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint {path}: no such file")
-    try:
-        with open(path, "rb") as f:
-            head = f.read(4)
-    except OSError as exc:
-        raise CheckpointError(f"checkpoint {path}: cannot be read ({exc.strerror})") from None
-    if head[:2] != b"PK":  # torch.save writes a zip archive
-        raise CheckpointError(
-            f"checkpoint {path}: not a phirm-scale checkpoint (not a PyTorch "
-            "checkpoint file at all)"
-        )
-    try:
-        raw = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any unpickling failure is a bad file
-        text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        if "central directory" in text or "zip archive" in text or isinstance(exc, EOFError):
-            raise CheckpointError(
-                f"checkpoint {path}: truncated or damaged checkpoint (the "
-                "file is incomplete; copy or save it again)"
-            ) from None
-        raise CheckpointError(
-            f"checkpoint {path}: damaged checkpoint, cannot be loaded "
-            f"({type(exc).__name__}: {text[:160]})"
-        ) from None
+    raw = load_torch_file(path, what="checkpoint", expected="a phirm-scale checkpoint")
     if not isinstance(raw, dict) or raw.get("format") != FORMAT:
         raise CheckpointError(
             f"checkpoint {path}: not a phirm-scale checkpoint (official EdgeConnect/DeepFill files must be "
@@ -249,6 +287,7 @@ def load_checkpoint(path, *, expected_model: str | None = None, verify: bool = T
         step=int(raw.get("step", 0)),
         provenance=raw.get("provenance") or {},
         path=path,
+        train_config=raw.get("train_config"),
     )
 
 

@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 
 from phirm_scale.errors import CheckpointError
-from phirm_scale.models.checkpoint import load_state, save_checkpoint
+from phirm_scale.models.checkpoint import load_state, load_torch_file, save_checkpoint
 from phirm_scale.models.networks import make_generator
 from phirm_scale.models.networks.common import seeded
 from phirm_scale.models.registry import default_config
@@ -108,16 +108,9 @@ def reduce_to_grey(file_state: dict, target: torch.nn.Module, *, source) -> dict
     return out
 
 
-def _load_raw(path, key: str) -> tuple[dict, dict]:
+def _load_raw(path: str | Path, key: str) -> tuple[dict, dict]:
     path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: no such file")
-    try:
-        raw = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001
-        raise CheckpointError(
-            f"{path}: unreadable as a torch file ({type(exc).__name__})"
-        ) from None
+    raw = load_torch_file(path, what="weights file", expected="a PyTorch weights file")
     if not isinstance(raw, dict) or key not in raw or not isinstance(raw[key], dict):
         keys = ", ".join(list(raw)[:5]) if isinstance(raw, dict) else type(raw).__name__
         raise CheckpointError(f"{path}: no {key!r} state dict (found: {keys})")

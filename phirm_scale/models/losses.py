@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from phirm_scale.errors import CheckpointError
+from phirm_scale.models.checkpoint import load_torch_file
 
 __all__ = [
     "AdversarialLoss",
@@ -190,14 +191,14 @@ def load_vgg19(path) -> VGG19Features:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(
-            f"VGG weights {path}: no such file (nothing is downloaded; pass a local vgg19 state dict)"
+            f"VGG weights {path}: no such file (nothing is downloaded; pass a local vgg19 "
+            "state dict)"
         )
-    try:
-        sd = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001
-        raise CheckpointError(f"VGG weights {path}: unreadable ({type(exc).__name__})") from None
+    sd = load_torch_file(path, what="VGG weights", expected="a VGG-19 state dict")
     if isinstance(sd, dict) and "state_dict" in sd:
         sd = sd["state_dict"]
+    if not isinstance(sd, dict):
+        raise CheckpointError(f"VGG weights {path}: not a VGG-19 state dict ({type(sd).__name__})")
     feats = {k: v for k, v in sd.items() if k.startswith("features.")}
     net = VGG19Features()
     own = {k: v for k, v in net.state_dict().items() if k.startswith("features.")}

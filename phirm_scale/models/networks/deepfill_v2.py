@@ -195,17 +195,22 @@ class ContextualAttention(nn.Module):
 
 
 class FineGenerator(nn.Module):
-    """Stage 2: a dilated gated-conv branch and a contextual-attention branch, merged."""
+    """Stage 2: a dilated gated-conv branch and a contextual-attention branch, merged.
+
+    The conv branch is the reference's (conv 5x5, two downsampling blocks, a 3x3 conv, then
+    dilations 2, 4, 8, 16: ``conv_conv_bn1`` to ``conv_conv_bn5``, as in the PyTorch port).
+    """
 
     def __init__(self, cnum, cnum_img=1):
         super().__init__()
         self.conv_conv1 = GConv(cnum_img, cnum // 2, 5, 1, padding=2)
         self.conv_down_block1 = GDownsamplingBlock(cnum // 2, cnum, cnum_hidden=cnum // 2)
         self.conv_down_block2 = GDownsamplingBlock(cnum, 2 * cnum, cnum_hidden=cnum)
-        self.conv_conv_bn1 = GConv(2 * cnum, 2 * cnum, 3, rate=2, padding=2)
-        self.conv_conv_bn2 = GConv(2 * cnum, 2 * cnum, 3, rate=4, padding=4)
-        self.conv_conv_bn3 = GConv(2 * cnum, 2 * cnum, 3, rate=8, padding=8)
-        self.conv_conv_bn4 = GConv(2 * cnum, 2 * cnum, 3, rate=16, padding=16)
+        self.conv_conv_bn1 = GConv(2 * cnum, 2 * cnum, 3, rate=1, padding=1)
+        self.conv_conv_bn2 = GConv(2 * cnum, 2 * cnum, 3, rate=2, padding=2)
+        self.conv_conv_bn3 = GConv(2 * cnum, 2 * cnum, 3, rate=4, padding=4)
+        self.conv_conv_bn4 = GConv(2 * cnum, 2 * cnum, 3, rate=8, padding=8)
+        self.conv_conv_bn5 = GConv(2 * cnum, 2 * cnum, 3, rate=16, padding=16)
         self.ca_conv1 = GConv(cnum_img, cnum // 2, 5, 1, padding=2)
         self.ca_down_block1 = GDownsamplingBlock(cnum // 2, cnum, cnum_hidden=cnum // 2)
         self.ca_down_block2 = GDownsamplingBlock(cnum, 2 * cnum)
@@ -227,7 +232,14 @@ class FineGenerator(nn.Module):
         x = self.conv_conv1(xnow)
         x = self.conv_down_block1(x)
         x = self.conv_down_block2(x)
-        x = self.conv_conv_bn4(self.conv_conv_bn3(self.conv_conv_bn2(self.conv_conv_bn1(x))))
+        for layer in (
+            self.conv_conv_bn1,
+            self.conv_conv_bn2,
+            self.conv_conv_bn3,
+            self.conv_conv_bn4,
+            self.conv_conv_bn5,
+        ):
+            x = layer(x)
         x_hallu = x
         # contextual attention branch
         x = self.ca_conv1(xnow)

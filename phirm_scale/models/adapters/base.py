@@ -1,0 +1,420 @@
+"""The model interface every caller sees: ``model(images, masks) -> composited images``.
+
+:class:`InpaintModel` checks a batch, calls the subclass's fill and composites it (the input
+bit for bit outside the holes). :class:`TorchInpaintModel` adds what the learned models share:
+a generator, the runtime options of a view (batch size, precision, channels-last, compile),
+batched inference, and the two hooks the trainers use too (:meth:`~TorchInpaintModel.prepare`,
+:meth:`~TorchInpaintModel.generate`). Never imports Dask or Zarr; torch is imported lazily.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import threading
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy as np
+
+from phirm_scale.errors import InputError
+
+if TYPE_CHECKING:
+    import torch
+
+__all__ = [
+    "CANNY",
+    "PRECISIONS",
+    "RUNTIME_OPTIONS",
+    "InpaintModel",
+    "TorchInpaintModel",
+    "check_batch",
+    "pad_batch",
+]
+
+#: options that change only how a model runs, never its weights (allowed with a checkpoint)
+RUNTIME_OPTIONS = ("batch_size", "precision", "channels_last", "compile", "fixed_batch", "canny")
+PRECISIONS = ("fp32", "bf16", "fp16")
+CANNY = ("auto", "torch", "skimage")
+
+
+def check_batch(images: Any, masks: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Validate a batch and return it as float32 images and boolean holes.
+
+    Parameters
+    ----------
+    images : array_like
+        (N, 1, H, W) floats in [0, 1].
+    masks : array_like
+        Same shape; nonzero = hole.
+
+    Returns
+    -------
+    tuple of ndarray
+        ``(images as float32, masks != 0)``.
+
+    Raises
+    ------
+    InputError
+        Wrong shape, dtype, non-finite values or values outside [0, 1].
+    """
+    images = np.asarray(images)
+    masks = np.asarray(masks)
+    if images.ndim != 4 or images.shape[1] != 1:
+        raise InputError(f"images must have shape (N, 1, H, W); got {images.shape}")
+    if masks.shape != images.shape:
+        raise InputError(f"masks must have the images' shape {images.shape}; got {masks.shape}")
+    if not np.issubdtype(images.dtype, np.floating):
+        raise InputError(f"images must be float in [0, 1]; got dtype {images.dtype}")
+    images = images.astype(np.float32, copy=False)
+    if images.size and not np.isfinite(images).all():
+        raise InputError("images contain NaN or infinite values")
+    if images.size and (images.min() < 0 or images.max() > 1):
+        raise InputError(
+            f"images must lie in [0, 1]; got range [{images.min():.4g}, {images.max():.4g}]"
+        )
+    return images, masks != 0
+
+
+def pad_batch(batch: dict[str, Any], multiple: int) -> tuple[dict[str, Any], tuple[int, int]]:
+    """Pad every (N, C, H, W) tensor of a batch so that H and W are multiples of ``multiple``.
+
+    Images are padded by reflection (:func:`~phirm_scale.models.networks.common.pad_to_multiple`);
+    masks and edge maps (keys ``'mask'`` and ``'edges*'``) with zeros: known, no edge.
+
+    Parameters
+    ----------
+    batch : dict
+        Tensors of one batch (``'image'`` gives the size).
+    multiple : int
+        The generator's size multiple.
+
+    Returns
+    -------
+    tuple
+        ``(padded batch, (H, W))``: crop outputs back with ``[..., :H, :W]``.
+    """
+    import torch.nn.functional as F  # noqa: N812 - torch's own convention
+
+    from phirm_scale.models.networks.common import pad_to_multiple
+
+    h, w = batch["image"].shape[-2:]
+    if h % multiple == 0 and w % multiple == 0:
+        return batch, (h, w)
+    out = {}
+    for k, v in batch.items():
+        if k == "mask" or k.startswith("edges"):
+            out[k] = F.pad(v, (0, (-w) % multiple, 0, (-h) % multiple))
+        else:
+            out[k] = pad_to_multiple(v, multiple)[0]
+    return out, (h, w)
+
+
+class InpaintModel:
+    """Base class: ``model(images, masks) -> composited float32 (N, 1, H, W)``.
+
+    Parameters
+    ----------
+    config : dict
+        The model's complete config.
+    device : str or torch.device
+        Where it runs.
+    """
+
+    name: str = ""
+    checkpoint_hash: str | None = None
+    #: ``__call__`` takes ``batch_size=`` (phirm_scale.inpaint passes its own batch size)
+    per_call_batch_size = True
+    #: the paper's config of this model (the registry's defaults)
+    defaults: ClassVar[dict[str, Any]] = {}
+
+    def __init__(self, config: dict[str, Any], device: Any = "cpu") -> None:
+        self.config = dict(config)
+        self.device = device
+        self.batch_size = int(config.get("batch_size") or 8)
+
+    @classmethod
+    def complete_config(cls, config: dict[str, Any]) -> dict[str, Any]:
+        """Check a config (defaults already merged in) and fill derived entries.
+
+        Parameters
+        ----------
+        config : dict
+            :attr:`defaults` updated with the caller's options.
+
+        Returns
+        -------
+        dict
+            The complete config.
+
+        Raises
+        ------
+        InputError
+            An option out of range.
+        """
+        return config
+
+    def __call__(self, images: Any, masks: Any, *, batch_size: int | None = None) -> np.ndarray:
+        """Inpaint a batch.
+
+        Parameters
+        ----------
+        images : (N, 1, H, W) ndarray of float
+            Values in [0, 1].
+        masks : (N, 1, H, W) ndarray
+            Nonzero = hole.
+        batch_size : int, optional
+            Tiles per forward pass for this call (default: the model's ``batch_size``).
+
+        Returns
+        -------
+        (N, 1, H, W) ndarray of float32
+            ``images`` bit for bit outside the holes; the model's fill (clipped to [0, 1]) inside.
+        """
+        imgs, holes = check_batch(images, masks)
+        if imgs.shape[0] == 0 or not holes.any():
+            return imgs.copy()
+        fill = self._fill(imgs, holes, batch_size=batch_size)
+        return np.where(holes, np.clip(fill, 0.0, 1.0).astype(np.float32), imgs)
+
+    def _fill(
+        self, images: np.ndarray, holes: np.ndarray, batch_size: int | None = None
+    ) -> np.ndarray:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def with_options(self, **options: Any) -> InpaintModel:
+        """Return a shallow copy (sharing the network) with runtime options set.
+
+        The original is untouched, so callers sharing one cached model never see each other's
+        options. Classical models take ``batch_size`` only (ignored).
+
+        Parameters
+        ----------
+        **options
+            Any of :data:`RUNTIME_OPTIONS`; None leaves an option as it is.
+
+        Returns
+        -------
+        InpaintModel
+            The view.
+
+        Raises
+        ------
+        InputError
+            An unknown option or a bad value.
+        """
+        view = copy.copy(self)
+        for k, v in options.items():
+            if v is None:
+                continue
+            if k == "batch_size":
+                v = int(v)
+                if v < 1:
+                    raise InputError(f"batch_size must be >= 1; got {v}")
+            elif k == "precision":
+                if v not in PRECISIONS:
+                    raise InputError(f"precision must be one of {', '.join(PRECISIONS)}; got {v!r}")
+            elif k == "canny":
+                if v not in CANNY:
+                    raise InputError(f"canny must be one of {', '.join(CANNY)}; got {v!r}")
+            elif k in ("channels_last", "compile", "fixed_batch"):
+                v = bool(v)
+            elif k not in RUNTIME_OPTIONS:
+                raise InputError(f"unknown runtime option {k!r}")
+            setattr(view, k, v)
+        return view
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(name={self.name!r}, device={str(self.device)!r}, "
+            f"checkpoint_hash={self.checkpoint_hash!r})"
+        )
+
+
+class TorchInpaintModel(InpaintModel):
+    """A learned model: a generator plus the pre/post-processing of its paper.
+
+    Subclasses implement :meth:`prepare` (numpy batch -> dict of tensors on the device, adding
+    e.g. Canny edges) and :meth:`generate` (differentiable forward, returning a dict with
+    ``'output'``: the raw (N, 1, H, W) prediction in [0, 1] over the whole image). The trainer
+    uses the same two methods.
+
+    Parameters
+    ----------
+    config : dict
+        Complete config (network options and ``seed``).
+    device : str or torch.device
+        Where the generator lives.
+    generator : torch.nn.Module, optional
+        A built (e.g. loaded) generator; default: a new one seeded by ``config['seed']``.
+    """
+
+    kind: str = ""
+    checkpoint_path: Any = None
+    provenance: dict[str, Any] | None = None
+
+    def __init__(
+        self, config: dict[str, Any], device: Any = "cpu", generator: torch.nn.Module | None = None
+    ) -> None:
+        super().__init__(config, device)
+        from phirm_scale.models.networks import make_generator
+        from phirm_scale.models.networks.common import seeded
+
+        self.name = self.kind
+        net_cfg = {k: v for k, v in config.items() if k not in ("seed",)}
+        if generator is None:
+            with seeded(config.get("seed", 0)):
+                generator = make_generator(self.kind, net_cfg)
+        self.generator = generator.to(device)
+        self.generator.eval()
+        self.precision = "fp32"
+        self.channels_last = False
+        self.compile = False
+        self.fixed_batch = False  # pad partial batches to batch_size (implied by compile)
+        self.canny = "auto"
+        self._compiled: dict[str, Callable[..., Any]] = {}  # shared by every view of this model
+        self._layout_lock = threading.Lock()
+
+    @classmethod
+    def complete_config(cls, config: dict[str, Any]) -> dict[str, Any]:
+        """Check the width and fill ``disc_width`` (the generator's width unless given).
+
+        Parameters
+        ----------
+        config : dict
+            :attr:`defaults` updated with the caller's options.
+
+        Returns
+        -------
+        dict
+            The complete config.
+
+        Raises
+        ------
+        InputError
+            A width below 1.
+        """
+        w = int(config["width"])
+        if w < 1:
+            raise InputError(f"model {cls.kind!r}: width must be >= 1; got {w}")
+        config["width"] = w
+        if config.get("disc_width") is None:
+            config["disc_width"] = w
+        return config
+
+    def _fn(self, method: str) -> Callable[..., Any]:
+        """``generator.<method>``, compiled with ``torch.compile`` when this view asks for it.
+
+        Compiled once per model and shared by its views.
+        """
+        fn = self.generator if method == "forward" else getattr(self.generator, method)
+        if not self.compile:
+            return fn
+        with self._layout_lock:
+            if method not in self._compiled:
+                import torch
+
+                self._compiled[method] = torch.compile(fn, dynamic=False)
+            return self._compiled[method]
+
+    def autocast(self) -> contextlib.AbstractContextManager[Any]:
+        """Return the autocast context of this view's precision (a null context for fp32).
+
+        Returns
+        -------
+        context manager
+            ``torch.autocast`` or ``contextlib.nullcontext``.
+        """
+        import torch
+
+        if self.precision == "fp32":
+            return contextlib.nullcontext()
+        dev = torch.device(self.device)
+        dtype = torch.bfloat16 if self.precision == "bf16" else torch.float16
+        return torch.autocast(device_type=dev.type, dtype=dtype)
+
+    def _layout(self, batch: dict[str, Any]) -> dict[str, Any]:
+        import torch
+
+        if not self.channels_last:
+            return batch
+        with self._layout_lock:
+            self.generator.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # stub lacks it
+        return {
+            k: (
+                v.contiguous(memory_format=torch.channels_last)
+                if isinstance(v, torch.Tensor) and v.dim() == 4
+                else v
+            )
+            for k, v in batch.items()
+        }
+
+    # -- hooks
+    def prepare(self, images: np.ndarray, holes: np.ndarray, *, train: bool = False) -> dict:
+        """Turn a numpy batch into the tensors the generator takes, on the model's device.
+
+        Parameters
+        ----------
+        images : (N, 1, H, W) ndarray of float32
+            Values in [0, 1].
+        holes : (N, 1, H, W) ndarray
+            Nonzero = hole.
+        train : bool
+            Add what training needs too (e.g. EdgeConnect's true edges).
+
+        Returns
+        -------
+        dict
+            At least ``'image'`` and ``'mask'`` (float32 tensors).
+        """
+        import torch
+
+        return {
+            "image": torch.from_numpy(np.ascontiguousarray(images, np.float32)).to(self.device),
+            "mask": torch.from_numpy(np.ascontiguousarray(holes, np.float32)).to(self.device),
+        }
+
+    def generate(self, batch: dict) -> dict:  # pragma: no cover - abstract
+        """Run the generator on a prepared batch (differentiable).
+
+        Parameters
+        ----------
+        batch : dict
+            From :meth:`prepare`.
+
+        Returns
+        -------
+        dict
+            At least ``'output'``: the (N, 1, H, W) prediction in [0, 1].
+        """
+        raise NotImplementedError
+
+    # -- inference
+    def _fill(
+        self, images: np.ndarray, holes: np.ndarray, batch_size: int | None = None
+    ) -> np.ndarray:
+        import torch
+
+        bs = int(batch_size or self.batch_size)
+        out = np.empty_like(images)
+        was_training = self.generator.training
+        self.generator.eval()
+        try:
+            with torch.inference_mode():
+                # compiled graphs are specialised to one batch shape: pad partial batches to
+                # the view's batch size (tiles are independent, the padding is dropped)
+                full = max(bs, self.batch_size) if (self.compile or self.fixed_batch) else 0
+                for s in range(0, images.shape[0], bs):
+                    sl = slice(s, s + bs)
+                    im, ho = images[sl], holes[sl]
+                    n = im.shape[0]
+                    if n < full:
+                        rep = np.r_[np.arange(n), np.full(full - n, n - 1)]
+                        im, ho = im[rep], ho[rep]
+                    batch = self._layout(self.prepare(im, ho))
+                    with self.autocast():
+                        res = self.generate(batch)["output"]
+                    out[sl] = res[:n].float().cpu().numpy()
+        finally:
+            self.generator.train(was_training)
+        return out
