@@ -61,7 +61,10 @@ def train_cmd(
     init: Path | None = typer.Option(
         None,
         "--init",
-        help="Start from these weights (fine-tuning; imported official weights; EdgeConnect inpaint stage after edge).",
+        help=(
+            "Start from these weights (fine-tuning; imported official weights; EdgeConnect "
+            "inpaint stage after edge)."
+        ),
     ),
     max_steps: int | None = typer.Option(
         None, "--max-steps", help="Stop after this many steps in total (smoke runs)."
@@ -78,7 +81,10 @@ def train_cmd(
     vgg_weights: Path | None = typer.Option(
         None,
         "--vgg-weights",
-        help="Local VGG-19 state dict: enables EdgeConnect's perceptual/style losses (never downloaded).",
+        help=(
+            "Local VGG-19 state dict: enables EdgeConnect's perceptual/style losses (never "
+            "downloaded)."
+        ),
     ),
     val_every: int = typer.Option(
         1, "--val-every", help="Validate every N epochs (0: only at the end)."
@@ -127,7 +133,10 @@ def import_weights_cmd(
     kind: str = typer.Argument(..., help="edgeconnect or deepfill-v2."),
     files: list[Path] = typer.Argument(
         ...,
-        help="EdgeConnect: EdgeModel_gen.pth and/or InpaintingModel_gen.pth; DeepFill v2: states.pth.",
+        help=(
+            "EdgeConnect: EdgeModel_gen.pth and/or InpaintingModel_gen.pth; DeepFill v2: "
+            "states.pth."
+        ),
     ),
     out: Path = typer.Option(..., "-o", "--out", help="phirm-scale checkpoint to write (.pt)."),
 ) -> None:

@@ -19,13 +19,30 @@ defaults for float images, 0.1 and 0.2). Never imports Dask or Zarr.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
+import torch.nn.functional as F  # noqa: N812 - torch's own convention
 
 __all__ = ["canny", "gaussian_kernel"]
 
 
-def gaussian_kernel(sigma: float, truncate: float = 4.0, dtype=torch.float64) -> torch.Tensor:
-    """scipy.ndimage's 1-D Gaussian: radius ``int(truncate * sigma + 0.5)``, sums to 1."""
+def gaussian_kernel(
+    sigma: float, truncate: float = 4.0, dtype: torch.dtype = torch.float64
+) -> torch.Tensor:
+    """Return scipy.ndimage's 1-D Gaussian: radius ``int(truncate * sigma + 0.5)``, sums to 1.
+
+    Parameters
+    ----------
+    sigma : float
+        Standard deviation in pixels.
+    truncate : float
+        Radius in standard deviations.
+    dtype : torch.dtype
+        Of the result (computed in float64).
+
+    Returns
+    -------
+    torch.Tensor
+        The 1-D kernel, ``2 * radius + 1`` taps.
+    """
     radius = int(truncate * float(sigma) + 0.5)
     x = torch.arange(-radius, radius + 1, dtype=torch.float64)
     k = torch.exp(-0.5 * (x / float(sigma)) ** 2)
@@ -33,17 +50,23 @@ def gaussian_kernel(sigma: float, truncate: float = 4.0, dtype=torch.float64) ->
 
 
 def _sep(x: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
-    """Separable correlation with a symmetric 1-D kernel, zeros outside the image, as plain
-    multiply-adds of shifted views (no convolution kernel: no TF32 on GPUs, the same
+    """Correlate separably with a symmetric 1-D kernel, zeros outside the image.
+
+    Plain multiply-adds of shifted views (no convolution kernel: no TF32 on GPUs, the same
     arithmetic on every device).
     """
     r = (k.numel() - 1) // 2
     h, w = x.shape[-2:]
     weights = [float(v) for v in k.tolist()]
     p = F.pad(x, (0, 0, r, r))
-    y = sum(weights[i] * p[..., i : i + h, :] for i in range(2 * r + 1))
+    y = weights[0] * p[..., 0:h, :]
+    for i in range(1, 2 * r + 1):
+        y = y + weights[i] * p[..., i : i + h, :]
     p = F.pad(y, (r, r, 0, 0))
-    return sum(weights[i] * p[..., :, i : i + w] for i in range(2 * r + 1))
+    out = weights[0] * p[..., :, 0:w]
+    for i in range(1, 2 * r + 1):
+        out = out + weights[i] * p[..., :, i : i + w]
+    return out
 
 
 def _dilate3(b: torch.Tensor) -> torch.Tensor:
@@ -134,7 +157,8 @@ def canny(
     w_steep = aj / ai
     w_flat = ai / aj
     # cond1: steep -> (+1,0),(+1,+1) / (-1,0),(-1,-1); flat -> (0,+1),(+1,+1) / (0,-1),(-1,-1)
-    # cond2: flat (|i| < |j|) -> (0,+1),(-1,+1) / (0,-1),(+1,-1); else -> (-1,0),(-1,+1) / (+1,0),(+1,-1)
+    # cond2: flat (|i| < |j|) -> (0,+1),(-1,+1) / (0,-1),(+1,-1);
+    #        else -> (-1,0),(-1,+1) / (+1,0),(+1,-1)
     flat2 = ai < aj
     wgt = torch.where(
         cond1, torch.where(steep, w_steep, w_flat), torch.where(flat2, w_flat, w_steep)
@@ -176,8 +200,10 @@ def canny(
 
 
 def _hysteresis_scipy(low_mask: torch.Tensor, strong: torch.Tensor, squeeze: bool) -> torch.Tensor:
-    """Hysteresis on the CPU: one ``ndimage.label`` over the batch (8-connected within each
-    image, never across images), keeping components that hold a strong pixel.
+    """Run the hysteresis on the CPU with one ``ndimage.label`` over the batch.
+
+    Components are 8-connected within each image, never across images; those that hold a
+    strong pixel are kept.
     """
     import numpy as np
     from scipy import ndimage as ndi

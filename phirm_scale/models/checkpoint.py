@@ -10,8 +10,8 @@ A checkpoint is a ``torch.save`` of a plain dict (loadable with ``weights_only=T
       "optimizers": {"generator": {...}, "discriminator": {...}},    # optional (training state)
       "scaler": {...} or None,                   # AMP grad scaler state (fp16 training only)
       "epoch": int, "step": int,                 # completed epochs / optimisation steps
-      "provenance": {...},                       # tiles store + attrs, masks, seed, lr, versions, import source
-      "train_config": {...} or None,             # the run's TrainConfig (to_dict), None if not trained here
+      "provenance": {...},                       # tiles store + attrs, settings, versions, imports
+      "train_config": {...} or None,             # the run's TrainConfig.to_dict(); None if imported
       "content_hash": "sha256 hex",              # of model name, config and generator tensors
     }
 
@@ -257,14 +257,17 @@ def load_checkpoint(path, *, expected_model: str | None = None, verify: bool = T
     raw = load_torch_file(path, what="checkpoint", expected="a phirm-scale checkpoint")
     if not isinstance(raw, dict) or raw.get("format") != FORMAT:
         raise CheckpointError(
-            f"checkpoint {path}: not a phirm-scale checkpoint (official EdgeConnect/DeepFill files must be "
-            "converted with `phirm_scale.models.importers` first)"
+            f"checkpoint {path}: not a phirm-scale checkpoint (official EdgeConnect/DeepFill "
+            "files must be converted with `phirm_scale.models.importers` first)"
         )
     if int(raw.get("format_version", 0)) > FORMAT_VERSION:
         raise CheckpointError(
-            f"checkpoint {path}: format_version {raw.get('format_version')} is newer than this phirm-scale ({FORMAT_VERSION})"
+            f"checkpoint {path}: format_version {raw.get('format_version')} is newer than this "
+            f"phirm-scale ({FORMAT_VERSION})"
         )
     model = raw.get("model")
+    if not isinstance(model, str):
+        raise CheckpointError(f"checkpoint {path}: no model name")
     if expected_model is not None and model != expected_model:
         raise CheckpointError(f"checkpoint {path} holds a {model!r} model, not {expected_model!r}")
     sds = raw.get("state_dicts") or {}
@@ -291,9 +294,25 @@ def load_checkpoint(path, *, expected_model: str | None = None, verify: bool = T
     )
 
 
-def load_state(module: torch.nn.Module, state: dict, *, what: str, source) -> None:
-    """``module.load_state_dict(state)`` with a :class:`CheckpointError` naming the first
-    missing/unexpected/mis-shaped keys (another architecture or another width).
+def load_state(module: torch.nn.Module, state: dict, *, what: str, source: Any) -> None:
+    """Load a state dict into a module, or raise one error naming what does not fit.
+
+    Parameters
+    ----------
+    module : torch.nn.Module
+        The network (or part) to load into.
+    state : dict
+        Its state dict, as read from a file.
+    what : str
+        What is loaded, for the message (``'generator'``...).
+    source : str or Path
+        Where the state comes from, for the message.
+
+    Raises
+    ------
+    CheckpointError
+        Missing, unexpected or mis-shaped keys (another architecture or another width); the
+        first of each kind is named.
     """
     own = module.state_dict()
     missing = [k for k in own if k not in state]

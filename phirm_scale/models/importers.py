@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import re
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -153,7 +154,7 @@ def import_edgeconnect(out, *, edge=None, inpaint=None, seed: int = 0) -> str:
             "import_edgeconnect needs an edge and/or an inpainting generator file"
         )
     parts = {}
-    provenance = {"imported_from": {"format": "edgeconnect-official"}}
+    provenance: dict[str, dict[str, Any]] = {"imported_from": {"format": "edgeconnect-official"}}
     dims = set()
     for name, path in (("edge", edge), ("inpaint", inpaint)):
         if path is None:
@@ -185,9 +186,20 @@ def import_edgeconnect(out, *, edge=None, inpaint=None, seed: int = 0) -> str:
     )
 
 
-def import_deepfill_v2(path, out) -> str:
-    """Convert a DeepFill v2 PyTorch-port ``states.pth`` (key ``'G'``) into a phirm-scale
-    checkpoint; returns its content hash.
+def import_deepfill_v2(path: str | Path, out: str | Path) -> str:
+    """Convert a DeepFill v2 PyTorch-port ``states.pth`` (key ``'G'``) into a checkpoint.
+
+    Parameters
+    ----------
+    path : str or Path
+        The port's ``states.pth`` (github nipponjo/deepfillv2-pytorch).
+    out : str or Path
+        The phirm-scale checkpoint to write.
+
+    Returns
+    -------
+    str
+        Content hash of the written checkpoint.
     """
     state, meta = _load_raw(path, "G")
     w = state.get("stage1.conv1.conv.weight")

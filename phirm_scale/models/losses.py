@@ -1,5 +1,7 @@
-"""Losses of the three papers behind one interface: every loss object is called with tensors
-and returns ``(loss, metrics)`` where ``metrics`` maps names to detached scalar tensors.
+"""Losses of the three papers behind one interface.
+
+Every loss object is called with tensors and returns ``(loss, metrics)`` where ``metrics``
+maps names to detached scalar tensors.
 
 - :class:`AdversarialLoss` ``'nsgan'`` (BCE; Context Encoder, EdgeConnect) or ``'hinge'``
   (SN-PatchGAN; DeepFill v2), with ``.generator(fake_logits)`` and
@@ -15,10 +17,11 @@ Never imports Dask or Zarr.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
+import torch.nn.functional as F  # noqa: N812 - torch's own convention
 from torch import nn
 
 from phirm_scale.errors import CheckpointError
@@ -35,8 +38,20 @@ __all__ = [
 ]
 
 
-def _m(**kw) -> dict:
+Metrics = dict[str, torch.Tensor]
+
+
+def _m(**kw: torch.Tensor) -> Metrics:
     return {k: v.detach() for k, v in kw.items()}
+
+
+def _total(terms: Iterable[torch.Tensor]) -> torch.Tensor:
+    """Sum tensors left to right (as ``sum()`` would, without its integer start)."""
+    it = iter(terms)
+    out = next(it)
+    for t in it:
+        out = out + t
+    return out
 
 
 class AdversarialLoss:
@@ -49,13 +64,28 @@ class AdversarialLoss:
         ``relu(1 - real) + relu(1 + fake)``, G minimises ``-fake``.
     """
 
-    def __init__(self, kind: str = "nsgan"):
+    def __init__(self, kind: str = "nsgan") -> None:
         if kind not in ("nsgan", "hinge"):
             raise ValueError(f"unknown adversarial loss {kind!r}; known: nsgan, hinge")
         self.kind = kind
 
-    def discriminator(self, real: torch.Tensor, fake: torch.Tensor, *, average: bool = False):
-        """Loss of the discriminator; ``average`` halves the sum (EdgeConnect)."""
+    def discriminator(
+        self, real: torch.Tensor, fake: torch.Tensor, *, average: bool = False
+    ) -> tuple[torch.Tensor, Metrics]:
+        """Return the loss of the discriminator.
+
+        Parameters
+        ----------
+        real, fake : torch.Tensor
+            Discriminator logits of real and generated images.
+        average : bool
+            Halve the sum of the real and fake terms (EdgeConnect).
+
+        Returns
+        -------
+        tuple
+            The loss and ``d_loss``, ``d_real``, ``d_fake`` (mean logits).
+        """
         if self.kind == "hinge":
             loss = F.relu(1 - real).mean() + F.relu(1 + fake).mean()
         else:
@@ -66,8 +96,19 @@ class AdversarialLoss:
             loss = loss / 2
         return loss, _m(d_loss=loss, d_real=real.float().mean(), d_fake=fake.float().mean())
 
-    def generator(self, fake: torch.Tensor):
-        """Adversarial loss of the generator."""
+    def generator(self, fake: torch.Tensor) -> tuple[torch.Tensor, Metrics]:
+        """Return the adversarial loss of the generator.
+
+        Parameters
+        ----------
+        fake : torch.Tensor
+            Discriminator logits of generated images.
+
+        Returns
+        -------
+        tuple
+            The loss and ``g_adv``.
+        """
         if self.kind == "hinge":
             loss = -fake.mean()
         else:
@@ -78,13 +119,16 @@ class AdversarialLoss:
 class ReconstructionLoss:
     """Mean absolute (``'l1'``) or squared (``'l2'``) error, optionally weighted per pixel."""
 
-    def __init__(self, kind: str = "l1", name: str | None = None):
+    def __init__(self, kind: str = "l1", name: str | None = None) -> None:
         if kind not in ("l1", "l2"):
             raise ValueError(f"unknown reconstruction loss {kind!r}; known: l1, l2")
         self.kind = kind
         self.name = name or f"g_{kind}"
 
-    def __call__(self, pred, target, weight=None):
+    def __call__(
+        self, pred: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, Metrics]:
+        """Return the (weighted) mean error and ``{name: loss}``."""
         d = (pred - target).abs() if self.kind == "l1" else (pred - target).pow(2)
         if weight is not None:
             d = d * weight
@@ -95,14 +139,17 @@ class ReconstructionLoss:
 class FeatureMatchingLoss:
     """Sum over layers of the L1 distance between fake and (detached) real features."""
 
-    def __call__(self, fake_feats, real_feats):
-        loss = sum(F.l1_loss(f, r.detach()) for f, r in zip(fake_feats, real_feats))
+    def __call__(
+        self, fake_feats: Sequence[torch.Tensor], real_feats: Sequence[torch.Tensor]
+    ) -> tuple[torch.Tensor, Metrics]:
+        """Return the feature-matching loss and ``{'g_fm': loss}``."""
+        loss = _total(F.l1_loss(f, r.detach()) for f, r in zip(fake_feats, real_feats, strict=True))
         return loss, {"g_fm": loss.detach()}
 
 
 # --------------------------------------------------------------------------- VGG
 
-_VGG19_CFG = [
+_VGG19_CFG: list[int | str] = [
     64,
     64,
     "M",
@@ -146,17 +193,21 @@ _RELU_INDEX = {
 
 
 class VGG19Features(nn.Module):
-    """VGG-19 convolutional trunk laid out like torchvision's ``vgg19().features`` (keys
-    ``features.N.weight``), frozen; single-channel input is repeated to RGB and normalised with
-    the ImageNet mean/std.
+    """VGG-19 convolutional trunk laid out like torchvision's ``vgg19().features``.
+
+    Keys ``features.N.weight``; frozen; single-channel input is repeated to RGB and normalised
+    with the ImageNet mean/std.
     """
 
-    def __init__(self):
+    mean: torch.Tensor
+    std: torch.Tensor
+
+    def __init__(self) -> None:
         super().__init__()
         layers: list[nn.Module] = []
         c = 3
         for v in _VGG19_CFG:
-            if v == "M":
+            if isinstance(v, str):  # "M"
                 layers.append(nn.MaxPool2d(2, 2))
             else:
                 layers += [nn.Conv2d(c, v, 3, padding=1), nn.ReLU(inplace=False)]
@@ -167,8 +218,21 @@ class VGG19Features(nn.Module):
         for p in self.parameters():
             p.requires_grad_(False)
 
-    def forward(self, x: torch.Tensor, names) -> dict:
-        """Features named in ``names`` for images ``x`` (N, 1 or 3, H, W) in [0, 1]."""
+    def forward(self, x: torch.Tensor, names: Iterable[str]) -> dict[str, torch.Tensor]:
+        """Return the features named in ``names`` (``'relu1_1'``...).
+
+        Parameters
+        ----------
+        x : torch.Tensor
+            Images (N, 1 or 3, H, W) in [0, 1].
+        names : iterable of str
+            ReLU layer names.
+
+        Returns
+        -------
+        dict of str to torch.Tensor
+            The features by name.
+        """
         if x.shape[1] == 1:
             x = x.repeat(1, 3, 1, 1)
         x = (x - self.mean) / self.std
@@ -184,9 +248,23 @@ class VGG19Features(nn.Module):
         return out
 
 
-def load_vgg19(path) -> VGG19Features:
-    """VGG-19 features from a local weights file (a torchvision ``vgg19`` state dict, or one
-    holding only ``features.*`` keys). Raises CheckpointError for a missing or foreign file.
+def load_vgg19(path: str | Path) -> VGG19Features:
+    """Build the VGG-19 features from a local weights file (nothing is downloaded).
+
+    Parameters
+    ----------
+    path : str or Path
+        A torchvision ``vgg19`` state dict, or one holding only ``features.*`` keys.
+
+    Returns
+    -------
+    VGG19Features
+        Frozen, in eval mode.
+
+    Raises
+    ------
+    CheckpointError
+        A missing, unreadable or foreign file.
     """
     path = Path(path)
     if not path.is_file():
@@ -204,13 +282,14 @@ def load_vgg19(path) -> VGG19Features:
     own = {k: v for k, v in net.state_dict().items() if k.startswith("features.")}
     if set(feats) != set(own) or any(tuple(feats[k].shape) != tuple(own[k].shape) for k in own):
         raise CheckpointError(
-            f"VGG weights {path}: not a VGG-19 state dict (expected torchvision's features.N.weight layout)"
+            f"VGG weights {path}: not a VGG-19 state dict (expected torchvision's "
+            "features.N.weight layout)"
         )
     net.load_state_dict(feats, strict=False)
     return net.eval()
 
 
-def _gram(x):
+def _gram(x: torch.Tensor) -> torch.Tensor:
     n, c, h, w = x.shape
     f = x.reshape(n, c, h * w)
     return f @ f.transpose(1, 2) / (c * h * w)
@@ -221,12 +300,17 @@ class PerceptualLoss:
 
     layers = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
 
-    def __init__(self, vgg: VGG19Features, weights=(1.0, 1.0, 1.0, 1.0, 1.0)):
+    def __init__(
+        self, vgg: VGG19Features, weights: Sequence[float] = (1.0, 1.0, 1.0, 1.0, 1.0)
+    ) -> None:
         self.vgg, self.weights = vgg, weights
 
-    def __call__(self, pred, target):
+    def __call__(self, pred: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, Metrics]:
+        """Return the perceptual loss and ``{'g_perceptual': loss}``."""
         fp, ft = self.vgg(pred, self.layers), self.vgg(target, self.layers)
-        loss = sum(w * F.l1_loss(fp[n], ft[n]) for w, n in zip(self.weights, self.layers))
+        loss = _total(
+            w * F.l1_loss(fp[n], ft[n]) for w, n in zip(self.weights, self.layers, strict=True)
+        )
         return loss, {"g_perceptual": loss.detach()}
 
 
@@ -235,10 +319,11 @@ class StyleLoss:
 
     layers = ("relu2_2", "relu3_4", "relu4_4", "relu5_2")
 
-    def __init__(self, vgg: VGG19Features):
+    def __init__(self, vgg: VGG19Features) -> None:
         self.vgg = vgg
 
-    def __call__(self, pred, target):
+    def __call__(self, pred: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, Metrics]:
+        """Return the style loss and ``{'g_style': loss}``."""
         fp, ft = self.vgg(pred, self.layers), self.vgg(target, self.layers)
-        loss = sum(F.l1_loss(_gram(fp[n]), _gram(ft[n])) for n in self.layers)
+        loss = _total(F.l1_loss(_gram(fp[n]), _gram(ft[n])) for n in self.layers)
         return loss, {"g_style": loss.detach()}

@@ -7,7 +7,12 @@ listing the known kinds. Never imports Dask or Zarr.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from phirm_scale.errors import InputError
+
+if TYPE_CHECKING:
+    from torch import nn
 
 __all__ = ["NETWORK_KINDS", "make_discriminator", "make_generator", "size_multiple"]
 
@@ -19,8 +24,21 @@ def _check(kind: str) -> None:
         raise InputError(f"unknown network kind {kind!r}; known: {', '.join(NETWORK_KINDS)}")
 
 
-def make_generator(kind: str, config: dict):
-    """Build the generator of ``kind`` from ``config`` (e.g. ``{'width': 64}``)."""
+def make_generator(kind: str, config: dict[str, Any]) -> nn.Module:
+    """Build the generator of ``kind`` from ``config``.
+
+    Parameters
+    ----------
+    kind : str
+        One of :data:`NETWORK_KINDS`.
+    config : dict
+        Network options (e.g. ``{'width': 64}``; no ``seed``).
+
+    Returns
+    -------
+    torch.nn.Module
+        The generator (freshly initialised).
+    """
     _check(kind)
     if kind == "context-encoder":
         from phirm_scale.models.networks.context_encoder import ContextEncoderGenerator
@@ -35,8 +53,21 @@ def make_generator(kind: str, config: dict):
     return EdgeConnectGenerator(**config)
 
 
-def make_discriminator(kind: str, config: dict):
-    """Build the discriminator of ``kind`` (training only; inference never builds one)."""
+def make_discriminator(kind: str, config: dict[str, Any]) -> nn.Module:
+    """Build the discriminator of ``kind`` (training only; inference never builds one).
+
+    Parameters
+    ----------
+    kind : str
+        One of :data:`NETWORK_KINDS`.
+    config : dict
+        Network options; ``disc_width`` becomes the discriminator's width.
+
+    Returns
+    -------
+    torch.nn.Module
+        The discriminator.
+    """
     _check(kind)
     cfg = dict(config)
     if "disc_width" in cfg:
@@ -57,6 +88,17 @@ def make_discriminator(kind: str, config: dict):
 
 
 def size_multiple(kind: str) -> int:
-    """Image sides a generator of ``kind`` accepts are multiples of this (inputs are padded)."""
+    """Return the multiple that image sides must be for a generator of ``kind``.
+
+    Parameters
+    ----------
+    kind : str
+        One of :data:`NETWORK_KINDS`.
+
+    Returns
+    -------
+    int
+        Inputs are padded up to it.
+    """
     _check(kind)
     return {"context-encoder": 1, "deepfill-v2": 8, "edgeconnect": 4}[kind]

@@ -1,5 +1,7 @@
-"""Building blocks shared by the networks: spectral norm, 'same' padding, patch extraction,
-sizes that a network needs (multiples of its total stride) and seeded construction.
+"""Building blocks shared by the networks.
+
+Spectral norm, 'same' padding, patch extraction, sizes that a network needs (multiples of its
+total stride) and seeded construction.
 
 Never imports Dask or Zarr.
 """
@@ -7,9 +9,11 @@ Never imports Dask or Zarr.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterator
+from typing import Any, cast
 
 import torch
-import torch.nn.functional as F
+import torch.nn.functional as F  # noqa: N812 - torch's own convention
 from torch import nn
 
 __all__ = [
@@ -54,7 +58,20 @@ def extract_patches(x: torch.Tensor, ksize: int, stride: int) -> torch.Tensor:
 
 
 def pad_to_multiple(x: torch.Tensor, multiple: int) -> tuple[torch.Tensor, tuple[int, int]]:
-    """Reflect-pad (replicate for tiny images) H and W up to a multiple; return the original size."""
+    """Pad H and W up to a multiple: reflect (replicate for tiny images).
+
+    Parameters
+    ----------
+    x : torch.Tensor
+        (N, C, H, W).
+    multiple : int
+        The multiple.
+
+    Returns
+    -------
+    tuple
+        The padded tensor and the original ``(H, W)``.
+    """
     h, w = x.shape[-2:]
     ph = (-h) % multiple
     pw = (-w) % multiple
@@ -65,7 +82,7 @@ def pad_to_multiple(x: torch.Tensor, multiple: int) -> tuple[torch.Tensor, tuple
 
 
 @contextlib.contextmanager
-def seeded(seed: int):
+def seeded(seed: int) -> Iterator[None]:
     """Run a block with torch's CPU RNG seeded, restoring the caller's RNG state afterwards."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(int(seed))
@@ -73,13 +90,26 @@ def seeded(seed: int):
 
 
 def init_weights(net: nn.Module, kind: str = "normal", gain: float = 0.02) -> None:
-    """EdgeConnect/DCGAN style init: conv weights ~ N(0, gain) (or xavier/kaiming), biases 0,
-    norm-layer weights ~ N(1, gain).
+    """Initialise weights EdgeConnect/DCGAN style.
+
+    Conv weights ~ N(0, gain) (or xavier/kaiming), biases 0, norm-layer weights ~ N(1, gain).
+
+    Parameters
+    ----------
+    net : nn.Module
+        Initialised in place.
+    kind : {'normal', 'xavier', 'kaiming'}
+        Conv weight init.
+    gain : float
+        Standard deviation (or xavier gain).
     """
     for m in net.modules():
         name = type(m).__name__
         if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
-            w = m.parametrizations.weight.original if hasattr(m, "parametrizations") else m.weight
+            sn = hasattr(m, "parametrizations")  # spectral norm: the raw weight is `original`
+            w = cast(
+                torch.Tensor, cast(Any, m).parametrizations.weight.original if sn else m.weight
+            )
             with torch.no_grad():
                 if kind == "normal":
                     nn.init.normal_(w, 0.0, gain)
@@ -93,5 +123,5 @@ def init_weights(net: nn.Module, kind: str = "normal", gain: float = 0.02) -> No
                     nn.init.zeros_(m.bias)
         elif "BatchNorm" in name and getattr(m, "weight", None) is not None:
             with torch.no_grad():
-                nn.init.normal_(m.weight, 1.0, gain)
-                nn.init.zeros_(m.bias)
+                nn.init.normal_(cast(torch.Tensor, m.weight), 1.0, gain)
+                nn.init.zeros_(cast(torch.Tensor, m.bias))

@@ -11,6 +11,7 @@ network. Never imports Dask or Zarr.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 from torch import nn
@@ -20,9 +21,26 @@ from phirm_scale.models.networks.common import init_weights
 __all__ = ["ContextEncoderDiscriminator", "ContextEncoderGenerator", "ce_defaults"]
 
 
-def ce_defaults(config: dict) -> dict:
-    """Complete a Context Encoder config with the paper's defaults."""
-    cfg = {"width": 64, "size": 128, "bottleneck": None, "margin": 4 / 64}
+def ce_defaults(config: dict[str, Any]) -> dict[str, Any]:
+    """Complete a Context Encoder config with the paper's defaults.
+
+    Parameters
+    ----------
+    config : dict
+        Options (None keeps a default).
+
+    Returns
+    -------
+    dict
+        ``width``, ``size``, ``bottleneck`` (4000 x width / 64 unless given), ``margin`` and
+        any other given option.
+
+    Raises
+    ------
+    ValueError
+        A size that is not a power of two >= 32.
+    """
+    cfg: dict[str, Any] = {"width": 64, "size": 128, "bottleneck": None, "margin": 4 / 64}
     cfg.update({k: v for k, v in config.items() if v is not None})
     if cfg["bottleneck"] is None:
         cfg["bottleneck"] = max(8, round(4000 * cfg["width"] / 64))
@@ -40,7 +58,9 @@ def _n_down(size: int) -> int:
 class ContextEncoderGenerator(nn.Module):
     """(N, 1, size, size) context in [-1, 1] -> (N, 1, size/2, size/2) centre in [-1, 1]."""
 
-    def __init__(self, width: int = 64, size: int = 128, bottleneck: int = 4000, **_):
+    def __init__(
+        self, width: int = 64, size: int = 128, bottleneck: int = 4000, **_: object
+    ) -> None:
         super().__init__()
         ngf = int(width)
         chans = [1, ngf] + [ngf * min(2 ** max(i - 1, 0), 8) for i in range(1, _n_down(size))]
@@ -74,13 +94,14 @@ class ContextEncoderGenerator(nn.Module):
         init_weights(self, "normal", 0.02)  # DCGAN init, as the original
 
     def forward(self, context: torch.Tensor) -> torch.Tensor:
+        """Return the centre (N, 1, size/2, size/2) in [-1, 1] of contexts in [-1, 1]."""
         return self.decoder(self.encoder(context))
 
 
 class ContextEncoderDiscriminator(nn.Module):
     """(N, 1, size/2, size/2) centre patch -> (N,) probability of being real."""
 
-    def __init__(self, width: int = 64, size: int = 128, **_):
+    def __init__(self, width: int = 64, size: int = 128, **_: object) -> None:
         super().__init__()
         ndf = int(width)
         n = _n_down(size // 2) if size >= 64 else 1  # 64 -> 4: four strided convs
@@ -96,4 +117,5 @@ class ContextEncoderDiscriminator(nn.Module):
         init_weights(self, "normal", 0.02)
 
     def forward(self, centre: torch.Tensor) -> torch.Tensor:
-        return self.net(centre).flatten(1).mean(1)  # logits; BCE-with-logits == sigmoid + BCE
+        """Return (N,) logits (BCE-with-logits == sigmoid + BCE)."""
+        return self.net(centre).flatten(1).mean(1)

@@ -12,7 +12,7 @@ Never imports Dask or Zarr.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
+import torch.nn.functional as F  # noqa: N812 - torch's own convention
 from torch import nn
 
 from phirm_scale.models.networks.common import extract_patches, same_pad, spectral_norm
@@ -31,15 +31,15 @@ class GConv(nn.Module):
 
     def __init__(
         self,
-        cnum_in,
-        cnum_out,
-        ksize,
-        stride=1,
-        padding="auto",
-        rate=1,
-        activation="elu",
-        gated=True,
-    ):
+        cnum_in: int,
+        cnum_out: int,
+        ksize: int,
+        stride: int = 1,
+        padding: int | str = "auto",
+        rate: int = 1,
+        activation: str | None = "elu",
+        gated: bool = True,
+    ) -> None:
         super().__init__()
         self.cnum_out = int(cnum_out)
         self.gated = bool(gated)
@@ -51,7 +51,8 @@ class GConv(nn.Module):
         )
         self.activation = {"elu": nn.ELU(), "relu": nn.ReLU(), None: None}[activation]
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Return the gated (or plain) convolution of ``x``."""
         x = self.conv(x)
         if not self.gated:
             return x if self.activation is None else self.activation(x)
@@ -64,40 +65,44 @@ class GConv(nn.Module):
 class GDeConv(nn.Module):
     """Nearest x2 upsampling followed by a gated 3x3 convolution."""
 
-    def __init__(self, cnum_in, cnum_out, padding=1):
+    def __init__(self, cnum_in: int, cnum_out: int, padding: int = 1) -> None:
         super().__init__()
         self.conv = GConv(cnum_in, cnum_out, 3, 1, padding=padding)
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.conv(F.interpolate(x, scale_factor=2, mode="nearest"))
 
 
 class GDownsamplingBlock(nn.Module):
-    def __init__(self, cnum_in, cnum_out, cnum_hidden=None):
+    """A stride-2 gated conv then a gated conv."""
+
+    def __init__(self, cnum_in: int, cnum_out: int, cnum_hidden: int | None = None) -> None:
         super().__init__()
         cnum_hidden = cnum_out if cnum_hidden is None else cnum_hidden
         self.conv1_downsample = GConv(cnum_in, cnum_hidden, 3, 2)
         self.conv2 = GConv(cnum_hidden, cnum_out, 3, 1)
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.conv2(self.conv1_downsample(x))
 
 
 class GUpsamplingBlock(nn.Module):
-    def __init__(self, cnum_in, cnum_out, cnum_hidden=None):
+    """A x2 upsampling gated conv then a gated conv."""
+
+    def __init__(self, cnum_in: int, cnum_out: int, cnum_hidden: int | None = None) -> None:
         super().__init__()
         cnum_hidden = cnum_out if cnum_hidden is None else cnum_hidden
         self.conv1_upsample = GDeConv(cnum_in, cnum_hidden)
         self.conv2 = GConv(cnum_hidden, cnum_out, 3, 1)
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.conv2(self.conv1_upsample(x))
 
 
 class CoarseGenerator(nn.Module):
     """Stage 1: gated encoder-decoder with dilated bottleneck (rates 2, 4, 8, 16)."""
 
-    def __init__(self, cnum_in, cnum, cnum_out=1):
+    def __init__(self, cnum_in: int, cnum: int, cnum_out: int = 1) -> None:
         super().__init__()
         self.conv1 = GConv(cnum_in, cnum // 2, 5, 1, padding=2)
         self.down_block1 = GDownsamplingBlock(cnum // 2, cnum)
@@ -113,7 +118,7 @@ class CoarseGenerator(nn.Module):
         self.up_block2 = GUpsamplingBlock(cnum, cnum // 4, cnum_hidden=cnum // 2)
         self.conv_to_rgb = GConv(cnum // 4, cnum_out, 3, 1, activation=None, gated=False)
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.conv1(x)
         x = self.down_block1(x)
         x = self.down_block2(x)
@@ -133,17 +138,26 @@ class CoarseGenerator(nn.Module):
 
 
 class ContextualAttention(nn.Module):
-    """Contextual attention (DeepFill v1/v2): fill foreground features with a softmax-weighted
-    paste of background patches, matched by cosine similarity of 3x3 patches at half
-    resolution, with the 3x3 'fuse' propagation of neighbouring attention scores.
+    """Contextual attention (DeepFill v1/v2).
+
+    Fills foreground features with a softmax-weighted paste of background patches, matched by
+    cosine similarity of 3x3 patches at half resolution, with the 3x3 'fuse' propagation of
+    neighbouring attention scores.
 
     Unlike the reference code, which uses the first sample's mask for the whole batch, every
     sample uses its own mask.
     """
 
     def __init__(
-        self, ksize=3, stride=1, rate=2, fuse_k=3, softmax_scale=10.0, fuse=True, n_down=2
-    ):
+        self,
+        ksize: int = 3,
+        stride: int = 1,
+        rate: int = 2,
+        fuse_k: int = 3,
+        softmax_scale: float = 10.0,
+        fuse: bool = True,
+        n_down: int = 2,
+    ) -> None:
         super().__init__()
         self.ksize, self.stride, self.rate = ksize, stride, rate
         self.fuse_k, self.softmax_scale, self.fuse, self.n_down = (
@@ -153,7 +167,7 @@ class ContextualAttention(nn.Module):
             n_down,
         )
 
-    def forward(self, f, b, mask):
+    def forward(self, f: torch.Tensor, b: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """f, b: (N, C, H, W) features; mask: (N, 1, H*2**n_down, W*2**n_down), 1 = hole."""
         rate, ksize, stride = self.rate, self.ksize, self.stride
         kernel = 2 * rate
@@ -180,10 +194,14 @@ class ContextualAttention(nn.Module):
             )  # = max(|w|, 1e-4); finite gradient at 0
             yi = F.conv2d(same_pad(f_s[i : i + 1], ksize), wi / norm)  # 1, L, hs, ws
             if self.fuse:
-                L = hb * wb
-                yi = yi.reshape(1, 1, L, hs * ws)
+                n_patches = hb * wb
+                yi = yi.reshape(1, 1, n_patches, hs * ws)
                 yi = F.conv2d(same_pad(yi, self.fuse_k), fuse_weight)
-                yi = yi.reshape(1, hb, wb, hs, ws).permute(0, 2, 1, 4, 3).reshape(1, 1, L, hs * ws)
+                yi = (
+                    yi.reshape(1, hb, wb, hs, ws)
+                    .permute(0, 2, 1, 4, 3)
+                    .reshape(1, 1, n_patches, hs * ws)
+                )
                 yi = F.conv2d(same_pad(yi, self.fuse_k), fuse_weight)
                 yi = yi.reshape(1, wb, hb, ws, hs).permute(0, 2, 1, 4, 3)
             yi = yi.reshape(1, hb * wb, hs, ws)
@@ -201,7 +219,7 @@ class FineGenerator(nn.Module):
     dilations 2, 4, 8, 16: ``conv_conv_bn1`` to ``conv_conv_bn5``, as in the PyTorch port).
     """
 
-    def __init__(self, cnum, cnum_img=1):
+    def __init__(self, cnum: int, cnum_img: int = 1) -> None:
         super().__init__()
         self.conv_conv1 = GConv(cnum_img, cnum // 2, 5, 1, padding=2)
         self.conv_down_block1 = GDownsamplingBlock(cnum // 2, cnum, cnum_hidden=cnum // 2)
@@ -226,7 +244,7 @@ class FineGenerator(nn.Module):
         self.up_block2 = GUpsamplingBlock(cnum, cnum // 4, cnum_hidden=cnum // 2)
         self.conv_to_rgb = GConv(cnum // 4, cnum_img, 3, 1, activation=None, gated=False)
 
-    def forward(self, x, mask):
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         xnow = x
         # dilated conv branch (hallucination)
         x = self.conv_conv1(xnow)
@@ -262,7 +280,7 @@ class DeepFillGenerator(nn.Module):
     ``(x_stage1, x_stage2)`` in [-1, 1].
     """
 
-    def __init__(self, width: int = 48, **_):
+    def __init__(self, width: int = 48, **_: object) -> None:
         super().__init__()
         cnum = int(width)
         if cnum < 4 or cnum % 4:
@@ -270,7 +288,8 @@ class DeepFillGenerator(nn.Module):
         self.stage1 = CoarseGenerator(3, cnum)  # image, ones, mask
         self.stage2 = FineGenerator(cnum)
 
-    def forward(self, x, mask):
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Return ``(x_stage1, x_stage2)`` in [-1, 1] (see the class docstring)."""
         ones = torch.ones_like(x)
         xin = x
         x_stage1 = self.stage1(torch.cat([x, ones, ones * mask], dim=1))
@@ -280,11 +299,13 @@ class DeepFillGenerator(nn.Module):
 
 
 class DeepFillDiscriminator(nn.Module):
-    """SN-PatchGAN on (image, mask): six 5x5 stride-2 SN convs (cnum, 2, 4, 4, 4, 4 x cnum),
-    LeakyReLU 0.2, output flattened patch scores.
+    """SN-PatchGAN on (image, mask).
+
+    Six 5x5 stride-2 SN convs (cnum, 2, 4, 4, 4, 4 x cnum), LeakyReLU 0.2, output flattened
+    patch scores.
     """
 
-    def __init__(self, width: int = 64, **_):
+    def __init__(self, width: int = 64, **_: object) -> None:
         super().__init__()
         cnum = int(width)
         chans = [2, cnum, 2 * cnum, 4 * cnum, 4 * cnum, 4 * cnum, 4 * cnum]
@@ -292,7 +313,8 @@ class DeepFillDiscriminator(nn.Module):
             setattr(self, f"conv{i + 1}", spectral_norm(nn.Conv2d(chans[i], chans[i + 1], 5, 2, 2)))
         self.act = nn.LeakyReLU(0.2)
 
-    def forward(self, x, mask):
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Return the (N, P) patch scores of images ``x`` in [-1, 1] with their masks."""
         x = torch.cat([x, mask], dim=1)
         for i in range(6):
             x = getattr(self, f"conv{i + 1}")(x)

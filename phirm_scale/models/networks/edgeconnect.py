@@ -31,7 +31,9 @@ MULTIPLE = 4
 
 
 class ResnetBlock(nn.Module):
-    def __init__(self, dim, dilation=1, use_spectral_norm=False):
+    """Residual block: two 3x3 convs (the first dilated) with instance norm, reflect padding."""
+
+    def __init__(self, dim: int, dilation: int = 1, use_spectral_norm: bool = False) -> None:
         super().__init__()
         sn = use_spectral_norm
         self.conv_block = nn.Sequential(
@@ -44,11 +46,14 @@ class ResnetBlock(nn.Module):
             nn.InstanceNorm2d(dim, track_running_stats=False),
         )
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Return ``x`` plus the block's residual."""
         return x + self.conv_block(x)
 
 
-def _generator_body(in_ch, out_ch, width, blocks, sn):
+def _generator_body(
+    in_ch: int, out_ch: int, width: int, blocks: int, sn: bool
+) -> tuple[nn.Sequential, nn.Sequential, nn.Sequential]:
     w = int(width)
     encoder = nn.Sequential(
         nn.ReflectionPad2d(3),
@@ -79,33 +84,35 @@ def _generator_body(in_ch, out_ch, width, blocks, sn):
 class EdgeGenerator(nn.Module):
     """(grey_masked, edges_masked, mask) (N, 3, H, W) -> edge logits (N, 1, H, W)."""
 
-    def __init__(self, width=64, blocks=8, use_spectral_norm=True):
+    def __init__(self, width: int = 64, blocks: int = 8, use_spectral_norm: bool = True) -> None:
         super().__init__()
         self.encoder, self.middle, self.decoder = _generator_body(
             3, 1, width, blocks, use_spectral_norm
         )
         init_weights(self, "normal", 0.02)  # BaseNetwork.init_weights of the official code
 
-    def forward(self, x):
-        return self.decoder(self.middle(self.encoder(x)))  # logits; sigmoid gives the edge map
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Return edge logits (their sigmoid is the edge map)."""
+        return self.decoder(self.middle(self.encoder(x)))
 
 
 class InpaintGenerator(nn.Module):
     """(image_masked, edges) (N, 2, H, W) -> image in [0, 1] (N, 1, H, W)."""
 
-    def __init__(self, width=64, blocks=8):
+    def __init__(self, width: int = 64, blocks: int = 8) -> None:
         super().__init__()
         self.encoder, self.middle, self.decoder = _generator_body(2, 1, width, blocks, False)
         init_weights(self, "normal", 0.02)
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Return the inpainted image in [0, 1]."""
         return (torch.tanh(self.decoder(self.middle(self.encoder(x)))) + 1) / 2
 
 
 class PatchDiscriminator(nn.Module):
     """70x70-style PatchGAN with spectral norm; returns (logits, [features of conv1..conv5])."""
 
-    def __init__(self, in_channels, width=64, use_spectral_norm=True):
+    def __init__(self, in_channels: int, width: int = 64, use_spectral_norm: bool = True) -> None:
         super().__init__()
         w, sn = int(width), use_spectral_norm
         spec = [(in_channels, w, 2), (w, 2 * w, 2), (2 * w, 4 * w, 2), (4 * w, 8 * w, 1)]
@@ -120,7 +127,8 @@ class PatchDiscriminator(nn.Module):
         )
         init_weights(self, "normal", 0.02)
 
-    def forward(self, x):
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Return the patch logits and the features of conv1 to conv5."""
         feats = []
         for i in range(1, 6):
             x = getattr(self, f"conv{i}")(x)
@@ -131,25 +139,51 @@ class PatchDiscriminator(nn.Module):
 class EdgeConnectGenerator(nn.Module):
     """The two generators as one module (``.edge`` and ``.inpaint``)."""
 
-    def __init__(self, width=64, blocks=8, **_):
+    def __init__(self, width: int = 64, blocks: int = 8, **_: object) -> None:
         super().__init__()
         self.edge = EdgeGenerator(width, blocks)
         self.inpaint = InpaintGenerator(width, blocks)
 
-    def predict_edges(self, grey, edges, mask):
-        """Edge logits from masked grey image / edges (all (N, 1, H, W), mask 1 = hole)."""
+    def predict_edges(
+        self, grey: torch.Tensor, edges: torch.Tensor, mask: torch.Tensor
+    ) -> torch.Tensor:
+        """Return edge logits from the masked grey image and edges.
+
+        Parameters
+        ----------
+        grey, edges, mask : torch.Tensor
+            (N, 1, H, W) each; mask 1 = hole (the image and edges are masked here).
+
+        Returns
+        -------
+        torch.Tensor
+            (N, 1, H, W) edge logits.
+        """
         known = 1 - mask
         return self.edge(torch.cat([grey * known + mask, edges * known, mask], dim=1))
 
-    def inpaint_image(self, image, edges, mask):
-        """Inpainted image in [0, 1] from the image and a full edge map."""
+    def inpaint_image(
+        self, image: torch.Tensor, edges: torch.Tensor, mask: torch.Tensor
+    ) -> torch.Tensor:
+        """Return the inpainted image in [0, 1] from the image and a full edge map.
+
+        Parameters
+        ----------
+        image, edges, mask : torch.Tensor
+            (N, 1, H, W) each; mask 1 = hole (the image is masked here).
+
+        Returns
+        -------
+        torch.Tensor
+            (N, 1, H, W) in [0, 1].
+        """
         return self.inpaint(torch.cat([image * (1 - mask) + mask, edges], dim=1))
 
 
 class EdgeConnectDiscriminator(nn.Module):
     """``.edge`` judges (grey, edges) pairs; ``.inpaint`` judges images."""
 
-    def __init__(self, width=64, **_):
+    def __init__(self, width: int = 64, **_: object) -> None:
         super().__init__()
         self.edge = PatchDiscriminator(2, width)
         self.inpaint = PatchDiscriminator(1, width)

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import torch
+from torch import nn
 
 from phirm_scale.models.adapters.base import TorchInpaintModel
 from phirm_scale.models.adapters.edgeconnect import EdgeConnectModel
@@ -69,6 +70,9 @@ class EdgeConnectTrainer(Trainer):
             vgg = load_vgg19(vgg_weights).to(self.device)
             self.perceptual, self.style = PerceptualLoss(vgg), StyleLoss(vgg)
         self._real_feats: list[torch.Tensor] = []
+        # the discriminators of the two stages (typed: nn.Module attributes read as Any)
+        self.d_edge: nn.Module = cast(nn.Module, self.D.edge)
+        self.d_inpaint: nn.Module = cast(nn.Module, self.D.inpaint)
 
     def _parts(self) -> tuple[str, ...]:
         return {"edge": ("edge",), "inpaint": ("inpaint",), "joint": ("edge", "inpaint")}[
@@ -105,15 +109,15 @@ class EdgeConnectTrainer(Trainer):
         total = torch.zeros((), device=img.device)
         metrics: Metrics = {}
         if "edges" in out and self.stage != "inpaint":
-            real, real_feats = self.D.edge(torch.cat([img, batch["edges_gt"]], 1))
-            fake, _ = self.D.edge(torch.cat([img, out["edges"].detach()], 1))
+            real, real_feats = self.d_edge(torch.cat([img, batch["edges_gt"]], 1))
+            fake, _ = self.d_edge(torch.cat([img, out["edges"].detach()], 1))
             loss, m = self.adv.discriminator(real, fake, average=True)
             self._real_feats = [f.detach() for f in real_feats]
             total = total + loss
             metrics.update({f"edge_{k}": v for k, v in m.items()})
         if self.stage != "edge":
-            real, _ = self.D.inpaint(img)
-            fake, _ = self.D.inpaint(out["output"].detach())
+            real, _ = self.d_inpaint(img)
+            fake, _ = self.d_inpaint(out["output"].detach())
             loss, m = self.adv.discriminator(real, fake, average=True)
             total = total + loss
             metrics.update({f"inpaint_{k}": v for k, v in m.items()})
@@ -125,7 +129,7 @@ class EdgeConnectTrainer(Trainer):
         total = torch.zeros((), device=img.device)
         metrics: Metrics = {}
         if self.stage != "inpaint":
-            fake, fake_feats = self.D.edge(torch.cat([img, out["edges"]], 1))
+            fake, fake_feats = self.d_edge(torch.cat([img, out["edges"]], 1))
             adv, _ = self.adv.generator(fake)
             fm, _ = self.fm(fake_feats, self._real_feats)
             total = total + adv + self.w_fm * fm
@@ -141,7 +145,7 @@ class EdgeConnectTrainer(Trainer):
                 )
         if self.stage != "edge":
             out_img = out["output"]
-            fake, _ = self.D.inpaint(out_img)
+            fake, _ = self.d_inpaint(out_img)
             adv, _ = self.adv.generator(fake)
             l1, _ = self.l1(out_img, img)
             l1 = l1 / m.mean().clamp_min(1e-6)
