@@ -784,3 +784,32 @@ def test_interrupted_scoring_resumes_per_field(zarr_sources, tmp_path, monkeypat
     db = xr.open_zarr(tmp_path / "outb" / "qc.zarr").load()
     drop = ["reference", "reconstruction"]
     xr.testing.assert_equal(da.drop_vars(drop), db.drop_vars(drop))
+
+
+@pytest.mark.slow
+def test_fail_below_uses_the_selfcheck_without_reference(zarr_sources, tmp_path):
+    """Without a reference channel the plate figure of --fail-below is the self-check (the
+    PhIRM against the damaged source, ~0.4 here, would fail every good restoration)."""
+    src = _copy_sources(zarr_sources, tmp_path / "src")
+    args = [
+        "run",
+        src / "alpha.ome.zarr",
+        "-o",
+        tmp_path / "out",
+        "--channel",
+        "DAPI",
+        "--artefact-channel",
+        "CFP",
+        "--dilate",
+        "1",
+        "--cluster",
+        "threads",
+        "--no-progress",
+        "--json",
+    ]
+    ok = cli(*args, "--fail-below", "0.9")
+    row = json.loads(ok.stdout)["plates"][0]
+    assert row["phirm_mean"] < 0.9 < row["selfcheck_mean"]
+    bad = cli(*args, "--fail-below", "0.9999", ok=False)  # resumes: nothing recomputed
+    assert bad.returncode == 3
+    assert f"mean self-check PhIRM {row['selfcheck_mean']:.4f} < 0.9999" in bad.stderr

@@ -65,7 +65,9 @@ def run_cmd(
         True, "--progress/--no-progress", help="Progress bars and messages on stderr."
     ),
     fail_below: float | None = typer.Option(
-        None, help="Exit with status 3 when a plate's mean PhIRM is below this."
+        None,
+        help="Exit with status 3 when a plate's mean PhIRM (its mean self-check PhIRM "
+        "without --reference-channel) is below this.",
     ),
 ) -> None:
     """Convert -> masks -> inpaint -> score every plate of a screen on one cluster.
@@ -128,11 +130,17 @@ def run_cmd(
         )
         typer.echo(f"report {summary['report']}")
     if fail_below is not None:
-        low = [r for r in summary["plates"] if r["phirm_mean"] < fail_below]
+        # the plate's figure: its self-check without a reference channel (PhIRM against the
+        # damaged source counts every removed artefact as damage), else its mean PhIRM
+        def figure(r: dict) -> tuple[str, float]:
+            if r.get("selfcheck_mean") is not None:
+                return "mean self-check PhIRM", float(r["selfcheck_mean"])
+            return "mean PhIRM", float(r["phirm_mean"])
+
+        low = [r for r in summary["plates"] if figure(r)[1] < fail_below]
         if low:
+            what, value = figure(low[0])
             typer.echo(
-                f"fail: plate {low[0]['plate']} mean PhIRM {low[0]['phirm_mean']:.4f} "
-                f"< {fail_below:g}",
-                err=True,
+                f"fail: plate {low[0]['plate']} {what} {value:.4f} < {fail_below:g}", err=True
             )
             raise typer.Exit(3)
