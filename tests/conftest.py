@@ -1,22 +1,51 @@
-"""Shared fixtures: the real BBBC039 fields from ../shared/data (never copied into the repo)."""
+"""Shared test fixtures, oracles and helpers.
+
+* the real BBBC039 fields from ../shared/data (never copied into the repo): :data:`BBBC039`,
+  the ``bbbc039_dir`` / ``bbbc039_files`` fixtures;
+* oracles written out from their definitions, not from the code under test: :func:`iou`,
+  :func:`hand_disk`, :func:`hand_dilate`, :func:`store_files`;
+* ImageXpress-named input folders (:func:`write_ixm`, :data:`GUID`);
+* the command line in a subprocess, as users run it: :func:`cli_args`, :func:`run_cli`;
+* the ``slow`` marker (tests over ~10 s on 2 cores): ``pytest -m "not slow"`` runs the rest in
+  under a minute; ``make test`` runs everything.
+
+Test modules import the plain helpers with ``from conftest import ...`` (``tests/`` is on
+``sys.path`` under pytest's default import mode).
+"""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
+import numpy as np
 import pytest
+import tifffile
 
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "bbbc039-rows-A-D"
+#: The real BBBC039 fields, rows A-D (../shared/data beside the repository).
+BBBC039 = Path(__file__).resolve().parents[2] / "shared" / "data" / "bbbc039-rows-A-D"
+SHARED_DATA = BBBC039  # the older name
+
+#: The GUID MetaXpress appends to ImageXpress file names.
+GUID = "051DAA7C-7042-435F-99F0-1E847D9B42CB"
+
+
+def skip_without_bbbc039() -> Path:
+    """The BBBC039 folder, or skip the calling test with the reason."""
+    if not BBBC039.is_dir():
+        pytest.skip(
+            f"real BBBC039 fields not found at {BBBC039} (../shared/data beside the "
+            "repository); these tests need them"
+        )
+    return BBBC039
 
 
 @pytest.fixture(scope="session")
 def bbbc039_dir() -> Path:
-    if not SHARED_DATA.is_dir():
-        pytest.skip(
-            f"real BBBC039 fields not found at {SHARED_DATA} (../shared/data beside the "
-            "repository); these tests need them"
-        )
-    return SHARED_DATA
+    return skip_without_bbbc039()
 
 
 @pytest.fixture(scope="session")
@@ -25,3 +54,93 @@ def bbbc039_files(bbbc039_dir) -> list[Path]:
     if not files:
         pytest.skip(f"no .tif files in {bbbc039_dir}")
     return files
+
+
+# --------------------------------------------------------------------------- oracles
+def iou(a, b) -> float:
+    """Intersection over union of two masks (0 when both are empty)."""
+    a, b = np.asarray(a).astype(bool), np.asarray(b).astype(bool)
+    return (a & b).sum() / max((a | b).sum(), 1)
+
+
+def hand_disk(r: int) -> np.ndarray:
+    """Disk footprint written out from its definition: y**2 + x**2 <= r**2."""
+    y, x = np.mgrid[-r : r + 1, -r : r + 1]
+    return y * y + x * x <= r * r
+
+
+def hand_dilate(mask, r: int) -> np.ndarray:
+    """Dilation by a disk, by shifting the mask under every offset of it (no library call)."""
+    mask = np.asarray(mask, bool)
+    out = np.zeros(mask.shape, bool)
+    h, w = mask.shape
+    for dy, dx in zip(*np.nonzero(hand_disk(r)), strict=True):
+        dy, dx = dy - r, dx - r
+        src = mask[max(0, -dy) : h - max(0, dy), max(0, -dx) : w - max(0, dx)]
+        out[max(0, dy) : h - max(0, -dy), max(0, dx) : w - max(0, -dx)] |= src
+    return out
+
+
+def store_files(path: Path, under: str = "") -> dict[str, bytes]:
+    """Every file of a store (relative path -> bytes), optionally only those under a prefix."""
+    path = Path(path)
+    return {
+        str(p.relative_to(path)): p.read_bytes()
+        for p in sorted(path.rglob("*"))
+        if p.is_file() and str(p.relative_to(path)).startswith(under)
+    }
+
+
+def write_ixm(
+    folder: Path,
+    fields: Iterable[tuple[str, int]],
+    channels=(1, 2),
+    shape=(24, 31),
+    dtype=np.uint16,
+    seed=0,
+    plate="P1",
+) -> dict:
+    """ImageXpress-named random TIFFs, one per (well, site, channel); returns
+    ``{(well, site, channel): array}``."""
+    rng = np.random.default_rng(seed)
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    out = {}
+    for well, site in fields:
+        for c in channels:
+            a = rng.integers(0, np.iinfo(dtype).max, shape, dtype=dtype, endpoint=True)
+            tifffile.imwrite(folder / f"{plate}_{well}_s{site}_w{c}{GUID}.tif", a)
+            out[(well, site, c)] = a
+    return out
+
+
+# --------------------------------------------------------------------------- the CLI
+#: A wide terminal, so that no message is wrapped mid-word in what the tests read.
+WIDE_ENV = {**os.environ, "COLUMNS": "200"}
+
+
+def cli_args(*args) -> list[str]:
+    """The argv of ``phirm-scale ARGS...`` run with this interpreter."""
+    return [sys.executable, "-m", "phirm_scale", *map(str, args)]
+
+
+def run_cli(
+    *args,
+    check: bool = False,
+    env: Mapping[str, str] | None = None,
+    timeout: float = 300,
+    prefix: Iterable[str] = (),
+) -> subprocess.CompletedProcess:
+    """Run ``phirm-scale ARGS...`` in a subprocess (text output captured); with ``check`` the
+    exit status must be 0 (stderr shown otherwise). ``prefix`` goes before the interpreter
+    (e.g. a wrapper command)."""
+    proc = subprocess.run(
+        [*prefix, *cli_args(*args)],
+        capture_output=True,
+        text=True,
+        env=None if env is None else dict(env),
+        timeout=timeout,
+    )
+    if check:
+        assert proc.returncode == 0, proc.stderr
+    return proc

@@ -4,17 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import iou
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from phirm_scale.errors import InputError, PlateError
 from phirm_scale.masks._artefacts import artefact_mask, otsu_separability, otsu_threshold_midgap
 from phirm_scale.synthetic import artefact_channel, synthetic_artefacts
-
-
-def iou(a, b):
-    a, b = a.astype(bool), b.astype(bool)
-    return (a & b).sum() / max((a | b).sum(), 1)
 
 
 def test_exact_square():
@@ -152,9 +148,9 @@ def test_masks_stage_on_plate(tmp_path, local_cluster):
     q = open_plate(p.path)
     for k in q.fields:
         m = q.read_label(k, "artefacts")
-        # the Dask stage equals the numpy function on the same field
-        np.testing.assert_array_equal(m, artefact_mask(q.read_field(k, "CFP")))
-        assert iou(m, q.read_label(k, "artefacts_true")) >= 0.9
+        # each field's label is that field's artefacts: judged against the composited truth
+        truth = q.read_label(k, "artefacts_true")
+        assert truth.any() and iou(m, truth) >= 0.9
         assert res[k] == int(m.sum())
     assert q.attrs["phirm_scale"]["labels_artefacts"]["otsu_factor"] == 0.7
     # resumable: nothing left to do

@@ -6,23 +6,17 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
-import sys
 import tomllib
 from pathlib import Path
 
 import pytest
+from conftest import run_cli
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def cli(*args, ok=True):
-    p = subprocess.run(
-        [sys.executable, "-m", "phirm_scale", *map(str, args)], capture_output=True, text=True
-    )
-    if ok:
-        assert p.returncode == 0, p.stderr
-    return p
+    return run_cli(*args, check=ok)
 
 
 def test_version_from_pyproject():

@@ -3,23 +3,16 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import tifffile
+from conftest import run_cli
 
 from phirm_scale.api import score_images
 from phirm_scale.metric import score, to_uint8
 
 KEYS = {"nuclei_count", "nuclei_area", "artefact_count", "artefact_area"}
-
-
-def run_cli(*args):
-    return subprocess.run(
-        [sys.executable, "-m", "phirm_scale", *map(str, args)], capture_output=True, text=True
-    )
 
 
 def test_json_on_a_real_16bit_pair(tmp_path, bbbc039_files):
@@ -57,6 +50,7 @@ def test_png_8bit_used_as_is(tmp_path):
     assert out["reference"]["nuclei_area"] == 100
 
 
+@pytest.mark.slow
 def test_folder_pair_scores_each_common_name(tmp_path, bbbc039_files):
     (tmp_path / "ref").mkdir()
     (tmp_path / "rec").mkdir()

@@ -4,23 +4,18 @@ masks, inpaint, score, report."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import tifffile
 import xarray as xr
+from conftest import run_cli
 
 from phirm_scale.plate import open_plate
 
 
 def cli(*args):
-    proc = subprocess.run(
-        [sys.executable, "-m", "phirm_scale", *map(str, args)], capture_output=True, text=True
-    )
-    assert proc.returncode == 0, proc.stderr
-    return proc
+    return run_cli(*args, check=True)
 
 
 @pytest.mark.slow

@@ -6,16 +6,17 @@ nothing is submitted (the real SLURM tests are in test_slurm.py)."""
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
-import subprocess
-import sys
 import threading
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
+from conftest import run_cli
 
 from phirm_scale.cluster import CONFIG_DIR, known_configs, open_cluster
 from phirm_scale.errors import PhirmError
@@ -147,9 +148,7 @@ def test_job_script_numbers_match_the_file(name):
         "--local-directory $TMPDIR" in " ".join(w["raw"]) or w.get("local-directory") == "$TMPDIR"
     )
     assert "interface" not in c
-    if name == "slurm-gpu":
-        assert "#SBATCH --gres=gpu:1" in header and w["resources"] == "GPU=1"
-        assert w["nworkers"] == 1
+    # the GPU pool's GPUs and resources: test_gpu_pool_takes_the_gpu_tasks_and_only_it
     if kind == "sge":  # slots given and equal to the cores
         assert re.search(r"^#\$ -pe \S+ (\d+)", header, re.M)
 
@@ -319,15 +318,6 @@ def test_resource_no_worker_offers_is_an_error_not_a_wait(tmp_path):
         assert run_tasks(abs, [-1, -2], cluster=client, progress=False) == [1, 2]
 
 
-def run_cli(*args, timeout=60):
-    return subprocess.run(
-        [sys.executable, "-m", "phirm_scale", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-
-
 @pytest.mark.slow
 def test_cli_startup_failures_are_one_line_exit_2(tmp_path, http_server):
     from phirm_scale.synthetic import make_plate
@@ -358,3 +348,96 @@ def test_cli_cluster_show_and_list():
     assert r.stdout.count("#!/usr/bin/env bash") == 2 and "--gres=gpu:1" in r.stdout
     r = run_cli("cluster", "list")
     assert r.returncode == 0 and [ln.split("\t")[0] for ln in r.stdout.splitlines()] == SHIPPED
+
+
+def _resources(w: dict) -> dict[str, float]:
+    """A worker's ``--resources`` as dask-worker reads them: 'A=1 B=2' or 'A=1,B=2'."""
+    text = w.get("resources", "")
+    return {k: float(v) for k, v in (p.split("=") for p in text.replace(",", " ").split())}
+
+
+def test_gpu_pool_takes_the_gpu_tasks_and_only_it():
+    """The shipped pools agree with each other and with what the stages ask for: every
+    GPU worker process of a slurm-gpu job has a GPU of the job's ``--gres`` to itself and
+    advertises it as the ``GPU`` resource inpaint's tasks request (1 / gpu_tasks each), no
+    CPU pool advertises one, and real Dask workers started with the scripts' thread counts
+    and resources route the GPU tasks to the GPU pool only."""
+    from distributed import Client, LocalCluster, Worker, get_worker
+
+    from phirm_scale.stages._runner import run_tasks
+
+    [(_, gpu_script)] = job_scripts("slurm-gpu")
+    [(_, cpu_script)] = job_scripts("slurm-cpu")
+    gpu, cpu = worker_args(gpu_script), worker_args(cpu_script)
+    gres = re.search(r"^#SBATCH --gres=gpu:(?:[\w.-]+:)?(\d+)\s*$", gpu_script, re.M)
+    assert gres, "the GPU pool's job asks SLURM for no GPU"
+    gpus_per_worker = _resources(gpu).get("GPU", 0)
+    # one whole GPU per worker process, all of them within the job's GPUs
+    assert gpus_per_worker == 1
+    assert gpu["nworkers"] * gpus_per_worker <= int(gres.group(1))
+    for name in SHIPPED:
+        if name != "slurm-gpu":
+            [(_, script)] = job_scripts(name)
+            assert "GPU" not in _resources(worker_args(script)), name
+            assert "--gres=gpu" not in script, name
+    # a task of inpaint's (gpu_tasks=8 in flight per GPU) fits the advertised GPU 8 times
+    gpu_tasks = 8
+    per_task = {"GPU": 1.0 / gpu_tasks}
+    assert gpus_per_worker / per_task["GPU"] == gpu_tasks
+
+    with LocalCluster(n_workers=0, processes=False, dashboard_address=None) as lc:
+        for tag, w in (("gpu", gpu), ("cpu", cpu)):
+            lc.worker_spec[tag] = {
+                "cls": Worker,
+                "options": {"nthreads": int(w["nthreads"]), "resources": _resources(w)},
+            }
+        lc.sync(lc._correct_state)
+        with Client(lc) as client:
+            client.wait_for_workers(2, timeout=30)
+
+            def where(i):
+                return get_worker().name
+
+            ran = run_tasks(
+                where, list(range(12)), cluster=client, progress=False, resources=per_task
+            )
+            assert set(ran) == {"gpu"}
+            ran = run_tasks(where, list(range(12)), cluster=client, progress=False)
+            assert set(ran) <= {"gpu", "cpu"}
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+@pytest.mark.slow
+def test_local_cluster_is_sized_to_the_machine_and_closed_after(tmp_path):
+    """``--cluster local`` (every stage's default): worker processes, not threads of this
+    one, using more than half of this machine's cores and never more; a stage run on it
+    writes what the threaded scheduler writes; nothing is left running afterwards."""
+    from phirm_scale.plate import open_plate
+    from phirm_scale.stages.masks import make_artefact_masks
+    from phirm_scale.synthetic import make_plate
+
+    kw = dict(rows=1, columns=2, size=64, seed=2, artefacts=0.05)
+    a = make_plate(tmp_path / "a.ome.zarr", **kw)
+    b = make_plate(tmp_path / "b.ome.zarr", **kw)
+    ncpu = os.cpu_count() or 1
+    with open_cluster("local", quiet=True) as client:
+        info = client.scheduler_info()["workers"]
+        threads = sum(w["nthreads"] for w in info.values())
+        assert ncpu // 2 < threads <= ncpu, (threads, ncpu)
+        pids = set(client.run(os.getpid).values())
+        assert len(pids) == len(info) and os.getpid() not in pids
+        make_artefact_masks(a.path, cluster=client, progress=False)
+    assert client.status == "closed"
+    assert not [p for p in pids if _running(p)], "worker processes left running"
+    make_artefact_masks(b.path, cluster="threads", progress=False)
+    pa, pb = open_plate(a.path), open_plate(b.path)
+    assert pa.fields == pb.fields
+    for k in pa.fields:
+        np.testing.assert_array_equal(pa.read_label(k, "artefacts"), pb.read_label(k, "artefacts"))

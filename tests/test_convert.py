@@ -12,13 +12,11 @@ import numpy as np
 import pytest
 import tifffile
 import zarr
+from conftest import BBBC039, GUID, skip_without_bbbc039, store_files, write_ixm
 
 from phirm_scale.errors import PlateError
-from phirm_scale.plate import FieldKey, open_plate, read_root_attrs
+from phirm_scale.plate import FieldKey, field_done, open_plate, read_root_attrs
 from phirm_scale.stages.convert import convert, plan_conversion
-
-BBBC039 = Path(__file__).resolve().parents[2] / "shared" / "data" / "bbbc039-rows-A-D"
-GUID = "051DAA7C-7042-435F-99F0-1E847D9B42CB"
 
 
 @pytest.fixture(scope="module")
@@ -30,21 +28,6 @@ def cluster_address():
         n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
     ) as cluster:
         yield cluster.scheduler_address
-
-
-def write_ixm(
-    folder: Path, fields, channels=(1, 2), shape=(24, 31), dtype=np.uint16, seed=0, plate="P1"
-):
-    """ImageXpress-named TIFFs; returns {(well, site, channel): array}."""
-    rng = np.random.default_rng(seed)
-    folder.mkdir(parents=True, exist_ok=True)
-    out = {}
-    for well, site in fields:
-        for c in channels:
-            a = rng.integers(0, np.iinfo(dtype).max, shape, dtype=dtype, endpoint=True)
-            tifffile.imwrite(folder / f"{plate}_{well}_s{site}_w{c}{GUID}.tif", a)
-            out[(well, site, c)] = a
-    return out
 
 
 IXM_FIELDS = [
@@ -59,10 +42,11 @@ IXM_FIELDS = [
 ]
 
 
-def store_files(path: Path) -> dict[str, bytes]:
-    return {
-        str(p.relative_to(path)): p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file()
-    }
+def identity(path: Path) -> tuple[int, int, int]:
+    """(inode, size, status-change time): changes when a file is written in place or replaced
+    by a rename, even where the modification time was set back."""
+    st = os.stat(path)
+    return st.st_ino, st.st_size, st.st_ctime_ns
 
 
 # --------------------------------------------------------------------------- real data
@@ -70,8 +54,7 @@ def store_files(path: Path) -> dict[str, bytes]:
 
 @pytest.mark.slow
 def test_bbbc039_pixels_wells_sites(tmp_path, cluster_address):
-    if not BBBC039.is_dir():
-        pytest.skip(f"BBBC039 subset not found at {BBBC039} (clone the repo beside shared/)")
+    skip_without_bbbc039()
     import dask.array as da
     from ome_zarr.io import parse_url
     from ome_zarr.reader import Reader
@@ -225,9 +208,22 @@ def test_interrupted_then_resumed_equals_uninterrupted(tmp_path):
     assert "ome" not in read_root_attrs(part)  # not yet a plate
     with pytest.raises(PlateError, match="not an OME-Zarr HCS plate"):
         open_plate(part)
-    # a field killed half-way: garbage chunk, no complete marker -> rewritten on resume
     plan = plan_conversion(tmp_path / "src")
-    half = list(plan.fields)[5]
+    done = [k for k in plan.fields if field_done(part, k)]
+    assert len(done) == 3
+    # the finished fields' files, as the file system sees them: a rewrite (in place or written
+    # beside and renamed over) changes the inode or the status-change time, which, unlike the
+    # modification time, no program can set back
+    done_files = [
+        p
+        for k in done
+        for p in sorted((part / k.path).rglob("*"))
+        if "c" in p.parts and p.is_file()
+    ]
+    assert done_files
+    done_before = {p: identity(p) for p in done_files}
+    # a field killed half-way: garbage chunk, no complete marker -> rewritten on resume
+    half = next(k for k in plan.fields if k not in done)
     chunk = part / half.path / "0" / "c" / "0" / "1" / "0" / "0" / "0"
     chunk.parent.mkdir(parents=True, exist_ok=True)
     chunk.write_bytes(b"\x00garbage")
@@ -237,10 +233,16 @@ def test_interrupted_then_resumed_equals_uninterrupted(tmp_path):
     a, b = store_files(full), store_files(part)
     assert a.keys() == b.keys()
     assert [k for k in a if a[k] != b[k]] == []  # arrays and metadata byte-identical
-    # a rerun of a finished conversion changes nothing
-    before = {p: os.stat(full / p).st_mtime_ns for p in a}
+    # resuming rewrote no pixel chunk of the fields finished before the interruption (their
+    # metadata is completed when the plate is)
+    assert {p: identity(p) for p in done_files} == done_before
+    # a rerun of a finished conversion writes nothing at all (no file, no directory entry)
+    before = {p: identity(full / p) for p in a}
+    n_entries = sum(1 for _ in full.rglob("*"))
     convert(tmp_path / "src", full, **kw)
-    assert {p: os.stat(full / p).st_mtime_ns for p in a} == before
+    assert {p: identity(full / p) for p in a} == before
+    assert sum(1 for _ in full.rglob("*")) == n_entries
+    assert store_files(full) == a
 
 
 def test_resume_on_distributed_cluster(tmp_path, cluster_address):
@@ -478,6 +480,7 @@ def test_cli_convert(tmp_path):
     assert plate.channel_names == ["DAPI", "CFP"] and plate.n_levels == 2
 
 
+@pytest.mark.slow
 def test_cli_bad_input_exit_2(tmp_path):
     write_ixm(tmp_path / "src", IXM_FIELDS[:2])
     _corrupt(tmp_path / "src")

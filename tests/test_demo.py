@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import pytest
 import xarray as xr
 
 from phirm_scale.demo import run_demo
 
 
+@pytest.mark.slow
 def test_demo_pipeline_restores_real_fields(tmp_path, bbbc039_dir):
     res = run_demo(
         bbbc039_dir, out=tmp_path, rows=1, columns=2, fields=1, cluster="threads", progress=False

@@ -187,6 +187,7 @@ def test_artefacts_family_needs_artefact_tiles(tmp_path):
         evaluate(["telea"], tmp_path / "T.zarr", masks=["artefacts"])
 
 
+@pytest.mark.slow
 def test_cli_evaluate(tiles, tmp_path):
     from typer.testing import CliRunner
 

@@ -20,30 +20,24 @@ import random
 import shutil
 import signal
 import subprocess
-import sys
 import time
+from functools import partial
 from pathlib import Path
 
 import pytest
 import tifffile
+from conftest import WIDE_ENV, cli_args, run_cli
 
 from phirm_scale.plate import open_plate
 from phirm_scale.synthetic import make_plate
 
-ENV = {**os.environ, "COLUMNS": "200"}
+ENV = WIDE_ENV
 N_ROWS, N_COLS, N_FIELDS, SIZE = 2, 6, 2, 256  # 24 fields
 RNG = random.Random(12)
 
 
-def cli(*args) -> list[str]:
-    return [sys.executable, "-m", "phirm_scale", *map(str, args)]
-
-
-def run(*args, prefix=(), check=False):
-    p = subprocess.run([*prefix, *cli(*args)], capture_output=True, text=True, env=ENV, timeout=300)
-    if check:
-        assert p.returncode == 0, p.stderr
-    return p
+cli = cli_args
+run = partial(run_cli, env=ENV)  # run(*args, check=False, prefix=())
 
 
 def chunk_hashes(store: Path, *, labels: str | None = None) -> dict[str, str]:

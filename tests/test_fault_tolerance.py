@@ -22,10 +22,10 @@ import numpy as np
 import pytest
 import tifffile
 import xarray as xr
+from conftest import GUID, store_files
 
 from phirm_scale.plate import FieldKey, field_done, open_plate
 
-GUID = "051DAA7C-7042-435F-99F0-1E847D9B42CB"
 N_FIELDS = 48  # 4 x 6 wells x 2 fields
 
 
@@ -70,14 +70,6 @@ def template(tmp_path_factory):
                 rng.integers(0, 4096, (256, 256), dtype=np.uint16),
             )
     return tmp
-
-
-def store_files(path: Path, under: str = "") -> dict[str, bytes]:
-    return {
-        str(p.relative_to(path)): p.read_bytes()
-        for p in sorted(path.rglob("*"))
-        if p.is_file() and str(p.relative_to(path)).startswith(under)
-    }
 
 
 def label_files(path: Path) -> dict[str, bytes]:

@@ -140,28 +140,43 @@ def test_whole_field_models_get_the_field_in_one_call():
     from phirm_scale.models import get_model
 
     rng = np.random.default_rng(7)
-    image = rng.integers(100, 4000, (300, 500)).astype(np.float32)
+    image = rng.integers(200, 3000, (300, 500)).astype(np.float32)
+    image[0, 0], image[299, 499], image[5, 5] = 100.0, 4100.0, 2100.0  # known range 100..4100
     mask = np.zeros(image.shape, np.uint8)
     mask[100:120, 200:260] = 1
+    image[mask > 0] = 9999.0  # the damage: must not stretch the range the model sees
     telea = get_model("telea")
     assert telea.whole_field
-    calls = []
+    seen = []
 
-    def spy(images, masks):
-        calls.append(images.shape)
-        return telea(images, masks)
+    def quarter(images, masks):
+        """Records its input; predicts 0.25 (a quarter of the known range) in the hole."""
+        seen.append((images.copy(), masks.copy()))
+        return np.where(masks > 0, np.float32(0.25), images)
 
-    spy.whole_field = True
-    out, stats = inpaint_field(image, mask, spy, tile=128, return_stats=True)
-    assert calls == [(1, 1, 300, 500)] and (stats.tiles_total, stats.tiles_inpainted) == (1, 1)
-    known = image[mask == 0]
-    lo, hi = float(known.min()), float(known.max())
-    x = ((image - lo) / (hi - lo)).astype(np.float32)
-    x[mask > 0] = 0
-    pred = telea(x[None, None], mask[None, None].astype(np.float32))[0, 0].astype(np.float64)
-    expect = (pred[mask > 0] * (hi - lo) + lo).astype(np.float32)
-    np.testing.assert_array_equal(out[mask > 0], expect)
-    np.testing.assert_array_equal(out[mask == 0], image[mask == 0])
+    quarter.whole_field = True
+    out, stats = inpaint_field(image, mask, quarter, tile=128, return_stats=True)
+    # one call with the whole field, not tiles
+    assert [x.shape for x, _ in seen] == [(1, 1, 300, 500)]
+    assert (stats.tiles_total, stats.tiles_inpainted) == (1, 1)
+    x, m = seen[0][0][0, 0], seen[0][1][0, 0]
+    np.testing.assert_array_equal(m, mask)
+    # the model sees the known pixels mapped onto [0, 1] (100 -> 0, 2100 -> 0.5, 4100 -> 1)
+    # in the same order, and nothing of the damage
+    known = mask == 0
+    assert (x[0, 0], x[5, 5], x[299, 499]) == pytest.approx((0.0, 0.5, 1.0), abs=1e-6)
+    assert x[known].min() == 0.0 and x[known].max() == pytest.approx(1.0, abs=1e-6)
+    assert np.all(x[mask > 0] == 0.0)
+    order = np.argsort(image[known], kind="stable")
+    assert np.all(np.diff(x[known][order]) >= 0)
+    # its answer is mapped back: a quarter of the way from 100 to 4100
+    np.testing.assert_allclose(out[mask > 0], 1100.0, rtol=1e-6)
+    np.testing.assert_array_equal(out[known], image[known])
+    # OpenCV's Telea on the float field: a hole in a flat field is filled with the flat value
+    flat = np.full((300, 500), 700.0, np.float32)
+    flat[0, 0], flat[299, 499] = 100.0, 4100.0
+    filled = inpaint_field(flat, mask, telea, tile=128)
+    np.testing.assert_allclose(filled[mask > 0], 700.0, atol=4000 / 255)
     # integer fields go straight to cv2.inpaint, unnormalised
     import cv2
 

@@ -7,13 +7,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tifffile
+from conftest import GUID
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from phirm_scale.errors import PlateError
 from phirm_scale.layouts import detect_layout, get_layout, parse_well, scan_folder
-
-GUID = "051DAA7C-7042-435F-99F0-1E847D9B42CB"
 
 
 @pytest.mark.parametrize(

@@ -36,12 +36,31 @@ def canvas(shape=(128, 128)):
 
 
 # ---------------------------------------------------------------- parameters
-def test_defaults_are_the_papers():
-    p = PhirmParams()
-    assert (p.otsu_factor, p.min_area, p.clump_area, p.clump_count) == (1.0, 50, 2200, 2)
-    assert (p.saturation, p.artefact_mean) == (255, 210)
-    assert (p.count_weight_lost, p.count_base_invented) == (1.1, 2)
-    assert (p.area_weight, p.artefact_weight, p.mode, p.connectivity) == (0.0002, 0.001, "paper", 8)
+def test_defaults_act_at_the_papers_boundaries():
+    """Algorithm 1's rules with the default parameters, on pixels placed either side of the
+    boundaries not pinned by the branch tests below (area 50, clump 2200, saturation 255,
+    8-connectivity) or the score tests (the penalty weights)."""
+    # artefact: max 255 and mean >= 210; a mean of exactly 210.00 is one, 209.99 is not
+    img = canvas()
+    at = np.full(100, 210, np.uint8)
+    at[:2] = (255, 165)  # 255 + 165 + 98 * 210 = 21000 -> mean 210.00
+    below = at.copy()
+    below[1] = 164  # 20999 -> mean 209.99
+    img[10:20, 10:20] = at.reshape(10, 10)
+    img[40:50, 40:50] = below.reshape(10, 10)
+    assert components(img) == Components(1, 100, 1, 100)
+    # foreground: above 1.0 x Otsu (skimage's Otsu here, not ours); the code's 1.1 x
+    from phirm_scale.metric import label_components
+
+    rng = np.random.default_rng(3)
+    img = rng.integers(0, 40, (128, 128)).astype(np.uint8)
+    img[10:40, 10:40] += 150
+    img[60:75, 60:90] += 90
+    t = threshold_otsu(img)
+    seg = label_components(img)
+    assert seg.threshold == t
+    assert np.array_equal(seg.labels > 0, img > t)
+    assert label_components(img, REF).threshold == pytest.approx(1.1 * t)
 
 
 def test_reference_params_are_the_published_code():

@@ -15,12 +15,14 @@ import socket
 import subprocess
 import sys
 import threading
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import pytest
 import tifffile
 import zarr
+from conftest import run_cli
 
 from phirm_scale.masks._artefacts import artefact_mask
 from phirm_scale.plate import open_plate
@@ -29,17 +31,7 @@ from phirm_scale.synthetic import make_plate
 ENV = {**os.environ, "COLUMNS": "200", "DASK_DISTRIBUTED__COMM__TIMEOUTS__CONNECT": "3s"}
 
 
-def run(*args, check: bool | None = None, env=None, timeout=300):
-    proc = subprocess.run(
-        [sys.executable, "-m", "phirm_scale", *map(str, args)],
-        capture_output=True,
-        text=True,
-        env=env or ENV,
-        timeout=timeout,
-    )
-    if check:
-        assert proc.returncode == 0, proc.stderr
-    return proc
+run = partial(run_cli, env=ENV)  # run(*args, check=False, env=ENV, timeout=300)
 
 
 def one_error(proc, *needles: str) -> str:

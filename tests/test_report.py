@@ -91,6 +91,7 @@ def test_report_bad_store(tmp_path):
         write_report(tmp_path / "nope.zarr", tmp_path / "r")
 
 
+@pytest.mark.slow
 def test_cli_report(qc_store, tmp_path):
     path, _, _ = qc_store
     exe = Path(sys.executable).with_name("phirm-scale")

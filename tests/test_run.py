@@ -14,17 +14,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import xarray as xr
+from conftest import run_cli
 
 from phirm_scale.plate import open_plate
 
 
 def cli(*args, ok=True):
-    proc = subprocess.run(
-        [sys.executable, "-m", "phirm_scale", *map(str, args)], capture_output=True, text=True
-    )
-    if ok:
-        assert proc.returncode == 0, proc.stderr
-    return proc
+    return run_cli(*args, check=ok)
 
 
 def _split(files, root: Path) -> dict[str, list[Path]]:

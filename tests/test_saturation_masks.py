@@ -4,33 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import hand_dilate, iou
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from phirm_scale.errors import InputError, PlateError
 from phirm_scale.masks import saturation_mask
-
-
-def iou(a, b):
-    a, b = a.astype(bool), b.astype(bool)
-    return (a & b).sum() / max((a | b).sum(), 1)
-
-
-def hand_disk(r):
-    """Disk footprint written out from its definition: y**2 + x**2 <= r**2."""
-    y, x = np.mgrid[-r : r + 1, -r : r + 1]
-    return y * y + x * x <= r * r
-
-
-def hand_dilate(mask, r):
-    """Dilation by shifting the mask under every offset of the disk (no library call)."""
-    out = np.zeros(mask.shape, bool)
-    h, w = mask.shape
-    for dy, dx in zip(*np.nonzero(hand_disk(r)), strict=True):
-        dy, dx = dy - r, dx - r
-        src = mask[max(0, -dy) : h - max(0, dy), max(0, -dx) : w - max(0, dx)]
-        out[max(0, dy) : h - max(0, -dy), max(0, dx) : w - max(0, -dx)] |= src
-    return out
 
 
 def hand_field():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import hand_dilate
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -35,23 +36,6 @@ class Recorder(Oracle):
     def inpaint_integer(self, image, hole):
         self.holes.append(np.asarray(hole, bool).copy())
         return image.copy()
-
-
-def hand_disk(r):
-    y, x = np.mgrid[-r : r + 1, -r : r + 1]
-    return y * y + x * x <= r * r
-
-
-def grow(mask, r):
-    """Dilation by a disk, by shifting (no library morphology)."""
-    out = np.zeros(mask.shape, bool)
-    h, w = mask.shape
-    for dy, dx in zip(*np.nonzero(hand_disk(r)), strict=True):
-        dy, dx = dy - r, dx - r
-        out[max(0, dy) : h - max(0, -dy), max(0, dx) : w - max(0, -dx)] |= mask[
-            max(0, -dy) : h - max(0, dy), max(0, -dx) : w - max(0, dx)
-        ]
-    return out
 
 
 @pytest.fixture(scope="module")
@@ -109,7 +93,7 @@ def test_pseudo_holes_avoid_holes_and_artefacts(field):
         assert (h & real).sum() == real.sum()  # the real holes are filled too
         pseudo = h & ~real
         assert pseudo.sum() > 0
-        assert not (grow(pseudo, 3) & (real | artefacts)).any()  # >= margin px away
+        assert not (hand_dilate(pseudo, 3) & (real | artefacts)).any()  # >= margin px away
 
 
 @settings(max_examples=30, deadline=None)
@@ -123,7 +107,7 @@ def test_placement_invariants(seed, margin):
     pseudo, skipped = place_pseudo_holes(
         (80, 90), forbidden, shapes, np.random.default_rng(seed), margin=margin
     )
-    assert not (grow(pseudo, margin) & forbidden).any()
+    assert not (hand_dilate(pseudo, margin) & forbidden).any()
     assert 0 <= skipped <= len(shapes)
     # every placed shape keeps its pixel count (components may merge only via margin 0)
     placed = sum(int(s.sum()) for s in shapes)

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import xarray as xr
+from conftest import store_files
 
 from phirm_scale.plate import open_plate
 
@@ -58,14 +59,6 @@ scale:
     p = tmp / f"{name}.yaml"
     p.write_text(text)
     return p
-
-
-def store_files(path: Path, under: str = "") -> dict[str, bytes]:
-    return {
-        str(p.relative_to(path)): p.read_bytes()
-        for p in sorted(path.rglob("*"))
-        if p.is_file() and str(p.relative_to(path)).startswith(under)
-    }
 
 
 def plate(path, rows=2, columns=2, fields=2, size=96):

@@ -10,10 +10,9 @@ import numpy as np
 import pytest
 import tifffile
 import xarray as xr
+from conftest import GUID, store_files
 
 from phirm_scale.plate import FieldKey, open_plate
-
-GUID = "051DAA7C-7042-435F-99F0-1E847D9B42CB"
 
 
 def write_ixm(folder: Path, wells_sites, shape=(20, 23), seed=0):
@@ -23,14 +22,6 @@ def write_ixm(folder: Path, wells_sites, shape=(20, 23), seed=0):
         for c in (1, 2):
             a = rng.integers(0, 65535, shape, dtype=np.uint16, endpoint=True)
             tifffile.imwrite(folder / f"P1_{well}_s{site}_w{c}{GUID}.tif", a)
-
-
-def store_files(path: Path, under: str = "") -> dict[str, bytes]:
-    return {
-        str(p.relative_to(path)): p.read_bytes()
-        for p in sorted(path.rglob("*"))
-        if p.is_file() and str(p.relative_to(path)).startswith(under)
-    }
 
 
 def synthetic(path, rows=2, columns=2, fields=2, size=64):

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 import tifffile
+from conftest import BBBC039, skip_without_bbbc039
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -22,8 +21,6 @@ from phirm_scale.synthetic import (
     synthetic_artefacts,
     synthetic_nuclei,
 )
-
-BBBC039 = Path(__file__).resolve().parents[2] / "shared" / "data" / "bbbc039-rows-A-D"
 
 
 def test_make_plate_layout_and_channels(tmp_path):
@@ -82,8 +79,7 @@ def test_clean_plate(tmp_path):
 
 
 def test_from_fields_real_data(tmp_path):
-    if not BBBC039.is_dir():
-        pytest.skip(f"BBBC039 subset not found at {BBBC039} (clone the repo beside shared/)")
+    skip_without_bbbc039()
     files = sorted(BBBC039.glob("*.tif"))
     p = make_plate(
         tmp_path / "r.ome.zarr", rows=1, columns=2, fields=1, size=600, from_fields=BBBC039, seed=2
@@ -106,9 +102,8 @@ def test_fit_to_shape(h, w, out_h, out_w):
     a = np.arange(h * w).reshape(h, w)
     out = fit_to_shape(a, (out_h, out_w))
     assert out.shape == (out_h, out_w)
-    np.testing.assert_array_equal(
-        out[: min(h, out_h), : min(w, out_w)], a[: min(h, out_h), : min(w, out_w)]
-    )
+    y, x = min(h, out_h), min(w, out_w)
+    np.testing.assert_array_equal(out[:y, :x], a[:y, :x])
     assert set(np.unique(out)) <= set(a.ravel())
 
 

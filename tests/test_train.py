@@ -63,8 +63,8 @@ def one_batch(tiles):
         # (last/first about 0.42 here, on 1 thread and on all cores); it ran 3 of 3 red at 25.
         pytest.param("deepfill-v2", None, "g_l1", 2e-3, 60, 1, marks=pytest.mark.slow),
         pytest.param("deepfill-v2", None, "g_l1", 2e-3, 60, 0, marks=pytest.mark.slow),
-        ("edgeconnect", "inpaint", "g_l1", 1e-3, 25, 1),
-        ("edgeconnect", "joint", "g_l1", 1e-3, 25, 1),
+        pytest.param("edgeconnect", "inpaint", "g_l1", 1e-3, 25, 1, marks=pytest.mark.slow),
+        pytest.param("edgeconnect", "joint", "g_l1", 1e-3, 25, 1, marks=pytest.mark.slow),
     ],
 )
 def test_overfitting_one_batch_reduces_the_loss(one_batch, name, stage, key, lr, steps, threads):

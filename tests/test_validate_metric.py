@@ -11,6 +11,7 @@ import cv2
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import BBBC039
 
 from phirm_scale.errors import InputError
 from phirm_scale.metric import components, score, to_uint8
@@ -22,7 +23,7 @@ from phirm_scale.validate_metric import (
     validate_metric,
 )
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "bbbc039-rows-A-D"
+DATA = BBBC039
 FIELD = "IXMtest_A02_s1_w1051DAA7C-7042-435F-99F0-1E847D9B42CB.tif"
 
 
