@@ -93,7 +93,7 @@ def ours(src: Path, out: Path, cluster: str) -> float:
 
     shutil.rmtree(out, ignore_errors=True)
     t0 = time.perf_counter()
-    convert(src, out, cluster=cluster, progress=False, echo=lambda s: None)
+    convert(src, out, cluster=cluster, progress=False)
     return time.perf_counter() - t0
 
 

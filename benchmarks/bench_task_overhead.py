@@ -28,7 +28,7 @@ PLATES = {"96": (8, 12, 1), "3456": (16, 24, 9)}  # rows, columns, fields per we
 
 
 def make(path: Path, rows: int, columns: int, fpw: int, size: int):
-    from phirm_scale.plate import FieldKey, create_plate, row_name, write_field_data
+    from phirm_scale.plate import FieldKey, _write_field_data, create_plate, row_name
 
     rn = [row_name(i) for i in range(rows)]
     cn = [f"{c + 1:02d}" for c in range(columns)]
@@ -46,7 +46,7 @@ def make(path: Path, rows: int, columns: int, fpw: int, size: int):
     )
     rng = np.random.default_rng(0)
     for k in keys:  # real data in every field (what a converted plate holds)
-        write_field_data(
+        _write_field_data(
             path,
             k,
             rng.integers(0, 4096, (2, size, size), dtype=np.uint16),

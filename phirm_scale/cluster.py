@@ -32,7 +32,6 @@ import json
 import logging
 import os
 import re
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -49,6 +48,7 @@ __all__ = [
     "parse_adapt",
     "set_defaults",
     "probe_scheduler",
+    "GPU_WORKER_THREADS",
 ]
 
 log = logging.getLogger(__name__)
@@ -229,9 +229,8 @@ def _scheduler_file_address(path: Path, timeout: float) -> str:
 
 
 def _announce(client, quiet: bool, extra: str = "") -> None:
-    if not quiet:
-        link = getattr(client, "dashboard_link", None)
-        print(f"dask dashboard: {link}{extra}", file=sys.stderr)
+    link = getattr(client, "dashboard_link", None)
+    log.log(logging.DEBUG if quiet else logging.INFO, "dask dashboard: %s%s", link, extra)
 
 
 @contextlib.contextmanager

@@ -13,6 +13,7 @@ Everything runs on one embedded Dask cluster (or the one given with ``cluster``)
 
 from __future__ import annotations
 
+import logging
 import time
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,8 @@ import numpy as np
 from phirm_scale.errors import InputError
 
 __all__ = ["default_data_dir", "run_demo"]
+
+log = logging.getLogger(__name__)
 
 
 def default_data_dir() -> Path:
@@ -57,10 +60,10 @@ def run_demo(
     seed: int = 0,
     progress: bool = True,
 ) -> dict:
-    """Run the demo pipeline; print a summary table and return the plate-level numbers."""
-    from rich.console import Console
-    from rich.table import Table
+    """Run the demo pipeline and return the plate-level numbers (the CLI prints them).
 
+    Each step is logged (``phirm_scale.demo``, info); nothing is printed.
+    """
     from phirm_scale.cluster import open_cluster
     from phirm_scale.metric import PhirmParams
     from phirm_scale.plate import open_plate, remove_store
@@ -71,7 +74,6 @@ def run_demo(
     from phirm_scale.stages.score import score_plates
     from phirm_scale.synthetic import make_plate
 
-    console = Console()
     data = Path(data) if data else default_data_dir()
     files = sorted(data.glob("*.tif")) if data.is_dir() else []
     if not files:
@@ -106,18 +108,24 @@ def run_demo(
             progress=progress,
         )
         timings["make-plate"] = time.perf_counter() - t
-        console.print(
-            f"[bold]1. plate[/bold] {plate_path}: {len(plate.fields)} real fields "
-            f"{shape[0]}x{shape[1]} from {data.name}, channels {plate.channel_names}"
+        log.info(
+            "1. plate %s: %d real fields %dx%d from %s, channels %s",
+            plate_path,
+            len(plate.fields),
+            shape[0],
+            shape[1],
+            data.name,
+            plate.channel_names,
         )
         t = time.perf_counter()
         make_artefact_masks(plate_path, channel="CFP", cluster=spec, progress=progress)
         timings["masks"] = time.perf_counter() - t
         plate = open_plate(plate_path)
         iou = _iou(plate, plate.fields, "artefacts", "artefacts_true")
-        console.print(
-            f"[bold]2. masks[/bold] labels/artefacts from CFP (Otsu x0.7, open+close):"
-            f" IoU with the true artefacts {iou:.3f}"
+        log.info(
+            "2. masks labels/artefacts from CFP (Otsu x0.7, open+close): "
+            "IoU with the true artefacts %.3f",
+            iou,
         )
         t = time.perf_counter()
         res = inpaint_plate(
@@ -137,10 +145,14 @@ def run_demo(
             if res["tiles_total"] == res["fields"]
             else "256 tiles (tiles without a hole skipped)"
         )
-        console.print(
-            f"[bold]3. inpaint[/bold] {model}: {res['hole_pixels']} pixels filled, "
-            f"model run on {res['tiles_inpainted']}/{res['tiles_total']} {unit} -> "
-            f"{restored_path}"
+        log.info(
+            "3. inpaint %s: %d pixels filled, model run on %d/%d %s -> %s",
+            model,
+            res["hole_pixels"],
+            res["tiles_inpainted"],
+            res["tiles_total"],
+            unit,
+            restored_path,
         )
         t = time.perf_counter()
         results = {}
@@ -165,17 +177,6 @@ def run_demo(
                 results[(label, mode)] = summarise(ds, "plate")
         timings["score"] = time.perf_counter() - t
     report = write_report(out / "qc_restored.zarr", out / "report")
-    table = Table(title="PhIRM per 256 window against the clean ground truth (plate summary)")
-    for col in (
-        "plate",
-        "PhIRM mean",
-        "PhIRM min",
-        "PhIRM p05",
-        "< 0.9",
-        "PhIRM mean (published code)",
-        "SSIM mean",
-    ):
-        table.add_column(col)
     summary: dict[str, Any] = {}
     for label in ("damaged", "restored"):
         s, r = results[(label, "paper")], results[(label, "reference")]
@@ -183,21 +184,13 @@ def run_demo(
         row["reference_mean"] = float(np.asarray(r["phirm_mean"]))
         row["ssim_mean"] = float(np.asarray(s["ssim_mean"]))
         summary[label] = row
-        table.add_row(
-            label,
-            f"{row['mean']:.3f}",
-            f"{row['min']:.3f}",
-            f"{row['p05']:.3f}",
-            f"{row['frac_below']:.1%}",
-            f"{row['reference_mean']:.3f}",
-            f"{row['ssim_mean']:.3f}",
-        )
-    console.print(table)
-    console.print(
-        f"[bold]4. QC[/bold] {out / 'qc_restored.zarr'} (xr.open_zarr), "
-        f"{out / 'qc_restored.csv'}; report {report}"
+    log.info(
+        "4. QC %s (xr.open_zarr), %s; report %s",
+        out / "qc_restored.zarr",
+        out / "qc_restored.csv",
+        report,
     )
-    console.print("timings (s): " + ", ".join(f"{k} {v:.1f}" for k, v in timings.items()))
+    log.info("timings (s): %s", ", ".join(f"{k} {v:.1f}" for k, v in timings.items()))
     summary["mask_iou"] = iou
     summary["timings_s"] = timings
     return summary

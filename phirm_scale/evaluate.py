@@ -15,6 +15,7 @@ masked | each model, like Figures 2a and 3) and ``evaluation.json`` (provenance)
 from __future__ import annotations
 
 import json
+import logging
 import math
 import time
 import zlib
@@ -36,6 +37,8 @@ __all__ = [
     "summarise",
     "tile_masks",
 ]
+
+log = logging.getLogger(__name__)
 
 #: Short names accepted in ``--checkpoints``.
 CHECKPOINT_ALIASES = {
@@ -281,7 +284,6 @@ def evaluate(
     allow_untrained=False,
     n_examples=3,
     split=None,
-    verbose=False,
 ):
     """Run the paper's experiment: every model on every mask family over the test tiles.
 
@@ -315,8 +317,6 @@ def evaluate(
         Example tiles per family in the example panels.
     split : str, optional
         Split to use when ``tiles`` has no suffix (default ``'test'``).
-    verbose : bool
-        Print progress.
 
     Returns
     -------
@@ -429,8 +429,7 @@ def evaluate(
                     }
                 )
             ph = sc["phirm"]
-            if verbose:
-                print(f"{label:>16} {spec:>11}: PhIRM {np.mean(ph):.3f}  ({secs.sum():.1f} s)")
+            log.info("%16s %11s: PhIRM %.3f  (%.1f s)", label, spec, np.mean(ph), secs.sum())
     df = pd.DataFrame(rows)
     if out_dir is not None:
         out = Path(out_dir)

@@ -44,7 +44,13 @@ import yaml
 
 from phirm_scale.errors import PhirmError
 
-__all__ = ["cluster_from_yaml", "load_config", "JobPools", "KINDS"]
+__all__ = [
+    "cluster_from_yaml",
+    "load_config",
+    "JobPools",
+    "KINDS",
+    "job_scripts",
+]
 
 # each pool of a mixed cluster subscribes to the one scheduler (see _relay_worker_status)
 warnings.filterwarnings(
@@ -57,8 +63,8 @@ KINDS = {
     "lsf": "LSFCluster",
     "sge": "SGECluster",
 }
-TOP_KEYS = ("kind", "cluster", "scale")
-SCALE_KEYS = ("jobs", "minimum_jobs", "maximum_jobs")
+_TOP_KEYS = ("kind", "cluster", "scale")
+_SCALE_KEYS = ("jobs", "minimum_jobs", "maximum_jobs")
 
 
 def _params(*funcs) -> set[str]:
@@ -90,9 +96,9 @@ def load_config(path: str | Path) -> dict:
     if not isinstance(cfg, dict) or "kind" not in cfg:
         raise PhirmError(f"{path}: cluster configuration needs a 'kind' ({', '.join(KINDS)})")
     for k in cfg:
-        if k not in TOP_KEYS:
+        if k not in _TOP_KEYS:
             raise PhirmError(
-                f"{path}: unknown key {k!r} (a configuration has {', '.join(TOP_KEYS)})"
+                f"{path}: unknown key {k!r} (a configuration has {', '.join(_TOP_KEYS)})"
             )
     kind = str(cfg["kind"]).lower()
     if kind not in KINDS:
@@ -111,10 +117,10 @@ def load_config(path: str | Path) -> dict:
             )
     scale = cfg.get("scale") or {"jobs": 1}
     if not isinstance(scale, dict):
-        raise PhirmError(f"{path}: 'scale' must be a mapping ({', '.join(SCALE_KEYS)})")
+        raise PhirmError(f"{path}: 'scale' must be a mapping ({', '.join(_SCALE_KEYS)})")
     for k in scale:
-        if k not in SCALE_KEYS:
-            raise PhirmError(f"{path}: unknown key 'scale.{k}' ({', '.join(SCALE_KEYS)})")
+        if k not in _SCALE_KEYS:
+            raise PhirmError(f"{path}: unknown key 'scale.{k}' ({', '.join(_SCALE_KEYS)})")
     for k, v in scale.items():
         if not isinstance(v, int) or v < 0:
             raise PhirmError(f"{path}: scale.{k} must be an integer >= 0, got {v!r}")

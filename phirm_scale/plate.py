@@ -44,11 +44,8 @@ __all__ = [
     "row_name",
     "row_index",
     "NGFF_VERSION",
+    "ATTRS_KEY",
     "open_field_view",
-    "create_layout",
-    "create_field_group",
-    "write_plate_metadata",
-    "write_field_data",
     "field_done",
     "read_field_marker",
     "read_root_attrs",
@@ -72,7 +69,7 @@ _AXES = [
 ]
 _DIMS = ("t", "c", "z", "y", "x")
 #: What the labels phirm-scale writes are, as viewers show them (the label's multiscales name).
-LABEL_TITLES = {
+_LABEL_TITLES = {
     "artefacts": "artefact mask (holes inpainted)",
     "artefacts_true": "true artefacts (synthetic ground truth)",
 }
@@ -510,7 +507,7 @@ class Plate:
         attrs = {
             "ome": {
                 "version": NGFF_VERSION,
-                "multiscales": _multiscales(self.n_levels, LABEL_TITLES.get(name, name)),
+                "multiscales": _multiscales(self.n_levels, _LABEL_TITLES.get(name, name)),
                 "image-label": {
                     "version": NGFF_VERSION,
                     "source": {"image": "../../"},
@@ -552,7 +549,7 @@ class Plate:
                 f"{self.path}: plate opened read-only; image data is never modified in place"
             )
         key = self._check_key(key)
-        write_field_data(
+        _write_field_data(
             self.path,
             key,
             array,
@@ -641,7 +638,7 @@ def _checked_array(
     return arr
 
 
-def create_field_group(
+def _create_field_group(
     path: str | Path,
     key,
     *,
@@ -684,7 +681,7 @@ def create_field_group(
     return g
 
 
-def write_field_data(
+def _write_field_data(
     path: str | Path,
     key: FieldKey,
     array: np.ndarray,
@@ -699,7 +696,7 @@ def write_field_data(
     """Low-level: write one field's levels and mark it complete.
 
     Does not need the plate metadata (convert writes that last). ``array`` is ``(C, Y, X)``.
-    With ``create`` the field group is (re)created first (:func:`create_field_group`), so
+    With ``create`` the field group is (re)created first (:func:`_create_field_group`), so
     that one task owns the field entirely; otherwise it must exist.
     """
     zarr = _zarr()
@@ -719,7 +716,7 @@ def write_field_data(
             raise PlateError(f"{path}: field {key}: data of dtype {a.dtype}, plate is {dtype}")
     fpath = Path(path) / key.path
     if create:
-        g = create_field_group(
+        g = _create_field_group(
             path, key, channel_names=channel_names, dtype=dtype, shape=shape, n_levels=n_levels
         )
         marker: dict = {}
@@ -820,7 +817,7 @@ def _prepare_output(path: Path, overwrite: bool) -> None:
         shutil.rmtree(path)
 
 
-def create_layout(
+def _create_layout(
     path: str | Path,
     *,
     rows: Sequence[str],
@@ -839,10 +836,10 @@ def create_layout(
     """Low-level: write groups, well and field metadata and empty arrays of a plate.
 
     With ``plate_metadata=False`` the root ``ome.plate`` block is left out (written later by
-    :func:`write_plate_metadata`): convert writes it last, so a killed conversion never
+    :func:`_write_plate_metadata`): convert writes it last, so a killed conversion never
     looks like a plate. ``skip_existing`` keeps field groups already present (resume).
     ``create_fields=False`` leaves the field groups to the tasks that write them
-    (:func:`write_field_data` with ``create=True``).
+    (:func:`_write_field_data` with ``create=True``).
     """
     zarr = _zarr()
     from ome_zarr.format import FormatV05
@@ -878,11 +875,11 @@ def create_layout(
                 and all((fpath / str(lev) / "zarr.json").exists() for lev in range(n_levels))
             ):
                 continue
-            create_field_group(
+            _create_field_group(
                 path, key, channel_names=channel_names, dtype=dtype, shape=shape, n_levels=n_levels
             )
     if plate_metadata:
-        write_plate_metadata(
+        _write_plate_metadata(
             path,
             rows=rows,
             columns=columns,
@@ -892,7 +889,7 @@ def create_layout(
         )
 
 
-def write_plate_metadata(
+def _write_plate_metadata(
     path: str | Path,
     *,
     rows: Sequence[str],
@@ -987,7 +984,7 @@ def create_plate(
     mine = dict((attrs or {}).get(ATTRS_KEY, {}) or {})
     mine.setdefault("command", "create-plate")  # marker: see phirm_scale.outputs
     attrs = {**dict(attrs or {}), ATTRS_KEY: mine}
-    create_layout(
+    _create_layout(
         path,
         rows=rows,
         columns=columns,

@@ -31,6 +31,8 @@ __all__ = [
     "plate_heatmap",
     "worst_fields",
     "write_report",
+    "flag_reason",
+    "write_screen_report",
 ]
 
 

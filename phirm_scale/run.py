@@ -26,9 +26,9 @@ interruption finishes only what is missing. A rerun with other settings is refus
 from __future__ import annotations
 
 import json
-import sys
+import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from dataclasses import field as dc_field
 from pathlib import Path
@@ -36,7 +36,17 @@ from typing import Any
 
 from phirm_scale.errors import OutputError, PhirmError, PlateError
 
-__all__ = ["PlateSource", "ScreenPlan", "plan_screen", "run_screen", "MASK_LABEL", "RUN_FILE"]
+__all__ = [
+    "PlateSource",
+    "ScreenPlan",
+    "plan_screen",
+    "run_screen",
+    "MASK_LABEL",
+    "RUN_FILE",
+    "find_plates",
+]
+
+log = logging.getLogger(__name__)
 
 #: Label of the artefact masks in every plate.
 MASK_LABEL = "artefacts"
@@ -456,7 +466,6 @@ def run_screen(
     cluster: Any = "local",
     overwrite: bool = False,
     progress: bool = True,
-    echo: Callable[[str], None] | None = None,
 ) -> dict:
     """Process a whole screen; returns the summary (also stored in ``OUT/run.json``).
 
@@ -486,9 +495,9 @@ def run_screen(
     overwrite : bool
         Replace an output folder holding a run with other settings.
     progress : bool
-        Progress bars and messages on stderr.
-    echo : callable, optional
-        Receives progress messages (default: stderr when ``progress``).
+        Progress bars on stderr (:func:`phirm_scale.progress.progress_bar`). What the run
+        does is logged (``phirm_scale.run``, info); warnings (e.g. no artefact found) are
+        logged as warnings.
 
     Returns
     -------
@@ -498,12 +507,6 @@ def run_screen(
     """
     from phirm_scale.cluster import open_cluster
     from phirm_scale.outputs import output_lock
-
-    if echo is None:
-
-        def echo(msg: str) -> None:
-            if progress:
-                print(msg, file=sys.stderr)
 
     t_start = time.perf_counter()
     plan = plan_screen(
@@ -546,18 +549,20 @@ def run_screen(
         per_plate: dict[str, dict] = {}
         qcs = {}
         n_fields = sum(p.n_fields for p in plan.plates)
-        echo(
-            f"screen: {len(plan.plates)} plate(s), {n_fields} fields"
-            + (" (resuming)" if plan.resume else "")
+        log.info(
+            "screen: %d plate(s), %d fields%s",
+            len(plan.plates),
+            n_fields,
+            " (resuming)" if plan.resume else "",
         )
         with open_cluster(cluster, quiet=not progress) as client:
             spec = client if client is not None else "threads"
             for p in plan.plates:
-                per_plate[p.name] = _run_plate(p, plan, spec, client, stages, progress, echo)
+                per_plate[p.name] = _run_plate(p, plan, spec, client, stages, progress)
                 qcs[p.name] = per_plate[p.name].pop("_qc")
             if plan.settings["selfcheck"]:
-                _selfcheck_screen(plan, qcs, spec, stages, progress, echo)
-        summary = _finish(plan, qcs, per_plate, stages, progress, echo)
+                _selfcheck_screen(plan, qcs, spec, stages, progress)
+        summary = _finish(plan, qcs, per_plate, stages, progress)
         summary["stages"]["total"] = {
             "seconds": round(time.perf_counter() - t_start, 3),
             "fields": sum(p.n_fields for p in plan.plates),
@@ -567,7 +572,7 @@ def run_screen(
         return summary
 
 
-def _selfcheck_screen(plan: ScreenPlan, qcs: dict, spec, stages: dict, progress: bool, echo):
+def _selfcheck_screen(plan: ScreenPlan, qcs: dict, spec, stages: dict, progress: bool):
     """Self-check every plate (no reference channel).
 
     Pseudo-holes are shaped like the plate's own artefact masks, or, for a plate without
@@ -593,7 +598,9 @@ def _selfcheck_screen(plan: ScreenPlan, qcs: dict, spec, stages: dict, progress:
         own = p in with_holes
         pool = (p if own else with_holes[0]).plate_path(plan.out)
         if not own:
-            echo(f"self-check {p.name}: no holes in this plate, shapes from {with_holes[0].name}")
+            log.info(
+                "self-check %s: no holes in this plate, shapes from %s", p.name, with_holes[0].name
+            )
         with _timed(stages, "selfcheck", p.n_fields):
             qcs[p.name] = _selfcheck_kept(
                 qcs[p.name], p, pool, plan, cluster=spec, progress=progress
@@ -616,7 +623,7 @@ def _timed(stages: dict, name: str, n: int):
 
 
 def _run_plate(
-    p: PlateSource, plan: ScreenPlan, spec, client, stages: dict, progress: bool, echo
+    p: PlateSource, plan: ScreenPlan, spec, client, stages: dict, progress: bool
 ) -> dict:
     from phirm_scale.plate import open_plate
     from phirm_scale.stages.convert import convert
@@ -627,7 +634,7 @@ def _run_plate(
     out = plan.out
     plate_path = p.plate_path(out)
     inpainted = p.inpainted_path(out)
-    echo(f"== plate {p.name} ({p.n_fields} fields)")
+    log.info("== plate %s (%d fields)", p.name, p.n_fields)
     if p.kind == "tiff":
         with _timed(stages, "convert", p.n_fields):
             convert(
@@ -639,7 +646,6 @@ def _run_plate(
                 channel_names=s["channel_names"],
                 cluster=spec,
                 progress=progress,
-                echo=lambda m: echo("convert: " + m),
             )
     with _timed(stages, "masks", p.n_fields):
         kw = {}
@@ -979,9 +985,7 @@ def _selfcheck_kept(ds, p: PlateSource, pool_plate: Path, plan: ScreenPlan, *, c
     )
 
 
-def _finish(
-    plan: ScreenPlan, qcs: dict, per_plate: dict, stages: dict, progress: bool, echo
-) -> dict:
+def _finish(plan: ScreenPlan, qcs: dict, per_plate: dict, stages: dict, progress: bool) -> dict:
     import numpy as np
 
     from phirm_scale.report import write_screen_report
@@ -1035,8 +1039,8 @@ def _finish(
         )
     warnings_.extend(nothing_done_warnings(ds, s.get("artefact_channel")))
     warnings_.extend(plan.warnings)
-    for w in warnings_:  # loud, whatever --no-progress / --json say (stderr)
-        print(f"WARNING: {w}", file=sys.stderr)
+    for w in warnings_:  # loud, whatever --no-progress / --json / --quiet say (stderr)
+        log.warning("%s", w)
     with _timed(stages, "report", sum(r["fields"] for r in rows)):
         report = write_screen_report(
             ds,

@@ -42,6 +42,7 @@ __all__ = [
     "fit_to_shape",
     "make_field",
     "make_plate",
+    "SyntheticFieldTask",
 ]
 
 #: Channel names of a synthetic / composite plate.

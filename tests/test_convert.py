@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import subprocess
@@ -68,7 +69,6 @@ def test_bbbc039_pixels_wells_sites(tmp_path, cluster_address):
         cluster=cluster_address,
         progress=False,
         n_levels=2,
-        echo=lambda s: None,
     )
     # expected from the file names, parsed independently of the layouts module
     expected: dict[tuple[str, int], dict[int, Path]] = {}
@@ -118,7 +118,6 @@ def test_imagexpress_two_channels_and_missing_fields(tmp_path):
         channel_names=["DAPI", "CFP"],
         cluster="threads",
         progress=False,
-        echo=lambda s: None,
     )
     assert plate.rows == ["A", "B", "C"] and plate.columns == ["01", "02", "03"]
     assert plate.wells == [
@@ -150,9 +149,7 @@ def test_cellomics_and_regex(tmp_path):
                 a = rng.integers(0, 255, (16, 20), dtype=np.uint8)
                 tifffile.imwrite(src / f"MFGTMP_1508_{well}f{f:02d}d{d}.TIF", a)
                 data[(well, f, d)] = a
-    plate = convert(
-        src, tmp_path / "cel.ome.zarr", cluster="threads", progress=False, echo=lambda s: None
-    )
+    plate = convert(src, tmp_path / "cel.ome.zarr", cluster="threads", progress=False)
     assert plate.name == "MFGTMP_1508" and plate.channel_names == ["d0", "d1", "d2"]
     assert plate.dtype == np.uint8 and plate.wells == [("B", "02"), ("B", "04")]
     np.testing.assert_array_equal(
@@ -168,23 +165,17 @@ def test_cellomics_and_regex(tmp_path):
         channel_names=["DAPI", "GFP", "CFP"],
         cluster="threads",
         progress=False,
-        echo=lambda s: None,
     )
     assert plate2.name == "screen1" and plate2.channel_names == ["DAPI", "GFP", "CFP"]
     for k in plate.fields:
         np.testing.assert_array_equal(plate2.read_field(k), plate.read_field(k))
 
 
-def test_auto_summary_before_writing(tmp_path):
+def test_auto_summary_before_writing(tmp_path, caplog):
     write_ixm(tmp_path / "src", IXM_FIELDS[:3], shape=(8, 9))
-    lines = []
-    convert(
-        tmp_path / "src",
-        tmp_path / "o.ome.zarr",
-        cluster="threads",
-        progress=False,
-        echo=lines.append,
-    )
+    with caplog.at_level(logging.INFO, logger="phirm_scale"):
+        convert(tmp_path / "src", tmp_path / "o.ome.zarr", cluster="threads", progress=False)
+    lines = [r.getMessage() for r in caplog.records if r.name == "phirm_scale.stages.convert"]
     assert lines[0].startswith("layout imagexpress: plate 'P1', 2 wells")
     assert "3 fields" in lines[0] and "8x9 uint16" in lines[0] and "6 files" in lines[0]
 
@@ -201,7 +192,6 @@ def test_interrupted_then_resumed_equals_uninterrupted(tmp_path):
         cluster="threads",
         progress=False,
         n_levels=2,
-        echo=lambda s: None,
     )
     convert(tmp_path / "src", full, **kw)
     assert convert(tmp_path / "src", part, max_fields=3, **kw) is None  # "killed" after 3
@@ -249,16 +239,15 @@ def test_resume_on_distributed_cluster(tmp_path, cluster_address):
     write_ixm(tmp_path / "src", IXM_FIELDS, channels=(1,))
     ref = tmp_path / "ref.ome.zarr"
     out = tmp_path / "o.ome.zarr"
-    convert(tmp_path / "src", ref, cluster="threads", progress=False, echo=lambda s: None)
+    convert(tmp_path / "src", ref, cluster="threads", progress=False)
     convert(
         tmp_path / "src",
         out,
         cluster=cluster_address,
         progress=False,
         max_fields=4,
-        echo=lambda s: None,
     )
-    convert(tmp_path / "src", out, cluster=cluster_address, progress=False, echo=lambda s: None)
+    convert(tmp_path / "src", out, cluster=cluster_address, progress=False)
     assert store_files(ref) == store_files(out)
 
 
@@ -274,7 +263,7 @@ def test_sigkill_then_rerun_equals_uninterrupted(tmp_path):
     write_ixm(tmp_path / "src", fields, shape=(256, 256))
     ref = tmp_path / "ref.ome.zarr"
     out = tmp_path / "o.ome.zarr"
-    convert(tmp_path / "src", ref, cluster="threads", progress=False, echo=lambda s: None)
+    convert(tmp_path / "src", ref, cluster="threads", progress=False)
     exe = Path(sys.executable).with_name("phirm-scale")
     cmd = [
         str(exe),
@@ -309,7 +298,7 @@ def test_existing_output(tmp_path):
     write_ixm(tmp_path / "src", IXM_FIELDS[:2])
     write_ixm(tmp_path / "other", IXM_FIELDS[2:4], seed=1)
     out = tmp_path / "o.ome.zarr"
-    kw = dict(cluster="threads", progress=False, echo=lambda s: None)
+    kw = dict(cluster="threads", progress=False)
     convert(tmp_path / "src", out, **kw)
     with pytest.raises(
         PlateError,
@@ -395,7 +384,7 @@ def test_bad_input_one_line_error_nothing_written(tmp_path, damage, what):
     name = damage(tmp_path / "src")
     out = tmp_path / "o.ome.zarr"
     with pytest.raises(PlateError) as info:
-        convert(tmp_path / "src", out, cluster="threads", progress=False, echo=lambda s: None)
+        convert(tmp_path / "src", out, cluster="threads", progress=False)
     msg = str(info.value)
     assert "\n" not in msg and name in msg and re.search(what, msg), msg
     assert not out.exists()
@@ -419,7 +408,7 @@ def test_corrupt_pixel_data_found_while_writing_leaves_no_plate_metadata(tmp_pat
     bad.write_bytes(bytes(raw))
     out = tmp_path / "o.ome.zarr"
     with pytest.raises(PlateError, match=r"P_A02_s1_w1\.tif: unreadable TIFF") as info:
-        convert(src, out, cluster="threads", progress=False, echo=lambda s: None)
+        convert(src, out, cluster="threads", progress=False)
     assert "\n" not in str(info.value)
     assert "ome" not in (read_root_attrs(out) or {})
     with pytest.raises(PlateError):
@@ -437,7 +426,6 @@ def test_several_timepoints_need_a_choice(tmp_path):
         timepoint=2,
         cluster="threads",
         progress=False,
-        echo=lambda s: None,
     )
     ref = tifffile.imread(next((tmp_path / "src" / "TimePoint_2").glob("P1_A01_s3_w2*.tif")))
     np.testing.assert_array_equal(plate.read_field(FieldKey("A", "01", 1), 1), ref)

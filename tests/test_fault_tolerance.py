@@ -104,16 +104,14 @@ class Stage:
         from phirm_scale.stages.score import score_plates
 
         if self.name == "convert":
-            lines = []
             convert(
                 paths["src"],
                 paths["out"],
                 channel_names=["DAPI", "CFP"],
                 cluster=cluster,
                 progress=False,
-                echo=lines.append,
             )
-            return lines
+            return None
         if self.name == "masks":
             return make_artefact_masks(
                 paths["plate"], channel="CFP", cluster=cluster, progress=False

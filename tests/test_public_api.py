@@ -144,6 +144,7 @@ def test_cli_has_one_mode_enum_and_no_cli_error():
         "report",
         "screenqc",
         "synthetic",
+        "progress",
         "validation",
     ],
 )

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -39,9 +40,12 @@ def one_error(proc, *needles: str) -> str:
     lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
     assert proc.returncode == 2, (proc.returncode, proc.stderr)
     errors = [ln for ln in lines if ln.startswith("error: ")]
-    # one error line, last; before it at most a progress bar (a run that failed mid-way)
+    # one error line, last; before it at most progress lines (a run that failed mid-way;
+    # stderr is a pipe: plain "<stage>: n/total (p%) t s" lines, phirm_scale.progress)
     assert len(errors) == 1 and lines[-1] == errors[0], proc.stderr
-    assert all("━" in ln for ln in lines[:-1]), proc.stderr
+    assert all(re.match(r"^[\w-]+: \d+/\d+ \(\d+%\) [\d.]+ s$", ln) for ln in lines[:-1]), (
+        proc.stderr
+    )
     assert "Traceback" not in proc.stderr
     for n in needles:
         assert n in errors[0], (n, errors[0])

@@ -114,7 +114,7 @@ def test_convert_masks_score_through_slurm_equal_threaded(cpu_client, tmp_path):
                 src / f"P_{well}_s1_w{c}051DAA7C-7042-435F-99F0-1E847D9B42CB.tif",
                 rng.integers(0, 4000, (40, 50), dtype=np.uint16),
             )
-    kw = dict(channel_names=["DAPI", "CFP"], progress=False, echo=lambda s: None)
+    kw = dict(channel_names=["DAPI", "CFP"], progress=False)
     convert(src, tmp_path / "t.ome.zarr", cluster="threads", **kw)
     convert(src, tmp_path / "s.ome.zarr", cluster=cpu_client, **kw)
     a, b = store_files(tmp_path / "t.ome.zarr"), store_files(tmp_path / "s.ome.zarr")

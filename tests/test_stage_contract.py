@@ -60,7 +60,7 @@ def test_every_stage_with_a_passed_client_equals_threaded_and_leaves_it_open(tmp
 
     # convert: the two stores are byte-identical
     write_ixm(tmp_path / "src", [("A01", 1), ("A01", 2), ("B02", 1), ("C03", 1)])
-    kw = dict(channel_names=["DAPI", "CFP"], progress=False, echo=lambda s: None)
+    kw = dict(channel_names=["DAPI", "CFP"], progress=False)
     convert(tmp_path / "src", tmp_path / "t.ome.zarr", cluster="threads", **kw)
     convert(tmp_path / "src", tmp_path / "c.ome.zarr", cluster=client, **kw)
     assert_open(client)

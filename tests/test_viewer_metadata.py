@@ -34,7 +34,6 @@ def converted(tmp_path_factory, bbbc039_files):
         channel_names=["DAPI"],
         cluster="threads",
         progress=False,
-        echo=lambda m: None,
     )
     return root, files, plate
 

@@ -24,13 +24,28 @@ from phirm_scale.cli import demo as _demo  # noqa: F401 - registers commands
 from phirm_scale.cli import cluster as _cluster  # noqa: F401 - registers commands
 # isort: on
 
-__all__ = ["app", "main"]
+__all__ = ["app", "error_line", "main"]
 
 
 def _debug_requested(argv: list[str]) -> bool:
     import os
 
     return "--debug" in argv or os.environ.get("PHIRM_SCALE_DEBUG", "") not in ("", "0")
+
+
+_GLOBAL_FLAGS = ("--quiet", "-q", "--verbose", "-v", "-vv", "-vvv")
+
+
+def _hoist_global_flags(args: list[str]) -> list[str]:
+    """Move ``--quiet``/``--verbose`` written after the command to the front.
+
+    The top-level app reads them there: ``phirm-scale convert SRC OUT -q`` is
+    ``phirm-scale -q convert SRC OUT``. Nothing after ``--`` is moved.
+    """
+    end = args.index("--") if "--" in args else len(args)
+    flags = [a for a in args[:end] if a in _GLOBAL_FLAGS]
+    rest = [a for a in args[:end] if a not in _GLOBAL_FLAGS]
+    return flags + rest + args[end:]
 
 
 def error_line(exc: BaseException) -> str:
@@ -64,6 +79,7 @@ def main(argv: list[str] | None = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
     debug = _debug_requested(args)
     args = [a for a in args if a != "--debug"]
+    args = _hoist_global_flags(args)
     if debug:
         logging.basicConfig(level=logging.INFO)
     try:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
+from collections.abc import Iterator
 from enum import StrEnum
 from typing import Any
 
@@ -29,6 +32,7 @@ def _version_callback(value: bool) -> None:
 
 @app.callback()
 def _cluster_options(
+    ctx: typer.Context,
     jobs: int = typer.Option(
         None,
         "--jobs",
@@ -43,6 +47,19 @@ def _cluster_options(
         "--cluster-timeout",
         help="Seconds a cluster start-up may take (connect, submit); then one error line, exit 2.",
     ),
+    verbose: int = typer.Option(
+        0,
+        "--verbose",
+        "-v",
+        count=True,
+        help="Show debug messages of the stages (tasks, cluster) on stderr.",
+    ),
+    quiet: bool = typer.Option(
+        False,
+        "--quiet",
+        "-q",
+        help="Print only results (tables, --json) and errors: no progress, no info messages.",
+    ),
     version: bool = typer.Option(
         False,
         "--version",
@@ -54,10 +71,13 @@ def _cluster_options(
     """Restore screening plates by generative inpainting; prove that the biology was kept.
 
     Each field is checked with PhIRM. Cluster options go before the command:
-    ``phirm-scale --jobs 4 --cluster-timeout 30 masks PLATE --cluster slurm-cpu``.
+    ``phirm-scale --jobs 4 --cluster-timeout 30 masks PLATE --cluster slurm-cpu``;
+    ``--quiet``/``-q`` and ``--verbose``/``-v`` may go anywhere.
     """
     from phirm_scale.cluster import set_defaults
+    from phirm_scale.progress import configure_logging
 
+    ctx.call_on_close(configure_logging(-1 if quiet else verbose))
     set_defaults(jobs=jobs, adapt=adapt, timeout=cluster_timeout)
 
 
@@ -88,6 +108,30 @@ class Mode(StrEnum):
 
     paper = "paper"
     reference = "reference"
+
+
+@contextlib.contextmanager
+def heard(logger: str) -> Iterator[list[str]]:
+    """Collect the messages ``logger`` logs at info or above during the block.
+
+    Whatever ``--quiet`` shows: for a command that reports on what its stage said.
+    """
+    said: list[str] = []
+
+    class _Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            said.append(record.getMessage())
+
+    log = logging.getLogger(logger)
+    handler, level = _Collect(logging.INFO), log.level
+    log.addHandler(handler)
+    if not log.isEnabledFor(logging.INFO):
+        log.setLevel(logging.INFO)
+    try:
+        yield said
+    finally:
+        log.removeHandler(handler)
+        log.setLevel(level)
 
 
 def print_table(columns: list[str], rows: list[list[Any]], *, title: str | None = None) -> None:

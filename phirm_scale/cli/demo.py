@@ -30,9 +30,10 @@ def demo_command(
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bars."),
 ) -> None:
     """Real BBBC039 fields + composited artefacts -> masks -> inpainting -> PhIRM QC + report."""
+    from phirm_scale.cli._app import print_table
     from phirm_scale.demo import run_demo
 
-    run_demo(
+    summary = run_demo(
         data,
         out=out,
         rows=rows,
@@ -43,4 +44,28 @@ def demo_command(
         checkpoint=checkpoint,
         cluster=cluster,
         progress=progress,
+    )
+    print_table(
+        [
+            "plate",
+            "PhIRM mean",
+            "PhIRM min",
+            "PhIRM p05",
+            "< 0.9",
+            "PhIRM mean (published code)",
+            "SSIM mean",
+        ],
+        [
+            [
+                label,
+                f"{row['mean']:.3f}",
+                f"{row['min']:.3f}",
+                f"{row['p05']:.3f}",
+                f"{row['frac_below']:.1%}",
+                f"{row['reference_mean']:.3f}",
+                f"{row['ssim_mean']:.3f}",
+            ]
+            for label, row in ((k, summary[k]) for k in ("damaged", "restored"))
+        ],
+        title="PhIRM per 256 window against the clean ground truth (plate summary)",
     )

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from phirm_scale.cli._app import app
+from phirm_scale.cli._app import Mode, app
 
 __all__: list[str] = []
 
@@ -52,33 +52,25 @@ def convert_cmd(
     ),
 ) -> None:
     """Convert a folder of TIFFs into an OME-Zarr (NGFF 0.5) HCS plate, one task per field."""
-    import sys
-
-    from phirm_scale.cli._app import echo_json
+    from phirm_scale.cli._app import echo_json, heard
     from phirm_scale.stages.convert import convert
 
     names = [c.strip() for c in channel_names.split(",")] if channel_names else None
-    said: list[str] = []
-
-    def echo(msg: str) -> None:
-        said.append(msg)
-        print(msg, file=sys.stderr)
-
-    plate = convert(
-        source,
-        out,
-        layout=layout,
-        pattern=pattern,
-        plate_name=plate_name,
-        channel_names=names,
-        cluster=cluster,
-        overwrite=overwrite,
-        n_levels=levels,
-        timepoint=timepoint,
-        zstep=zstep,
-        progress=progress,
-        echo=echo,
-    )
+    with heard("phirm_scale.stages.convert") as said:
+        plate = convert(
+            source,
+            out,
+            layout=layout,
+            pattern=pattern,
+            plate_name=plate_name,
+            channel_names=names,
+            cluster=cluster,
+            overwrite=overwrite,
+            n_levels=levels,
+            timepoint=timepoint,
+            zstep=zstep,
+            progress=progress,
+        )
     up_to_date = any("nothing to do" in m for m in said)
     if as_json:
         echo_json(
@@ -102,13 +94,6 @@ class MaskMethod(StrEnum):
 
     otsu = "otsu"
     saturation = "saturation"
-
-
-class MetricMode(StrEnum):
-    """PhIRM definition: the paper's text or the published code."""
-
-    paper = "paper"
-    reference = "reference"
 
 
 @app.command("masks")
@@ -147,8 +132,8 @@ def masks_cmd(
         None,
         help="Radius (px) of a final dilation of the mask (default: 0 for otsu, 1 for saturation).",
     ),
-    mode: MetricMode = typer.Option(
-        MetricMode.paper, help="saturation: PhIRM mode whose segmentation finds the artefacts."
+    mode: Mode = typer.Option(
+        Mode.paper, help="saturation: PhIRM mode whose segmentation finds the artefacts."
     ),
     saturation: int | None = typer.Option(
         None, help="saturation: 8-bit value a component's max must reach (default 255)."

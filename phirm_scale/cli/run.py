@@ -62,7 +62,7 @@ def run_cmd(
         False, "--json", help="Print the summary as one JSON object on stdout (nothing else there)."
     ),
     progress: bool = typer.Option(
-        True, "--progress/--no-progress", help="Progress bars and messages on stderr."
+        True, "--progress/--no-progress", help="Progress bars on stderr (-q: no messages either)."
     ),
     fail_below: float | None = typer.Option(
         None,

@@ -7,7 +7,7 @@ import numpy as np
 from phirm_scale.errors import InputError
 from phirm_scale.validation import check_image
 
-__all__ = ["artefact_mask", "otsu_artefact_mask", "otsu_separability", "otsu_threshold_midgap"]
+__all__ = ["artefact_mask", "otsu_separability", "otsu_threshold_midgap"]
 
 
 def otsu_separability(image: np.ndarray, threshold: float) -> float:
@@ -153,7 +153,3 @@ def artefact_mask(
         return b
     out[binary] = 1
     return out
-
-
-#: Alias of :func:`artefact_mask` that no other ``phirm_scale.masks`` module shadows.
-otsu_artefact_mask = artefact_mask

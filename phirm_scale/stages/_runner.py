@@ -8,7 +8,7 @@ calls :func:`run_tasks` with the task function. The runner
   (used as it is and left open), or ``'threads'`` (Dask's threaded scheduler, no cluster);
 * submits one task per item with ``client.submit`` so ``resources`` (e.g. ``{"GPU": 1}``)
   are honoured (graph optimisation cannot drop them, unlike ``dask.annotate``);
-* shows one progress display (:func:`rich_progress`, on stderr);
+* shows one progress display (:func:`phirm_scale.progress.progress_bar`, on stderr);
 * applies one cancellation rule: the first failing task (or Ctrl-C) cancels every task not
   yet finished and its exception is raised; results of finished tasks are already on disk,
   so a rerun only does what is missing.
@@ -20,21 +20,19 @@ never the whole plate: start-up cost of a task then does not grow with the plate
 from __future__ import annotations
 
 import contextlib
-import sys
+import logging
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from rich.progress import Progress
+from phirm_scale.progress import progress_bar
 
 __all__ = [
     "run_tasks",
     "run_delayed",
-    "run_field_tasks",
-    "progress_bar",
-    "rich_progress",
     "using_client",
 ]
+
+log = logging.getLogger(__name__)
 
 
 @contextlib.contextmanager
@@ -149,8 +147,15 @@ def run_tasks(
     gpu = bool(resources and resources.get("GPU"))
     with (
         using_client(cluster, quiet=not progress, gpu=gpu) as client,
-        progress_bar(progress, description, len(tasks)) as advance,
+        progress_bar(description, len(tasks), enabled=progress) as advance,
     ):
+        log.debug(
+            "%s: %d task(s) on %s%s",
+            description,
+            len(tasks),
+            "the threaded scheduler" if client is None else getattr(client, "scheduler", client),
+            f", resources {dict(resources)}" if resources else "",
+        )
         if client is None:
             import dask
 
@@ -185,8 +190,9 @@ def run_delayed(
         return []
     with (
         using_client(cluster, quiet=not progress) as client,
-        progress_bar(progress, description, len(delayeds)) as advance,
+        progress_bar(description, len(delayeds), enabled=progress) as advance,
     ):
+        log.debug("%s: %d delayed object(s)", description, len(delayeds))
         if client is None:
             keys = {d.key for d in delayeds if hasattr(d, "key")}
             return _threaded(delayeds, keys, advance, progress)
@@ -219,65 +225,3 @@ def _check_resources(client: Any, resources: Mapping[str, float] | None, descrip
         f"{len(workers)} workers offers them (start workers with --resources "
         f"{need.replace(', ', ',')}, or use a GPU cluster configuration)"
     )
-
-
-def run_field_tasks(
-    func: Callable[..., Any], jobs: Sequence[tuple[Any, ...]], **kwargs: Any
-) -> list[Any]:
-    """Run ``func(*job)`` per job (deprecated positional form of :func:`run_tasks`)."""
-    return run_tasks(_Star(func), list(jobs), **kwargs)
-
-
-class _Star:
-    """Picklable ``lambda job: func(*job)``."""
-
-    def __init__(self, func: Callable[..., Any]) -> None:
-        self.func = func
-
-    def __call__(self, job: tuple[Any, ...]) -> Any:
-        return self.func(*job)
-
-
-def rich_progress() -> Progress:
-    """Build the progress display every stage uses.
-
-    Columns: description, bar, n/total, elapsed, remaining; on stderr (stdout stays for
-    results).
-    """
-    from rich.console import Console
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-
-    return Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        console=Console(file=sys.stderr),
-        transient=False,
-    )
-
-
-@contextlib.contextmanager
-def progress_bar(enabled: bool, description: str, total: int) -> Iterator[Callable[[], None]]:
-    """Show a rich progress bar on stderr (or nothing) for the duration of the block.
-
-    The context value advances the bar by one.
-    """
-    if not enabled:
-        yield lambda: None
-        return
-    p = rich_progress()
-    p.start()
-    try:
-        tid = p.add_task(description, total=total)
-        yield lambda: p.advance(tid)
-    finally:
-        p.stop()

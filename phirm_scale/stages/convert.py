@@ -17,9 +17,8 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import sys
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from dataclasses import field as dc_field
@@ -32,15 +31,15 @@ from phirm_scale.errors import OutputError, PlateError
 from phirm_scale.imageio import quiet_tifffile
 from phirm_scale.layouts import ImageRecord, scan_folder
 from phirm_scale.plate import ATTRS_KEY, FieldKey, row_index, row_name
-from phirm_scale.stages._runner import run_field_tasks, run_tasks
+from phirm_scale.stages._runner import run_tasks
 
 __all__ = [
     "ConversionPlan",
     "ConvertTask",
     "plan_conversion",
     "convert",
-    "run_field_tasks",
     "read_tiff",
+    "tiff_pixel_size",
 ]
 
 log = logging.getLogger(__name__)
@@ -368,10 +367,10 @@ def _convert_field(task: ConvertTask) -> tuple[Any, ...]:
 
     Only the field's own group is created.
     """
-    from phirm_scale.plate import intensity_range, write_field_data
+    from phirm_scale.plate import _write_field_data, intensity_range
 
     data = np.stack([read_tiff(f, task.shape, task.dtype) for f in task.files])
-    write_field_data(
+    _write_field_data(
         task.out,
         FieldKey(*task.key),
         data,
@@ -452,7 +451,6 @@ def convert(
     zstep: int | None = None,
     progress: bool = True,
     max_fields: int | None = None,
-    echo: Callable[[str], None] | None = None,
 ):
     """Convert a TIFF folder into an NGFF 0.5 HCS plate; returns the opened plate.
 
@@ -470,12 +468,11 @@ def convert(
     n_levels : int
         Multiscale levels (level 0 plus ``n_levels - 1`` downsampled by 2 each).
     progress : bool
-        Show a progress bar (stderr).
+        Show a progress bar (stderr, :func:`phirm_scale.progress.progress_bar`). What was
+        found, and what a rerun skips, are logged (``phirm_scale.stages.convert``, info).
     max_fields : int, optional
         Convert at most this many missing fields, then stop without writing the plate
         metadata (like a killed run; a later call resumes). For tests and staged runs.
-    echo : callable, optional
-        Receives the one-line summary of what was found (default: print to stderr).
 
     Returns
     -------
@@ -484,11 +481,6 @@ def convert(
     """
     from phirm_scale.outputs import check_not_input, existing_output, output_lock, remove_output
     from phirm_scale.plate import read_root_attrs
-
-    if echo is None:
-
-        def echo(msg: str) -> None:
-            print(msg, file=sys.stderr)
 
     if n_levels < 1:
         raise PlateError(f"--levels must be >= 1, got {n_levels}")
@@ -506,7 +498,7 @@ def convert(
             timepoint=timepoint,
             zstep=zstep,
         )
-        echo(plan.summary())
+        log.info("%s", plan.summary())
         record = plan.record()
         record["levels"] = int(n_levels)
         if ours and overwrite:  # only once the new source checked out
@@ -520,26 +512,24 @@ def convert(
                     f"options ({(prev or {}).get('source')}); use --overwrite to "
                     "replace it"
                 )
-        return _run_convert(
-            plan, out, record, resume, n_levels, max_fields, cluster, progress, echo
-        )
+        return _run_convert(plan, out, record, resume, n_levels, max_fields, cluster, progress)
 
 
-def _run_convert(plan, out, record, resume, n_levels, max_fields, cluster, progress, echo):
+def _run_convert(plan, out, record, resume, n_levels, max_fields, cluster, progress):
     from phirm_scale.outputs import marker_attrs
     from phirm_scale.plate import (
-        create_layout,
+        _create_layout,
+        _write_plate_metadata,
         field_done,
         open_plate,
         read_root_attrs,
-        write_plate_metadata,
     )
 
     fkeys = list(plan.fields)
     if resume and "ome" in (read_root_attrs(out) or {}) and all(field_done(out, k) for k in fkeys):
-        echo(f"{out}: already converted from this source; nothing to do")
+        log.info("%s: already converted from this source; nothing to do", out)
         return open_plate(out)
-    create_layout(
+    _create_layout(
         out,
         rows=plan.rows,
         columns=plan.columns,
@@ -556,7 +546,7 @@ def _run_convert(plan, out, record, resume, n_levels, max_fields, cluster, progr
     )
     todo = [k for k in fkeys if not (resume and field_done(out, k))]
     if resume:
-        echo(f"{out}: resuming, {len(todo)} of {len(fkeys)} fields left")
+        log.info("%s: resuming, %d of %d fields left", out, len(todo), len(fkeys))
     stop_early = max_fields is not None and max_fields < len(todo)
     if max_fields is not None:
         todo = todo[: max(0, int(max_fields))]
@@ -582,7 +572,7 @@ def _run_convert(plan, out, record, resume, n_levels, max_fields, cluster, progr
         raise PlateError(f"{out}: field {undone[0]} was not written; run again to resume")
     _write_display_metadata(out, fkeys, plan)
     field_count = max(Counter((k.row, k.column) for k in fkeys).values())
-    write_plate_metadata(
+    _write_plate_metadata(
         out,
         rows=plan.rows,
         columns=plan.columns,

@@ -31,7 +31,13 @@ import numpy as np
 from phirm_scale.errors import OutputError, PlateError
 from phirm_scale.plate import ATTRS_KEY
 
-__all__ = ["inpaint_plate", "inpaint_one_field", "default_output", "InpaintTask"]
+__all__ = [
+    "inpaint_plate",
+    "inpaint_one_field",
+    "default_output",
+    "InpaintTask",
+    "field_runner",
+]
 
 
 def default_output(source: str | Path) -> Path:

@@ -20,7 +20,6 @@ an error.
 from __future__ import annotations
 
 import dataclasses
-import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -40,8 +39,6 @@ __all__ = [
     "mask_field",
     "mask_image",
 ]
-
-log = logging.getLogger(__name__)
 
 #: Mask methods of :func:`make_artefact_masks`.
 MASK_METHODS = ("otsu", "saturation")

@@ -39,6 +39,9 @@ __all__ = [
     "selfcheck_qc",
     "selfcheck_spec",
     "selfcheck_tasks",
+    "ON_FLAG",
+    "VerifySpec",
+    "verify_field",
 ]
 
 
@@ -584,6 +587,7 @@ class VerifySpec:
             raise PlateError(f"verify draws must be >= 1, got {self.draws}")
 
     def as_attrs(self) -> dict:
+        """Return the settings as a plain dict (recorded in the restored plate's attributes)."""
         import dataclasses
 
         return dataclasses.asdict(self)
