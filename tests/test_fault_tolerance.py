@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import signal
@@ -104,14 +105,28 @@ class Stage:
         from phirm_scale.stages.score import score_plates
 
         if self.name == "convert":
-            convert(
-                paths["src"],
-                paths["out"],
-                channel_names=["DAPI", "CFP"],
-                cluster=cluster,
-                progress=False,
-            )
-            return None
+            lines: list[str] = []  # convert's messages (its logger, phirm_scale.progress)
+
+            class _Lines(logging.Handler):
+                def emit(self, record: logging.LogRecord) -> None:
+                    lines.append(record.getMessage())
+
+            log, handler = logging.getLogger("phirm_scale.stages.convert"), _Lines()
+            level = log.level
+            log.addHandler(handler)
+            log.setLevel(logging.INFO)
+            try:
+                convert(
+                    paths["src"],
+                    paths["out"],
+                    channel_names=["DAPI", "CFP"],
+                    cluster=cluster,
+                    progress=False,
+                )
+            finally:
+                log.removeHandler(handler)
+                log.setLevel(level)
+            return lines
         if self.name == "masks":
             return make_artefact_masks(
                 paths["plate"], channel="CFP", cluster=cluster, progress=False
