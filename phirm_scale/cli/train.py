@@ -124,7 +124,7 @@ def train_cmd(
         save_every=save_every,
         log_every=log_every,
     )
-    final = train(config, progress=typer.echo)
+    final = train(config)  # progress lines are log records (stderr; -q hides them)
     typer.echo(f"wrote {final}")
 
 
