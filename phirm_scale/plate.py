@@ -29,14 +29,19 @@ import re
 import shutil
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeAlias
 
 import numpy as np
+import numpy.typing as npt
 
 from phirm_scale.errors import PlateError
 
+if TYPE_CHECKING:
+    import dask.array as da
+
 __all__ = [
     "FieldKey",
+    "FieldKeyLike",
     "Plate",
     "open_plate",
     "create_plate",
@@ -92,6 +97,11 @@ class FieldKey(NamedTuple):
         return f"{self.row}{self.column}/{self.field}"
 
 
+#: A field address as callers pass it: a :class:`FieldKey` or any ``(row, column, field)``
+#: sequence (converted with ``FieldKey(str(row), str(column), int(field))``).
+FieldKeyLike: TypeAlias = FieldKey | Sequence[Any]
+
+
 # --------------------------------------------------------------------------- names
 
 
@@ -117,13 +127,13 @@ def row_index(name: str) -> int:
     return idx - 1
 
 
-def _zarr():
+def _zarr() -> Any:
     import zarr  # imported here to keep `import phirm_scale.plate` light
 
     return zarr
 
 
-def _compressor():
+def _compressor() -> Any:
     from zarr.codecs import BloscCodec
 
     return BloscCodec(cname="lz4", clevel=5, shuffle="shuffle")
@@ -170,7 +180,7 @@ def _multiscales(n_levels: int, name: str) -> list[dict]:
     return [{"name": name, "axes": _AXES, "datasets": datasets}]
 
 
-def _omero(channel_names: Sequence[str], dtype: np.dtype) -> dict:
+def _omero(channel_names: Sequence[str], dtype: npt.DTypeLike) -> dict[str, Any]:
     dtype = np.dtype(dtype)
     if np.issubdtype(dtype, np.integer):
         lo, hi = float(np.iinfo(dtype).min), float(np.iinfo(dtype).max)
@@ -190,7 +200,9 @@ def _omero(channel_names: Sequence[str], dtype: np.dtype) -> dict:
     }
 
 
-def _field_attrs(key: FieldKey, channel_names, dtype, n_levels: int) -> dict:
+def _field_attrs(
+    key: FieldKey, channel_names: Sequence[str], dtype: npt.DTypeLike, n_levels: int
+) -> dict[str, Any]:
     return {
         "ome": {
             "version": NGFF_VERSION,
@@ -233,13 +245,15 @@ class Plate:
         Whether image data may be written (``write_field``). Labels may always be added.
     """
 
-    def __init__(self, path: str | Path, *, writable: bool = False, _only=None):
+    def __init__(
+        self, path: str | Path, *, writable: bool = False, _only: FieldKeyLike | None = None
+    ):
         self.path = Path(path)
         self.writable = writable
         self._load(_only)
 
     # -- reading metadata -------------------------------------------------
-    def _load(self, only=None) -> None:
+    def _load(self, only: FieldKeyLike | None = None) -> None:
         zarr = _zarr()
         path = self.path
         if not path.exists():
@@ -355,7 +369,7 @@ class Plate:
             f"{self.path}: no channel {channel!r} (channels: {', '.join(self.channel_names)})"
         )
 
-    def _check_key(self, key) -> FieldKey:
+    def _check_key(self, key: FieldKeyLike) -> FieldKey:
         key = FieldKey(str(key[0]), str(key[1]), int(key[2]))
         if key not in self._field_set:
             raise PlateError(f"{self.path}: no field {key}")
@@ -368,13 +382,15 @@ class Plate:
             fs = self.__dict__["_fs"] = set(self.fields)
         return fs
 
-    def _array(self, key: FieldKey, level: int = 0, mode: str = "r"):
+    def _array(self, key: FieldKey, level: int = 0, mode: str = "r") -> Any:
         if not 0 <= level < self.n_levels:
             raise PlateError(f"{self.path}: no level {level} (levels: 0..{self.n_levels - 1})")
         return _zarr().open_array(str(self.path / key.path / self.level_paths[level]), mode=mode)
 
     # -- reading data ------------------------------------------------------
-    def read_field(self, key, channel: str | int | None = None, level: int = 0) -> np.ndarray:
+    def read_field(
+        self, key: FieldKeyLike, channel: str | int | None = None, level: int = 0
+    ) -> np.ndarray:
         """Read one field as ``(C, Y, X)`` (all channels) or ``(Y, X)`` (one channel).
 
         A field whose array is missing, whose writing never finished, or whose chunk files
@@ -392,7 +408,7 @@ class Plate:
             return np.asarray(arr[0, :, 0])
         return np.asarray(arr[0, chans[0], 0])
 
-    def dask_field(self, key, channel: str | int):
+    def dask_field(self, key: FieldKeyLike, channel: str | int) -> da.Array:
         """One channel of one field as a single-chunk ``(Y, X)`` Dask array (lazy)."""
         import dask
         import dask.array as da
@@ -404,7 +420,7 @@ class Plate:
         d = dask.delayed(_read_one, pure=True, name=name)(str(self.path), tuple(key), c)
         return da.from_delayed(d, shape=self.field_shape, dtype=self.dtype)
 
-    def field_complete(self, key) -> bool:
+    def field_complete(self, key: FieldKeyLike) -> bool:
         """Whether every level of a field was written (``phirm_scale.complete`` marker)."""
         key = self._check_key(key)
         g = _zarr().open_group(str(self.path / key.path), mode="r")
@@ -414,14 +430,14 @@ class Plate:
         """Fields whose data was not (completely) written yet."""
         return [k for k in self.fields if not self.field_complete(k)]
 
-    def field_attrs(self, key) -> dict:
+    def field_attrs(self, key: FieldKeyLike) -> dict:
         """Return the custom attributes of a field group (everything but ``ome``)."""
         key = self._check_key(key)
         g = _zarr().open_group(str(self.path / key.path), mode="r")
         return {k: v for k, v in dict(g.attrs).items() if k != "ome"}
 
     # -- labels --------------------------------------------------------------
-    def label_names(self, key) -> list[str]:
+    def label_names(self, key: FieldKeyLike) -> list[str]:
         """Names of the labels of a field (``labels`` group metadata)."""
         key = self._check_key(key)
         p = self.path / key.path / "labels"
@@ -430,7 +446,7 @@ class Plate:
         g = _zarr().open_group(str(p), mode="r")
         return list(dict(g.attrs).get("ome", {}).get("labels", []))
 
-    def has_label(self, key, name: str) -> bool:
+    def has_label(self, key: FieldKeyLike, name: str) -> bool:
         """Whether field ``key`` has a complete label image ``name``."""
         key = self._check_key(key)
         p = self.path / key.path / "labels" / name
@@ -439,7 +455,7 @@ class Plate:
         g = _zarr().open_group(str(p), mode="r")
         return bool(dict(g.attrs).get(ATTRS_KEY, {}).get("complete", False))
 
-    def read_label(self, key, name: str) -> np.ndarray:
+    def read_label(self, key: FieldKeyLike, name: str) -> np.ndarray:
         """Read label image ``name`` of a field as ``(Y, X)``."""
         key = self._check_key(key)
         if not self.has_label(key, name):
@@ -449,7 +465,7 @@ class Plate:
         )
         return np.asarray(arr[0, 0, 0])
 
-    def label_attrs(self, key, name: str) -> dict:
+    def label_attrs(self, key: FieldKeyLike, name: str) -> dict:
         """Return the phirm-scale attributes of label ``name`` of a field (``{}`` if none).
 
         E.g. the method and parameters that made an artefact mask.
@@ -462,7 +478,12 @@ class Plate:
         return dict(dict(g.attrs).get(ATTRS_KEY, {}))
 
     def write_label(
-        self, key, name: str, array: np.ndarray, *, attrs: Mapping[str, Any] | None = None
+        self,
+        key: FieldKeyLike,
+        name: str,
+        array: np.ndarray,
+        *,
+        attrs: Mapping[str, Any] | None = None,
     ) -> None:
         """Write (or replace) the NGFF label image ``name`` of a field.
 
@@ -537,7 +558,7 @@ class Plate:
 
     # -- writing image data --------------------------------------------------
     def write_field(
-        self, key, array: np.ndarray, *, field_attrs: Mapping[str, Any] | None = None
+        self, key: FieldKeyLike, array: np.ndarray, *, field_attrs: Mapping[str, Any] | None = None
     ) -> None:
         """Write all channels of one field, ``(C, Y, X)``, and its downsampled levels.
 
@@ -561,7 +582,7 @@ class Plate:
         )
 
 
-def open_field_view(path: str | Path, key, *, mode: str = "r") -> Plate:
+def open_field_view(path: str | Path, key: FieldKeyLike, *, mode: str = "r") -> Plate:
     """Open a :class:`Plate` that knows only field ``key``: what a per-field task opens.
 
     It reads 2 metadata documents instead of every well's.
@@ -584,7 +605,7 @@ def _group_marker(path: Path) -> dict | None:
     return dict(m) if isinstance(m, Mapping) else None
 
 
-def _missing_chunk(arr, arr_path: Path, channels: Sequence[int]) -> str | None:
+def _missing_chunk(arr: Any, arr_path: Path, channels: Sequence[int]) -> str | None:
     """Key of the first chunk of ``channels`` whose file is missing, else None."""
     chunks = arr.chunks
     ny = -(-arr.shape[3] // chunks[3])
@@ -605,7 +626,7 @@ def _checked_array(
     channels: Sequence[int],
     names: Sequence[str],
     what: str = "image data",
-):
+) -> Any:
     """Open a field's (or label's) level array, refusing missing or damaged data by name."""
     gpath = Path(plate_path) / key.path
     apath = gpath / level_path
@@ -640,10 +661,10 @@ def _checked_array(
 
 def _create_field_group(
     path: str | Path,
-    key,
+    key: FieldKeyLike,
     *,
     channel_names: Sequence[str],
-    dtype,
+    dtype: npt.DTypeLike,
     shape: tuple[int, int],
     n_levels: int = 1,
 ):
@@ -687,7 +708,7 @@ def _write_field_data(
     array: np.ndarray,
     *,
     channel_names: Sequence[str],
-    dtype,
+    dtype: npt.DTypeLike,
     shape: tuple[int, int],
     n_levels: int = 1,
     field_attrs: Mapping[str, Any] | None = None,
@@ -741,7 +762,7 @@ def _write_field_data(
     g.attrs.update({ATTRS_KEY: marker})
 
 
-def field_done(path: str | Path, key) -> bool:
+def field_done(path: str | Path, key: FieldKeyLike) -> bool:
     """Tell whether field ``key`` of the store at ``path`` carries the complete marker.
 
     Low level: works before the plate metadata exists, i.e. during a conversion.
@@ -754,7 +775,7 @@ def field_done(path: str | Path, key) -> bool:
     return bool(meta.get("attributes", {}).get(ATTRS_KEY, {}).get("complete", False))
 
 
-def read_field_marker(path: str | Path, key) -> dict:
+def read_field_marker(path: str | Path, key: FieldKeyLike) -> dict:
     """Low-level: phirm-scale's attributes of field ``key`` (empty when absent)."""
     f = Path(path) / FieldKey(*key).path / "zarr.json"
     try:
@@ -786,7 +807,9 @@ def remove_store(path: str | Path) -> None:
 # --------------------------------------------------------------------------- creating
 
 
-def _check_layout(rows, columns, fields) -> dict[tuple[str, str], list[int]]:
+def _check_layout(
+    rows: Sequence[str], columns: Sequence[str], fields: Iterable[FieldKeyLike]
+) -> dict[tuple[str, str], list[int]]:
     wells: dict[tuple[str, str], list[int]] = {}
     for k in fields:
         k = FieldKey(str(k[0]), str(k[1]), int(k[2]))
@@ -822,10 +845,10 @@ def _create_layout(
     *,
     rows: Sequence[str],
     columns: Sequence[str],
-    fields: Iterable,
+    fields: Iterable[FieldKeyLike],
     channel_names: Sequence[str],
     shape: tuple[int, int],
-    dtype,
+    dtype: npt.DTypeLike,
     name: str,
     n_levels: int = 1,
     attrs: Mapping[str, Any] | None = None,
@@ -931,10 +954,10 @@ def create_plate(
     *,
     rows: Sequence[str],
     columns: Sequence[str],
-    fields: Iterable,
+    fields: Iterable[FieldKeyLike],
     channel_names: Sequence[str],
     shape: tuple[int, int],
-    dtype,
+    dtype: npt.DTypeLike,
     name: str | None = None,
     n_levels: int = 1,
     attrs: Mapping[str, Any] | None = None,
@@ -1004,7 +1027,7 @@ def create_plate_like(
     out_path: str | Path,
     *,
     channel_names: Sequence[str] | None = None,
-    dtype=None,
+    dtype: npt.DTypeLike | None = None,
     attrs: Mapping[str, Any] | None = None,
     overwrite: bool = False,
     n_levels: int | None = None,
