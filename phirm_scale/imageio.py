@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from phirm_scale.errors import InputError
+from phirm_scale.validation import check_image
 
 __all__ = ["read_image", "IMAGE_SUFFIXES", "quiet_tifffile"]
 
@@ -92,6 +93,4 @@ def read_image(path: str | Path) -> np.ndarray:
             import cv2
 
             image = cv2.cvtColor(np.ascontiguousarray(rgb[..., ::-1]), cv2.COLOR_BGR2GRAY)
-    if image.ndim != 2:
-        raise InputError(f"{path}: expected a 2-D grey image, got shape {image.shape}")
-    return image
+    return check_image(image, str(path), what="grey image", kinds=None, finite=False)

@@ -31,6 +31,7 @@ from scipy import ndimage as ndi
 
 from phirm_scale.errors import InputError
 from phirm_scale.plate import ATTRS_KEY
+from phirm_scale.validation import check_image
 
 __all__ = [
     "CHANNELS",
@@ -264,15 +265,12 @@ def _to_u16(image: np.ndarray, path) -> np.ndarray:
     a = np.asarray(image)
     if a.ndim != 2:
         a = np.squeeze(a)
-    if a.ndim != 2:
-        raise InputError(f"{path}: expected a 2-D image, got shape {np.shape(image)}")
+    a = check_image(a, str(path), allow_empty=True, kinds=None)  # NaN/inf refused
     if a.dtype == np.uint16:
         return a
     if a.dtype == np.uint8:
         return a.astype(np.uint16) * 257
     if np.issubdtype(a.dtype, np.floating):
-        if not np.isfinite(a).all():
-            raise InputError(f"{path}: image contains NaN or inf")
         lo, hi = float(a.min()), float(a.max())
         if hi == lo:
             return np.zeros(a.shape, np.uint16)

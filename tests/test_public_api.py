@@ -279,3 +279,51 @@ def _run(tmp: Path, plate: Path) -> None:
 def test_every_writer_refuses_an_existing_output_with_output_error(tmp_path, plate, write):
     with pytest.raises(OutputError):
         write(tmp_path, plate)
+
+
+# --------------------------------------------------------------------------- input checks
+
+
+def _funcs():
+    from phirm_scale import fieldqc, qc
+    from phirm_scale.masks import saturation_mask
+    from phirm_scale.models.classical import inpaint_telea
+
+    ok = np.zeros((8, 8), np.uint8)
+    return [
+        ("metric.components", lambda a: metric.components(a)),
+        ("masks.artefact_mask", lambda a: masks.artefact_mask(a)),
+        ("masks.saturation_mask", lambda a: saturation_mask(a)),
+        ("inpaint.inpaint_field", lambda a: inpaint.inpaint_field(a, ok, inpaint_telea)),
+        ("qc.score_field", lambda a: qc.score_field(a, a, window="field")),
+        ("fieldqc.focus_score", lambda a: fieldqc.focus_score(a)),
+        ("tiles.cut_tiles", lambda a: tiles.cut_tiles(a, size=4)),
+        ("validate_metric.remove_nuclei", lambda a: validate_metric.remove_nuclei(a, 1)),
+    ]
+
+
+@pytest.mark.parametrize("i", range(8))
+def test_every_array_function_refuses_a_3d_image_in_one_wording(i):
+    name, f = _funcs()[i]
+    with pytest.raises(InputError, match=r": expected a 2-D [\w -]*, got shape \(2, 8, 8\)"):
+        f(np.zeros((2, 8, 8), np.uint8))
+
+
+def test_one_wording_for_nan_and_empty():
+    from phirm_scale import fieldqc, qc
+    from phirm_scale.validation import check_image, check_same_shape
+
+    nan = np.full((8, 8), np.nan)
+    for f in (
+        lambda: qc.score_field(nan, nan, window="field"),
+        lambda: fieldqc.focus_score(nan),
+        lambda: masks.artefact_mask(nan),
+    ):
+        with pytest.raises(InputError, match="contains NaN or infinite values"):
+            f()
+    with pytest.raises(InputError, match=r"^x\.tif: empty image of shape \(0, 3\)$"):
+        check_image(np.zeros((0, 3)), "x.tif")
+    with pytest.raises(ValueError, match=r"^f: mask shape \(2, 2\) differs from image shape"):
+        check_same_shape(np.zeros((3, 3)), np.zeros((2, 2)), "f")
+    with pytest.raises(OutputError):  # the caller chooses the class
+        check_image(np.zeros(3), "y", error=OutputError)

@@ -32,6 +32,7 @@ from phirm_scale.imageio import quiet_tifffile
 from phirm_scale.layouts import ImageRecord, scan_folder
 from phirm_scale.plate import ATTRS_KEY, FieldKey, row_index, row_name
 from phirm_scale.stages._runner import run_tasks
+from phirm_scale.validation import check_image
 
 __all__ = [
     "ConversionPlan",
@@ -160,9 +161,7 @@ def read_tiff(path: str | Path, shape: tuple[int, int] | None = None, dtype=None
             a = tifffile.imread(path)
     except Exception as exc:
         raise PlateError(f"{path}: unreadable TIFF ({_one_line(exc)})") from exc
-    a = np.squeeze(a)
-    if a.ndim != 2:
-        raise PlateError(f"{path}: expected one 2-D image, got shape {a.shape}")
+    a = check_image(np.squeeze(a), str(path), allow_empty=True, kinds=None, error=PlateError)
     if shape is not None and a.shape != tuple(shape):
         raise PlateError(f"{path}: image is {a.shape}, plate fields are {tuple(shape)}")
     if dtype is not None and a.dtype != np.dtype(dtype):
