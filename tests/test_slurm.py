@@ -311,8 +311,13 @@ def test_scancel_mid_run_is_replaced_and_outputs_identical(slurm, tmp_path):
 
 @pytest.mark.slow
 def test_worker_reaching_its_lifetime_hands_work_over(slurm, tmp_path):
-    """Workers retire after 6 s (``--lifetime``); adaptive jobs replace them; no task fails and
-    the output equals a threaded run's."""
+    """Workers retire after 6 s (``--lifetime``) while a run is in flight; adaptive jobs replace
+    them; no task fails and the output equals a threaded run's.
+
+    Two jobs run at once, so a retiring worker can always hand its results to the other (a lone
+    worker holding unreleased results retires only once the run has let them go, i.e. between
+    runs). A run counts as spanning a retirement when one of its workers leaves the scheduler
+    before the run's last task has finished."""
     import dask
     from distributed import get_task_stream
 
@@ -331,31 +336,51 @@ def test_worker_reaching_its_lifetime_hands_work_over(slurm, tmp_path):
     cfg = config(
         tmp_path,
         "life",
-        extra_args=("--lifetime", "6s", "--lifetime-stagger", "0s"),
-        scale="minimum_jobs: 1\n  maximum_jobs: 1",
+        extra_args=("--lifetime", "6s", "--lifetime-stagger", "2s"),
+        scale="minimum_jobs: 2\n  maximum_jobs: 2",
     )
-    # back-to-back runs until one of them spans a retirement (a fast machine can finish one
-    # run inside the 6 s lifetime); every run, spanning or not, must equal the threaded one
     spanned, runs = False, 0
     with (
         dask.config.set({"distributed.deploy.lost-worker-timeout": "1s"}),
         open_cluster(str(cfg), quiet=True, timeout=30) as client,
     ):
         client.wait_for_workers(1, timeout=120)
-        deadline = time.monotonic() + 90
+        deadline = time.monotonic() + 120
         while not spanned and time.monotonic() < deadline:
             runs += 1
-            with get_task_stream(client) as ts:
-                res = inpaint_plate(
-                    p.path,
-                    tmp_path / f"s{runs}.ome.zarr",
-                    mask_label="artefacts_true",
-                    model="biharmonic",
-                    cluster=client,
-                    progress=False,
-                )
+            gone: dict[str, float] = {}  # worker address -> first time seen absent
+            seen: set[str] = set()
+            stop = threading.Event()
+
+            def watch(gone=gone, seen=seen, stop=stop):
+                while not stop.is_set():
+                    now = set(client.scheduler_info()["workers"])
+                    t = time.time()
+                    seen.update(now)
+                    for w in seen - now:
+                        gone.setdefault(w, t)
+                    stop.wait(0.05)
+
+            watcher = threading.Thread(target=watch, daemon=True)
+            watcher.start()
+            try:
+                with get_task_stream(client) as ts:
+                    res = inpaint_plate(
+                        p.path,
+                        tmp_path / f"s{runs}.ome.zarr",
+                        mask_label="artefacts_true",
+                        model="biharmonic",
+                        cluster=client,
+                        progress=False,
+                    )
+            finally:
+                stop.set()
+                watcher.join()
             stream = [t for t in ts.data if str(t["key"]).startswith("inpaint-")]
-            spanned = len({t["worker"] for t in stream}) >= 2
+            last_stop = max(t["startstops"][-1]["stop"] for t in stream)
+            spanned = any(
+                gone.get(w, float("inf")) < last_stop for w in {t["worker"] for t in stream}
+            )
             assert all(t.get("status", "OK") != "error" for t in ts.data)
             assert res["fields"] == 48
             a, b = open_plate(ref["out"]), open_plate(res["out"])
