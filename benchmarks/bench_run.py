@@ -78,7 +78,7 @@ def generated_plates(
             row, col = divmod(i, 24)
             well = f"{chr(ord('A') + row)}{col + 1:02d}"
             data, _ = make_field(
-                (row, col, p),
+                (chr(ord("A") + row), col + 1, p),
                 size=(size, size),
                 seed=p,
                 artefacts=artefacts,
