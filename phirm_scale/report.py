@@ -180,7 +180,8 @@ def field_thumbnail(
         (diff / max(float(diff.max()), 1.0), f"|difference| (max {int(diff.max())} of 255)"),
     )
     for ax, (img, title) in zip(axes, panels, strict=True):
-        ax.imshow(img, cmap="gray", vmin=0, vmax=1, interpolation="antialiased")
+        shown, extent = _display(img)
+        ax.imshow(shown, cmap="gray", vmin=0, vmax=1, interpolation="antialiased", extent=extent)
         ax.set_title(title, fontsize=9)
         ax.set_axis_off()
     for y0, x0, p in zip(sel["y0"].values, sel["x0"].values, sel["phirm"].values, strict=True):
@@ -419,6 +420,22 @@ only weakly (docs/qc-without-ground-truth.md).</p>
 """
 
 
+def _display(img, target: int = 720) -> tuple[np.ndarray, tuple[float, float, float, float]]:
+    """Block-mean an image down for a thumbnail panel, keeping its pixel coordinates.
+
+    A panel is ~330 px wide, so a 2160-px field is averaged over 3x3 blocks (the largest integer
+    factor leaving at least ``target`` px a side) before matplotlib resamples it: the picture
+    is the same to the eye and a thumbnail takes ~0.2 s instead of ~2 s. Returns the image and
+    the ``extent`` that keeps drawing in full-resolution pixel coordinates.
+    """
+    a = np.asarray(img, dtype=np.float64)
+    f = max(1, min(a.shape) // target)
+    h, w = a.shape[0] // f * f, a.shape[1] // f * f
+    if f > 1:
+        a = a[:h, :w].reshape(h // f, f, w // f, f).mean(axis=(1, 3))
+    return a, (-0.5, w - 0.5, h - 0.5, -0.5)
+
+
 def _stretch(img, lo, hi):
     a = (np.asarray(img, dtype=np.float64) - lo) / max(hi - lo, 1e-12)
     return np.clip(a, 0.0, 1.0)
@@ -505,7 +522,8 @@ def _screen_thumbnail(ds, plate, row, column, field, path) -> Path:
     fig = _fig(3.3 * len(panels), 3.2)
     axes = fig.subplots(1, len(panels))
     for ax, (img, title) in zip(np.atleast_1d(axes), panels, strict=True):
-        ax.imshow(img, cmap="gray", vmin=0, vmax=1, interpolation="antialiased")
+        shown, extent = _display(img)
+        ax.imshow(shown, cmap="gray", vmin=0, vmax=1, interpolation="antialiased", extent=extent)
         ax.set_title(title, fontsize=9)
         ax.set_axis_off()
     path = Path(path)

@@ -156,3 +156,22 @@ def test_standalone_report_lists_reference_free_flags(qc_store, tmp_path):
     assert "self-check PhIRM 0.812 &lt; 0.9" in page[a02 : a02 + 400]
     # a QC without flags has no such section
     assert "reference-free QC" not in write_report(qc_store[1], tmp_path / "r2").read_text()
+
+
+def test_thumbnail_panels_are_block_means_in_full_resolution_coordinates():
+    """A large field is averaged over integer blocks before it is drawn (a thumbnail of a
+    2160-px field took ~2 s in matplotlib's resampling), in the field's own pixel coordinates."""
+    from phirm_scale.report import _display
+
+    img = np.arange(7 * 10, dtype=np.float64).reshape(7, 10) ** 1.5
+    shown, extent = _display(img, target=3)  # 7 // 3 = 2: 2x2 blocks, the odd last row dropped
+    expected = np.empty((3, 5))
+    for i in range(3):
+        for j in range(5):
+            expected[i, j] = sum(img[2 * i + di, 2 * j + dj] for di in (0, 1) for dj in (0, 1)) / 4
+    np.testing.assert_allclose(shown, expected, rtol=1e-12)
+    assert extent == (-0.5, 9.5, 5.5, -0.5)
+    small = np.eye(5)
+    same, extent = _display(small, target=720)
+    np.testing.assert_array_equal(same, small)
+    assert extent == (-0.5, 4.5, 4.5, -0.5)
