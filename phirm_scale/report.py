@@ -179,11 +179,7 @@ def field_thumbnail(
         (_stretch(reconstruction, p1, p995), "reconstruction (same scale)"),
         (diff / max(float(diff.max()), 1.0), f"|difference| (max {int(diff.max())} of 255)"),
     )
-    for ax, (img, title) in zip(axes, panels, strict=True):
-        shown, extent = _display(img)
-        ax.imshow(shown, cmap="gray", vmin=0, vmax=1, interpolation="antialiased", extent=extent)
-        ax.set_title(title, fontsize=9)
-        ax.set_axis_off()
+    _draw_panels(axes, panels)
     for y0, x0, p in zip(sel["y0"].values, sel["x0"].values, sel["phirm"].values, strict=True):
         if p < thr:
             for ax in axes[1:]:
@@ -436,6 +432,15 @@ def _display(img, target: int = 720) -> tuple[np.ndarray, tuple[float, float, fl
     return a, (-0.5, w - 0.5, h - 0.5, -0.5)
 
 
+def _draw_panels(axes, panels) -> None:
+    """Draw ``(image in [0, 1], title)`` panels in grey, one per axis, at display size."""
+    for ax, (img, title) in zip(np.atleast_1d(axes), panels, strict=True):
+        shown, extent = _display(img)
+        ax.imshow(shown, cmap="gray", vmin=0, vmax=1, interpolation="antialiased", extent=extent)
+        ax.set_title(title, fontsize=9)
+        ax.set_axis_off()
+
+
 def _stretch(img, lo, hi):
     a = (np.asarray(img, dtype=np.float64) - lo) / max(hi - lo, 1e-12)
     return np.clip(a, 0.0, 1.0)
@@ -521,11 +526,7 @@ def _screen_thumbnail(ds, plate, row, column, field, path) -> Path:
         panels.append((mask.astype(float), "artefact mask"))
     fig = _fig(3.3 * len(panels), 3.2)
     axes = fig.subplots(1, len(panels))
-    for ax, (img, title) in zip(np.atleast_1d(axes), panels, strict=True):
-        shown, extent = _display(img)
-        ax.imshow(shown, cmap="gray", vmin=0, vmax=1, interpolation="antialiased", extent=extent)
-        ax.set_title(title, fontsize=9)
-        ax.set_axis_off()
+    _draw_panels(axes, panels)
     path = Path(path)
     fig.savefig(path)
     return path
