@@ -19,12 +19,29 @@ import logging
 import math
 import time
 import zlib
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import numpy.typing as npt
 
 from phirm_scale.errors import InputError
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from phirm_scale.inpaint import Model
+    from phirm_scale.metric import PhirmParams
+    from phirm_scale.tiles import TileSet
+
+    # a model name or a callable, alone, as a (label, model) pair or in a {label: model} dict
+    _ModelSpec = str | Model
+    _Models = str | dict[str, _ModelSpec] | Sequence[_ModelSpec | tuple[str, _ModelSpec]]
+    # per tile: nuclei counts, nuclei areas, artefact areas, artefact counts
+    _CompArrays = tuple[
+        npt.NDArray[np.int_], npt.NDArray[np.int_], npt.NDArray[np.int_], npt.NDArray[np.int_]
+    ]
 
 __all__ = [
     "CHECKPOINT_ALIASES",
@@ -67,7 +84,7 @@ _COMPONENT_COLS = [
 ]
 
 
-def parse_checkpoints(text) -> dict[str, str]:
+def parse_checkpoints(text: str | dict[str, str] | None) -> dict[str, str]:
     """``'ce=a.pt,deepfill-v2=b.pt'`` -> ``{'context-encoder': 'a.pt', 'deepfill-v2': 'b.pt'}``.
 
     Accepts a dict (returned normalised) or an empty string / None (no checkpoints).
@@ -96,7 +113,14 @@ def _family_seed(seed: int, spec: str) -> int:
     return zlib.crc32(spec.encode()) ^ (int(seed) & 0xFFFFFFFF)
 
 
-def tile_masks(spec, indices, shape, *, seed=0, artefact_pool=None) -> np.ndarray:
+def tile_masks(
+    spec: str,
+    indices: Sequence[int],
+    shape: Sequence[int],
+    *,
+    seed: int = 0,
+    artefact_pool: npt.ArrayLike | None = None,
+) -> npt.NDArray[np.uint8]:
     """Draw the evaluation masks of one family for the given tile indices.
 
     Mask ``i`` depends only on ``(seed, spec, i)``, so every model, batch size and
@@ -131,7 +155,14 @@ def tile_masks(spec, indices, shape, *, seed=0, artefact_pool=None) -> np.ndarra
     return out
 
 
-def _resolve_models(models, checkpoints, *, device, allow_untrained, batch_size):
+def _resolve_models(
+    models: _Models,
+    checkpoints: Mapping[str, str],
+    *,
+    device: str,
+    allow_untrained: bool,
+    batch_size: int,
+) -> list[tuple[str, Model, str | None]]:
     """[(label, callable, checkpoint_hash)] with every model loaded before any work."""
     from phirm_scale.models.registry import LEARNED, get_model, list_models
 
@@ -163,7 +194,7 @@ def _resolve_models(models, checkpoints, *, device, allow_untrained, batch_size)
             f"({', '.join(sorted(names))})"
         )
     known = list_models()
-    out = []
+    out: list[tuple[str, Model, str | None]] = []
     for label, m in entries:
         if isinstance(m, str):
             if m not in known:
@@ -185,7 +216,7 @@ def _resolve_models(models, checkpoints, *, device, allow_untrained, batch_size)
     return out
 
 
-def _comp_arrays(images_u8, params):
+def _comp_arrays(images_u8: Iterable[npt.NDArray[np.uint8]], params: PhirmParams) -> _CompArrays:
     from phirm_scale.metric import components
 
     cs = [components(im, params) for im in images_u8]
@@ -197,7 +228,7 @@ def _comp_arrays(images_u8, params):
     )
 
 
-def _to_u8(x) -> np.ndarray:
+def _to_u8(x: npt.ArrayLike) -> npt.NDArray[np.uint8]:
     return np.clip(np.rint(np.asarray(x, np.float64) * 255.0), 0, 255).astype(np.uint8)
 
 
@@ -271,20 +302,20 @@ def score_tiles(
 
 
 def evaluate(
-    models,
-    tiles,
+    models: _Models,
+    tiles: str | Path | TileSet,
     *,
-    masks=None,
-    checkpoints=None,
-    out_dir=None,
-    limit=None,
-    seed=0,
-    batch_size=16,
-    device="auto",
-    allow_untrained=False,
-    n_examples=3,
-    split=None,
-):
+    masks: Sequence[str] | None = None,
+    checkpoints: str | dict[str, str] | None = None,
+    out_dir: str | Path | None = None,
+    limit: int | None = None,
+    seed: int = 0,
+    batch_size: int = 16,
+    device: str = "auto",
+    allow_untrained: bool = False,
+    n_examples: int = 3,
+    split: str | None = None,
+) -> pd.DataFrame:
     """Run the paper's experiment: every model on every mask family over the test tiles.
 
     Parameters
@@ -467,7 +498,7 @@ def _safe(spec: str) -> str:
     return spec.replace(":", "_").replace("+", "_")
 
 
-def summarise(df):
+def summarise(df: pd.DataFrame) -> pd.DataFrame:
     """Summarise the experiment: one row per model x mask family (in run order).
 
     Columns: ``model``, ``mask``, ``n``, ``hole_pct`` (mean hole area, %), ``phirm``
@@ -496,7 +527,7 @@ def summarise(df):
     return pd.DataFrame(out)
 
 
-def format_table(df) -> str:
+def format_table(df: pd.DataFrame) -> str:
     """Format the results for printing: the summary, then PhIRM (paper mode) per model x mask."""
     s = summarise(df)
     long = s.to_string(
@@ -508,7 +539,7 @@ def format_table(df) -> str:
     return f"{long}\n\nmean PhIRM (paper mode), model x mask family:\n{wide}"
 
 
-def plot_phirm_by_mask(df, path):
+def plot_phirm_by_mask(df: pd.DataFrame, path: str | Path) -> Path:
     """Plot grouped bars of mean PhIRM (+- std) by mask family and model (paper Figure 2b).
 
     With PhIRM (reference mode), PSNR and SSIM panels.
@@ -552,7 +583,7 @@ def plot_phirm_by_mask(df, path):
     return Path(path)
 
 
-def _plot_examples(ex, path, spec):
+def _plot_examples(ex: Mapping[str, Any], path: Path, spec: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")

@@ -37,12 +37,16 @@ from __future__ import annotations
 import inspect
 import re
 import warnings
+from collections.abc import Callable, Generator, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
 
 from phirm_scale.errors import PhirmError
+
+if TYPE_CHECKING:
+    from dask_jobqueue.core import JobQueueCluster
 
 __all__ = [
     "cluster_from_yaml",
@@ -67,7 +71,7 @@ _TOP_KEYS = ("kind", "cluster", "scale")
 _SCALE_KEYS = ("jobs", "minimum_jobs", "maximum_jobs")
 
 
-def _params(*funcs) -> set[str]:
+def _params(*funcs: Callable[..., object]) -> set[str]:
     out: set[str] = set()
     for f in funcs:
         for name, p in inspect.signature(f).parameters.items():
@@ -85,7 +89,7 @@ def _allowed_cluster_keys(kind: str) -> set[str]:
     return keys - {"scheduler", "scheduler_cls", "loop", "asynchronous", "config_name"}
 
 
-def load_config(path: str | Path) -> dict:
+def load_config(path: str | Path) -> dict[str, Any]:
     """Read and validate a configuration; PhirmError naming the file and the bad key."""
     path = Path(path)
     try:
@@ -127,7 +131,7 @@ def load_config(path: str | Path) -> dict:
     return {"kind": kind, "cluster": dict(kwargs), "scale": dict(scale), "path": path}
 
 
-def _cluster_kwargs(cfg: dict) -> dict:
+def _cluster_kwargs(cfg: Mapping[str, Any]) -> dict[str, Any]:
     kwargs = dict(cfg["cluster"])
     iface = kwargs.pop("interface", None)
     if iface:  # workers only (see the module documentation)
@@ -141,7 +145,7 @@ def _cluster_kwargs(cfg: dict) -> dict:
     return kwargs
 
 
-def _attached_scheduler(address: str):
+def _attached_scheduler(address: str) -> type:
     """Make a stand-in scheduler class that starts no scheduler itself.
 
     The cluster built with it submits jobs whose workers connect to ``address`` (another
@@ -150,23 +154,23 @@ def _attached_scheduler(address: str):
     from distributed.core import Status
 
     class AttachedScheduler:
-        def __init__(self, **_options):
+        def __init__(self, **_options: object) -> None:
             self.address = address
             self.status = Status.running
 
-        def __await__(self):
-            async def ready():
+        def __await__(self) -> Generator[Any, None, AttachedScheduler]:
+            async def ready() -> AttachedScheduler:
                 return self
 
             return ready().__await__()
 
-        async def close(self):
+        async def close(self) -> None:
             return None
 
     return AttachedScheduler
 
 
-def _relay_worker_status(primary, attached) -> None:
+def _relay_worker_status(primary: JobQueueCluster, attached: Sequence[JobQueueCluster]) -> None:
     """Relay the scheduler's worker-status events from the first cluster to the other pools.
 
     A scheduler keeps one worker-status subscriber (the last cluster that connected), but
@@ -181,15 +185,19 @@ def _relay_worker_status(primary, attached) -> None:
 
     orig = primary._update_worker_status
 
-    def relay(op, msg):
+    def relay(op: str, msg: dict[str, Any]) -> None:
         for cl in attached:
             if cl.status != Status.closed:
-                cl.loop.add_callback(cl._update_worker_status, op, copy.deepcopy(msg))
+                loop = cl.loop  # set: these clusters are synchronous (built outside a loop)
+                assert loop is not None
+                loop.add_callback(cl._update_worker_status, op, copy.deepcopy(msg))
         orig(op, msg)
 
-    async def resubscribe():
+    async def resubscribe() -> None:
         old = primary._watch_worker_status_comm
-        comm = await primary.scheduler_comm.live_comm()
+        scheduler_comm = primary.scheduler_comm  # set once the cluster has started
+        assert scheduler_comm is not None
+        comm = await scheduler_comm.live_comm()
         comm.name = "Cluster worker status"
         await comm.write({"op": "subscribe_worker_status"})
         primary.scheduler_info = SchedulerInfo(await comm.read())
@@ -200,7 +208,7 @@ def _relay_worker_status(primary, attached) -> None:
         if old is not None:
             await old.close()
 
-    primary._update_worker_status = relay
+    primary._update_worker_status = relay  # type: ignore[method-assign]  # the relay is the point
     primary.sync(resubscribe)
 
 
@@ -210,7 +218,7 @@ def cluster_from_yaml(
     scale: bool = True,
     name: str | None = None,
     scheduler_address: str | None = None,
-):
+) -> JobQueueCluster:
     """Build the dask-jobqueue cluster described by ``path``.
 
     Unless ``scale=False``, ask for its jobs as its ``scale`` says. With
@@ -224,7 +232,9 @@ def cluster_from_yaml(
     return cluster
 
 
-def _build(cfg: dict, *, name: str | None, scheduler_address: str | None):
+def _build(
+    cfg: Mapping[str, Any], *, name: str | None, scheduler_address: str | None
+) -> JobQueueCluster:
     import dask_jobqueue
 
     cls = getattr(dask_jobqueue, KINDS[cfg["kind"]])
@@ -254,10 +264,10 @@ def _submission_error(exc: BaseException) -> str:
     return (errs[-1] if errs else " ".join(text.split()))[:400]
 
 
-def _submit_now(cluster, cfg: dict, timeout: float) -> None:
+def _submit_now(cluster: JobQueueCluster, cfg: Mapping[str, Any], timeout: float) -> None:
     """Submit the jobs the cluster wants now; the batch system's refusal is one error."""
 
-    async def submit():
+    async def submit() -> None:
         await cluster._correct_state()
         # scale() already started a submission in the background, whose failure would only
         # be logged: a job without an id was refused; submit it again to get the message
@@ -278,7 +288,12 @@ def _submit_now(cluster, cfg: dict, timeout: float) -> None:
 
 
 def _scale(
-    cluster, cfg: dict, *, jobs: int | None, adapt: tuple[int, int] | None, timeout: float
+    cluster: JobQueueCluster,
+    cfg: Mapping[str, Any],
+    *,
+    jobs: int | None,
+    adapt: tuple[int, int] | None,
+    timeout: float,
 ) -> str:
     spec = cfg["scale"]
     if adapt is None and jobs is None and ("minimum_jobs" in spec or "maximum_jobs" in spec):
@@ -304,23 +319,23 @@ class JobPools:
 
     def __init__(
         self,
-        configs,
+        configs: Iterable[str | Path],
         *,
         jobs: int | None = None,
         adapt: tuple[int, int] | None = None,
         timeout: float = 10.0,
-    ):
+    ) -> None:
         self.configs = [load_config(c) for c in configs]
         self.jobs, self.adapt, self.timeout = jobs, adapt, float(timeout)
-        self.clusters: list = []
+        self.clusters: list[JobQueueCluster] = []
         self.scaled: list[str] = []
 
     @property
-    def primary(self) -> Any:
+    def primary(self) -> JobQueueCluster:
         """The first configuration's cluster (it owns the scheduler)."""
         return self.clusters[0]
 
-    def __enter__(self):
+    def __enter__(self) -> JobPools:
         try:
             names: list[str] = []
             for i, cfg in enumerate(self.configs):

@@ -65,11 +65,13 @@ _LEGACY = {
 }
 
 
-def _resolve(p) -> Path:
+def _resolve(p: str | Path) -> Path:
     return Path(os.path.abspath(Path(p).expanduser())).resolve()
 
 
-def check_not_input(output, inputs: Iterable, *, what: str = "output") -> None:
+def check_not_input(
+    output: str | Path, inputs: Iterable[str | Path | None], *, what: str = "output"
+) -> None:
     """Refuse an ``output`` equal to, inside, or containing any of ``inputs``."""
     out = _resolve(output)
     for inp in inputs:
@@ -90,7 +92,7 @@ def check_not_input(output, inputs: Iterable, *, what: str = "output") -> None:
             )
 
 
-def _root_attrs(path: Path) -> dict | None:
+def _root_attrs(path: Path) -> dict[str, Any] | None:
     for name in ("zarr.json", ".zattrs"):
         f = path / name
         if f.is_file():
@@ -104,7 +106,7 @@ def _root_attrs(path: Path) -> dict | None:
     return None
 
 
-def store_command(path) -> str | None:
+def store_command(path: str | Path) -> str | None:
     """Return the phirm-scale command that made the store at ``path`` (its marker), else None."""
     path = Path(path)
     if not path.is_dir():
@@ -147,7 +149,7 @@ def _describe(path: Path) -> str:
     return "a folder"
 
 
-def existing_output(path, *, command: str, overwrite: bool) -> bool:
+def existing_output(path: str | Path, *, command: str, overwrite: bool) -> bool:
     """Check an output path before a run of ``command``.
 
     Returns False when nothing is there (or an empty folder), True when there is an output
@@ -177,19 +179,19 @@ def existing_output(path, *, command: str, overwrite: bool) -> bool:
     )
 
 
-def remove_output(path, *, command: str) -> None:
+def remove_output(path: str | Path, *, command: str) -> None:
     """Delete an output made by ``command`` (re-checks the marker first; never anything else)."""
     path = Path(path)
     if existing_output(path, command=command, overwrite=True):
         shutil.rmtree(path)
 
 
-def marker_attrs(command: str) -> dict:
+def marker_attrs(command: str) -> dict[str, str]:
     """Return the marker to merge into ``attrs[ATTRS_KEY]`` of a store written by ``command``."""
     return {"command": command}
 
 
-def mark_store(path, command: str) -> None:
+def mark_store(path: str | Path, command: str) -> None:
     """Add the marker of ``command`` to the root attributes of the Zarr store at ``path``."""
     import zarr
 
@@ -199,7 +201,7 @@ def mark_store(path, command: str) -> None:
     g.attrs.update({ATTRS_KEY: mine})
 
 
-def mark_folder(path, command: str) -> None:
+def mark_folder(path: str | Path, command: str) -> None:
     """Mark a plain output folder (e.g. a report) as made by ``command``."""
     (Path(path) / ".phirm-scale.json").write_text(json.dumps(marker_attrs(command)) + "\n")
 
@@ -207,7 +209,7 @@ def mark_folder(path, command: str) -> None:
 # --------------------------------------------------------------------------- lock
 
 
-def lock_path(path) -> Path:
+def lock_path(path: str | Path) -> Path:
     """Return the lock file of an output: ``<output>.lock`` beside it."""
     path = Path(path)
     return path.with_name(path.name + ".lock")
@@ -225,7 +227,7 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def _read_lock(lp: Path) -> dict | None:
+def _read_lock(lp: Path) -> dict[str, Any] | None:
     try:
         return json.loads(lp.read_text())
     except (OSError, ValueError):
@@ -236,7 +238,7 @@ _HELD: dict[Path, int] = {}
 
 
 @contextlib.contextmanager
-def output_lock(path, *, command: str) -> Iterator[Path]:
+def output_lock(path: str | Path, *, command: str) -> Iterator[Path]:
     """Hold the exclusive lock of output ``path`` for the duration of the ``with`` block.
 
     The lock file ``<output>.lock`` holds host, PID, start time and command. Another live
@@ -330,7 +332,7 @@ def output_lock(path, *, command: str) -> Iterator[Path]:
                 lp.unlink()
 
 
-def _holder(held: Mapping) -> str:
+def _holder(held: Mapping[str, Any]) -> str:
     return (
         f"`phirm-scale {held.get('command', '?')}`, pid {held.get('pid', '?')} on "
         f"{held.get('host', '?')} since {held.get('started', '?')}"
@@ -341,7 +343,7 @@ def _holder(held: Mapping) -> str:
 
 
 @contextlib.contextmanager
-def atomic_store(path) -> Iterator[Path]:
+def atomic_store(path: str | Path) -> Iterator[Path]:
     """Yield ``<path>.partial`` to write a whole store (or one file) into.
 
     On success it replaces ``path`` (which the caller has checked with
@@ -365,10 +367,10 @@ def atomic_store(path) -> Iterator[Path]:
 
 
 def prepare_output(
-    path,
+    path: str | Path,
     *,
     command: str,
-    inputs: Iterable = (),
+    inputs: Iterable[str | Path | None] = (),
     overwrite: bool = False,
     resumable: bool = False,
     remove: bool = True,
@@ -396,10 +398,10 @@ def prepare_output(
 
 @contextlib.contextmanager
 def guard_output(
-    path,
+    path: str | Path,
     *,
     command: str,
-    inputs: Iterable = (),
+    inputs: Iterable[str | Path | None] = (),
     overwrite: bool = False,
     resumable: bool = False,
     remove: bool = True,
@@ -424,7 +426,7 @@ def guard_output(
         )
 
 
-def check_inputs_not_locked(inputs: Iterable) -> None:
+def check_inputs_not_locked(inputs: Iterable[str | Path | None]) -> None:
     """Refuse to read an input another live run is writing (its ``<input>.lock``)."""
     host = socket.gethostname()
     for inp in inputs:
@@ -442,7 +444,7 @@ def check_inputs_not_locked(inputs: Iterable) -> None:
         )
 
 
-def check_output_folder(path, *, inputs: Iterable = ()) -> None:
+def check_output_folder(path: str | Path, *, inputs: Iterable[str | Path | None] = ()) -> None:
     """Check a plain output folder (train, evaluate, validate-metric, demo).
 
     It must not be an input, nor inside or around one, nor a Zarr store (a plate, a QC or

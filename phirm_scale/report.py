@@ -19,11 +19,19 @@ from __future__ import annotations
 
 import html
 import math
+from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import numpy.typing as npt
 
 from phirm_scale.errors import OutputError, PhirmError
+
+if TYPE_CHECKING:
+    import xarray as xr
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
 
 __all__ = [
     "field_thumbnail",
@@ -36,13 +44,13 @@ __all__ = [
 ]
 
 
-def _fig(width, height):
+def _fig(width: float, height: float) -> Figure:
     from matplotlib.figure import Figure
 
     return Figure(figsize=(width, height), dpi=100, layout="constrained")
 
 
-def worst_fields(ds, n: int = 6) -> list[tuple[str, str, int, float]]:
+def worst_fields(ds: xr.Dataset, n: int = 6) -> list[tuple[str, str, int, float]]:
     """Return the ``n`` scored fields of lowest mean PhIRM (ties: lowest minimum, plate order).
 
     Returns
@@ -73,7 +81,7 @@ def worst_fields(ds, n: int = 6) -> list[tuple[str, str, int, float]]:
     return [(*e[3], e[0]) for e in entries[: max(0, int(n))]]
 
 
-def plate_heatmap(ds, path) -> Path:
+def plate_heatmap(ds: xr.Dataset, path: str | Path) -> Path:
     """Save the mean PhIRM per well as a plate heatmap PNG."""
     from matplotlib import colormaps
 
@@ -118,14 +126,14 @@ def plate_heatmap(ds, path) -> Path:
     return path
 
 
-def phirm_histogram(ds, path, *, threshold: float | None = None) -> Path:
+def phirm_histogram(ds: xr.Dataset, path: str | Path, *, threshold: float | None = None) -> Path:
     """Save a histogram of per-window PhIRM (threshold marked) as PNG."""
     vals = ds["phirm"].values.ravel()
     vals = vals[~np.isnan(vals)]
     thr = float(ds.attrs.get("threshold", 0.9)) if threshold is None else float(threshold)
     fig = _fig(6, 3.2)
     ax = fig.add_subplot()
-    ax.hist(vals, bins=np.linspace(0, 1, 41), color="#3b6ea8")
+    ax.hist(vals, bins=np.linspace(0, 1, 41), color="#3b6ea8")  # type: ignore[arg-type]  # stubs: list only
     ax.axvline(thr, color="crimson", ls="--", label=f"threshold {thr:g}")
     ax.set_xlabel("PhIRM per window")
     ax.set_ylabel("windows")
@@ -139,7 +147,14 @@ def phirm_histogram(ds, path, *, threshold: float | None = None) -> Path:
 
 
 def field_thumbnail(
-    ds, row: str, column: str, field: int, path, *, reference=None, reconstruction=None
+    ds: xr.Dataset,
+    row: str,
+    column: str,
+    field: int,
+    path: str | Path,
+    *,
+    reference: npt.NDArray[np.number[Any]] | None = None,
+    reconstruction: npt.NDArray[np.number[Any]] | None = None,
 ) -> Path:
     """Save reference | reconstruction | |difference| of one field as PNG.
 
@@ -170,8 +185,8 @@ def field_thumbnail(
     p1, p995 = (float(v) for v in np.percentile(reference, [1, 99.5]))
     thr = float(ds.attrs.get("threshold", 0.9))
     sel = ds.sel(row=row, column=column, field=field)
-    h = int(ds.attrs.get("window_height", a8.shape[0]))
-    w = int(ds.attrs.get("window_width", a8.shape[1]))
+    h = int(ds.attrs.get("window_height", int(a8.shape[0])))
+    w = int(ds.attrs.get("window_width", int(a8.shape[1])))
     fig = _fig(10.5, 3.8)
     axes = fig.subplots(1, 3)
     panels = (
@@ -196,9 +211,9 @@ def field_thumbnail(
     return path
 
 
-def _fmt(v) -> str:
+def _fmt(v: object) -> str:
     try:
-        v = float(v)
+        v = float(v)  # type: ignore[arg-type]  # whatever float() takes; the rest as text
     except (TypeError, ValueError):
         return html.escape(str(v))
     if math.isnan(v):
@@ -208,13 +223,13 @@ def _fmt(v) -> str:
     return f"{v:.0f}" if v == int(v) and abs(v) >= 10 else f"{v:.4g}"
 
 
-def _pair(summary, component: str) -> str:
+def _pair(summary: xr.Dataset, component: str) -> str:
     return (
         f"{_fmt(summary['ref_' + component].values)} / {_fmt(summary['rec_' + component].values)}"
     )
 
 
-def write_report(qc, out_dir, *, worst: int = 6) -> Path:
+def write_report(qc: xr.Dataset | str | Path, out_dir: str | Path, *, worst: int = 6) -> Path:
     """Write the HTML report of a QC Dataset or store into ``out_dir``.
 
     Parameters
@@ -253,7 +268,7 @@ def write_report(qc, out_dir, *, worst: int = 6) -> Path:
         return _write_report(ds, out, worst)
 
 
-def _write_report(ds, out: Path, worst: int) -> Path:
+def _write_report(ds: xr.Dataset, out: Path, worst: int) -> Path:
     from phirm_scale.qc import summarise
 
     plate_heatmap(ds, out / "heatmap.png")
@@ -351,7 +366,7 @@ text-align:left}}img{{max-width:100%;height:auto}}</style></head><body>
     return index
 
 
-def _flagged_section(ds) -> str:
+def _flagged_section(ds: xr.Dataset) -> str:
     """Return the reference-free QC's flagged fields (``flag``, `score --self-check`) as HTML.
 
     Empty when the QC has no ``flag``; otherwise every flagged field with a sentence of why.
@@ -416,7 +431,9 @@ only weakly (docs/qc-without-ground-truth.md).</p>
 """
 
 
-def _display(img, target: int = 720) -> tuple[np.ndarray, tuple[float, float, float, float]]:
+def _display(
+    img: npt.ArrayLike, target: int = 720
+) -> tuple[npt.NDArray[np.float64], tuple[float, float, float, float]]:
     """Block-mean an image down for a thumbnail panel, keeping its pixel coordinates.
 
     A panel is ~330 px wide, so a 2160-px field is averaged over 3x3 blocks (the largest integer
@@ -432,21 +449,24 @@ def _display(img, target: int = 720) -> tuple[np.ndarray, tuple[float, float, fl
     return a, (-0.5, w - 0.5, h - 0.5, -0.5)
 
 
-def _draw_panels(axes, panels) -> None:
+def _draw_panels(
+    axes: Axes | npt.NDArray[np.object_], panels: Sequence[tuple[npt.ArrayLike, str]]
+) -> None:
     """Draw ``(image in [0, 1], title)`` panels in grey, one per axis, at display size."""
-    for ax, (img, title) in zip(np.atleast_1d(axes), panels, strict=True):
+    # a single Axes becomes a one-element object array
+    for ax, (img, title) in zip(np.atleast_1d(axes), panels, strict=True):  # type: ignore[arg-type]
         shown, extent = _display(img)
         ax.imshow(shown, cmap="gray", vmin=0, vmax=1, interpolation="antialiased", extent=extent)
         ax.set_title(title, fontsize=9)
         ax.set_axis_off()
 
 
-def _stretch(img, lo, hi):
+def _stretch(img: npt.ArrayLike, lo: float, hi: float) -> npt.NDArray[np.float64]:
     a = (np.asarray(img, dtype=np.float64) - lo) / max(hi - lo, 1e-12)
     return np.clip(a, 0.0, 1.0)
 
 
-def _screen_heatmap(ds, plate: str, path, threshold: float) -> Path:
+def _screen_heatmap(ds: xr.Dataset, plate: str, path: str | Path, threshold: float) -> Path:
     """Mean PhIRM per well of one plate; colour range from the data, threshold on the bar."""
     from matplotlib import colormaps
 
@@ -500,7 +520,9 @@ def _screen_heatmap(ds, plate: str, path, threshold: float) -> Path:
     return path
 
 
-def _screen_thumbnail(ds, plate, row, column, field, path) -> Path:
+def _screen_thumbnail(
+    ds: xr.Dataset, plate: str, row: str, column: str, field: int, path: str | Path
+) -> Path:
     """Save reference | restored | mask of one field as PNG.
 
     Both images are stretched to the 1-99.5 percentiles of the reference's pixels outside
@@ -532,14 +554,14 @@ def _screen_thumbnail(ds, plate, row, column, field, path) -> Path:
     return path
 
 
-def _n(v) -> str:
+def _n(v: float | npt.NDArray[np.number[Any]]) -> str:
     v = float(v)
     if math.isnan(v):
         return "–"
     return f"{v:,.0f}" if v == int(v) else f"{v:,.3g}"
 
 
-def flag_reason(d) -> str:
+def flag_reason(d: xr.Dataset) -> str:
     """One sentence saying why a field (``ds.sel(plate, row, column, field)``) scored low."""
     parts = []
     terms = {t: float(np.nanmean(d[t].values)) for t in ("ncd", "nad", "aad") if t in d}
@@ -569,7 +591,7 @@ def flag_reason(d) -> str:
     return lead + ", ".join(parts) + "."
 
 
-def selfcheck_reason(d) -> str:
+def selfcheck_reason(d: xr.Dataset) -> str:
     """Say in one sentence why a field was flagged by the reference-free QC."""
     parts = []
     code = int(np.nan_to_num(d["flag"].values))
@@ -604,8 +626,8 @@ def selfcheck_reason(d) -> str:
 
 
 def write_screen_report(
-    ds,
-    out_dir,
+    ds: xr.Dataset,
+    out_dir: str | Path,
     *,
     warnings: list[str] | None = None,
     links: dict[str, str] | None = None,

@@ -27,14 +27,25 @@ plot.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import cv2
 import numpy as np
+import numpy.typing as npt
 
 from phirm_scale.errors import InputError
 from phirm_scale.imageio import read_image
 from phirm_scale.validation import check_image
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from phirm_scale.metric import PhirmParams
+
+#: Fields to validate: a folder, one image file, or a list of image files.
+_Fields = str | Path | Iterable[str | Path]
 
 __all__ = [
     "DEFAULT_STRENGTHS",
@@ -65,7 +76,7 @@ DEFAULT_STRENGTHS: dict[str, tuple[float, ...]] = {
 
 
 # --------------------------------------------------------------------------- helpers
-def _check_u8(image) -> np.ndarray:
+def _check_u8(image: npt.ArrayLike) -> npt.NDArray[np.uint8]:
     img = check_image(image, "image_u8", what="8-bit image")
     if img.dtype != np.uint8:
         raise InputError(
@@ -74,7 +85,7 @@ def _check_u8(image) -> np.ndarray:
     return img
 
 
-def _rng(rng) -> np.random.Generator:
+def _rng(rng: np.random.Generator | int | None) -> np.random.Generator:
     if rng is None:
         return np.random.default_rng(0)
     if isinstance(rng, np.random.Generator):
@@ -82,7 +93,9 @@ def _rng(rng) -> np.random.Generator:
     return np.random.default_rng(rng)
 
 
-def _segment(img: np.ndarray, params):
+def _segment(
+    img: npt.NDArray[np.uint8], params: PhirmParams | None
+) -> tuple[npt.NDArray[np.int32], npt.NDArray[np.bool_], npt.NDArray[np.integer[Any]], float]:
     """PhIRM's segmentation (paper mode by default): labels, foreground and nucleus ids.
 
     Components are classified by their own pixels whatever mode ``params`` names, as the
@@ -121,7 +134,13 @@ def _disk(r: int) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------- manipulations
-def remove_nuclei(image_u8, k, *, rng=None, params=None):
+def remove_nuclei(
+    image_u8: npt.ArrayLike,
+    k: float,
+    *,
+    rng: np.random.Generator | int | None = None,
+    params: PhirmParams | None = None,
+) -> npt.NDArray[np.uint8]:
     """Replace ``k`` nuclei by the local background.
 
     Parameters
@@ -157,7 +176,13 @@ def remove_nuclei(image_u8, k, *, rng=None, params=None):
     return np.where(region, bg, img)
 
 
-def erode_nuclei(image_u8, radius, *, rng=None, params=None):
+def erode_nuclei(
+    image_u8: npt.ArrayLike,
+    radius: float,
+    *,
+    rng: np.random.Generator | int | None = None,
+    params: PhirmParams | None = None,
+) -> npt.NDArray[np.uint8]:
     """Cut nuclear area: the nuclei pixels within ``radius`` px of their border become background.
 
     Parameters
@@ -216,7 +241,15 @@ def _artefact_shape(rng: np.random.Generator) -> np.ndarray:
     return stamp
 
 
-def add_artefacts(image_u8, area_fraction, *, rng=None, params=None, margin=5, value=255):
+def add_artefacts(
+    image_u8: npt.ArrayLike,
+    area_fraction: float,
+    *,
+    rng: np.random.Generator | int | None = None,
+    params: PhirmParams | None = None,
+    margin: int = 5,
+    value: int = 255,
+) -> npt.NDArray[np.uint8]:
     """Draw saturated blobs and fibres until they cover ``area_fraction`` of the image.
 
     Artefacts are placed in a seeded sequence at random positions, away (``margin`` px)
@@ -275,7 +308,14 @@ _FUNCS = {
 }
 
 
-def manipulate(image_u8, kind, strength, *, seed=0, params=None):
+def manipulate(
+    image_u8: npt.ArrayLike,
+    kind: str,
+    strength: float,
+    *,
+    seed: int = 0,
+    params: PhirmParams | None = None,
+) -> npt.NDArray[np.uint8]:
     """Apply one manipulation of :data:`MANIPULATIONS` at ``strength`` (seeded)."""
     if kind not in _FUNCS:
         raise InputError(f"unknown manipulation {kind!r}; known: {', '.join(_FUNCS)}")
@@ -283,7 +323,13 @@ def manipulate(image_u8, kind, strength, *, seed=0, params=None):
 
 
 # --------------------------------------------------------------------------- scoring
-def validate_image(image_u8, *, strengths=None, seed=0, name="image"):
+def validate_image(
+    image_u8: npt.ArrayLike,
+    *,
+    strengths: Mapping[str, Sequence[float]] | None = None,
+    seed: int = 0,
+    name: str = "image",
+) -> list[dict[str, str | float]]:
     """Score every manipulation of one 8-bit image at every strength.
 
     Parameters
@@ -306,7 +352,7 @@ def validate_image(image_u8, *, strengths=None, seed=0, name="image"):
 
     img = _check_u8(image_u8)
     strengths = DEFAULT_STRENGTHS if strengths is None else strengths
-    rows = []
+    rows: list[dict[str, str | float]] = []
     ref_params = PhirmParams.reference()
     for kind, values in strengths.items():
         for s in values:
@@ -337,7 +383,7 @@ def validate_image(image_u8, *, strengths=None, seed=0, name="image"):
     return rows
 
 
-def _list_fields(fields) -> list[Path]:
+def _list_fields(fields: _Fields) -> list[Path]:
     if isinstance(fields, (str, Path)):
         p = Path(fields)
         if p.is_dir():
@@ -355,7 +401,15 @@ def _list_fields(fields) -> list[Path]:
     return [Path(f) for f in fields]
 
 
-def validate_metric(fields, *, out_dir=None, limit=None, strengths=None, seed=0, plot=True):
+def validate_metric(
+    fields: _Fields,
+    *,
+    out_dir: str | Path | None = None,
+    limit: int | None = None,
+    strengths: Mapping[str, Sequence[float]] | None = None,
+    seed: int = 0,
+    plot: bool = True,
+) -> pd.DataFrame:
     """Run the paper's metric validation on a folder of nuclei fields.
 
     Each field is normalised to 8 bit with its own min/max (:func:`metric.to_uint8`),
@@ -392,7 +446,9 @@ def validate_metric(fields, *, out_dir=None, limit=None, strengths=None, seed=0,
     if out_dir is not None:
         from phirm_scale.outputs import check_output_folder
 
-        check_output_folder(out_dir, inputs=[fields])
+        # a list of files is checked file by file (a list is no path)
+        inputs = [fields] if isinstance(fields, (str, Path)) else files
+        check_output_folder(out_dir, inputs=inputs)
     if limit is not None:
         if int(limit) < 1:
             raise InputError(f"--limit must be >= 1; got {limit}")
@@ -417,14 +473,14 @@ def validate_metric(fields, *, out_dir=None, limit=None, strengths=None, seed=0,
     return df
 
 
-def summarise(df):
+def summarise(df: pd.DataFrame) -> pd.DataFrame:
     """Mean and standard deviation of every metric per manipulation and strength."""
     cols = ["phirm", "phirm_reference", "psnr", "ssim", "ncd", "nad", "aad"]
     d = df.replace([np.inf], np.nan)
     return d.groupby(["manipulation", "strength"])[cols].agg(["mean", "std"])
 
 
-def plot_validation(df, path):
+def plot_validation(df: pd.DataFrame, path: str | Path) -> Path:
     """Figure like the paper's Figure 1b/c: PhIRM, SSIM and PSNR vs manipulation strength."""
     import matplotlib
 
@@ -471,7 +527,9 @@ def plot_validation(df, path):
     return Path(path)
 
 
-def _plot_examples(img, path, *, seed=0, title=""):
+def _plot_examples(
+    img: npt.NDArray[np.uint8], path: str | Path, *, seed: int = 0, title: str = ""
+) -> None:
     import matplotlib
 
     matplotlib.use("Agg")

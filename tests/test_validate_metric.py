@@ -168,3 +168,28 @@ def test_cli_validate_metric(tmp_path):
     assert (out / "examples.png").is_file()
     zero = df[df.strength == 0]
     assert len(zero) >= 3 and (zero.phirm == 1.0).all()
+
+
+def test_validate_metric_on_a_list_of_files_with_an_output_folder(tmp_path):
+    """A list of files (not a folder) with ``out_dir``: each file is an input, none a path."""
+    from phirm_scale.errors import OutputError
+
+    imageio = pytest.importorskip("tifffile")
+    files = []
+    for name, n_side in (("a.tif", 3), ("b.tif", 4)):
+        img = _discs(n_side=n_side)
+        img[0, 0] = 250  # the discs mid-range after min/max normalisation, not saturated
+        imageio.imwrite(tmp_path / name, img)
+        files.append(tmp_path / name)
+    strengths = {"nuclei_removed": (0, 2), "nuclei_eroded": (0,)}
+    out = tmp_path / "vm"
+    df = validate_metric(files, out_dir=out, strengths=strengths, plot=False)
+    assert sorted(df.field.unique()) == ["a.tif", "b.tif"]
+    assert len(df) == 2 * 3  # two fields x three (manipulation, strength) pairs
+    on_disk = pd.read_csv(out / "validation.csv")
+    assert len(on_disk) == 6
+    # 2 of the 9 (resp. 16) discs removed, as the counts on the originals say
+    removed = on_disk[(on_disk.manipulation == "nuclei_removed") & (on_disk.strength == 2)]
+    assert sorted(removed.ref_nuclei_count - removed.nuclei_count) == [2, 2]
+    with pytest.raises(OutputError, match="is an input"):
+        validate_metric(files, out_dir=files[1], strengths=strengths, plot=False)
