@@ -366,99 +366,64 @@ def write_tiles(
                 f"{plate.path}: field {k.row}/{k.column}/{k.field} has no label {label!r}"
                 f" ({len(missing)} of {len(plate.fields)} fields lack it)"
             )
+    import zarr
+
     from phirm_scale.outputs import atomic_store, guard_output, marker_attrs
 
     with (
         guard_output(out, command="tiles", inputs=[plate.path], overwrite=overwrite, remove=False),
         atomic_store(out) as tmp,
     ):
-        counts = _write_tile_store(
-            plate,
-            tmp,
-            out,
-            ci,
-            ch_name,
-            size,
-            stride,
-            split,
-            seed,
-            label,
-            assignment,
-            per_field,
-            ys,
-            xs,
-            marker_attrs("tiles"),
-        )
+        well_split = {w: s for s, ws in assignment.items() for w in ws}
+        fields_of = {s: [k for k in plate.fields if well_split[_well_name(k)] == s] for s in SPLITS}
+
+        g = zarr.open_group(str(tmp), mode="w", zarr_format=3)
+        attrs: dict[str, Any] = {
+            ATTRS_KEY: marker_attrs("tiles"),
+            "format": _FORMAT,
+            "tile_size": int(size),
+            "stride": int(size if stride is None else stride),
+            "source": str(plate.path),
+            "channel": ch_name,
+            "label": label,
+            "seed": int(seed),
+            "fractions": [float(f) for f in split],
+            "normalisation": "per-tile min-max to uint8: rint((x-min)/(max-min)*255)",
+            "splits": assignment,
+            "wells": {},
+            "fields": {},
+        }
+        counts = {}
+        for s in SPLITS:
+            keys = fields_of[s]
+            n = len(keys) * per_field
+            counts[s] = n
+            sg = g.require_group(s)
+            chunk = (max(1, per_field), size, size)
+            imgs = sg.create_array("images", shape=(n, size, size), dtype="uint8", chunks=chunk)
+            arts = (
+                sg.create_array("artefacts", shape=(n, size, size), dtype="uint8", chunks=chunk)
+                if label is not None
+                else None
+            )
+            posa = sg.create_array(
+                "positions", shape=(n, 2), dtype="int32", chunks=(max(1, per_field), 2)
+            )
+            attrs["wells"][s] = [_well_name(k) for k in keys for _ in range(per_field)]
+            attrs["fields"][s] = [
+                f"{k.row}/{k.column}/{k.field}" for k in keys for _ in range(per_field)
+            ]
+            for i, key in enumerate(keys):
+                img = plate.read_field(key, channel=ci)
+                tiles, pos = cut_tiles(img, size=size, stride=stride)
+                sl = slice(i * per_field, (i + 1) * per_field)
+                imgs[sl] = tiles
+                posa[sl] = pos
+                if arts is not None:
+                    lab = np.asarray(plate.read_label(key, label)) != 0
+                    at, _ = cut_tiles(
+                        lab.astype(np.uint8), size=size, stride=stride, normalise=False
+                    )
+                    arts[sl] = at
+        g.attrs.update(attrs)
     return TilesWritten(path=out, counts=counts, split_wells=assignment)
-
-
-def _write_tile_store(
-    plate,
-    tmp,
-    out,
-    ci,
-    ch_name,
-    size,
-    stride,
-    split,
-    seed,
-    label,
-    assignment,
-    per_field,
-    ys,
-    xs,
-    marker,
-) -> dict:
-    import zarr
-
-    well_split = {w: s for s, ws in assignment.items() for w in ws}
-    fields_of = {s: [k for k in plate.fields if well_split[_well_name(k)] == s] for s in SPLITS}
-
-    g = zarr.open_group(str(tmp), mode="w", zarr_format=3)
-    attrs: dict[str, Any] = {
-        ATTRS_KEY: marker,
-        "format": _FORMAT,
-        "tile_size": int(size),
-        "stride": int(size if stride is None else stride),
-        "source": str(plate.path),
-        "channel": ch_name,
-        "label": label,
-        "seed": int(seed),
-        "fractions": [float(f) for f in split],
-        "normalisation": "per-tile min-max to uint8: rint((x-min)/(max-min)*255)",
-        "splits": assignment,
-        "wells": {},
-        "fields": {},
-    }
-    counts = {}
-    for s in SPLITS:
-        keys = fields_of[s]
-        n = len(keys) * per_field
-        counts[s] = n
-        sg = g.require_group(s)
-        chunk = (max(1, per_field), size, size)
-        imgs = sg.create_array("images", shape=(n, size, size), dtype="uint8", chunks=chunk)
-        arts = (
-            sg.create_array("artefacts", shape=(n, size, size), dtype="uint8", chunks=chunk)
-            if label is not None
-            else None
-        )
-        posa = sg.create_array(
-            "positions", shape=(n, 2), dtype="int32", chunks=(max(1, per_field), 2)
-        )
-        attrs["wells"][s] = [_well_name(k) for k in keys for _ in range(per_field)]
-        attrs["fields"][s] = [
-            f"{k.row}/{k.column}/{k.field}" for k in keys for _ in range(per_field)
-        ]
-        for i, key in enumerate(keys):
-            img = plate.read_field(key, channel=ci)
-            tiles, pos = cut_tiles(img, size=size, stride=stride)
-            sl = slice(i * per_field, (i + 1) * per_field)
-            imgs[sl] = tiles
-            posa[sl] = pos
-            if arts is not None:
-                lab = np.asarray(plate.read_label(key, label)) != 0
-                at, _ = cut_tiles(lab.astype(np.uint8), size=size, stride=stride, normalise=False)
-                arts[sl] = at
-    g.attrs.update(attrs)
-    return counts

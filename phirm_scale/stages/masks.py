@@ -240,52 +240,10 @@ def make_artefact_masks(
     (``phirm_scale.labels_<name>``) record the channel, method and parameters.
     """
     from phirm_scale.outputs import output_lock
-    from phirm_scale.plate import open_plate
-
-    p = open_plate(plate)
-    # labels are written into the plate (its pixel data is never touched): one run at a time
-    with output_lock(p.path, command="masks"):
-        return _make_masks(
-            p,
-            plate,
-            channel,
-            name,
-            method,
-            otsu_factor,
-            radius,
-            min_separability,
-            dilation,
-            metric_mode,
-            saturation,
-            artefact_mean,
-            min_area,
-            overwrite,
-            cluster,
-            progress,
-        )
-
-
-def _make_masks(
-    p,
-    plate,
-    channel,
-    name,
-    method,
-    otsu_factor,
-    radius,
-    min_separability,
-    dilation,
-    metric_mode,
-    saturation,
-    artefact_mean,
-    min_area,
-    overwrite,
-    cluster,
-    progress,
-) -> dict:
-    from phirm_scale.plate import FieldKey
+    from phirm_scale.plate import FieldKey, open_plate
     from phirm_scale.stages._runner import run_tasks
 
+    p = open_plate(plate)
     c = p.channel_index(channel)
     try:
         settings = MaskSettings(
@@ -304,27 +262,29 @@ def _make_masks(
     except Exception as exc:  # noqa: BLE001 - InputError from PhirmParams or a bad value: one error line
         raise PlateError(f"{plate}: {exc}") from None
     record = {"channel": p.channel_names[c], **settings.as_attrs()}
-    todo = []
-    for k in p.fields:
-        if overwrite:
-            todo.append(k)
-            continue
-        la = p.label_attrs(k, name)
-        if not la.get("complete", False):
-            todo.append(k)
-        elif la.get("mask") != record:
-            made = la.get("mask")
-            how = (
-                f"method {made.get('method')} on channel {made.get('channel')}"
-                if isinstance(made, dict)
-                else "no recorded settings"
-            )
-            raise PlateError(
-                f"{plate}: field {k} already has labels/{name} made with {how}, "
-                "not these settings; pass --overwrite to replace it or choose "
-                "another --name"
-            )
-    tasks = [MaskTask(str(p.path), tuple(k), c, name, settings, record) for k in todo]
-    res = run_tasks(mask_field, tasks, cluster=cluster, progress=progress, description="masks")
-    p.update_attrs({ATTRS_KEY: {**p.attrs.get(ATTRS_KEY, {}), f"labels_{name}": record}})
-    return {FieldKey(*k): a for k, a in res}
+    # labels are written into the plate (its pixel data is never touched): one run at a time
+    with output_lock(p.path, command="masks"):
+        todo = []
+        for k in p.fields:
+            if overwrite:
+                todo.append(k)
+                continue
+            la = p.label_attrs(k, name)
+            if not la.get("complete", False):
+                todo.append(k)
+            elif la.get("mask") != record:
+                made = la.get("mask")
+                how = (
+                    f"method {made.get('method')} on channel {made.get('channel')}"
+                    if isinstance(made, dict)
+                    else "no recorded settings"
+                )
+                raise PlateError(
+                    f"{plate}: field {k} already has labels/{name} made with {how}, "
+                    "not these settings; pass --overwrite to replace it or choose "
+                    "another --name"
+                )
+        tasks = [MaskTask(str(p.path), tuple(k), c, name, settings, record) for k in todo]
+        res = run_tasks(mask_field, tasks, cluster=cluster, progress=progress, description="masks")
+        p.update_attrs({ATTRS_KEY: {**p.attrs.get(ATTRS_KEY, {}), f"labels_{name}": record}})
+        return {FieldKey(*k): a for k, a in res}
