@@ -39,6 +39,7 @@ from phirm_scale.errors import OutputError, PhirmError, PlateError
 __all__ = [
     "PlateSource",
     "ScreenPlan",
+    "ScreenSettings",
     "plan_screen",
     "run_screen",
     "MASK_LABEL",
@@ -57,6 +58,105 @@ _WORK = ".phirm-run"
 #: (the defaults of `score --self-check`, docs/qc-without-ground-truth.md).
 DEFAULT_SELFCHECK_DRAWS = 4
 DEFAULT_RESIDUAL_THRESHOLD = 50.0
+
+
+@dataclass(frozen=True)
+class ScreenSettings:
+    """How a screen is processed: what :func:`plan_screen` and :func:`run_screen` take.
+
+    Checked when made (everything that needs no file); the checks against the plates (their
+    channels and field shape) and the checkpoint are :func:`plan_screen`'s. Recorded in
+    ``OUT/run.json`` (``settings``), so a rerun with other settings is refused.
+
+    Parameters
+    ----------
+    layout, pattern, channel_names
+        How TIFF file names are read (see :func:`phirm_scale.stages.convert.plan_conversion`).
+    channel : str
+        Channel to restore (inpaint) and score.
+    artefact_channel : str or None
+        Channel the artefact masks are made from (Otsu x 0.7); None: saturation masks on
+        ``channel`` (for plates without an artefact channel).
+    model, checkpoint, dilate
+        Inpainting model (see :func:`phirm_scale.stages.inpaint.inpaint_plate`); a learned
+        model needs a checkpoint.
+    reference_channel : str, optional
+        Channel of the source plate scored against the restored ``channel`` (default
+        ``channel`` itself: how much the restoration changed the phenotype). Without one,
+        every plate also gets the self-check and the reference-free field checks.
+    window, threshold, mode
+        Scoring (see :func:`phirm_scale.stages.score.score_plates`); fields with a mean
+        PhIRM below ``threshold`` are flagged.
+
+    Raises
+    ------
+    PlateError
+        An unknown model, a learned model without a checkpoint, a bad window, mode,
+        threshold or dilation.
+
+    Examples
+    --------
+    >>> ScreenSettings(channel="DAPI", artefact_channel=None, window="field").mask_method
+    'saturation'
+    """
+
+    layout: str = "auto"
+    pattern: str | None = None
+    channel_names: tuple[str, ...] | None = None
+    channel: str = "DAPI"
+    artefact_channel: str | None = "CFP"
+    model: str = "telea"
+    checkpoint: str | Path | None = None
+    reference_channel: str | None = None
+    window: int | str = 256
+    threshold: float = 0.9
+    mode: str = "paper"
+    dilate: int = 0
+
+    def __post_init__(self) -> None:
+        import math
+
+        from phirm_scale.metric import PhirmParams
+        from phirm_scale.models import list_models
+        from phirm_scale.models.registry import LEARNED
+        from phirm_scale.qc import parse_window
+
+        if self.channel_names is not None:
+            object.__setattr__(self, "channel_names", tuple(self.channel_names))
+        if self.model not in list_models():
+            raise PlateError(f"unknown model {self.model!r}; known: {', '.join(list_models())}")
+        if self.model in LEARNED and self.checkpoint is None:
+            raise PlateError(
+                f"model {self.model!r} is learned and has no checkpoint: pass --checkpoint PATH "
+                "(train one with `phirm-scale train`)"
+            )
+        try:
+            parse_window(self.window)
+            PhirmParams.for_mode(self.mode)
+        except PhirmError as exc:
+            raise PlateError(str(exc)) from None
+        t = self.threshold
+        if isinstance(t, bool) or not (isinstance(t, (int, float)) and math.isfinite(t)):
+            raise PlateError(f"--threshold must be a number, got {t!r}")
+        d = self.dilate
+        if isinstance(d, bool) or not isinstance(d, (int, float)) or int(d) != d or d < 0:
+            raise PlateError(f"--dilate must be an integer >= 0, got {d!r}")
+
+    @property
+    def mask_method(self) -> str:
+        """Return how the artefact masks are made: ``'otsu'`` or ``'saturation'``."""
+        return "otsu" if self.artefact_channel is not None else "saturation"
+
+    @property
+    def selfcheck(self) -> bool:
+        """Whether plates get the self-check (no reference channel: no ground truth)."""
+        return self.reference_channel is None
+
+    def window_px(self) -> int | None:
+        """Return the scoring window edge in pixels (None: the whole field)."""
+        from phirm_scale.qc import parse_window
+
+        return parse_window(self.window)
 
 
 @dataclass
@@ -176,35 +276,52 @@ def _inside(a: Path, b: Path) -> bool:
 def plan_screen(
     sources: Sequence[str | Path],
     out: str | Path,
+    settings: ScreenSettings | None = None,
     *,
-    layout: str = "auto",
-    pattern: str | None = None,
-    channel_names: Sequence[str] | None = None,
-    channel: str = "DAPI",
-    artefact_channel: str | None = "CFP",
-    model: str = "telea",
-    checkpoint: str | Path | None = None,
-    reference_channel: str | None = None,
-    window: int | str = 256,
-    threshold: float = 0.9,
-    mode: str = "paper",
-    dilate: int = 0,
     overwrite: bool = False,
 ) -> ScreenPlan:
     """Find and validate the plates and the output; nothing is written.
+
+    Parameters
+    ----------
+    sources : sequence of path-like
+        Plate folders of TIFFs, folders whose sub-folders are plates, OME-Zarr plates.
+    out : path-like
+        Output folder.
+    settings : ScreenSettings, optional
+        How the screen is processed (default: ``ScreenSettings()``).
+    overwrite : bool
+        Accept an output folder holding a run with other settings (:func:`run_screen`
+        replaces it).
+
+    Returns
+    -------
+    ScreenPlan
+        The plates, the output and the settings recorded in ``run.json``.
 
     Raises
     ------
     PlateError
         A source that is neither a TIFF folder nor a plate, two plates of one name, plates
-        with different channels or field shapes, a missing channel, OUT inside a source (or
-        a source inside OUT), OUT existing with other settings (unless ``overwrite``).
+        with different channels or field shapes, a missing channel, a window larger than the
+        fields, OUT inside a source (or a source inside OUT).
+    OutputError
+        OUT existing with other settings (unless ``overwrite``) or not the output of a run.
+    TypeError
+        ``settings`` that is not a :class:`ScreenSettings`.
     """
     from phirm_scale import __version__
-    from phirm_scale.models import list_models
     from phirm_scale.plate import open_plate
     from phirm_scale.stages.convert import plan_conversion
 
+    if settings is None:
+        settings = ScreenSettings()
+    if not isinstance(settings, ScreenSettings):
+        raise TypeError(
+            "plan_screen and run_screen take a ScreenSettings (phirm_scale.run.ScreenSettings); "
+            f"got {type(settings).__name__}"
+        )
+    st = settings
     out = Path(out)
     found = find_plates(sources)
     for _, path, _ in found:
@@ -217,20 +334,15 @@ def plan_screen(
             raise PlateError(
                 f"{path}: source lies inside the output folder {out}; choose another output folder"
             )
-    if model not in list_models():
-        raise PlateError(f"unknown model {model!r}; known: {', '.join(list_models())}")
-    from phirm_scale.models.registry import LEARNED
-
-    if model in LEARNED and checkpoint is None:
-        raise PlateError(
-            f"model {model!r} is learned and has no checkpoint: pass --checkpoint PATH "
-            "(train one with `phirm-scale train`)"
-        )
     plates: list[PlateSource] = []
     for name, path, kind in found:
         if kind == "tiff":
             plan = plan_conversion(
-                path, layout=layout, pattern=pattern, plate_name=name, channel_names=channel_names
+                path,
+                layout=st.layout,
+                pattern=st.pattern,
+                plate_name=name,
+                channel_names=st.channel_names,
             )
             plates.append(
                 PlateSource(
@@ -245,7 +357,7 @@ def plan_screen(
             )
         else:
             zp = open_plate(path)
-            if channel_names is not None:
+            if st.channel_names is not None:
                 raise PlateError(
                     f"{path}: --channel-names applies to TIFF folders; this "
                     f"OME-Zarr plate names its channels {','.join(zp.channel_names)}"
@@ -277,50 +389,56 @@ def plan_screen(
     chans = first.channel_names
     hint = (
         ""
-        if channel_names
+        if st.channel_names
         else " (name them with --channel-names, e.g. "
         f"--channel-names {','.join(['DAPI', 'CFP', 'GFP', 'RFP'][: len(chans)])})"
     )
     for what, c in (
-        ("--channel", channel),
-        ("--reference-channel", reference_channel),
-        ("--artefact-channel", artefact_channel),
+        ("--channel", st.channel),
+        ("--reference-channel", st.reference_channel),
+        ("--artefact-channel", st.artefact_channel),
     ):
         if c is not None and c not in chans:
             raise PlateError(
                 f"{first.path}: {what} {c!r} is not a channel of the screen "
                 f"(channels: {','.join(chans)}){hint}"
             )
-    _check_scoring(window, mode, threshold, dilate, first.field_shape)
+    win = st.window_px()
+    shape = first.field_shape
+    if win is not None and win > min(shape):
+        raise PlateError(
+            f"--window {win} is larger than the fields ({shape[0]}x{shape[1]}); use a "
+            "smaller window or 'field'"
+        )
     for src in plates:
         if src.kind == "zarr":
-            _check_zarr_source(src, channel=channel, artefact_channel=artefact_channel)
+            _check_zarr_source(src, channel=st.channel, artefact_channel=st.artefact_channel)
     ckpt_hash = None
-    if checkpoint is not None:
+    if st.checkpoint is not None:
         from phirm_scale.models import get_model
 
-        ckpt_hash = get_model(model, checkpoint=checkpoint, device="cpu").checkpoint_hash
-    settings = {
+        ckpt_hash = get_model(st.model, checkpoint=st.checkpoint, device="cpu").checkpoint_hash
+    record = {
         "sources": [str(p.path) for p in plates],
         "plates": [p.name for p in plates],
-        "layout": layout,
-        "pattern": pattern,
-        "channel_names": list(channel_names) if channel_names else None,
-        "channel": channel,
-        "artefact_channel": artefact_channel,
-        "mask_method": "otsu" if artefact_channel is not None else "saturation",
-        "model": model,
-        "checkpoint": str(checkpoint) if checkpoint else None,
+        "layout": st.layout,
+        "pattern": st.pattern,
+        "channel_names": list(st.channel_names) if st.channel_names else None,
+        "channel": st.channel,
+        "artefact_channel": st.artefact_channel,
+        "mask_method": st.mask_method,
+        "model": st.model,
+        "checkpoint": str(st.checkpoint) if st.checkpoint else None,
         "checkpoint_hash": ckpt_hash,
-        "dilate": int(dilate),
-        "reference_channel": reference_channel or channel,
+        "dilate": int(st.dilate),
+        "reference_channel": st.reference_channel or st.channel,
         # no ground truth: every plate gets the self-check and the reference-free checks
-        "selfcheck": reference_channel is None,
+        "selfcheck": st.selfcheck,
         "selfcheck_draws": DEFAULT_SELFCHECK_DRAWS,
         "residual_threshold": DEFAULT_RESIDUAL_THRESHOLD,
-        "window": str(window),
-        "threshold": float(threshold),
-        "mode": mode,
+        "window": str(st.window),
+        "threshold": float(st.threshold),
+        "mode": st.mode,
         "version": __version__,
     }
     resume = False
@@ -334,12 +452,12 @@ def plan_screen(
                 prev = json.loads(rec.read_text()).get("settings")
             except (OSError, ValueError):
                 prev = None
-        if prev == settings:
+        if prev == record:
             resume = True
         elif overwrite:
             resume = False
         elif prev is not None:
-            diff = sorted(k for k in set(prev) | set(settings) if prev.get(k) != settings.get(k))
+            diff = sorted(k for k in set(prev) | set(record) if prev.get(k) != record.get(k))
             raise OutputError(
                 f"{out}: holds a run with other settings ({', '.join(diff)}); "
                 "pass --overwrite to replace it, or choose another output folder"
@@ -349,30 +467,7 @@ def plan_screen(
                 f"{out}: exists and is not the output of `phirm-scale run`; "
                 "choose an empty or new folder"
             )
-    return ScreenPlan(out=out, plates=plates, settings=settings, resume=resume)
-
-
-def _check_scoring(window, mode: str, threshold: float, dilate: int, shape) -> None:
-    """Scoring and inpainting settings, checked before anything is written."""
-    import math
-
-    from phirm_scale.metric import PhirmParams
-    from phirm_scale.qc import parse_window
-
-    try:
-        win = parse_window(window)
-        PhirmParams.for_mode(mode)
-    except PhirmError as exc:
-        raise PlateError(str(exc)) from None
-    if win is not None and win > min(shape):
-        raise PlateError(
-            f"--window {win} is larger than the fields ({shape[0]}x{shape[1]}); use a "
-            "smaller window or 'field'"
-        )
-    if not (isinstance(threshold, (int, float)) and math.isfinite(threshold)):
-        raise PlateError(f"--threshold must be a number, got {threshold!r}")
-    if int(dilate) != dilate or dilate < 0:
-        raise PlateError(f"--dilate must be an integer >= 0, got {dilate!r}")
+    return ScreenPlan(out=out, plates=plates, settings=record, resume=resume)
 
 
 def mask_record(channel_name: str, artefact_channel: str | None) -> dict:
@@ -450,19 +545,8 @@ def _write_json(path: Path, obj) -> None:
 def run_screen(
     sources: Sequence[str | Path],
     out: str | Path,
+    settings: ScreenSettings | None = None,
     *,
-    layout: str = "auto",
-    pattern: str | None = None,
-    channel_names: Sequence[str] | None = None,
-    channel: str = "DAPI",
-    artefact_channel: str | None = "CFP",
-    model: str = "telea",
-    checkpoint: str | Path | None = None,
-    reference_channel: str | None = None,
-    window: int | str = 256,
-    threshold: float = 0.9,
-    mode: str = "paper",
-    dilate: int = 0,
     cluster: Any = "local",
     overwrite: bool = False,
     progress: bool = True,
@@ -475,21 +559,9 @@ def run_screen(
         Plate folders of TIFFs, folders whose sub-folders are plates, OME-Zarr plates.
     out : path-like
         Output folder (see the module doc).
-    layout, pattern, channel_names
-        How TIFF file names are read (see :func:`phirm_scale.stages.convert.plan_conversion`).
-    channel : str
-        Channel to restore (inpaint) and score.
-    artefact_channel : str or None
-        Channel the artefact masks are made from (Otsu x 0.7); None: saturation masks on
-        ``channel`` (for plates without an artefact channel).
-    model, checkpoint, dilate
-        Inpainting model (see :func:`phirm_scale.stages.inpaint.inpaint_plate`).
-    reference_channel : str, optional
-        Channel of the source plate scored against the restored ``channel`` (default
-        ``channel`` itself: how much the restoration changed the phenotype).
-    window, threshold, mode
-        Scoring (see :func:`phirm_scale.stages.score.score_plates`); fields with a mean
-        PhIRM below ``threshold`` are flagged.
+    settings : ScreenSettings, optional
+        How the screen is processed: channels, masks, model, scoring (default:
+        ``ScreenSettings()``); recorded in ``run.json``.
     cluster : str or distributed.Client
         Opened once and used by every stage.
     overwrite : bool
@@ -504,28 +576,19 @@ def run_screen(
     dict
         ``out``, ``report``, ``plates`` (per-plate summary rows), ``screen`` (totals),
         ``warnings``, ``stages`` (seconds and fields per stage).
+
+    Examples
+    --------
+    >>> from phirm_scale.run import ScreenSettings, run_screen
+    >>> settings = ScreenSettings(channel="DAPI", artefact_channel="CFP", dilate=2)
+    >>> summary = run_screen(["composite.ome.zarr"], "composite_qc", settings,
+    ...                      cluster="threads")  # doctest: +SKIP
     """
     from phirm_scale.cluster import open_cluster
     from phirm_scale.outputs import output_lock
 
     t_start = time.perf_counter()
-    plan = plan_screen(
-        sources,
-        out,
-        layout=layout,
-        pattern=pattern,
-        channel_names=channel_names,
-        channel=channel,
-        artefact_channel=artefact_channel,
-        model=model,
-        checkpoint=checkpoint,
-        reference_channel=reference_channel,
-        window=window,
-        threshold=threshold,
-        mode=mode,
-        dilate=dilate,
-        overwrite=overwrite,
-    )
+    plan = plan_screen(sources, out, settings, overwrite=overwrite)
     out = plan.out
     # one run per output folder at a time: its lock (host, PID) for the whole run
     with output_lock(out, command="run"):

@@ -243,12 +243,12 @@ def _screen_report(tmp: Path, plate: Path) -> None:
 
 
 def _run(tmp: Path, plate: Path) -> None:
-    from phirm_scale.run import RUN_FILE, plan_screen
+    from phirm_scale.run import RUN_FILE, ScreenSettings, plan_screen
 
     out = tmp / "screen"
     out.mkdir()
     (out / RUN_FILE).write_text(json.dumps({"settings": {"threshold": 0.5}}))
-    plan_screen([plate], out, window="field")
+    plan_screen([plate], out, ScreenSettings(window="field"))
 
 
 @pytest.mark.parametrize(

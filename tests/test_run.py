@@ -279,6 +279,91 @@ def test_bad_settings_refused_before_anything_is_written(tmp_path, bbbc039_files
     assert "checkpoint" in _bad([*base, "--model", "deepfill-v2"], tmp_path / "o4")
 
 
+@pytest.mark.parametrize(
+    ("kw", "named"),
+    [
+        ({"model": "no-such-model"}, "unknown model"),
+        ({"model": "deepfill-v2"}, "checkpoint"),
+        ({"window": "abc"}, "window"),
+        ({"window": 0}, "window"),
+        ({"threshold": float("nan")}, "--threshold"),
+        ({"threshold": "0.9"}, "--threshold"),
+        ({"dilate": -1}, "--dilate"),
+        ({"dilate": 1.5}, "--dilate"),
+        ({"mode": "other"}, "mode"),
+    ],
+)
+def test_screen_settings_checked_when_made(kw, named):
+    from phirm_scale.errors import PlateError
+    from phirm_scale.run import ScreenSettings
+
+    with pytest.raises(PlateError, match=re.escape(named)):
+        ScreenSettings(**kw)
+
+
+def test_screen_settings_are_one_frozen_value():
+    import dataclasses
+
+    from phirm_scale.run import ScreenSettings, plan_screen
+
+    s = ScreenSettings(channel_names=["DAPI", "CFP"], artefact_channel=None)
+    assert s.channel_names == ("DAPI", "CFP")  # a list given, a tuple kept
+    assert s == ScreenSettings(channel_names=("DAPI", "CFP"), artefact_channel=None)
+    assert (s.mask_method, s.selfcheck) == ("saturation", True)
+    assert ScreenSettings(reference_channel="DAPI_clean").selfcheck is False
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        s.channel = "CFP"  # type: ignore[misc]  # frozen: assigning must fail
+    with pytest.raises(TypeError, match="ScreenSettings"):
+        plan_screen([], "out", {"channel": "DAPI"})  # type: ignore[arg-type]  # a dict refused
+
+
+def test_run_json_of_an_earlier_run_is_resumed(tmp_path, bbbc039_files):
+    """run.json settings written before ScreenSettings existed (the same dict, written here
+    by hand) still resume; one setting changed is refused naming it."""
+    from phirm_scale import __version__
+    from phirm_scale.errors import OutputError
+    from phirm_scale.run import ScreenSettings, plan_screen
+
+    d = tmp_path / "tiffs"
+    d.mkdir()
+    (d / bbbc039_files[0].name).symlink_to(bbbc039_files[0])
+    out = tmp_path / "out"
+    out.mkdir()
+    earlier = {
+        "sources": [str(d.resolve())],
+        "plates": ["tiffs"],
+        "layout": "auto",
+        "pattern": None,
+        "channel_names": ["DAPI"],
+        "channel": "DAPI",
+        "artefact_channel": None,
+        "mask_method": "saturation",
+        "model": "telea",
+        "checkpoint": None,
+        "checkpoint_hash": None,
+        "dilate": 2,
+        "reference_channel": "DAPI",
+        "selfcheck": True,
+        "selfcheck_draws": 4,
+        "residual_threshold": 50.0,
+        "window": "field",
+        "threshold": 0.8,
+        "mode": "paper",
+        "version": __version__,
+    }
+    (out / "run.json").write_text(json.dumps({"status": "running", "settings": earlier}))
+    settings = ScreenSettings(
+        channel_names=("DAPI",), artefact_channel=None, dilate=2, window="field", threshold=0.8
+    )
+    plan = plan_screen([d], out, settings)
+    assert plan.resume is True
+    assert plan.settings == earlier
+    import dataclasses
+
+    with pytest.raises(OutputError, match=r"other settings \(dilate\)"):
+        plan_screen([d], out, dataclasses.replace(settings, dilate=1))
+
+
 def test_output_not_from_run_refused(tmp_path, bbbc039_files):
     d = tmp_path / "tiffs"
     d.mkdir()
@@ -334,15 +419,14 @@ def zarr_sources(tmp_path_factory, bbbc039_dir):
 
 
 def _run(src_root, out, **kw):
-    from phirm_scale.run import run_screen
+    from phirm_scale.run import ScreenSettings, run_screen
 
     return run_screen(
         [src_root / "alpha.ome.zarr", src_root / "beta.ome.zarr"],
         out,
-        channel="DAPI",
-        artefact_channel="CFP",
-        reference_channel="DAPI_clean",
-        dilate=1,
+        ScreenSettings(
+            channel="DAPI", artefact_channel="CFP", reference_channel="DAPI_clean", dilate=1
+        ),
         progress=False,
         **kw,
     )
@@ -599,7 +683,7 @@ def test_selfcheck_when_no_reference_channel(zarr_sources, tmp_path):
     source), and the values equal those of `score --self-check`'s code path on the same
     restored plate."""
     from phirm_scale.qc import open_qc
-    from phirm_scale.run import run_screen
+    from phirm_scale.run import ScreenSettings, run_screen
     from phirm_scale.stages.score import score_plates
     from phirm_scale.stages.selfcheck import selfcheck_qc
 
@@ -608,9 +692,7 @@ def test_selfcheck_when_no_reference_channel(zarr_sources, tmp_path):
     res = run_screen(
         [src / "alpha.ome.zarr", src / "beta.ome.zarr"],
         out,
-        channel="DAPI",
-        artefact_channel="CFP",
-        dilate=1,
+        ScreenSettings(channel="DAPI", artefact_channel="CFP", dilate=1),
         cluster="threads",
         progress=False,
     )
@@ -699,14 +781,12 @@ def test_area_restored_counts_each_pixel_once(tmp_path):
         img = rng.integers(100, 4000, size=(2, 520, 696)).astype(np.uint16)
         p.write_label(k, "artefacts", hole, attrs={"mask": mask_record("CFP", "CFP")})
         p.write_field(k, img)
-    from phirm_scale.run import run_screen
+    from phirm_scale.run import ScreenSettings, run_screen
 
     res = run_screen(
         [p.path],
         tmp_path / "out",
-        channel="DAPI",
-        artefact_channel="CFP",
-        reference_channel="CFP",
+        ScreenSettings(channel="DAPI", artefact_channel="CFP", reference_channel="CFP"),
         cluster="threads",
         progress=False,
     )
@@ -820,14 +900,12 @@ def test_interrupted_selfcheck_resumes_per_field(zarr_sources, tmp_path, monkeyp
     import phirm_scale.stages.selfcheck as sc
 
     def run(src, out):
-        from phirm_scale.run import run_screen
+        from phirm_scale.run import ScreenSettings, run_screen
 
         return run_screen(
             [src / "alpha.ome.zarr", src / "beta.ome.zarr"],
             out,
-            channel="DAPI",
-            artefact_channel="CFP",
-            dilate=1,
+            ScreenSettings(channel="DAPI", artefact_channel="CFP", dilate=1),
             cluster="threads",
             progress=False,
         )

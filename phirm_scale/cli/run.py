@@ -1,6 +1,7 @@
 """``phirm-scale run``: a whole screen in one command.
 
-A thin shell over :func:`phirm_scale.run.run_screen`.
+A thin shell over :func:`phirm_scale.run.run_screen`: its options build one
+:class:`~phirm_scale.run.ScreenSettings`.
 """
 
 from __future__ import annotations
@@ -74,27 +75,24 @@ def run_cmd(
 
     Then one QC dataset (qc.zarr, qc.csv, qc.parquet) and one report for the screen.
     """
-    from phirm_scale.run import run_screen
+    from phirm_scale.run import ScreenSettings, run_screen
 
-    names = [c.strip() for c in channel_names.split(",")] if channel_names else None
-    art = None if artefact_channel.strip().lower() == "none" else artefact_channel
-    summary = run_screen(
-        sources,
-        out,
+    names = tuple(c.strip() for c in channel_names.split(",")) if channel_names else None
+    settings = ScreenSettings(
         layout=layout,
         pattern=pattern,
         channel_names=names,
         channel=channel,
-        artefact_channel=art,
+        artefact_channel=None if artefact_channel.strip().lower() == "none" else artefact_channel,
         model=model,
         checkpoint=checkpoint,
         reference_channel=reference_channel,
         window=window,
         threshold=threshold,
         dilate=dilate,
-        cluster=cluster,
-        overwrite=overwrite,
-        progress=progress,
+    )
+    summary = run_screen(
+        sources, out, settings, cluster=cluster, overwrite=overwrite, progress=progress
     )
     if as_json:
         typer.echo(json.dumps(summary))
