@@ -229,6 +229,41 @@ def test_resume_refuses_another_model_or_settings(tiles, tmp_path):
     assert c.step == 1 and c.provenance["init"]["content_hash"] == load_checkpoint(ck).content_hash
 
 
+def test_training_progress_is_the_stages_progress_bar(tiles, tmp_path, capsys, caplog):
+    """Steps shown by phirm_scale.progress.progress_bar (plain lines: stderr is not a
+    terminal), a resumed run counting only its own steps; epoch summaries are log records;
+    progress=False shows no step line and keeps the records; nothing on stdout."""
+    import logging
+    import re
+
+    line = re.compile(r"^train: (\d+)/(\d+) \((\d+)%\) [\d.]+ s$")
+
+    def steps_shown(err: str) -> list[tuple[str, ...]]:
+        return [m.groups() for m in map(line.match, err.splitlines()) if m]
+
+    kw = {"epochs": 2, "lr": 1e-3, "batch_size": 4, "width": 8, "device": "cpu"}
+    kw |= {"val_every": 0, "val_tiles": 1}
+    cfg = TrainConfig("context-encoder", tiles, tmp_path / "a", max_steps=3, **kw)
+    with caplog.at_level(logging.INFO, logger="phirm_scale"):
+        first = train(cfg)  # 8 train tiles, batches of 4: 2 steps per epoch, stopped after 3
+        out, err = capsys.readouterr()
+        assert out == ""
+        assert steps_shown(err) == [("1", "3", "33"), ("2", "3", "66"), ("3", "3", "100")]
+        said = [r.getMessage() for r in caplog.records if r.name.endswith("training.loop")]
+        assert any(m.startswith("epoch 1/2 step 2 ") for m in said), said
+        # resumed to the end of epoch 2: one step left, counted as 1 of 1
+        train(dataclasses.replace(cfg, max_steps=None, resume=first))
+        assert steps_shown(capsys.readouterr().err) == [("1", "1", "100")]
+        caplog.clear()
+        train(dataclasses.replace(cfg, out_dir=tmp_path / "b"), progress=False)
+        out, err = capsys.readouterr()
+        assert out == "" and steps_shown(err) == [] and "train:" not in err
+        said = [r.getMessage() for r in caplog.records if r.name.endswith("training.loop")]
+        assert any(m.startswith("epoch 1/2 step 2 ") for m in said), said
+    with pytest.raises(TypeError, match="progress is a bool"):
+        train(cfg, progress=print)  # type: ignore[arg-type]  # the old callable is refused
+
+
 @pytest.mark.slow
 def test_recorded_config_reproduces_the_run(tiles, tmp_path):
     first = TrainConfig(
@@ -336,19 +371,21 @@ def test_train_cli_end_to_end_and_resume(tiles, tmp_path):
     )
     assert r.returncode == 0, r.stderr
     assert "wrote" in r.stdout and (run / "final.pt").is_file()
+    assert "train: 2/2 (100%) " in r.stderr  # the steps, as plain progress lines (a pipe)
     assert (
         (run / "train_log.csv").is_file()
         and (run / "val_log.csv").is_file()
         and (run / "training.png").is_file()
     )
     r = subprocess.run(
-        base + ["--max-steps", "3", "--resume", str(run / "final.pt")],
+        base + ["--max-steps", "3", "--resume", str(run / "final.pt"), "--no-progress"],
         capture_output=True,
         text=True,
         timeout=300,
         check=False,
     )
     assert r.returncode == 0, r.stderr
+    assert "train:" not in r.stderr and "final step 3: val phirm" in r.stderr  # logs stay
     ck = load_checkpoint(run / "final.pt")
     assert (ck.step, ck.epoch, ck.provenance["train"]["stage"]) == (3, 1, "inpaint")
     # a user error is one line and exit status 2

@@ -98,6 +98,11 @@ def train_cmd(
         help="Also write checkpoints/last.pt every N steps (0: epoch ends only).",
     ),
     log_every: int = typer.Option(10, "--log-every", help="Steps averaged per train_log.csv row."),
+    progress: bool = typer.Option(
+        True,
+        "--progress/--no-progress",
+        help="Progress of the steps on stderr (-q: no epoch lines either).",
+    ),
 ) -> None:
     """Train a learned inpainting model on a tile store with masks drawn on the fly."""
     from phirm_scale.models.train import TrainConfig, train
@@ -124,7 +129,7 @@ def train_cmd(
         save_every=save_every,
         log_every=log_every,
     )
-    final = train(config)  # progress lines are log records (stderr; -q hides them)
+    final = train(config, progress=progress)  # epoch lines are log records (stderr; -q hides)
     typer.echo(f"wrote {final}")
 
 

@@ -6,9 +6,7 @@ The entry of ``phirm-scale train``. The pieces live in :mod:`phirm_scale.models.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 from phirm_scale.models.training import (
     EDGECONNECT_STAGES,
@@ -31,7 +29,7 @@ __all__ = [
 ]
 
 
-def train(config: TrainConfig, *, progress: Callable[[str], Any] | None = None) -> Path:
+def train(config: TrainConfig, *, progress: bool = True) -> Path:
     """Train (or fine-tune, or resume) a learned inpainting model on a tile store.
 
     Checkpoints go to ``config.out_dir`` (``checkpoints/epoch_NNNN.pt``, ``checkpoints/last.pt``,
@@ -44,8 +42,10 @@ def train(config: TrainConfig, *, progress: Callable[[str], Any] | None = None) 
     ----------
     config : TrainConfig
         The run's settings (see :class:`TrainConfig`).
-    progress : callable, optional
-        Called with one-line messages (epoch summaries); default: the loop's logger.
+    progress : bool
+        Show the optimisation steps on stderr (:func:`phirm_scale.progress.progress_bar`,
+        like the stages; nothing with False or the CLI's ``--quiet``). Epoch summaries are log
+        records of ``phirm_scale.models.training.loop`` (info).
 
     Returns
     -------
@@ -64,5 +64,10 @@ def train(config: TrainConfig, *, progress: Callable[[str], Any] | None = None) 
         raise TypeError(
             f"train takes a TrainConfig (phirm_scale.models.train.TrainConfig); got "
             f"{type(config).__name__}"
+        )
+    if not isinstance(progress, bool):
+        raise TypeError(
+            "train's progress is a bool (a progress bar on stderr); its messages are log "
+            f"records of phirm_scale.models.training.loop; got {type(progress).__name__}"
         )
     return run_training(config, progress=progress)

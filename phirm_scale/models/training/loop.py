@@ -14,7 +14,6 @@ import datetime as _dt
 import logging
 import math
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +35,7 @@ from phirm_scale.models.training.data import (
 from phirm_scale.models.training.logs import CsvLog, plot_log
 from phirm_scale.models.training.trainer import make_trainer
 from phirm_scale.models.training.validation import validation_scores
+from phirm_scale.progress import progress_bar
 
 __all__ = ["run_training"]
 
@@ -77,15 +77,17 @@ def _version() -> str:
         return "unknown"
 
 
-def run_training(config: TrainConfig, *, progress: Callable[[str], Any] | None = None) -> Path:
+def run_training(config: TrainConfig, *, progress: bool = True) -> Path:
     """Train (or fine-tune, or resume) a learned inpainting model on a tile store.
 
     Parameters
     ----------
     config : TrainConfig
         The run's settings.
-    progress : callable, optional
-        Called with one-line messages (epoch summaries); default: this module's logger.
+    progress : bool
+        Show the optimisation steps of this call on stderr
+        (:func:`phirm_scale.progress.progress_bar`, ``train``). Epoch summaries (and a line
+        with the losses every minute) are this module's log records (info).
 
     Returns
     -------
@@ -215,7 +217,6 @@ def run_training(config: TrainConfig, *, progress: Callable[[str], Any] | None =
     keep = step if cfg.resume is not None else None
     tlog = CsvLog(out_dir / "train_log.csv", keep_until_step=keep)
     vlog = CsvLog(out_dir / "val_log.csv", keep_until_step=keep)
-    say = progress or log.info
     t0 = time.perf_counter()
     last_val_step = -1
 
@@ -252,54 +253,66 @@ def run_training(config: TrainConfig, *, progress: Callable[[str], Any] | None =
 
     epoch = start_epoch
     stopped = False
-    for epoch in range(start_epoch, epochs):
-        j0 = step - epoch * steps_per_epoch
-        loader = batches.epoch(epoch, j0)
-        for j in range(j0, steps_per_epoch):
-            if cfg.max_steps is not None and step >= cfg.max_steps:
-                stopped = True
-                break
-            images, holes = next(loader)
-            batch = net.prepare(images, holes != 0, train=True)
-            metrics = trainer.train_step(batch)
-            bad = [k for k, v in metrics.items() if not math.isfinite(v)]
-            if bad:
-                save(out_dir / "checkpoints" / "diverged.pt", epoch)
-                raise InputError(
-                    f"training diverged at step {step + 1} ({', '.join(bad)} not finite); "
-                    "lower --lr (state saved to checkpoints/diverged.pt)"
-                )
-            for k, v in metrics.items():
-                acc.setdefault(k, []).append(v)
-            step += 1
-            if cfg.log_every and step % cfg.log_every == 0:
-                flush(epoch + 1)
-                if time.perf_counter() - last_msg > 60:
-                    last_msg = time.perf_counter()
-                    losses = ", ".join(
-                        f"{k} {v:.4g}" for k, v in sorted(metrics.items()) if k.startswith("g_")
+    last_step = epochs * steps_per_epoch
+    if cfg.max_steps is not None:
+        last_step = min(last_step, int(cfg.max_steps))
+    with progress_bar("train", max(0, last_step - step), enabled=progress) as advance:
+        for epoch in range(start_epoch, epochs):
+            j0 = step - epoch * steps_per_epoch
+            loader = batches.epoch(epoch, j0)
+            for j in range(j0, steps_per_epoch):
+                if cfg.max_steps is not None and step >= cfg.max_steps:
+                    stopped = True
+                    break
+                images, holes = next(loader)
+                batch = net.prepare(images, holes != 0, train=True)
+                metrics = trainer.train_step(batch)
+                bad = [k for k, v in metrics.items() if not math.isfinite(v)]
+                if bad:
+                    save(out_dir / "checkpoints" / "diverged.pt", epoch)
+                    raise InputError(
+                        f"training diverged at step {step + 1} ({', '.join(bad)} not finite); "
+                        "lower --lr (state saved to checkpoints/diverged.pt)"
                     )
-                    say(f"epoch {epoch + 1}/{epochs} step {step} ({last_msg - t0:.0f} s) {losses}")
-            if cfg.save_every and step % cfg.save_every == 0 and j + 1 < steps_per_epoch:
-                save(out_dir / "checkpoints" / "last.pt", epoch)
-        loader.close()
-        if stopped:
-            break
-        flush(epoch + 1)
-        due = cfg.val_every and (epoch + 1) % cfg.val_every == 0
-        scores = validate(epoch + 1) if due else None
-        if cfg.checkpoint_every and (epoch + 1) % cfg.checkpoint_every == 0:
-            save(out_dir / "checkpoints" / f"epoch_{epoch + 1:04d}.pt", epoch + 1)
-        save(out_dir / "checkpoints" / "last.pt", epoch + 1)
-        msg = f"epoch {epoch + 1}/{epochs} step {step} ({time.perf_counter() - t0:.1f} s)"
-        say(msg + (" " + scores_text(scores) if scores else ""))
-    else:
-        epoch = epochs
+                for k, v in metrics.items():
+                    acc.setdefault(k, []).append(v)
+                step += 1
+                advance()
+                if cfg.log_every and step % cfg.log_every == 0:
+                    flush(epoch + 1)
+                    if time.perf_counter() - last_msg > 60:
+                        last_msg = time.perf_counter()
+                        losses = ", ".join(
+                            f"{k} {v:.4g}" for k, v in sorted(metrics.items()) if k.startswith("g_")
+                        )
+                        log.info(
+                            "epoch %d/%d step %d (%.0f s) %s",
+                            epoch + 1,
+                            epochs,
+                            step,
+                            last_msg - t0,
+                            losses,
+                        )
+                if cfg.save_every and step % cfg.save_every == 0 and j + 1 < steps_per_epoch:
+                    save(out_dir / "checkpoints" / "last.pt", epoch)
+            loader.close()
+            if stopped:
+                break
+            flush(epoch + 1)
+            due = cfg.val_every and (epoch + 1) % cfg.val_every == 0
+            scores = validate(epoch + 1) if due else None
+            if cfg.checkpoint_every and (epoch + 1) % cfg.checkpoint_every == 0:
+                save(out_dir / "checkpoints" / f"epoch_{epoch + 1:04d}.pt", epoch + 1)
+            save(out_dir / "checkpoints" / "last.pt", epoch + 1)
+            msg = f"epoch {epoch + 1}/{epochs} step {step} ({time.perf_counter() - t0:.1f} s)"
+            log.info("%s", msg + (" " + scores_text(scores) if scores else ""))
+        else:
+            epoch = epochs
     epochs_done = epoch if stopped else max(epoch, start_epoch)
     flush(epoch + 1 if stopped else epochs_done)
     scores = validate(epochs_done)
     if scores:
-        say(f"final step {step}: {scores_text(scores)}")
+        log.info("final step %d: %s", step, scores_text(scores))
     final = out_dir / "final.pt"
     save(final, epochs_done)
     save(out_dir / "checkpoints" / "last.pt", epochs_done)
