@@ -98,7 +98,7 @@ def configure_logging(verbosity: int = 0) -> Callable[[], None]:
             logger.removeHandler(h)
     handler = _StderrHandler()
     handler.setFormatter(_Format())
-    handler.setLevel(level)  # also filters records of a child logger set lower (cli heard())
+    handler.setLevel(level)  # also filters records of a child logger set lower
     logger.addHandler(handler)
     logger.setLevel(level)
     logger.propagate = False  # one line per record, whatever the root logger has

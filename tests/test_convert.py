@@ -17,7 +17,7 @@ from conftest import BBBC039, GUID, skip_without_bbbc039, store_files, write_ixm
 
 from phirm_scale.errors import PlateError
 from phirm_scale.plate import FieldKey, field_done, open_plate, read_root_attrs
-from phirm_scale.stages.convert import convert, plan_conversion
+from phirm_scale.stages.convert import conversion_complete, convert, plan_conversion
 
 
 @pytest.fixture(scope="module")
@@ -183,7 +183,7 @@ def test_auto_summary_before_writing(tmp_path, caplog):
 # --------------------------------------------------------------------------- resume
 
 
-def test_interrupted_then_resumed_equals_uninterrupted(tmp_path):
+def test_interrupted_then_resumed_equals_uninterrupted(tmp_path, caplog):
     write_ixm(tmp_path / "src", IXM_FIELDS)
     full = tmp_path / "full.ome.zarr"
     part = tmp_path / "part.ome.zarr"
@@ -194,8 +194,10 @@ def test_interrupted_then_resumed_equals_uninterrupted(tmp_path):
         n_levels=2,
     )
     convert(tmp_path / "src", full, **kw)
+    assert not conversion_complete(part)  # nothing there yet
     assert convert(tmp_path / "src", part, max_fields=3, **kw) is None  # "killed" after 3
     assert "ome" not in read_root_attrs(part)  # not yet a plate
+    assert not conversion_complete(part) and conversion_complete(full)
     with pytest.raises(PlateError, match="not an OME-Zarr HCS plate"):
         open_plate(part)
     plan = plan_conversion(tmp_path / "src")
@@ -218,8 +220,10 @@ def test_interrupted_then_resumed_equals_uninterrupted(tmp_path):
     chunk.parent.mkdir(parents=True, exist_ok=True)
     chunk.write_bytes(b"\x00garbage")
     assert convert(tmp_path / "src", part, max_fields=2, **kw) is None
+    assert not conversion_complete(part)
     plate = convert(tmp_path / "src", part, **kw)
     assert plate is not None and plate.missing_fields() == []
+    assert conversion_complete(part)
     a, b = store_files(full), store_files(part)
     assert a.keys() == b.keys()
     assert [k for k in a if a[k] != b[k]] == []  # arrays and metadata byte-identical
@@ -229,10 +233,24 @@ def test_interrupted_then_resumed_equals_uninterrupted(tmp_path):
     # a rerun of a finished conversion writes nothing at all (no file, no directory entry)
     before = {p: identity(full / p) for p in a}
     n_entries = sum(1 for _ in full.rglob("*"))
-    convert(tmp_path / "src", full, **kw)
+    with caplog.at_level(logging.INFO, logger="phirm_scale.stages.convert"):
+        convert(tmp_path / "src", full, **kw)
+    said = [r.getMessage() for r in caplog.records if r.name == "phirm_scale.stages.convert"]
+    assert f"{full}: already converted from this source; nothing to do" in said, said
     assert {p: identity(full / p) for p in a} == before
     assert sum(1 for _ in full.rglob("*")) == n_entries
     assert store_files(full) == a
+
+
+def test_conversion_complete_only_for_a_finished_convert_output(tmp_path):
+    from phirm_scale.synthetic import make_plate
+
+    other = make_plate(tmp_path / "synthetic.ome.zarr", rows=1, columns=1, fields=1, size=32)
+    assert other.missing_fields() == []  # a finished plate, but not a conversion
+    assert not conversion_complete(other.path)
+    (tmp_path / "folder").mkdir()
+    assert not conversion_complete(tmp_path / "folder")
+    assert not conversion_complete(tmp_path / "missing.ome.zarr")
 
 
 def test_resume_on_distributed_cluster(tmp_path, cluster_address):

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import logging
-from collections.abc import Iterator
 from enum import StrEnum
 from typing import Any
 
@@ -108,30 +105,6 @@ class Mode(StrEnum):
 
     paper = "paper"
     reference = "reference"
-
-
-@contextlib.contextmanager
-def heard(logger: str) -> Iterator[list[str]]:
-    """Collect the messages ``logger`` logs at info or above during the block.
-
-    Whatever ``--quiet`` shows: for a command that reports on what its stage said.
-    """
-    said: list[str] = []
-
-    class _Collect(logging.Handler):
-        def emit(self, record: logging.LogRecord) -> None:
-            said.append(record.getMessage())
-
-    log = logging.getLogger(logger)
-    handler, level = _Collect(logging.INFO), log.level
-    log.addHandler(handler)
-    if not log.isEnabledFor(logging.INFO):
-        log.setLevel(logging.INFO)
-    try:
-        yield said
-    finally:
-        log.removeHandler(handler)
-        log.setLevel(level)
 
 
 def print_table(columns: list[str], rows: list[list[Any]], *, title: str | None = None) -> None:

@@ -52,26 +52,26 @@ def convert_cmd(
     ),
 ) -> None:
     """Convert a folder of TIFFs into an OME-Zarr (NGFF 0.5) HCS plate, one task per field."""
-    from phirm_scale.cli._app import echo_json, heard
-    from phirm_scale.stages.convert import convert
+    from phirm_scale.cli._app import echo_json
+    from phirm_scale.stages.convert import conversion_complete, convert
 
     names = [c.strip() for c in channel_names.split(",")] if channel_names else None
-    with heard("phirm_scale.stages.convert") as said:
-        plate = convert(
-            source,
-            out,
-            layout=layout,
-            pattern=pattern,
-            plate_name=plate_name,
-            channel_names=names,
-            cluster=cluster,
-            overwrite=overwrite,
-            n_levels=levels,
-            timepoint=timepoint,
-            zstep=zstep,
-            progress=progress,
-        )
-    up_to_date = any("nothing to do" in m for m in said)
+    # a finished conversion converted again without --overwrite writes nothing (or is refused)
+    up_to_date = not overwrite and conversion_complete(out)
+    plate = convert(
+        source,
+        out,
+        layout=layout,
+        pattern=pattern,
+        plate_name=plate_name,
+        channel_names=names,
+        cluster=cluster,
+        overwrite=overwrite,
+        n_levels=levels,
+        timepoint=timepoint,
+        zstep=zstep,
+        progress=progress,
+    )
     if as_json:
         echo_json(
             {

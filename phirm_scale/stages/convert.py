@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from phirm_scale.errors import OutputError, PlateError
+from phirm_scale.errors import OutputError, PhirmError, PlateError
 from phirm_scale.imageio import quiet_tifffile
 from phirm_scale.layouts import ImageRecord, scan_folder
 from phirm_scale.plate import ATTRS_KEY, FieldKey, row_index, row_name
@@ -39,6 +39,7 @@ __all__ = [
     "ConvertTask",
     "plan_conversion",
     "convert",
+    "conversion_complete",
     "read_tiff",
     "tiff_pixel_size",
 ]
@@ -514,6 +515,35 @@ def convert(
         return _run_convert(plan, out, record, resume, n_levels, max_fields, cluster, progress)
 
 
+def conversion_complete(out: str | Path) -> bool:
+    """Whether ``out`` is a finished conversion: plate metadata written, every field complete.
+
+    :func:`convert` into such an output, from the same source with the same options, writes
+    nothing (it logs ``...; nothing to do``, info); ``convert --json`` reports ``up_to_date``.
+
+    Parameters
+    ----------
+    out : str or Path
+        A path that may hold a plate written by :func:`convert`.
+
+    Returns
+    -------
+    bool
+        False for a missing, unfinished or foreign store.
+    """
+    from phirm_scale.outputs import store_command
+    from phirm_scale.plate import field_done, open_plate, read_root_attrs
+
+    out = Path(out)
+    if store_command(out) != "convert" or "ome" not in (read_root_attrs(out) or {}):
+        return False
+    try:
+        keys = open_plate(out).fields
+    except PhirmError:
+        return False
+    return all(field_done(out, k) for k in keys)
+
+
 def _run_convert(plan, out, record, resume, n_levels, max_fields, cluster, progress):
     from phirm_scale.outputs import marker_attrs
     from phirm_scale.plate import (
@@ -521,11 +551,10 @@ def _run_convert(plan, out, record, resume, n_levels, max_fields, cluster, progr
         _write_plate_metadata,
         field_done,
         open_plate,
-        read_root_attrs,
     )
 
     fkeys = list(plan.fields)
-    if resume and "ome" in (read_root_attrs(out) or {}) and all(field_done(out, k) for k in fkeys):
+    if resume and conversion_complete(out):  # ours, same source and options: every field
         log.info("%s: already converted from this source; nothing to do", out)
         return open_plate(out)
     _create_layout(
