@@ -15,7 +15,8 @@ Three rules keep a user's data safe:
    over with a logged line.
 
 Whole-store and whole-file outputs (QC store, tile store, tables, ``run.json``) are written to
-``<output>.partial`` and renamed (:func:`atomic_store`), so a failed write never leaves a half
+``<output>.partial`` and renamed (:func:`atomic_store`, from the zarr-free
+:mod:`phirm_scale._atomic`, which checkpoints use too), so a failed write never leaves a half
 output under the output name.
 """
 
@@ -32,6 +33,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, cast
 
+from phirm_scale._atomic import atomic_store
 from phirm_scale.errors import OutputError
 from phirm_scale.plate import ATTRS_KEY
 
@@ -340,30 +342,6 @@ def _holder(held: Mapping[str, Any]) -> str:
 
 
 # --------------------------------------------------------------------------- whole stores
-
-
-@contextlib.contextmanager
-def atomic_store(path: str | Path) -> Iterator[Path]:
-    """Yield ``<path>.partial`` to write a whole store (or one file) into.
-
-    On success it replaces ``path`` (which the caller has checked with
-    :func:`existing_output`); on failure it is removed. The one way phirm-scale writes an
-    output that must never be seen half written: stores, tables, ``run.json``. A file
-    replaces ``path`` atomically (:func:`os.replace`); a store replaces it by removing the old
-    one, then renaming.
-    """
-    path = Path(path)
-    tmp = path.with_name(path.name + ".partial")
-    if tmp.exists():
-        shutil.rmtree(tmp) if tmp.is_dir() else tmp.unlink()
-    try:
-        yield tmp
-        if tmp.is_dir() and path.exists():
-            shutil.rmtree(path) if path.is_dir() else path.unlink()
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def prepare_output(

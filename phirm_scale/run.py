@@ -806,10 +806,11 @@ def _save_result(path: Path, result: dict) -> None:
     """One field's results, written beside and renamed (never half written)."""
     import numpy as np
 
-    tmp = path.with_name(path.name + ".partial.npz")
+    from phirm_scale._atomic import atomic_store
+
     arrays: dict[str, Any] = {k: np.asarray(v, dtype=np.float64) for k, v in result.items()}
-    np.savez(tmp, **arrays)
-    tmp.replace(path)
+    with atomic_store(path) as tmp, open(tmp, "wb") as f:
+        np.savez(f, **arrays)
 
 
 def _load_result(path: Path) -> dict | None:

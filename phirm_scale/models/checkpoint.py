@@ -24,13 +24,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from phirm_scale._atomic import atomic_store
 from phirm_scale.errors import CheckpointError
 
 __all__ = [
@@ -124,7 +124,7 @@ def save_checkpoint(
     provenance: dict | None = None,
     train_config: dict | None = None,
 ) -> str:
-    """Write a checkpoint atomically (temporary file + rename) and return its content hash.
+    """Write a checkpoint atomically (:func:`phirm_scale._atomic.atomic_store`), return its hash.
 
     Parameters
     ----------
@@ -172,9 +172,8 @@ def save_checkpoint(
     }
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
+    with atomic_store(path) as tmp:
+        torch.save(payload, tmp)
     return digest
 
 
