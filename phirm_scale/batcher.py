@@ -19,8 +19,14 @@ from __future__ import annotations
 
 import threading
 from collections import deque
+from collections.abc import Callable, Hashable
+from typing import Any
 
 import numpy as np
+import numpy.typing as npt
+
+#: ``model(images, masks)`` or ``model(images, masks, batch_size=n)`` on (N, 1, H, W) float32
+_Model = Callable[..., npt.NDArray[np.floating[Any]]]
 
 __all__ = ["TileBatcher", "get_batcher", "close_batchers"]
 
@@ -28,7 +34,7 @@ __all__ = ["TileBatcher", "get_batcher", "close_batchers"]
 class _Request:
     __slots__ = ("images", "masks", "out", "todo", "done", "error")
 
-    def __init__(self, images, masks):
+    def __init__(self, images: npt.NDArray[np.float32], masks: npt.NDArray[np.float32]) -> None:
         self.images, self.masks = images, masks
         self.out = np.empty(images.shape, np.float32)
         self.todo = images.shape[0]
@@ -54,11 +60,13 @@ class TileBatcher:
 
     per_call_batch_size = False  # inpaint_field calls it plainly: it sets its own batches
 
-    def __init__(self, model, batch_size: int = 64, runners: int = 2, max_wait: float = 0.01):
+    def __init__(
+        self, model: _Model, batch_size: int = 64, runners: int = 2, max_wait: float = 0.01
+    ) -> None:
         self.model = model
         self.batch_size = max(1, int(batch_size))
         self.max_wait = float(max_wait)
-        self._queue: deque = deque()  # (request, start) slices not yet taken
+        self._queue: deque[list[Any]] = deque()  # [request, start] slices not yet taken
         self._cond = threading.Condition()
         self._closed = False
         self.batches = 0
@@ -97,7 +105,7 @@ class TileBatcher:
             t.join(timeout=60)
 
     # -- runner side
-    def _take(self):
+    def _take(self) -> list[tuple[_Request, int, int]] | None:
         """Up to ``batch_size`` tiles from the queue: list of (request, start, stop)."""
         import time
 
@@ -112,7 +120,8 @@ class TileBatcher:
                 if left <= 0 or self._closed:
                     break
                 self._cond.wait(left)
-            parts, n = [], 0
+            parts: list[tuple[_Request, int, int]] = []
+            n = 0
             while self._queue and n < self.batch_size:
                 item = self._queue[0]
                 req, start = item
@@ -162,11 +171,13 @@ class TileBatcher:
                     r.done.set()
 
 
-_BATCHERS: dict = {}
+_BATCHERS: dict[tuple[Hashable, int], TileBatcher] = {}
 _LOCK = threading.Lock()
 
 
-def get_batcher(model, batch_size: int, key=None, runners: int = 2) -> TileBatcher:
+def get_batcher(
+    model: _Model, batch_size: int, key: Hashable | None = None, runners: int = 2
+) -> TileBatcher:
     """Return the process's batcher for ``model`` (a view from ``get_model``) and ``batch_size``.
 
     ``key`` identifies the model (default: its network object and runtime options), so every

@@ -35,9 +35,12 @@ import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from phirm_scale.errors import PhirmError
+
+if TYPE_CHECKING:
+    from distributed import Client, LocalCluster
 
 __all__ = [
     "open_cluster",
@@ -128,7 +131,7 @@ def visible_gpus() -> int:
 GPU_WORKER_THREADS = max(4, min(8, (os.cpu_count() or 1) // 2))
 
 
-def _add_gpu_workers(cluster, n: int, threads: int) -> None:
+def _add_gpu_workers(cluster: LocalCluster, n: int, threads: int) -> None:
     """Add one Nanny per CUDA device beside the CPU workers.
 
     Each has ``resources={'GPU': 1}`` and ``CUDA_VISIBLE_DEVICES`` set to its device.
@@ -177,7 +180,7 @@ def probe_scheduler(address: str, timeout: float) -> dict:
                 f"{address}: cannot reach a Dask scheduler ({_one_line(exc)})"
             ) from None
 
-    async def ask():
+    async def ask() -> object:  # the scheduler's identity, or whatever answered
         comm = await connect(address, timeout=timeout)
         try:
             await comm.write({"op": "identity", "reply": True})
@@ -185,7 +188,7 @@ def probe_scheduler(address: str, timeout: float) -> dict:
         finally:
             comm.abort()
 
-    def run():
+    def run() -> object:
         return asyncio.run(asyncio.wait_for(ask(), timeout))
 
     ex = concurrent.futures.ThreadPoolExecutor(1)
@@ -228,7 +231,7 @@ def _scheduler_file_address(path: Path, timeout: float) -> str:
         time.sleep(0.2)
 
 
-def _announce(client, quiet: bool, extra: str = "") -> None:
+def _announce(client: Client, quiet: bool, extra: str = "") -> None:
     link = getattr(client, "dashboard_link", None)
     log.log(logging.DEBUG if quiet else logging.INFO, "dask dashboard: %s%s", link, extra)
 
@@ -339,7 +342,7 @@ def open_cluster(
 
 
 @contextlib.contextmanager
-def _connect(address: str, timeout: float):
+def _connect(address: str, timeout: float) -> Iterator[Client]:
     from distributed import Client
 
     try:

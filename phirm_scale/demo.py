@@ -15,12 +15,16 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from phirm_scale.errors import InputError
+
+if TYPE_CHECKING:
+    from phirm_scale.plate import FieldKeyLike, Plate
 
 __all__ = ["default_data_dir", "run_demo"]
 
@@ -37,7 +41,7 @@ def default_data_dir() -> Path:
     return here.parent / "shared" / "data" / "bbbc039-rows-A-D"
 
 
-def _iou(plate, keys, a: str, b: str) -> float:
+def _iou(plate: Plate, keys: Iterable[FieldKeyLike], a: str, b: str) -> float:
     inter = union = 0
     for k in keys:
         x, y = plate.read_label(k, a) > 0, plate.read_label(k, b) > 0

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +28,7 @@ _QUIET_OLD_LEVEL = logging.NOTSET
 
 
 @contextlib.contextmanager
-def quiet_tifffile():
+def quiet_tifffile() -> Iterator[None]:
     """Silence tifffile's own log lines while reading.
 
     A broken file becomes one ``error:`` line of ours naming it, not a stray log line before

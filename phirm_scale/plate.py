@@ -38,6 +38,7 @@ from phirm_scale.errors import PlateError
 
 if TYPE_CHECKING:
     import dask.array as da
+    import zarr
 
 __all__ = [
     "FieldKey",
@@ -667,7 +668,7 @@ def _create_field_group(
     dtype: npt.DTypeLike,
     shape: tuple[int, int],
     n_levels: int = 1,
-):
+) -> zarr.Group:
     """(Re)create one field group and its empty level arrays (low level).
 
     The group gets multiscales + omero metadata; anything there before is discarded.

@@ -24,14 +24,18 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
+import numpy.typing as npt
 from scipy import ndimage as ndi
 
 from phirm_scale.errors import InputError
 from phirm_scale.plate import ATTRS_KEY
 from phirm_scale.validation import check_image
+
+if TYPE_CHECKING:
+    from phirm_scale.plate import FieldKeyLike, Plate
 
 __all__ = [
     "CHANNELS",
@@ -253,7 +257,7 @@ def fit_to_shape(image: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     return a
 
 
-def _field_rng(seed: int, key) -> np.random.Generator:
+def _field_rng(seed: int, key: FieldKeyLike) -> np.random.Generator:
     from phirm_scale.plate import row_index
 
     return np.random.default_rng(
@@ -261,7 +265,7 @@ def _field_rng(seed: int, key) -> np.random.Generator:
     )
 
 
-def _to_u16(image: np.ndarray, path) -> np.ndarray:
+def _to_u16(image: npt.ArrayLike, path: str | Path) -> npt.NDArray[np.uint16]:
     a = np.asarray(image)
     if a.ndim != 2:
         a = np.squeeze(a)
@@ -279,7 +283,7 @@ def _to_u16(image: np.ndarray, path) -> np.ndarray:
 
 
 def make_field(
-    key,
+    key: FieldKeyLike,
     *,
     size: tuple[int, int],
     seed: int = 0,
@@ -308,7 +312,7 @@ def make_field(
     return np.stack([dapi, cfp, clean]), mask
 
 
-def _list_sources(from_fields) -> list[Path]:
+def _list_sources(from_fields: str | Path) -> list[Path]:
     d = Path(from_fields)
     if not d.is_dir():
         raise InputError(f"{d}: --from-fields is not a folder")
@@ -361,7 +365,7 @@ def make_plate(
     n_levels: int = 1,
     cluster: Any = None,
     progress: bool = False,
-):
+) -> Plate:
     """Write a synthetic (or composite) HCS plate and return it opened.
 
     Parameters

@@ -6,18 +6,26 @@ images: on float images in [0, 1] Telea returns garbage. Never imports Dask or Z
 
 from __future__ import annotations
 
+from typing import Any
+
 import cv2
 import numpy as np
+import numpy.typing as npt
 
 __all__ = ["inpaint_biharmonic", "inpaint_navier_stokes", "inpaint_telea"]
 
 
-def _to_int(image: np.ndarray, dtype) -> np.ndarray:
+def _to_int(
+    image: npt.NDArray[np.generic],
+    dtype: np.dtype[Any],  # uint8 or uint16, checked by the caller
+) -> npt.NDArray[np.unsignedinteger[Any]]:
     top = np.iinfo(dtype).max
     return np.rint(np.clip(image, 0.0, 1.0).astype(np.float64) * top).astype(dtype)
 
 
-def _cv2_inpaint(image, mask, flag, radius, dtype):
+def _cv2_inpaint(
+    image: npt.ArrayLike, mask: npt.ArrayLike, flag: int, radius: float, dtype: npt.DTypeLike
+) -> npt.NDArray[np.float32]:
     image = np.asarray(image)
     if image.ndim != 2:
         raise ValueError(f"image must be 2-D; got shape {image.shape}")
@@ -31,7 +39,13 @@ def _cv2_inpaint(image, mask, flag, radius, dtype):
     return np.where(hole.astype(bool), out, image.astype(np.float32))
 
 
-def inpaint_telea(image, mask, *, radius=3.0, dtype="uint16"):
+def inpaint_telea(
+    image: npt.ArrayLike,
+    mask: npt.ArrayLike,
+    *,
+    radius: float = 3.0,
+    dtype: npt.DTypeLike = "uint16",
+) -> npt.NDArray[np.float32]:
     """Fill ``mask`` (1 = hole) of a (H, W) image in [0, 1] by Telea's fast marching method.
 
     Parameters
@@ -53,12 +67,18 @@ def inpaint_telea(image, mask, *, radius=3.0, dtype="uint16"):
     return _cv2_inpaint(image, mask, cv2.INPAINT_TELEA, radius, dtype)
 
 
-def inpaint_navier_stokes(image, mask, *, radius=3.0, dtype="uint16"):
+def inpaint_navier_stokes(
+    image: npt.ArrayLike,
+    mask: npt.ArrayLike,
+    *,
+    radius: float = 3.0,
+    dtype: npt.DTypeLike = "uint16",
+) -> npt.NDArray[np.float32]:
     """Fill ``mask`` (1 = hole) by OpenCV's Navier-Stokes method (see :func:`inpaint_telea`)."""
     return _cv2_inpaint(image, mask, cv2.INPAINT_NS, radius, dtype)
 
 
-def inpaint_biharmonic(image, mask):
+def inpaint_biharmonic(image: npt.ArrayLike, mask: npt.ArrayLike) -> npt.NDArray[np.float32]:
     """Fill ``mask`` (1 = hole) by solving the biharmonic equation (scikit-image).
 
     Parameters

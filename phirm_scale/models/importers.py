@@ -61,7 +61,7 @@ def convert_spectral_norm_keys(state: dict) -> dict:
     return out
 
 
-def _top_singular(weight: torch.Tensor, dim: int = 0):
+def _top_singular(weight: torch.Tensor, dim: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     w = weight.detach().to(torch.float64)
     if dim != 0:
         w = w.movedim(dim, 0)
@@ -70,7 +70,9 @@ def _top_singular(weight: torch.Tensor, dim: int = 0):
     return u[:, 0].to(weight.dtype), vh[0].to(weight.dtype)
 
 
-def reduce_to_grey(file_state: dict, target: torch.nn.Module, *, source) -> dict:
+def reduce_to_grey(
+    file_state: dict[str, Any], target: torch.nn.Module, *, source: str | Path
+) -> dict[str, Any]:
     """Adapt a (converted) RGB state dict to the single-channel ``target`` module.
 
     Per tensor whose shape differs from the target's: a conv weight with 2 more input channels
@@ -123,7 +125,7 @@ def _load_raw(path: str | Path, key: str) -> tuple[dict, dict]:
     return raw[key], meta
 
 
-def _edge_width_blocks(state: dict, source) -> tuple[int, int]:
+def _edge_width_blocks(state: dict[str, Any], source: str | Path) -> tuple[int, int]:
     w = state.get("encoder.1.parametrizations.weight.original", state.get("encoder.1.weight"))
     if w is None:
         raise CheckpointError(f"{source}: not an EdgeConnect generator (no encoder.1 weight)")
@@ -131,7 +133,13 @@ def _edge_width_blocks(state: dict, source) -> tuple[int, int]:
     return int(w.shape[0]), len(blocks)
 
 
-def import_edgeconnect(out, *, edge=None, inpaint=None, seed: int = 0) -> str:
+def import_edgeconnect(
+    out: str | Path,
+    *,
+    edge: str | Path | None = None,
+    inpaint: str | Path | None = None,
+    seed: int = 0,
+) -> str:
     """Convert official EdgeConnect generator files into one phirm-scale checkpoint.
 
     Parameters

@@ -24,12 +24,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from phirm_scale.errors import OutputError, PlateError
 from phirm_scale.plate import ATTRS_KEY
+
+if TYPE_CHECKING:
+    from phirm_scale.stages.selfcheck import VerifySpec
 
 __all__ = [
     "inpaint_plate",
@@ -222,7 +225,7 @@ def inpaint_plate(
     canny: str = "auto",
     gpu_tasks: int = 8,
     allow_untrained: bool = False,
-    verify=None,
+    verify: VerifySpec | None = None,
 ) -> dict[str, Any]:
     """Inpaint the holes ``mask_label`` of ``channel`` in every field of ``source``.
 

@@ -26,12 +26,20 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from dataclasses import field as dc_field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import numpy.typing as npt
 
 from phirm_scale import qc
 from phirm_scale.errors import InputError, PlateError
+
+if TYPE_CHECKING:
+    import xarray as xr
+    from distributed import Client
+
+    from phirm_scale.metric import PhirmParams
+    from phirm_scale.plate import Plate
 
 __all__ = [
     "ScorePlan",
@@ -101,15 +109,15 @@ class ScorePlan:
         }
 
 
-def _open(path):
+def _open(path: str | Path) -> Plate:
     from phirm_scale.plate import open_plate
 
     return open_plate(path)
 
 
 def plan_score(
-    reference,
-    reconstruction,
+    reference: str | Path | Plate,
+    reconstruction: str | Path | Plate,
     *,
     reference_channel: str | int | None = None,
     reconstruction_channel: str | int | None = None,
@@ -324,20 +332,20 @@ def score_tasks(
 
 
 def score_plates(
-    reference,
-    reconstruction,
+    reference: str | Path | Plate,
+    reconstruction: str | Path | Plate,
     *,
     reference_channel: str | int | None = None,
     reconstruction_channel: str | int | None = None,
     window: int | str | None = 256,
-    params=None,
+    params: PhirmParams | None = None,
     mask_label: str | None = None,
     threshold: float = 0.9,
     cluster: Any = "threads",
     progress: bool = False,
     fields_per_task: int = 1,
-    client=None,
-):
+    client: Client | None = None,
+) -> xr.Dataset:
     """Score every field of ``reconstruction`` against ``reference`` into a QC Dataset.
 
     :func:`plan_score` (all validation) followed by :func:`score_plan`.
@@ -384,13 +392,13 @@ def score_plates(
 def score_plan(
     plan: ScorePlan,
     *,
-    params=None,
+    params: PhirmParams | None = None,
     threshold: float = 0.9,
     cluster: Any = "threads",
     progress: bool = False,
     fields_per_task: int = 1,
-    client=None,
-):
+    client: Client | None = None,
+) -> xr.Dataset:
     """Run a validated :class:`ScorePlan` and reduce the results into the QC Dataset.
 
     Parameters
@@ -454,7 +462,14 @@ def _one_block(x: Any) -> Any:
     return x.to_delayed(optimize_graph=True).ravel()[0]
 
 
-def _score_block(ref, rec, mask, window, params, name):
+def _score_block(
+    ref: npt.ArrayLike,
+    rec: npt.ArrayLike,
+    mask: npt.ArrayLike | None,
+    window: int | str | None,
+    params: PhirmParams | None,
+    name: str,
+) -> dict[str, np.ndarray]:
     return qc.score_field(ref, rec, window=window, params=params, mask=mask, name=name)
 
 
@@ -464,15 +479,15 @@ def score_arrays(
     *,
     masks: Mapping | None = None,
     window: int | str | None = 256,
-    params=None,
+    params: PhirmParams | None = None,
     threshold: float = 0.9,
     rows: Sequence[str] | None = None,
     columns: Sequence[str] | None = None,
     attrs: Mapping | None = None,
     cluster: Any = "threads",
     progress: bool = False,
-    client=None,
-):
+    client: Client | None = None,
+) -> xr.Dataset:
     """Score fields given as arrays (numpy or Dask, any chunking), one task per field.
 
     Parameters
