@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -57,7 +59,7 @@ def _mean_row(dicts: list[dict]) -> dict:
     return out
 
 
-def _fmt(v, digits=4):
+def _fmt(v: float | None, digits: int = 4) -> str:
     if v is None:
         return "inf"
     if isinstance(v, float):
@@ -65,7 +67,7 @@ def _fmt(v, digits=4):
     return str(v)
 
 
-def _print_table(rows, mode):
+def _print_table(rows: Sequence[tuple[str, dict[str, Any]]], mode: str) -> None:
     from phirm_scale.cli._app import print_table
 
     out: list[list] = []

@@ -72,6 +72,7 @@ def convert_cmd(
         zstep=zstep,
         progress=progress,
     )
+    assert plate is not None  # None only with max_fields, which the command does not pass
     if as_json:
         echo_json(
             {

@@ -218,7 +218,7 @@ def plate_summary(ds: xr.Dataset) -> dict[str, Any]:
     return out
 
 
-def _f(v, digits=4) -> str:
+def _f(v: float | xr.DataArray, digits: int = 4) -> str:
     v = float(v)
     if math.isnan(v):
         return "-"

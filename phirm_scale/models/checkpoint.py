@@ -24,9 +24,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, overload
 
 import torch
 
@@ -101,7 +102,12 @@ def content_hash(model: str, config: dict, generator_state: dict) -> str:
     return h.hexdigest()
 
 
-def _cpu(obj):
+@overload
+def _cpu(obj: Mapping[str, Any]) -> dict[str, Any]: ...
+@overload
+def _cpu(obj: object) -> object: ...
+def _cpu(obj: object) -> object:
+    """Copy the tensors of a (nested) state onto the CPU; anything else is kept."""
     if isinstance(obj, torch.Tensor):
         return obj.detach().to("cpu").clone()
     if isinstance(obj, dict):
@@ -112,7 +118,7 @@ def _cpu(obj):
 
 
 def save_checkpoint(
-    path,
+    path: str | Path,
     *,
     model: str,
     config: dict,
@@ -230,7 +236,9 @@ def load_torch_file(
         ) from None
 
 
-def load_checkpoint(path, *, expected_model: str | None = None, verify: bool = True) -> Checkpoint:
+def load_checkpoint(
+    path: str | Path, *, expected_model: str | None = None, verify: bool = True
+) -> Checkpoint:
     """Read a checkpoint onto the CPU.
 
     Parameters

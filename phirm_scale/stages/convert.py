@@ -23,9 +23,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from dataclasses import field as dc_field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import numpy.typing as npt
 
 from phirm_scale.errors import OutputError, PhirmError, PlateError
 from phirm_scale.imageio import quiet_tifffile
@@ -33,6 +34,9 @@ from phirm_scale.layouts import ImageRecord, scan_folder
 from phirm_scale.plate import ATTRS_KEY, FieldKey, row_index, row_name
 from phirm_scale.stages._runner import run_tasks
 from phirm_scale.validation import check_image
+
+if TYPE_CHECKING:
+    from phirm_scale.plate import Plate
 
 __all__ = [
     "ConversionPlan",
@@ -152,7 +156,9 @@ def _one_line(exc: BaseException) -> str:
     return " ".join(text.split())[:300]
 
 
-def read_tiff(path: str | Path, shape: tuple[int, int] | None = None, dtype=None) -> np.ndarray:
+def read_tiff(
+    path: str | Path, shape: tuple[int, int] | None = None, dtype: npt.DTypeLike | None = None
+) -> np.ndarray:
     """Read a single 2-D TIFF image; PlateError naming the file when it is unusable."""
     import tifffile
 
@@ -178,7 +184,7 @@ def _fingerprint(source: Path, files: Sequence[Path]) -> str:
     return h.hexdigest()
 
 
-def _channel_sort_key(c: str):
+def _channel_sort_key(c: str) -> tuple[int, int, str]:
     return (0, int(c), c) if c.isdigit() else (1, 0, c)
 
 
@@ -451,7 +457,7 @@ def convert(
     zstep: int | None = None,
     progress: bool = True,
     max_fields: int | None = None,
-):
+) -> Plate | None:
     """Convert a TIFF folder into an NGFF 0.5 HCS plate; returns the opened plate.
 
     Parameters
@@ -544,7 +550,16 @@ def conversion_complete(out: str | Path) -> bool:
     return all(field_done(out, k) for k in keys)
 
 
-def _run_convert(plan, out, record, resume, n_levels, max_fields, cluster, progress):
+def _run_convert(
+    plan: ConversionPlan,
+    out: Path,
+    record: dict[str, Any],
+    resume: bool,
+    n_levels: int,
+    max_fields: int | None,
+    cluster: Any,
+    progress: bool,
+) -> Plate | None:
     from phirm_scale.outputs import marker_attrs
     from phirm_scale.plate import (
         _create_layout,
