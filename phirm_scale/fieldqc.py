@@ -20,6 +20,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import numpy.typing as npt
 
 from phirm_scale import metric
 from phirm_scale.errors import InputError
@@ -102,7 +103,7 @@ def flag_code(
     return code
 
 
-def _field(image, name: str) -> np.ndarray:
+def _field(image: npt.ArrayLike, name: str) -> np.ndarray:
     return check_image(image, name)
 
 
@@ -116,7 +117,7 @@ def _unit_scale(a: np.ndarray) -> float:
 
 
 # ------------------------------------------------------------------------- image quality
-def focus_score(image, *, name: str = "image") -> float:
+def focus_score(image: npt.ArrayLike, *, name: str = "image") -> float:
     """Normalised variance ``var(x) / mean(x)`` of the intensities scaled to 0..1.
 
     CellProfiler's MeasureImageQuality ``FocusScore`` (Sun et al. 2004): integer images are
@@ -131,7 +132,9 @@ def focus_score(image, *, name: str = "image") -> float:
     return float(((a - m) ** 2).mean() / m)
 
 
-def percent_saturated(image, *, saturation: float | None = None, name: str = "image") -> float:
+def percent_saturated(
+    image: npt.ArrayLike, *, saturation: float | None = None, name: str = "image"
+) -> float:
     """Compute the percent of pixels at ``saturation`` or above: CellProfiler's PercentSaturation.
 
     ``saturation`` defaults to the integer dtype's maximum, 1.0 for floats.
@@ -141,7 +144,7 @@ def percent_saturated(image, *, saturation: float | None = None, name: str = "im
     return float(100.0 * np.count_nonzero(a >= s) / a.size)
 
 
-def percent_maximal(image, *, name: str = "image") -> float:
+def percent_maximal(image: npt.ArrayLike, *, name: str = "image") -> float:
     """Compute the percent of pixels equal to the field's own maximum (PercentMaximal).
 
     CellProfiler's PercentMaximal catches detectors that saturate below the dtype maximum.
@@ -150,7 +153,9 @@ def percent_maximal(image, *, name: str = "image") -> float:
     return float(100.0 * np.count_nonzero(a == a.max()) / a.size)
 
 
-def radial_power_spectrum(image, *, name: str = "image"):
+def radial_power_spectrum(
+    image: npt.ArrayLike, *, name: str = "image"
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]:
     """Radial power spectrum as CellProfiler computes it (``centrosome`` ``rps``).
 
     The field minus its mean is divided by its median absolute deviation from the mean
@@ -180,10 +185,10 @@ def radial_power_spectrum(image, *, name: str = "image"):
             centred = centred / mad
     power = np.abs(np.fft.fft2(centred)) ** 2
     sums = np.bincount(radius.ravel(), weights=power.ravel(), minlength=top + 1)
-    return radii, sums[radii]
+    return radii, sums[radii]  # type: ignore[return-value]  # weighted bincount: float64
 
 
-def power_log_log_slope(image, *, name: str = "image") -> float:
+def power_log_log_slope(image: npt.ArrayLike, *, name: str = "image") -> float:
     """Fit the slope of ``log(power)`` against ``log(radius)`` (``PowerLogLogSlope``).
 
     A least-squares fit on :func:`radial_power_spectrum`, as CellProfiler's
@@ -203,13 +208,15 @@ def power_log_log_slope(image, *, name: str = "image") -> float:
 
 
 # ------------------------------------------------------------------ what the restoration left
-def _restored8(restored, lo, hi, name) -> np.ndarray:
+def _restored8(
+    restored: npt.ArrayLike, lo: float | None, hi: float | None, name: str
+) -> npt.NDArray[np.uint8]:
     a = _field(restored, name)
     return metric.to_uint8(a, lo=lo, hi=hi, name=name)
 
 
 def residual_artefact_area(
-    restored,
+    restored: npt.ArrayLike,
     *,
     lo: float | None = None,
     hi: float | None = None,
@@ -230,7 +237,9 @@ def residual_artefact_area(
     return int(metric.components(u8, params).artefact_area)
 
 
-def known_range(source, holes, *, margin: int = 4, name: str = "field") -> tuple[float, float]:
+def known_range(
+    source: npt.ArrayLike, holes: npt.ArrayLike, *, margin: int = 4, name: str = "field"
+) -> tuple[float, float]:
     """Estimate the 8-bit range the clean field would have from the source's known pixels.
 
     ``lo`` and ``hi`` are the minimum and maximum of the source pixels farther than
@@ -259,15 +268,15 @@ def known_range(source, holes, *, margin: int = 4, name: str = "field") -> tuple
     return float(known.min()), float(known.max())
 
 
-def masked_fraction(holes, *, name: str = "holes") -> float:
+def masked_fraction(holes: npt.ArrayLike, *, name: str = "holes") -> float:
     """Fraction of the field's pixels that are holes (nonzero)."""
     m = check_image(holes, name, what="mask")
     return float(np.count_nonzero(m) / m.size)
 
 
 def nuclei_in_holes(
-    restored,
-    holes,
+    restored: npt.ArrayLike,
+    holes: npt.ArrayLike,
     *,
     lo: float | None = None,
     hi: float | None = None,
@@ -309,9 +318,9 @@ def nuclei_in_holes(
 
 
 def field_checks(
-    source,
-    restored,
-    holes,
+    source: npt.ArrayLike,
+    restored: npt.ArrayLike,
+    holes: npt.ArrayLike,
     *,
     params: metric.PhirmParams | None = None,
     min_fraction: float = 0.5,

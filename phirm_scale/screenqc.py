@@ -24,12 +24,16 @@ import json
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import xarray as xr
 
 from phirm_scale.errors import PhirmError
 from phirm_scale.plate import ATTRS_KEY
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 __all__ = [
     "cf_attributes",
@@ -110,7 +114,7 @@ def _is_count(name: str) -> bool:
     return name.endswith(COUNT_SUFFIXES)
 
 
-def _plain(value):
+def _plain(value: object) -> str:
     """Return a provenance value as a string coordinate (None -> '')."""
     if value is None:
         return ""
@@ -225,7 +229,7 @@ def _encoding(ds: xr.Dataset) -> dict:
     return enc
 
 
-def _labels(df):
+def _labels(df: pd.DataFrame) -> pd.DataFrame:
     """row/column/plate as strings; a ``well`` column (e.g. 'A02')."""
     for c in ("plate", "row", "column"):
         if c in df:
@@ -236,7 +240,7 @@ def _labels(df):
     return df
 
 
-def window_table(ds: xr.Dataset):
+def window_table(ds: xr.Dataset) -> pd.DataFrame:
     """Return one row per scored window.
 
     Columns ``plate, row, column, well, field, window, y0, x0`` and the per-window
@@ -253,7 +257,7 @@ def window_table(ds: xr.Dataset):
     return _labels(df)
 
 
-def field_table(ds: xr.Dataset):
+def field_table(ds: xr.Dataset) -> pd.DataFrame:
     """One row per scored field: the ``field_*`` summaries (counts as int64)."""
     names = [v for v in ds.data_vars if str(v).startswith("field_")]
     df = ds[names].to_dataframe().reset_index()
@@ -266,7 +270,12 @@ def field_table(ds: xr.Dataset):
 
 
 def write_screen_qc(
-    ds: xr.Dataset, path, *, csv=None, parquet=None, overwrite: bool = False
+    ds: xr.Dataset,
+    path: str | Path,
+    *,
+    csv: str | Path | None = None,
+    parquet: str | Path | None = None,
+    overwrite: bool = False,
 ) -> Path:
     """Write the screen QC store (and the per-window table as CSV / Parquet).
 
@@ -298,7 +307,7 @@ def write_screen_qc(
     return path
 
 
-def open_screen_qc(path) -> xr.Dataset:
+def open_screen_qc(path: str | Path) -> xr.Dataset:
     """Open a screen QC store (loaded)."""
     path = Path(path)
     if not path.exists():

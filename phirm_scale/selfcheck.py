@@ -34,12 +34,17 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
 from phirm_scale import metric
 from phirm_scale.errors import InputError
 from phirm_scale.validation import check_image, check_same_shape
+
+if TYPE_CHECKING:
+    from phirm_scale.inpaint import Model
+    from phirm_scale.qc import WindowGrid
 
 __all__ = [
     "DEFAULT_DRAWS",
@@ -211,9 +216,15 @@ def place_pseudo_holes(
     return pseudo, skipped
 
 
-def _window_components(u8: np.ndarray, grid, idx: Iterable[int], params):
+#: a window index: a Python int or a numpy integer (np.flatnonzero's)
+_Index = TypeVar("_Index", bound=int | np.integer[Any])
+
+
+def _window_components(
+    u8: np.ndarray, grid: WindowGrid, idx: Iterable[_Index], params: metric.PhirmParams | None
+) -> dict[_Index, tuple[int, int, int]]:
     """PhIRM components of windows ``idx`` of an 8-bit field: {i: (count, nuc area, art area)}."""
-    out = {}
+    out: dict[_Index, tuple[int, int, int]] = {}
     for i in idx:
         y, x = int(grid.y0[i]), int(grid.x0[i])
         c = metric.components(
@@ -226,7 +237,7 @@ def _window_components(u8: np.ndarray, grid, idx: Iterable[int], params):
 def selfcheck_field(
     source: np.ndarray,
     holes: np.ndarray,
-    model,
+    model: Model,
     *,
     restored: np.ndarray | None = None,
     pool: MaskPool | None = None,
