@@ -18,15 +18,24 @@ worker count.
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from phirm_scale.errors import PlateError
 from phirm_scale.plate import ATTRS_KEY
+
+if TYPE_CHECKING:
+    import xarray as xr
+    from distributed import Client
+
+    from phirm_scale.inpaint import Model
+    from phirm_scale.metric import PhirmParams
+    from phirm_scale.plate import FieldKey, FieldKeyLike, Plate
+    from phirm_scale.selfcheck import MaskPool
 
 __all__ = [
     "PoolRecipe",
@@ -137,7 +146,7 @@ def selfcheck_spec(
     )
 
 
-def _holes(plate, key, label: str, dilate: int) -> np.ndarray:
+def _holes(plate: Plate, key: FieldKeyLike, label: str, dilate: int) -> np.ndarray:
     from phirm_scale.stages.inpaint import _dilate
 
     return _dilate(plate.read_label(key, label) > 0, dilate) > 0
@@ -150,8 +159,8 @@ def build_mask_pool(
     dilate: int = 0,
     size: int = 64,
     seed: int = 0,
-    shape: tuple | None = None,
-):
+    shape: tuple[int, ...] | None = None,
+) -> MaskPool:
     """Collect the hole shapes of ``plate``'s label ``label`` into a mask pool.
 
     The holes are grown by ``dilate`` as the inpainting grew them; fields are taken in a
@@ -198,13 +207,13 @@ def build_mask_pool(
 
 
 @functools.lru_cache(maxsize=8)
-def _plate(path: str):
+def _plate(path: str) -> Plate:
     from phirm_scale.plate import open_plate
 
     return open_plate(path)
 
 
-def _model(spec: SelfCheckSpec):
+def _model(spec: SelfCheckSpec) -> tuple[Model, int]:
     """(model, tiles per call) exactly as the inpaint stage builds them for the real run."""
     from phirm_scale.stages.inpaint import field_runner
 
@@ -218,12 +227,12 @@ def selfcheck_one_field(
     spec: SelfCheckSpec,
     rec_path: str,
     rec_channel: int,
-    key: tuple,
-    pool,
-    window,
-    params,
-    model=None,
-) -> dict:
+    key: tuple[str, str, int],
+    pool: MaskPool,
+    window: int | str | None,
+    params: PhirmParams | None,
+    model: Model | None = None,
+) -> dict[str, Any]:
     """Run the self-check and field checks of one field (the task body).
 
     ``model`` overrides the spec's model (a callable, e.g. in tests).
@@ -281,7 +290,7 @@ class PoolRecipe:
 
 
 @functools.lru_cache(maxsize=4)
-def _pool_from_recipe(recipe: PoolRecipe):
+def _pool_from_recipe(recipe: PoolRecipe) -> MaskPool:
     return build_mask_pool(
         recipe.plate,
         recipe.label,
@@ -306,7 +315,7 @@ class SelfCheckTask:
     model: Any = None
 
 
-def _task(t: SelfCheckTask) -> list[dict]:
+def _task(t: SelfCheckTask) -> list[dict[str, Any]]:
     pool = _pool_from_recipe(t.pool) if isinstance(t.pool, PoolRecipe) else t.pool
     return [
         selfcheck_one_field(t.spec, t.rec_path, t.rec_channel, k, pool, t.window, t.params, t.model)
@@ -318,14 +327,14 @@ def selfcheck_tasks(
     spec: SelfCheckSpec,
     rec_path: str,
     rec_channel: int,
-    keys,
-    pool,
+    keys: Iterable[FieldKeyLike],
+    pool: PoolRecipe | MaskPool,
     *,
-    window,
-    params,
+    window: int | str | None,
+    params: PhirmParams | None,
     fields_per_task: int = 1,
-    model=None,
-) -> list:
+    model: Model | None = None,
+) -> list[SelfCheckTask]:
     """Task arguments, each self-checking ``fields_per_task`` fields (plate order)."""
     if fields_per_task < 1:
         raise PlateError(f"fields_per_task must be >= 1, got {fields_per_task}")
@@ -349,18 +358,18 @@ def run_selfcheck(
     spec: SelfCheckSpec,
     rec_path: str,
     rec_channel: int,
-    keys,
+    keys: Iterable[FieldKeyLike],
     *,
-    window,
-    params,
-    pool=None,
+    window: int | str | None,
+    params: PhirmParams | None,
+    pool: MaskPool | None = None,
     mask_pool: str | None = None,
     pool_size: int = 16,
     cluster: Any = "threads",
     progress: bool = False,
     fields_per_task: int = 1,
-    model=None,
-) -> tuple[dict, Any]:
+    model: Model | None = None,
+) -> tuple[dict[FieldKey, dict[str, Any]], MaskPool]:
     """Self-check every field of ``keys``; returns ``({key: result dict}, pool)``.
 
     The pool is ``pool`` (a :class:`~phirm_scale.selfcheck.MaskPool`), else the one of
@@ -372,8 +381,10 @@ def run_selfcheck(
     from phirm_scale.stages._runner import run_tasks
 
     src = _plate(spec.source)
-    carried = pool
-    if pool is None:
+    carried: MaskPool | PoolRecipe  # what the tasks carry: the pool, or how to rebuild it
+    if pool is not None:
+        carried = pool
+    else:
         plate, label = (
             (mask_pool, spec.mask_label)
             if mask_pool is not None
@@ -416,7 +427,7 @@ def run_selfcheck(
 
 
 def selfcheck_qc(
-    ds,
+    ds: xr.Dataset,
     reconstruction: str | Path,
     reconstruction_channel: str | int | None = None,
     *,
@@ -431,11 +442,11 @@ def selfcheck_qc(
     device: str = "auto",
     batch_size: int = 16,
     cluster: Any = "threads",
-    client=None,
+    client: Client | None = None,
     progress: bool = False,
     fields_per_task: int = 1,
-    model=None,
-):
+    model: Model | None = None,
+) -> xr.Dataset:
     """Add the self-check PhIRM, the reference-free field checks and the flags to a QC Dataset.
 
     ``reconstruction`` is an inpainted plate; its provenance names the model.
