@@ -539,14 +539,14 @@ def selfcheck_qc(
 
 
 def add_to_dataset(
-    ds,
+    ds: xr.Dataset,
     results: Mapping,
     spec: SelfCheckSpec,
     *,
-    pool=None,
+    pool: MaskPool | None = None,
     selfcheck_threshold: float = 0.9,
     residual_threshold: float = 50.0,
-):
+) -> xr.Dataset:
     """Self-check and field-check variables, flags and summaries into a QC Dataset."""
     from phirm_scale import fieldqc, qc, selfcheck
 
@@ -608,9 +608,9 @@ def verify_field(
     source: np.ndarray,
     holes: np.ndarray,
     filled: np.ndarray,
-    runner,
+    runner: Model,
     per_call: int,
-    key,
+    key: FieldKeyLike,
     spec: VerifySpec,
     *,
     tile: int,
