@@ -29,16 +29,21 @@ This module is the tile store's only reader and writer; plates are read through
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import numpy.typing as npt
 
 from phirm_scale.errors import InputError
 from phirm_scale.grid import grid_starts
 from phirm_scale.plate import ATTRS_KEY
 from phirm_scale.validation import check_image
+
+if TYPE_CHECKING:
+    from phirm_scale.plate import FieldKey, Plate
 
 __all__ = [
     "SPLITS",
@@ -88,7 +93,9 @@ def tile_starts(length: int, size: int, stride: int | None = None) -> list[int]:
     return grid_starts(length, size, stride)
 
 
-def cut_tiles(image, *, size=256, stride=None, normalise=True):
+def cut_tiles(
+    image: npt.ArrayLike, *, size: int = 256, stride: int | None = None, normalise: bool = True
+) -> tuple[np.ndarray, npt.NDArray[np.int32]]:
     """Cut a 2-D field into square tiles (row-major order).
 
     Parameters
@@ -123,7 +130,9 @@ def cut_tiles(image, *, size=256, stride=None, normalise=True):
     return tiles, pos
 
 
-def split_wells(wells, fractions=(0.8, 0.1, 0.1), *, seed=0) -> dict[str, list[str]]:
+def split_wells(
+    wells: Iterable[str], fractions: Sequence[float] = (0.8, 0.1, 0.1), *, seed: int = 0
+) -> dict[str, list[str]]:
     """Assign whole wells to train/val/test at random (seeded).
 
     Counts follow the fractions by largest remainder, and every split with a positive
@@ -170,7 +179,7 @@ def split_wells(wells, fractions=(0.8, 0.1, 0.1), *, seed=0) -> dict[str, list[s
     return out
 
 
-def parse_tiles_path(path) -> tuple[Path, str | None]:
+def parse_tiles_path(path: str | Path) -> tuple[Path, str | None]:
     """Split ``'TILES.zarr:test'`` into ``(Path('TILES.zarr'), 'test')``; no suffix -> None."""
     s = str(path)
     head, sep, tail = s.rpartition(":")
@@ -235,7 +244,7 @@ class TileSet:
         )
 
 
-def open_tiles(path, split=None) -> TileSet:
+def open_tiles(path: str | Path, split: str | None = None) -> TileSet:
     """Open one split of a tile store.
 
     Parameters
@@ -297,21 +306,21 @@ class TilesWritten:
     split_wells: dict
 
 
-def _well_name(key) -> str:
+def _well_name(key: FieldKey) -> str:
     return f"{key.row}{key.column}"
 
 
 def write_tiles(
-    plate,
-    out,
+    plate: Plate | str | Path,
+    out: str | Path,
     *,
-    channel,
-    size=256,
-    stride=None,
-    split=(0.8, 0.1, 0.1),
-    seed=0,
-    label=None,
-    overwrite=False,
+    channel: str | int,
+    size: int = 256,
+    stride: int | None = None,
+    split: Sequence[float] = (0.8, 0.1, 0.1),
+    seed: int = 0,
+    label: str | None = None,
+    overwrite: bool = False,
 ) -> TilesWritten:
     """Cut every field of a plate channel into tiles and write a tile store.
 
@@ -419,7 +428,7 @@ def write_tiles(
                 sl = slice(i * per_field, (i + 1) * per_field)
                 imgs[sl] = tiles
                 posa[sl] = pos
-                if arts is not None:
+                if arts is not None and label is not None:  # arts exist with a label
                     lab = np.asarray(plate.read_label(key, label)) != 0
                     at, _ = cut_tiles(
                         lab.astype(np.uint8), size=size, stride=stride, normalise=False

@@ -31,6 +31,8 @@ if TYPE_CHECKING:
     import numpy as np
     import numpy.typing as npt
 
+    from phirm_scale.metric import PhirmParams
+
 __all__ = [
     "MASK_METHODS",
     "MaskSettings",
@@ -104,7 +106,7 @@ class MaskSettings:
             return DEFAULT_DILATION
         return 0
 
-    def phirm_params(self):
+    def phirm_params(self) -> PhirmParams:
         """PhirmParams of the ``saturation`` method."""
         from phirm_scale.metric import PhirmParams
 
