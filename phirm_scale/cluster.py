@@ -247,7 +247,7 @@ def open_cluster(
     jobs: int | None = None,
     adapt: tuple[int, int] | str | None = None,
     timeout: float | None = None,
-) -> Iterator[object]:
+) -> Iterator[Client | None]:
     """Open the cluster named by ``spec`` and yield a :class:`distributed.Client`.
 
     ``threads`` yields ``None``. What this function started is closed on exit; a Client

@@ -28,13 +28,20 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from dataclasses import field as dc_field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from phirm_scale.errors import OutputError, PhirmError, PlateError
+
+if TYPE_CHECKING:
+    import xarray as xr
+    from distributed import Client
+
+    from phirm_scale.plate import FieldKeyLike
 
 __all__ = [
     "PlateSource",
@@ -535,7 +542,7 @@ def _remove_previous(out: Path, plan: ScreenPlan) -> None:
             shutil.rmtree(child)
 
 
-def _write_json(path: Path, obj) -> None:
+def _write_json(path: Path, obj: object) -> None:
     from phirm_scale.outputs import atomic_store
 
     with atomic_store(path) as tmp:
@@ -635,7 +642,13 @@ def run_screen(
         return summary
 
 
-def _selfcheck_screen(plan: ScreenPlan, qcs: dict, spec, stages: dict, progress: bool):
+def _selfcheck_screen(
+    plan: ScreenPlan,
+    qcs: dict[str, xr.Dataset],
+    spec: Client | str,
+    stages: dict[str, dict[str, Any]],
+    progress: bool,
+) -> None:
     """Self-check every plate (no reference channel).
 
     Pseudo-holes are shaped like the plate's own artefact masks, or, for a plate without
@@ -670,12 +683,12 @@ def _selfcheck_screen(plan: ScreenPlan, qcs: dict, spec, stages: dict, progress:
             )
 
 
-def _timed(stages: dict, name: str, n: int):
+def _timed(stages: dict[str, dict[str, Any]], name: str, n: int) -> AbstractContextManager[None]:
     class _T:
-        def __enter__(self):
+        def __enter__(self) -> None:
             self.t = time.perf_counter()
 
-        def __exit__(self, *exc):
+        def __exit__(self, *exc: object) -> Literal[False]:
             stages[name]["seconds"] = round(
                 stages[name]["seconds"] + time.perf_counter() - self.t, 3
             )
@@ -686,8 +699,13 @@ def _timed(stages: dict, name: str, n: int):
 
 
 def _run_plate(
-    p: PlateSource, plan: ScreenPlan, spec, client, stages: dict, progress: bool
-) -> dict:
+    p: PlateSource,
+    plan: ScreenPlan,
+    spec: Client | str,
+    client: Client | None,
+    stages: dict[str, dict[str, Any]],
+    progress: bool,
+) -> dict[str, Any]:
     from phirm_scale.plate import open_plate
     from phirm_scale.stages.convert import convert
     from phirm_scale.stages.inpaint import inpaint_plate
@@ -753,7 +771,7 @@ def _run_plate(
     }
 
 
-def nothing_done_warnings(ds, artefact_channel: str | None = None) -> list[str]:
+def nothing_done_warnings(ds: xr.Dataset, artefact_channel: str | None = None) -> list[str]:
     """Loud warnings for a screen where a stage found nothing to do.
 
     * no hole pixel in any field (empty masks: nothing was inpainted);
@@ -798,7 +816,7 @@ def nothing_done_warnings(ds, artefact_channel: str | None = None) -> list[str]:
 RESTORED_AREA = "field_restored_area"
 
 
-def _field_file(folder: Path, key) -> Path:
+def _field_file(folder: Path, key: FieldKeyLike) -> Path:
     return folder / f"{key[0]}{key[1]}_{int(key[2])}.npz"
 
 
@@ -824,7 +842,7 @@ def _load_result(path: Path) -> dict | None:
         return None
 
 
-def _kept(folder: Path, keys) -> dict:
+def _kept(folder: Path, keys: Iterable[FieldKeyLike]) -> dict:
     """``{key: result}`` of the fields of ``keys`` already kept in ``folder``."""
     out = {}
     for k in keys:
@@ -869,7 +887,15 @@ def _selfcheck_and_keep(t: KeptTask) -> list[dict]:
     return out
 
 
-def _score_kept(plate_path: Path, inpainted: Path, folder: Path, s: dict, *, cluster, progress):
+def _score_kept(
+    plate_path: Path,
+    inpainted: Path,
+    folder: Path,
+    s: dict[str, Any],
+    *,
+    cluster: Client | str,
+    progress: bool,
+) -> xr.Dataset:
     """Score a plate, keeping every field's result in ``folder``.
 
     A rerun scores only the fields not kept yet (identical results: the same kernel on the
@@ -950,7 +976,9 @@ def _fieldchecks_and_keep(t: KeptTask) -> list[dict]:
     return out
 
 
-def _fieldchecks_kept(ds, p: PlateSource, plan: ScreenPlan, *, cluster, progress):
+def _fieldchecks_kept(
+    ds: xr.Dataset, p: PlateSource, plan: ScreenPlan, *, cluster: Client | str, progress: bool
+) -> xr.Dataset:
     """Reference-free field checks (no self-check) of plate ``p``, kept per field."""
     from phirm_scale import fieldqc, qc
     from phirm_scale.metric import PhirmParams
@@ -991,7 +1019,15 @@ def _fieldchecks_kept(ds, p: PlateSource, plan: ScreenPlan, *, cluster, progress
     )
 
 
-def _selfcheck_kept(ds, p: PlateSource, pool_plate: Path, plan: ScreenPlan, *, cluster, progress):
+def _selfcheck_kept(
+    ds: xr.Dataset,
+    p: PlateSource,
+    pool_plate: Path,
+    plan: ScreenPlan,
+    *,
+    cluster: Client | str,
+    progress: bool,
+) -> xr.Dataset:
     """Add the self-check and reference-free field checks to plate ``p``'s QC.
 
     Every field's result is kept in ``OUT/.phirm-run/selfcheck_<plate>`` (a rerun computes
