@@ -453,8 +453,8 @@ def _draw_panels(
     axes: Axes | npt.NDArray[np.object_], panels: Sequence[tuple[npt.ArrayLike, str]]
 ) -> None:
     """Draw ``(image in [0, 1], title)`` panels in grey, one per axis, at display size."""
-    # a single Axes becomes a one-element object array
-    for ax, (img, title) in zip(np.atleast_1d(axes), panels, strict=True):  # type: ignore[arg-type]
+    all_axes = np.atleast_1d(axes)  # type: ignore[arg-type]  # one Axes -> a 1-element array
+    for ax, (img, title) in zip(all_axes, panels, strict=True):
         shown, extent = _display(img)
         ax.imshow(shown, cmap="gray", vmin=0, vmax=1, interpolation="antialiased", extent=extent)
         ax.set_title(title, fontsize=9)
