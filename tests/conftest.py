@@ -144,3 +144,64 @@ def run_cli(
     if check:
         assert proc.returncode == 0, proc.stderr
     return proc
+
+
+# --------------------------------------------------------------------------- scenario plates
+def symlink_fields(files: Iterable[Path], folder: Path) -> Path:
+    """A plate folder of TIFFs made of symlinks to ``files`` (nothing copied); returns it."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    for f in files:
+        (folder / Path(f).name).symlink_to(f)
+    return folder
+
+
+def composite_plate(
+    path: Path,
+    *,
+    rows: int = 1,
+    columns: int = 2,
+    fields: int = 2,
+    size=(520, 696),
+    seed: int = 0,
+    artefacts: float = 0.03,
+) -> Path:
+    """Real BBBC039 fields (cropped or mirror-padded) with composited artefacts, built in
+    process: channels ``DAPI`` (damaged), ``CFP`` (artefact channel), ``DAPI_clean`` (ground
+    truth), label ``artefacts_true``. Skips the test without the data. Returns the path."""
+    from phirm_scale.synthetic import make_plate
+
+    return make_plate(
+        path,
+        rows=rows,
+        columns=columns,
+        fields=fields,
+        size=size,
+        seed=seed,
+        from_fields=skip_without_bbbc039(),
+        artefacts=artefacts,
+        cluster="threads",
+        progress=False,
+    ).path
+
+
+def restore_plate(plate: Path, out: Path) -> Path:
+    """Saturation masks on ``DAPI`` (label ``artefacts``, written into ``plate``), then Telea
+    fills them into ``out``: a restored plate without an artefact channel. Returns ``out``."""
+    from phirm_scale.stages.inpaint import inpaint_plate
+    from phirm_scale.stages.masks import make_artefact_masks
+
+    make_artefact_masks(
+        plate, channel="DAPI", method="saturation", cluster="threads", progress=False
+    )
+    inpaint_plate(plate, out, channel="DAPI", model="telea", cluster="threads", progress=False)
+    return Path(out)
+
+
+def copy_store(template: Path, dest: Path) -> Path:
+    """A private copy of a store built once by a module- or session-scoped fixture (for tests
+    that write into it); returns ``dest``."""
+    import shutil
+
+    shutil.copytree(template, dest, symlinks=True)
+    return Path(dest)

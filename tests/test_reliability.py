@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 import tifffile
 import zarr
-from conftest import run_cli
+from conftest import copy_store, run_cli
 
 from phirm_scale.masks._artefacts import artefact_mask
 from phirm_scale.plate import open_plate
@@ -52,6 +52,23 @@ def one_error(proc, *needles: str) -> str:
     return errors[0]
 
 
+def score_args(ref: Path, rec: Path, out: Path, *extra: str) -> list:
+    """``phirm-scale score`` of ``rec``'s DAPI against ``ref``'s DAPI_clean into ``out``."""
+    return [
+        "score",
+        "--reference",
+        f"{ref}:DAPI_clean",
+        "--reconstruction",
+        f"{rec}:DAPI",
+        "-o",
+        out,
+        *extra,
+        "--cluster",
+        "threads",
+        "--no-progress",
+    ]
+
+
 def tree_hash(path: Path, *, skip_labels: bool = False) -> dict[str, str]:
     """sha256 of every file under ``path`` (relative names), optionally without labels/."""
     out = {}
@@ -69,17 +86,30 @@ def pixel_hash(path: Path) -> dict[str, str]:
     return {k: v for k, v in tree_hash(path, skip_labels=True).items() if "/c/" in f"/{k}"}
 
 
-@pytest.fixture
-def plate(tmp_path) -> Path:
-    p = tmp_path / "P.ome.zarr"
+@pytest.fixture(scope="module")
+def plate_template(tmp_path_factory) -> Path:
+    """A small synthetic plate with artefacts, built once; tests get copies."""
+    p = tmp_path_factory.mktemp("template") / "P.ome.zarr"
     make_plate(p, rows=1, columns=2, fields=2, size=64, seed=3, artefacts=0.05)
     return p
 
 
+@pytest.fixture(scope="module")
+def masked_template(plate_template, tmp_path_factory) -> Path:
+    """The same plate with its artefact masks made by `phirm-scale masks` (once)."""
+    p = copy_store(plate_template, tmp_path_factory.mktemp("masked") / "P.ome.zarr")
+    run("masks", p, "--channel", "CFP", "--cluster", "threads", "--no-progress", check=True)
+    return p
+
+
 @pytest.fixture
-def masked(plate) -> Path:
-    run("masks", plate, "--channel", "CFP", "--cluster", "threads", "--no-progress", check=True)
-    return plate
+def plate(plate_template, tmp_path) -> Path:
+    return copy_store(plate_template, tmp_path / "P.ome.zarr")
+
+
+@pytest.fixture
+def masked(masked_template, tmp_path) -> Path:
+    return copy_store(masked_template, tmp_path / "P.ome.zarr")
 
 
 # --------------------------------------------------------------------------- 1. outputs
@@ -88,19 +118,7 @@ def masked(plate) -> Path:
 @pytest.mark.slow
 def test_score_and_tiles_never_delete_their_input(masked, tmp_path):
     before = tree_hash(masked)
-    p = run(
-        "score",
-        "--reference",
-        f"{masked}:DAPI_clean",
-        "--reconstruction",
-        f"{masked}:DAPI",
-        "-o",
-        masked,
-        "--overwrite",
-        "--cluster",
-        "threads",
-        "--no-progress",
-    )
+    p = run(*score_args(masked, masked, masked, "--overwrite"))
     one_error(p, str(masked), "input")
     p = run("tiles", masked, "-o", masked, "--overwrite", "--size", "32", "--channel", "DAPI")
     one_error(p, str(masked), "input")
@@ -127,35 +145,14 @@ def test_overwrite_replaces_only_outputs_of_the_same_command(masked, tmp_path):
     (folder / "chapter1.txt").write_text("precious")
     qc = tmp_path / "QC.zarr"
     run(
-        "score",
-        "--reference",
-        f"{masked}:DAPI_clean",
-        "--reconstruction",
-        f"{masked}:DAPI",
-        "-o",
-        qc,
-        "--cluster",
-        "threads",
-        "--no-progress",
+        *score_args(masked, masked, qc),
         check=True,
     )
     victims = [other, foreign, tiffs, folder, qc]
     before = {v: tree_hash(v) for v in victims}
     for v in [other, foreign, tiffs, folder]:
         one_error(
-            run(
-                "score",
-                "--reference",
-                f"{masked}:DAPI_clean",
-                "--reconstruction",
-                f"{masked}:DAPI",
-                "-o",
-                v,
-                "--overwrite",
-                "--cluster",
-                "threads",
-                "--no-progress",
-            ),
+            run(*score_args(masked, masked, v, "--overwrite")),
             str(v),
             "refusing to replace",
         )
@@ -181,19 +178,7 @@ def test_overwrite_replaces_only_outputs_of_the_same_command(masked, tmp_path):
     assert {v: tree_hash(v) for v in victims} == before
     # ... while an output of the same command is replaced
     run(
-        "score",
-        "--reference",
-        f"{masked}:DAPI_clean",
-        "--reconstruction",
-        f"{masked}:DAPI",
-        "-o",
-        qc,
-        "--overwrite",
-        "--window",
-        "field",
-        "--cluster",
-        "threads",
-        "--no-progress",
+        *score_args(masked, masked, qc, "--overwrite", "--window", "field"),
         check=True,
     )
     assert zarr.open_group(str(qc), mode="r").attrs["window"] == "field"
@@ -356,18 +341,7 @@ def test_inpaint_and_score_reruns_refuse_other_settings(masked, tmp_path):
     prov = open_plate(out).attrs["phirm_scale"]["inpaint"]
     assert prov["dilate"] == 2 and prov["mask_settings"]["radius"] == 4
     qc = tmp_path / "QC.zarr"
-    args = [
-        "score",
-        "--reference",
-        f"{masked}:DAPI_clean",
-        "--reconstruction",
-        f"{out}:DAPI",
-        "-o",
-        qc,
-        "--cluster",
-        "threads",
-        "--no-progress",
-    ]
+    args = score_args(masked, out, qc)
     run(*args, check=True)
     one_error(run(*args, "--window", "32"), str(qc), "output exists", "--overwrite")
     tiles = tmp_path / "T.zarr"
@@ -442,18 +416,7 @@ def test_masks_lock_the_plate(masked, tmp_path):
             f"pid {holder.pid}",
         )
         one_error(
-            run(
-                "score",
-                "--reference",
-                f"{masked}:DAPI_clean",
-                "--reconstruction",
-                f"{masked}:DAPI",
-                "-o",
-                tmp_path / "QC.zarr",
-                "--cluster",
-                "threads",
-                "--no-progress",
-            ),
+            run(*score_args(masked, masked, tmp_path / "QC.zarr")),
             "is being written by another run",
         )
         one_error(
@@ -473,18 +436,7 @@ def test_missing_or_damaged_fields_are_named(masked, tmp_path):
     out = tmp_path / "R.ome.zarr"
     run("inpaint", masked, "-o", out, "--cluster", "threads", check=True)
     qc = tmp_path / "QC.zarr"
-    args = [
-        "score",
-        "--reference",
-        f"{masked}:DAPI_clean",
-        "--reconstruction",
-        f"{out}:DAPI",
-        "-o",
-        qc,
-        "--cluster",
-        "threads",
-        "--no-progress",
-    ]
+    args = score_args(masked, out, qc)
     # chunk files of a completed field deleted: zarr would read zeros
     shutil.rmtree(out / "A" / "02" / "1" / "0" / "c")
     one_error(run(*args), "field A02/1", "missing")
@@ -540,18 +492,7 @@ def test_unwritable_output_is_one_line(masked, tmp_path):
         run("inpaint", masked, "-o", bad / "R.ome.zarr", "--cluster", "threads"), "cannot write"
     )
     one_error(
-        run(
-            "score",
-            "--reference",
-            f"{masked}:DAPI_clean",
-            "--reconstruction",
-            f"{masked}:DAPI",
-            "-o",
-            bad / "QC.zarr",
-            "--cluster",
-            "threads",
-            "--no-progress",
-        ),
+        run(*score_args(masked, masked, bad / "QC.zarr")),
         "cannot write",
     )
     one_error(run("tiles", masked, "-o", bad / "T.zarr", "--size", "32"), "cannot write")
@@ -627,18 +568,7 @@ def test_every_stage_leaves_input_pixels_byte_identical(plate, tmp_path):
     run("inpaint", plate, "-o", out, "--cluster", "threads", check=True)
     qc = tmp_path / "QC.zarr"
     run(
-        "score",
-        "--reference",
-        f"{plate}:DAPI_clean",
-        "--reconstruction",
-        f"{out}:DAPI",
-        "-o",
-        qc,
-        "--mask-label",
-        "artefacts",
-        "--cluster",
-        "threads",
-        "--no-progress",
+        *score_args(plate, out, qc, "--mask-label", "artefacts"),
         check=True,
     )
     run(

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import xarray as xr
-from conftest import run_cli
+from conftest import composite_plate, copy_store, run_cli, symlink_fields
 
 from phirm_scale.plate import open_plate
 
@@ -25,13 +25,10 @@ def cli(*args, ok=True):
 
 def _split(files, root: Path) -> dict[str, list[Path]]:
     """Symlink the fields alternately into root/p1 and root/p2 (nothing copied)."""
-    out = {"p1": [], "p2": []}
-    for i, f in enumerate(sorted(files)):
-        name = "p1" if i % 2 == 0 else "p2"
-        d = root / name
-        d.mkdir(parents=True, exist_ok=True)
-        (d / f.name).symlink_to(f)
-        out[name].append(f)
+    files = sorted(files)
+    out = {"p1": files[0::2], "p2": files[1::2]}
+    for name, fs in out.items():
+        symlink_fields(fs, root / name)
     return out
 
 
@@ -238,10 +235,8 @@ def test_bad_sources(tmp_path, bbbc039_files):
     empty = tmp_path / "empty"
     empty.mkdir()
     assert "neither a folder of TIFFs" in _bad([empty], tmp_path / "o1")
-    a, b = tmp_path / "a" / "plate", tmp_path / "b" / "plate"
-    for d, f in ((a, bbbc039_files[0]), (b, bbbc039_files[1])):
-        d.mkdir(parents=True)
-        (d / f.name).symlink_to(f)
+    a = symlink_fields(bbbc039_files[:1], tmp_path / "a" / "plate")
+    b = symlink_fields(bbbc039_files[1:2], tmp_path / "b" / "plate")
     assert "plate name 'plate'" in _bad([a, b], tmp_path / "o2")
     line = _bad([a], a / "out")
     assert "inside the source" in line
@@ -249,29 +244,15 @@ def test_bad_sources(tmp_path, bbbc039_files):
 
 
 def test_bad_different_channel_sets(tmp_path, bbbc039_files):
-    from phirm_scale.synthetic import make_plate
-
-    d = tmp_path / "tiffs"
-    d.mkdir()
-    (d / bbbc039_files[0].name).symlink_to(bbbc039_files[0])
-    z = make_plate(
-        tmp_path / "z.ome.zarr",
-        rows=1,
-        columns=1,
-        fields=1,
-        size=(520, 696),
-        from_fields=bbbc039_files[0].parent,
-        artefacts=0.02,
-    )
-    line = _bad([d, z.path, "--channel-names", "DAPI"], tmp_path / "o")
+    d = symlink_fields(bbbc039_files[:1], tmp_path / "tiffs")
+    z = composite_plate(tmp_path / "z.ome.zarr", columns=1, fields=1, artefacts=0.02)
+    line = _bad([d, z, "--channel-names", "DAPI"], tmp_path / "o")
     assert "channel" in line
 
 
 @pytest.mark.slow
 def test_bad_settings_refused_before_anything_is_written(tmp_path, bbbc039_files):
-    d = tmp_path / "tiffs"
-    d.mkdir()
-    (d / bbbc039_files[0].name).symlink_to(bbbc039_files[0])
+    d = symlink_fields(bbbc039_files[:1], tmp_path / "tiffs")
     base = [d, "--channel-names", "DAPI", "--artefact-channel", "none"]
     assert "--window" in _bad([*base, "--window", "4096"], tmp_path / "o1")
     assert "window" in _bad([*base, "--window", "abc"], tmp_path / "o2")
@@ -324,9 +305,7 @@ def test_run_json_of_an_earlier_run_is_resumed(tmp_path, bbbc039_files):
     from phirm_scale.errors import OutputError
     from phirm_scale.run import ScreenSettings, plan_screen
 
-    d = tmp_path / "tiffs"
-    d.mkdir()
-    (d / bbbc039_files[0].name).symlink_to(bbbc039_files[0])
+    d = symlink_fields(bbbc039_files[:1], tmp_path / "tiffs")
     out = tmp_path / "out"
     out.mkdir()
     earlier = {
@@ -365,9 +344,7 @@ def test_run_json_of_an_earlier_run_is_resumed(tmp_path, bbbc039_files):
 
 
 def test_output_not_from_run_refused(tmp_path, bbbc039_files):
-    d = tmp_path / "tiffs"
-    d.mkdir()
-    (d / bbbc039_files[0].name).symlink_to(bbbc039_files[0])
+    d = symlink_fields(bbbc039_files[:1], tmp_path / "tiffs")
     out = tmp_path / "o"
     out.mkdir()
     (out / "notes.txt").write_text("mine")
@@ -400,21 +377,11 @@ def _digest(plate_path: Path) -> str:
 
 
 @pytest.fixture(scope="module")
-def zarr_sources(tmp_path_factory, bbbc039_dir):
-    from phirm_scale.synthetic import make_plate
-
+def zarr_sources(tmp_path_factory):
+    """Two composite plates (real fields, composited artefacts), 2 wells x 2 fields each."""
     root = tmp_path_factory.mktemp("zsrc")
     for i, name in enumerate(("alpha", "beta")):
-        make_plate(
-            root / f"{name}.ome.zarr",
-            rows=1,
-            columns=2,
-            fields=2,
-            size=(520, 696),
-            seed=i,
-            from_fields=bbbc039_dir,
-            artefacts=0.03,
-        )
+        composite_plate(root / f"{name}.ome.zarr", seed=i)
     return root
 
 
@@ -433,10 +400,7 @@ def _run(src_root, out, **kw):
 
 
 def _copy_sources(zarr_sources, dest: Path) -> Path:
-    import shutil
-
-    shutil.copytree(zarr_sources, dest)
-    return dest
+    return copy_store(zarr_sources, dest)
 
 
 @pytest.mark.slow

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import hand_dilate
+from conftest import composite_plate, hand_dilate, restore_plate
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -159,36 +159,12 @@ def test_seeded_and_pool_rules(field):
 
 # --------------------------------------------------------------------------- plate level
 @pytest.fixture(scope="module")
-def restored_plate(tmp_path_factory, bbbc039_dir):
-    from phirm_scale.stages.inpaint import inpaint_plate
-    from phirm_scale.stages.masks import make_artefact_masks
-    from phirm_scale.synthetic import make_plate
-
+def restored_plate(tmp_path_factory):
     d = tmp_path_factory.mktemp("sc")
-    p = make_plate(
-        d / "comp.ome.zarr",
-        rows=2,
-        columns=2,
-        fields=2,
-        size=300,
-        seed=3,
-        from_fields=bbbc039_dir,
-        artefacts=0.02,
-        cluster="threads",
-        progress=False,
+    src = composite_plate(
+        d / "comp.ome.zarr", rows=2, columns=2, fields=2, size=300, seed=3, artefacts=0.02
     )
-    make_artefact_masks(
-        p.path, channel="DAPI", method="saturation", cluster="threads", progress=False
-    )
-    inpaint_plate(
-        p.path,
-        d / "rest.ome.zarr",
-        channel="DAPI",
-        model="telea",
-        cluster="threads",
-        progress=False,
-    )
-    return p.path, d / "rest.ome.zarr", d
+    return src, restore_plate(src, d / "rest.ome.zarr"), d
 
 
 def _qc(ref, rec, **kw):
@@ -272,8 +248,6 @@ def test_plate_oracle_and_zero_fill(restored_plate):
 
 
 def test_no_holes_anywhere_needs_a_pool(restored_plate, tmp_path):
-    from phirm_scale.stages.inpaint import inpaint_plate
-    from phirm_scale.stages.masks import make_artefact_masks
     from phirm_scale.stages.selfcheck import selfcheck_qc
     from phirm_scale.synthetic import make_plate
 
@@ -289,17 +263,7 @@ def test_no_holes_anywhere_needs_a_pool(restored_plate, tmp_path):
         cluster="threads",
         progress=False,
     )
-    make_artefact_masks(
-        clean.path, channel="DAPI", method="saturation", cluster="threads", progress=False
-    )
-    inpaint_plate(
-        clean.path,
-        tmp_path / "clean_r.ome.zarr",
-        channel="DAPI",
-        model="telea",
-        cluster="threads",
-        progress=False,
-    )
+    restore_plate(clean.path, tmp_path / "clean_r.ome.zarr")
     ds = _qc(clean.path, tmp_path / "clean_r.ome.zarr")
     with pytest.raises(PlateError, match="no field has a hole .*--mask-pool"):
         selfcheck_qc(ds, tmp_path / "clean_r.ome.zarr")
