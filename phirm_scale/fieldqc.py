@@ -31,6 +31,9 @@ __all__ = [
     "FLAG_BITS",
     "flag_code",
     "known_range",
+    "DEFAULT_HIDDEN_RADIUS",
+    "DEFAULT_HIDDEN_THRESHOLD",
+    "expected_hidden_nuclei",
     "field_checks",
     "focus_score",
     "masked_fraction",
@@ -52,6 +55,11 @@ CHECK_VARIABLES = {
     "nuclei_in_holes": ("nuclei of the restored field lying mostly inside the holes", "1"),
     "restored_nuclei_count": ("nuclei count of the restored field", "1"),
     "masked_fraction_field": ("fraction of the field's pixels inside the holes", "1"),
+    "expected_hidden_nuclei": (
+        "expected nuclei under the holes: local density of nucleus centres on the known "
+        "pixels around each hole pixel, summed over the holes (fieldqc.expected_hidden_nuclei)",
+        "1",
+    ),
     "focus_score": (
         "focus score of the source field (variance / mean of intensities "
         "scaled to 0..1 by the dtype maximum; CellProfiler FocusScore)",
@@ -75,7 +83,15 @@ FLAG_BITS = {
     "selfcheck_below_threshold": 1,
     "residual_artefact_above_threshold": 2,
     "selfcheck_not_run": 4,
+    "hidden_nuclei_above_threshold": 8,
 }
+
+#: Half width (px) of the square around a hole pixel whose nuclei give its local density.
+DEFAULT_HIDDEN_RADIUS = 64
+
+#: Flag a field whose holes are expected to hide at least this many nuclei (chosen on the
+#: tuning plates of docs/qc-without-ground-truth.md, section 7).
+DEFAULT_HIDDEN_THRESHOLD = 15.0
 
 
 def flag_code(
@@ -85,14 +101,20 @@ def flag_code(
     *,
     selfcheck_threshold: float = 0.9,
     residual_threshold: float = 50.0,
+    hidden_nuclei: float = 0.0,
+    hidden_threshold: float = DEFAULT_HIDDEN_THRESHOLD,
 ) -> int:
     """Compute the flag of one field (0 = trusted; bits :data:`FLAG_BITS`).
 
     A field with holes whose mean self-check PhIRM is below ``selfcheck_threshold`` gets 1,
     one whose self-check could not run (NaN: no pseudo-hole fitted) gets 4; any field whose
-    restored version keeps more than ``residual_threshold`` px of PhIRM artefact gets 2.
+    restored version keeps more than ``residual_threshold`` px of PhIRM artefact gets 2; a
+    field whose holes are expected to hide at least ``hidden_threshold`` nuclei
+    (:func:`expected_hidden_nuclei`) gets 8.
     """
     code = 0
+    if hidden_nuclei >= hidden_threshold:
+        code |= FLAG_BITS["hidden_nuclei_above_threshold"]
     if has_holes:
         if math.isnan(selfcheck_phirm):
             code |= FLAG_BITS["selfcheck_not_run"]
@@ -268,6 +290,65 @@ def known_range(
     return float(known.min()), float(known.max())
 
 
+def expected_hidden_nuclei(
+    source: npt.ArrayLike,
+    holes: npt.ArrayLike,
+    *,
+    radius: int = DEFAULT_HIDDEN_RADIUS,
+    params: metric.PhirmParams | None = None,
+    name: str = "field",
+) -> float:
+    """Estimate how many nuclei lay under the holes, from the nuclei around them.
+
+    What makes a restoration bad is what the holes hid: a hole over background is filled
+    well, a large hole over nuclei loses or misdraws them, and PhIRM counts every nucleus
+    lost (docs/qc-without-ground-truth.md, section 7). That is not visible, but its
+    expectation is: the source field, with its hole pixels set to the clean range's minimum
+    (:func:`known_range`), is segmented as PhIRM segments it (8 bit with that range,
+    :func:`phirm_scale.metric.label_components`); each nucleus component puts its weight
+    (``params.clump_count`` for a clump of ``>= params.clump_area`` px, else 1) at its
+    centroid; a hole pixel's density is the weight in the ``(2 radius + 1)``-px square
+    around it divided by the known (non-hole) pixels of that square; the result is the sum
+    of the densities over the hole pixels. 0 for a field without holes.
+    """
+    import cv2
+
+    p = params or metric.PhirmParams()
+    src = _field(source, name)
+    hole = np.asarray(holes) != 0
+    if hole.shape != src.shape:
+        raise InputError(f"{name}: holes shape {hole.shape} != field shape {src.shape}")
+    if radius < 1:
+        raise InputError(f"{name}: hidden-nuclei radius must be >= 1, got {radius}")
+    if not hole.any():
+        return 0.0
+    lo, hi = known_range(src, hole, name=name)
+    img = src.astype(np.float64)
+    img[hole] = lo
+    seg = metric.label_components(metric.to_uint8(img, lo=lo, hi=hi, name=name), p, name=name)
+    nuc = ~seg.artefact
+    ids, area = seg.ids[nuc], seg.area[nuc]
+    if ids.size == 0:
+        return 0.0
+    weight = np.where(area >= p.clump_area, p.clump_count, 1).astype(np.float64)
+    # centroids of the nucleus components (ids are sorted: OpenCV numbers them in order)
+    lut = np.full(int(seg.labels.max()) + 1, -1, np.int64)
+    lut[ids] = np.arange(ids.size)
+    ys, xs = np.nonzero(lut[seg.labels] >= 0)
+    which = lut[seg.labels[ys, xs]]
+    cy = np.bincount(which, weights=ys, minlength=ids.size) / area
+    cx = np.bincount(which, weights=xs, minlength=ids.size) / area
+    centres = np.zeros(src.shape, np.float64)
+    np.add.at(centres, (np.rint(cy).astype(np.int64), np.rint(cx).astype(np.int64)), weight)
+    box = (2 * int(radius) + 1, 2 * int(radius) + 1)
+    near = cv2.boxFilter(centres, -1, box, normalize=False, borderType=cv2.BORDER_CONSTANT)
+    known = cv2.boxFilter(
+        (~hole).astype(np.float64), -1, box, normalize=False, borderType=cv2.BORDER_CONSTANT
+    )
+    density = near / np.maximum(known, 1.0)
+    return float(density[hole].sum())
+
+
 def masked_fraction(holes: npt.ArrayLike, *, name: str = "holes") -> float:
     """Fraction of the field's pixels that are holes (nonzero)."""
     m = check_image(holes, name, what="mask")
@@ -324,6 +405,7 @@ def field_checks(
     *,
     params: metric.PhirmParams | None = None,
     min_fraction: float = 0.5,
+    hidden_radius: int = DEFAULT_HIDDEN_RADIUS,
     name: str = "field",
 ) -> dict[str, float]:
     """Every reference-free check of one field (keys :data:`CHECK_VARIABLES`).
@@ -345,6 +427,9 @@ def field_checks(
         "nuclei_in_holes": float(in_holes),
         "restored_nuclei_count": float(total),
         "masked_fraction_field": masked_fraction(holes, name=f"{name}: holes"),
+        "expected_hidden_nuclei": expected_hidden_nuclei(
+            src, holes, radius=hidden_radius, params=params, name=name
+        ),
         "focus_score": focus_score(src),
         "percent_saturated": percent_saturated(src),
         "percent_maximal": percent_maximal(src),

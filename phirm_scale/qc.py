@@ -37,7 +37,10 @@ import xarray as xr
 
 from phirm_scale import __version__, metric
 from phirm_scale.errors import InputError, OutputError, PhirmError
-from phirm_scale.fieldqc import FLAG_BITS  # the flag bits of the per-field ``flag`` variable
+from phirm_scale.fieldqc import (  # the flag bits of the per-field ``flag`` variable
+    DEFAULT_HIDDEN_THRESHOLD,
+    FLAG_BITS,
+)
 from phirm_scale.grid import grid_starts
 from phirm_scale.plate import ATTRS_KEY
 from phirm_scale.validation import check_image
@@ -737,15 +740,21 @@ def add_selfcheck_summaries(ds: xr.Dataset) -> xr.Dataset:
 
 
 def flag_fields(
-    ds: xr.Dataset, *, selfcheck_threshold: float = 0.9, residual_threshold: float = 50.0
+    ds: xr.Dataset,
+    *,
+    selfcheck_threshold: float = 0.9,
+    residual_threshold: float = 50.0,
+    hidden_threshold: float = DEFAULT_HIDDEN_THRESHOLD,
 ) -> xr.Dataset:
     """Per-field ``flag`` (bit mask, :data:`FLAG_BITS`) from the self-check and residuals.
 
     A field with holes (``masked_fraction_field > 0``) whose mean self-check PhIRM is below
     ``selfcheck_threshold`` gets bit 1; a field whose restored version keeps more than
     ``residual_threshold`` px of PhIRM artefact gets bit 2; a field with holes on which no
-    pseudo-hole could be placed gets bit 4 (its self-check is NaN, never a silent 1.0).
-    Absent fields are NaN; 0 = trusted.
+    pseudo-hole could be placed gets bit 4 (its self-check is NaN, never a silent 1.0); a
+    field whose holes are expected to hide at least ``hidden_threshold`` nuclei
+    (``expected_hidden_nuclei``, :func:`phirm_scale.fieldqc.expected_hidden_nuclei`) gets
+    bit 8. Absent fields are NaN; 0 = trusted.
     """
     ds = ds.copy()
     present = ds["phirm"].notnull().any("window")
@@ -761,6 +770,10 @@ def flag_fields(
         flag = flag + FLAG_BITS["residual_artefact_above_threshold"] * (
             ds["residual_artefact_area"] > residual_threshold
         ).astype(np.float64)
+    if "expected_hidden_nuclei" in ds:
+        flag = flag + FLAG_BITS["hidden_nuclei_above_threshold"] * (
+            ds["expected_hidden_nuclei"] >= hidden_threshold
+        ).astype(np.float64)
     flag = flag.where(present)
     ds["flag"] = xr.Variable(
         ("row", "column", "field"),
@@ -772,6 +785,7 @@ def flag_fields(
             "flag_meanings": " ".join(FLAG_BITS),
             "selfcheck_threshold": float(selfcheck_threshold),
             "residual_threshold": float(residual_threshold),
+            "hidden_threshold": float(hidden_threshold),
         },
     )
     return add_selfcheck_summaries(ds) if "selfcheck_phirm" in ds else ds

@@ -377,8 +377,10 @@ def _flagged_section(ds: xr.Dataset) -> str:
 
     a = ds["flag"].attrs
     rule = (
-        f"mean self-check PhIRM below {float(a.get('selfcheck_threshold', 0.9)):g}, or more "
-        f"than {float(a.get('residual_threshold', 50)):g} px of artefact left after restoration"
+        f"mean self-check PhIRM below {float(a.get('selfcheck_threshold', 0.9)):g}, more "
+        f"than {float(a.get('residual_threshold', 50)):g} px of artefact left after "
+        f"restoration, or at least {float(a.get('hidden_threshold', 15)):g} nuclei expected "
+        "under the holes"
     )
     rows = []
     for r, c, f, _code in flagged_fields(ds):
@@ -614,6 +616,13 @@ def selfcheck_reason(d: xr.Dataset) -> str:
         )
     if code & 4:
         parts.append("no pseudo-hole could be placed: the restoration was not checked")
+    if code & 8:
+        hid_thr = float(d["flag"].attrs.get("hidden_threshold", 15))
+        parts.append(
+            f"about {float(np.nan_to_num(d['expected_hidden_nuclei'].values)):.1f} nuclei "
+            f"expected under the holes (>= {hid_thr:g}: holes this large over this many "
+            "nuclei often lose some; check the restored field by eye)"
+        )
     if "nuclei_in_holes" in d and float(np.nan_to_num(d["nuclei_in_holes"].values)) > 0:
         n = float(np.nan_to_num(d["nuclei_in_holes"].values))
         parts.append(f"{_n(n)} {'nucleus' if n == 1 else 'nuclei'} drawn mostly inside the holes")
@@ -691,7 +700,12 @@ def write_screen_report(
         d = ds.sel(plate=p, row=r, column=c, field=f)
         if flagmode:
             code = int(np.nan_to_num(d["flag"].values))
-            for bit, name in ((1, "self-check"), (2, "residual artefact"), (4, "not checked")):
+            for bit, name in (
+                (1, "self-check"),
+                (2, "residual artefact"),
+                (4, "not checked"),
+                (8, "hidden nuclei"),
+            ):
                 if code & bit:
                     why_counts[name] = why_counts.get(name, 0) + 1
         else:
@@ -728,13 +742,15 @@ def write_screen_report(
         else "not recorded (no mask label)"
     )
     res_thr = float(ds["flag"].attrs.get("residual_threshold", 50)) if "flag" in ds else 50.0
+    hid_thr = float(ds["flag"].attrs.get("hidden_threshold", 15)) if "flag" in ds else 15.0
     rule = (
-        f"mean self-check PhIRM below {thr:g}, or more than {res_thr:g} px of artefact left "
-        "after restoration; there is no reference, so PhIRM against the damaged source is "
-        "not used to flag"
+        f"mean self-check PhIRM below {thr:g}, more than {res_thr:g} px of artefact left "
+        f"after restoration, or at least {hid_thr:g} nuclei expected under the holes; there "
+        "is no reference, so PhIRM against the damaged source is not used to flag"
         if selfcheck
-        else f"more than {res_thr:g} px of artefact left after restoration; there is no "
-        "reference and no self-check"
+        else f"more than {res_thr:g} px of artefact left after restoration, or at least "
+        f"{hid_thr:g} nuclei expected under the holes; there is no reference and no "
+        "self-check"
         if flagmode
         else f"mean PhIRM below {thr:g}"
     )

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 from collections.abc import Iterable, Sequence
 from contextlib import AbstractContextManager
@@ -35,6 +36,7 @@ from dataclasses import field as dc_field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from phirm_scale import fieldqc
 from phirm_scale.errors import OutputError, PhirmError, PlateError
 
 if TYPE_CHECKING:
@@ -65,6 +67,8 @@ _WORK = ".phirm-run"
 #: (the defaults of `score --self-check`, docs/qc-without-ground-truth.md).
 DEFAULT_SELFCHECK_DRAWS = 4
 DEFAULT_RESIDUAL_THRESHOLD = 50.0
+#: Flag fields whose holes are expected to hide this many nuclei (fieldqc's default).
+DEFAULT_HIDDEN_THRESHOLD = fieldqc.DEFAULT_HIDDEN_THRESHOLD
 
 
 @dataclass(frozen=True)
@@ -443,6 +447,7 @@ def plan_screen(
         "selfcheck": st.selfcheck,
         "selfcheck_draws": DEFAULT_SELFCHECK_DRAWS,
         "residual_threshold": DEFAULT_RESIDUAL_THRESHOLD,
+        "hidden_threshold": DEFAULT_HIDDEN_THRESHOLD,
         "window": str(st.window),
         "threshold": float(st.threshold),
         "mode": st.mode,
@@ -459,12 +464,22 @@ def plan_screen(
                 prev = json.loads(rec.read_text()).get("settings")
             except (OSError, ValueError):
                 prev = None
+        if isinstance(prev, dict) and "hidden_threshold" not in prev:
+            # a run from before the hidden-nuclei flag: resumed as it was made (no bit 8),
+            # so its recorded settings still describe its QC
+            if prev == {k: v for k, v in record.items() if k != "hidden_threshold"}:
+                record = prev
         if prev == record:
             resume = True
         elif overwrite:
             resume = False
         elif prev is not None:
-            diff = sorted(k for k in set(prev) | set(record) if prev.get(k) != record.get(k))
+            diff = sorted(
+                k
+                for k in set(prev) | set(record)
+                if prev.get(k) != record.get(k)
+                and (k != "hidden_threshold" or k in prev)  # a run from before the flag
+            )
             raise OutputError(
                 f"{out}: holds a run with other settings ({', '.join(diff)}); "
                 "pass --overwrite to replace it, or choose another output folder"
@@ -1016,6 +1031,8 @@ def _fieldchecks_kept(
         ds,
         selfcheck_threshold=float(s["threshold"]),
         residual_threshold=float(s["residual_threshold"]),
+        # a run resumed from before the hidden-nuclei flag has none (plan_screen)
+        hidden_threshold=float(s.get("hidden_threshold", math.inf)),
     )
 
 
@@ -1082,6 +1099,8 @@ def _selfcheck_kept(
         pool=pool,
         selfcheck_threshold=float(s["threshold"]),
         residual_threshold=float(s["residual_threshold"]),
+        # a run resumed from before the hidden-nuclei flag has none (plan_screen)
+        hidden_threshold=float(s.get("hidden_threshold", math.inf)),
     )
 
 
@@ -1159,9 +1178,9 @@ def _finish(plan: ScreenPlan, qcs: dict, per_plate: dict, stages: dict, progress
         "fields": n_fields,
         "fields_flagged": sum(r["fields_flagged"] for r in rows),
         "flagged_by": (
-            "self-check and residual artefact"
+            "self-check, residual artefact and hidden nuclei"
             if "selfcheck_phirm" in ds
-            else "residual artefact"
+            else "residual artefact and hidden nuclei"
             if "flag" in ds
             else "PhIRM"
         ),

@@ -174,3 +174,97 @@ def test_field_checks_keys_and_values():
     rim = src.copy()
     rim[33, 20] = 65535  # a missed saturated rim pixel: ignored
     assert fieldqc.known_range(rim, holes)[1] == float(src[far].max())
+
+
+# ------------------------------------------------------------- nuclei expected under holes
+def _disk(src, y, x, r, hi=30000, rim=10000):
+    """A textured nucleus: ``hi`` at (y, x) falling to ``rim`` at radius ``r`` (its 8-bit
+    mean stays below PhIRM's artefact mean 210, as real nuclei do)."""
+    yy, xx = np.mgrid[: src.shape[0], : src.shape[1]]
+    d2 = (yy - y) ** 2 + (xx - x) ** 2
+    inside = d2 <= r * r
+    src[inside] = (hi - (hi - rim) * d2[inside] / (r * r)).astype(src.dtype)
+
+
+def _nuclei_grid(shape=(200, 240), step=40, r=7, lo=500):
+    """Background ``lo`` with a nucleus every ``step`` px (centres at step/2 + k*step)."""
+    src = np.full(shape, lo, np.uint16)
+    centres = [
+        (y, x) for y in range(step // 2, shape[0], step) for x in range(step // 2, shape[1], step)
+    ]
+    for y, x in centres:
+        _disk(src, y, x, r)
+    return src, centres
+
+
+def test_expected_hidden_nuclei_by_hand():
+    src, centres = _nuclei_grid()
+    n = len(centres)  # 5 x 6 = 30 nuclei of 113 px, far above PhIRM's 50 px
+    big = 10_000  # the density square covers the whole field from every hole pixel
+    # a 10x10 hole on background (between nuclei): density = 30 nuclei / known px
+    holes = np.zeros(src.shape, bool)
+    holes[35:45, 35:45] = True
+    known = src.size - 100
+    assert fieldqc.expected_hidden_nuclei(src, holes, radius=big) == pytest.approx(100 * n / known)
+    # a 20x20 hole over nucleus (60, 60): that nucleus is hidden, 29 are seen
+    holes = np.zeros(src.shape, bool)
+    holes[50:70, 50:70] = True
+    assert fieldqc.expected_hidden_nuclei(src, holes, radius=big) == pytest.approx(
+        400 * (n - 1) / (src.size - 400)
+    )
+    # no holes: nothing hidden
+    assert fieldqc.expected_hidden_nuclei(src, np.zeros(src.shape, bool)) == 0.0
+
+
+def test_expected_hidden_nuclei_is_local():
+    """The same hole hides more where the nuclei around it are dense (radius 30)."""
+    src, _ = _nuclei_grid(shape=(200, 400), step=40)
+    src[:, 200:] = 500  # right half: no nuclei
+    _disk(src, 104, 304, 7)  # but one, far from the hole below
+    dense = np.zeros(src.shape, bool)
+    dense[75:85, 75:85] = True  # background between four nuclei of the left half
+    sparse = np.zeros(src.shape, bool)
+    sparse[35:45, 235:245] = True  # right half, > 30 px from any nucleus centre
+    d = fieldqc.expected_hidden_nuclei(src, dense, radius=30)
+    s = fieldqc.expected_hidden_nuclei(src, sparse, radius=30)
+    # by hand: the 61x61 square around every pixel of the dense hole holds 4 nucleus centres
+    # (at 60 and 100 in y and x) and 61*61 - 100 known px
+    assert d == pytest.approx(100 * 4 / (61 * 61 - 100))
+    assert s == 0.0
+
+
+def test_expected_hidden_nuclei_counts_clumps_as_params_say():
+    from phirm_scale.metric import PhirmParams
+
+    src = np.full((120, 120), 500, np.uint16)
+    _disk(src, 35, 35, 28)  # a clump of ~2460 px (>= 2200): counts clump_count
+    _disk(src, 95, 95, 7)  # a nucleus of ~150 px
+    holes = np.zeros(src.shape, bool)
+    holes[105:115, 5:15] = True
+    known = src.size - 100
+    for count in (1, 2):
+        p = PhirmParams(clump_count=count)
+        got = fieldqc.expected_hidden_nuclei(src, holes, radius=1000, params=p)
+        assert got == pytest.approx(100 * (count + 1) / known)
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    seed=st.integers(0, 2**31 - 1),
+    radius=st.integers(5, 80),
+)
+def test_expected_hidden_nuclei_transpose_invariant(seed, radius):
+    """The measure has no preferred axis: transposing field and holes changes nothing."""
+    rng = np.random.default_rng(seed)
+    src = np.full((90, 130), 400, np.uint16)
+    for _ in range(int(rng.integers(1, 12))):
+        y, x, r = int(rng.integers(90)), int(rng.integers(130)), int(rng.integers(4, 9))
+        _disk(src, y, x, r, hi=int(rng.integers(20000, 40000)))
+    holes = np.zeros(src.shape, bool)
+    for _ in range(int(rng.integers(1, 4))):
+        y, x = int(rng.integers(80)), int(rng.integers(120))
+        holes[y : y + int(rng.integers(2, 15)), x : x + int(rng.integers(2, 15))] = True
+    a = fieldqc.expected_hidden_nuclei(src, holes, radius=radius)
+    b = fieldqc.expected_hidden_nuclei(src.T.copy(), holes.T.copy(), radius=radius)
+    assert a >= 0
+    assert a == pytest.approx(b, rel=1e-9, abs=1e-12)

@@ -661,9 +661,21 @@ def test_selfcheck_when_no_reference_channel(zarr_sources, tmp_path):
         progress=False,
     )
     ds = xr.open_zarr(out / "qc.zarr").load()
-    for v in ("selfcheck_phirm", "flag", "residual_artefact_area", "focus_score"):
+    for v in (
+        "selfcheck_phirm",
+        "flag",
+        "residual_artefact_area",
+        "focus_score",
+        "expected_hidden_nuclei",
+    ):
         assert v in ds, v
     assert ds["selfcheck_phirm"].dims == ("plate", "row", "column", "field", "window")
+    assert ds["expected_hidden_nuclei"].dims == ("plate", "row", "column", "field")
+    from phirm_scale.fieldqc import DEFAULT_HIDDEN_THRESHOLD
+
+    settings = json.loads((out / "run.json").read_text())["settings"]
+    assert settings["hidden_threshold"] == DEFAULT_HIDDEN_THRESHOLD
+    assert ds["flag"].attrs["hidden_threshold"] == DEFAULT_HIDDEN_THRESHOLD
     assert ds["flag"].attrs["flag_meanings"].startswith("selfcheck_below_threshold")
     assert res["screen"]["flagged_by"] != "PhIRM"
     for row in res["plates"]:
@@ -716,7 +728,7 @@ def test_selfcheck_skipped_loudly_on_the_shipped_clean_fields(real_screen):
     got = ds["focus_score"].values
     np.testing.assert_allclose(np.sort(got[~np.isnan(got)]), np.sort(hand), rtol=1e-9)
     assert int((ds["flag"].fillna(0) > 0).sum()) == 0  # clean fields: no residual artefact
-    assert summary["screen"]["flagged_by"] == "residual artefact"
+    assert summary["screen"]["flagged_by"] == "residual artefact and hidden nuclei"
     rec = json.loads((out / "run.json").read_text())
     assert rec["settings"]["selfcheck"] is True
 

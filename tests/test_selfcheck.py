@@ -206,6 +206,7 @@ def test_plate_selfcheck_variables_and_independence(restored_plate):
         "selfcheck_below_threshold",
         "residual_artefact_above_threshold",
         "selfcheck_not_run",
+        "hidden_nuclei_above_threshold",
     ]
     assert (a.selfcheck_draws == 2).all()
     m = float(a.plate_selfcheck_phirm_mean)
@@ -354,6 +355,9 @@ def test_flag_code_by_hand():
     assert flag_code(float("nan"), 0, True) == 4
     assert flag_code(float("nan"), 60, False) == 2  # no holes: the self-check is moot
     assert flag_code(0.95, 50, True) == 0  # 'more than' the threshold
+    assert flag_code(0.95, 0, True, hidden_nuclei=16.0, hidden_threshold=16.0) == 8  # 'at least'
+    assert flag_code(0.95, 0, True, hidden_nuclei=15.9, hidden_threshold=16.0) == 0
+    assert flag_code(0.85, 60, True, hidden_nuclei=30.0) == 1 + 2 + 8  # default threshold 15
 
 
 def test_inpaint_verify_actions(restored_plate, tmp_path):
@@ -425,6 +429,7 @@ def test_qc_flags_agree_with_flag_code(restored_plate):
         model=ZeroFill(),
         selfcheck_threshold=0.97,
         residual_threshold=20,
+        hidden_threshold=0.5,
     )
     for r in ds.row.values:
         for c in ds.column.values:
@@ -436,5 +441,88 @@ def test_qc_flags_agree_with_flag_code(restored_plate):
                     float(x.masked_fraction_field) > 0,
                     selfcheck_threshold=0.97,
                     residual_threshold=20,
+                    hidden_nuclei=float(x.expected_hidden_nuclei),
+                    hidden_threshold=0.5,
                 )
                 assert int(x.flag) == expected
+
+
+def test_hidden_nuclei_flag_is_the_fields_measure_whatever_the_model(restored_plate):
+    """Bit 8 comes from what the holes hide, not from the model: the oracle and the zero
+    fill get the same bit 8, set exactly where expected_hidden_nuclei (recomputed here from
+    the source field and its holes) reaches the threshold."""
+    from phirm_scale import fieldqc
+    from phirm_scale.plate import open_plate
+    from phirm_scale.stages.selfcheck import selfcheck_qc
+
+    src, rec, _ = restored_plate
+    p = open_plate(src)
+    hidden = {}
+    for k in p.fields:
+        holes = p.read_label(k, "artefacts") > 0
+        hidden[tuple(k)] = fieldqc.expected_hidden_nuclei(p.read_field(k, "DAPI"), holes)
+    vals = sorted(v for v in hidden.values() if v > 0)
+    assert len(vals) >= 2
+    thr = vals[len(vals) // 2]  # about half the fields with holes reach it
+    ds = _qc(src, rec)
+    flags = []
+    for model in (Oracle(), ZeroFill()):
+        q = selfcheck_qc(ds, rec, draws=1, model=model, hidden_threshold=thr)
+        assert q.flag.attrs["hidden_threshold"] == thr
+        bits = {}
+        for k, v in hidden.items():
+            x = q.sel(row=k[0], column=k[1], field=int(k[2]))
+            assert float(x.expected_hidden_nuclei) == pytest.approx(v)
+            bits[k] = bool(int(x.flag) & 8)
+            assert bits[k] == (v >= thr)
+        flags.append(bits)
+    assert flags[0] == flags[1]
+    assert any(flags[0].values()) and not all(flags[0].values())
+
+
+def test_inpaint_verify_flags_hidden_nuclei(restored_plate, tmp_path):
+    from phirm_scale import fieldqc
+    from phirm_scale.plate import open_plate
+    from phirm_scale.stages.inpaint import inpaint_plate
+    from phirm_scale.stages.selfcheck import VerifySpec
+
+    src, _, _ = restored_plate
+    p = open_plate(src)
+    assert VerifySpec().hidden_threshold == fieldqc.DEFAULT_HIDDEN_THRESHOLD
+    out = tmp_path / "v.ome.zarr"
+    r = inpaint_plate(
+        src,
+        out,
+        channel="DAPI",
+        model="telea",
+        cluster="threads",
+        progress=False,
+        verify=VerifySpec(
+            draws=1, selfcheck_threshold=0.0, residual_threshold=1e9, hidden_threshold=0.0
+        ),
+    )
+    q = open_plate(out)
+    with_holes = {f"{k[0]}{k[1]}/{k[2]}" for k in p.fields if p.read_label(k, "artefacts").any()}
+    assert with_holes and {x["field"] for x in r["flagged"]} == with_holes
+    for k in p.fields:
+        rec_ = q.field_attrs(k)["phirm_scale"]["verify"]
+        if f"{k[0]}{k[1]}/{k[2]}" in with_holes:
+            assert rec_["flag"] == 8 and rec_["action"] == "keep"
+            holes = p.read_label(k, "artefacts") > 0
+            expected = fieldqc.expected_hidden_nuclei(p.read_field(k, "DAPI"), holes)
+            assert rec_["expected_hidden_nuclei"] == pytest.approx(expected, abs=1e-3)
+    assert q.attrs["phirm_scale"]["inpaint"]["verify"]["hidden_threshold"] == 0.0
+
+
+def test_cli_hidden_threshold_defaults_are_fieldqc_default():
+    import inspect
+
+    from phirm_scale import fieldqc, run
+    from phirm_scale.cli.inpaint import inpaint_command
+    from phirm_scale.cli.score import score_command
+
+    for fn in (score_command, inpaint_command):
+        assert inspect.signature(fn).parameters["hidden_threshold"].default.default == (
+            fieldqc.DEFAULT_HIDDEN_THRESHOLD
+        )
+    assert run.DEFAULT_HIDDEN_THRESHOLD == fieldqc.DEFAULT_HIDDEN_THRESHOLD

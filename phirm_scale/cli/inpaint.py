@@ -88,6 +88,11 @@ def inpaint_command(
     residual_threshold: float = typer.Option(
         50.0, "--residual-threshold", help="Flag above this many px of artefact left."
     ),
+    hidden_threshold: float = typer.Option(
+        15.0,  # fieldqc.DEFAULT_HIDDEN_THRESHOLD (the CLI imports nothing heavy; a test checks)
+        "--hidden-threshold",
+        help="Flag fields with holes expected to hide at least this many nuclei.",
+    ),
 ) -> None:
     """Fill the holes of CHANNEL in every field of PLATE, one Dask task per field.
 
@@ -105,6 +110,7 @@ def inpaint_command(
             draws=verify_draws,
             selfcheck_threshold=selfcheck_threshold,
             residual_threshold=residual_threshold,
+            hidden_threshold=hidden_threshold,
         )
     elif on_flag != "keep":
         from phirm_scale.errors import PlateError

@@ -97,6 +97,8 @@ def run_cmd(
     if as_json:
         typer.echo(json.dumps(summary))
     else:
+        from phirm_scale.run import DEFAULT_HIDDEN_THRESHOLD
+
         cols = [
             "plate",
             "fields",
@@ -118,11 +120,13 @@ def run_cmd(
             f"{summary['screen']['fields_flagged']} flagged ("
             + {
                 "PhIRM": f"mean PhIRM < {summary['screen']['threshold']:g}",
-                "residual artefact": "residual artefact > 50 px",
+                "residual artefact and hidden nuclei": "residual artefact > 50 px or "
+                f">= {DEFAULT_HIDDEN_THRESHOLD:g} nuclei expected under the holes",
             }.get(
                 summary["screen"]["flagged_by"],
-                f"self-check PhIRM < {summary['screen']['threshold']:g} or residual "
-                "artefact > 50 px",
+                f"self-check PhIRM < {summary['screen']['threshold']:g}, residual "
+                f"artefact > 50 px or >= {DEFAULT_HIDDEN_THRESHOLD:g} nuclei expected under "
+                "the holes",
             )
             + ")",
         )

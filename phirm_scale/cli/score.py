@@ -89,6 +89,12 @@ def score_command(
         "--residual-threshold",
         help="Flag fields whose restored version keeps more than this many px of PhIRM artefact.",
     ),
+    hidden_threshold: float = typer.Option(
+        15.0,  # fieldqc.DEFAULT_HIDDEN_THRESHOLD (the CLI imports nothing heavy; a test checks)
+        "--hidden-threshold",
+        help="Flag fields with holes expected to hide at least this many nuclei "
+        "(expected_hidden_nuclei; docs/qc-without-ground-truth.md section 7).",
+    ),
     overwrite: bool = typer.Option(
         False, "--overwrite", help="Replace an existing QC store made by `score`."
     ),
@@ -163,6 +169,7 @@ def score_command(
                 mask_pool=mask_pool,
                 selfcheck_threshold=selfcheck_threshold,
                 residual_threshold=residual_threshold,
+                hidden_threshold=hidden_threshold,
                 cluster=target,
                 progress=progress,
                 fields_per_task=fields_per_task,

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from phirm_scale.errors import PlateError
+from phirm_scale.fieldqc import DEFAULT_HIDDEN_THRESHOLD
 from phirm_scale.plate import ATTRS_KEY
 
 if TYPE_CHECKING:
@@ -439,6 +440,7 @@ def selfcheck_qc(
     pool_size: int = 16,
     selfcheck_threshold: float = 0.9,
     residual_threshold: float = 50.0,
+    hidden_threshold: float | None = None,
     device: str = "auto",
     batch_size: int = 16,
     cluster: Any = "threads",
@@ -468,8 +470,9 @@ def selfcheck_qc(
         plate's own; a plate with none and no pool is refused).
     pool_size : int
         Fields in the pool.
-    selfcheck_threshold, residual_threshold : float
-        Flag thresholds (:func:`phirm_scale.qc.flag_fields`).
+    selfcheck_threshold, residual_threshold, hidden_threshold : float
+        Flag thresholds (:func:`phirm_scale.qc.flag_fields`; ``hidden_threshold`` default
+        :data:`phirm_scale.fieldqc.DEFAULT_HIDDEN_THRESHOLD`).
     device, batch_size
         Model device and batch (the model itself and its tiling come from the provenance).
     cluster, progress, fields_per_task
@@ -535,6 +538,7 @@ def selfcheck_qc(
         pool=pool,
         selfcheck_threshold=selfcheck_threshold,
         residual_threshold=residual_threshold,
+        hidden_threshold=hidden_threshold,
     )
 
 
@@ -546,6 +550,7 @@ def add_to_dataset(
     pool: MaskPool | None = None,
     selfcheck_threshold: float = 0.9,
     residual_threshold: float = 50.0,
+    hidden_threshold: float | None = None,
 ) -> xr.Dataset:
     """Self-check and field-check variables, flags and summaries into a QC Dataset."""
     from phirm_scale import fieldqc, qc, selfcheck
@@ -560,7 +565,10 @@ def add_to_dataset(
         attrs.update({"selfcheck_pool": pool.source, "selfcheck_pool_fields": len(pool)})
     ds = qc.add_field_results(ds, results, variables, attrs=attrs)
     return qc.flag_fields(
-        ds, selfcheck_threshold=selfcheck_threshold, residual_threshold=residual_threshold
+        ds,
+        selfcheck_threshold=selfcheck_threshold,
+        residual_threshold=residual_threshold,
+        hidden_threshold=DEFAULT_HIDDEN_THRESHOLD if hidden_threshold is None else hidden_threshold,
     )
 
 
@@ -579,6 +587,7 @@ class VerifySpec:
     selfcheck_threshold: float = 0.9
     residual_threshold: float = 50.0
     window: int = 256
+    hidden_threshold: float = DEFAULT_HIDDEN_THRESHOLD
 
     def __post_init__(self) -> None:
         from phirm_scale.models import list_models
@@ -649,17 +658,21 @@ def verify_field(
         mean = float(np.mean(sc["selfcheck_phirm"]))
     lo, hi = fieldqc.known_range(source, hole, name=name)
     residual = fieldqc.residual_artefact_area(filled, lo=lo, hi=hi)
+    hidden = fieldqc.expected_hidden_nuclei(source, hole, name=name)
     code = fieldqc.flag_code(
         mean,
         residual,
         True,
         selfcheck_threshold=spec.selfcheck_threshold,
         residual_threshold=spec.residual_threshold,
+        hidden_nuclei=hidden,
+        hidden_threshold=spec.hidden_threshold,
     )
     record = {
         "flag": code,
         "selfcheck_phirm": None if np.isnan(mean) else mean,
         "residual_artefact_area": int(residual),
+        "expected_hidden_nuclei": round(hidden, 3),
         "action": "keep",
     }
     if code == 0 or spec.on_flag == "keep":
