@@ -752,9 +752,9 @@ def flag_fields(
     ``selfcheck_threshold`` gets bit 1; a field whose restored version keeps more than
     ``residual_threshold`` px of PhIRM artefact gets bit 2; a field with holes on which no
     pseudo-hole could be placed gets bit 4 (its self-check is NaN, never a silent 1.0); a
-    field whose holes are expected to hide at least ``hidden_threshold`` nuclei
-    (``expected_hidden_nuclei``, :func:`phirm_scale.fieldqc.expected_hidden_nuclei`) gets
-    bit 8. Absent fields are NaN; 0 = trusted.
+    field whose holes are expected to hide at least ``hidden_threshold`` nuclear pixels
+    (``expected_hidden_nuclear_area``, :func:`phirm_scale.fieldqc.expected_hidden_nuclear_area`)
+    gets bit 8. Absent fields are NaN; 0 = trusted.
     """
     ds = ds.copy()
     present = ds["phirm"].notnull().any("window")
@@ -770,9 +770,9 @@ def flag_fields(
         flag = flag + FLAG_BITS["residual_artefact_above_threshold"] * (
             ds["residual_artefact_area"] > residual_threshold
         ).astype(np.float64)
-    if "expected_hidden_nuclei" in ds:
+    if "expected_hidden_nuclear_area" in ds:
         flag = flag + FLAG_BITS["hidden_nuclei_above_threshold"] * (
-            ds["expected_hidden_nuclei"] >= hidden_threshold
+            ds["expected_hidden_nuclear_area"] >= hidden_threshold
         ).astype(np.float64)
     flag = flag.where(present)
     ds["flag"] = xr.Variable(

@@ -379,8 +379,8 @@ def _flagged_section(ds: xr.Dataset) -> str:
     rule = (
         f"mean self-check PhIRM below {float(a.get('selfcheck_threshold', 0.9)):g}, more "
         f"than {float(a.get('residual_threshold', 50)):g} px of artefact left after "
-        f"restoration, or at least {float(a.get('hidden_threshold', 15)):g} nuclei expected "
-        "under the holes"
+        f"restoration, or at least {float(a.get('hidden_threshold', 8500)):g} px of nuclei "
+        "expected under the holes"
     )
     rows = []
     for r, c, f, _code in flagged_fields(ds):
@@ -617,11 +617,11 @@ def selfcheck_reason(d: xr.Dataset) -> str:
     if code & 4:
         parts.append("no pseudo-hole could be placed: the restoration was not checked")
     if code & 8:
-        hid_thr = float(d["flag"].attrs.get("hidden_threshold", 15))
+        hid_thr = float(d["flag"].attrs.get("hidden_threshold", 8500))
+        px = float(np.nan_to_num(d["expected_hidden_nuclear_area"].values))
         parts.append(
-            f"about {float(np.nan_to_num(d['expected_hidden_nuclei'].values)):.1f} nuclei "
-            f"expected under the holes (>= {hid_thr:g}: holes this large over this many "
-            "nuclei often lose some; check the restored field by eye)"
+            f"about {_n(px)} px of nuclei expected under the holes (>= {hid_thr:g}: holes "
+            "over this much nuclear area often lose nuclei; check the restored field by eye)"
         )
     if "nuclei_in_holes" in d and float(np.nan_to_num(d["nuclei_in_holes"].values)) > 0:
         n = float(np.nan_to_num(d["nuclei_in_holes"].values))
@@ -742,14 +742,14 @@ def write_screen_report(
         else "not recorded (no mask label)"
     )
     res_thr = float(ds["flag"].attrs.get("residual_threshold", 50)) if "flag" in ds else 50.0
-    hid_thr = float(ds["flag"].attrs.get("hidden_threshold", 15)) if "flag" in ds else 15.0
+    hid_thr = float(ds["flag"].attrs.get("hidden_threshold", 8500)) if "flag" in ds else 8500.0
     rule = (
         f"mean self-check PhIRM below {thr:g}, more than {res_thr:g} px of artefact left "
-        f"after restoration, or at least {hid_thr:g} nuclei expected under the holes; there "
-        "is no reference, so PhIRM against the damaged source is not used to flag"
+        f"after restoration, or at least {hid_thr:g} px of nuclei expected under the holes; "
+        "there is no reference, so PhIRM against the damaged source is not used to flag"
         if selfcheck
         else f"more than {res_thr:g} px of artefact left after restoration, or at least "
-        f"{hid_thr:g} nuclei expected under the holes; there is no reference and no "
+        f"{hid_thr:g} px of nuclei expected under the holes; there is no reference and no "
         "self-check"
         if flagmode
         else f"mean PhIRM below {thr:g}"

@@ -67,7 +67,7 @@ _WORK = ".phirm-run"
 #: (the defaults of `score --self-check`, docs/qc-without-ground-truth.md).
 DEFAULT_SELFCHECK_DRAWS = 4
 DEFAULT_RESIDUAL_THRESHOLD = 50.0
-#: Flag fields whose holes are expected to hide this many nuclei (fieldqc's default).
+#: Flag fields whose holes are expected to hide this many nuclear px (fieldqc's default).
 DEFAULT_HIDDEN_THRESHOLD = fieldqc.DEFAULT_HIDDEN_THRESHOLD
 
 

@@ -8,6 +8,10 @@ Reproduces the tables of docs/qc-without-ground-truth.md:
     python scripts/qc_validation.py draws    --out qcval     # self-check spread vs draws
     python scripts/qc_validation.py validate --out qcval     # self-check vs true PhIRM, flags
     python scripts/qc_validation.py holes-nuclei --out qcval # nuclei_in_holes as a flag?
+    python scripts/qc_validation.py candidates --out qcval   # section 7: predictors explored
+    python scripts/qc_validation.py labelled --out qcval --split tuning|held-out
+    python scripts/qc_validation.py labelled-extra --out qcval --split tuning|held-out
+    python scripts/qc_validation.py rule --out qcval [--split held-out]  # choose, then report
 
 ``plates`` builds the plates with ``make_plate`` (real fields, composited fibres and dust, the
 clean field kept as ``DAPI_clean``). ``sweep`` runs, per field and in this process, the same
@@ -699,8 +703,43 @@ def candidates(out: Path) -> None:
     (out / "candidates.json").write_text(json.dumps(res, indent=1))
 
 
+def labelled_extra(out: Path, *, split: str) -> None:
+    """Section 7b: the ring measures of ``_hole_neighbourhood`` for every field of the
+    ``split`` plates (no inpainting needed), one JSON line per field in
+    ``OUT/labelled_extra_SPLIT.jsonl``; ``rule`` adds them to its candidates."""
+    from phirm_scale.plate import FieldKey, row_name
+    from phirm_scale.stages.masks import MaskSettings, mask_image
+    from phirm_scale.synthetic import _list_sources, make_field
+
+    seeds = TUNING_SEEDS if split == "tuning" else HELD_OUT_SEEDS
+    path = out / f"labelled_extra_{split}.jsonl"
+    done = set()
+    if path.exists():
+        done = {(r["plate"], r["field"]) for r in map(json.loads, path.read_text().splitlines())}
+    sources = _list_sources(DATA)
+    settings = MaskSettings(method="saturation")
+    keys = [FieldKey(row_name(r), str(c + 1).zfill(2), 0) for r in range(7) for c in range(7)]
+    for seed in seeds:
+        for dens in LABELLED_DENSITIES:
+            plate = f"s{seed}_d{dens:g}"
+            for i, k in enumerate(keys):
+                fname = f"{k.row}{k.column}/{k.field}"
+                if (plate, fname) in done:
+                    continue
+                data, _ = make_field(
+                    k, size=(520, 696), seed=seed, artefacts=dens, source=str(sources[i])
+                )
+                holes = mask_image(data[0], settings) != 0
+                row = {"plate": plate, "field": fname, **_hole_neighbourhood(data[0], holes)}
+                with open(path, "a") as fh:
+                    fh.write(json.dumps(row) + "\n")
+            print(f"{plate} done", flush=True)
+
+
 #: Candidate reference-free predictors of a bad restoration (higher = worse), section 7.
 RULE_CANDIDATES = ("expected_hidden_nuclei", "nuclei_in_holes", "masked_fraction_field")
+#: Section 7b: candidates added after the ``candidates`` table (``labelled-extra``).
+RULE_CANDIDATES_7B = ("ring_px_field", "nuclei_touching_holes")
 #: Tuning recall a threshold must reach (a margin above the 80 % target).
 TUNING_RECALL = 0.85
 #: Highest false-flag rate (good fields flagged / good fields) accepted, fixed before the
@@ -714,9 +753,17 @@ def _rows(out: Path, split: str) -> list[dict]:
     path = out / f"labelled_{split}.jsonl"
     if not path.exists():
         raise SystemExit(f"error: {path}: run `labelled --split {split}` first")
-    return [
+    rows = [
         r for r in map(json.loads, path.read_text().splitlines()) if r["masked_fraction_field"] > 0
     ]
+    extra = out / f"labelled_extra_{split}.jsonl"
+    if extra.exists():  # section 7b's ring measures
+        more = {
+            (r["plate"], r["field"]): r for r in map(json.loads, extra.read_text().splitlines())
+        }
+        for r in rows:
+            r.update(more.get((r["plate"], r["field"]), {}))
+    return rows
 
 
 def _counts(rows: list[dict], var: str, thr: float, bad_below: float = 0.9) -> dict:
@@ -750,11 +797,12 @@ def rule(out: Path, *, held_out: bool = False) -> dict:
     print("| predictor | threshold | fields | truly bad | bad flagged | good flagged |")
     print("|---|---|---|---|---|---|")
     best = None
-    for var in RULE_CANDIDATES:
+    extra = [v for v in RULE_CANDIDATES_7B if tune and v in tune[0]]
+    for var in (*RULE_CANDIDATES, *extra):
         vals = np.sort([r[var] for r in tune if r["true"] < 0.9])
         thr = float(vals[int(np.floor((1 - TUNING_RECALL) * len(vals)))])
-        if var != "masked_fraction_field":
-            thr = float(np.floor(thr * 2) / 2)  # a round default (halves), never above
+        if var != "masked_fraction_field":  # a round default, never above
+            thr = float(np.floor(thr / 100) * 100 if thr >= 100 else np.floor(thr * 2) / 2)
         c = _counts(tune, var, thr)
         res["tuning"][var] = {"threshold": thr, **c}
         print(f"| {var} | >= {thr:g} | {_fmt(c)} |")
@@ -765,7 +813,10 @@ def rule(out: Path, *, held_out: bool = False) -> dict:
     print(f"chosen on the tuning plates: {best} >= {res['chosen']['threshold']:g}")
     from phirm_scale.fieldqc import DEFAULT_HIDDEN_THRESHOLD
 
-    print(f"(the product's default: expected_hidden_nuclei >= {DEFAULT_HIDDEN_THRESHOLD:g})")
+    print(
+        "(the product's flag bit 8: expected_hidden_nuclear_area, the `ring_px_field` here, "
+        f">= {DEFAULT_HIDDEN_THRESHOLD:g})"
+    )
     print("| tuning plates (set A) | fields | truly bad | bad flagged | good flagged |")
     print("|---|---|---|---|---|")
     res["tuning_by_density"] = {}
@@ -826,6 +877,7 @@ def main() -> None:
             "holes-nuclei",
             "candidates",
             "labelled",
+            "labelled-extra",
             "rule",
         ],
     )
@@ -848,6 +900,8 @@ def main() -> None:
         draws(a.out)
     elif a.what == "candidates":
         candidates(a.out)
+    elif a.what == "labelled-extra":
+        labelled_extra(a.out, split=a.split)
     elif a.what == "labelled":
         labelled(a.out, split=a.split)
     elif a.what == "rule":

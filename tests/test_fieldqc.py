@@ -248,13 +248,40 @@ def test_expected_hidden_nuclei_counts_clumps_as_params_say():
         assert got == pytest.approx(100 * (count + 1) / known)
 
 
+def test_expected_hidden_nuclear_area_by_hand():
+    """Each hole component counts its area times the nucleus fraction of the non-hole
+    pixels within 8 px of it."""
+    lo = 500
+    src = np.full((120, 160), lo, np.uint16)
+    # left half (x < 80): one textured nucleus region (8-bit 125..255 with the field's
+    # range, mean ~190 < PhIRM's artefact mean 210), varying along y only
+    src[:, :80] = np.linspace(15000, 30000, 120).astype(np.uint16)[:, None]
+    holes = np.zeros(src.shape, bool)
+    holes[20:30, 30:40] = True  # inside the nucleus region: ring all nucleus -> 100
+    assert fieldqc.expected_hidden_nuclear_area(src, holes) == pytest.approx(100.0)
+    holes[:] = False
+    holes[90:100, 120:130] = True  # on background, > 8 px from the region: 0
+    assert fieldqc.expected_hidden_nuclear_area(src, holes) == 0.0
+    holes[:] = False
+    holes[60:70, 75:85] = True  # centred on the border x = 80: half its ring is nucleus
+    assert fieldqc.expected_hidden_nuclear_area(src, holes) == pytest.approx(50.0)
+    # the components add up, and a wider ring reaches the same fractions here
+    holes[20:30, 30:40] = True
+    assert fieldqc.expected_hidden_nuclear_area(src, holes) == pytest.approx(150.0)
+    assert fieldqc.expected_hidden_nuclear_area(src, holes, ring=4) == pytest.approx(150.0)
+    assert fieldqc.expected_hidden_nuclear_area(src, np.zeros(src.shape, bool)) == 0.0
+    with pytest.raises(fieldqc.InputError, match="ring must be >= 1"):
+        fieldqc.expected_hidden_nuclear_area(src, holes, ring=0)
+
+
 @settings(max_examples=25, deadline=None)
 @given(
     seed=st.integers(0, 2**31 - 1),
     radius=st.integers(5, 80),
 )
-def test_expected_hidden_nuclei_transpose_invariant(seed, radius):
-    """The measure has no preferred axis: transposing field and holes changes nothing."""
+def test_expected_hidden_measures_have_no_preferred_direction(seed, radius):
+    """Transposing (expected_hidden_nuclei) or mirroring (both) field and holes changes
+    nothing."""
     rng = np.random.default_rng(seed)
     src = np.full((90, 130), 400, np.uint16)
     for _ in range(int(rng.integers(1, 12))):
@@ -268,3 +295,11 @@ def test_expected_hidden_nuclei_transpose_invariant(seed, radius):
     b = fieldqc.expected_hidden_nuclei(src.T.copy(), holes.T.copy(), radius=radius)
     assert a >= 0
     assert a == pytest.approx(b, rel=1e-9, abs=1e-12)
+    # the ring is OpenCV's elliptic element, symmetric under flips (not under transposition:
+    # it is a pixel wider than tall at some sizes): mirroring the field changes nothing
+    ring = 1 + radius % 12
+    a = fieldqc.expected_hidden_nuclear_area(src, holes, ring=ring)
+    assert 0 <= a <= holes.sum()  # a fraction of the hole area
+    for flip in (np.flipud, np.fliplr):
+        b = fieldqc.expected_hidden_nuclear_area(flip(src).copy(), flip(holes).copy(), ring=ring)
+        assert a == pytest.approx(b, rel=1e-9, abs=1e-12)

@@ -667,10 +667,11 @@ def test_selfcheck_when_no_reference_channel(zarr_sources, tmp_path):
         "residual_artefact_area",
         "focus_score",
         "expected_hidden_nuclei",
+        "expected_hidden_nuclear_area",
     ):
         assert v in ds, v
     assert ds["selfcheck_phirm"].dims == ("plate", "row", "column", "field", "window")
-    assert ds["expected_hidden_nuclei"].dims == ("plate", "row", "column", "field")
+    assert ds["expected_hidden_nuclear_area"].dims == ("plate", "row", "column", "field")
     from phirm_scale.fieldqc import DEFAULT_HIDDEN_THRESHOLD
 
     settings = json.loads((out / "run.json").read_text())["settings"]

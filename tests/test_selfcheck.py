@@ -355,9 +355,10 @@ def test_flag_code_by_hand():
     assert flag_code(float("nan"), 0, True) == 4
     assert flag_code(float("nan"), 60, False) == 2  # no holes: the self-check is moot
     assert flag_code(0.95, 50, True) == 0  # 'more than' the threshold
-    assert flag_code(0.95, 0, True, hidden_nuclei=16.0, hidden_threshold=16.0) == 8  # 'at least'
-    assert flag_code(0.95, 0, True, hidden_nuclei=15.9, hidden_threshold=16.0) == 0
-    assert flag_code(0.85, 60, True, hidden_nuclei=30.0) == 1 + 2 + 8  # default threshold 15
+    assert flag_code(0.95, 0, True, hidden_area=900.0, hidden_threshold=900.0) == 8  # 'at least'
+    assert flag_code(0.95, 0, True, hidden_area=899.9, hidden_threshold=900.0) == 0
+    assert flag_code(0.85, 60, True, hidden_area=9000.0) == 1 + 2 + 8  # default threshold 8500
+    assert flag_code(0.95, 0, True, hidden_area=8499.0) == 0
 
 
 def test_inpaint_verify_actions(restored_plate, tmp_path):
@@ -429,7 +430,7 @@ def test_qc_flags_agree_with_flag_code(restored_plate):
         model=ZeroFill(),
         selfcheck_threshold=0.97,
         residual_threshold=20,
-        hidden_threshold=0.5,
+        hidden_threshold=50.0,
     )
     for r in ds.row.values:
         for c in ds.column.values:
@@ -441,16 +442,16 @@ def test_qc_flags_agree_with_flag_code(restored_plate):
                     float(x.masked_fraction_field) > 0,
                     selfcheck_threshold=0.97,
                     residual_threshold=20,
-                    hidden_nuclei=float(x.expected_hidden_nuclei),
-                    hidden_threshold=0.5,
+                    hidden_area=float(x.expected_hidden_nuclear_area),
+                    hidden_threshold=50.0,
                 )
                 assert int(x.flag) == expected
 
 
 def test_hidden_nuclei_flag_is_the_fields_measure_whatever_the_model(restored_plate):
     """Bit 8 comes from what the holes hide, not from the model: the oracle and the zero
-    fill get the same bit 8, set exactly where expected_hidden_nuclei (recomputed here from
-    the source field and its holes) reaches the threshold."""
+    fill get the same bit 8, set exactly where expected_hidden_nuclear_area (recomputed here
+    from the source field and its holes) reaches the threshold."""
     from phirm_scale import fieldqc
     from phirm_scale.plate import open_plate
     from phirm_scale.stages.selfcheck import selfcheck_qc
@@ -460,7 +461,7 @@ def test_hidden_nuclei_flag_is_the_fields_measure_whatever_the_model(restored_pl
     hidden = {}
     for k in p.fields:
         holes = p.read_label(k, "artefacts") > 0
-        hidden[tuple(k)] = fieldqc.expected_hidden_nuclei(p.read_field(k, "DAPI"), holes)
+        hidden[tuple(k)] = fieldqc.expected_hidden_nuclear_area(p.read_field(k, "DAPI"), holes)
     vals = sorted(v for v in hidden.values() if v > 0)
     assert len(vals) >= 2
     thr = vals[len(vals) // 2]  # about half the fields with holes reach it
@@ -472,7 +473,7 @@ def test_hidden_nuclei_flag_is_the_fields_measure_whatever_the_model(restored_pl
         bits = {}
         for k, v in hidden.items():
             x = q.sel(row=k[0], column=k[1], field=int(k[2]))
-            assert float(x.expected_hidden_nuclei) == pytest.approx(v)
+            assert float(x.expected_hidden_nuclear_area) == pytest.approx(v)
             bits[k] = bool(int(x.flag) & 8)
             assert bits[k] == (v >= thr)
         flags.append(bits)
@@ -509,8 +510,8 @@ def test_inpaint_verify_flags_hidden_nuclei(restored_plate, tmp_path):
         if f"{k[0]}{k[1]}/{k[2]}" in with_holes:
             assert rec_["flag"] == 8 and rec_["action"] == "keep"
             holes = p.read_label(k, "artefacts") > 0
-            expected = fieldqc.expected_hidden_nuclei(p.read_field(k, "DAPI"), holes)
-            assert rec_["expected_hidden_nuclei"] == pytest.approx(expected, abs=1e-3)
+            expected = fieldqc.expected_hidden_nuclear_area(p.read_field(k, "DAPI"), holes)
+            assert rec_["expected_hidden_nuclear_area"] == pytest.approx(expected, abs=1e-3)
     assert q.attrs["phirm_scale"]["inpaint"]["verify"]["hidden_threshold"] == 0.0
 
 

@@ -89,9 +89,9 @@ def inpaint_command(
         50.0, "--residual-threshold", help="Flag above this many px of artefact left."
     ),
     hidden_threshold: float = typer.Option(
-        15.0,  # fieldqc.DEFAULT_HIDDEN_THRESHOLD (the CLI imports nothing heavy; a test checks)
+        8500.0,  # fieldqc.DEFAULT_HIDDEN_THRESHOLD (the CLI imports nothing heavy; a test checks)
         "--hidden-threshold",
-        help="Flag fields with holes expected to hide at least this many nuclei.",
+        help="Flag fields whose holes are expected to hide at least this many nuclear pixels.",
     ),
 ) -> None:
     """Fill the holes of CHANNEL in every field of PLATE, one Dask task per field.

@@ -121,12 +121,12 @@ def run_cmd(
             + {
                 "PhIRM": f"mean PhIRM < {summary['screen']['threshold']:g}",
                 "residual artefact and hidden nuclei": "residual artefact > 50 px or "
-                f">= {DEFAULT_HIDDEN_THRESHOLD:g} nuclei expected under the holes",
+                f">= {DEFAULT_HIDDEN_THRESHOLD:g} nuclear px expected under the holes",
             }.get(
                 summary["screen"]["flagged_by"],
                 f"self-check PhIRM < {summary['screen']['threshold']:g}, residual "
-                f"artefact > 50 px or >= {DEFAULT_HIDDEN_THRESHOLD:g} nuclei expected under "
-                "the holes",
+                f"artefact > 50 px or >= {DEFAULT_HIDDEN_THRESHOLD:g} nuclear px expected "
+                "under the holes",
             )
             + ")",
         )

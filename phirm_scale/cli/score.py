@@ -90,10 +90,10 @@ def score_command(
         help="Flag fields whose restored version keeps more than this many px of PhIRM artefact.",
     ),
     hidden_threshold: float = typer.Option(
-        15.0,  # fieldqc.DEFAULT_HIDDEN_THRESHOLD (the CLI imports nothing heavy; a test checks)
+        8500.0,  # fieldqc.DEFAULT_HIDDEN_THRESHOLD (the CLI imports nothing heavy; a test checks)
         "--hidden-threshold",
-        help="Flag fields with holes expected to hide at least this many nuclei "
-        "(expected_hidden_nuclei; docs/qc-without-ground-truth.md section 7).",
+        help="Flag fields whose holes are expected to hide at least this many nuclear pixels "
+        "(expected_hidden_nuclear_area; docs/qc-without-ground-truth.md section 7).",
     ),
     overwrite: bool = typer.Option(
         False, "--overwrite", help="Replace an existing QC store made by `score`."

@@ -658,21 +658,21 @@ def verify_field(
         mean = float(np.mean(sc["selfcheck_phirm"]))
     lo, hi = fieldqc.known_range(source, hole, name=name)
     residual = fieldqc.residual_artefact_area(filled, lo=lo, hi=hi)
-    hidden = fieldqc.expected_hidden_nuclei(source, hole, name=name)
+    hidden = fieldqc.expected_hidden_nuclear_area(source, hole, name=name)
     code = fieldqc.flag_code(
         mean,
         residual,
         True,
         selfcheck_threshold=spec.selfcheck_threshold,
         residual_threshold=spec.residual_threshold,
-        hidden_nuclei=hidden,
+        hidden_area=hidden,
         hidden_threshold=spec.hidden_threshold,
     )
     record = {
         "flag": code,
         "selfcheck_phirm": None if np.isnan(mean) else mean,
         "residual_artefact_area": int(residual),
-        "expected_hidden_nuclei": round(hidden, 3),
+        "expected_hidden_nuclear_area": round(hidden, 3),
         "action": "keep",
     }
     if code == 0 or spec.on_flag == "keep":
