@@ -225,7 +225,14 @@ def test_plate_selfcheck_variables_and_independence(restored_plate):
     ):
         c = selfcheck_qc(ds, rec, draws=2, client=client)
     for other in (b, c):
-        for v in ("selfcheck_phirm", "selfcheck_pseudo_area", "residual_artefact_area", "flag"):
+        for v in (
+            "selfcheck_phirm",
+            "selfcheck_pseudo_area",
+            "residual_artefact_area",
+            "expected_hidden_nuclear_area",
+            "expected_hidden_nuclei",
+            "flag",
+        ):
             np.testing.assert_array_equal(a[v].values, other[v].values)
 
 
