@@ -22,9 +22,12 @@ install: $(VENV)/.installed
 # The tests marked `slurm` run real jobs on a single-node SLURM on this machine
 # (scripts/slurm-local-up installs and starts it; they are skipped, with the reason, only
 # where the packages cannot be installed).
+# pytest-xdist: one test process per core (at most 4); the SLURM tests share one of them
+# (tests/conftest.py). `make test PYTEST_N=0` runs them in one process.
+PYTEST_N ?= auto
 test: install
 	-scripts/slurm-local-up
-	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q -n $(PYTEST_N) --maxprocesses 4 --dist loadgroup tests
 
 # ruff (lint + format) and mypy, configured in pyproject.toml; the same checks as the
 # pre-commit hooks (.pre-commit-config.yaml). The Python sources only: the README's examples
