@@ -7,24 +7,18 @@ from __future__ import annotations
 import json
 import logging
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import tifffile
+from conftest import run_cli
 
 PLAIN_PROGRESS = re.compile(r"^convert: (\d+)/(\d+) \((\d+)%\) [\d.]+ s$")
 
 
 def cli(*args):
-    return subprocess.run(
-        [sys.executable, "-m", "phirm_scale", *map(str, args)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    return run_cli(*args)
 
 
 def tiffs(folder: Path, seed: int = 0, wells=("A01", "A02")) -> Path:
