@@ -12,9 +12,18 @@ torch is never imported here: a process that forks after torch has started its O
 hands the child a broken thread pool. Commands that need torch import it in the child.
 
 Protocol (one JSON object per line): the test process writes
-``{"argv": [...], "env": {...}, "cwd": "...", "stdout": PATH, "stderr": PATH, "timeout": s}``
-and reads back ``{"returncode": int}`` or ``{"returncode": null}`` when the child ran past
-``timeout`` (it is then killed with its process group). EOF on stdin ends the server.
+``{"id": n, "argv": [...], "env": {...}, "cwd": "...", "stdout": PATH, "stderr": PATH,
+"timeout": s}`` and reads back ``{"id": n, "pid": child}`` at once, then ``{"id": n,
+"returncode": int}``, or ``"returncode": null`` when the child ran past ``timeout`` (it is then
+killed with its process group). EOF on stdin ends the server.
+
+Threads at fork: no Python thread runs in the server (it reports ``threading.active_count()``
+and the client refuses anything but 1). Native pools do exist (OpenBLAS's workers, the
+allocator's background thread: ~5 OS threads in ``/proc/PID/task``); both libraries re-create
+their state in a forked child, as they must for ``multiprocessing``'s fork start method.
+Variables read at interpreter start or import (hash seed, ``*_NUM_THREADS``, ``OMP_*``,
+``MALLOC_*``, terminal width and colour) are the server's: the client sends a call that
+changes one of them to a fresh interpreter instead.
 ``conftest.run_cli`` is the client; ``PHIRM_TEST_FRESH_CLI=1`` makes it start a fresh
 interpreter per call instead.
 """
@@ -176,7 +185,10 @@ def serve() -> None:
         pid = os.fork()
         if pid == 0:
             _exit(_child(req))
-        reply.write(json.dumps({"returncode": _wait(pid, float(req["timeout"]))}) + "\n")
+        reply.write(json.dumps({"id": req["id"], "pid": pid}) + "\n")
+        reply.flush()
+        code = _wait(pid, float(req["timeout"]))
+        reply.write(json.dumps({"id": req["id"], "returncode": code}) + "\n")
         reply.flush()
 
 

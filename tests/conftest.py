@@ -15,8 +15,12 @@ Test modules import the plain helpers with ``from conftest import ...`` (``tests
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import re
+import select
+import signal
 import subprocess
 import sys
 import tempfile
@@ -27,7 +31,7 @@ import numpy as np
 import pytest
 
 # OpenMP threads that sleep when idle instead of spinning: with two test processes on two cores
-# (``make test`` runs pytest-xdist ``-n 2``), a torch test spinning its threads against the
+# (``make test`` runs pytest-xdist, one process per core), a torch test spinning its threads against the
 # other worker ran 30x slower (5 s -> 173 s). Set before any test module imports torch.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import tifffile
@@ -131,25 +135,50 @@ def cli_args(*args) -> list[str]:
     return [sys.executable, "-m", "phirm_scale", *map(str, args)]
 
 
+#: Environment variables read when an interpreter starts or a library is imported (hash seed,
+#: thread pools, allocator, terminal width and colour): a call that sets one of them to
+#: something other than the server's value runs in a fresh interpreter.
+_IMPORT_TIME_ENV = re.compile(
+    r"^(PYTHON\w*|\w*_NUM_THREADS|OMP_\w+|GOMP_\w+|KMP_\w+|MALLOC_\w+|LD_PRELOAD"
+    r"|TERMINAL_WIDTH|FORCE_COLOR|NO_COLOR|TERM|LANG|LC_\w+)$"
+)
+
+
+class CliServerError(RuntimeError):
+    """The tests' CLI server died or answered out of step while a command ran."""
+
+
 class _CliServer:
     """Client of ``tests/_cli_zygote.py``: one pre-imported interpreter per test process that
-    forks a child per command (see that module). Started on first use."""
+    forks a child per command (see that module). Started on first use; if it cannot start
+    (a preload failed, Python threads running, no answer in 120 s) every call runs in a fresh
+    interpreter. Once a command was handed to it, a failure is never hidden by a rerun: the
+    command's process group is killed and the call raises :class:`CliServerError`."""
 
     def __init__(self) -> None:
         self.proc: subprocess.Popen | None = None
+        self.env: dict[str, str] = {}
         self.broken = False
+        self.serial = 0
+
+    def _readline(self, proc: subprocess.Popen, timeout: float) -> str:
+        ready, _, _ = select.select([proc.stdout], [], [], timeout)
+        return proc.stdout.readline() if ready else ""
 
     def _start(self) -> subprocess.Popen | None:
         if self.proc is None and not self.broken:
+            self.env = dict(os.environ)
             proc = subprocess.Popen(
                 [sys.executable, str(Path(__file__).with_name("_cli_zygote.py"))],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.DEVNULL,
                 text=True,
+                env=self.env,
             )
-            ready = json.loads(proc.stdout.readline() or "{}")
-            if not ready.get("ready") or ready.get("failed"):
+            line = self._readline(proc, 120)
+            ready = json.loads(line) if line else {}
+            if not ready.get("ready") or ready.get("failed") or ready.get("threads") != 1:
                 proc.kill()
                 proc.wait()
                 self.broken = True  # fresh interpreters from now on
@@ -157,15 +186,32 @@ class _CliServer:
             self.proc = proc
         return self.proc
 
+    def _stop(self, proc: subprocess.Popen, child: int | None) -> None:
+        """Kill the server and the command it was running (its own process group)."""
+        if child is not None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(child, signal.SIGKILL)
+        proc.kill()
+        proc.wait()
+        self.proc, self.broken = None, True
+
+    def usable_for(self, env: Mapping[str, str] | None) -> bool:
+        if env is None:
+            return True
+        keys = {k for k in (*env, *self.env) if _IMPORT_TIME_ENV.match(k)}
+        return all(env.get(k) == self.env.get(k) for k in keys) if self.env else True
+
     def run(self, argv, env, timeout) -> subprocess.CompletedProcess | None:
         proc = self._start()
-        if proc is None:
+        if proc is None or not self.usable_for(env):
             return None
+        self.serial += 1
         with tempfile.TemporaryDirectory(prefix="phirm-cli-") as tmp:
             out, err = Path(tmp, "stdout"), Path(tmp, "stderr")
             out.touch()
             err.touch()
             req = {
+                "id": self.serial,
                 "argv": list(argv),
                 "env": dict(os.environ if env is None else env),
                 "cwd": os.getcwd(),
@@ -173,14 +219,21 @@ class _CliServer:
                 "stderr": str(err),
                 "timeout": timeout,
             }
-            proc.stdin.write(json.dumps(req) + "\n")
-            proc.stdin.flush()
-            line = proc.stdout.readline()
-            if not line:  # the server died: fresh interpreters from now on
-                proc.wait()
-                self.proc, self.broken = None, True
-                return None
-            reply = json.loads(line)
+            child = None
+            try:
+                proc.stdin.write(json.dumps(req) + "\n")
+                proc.stdin.flush()
+                started = json.loads(self._readline(proc, 60) or "{}")
+                child = started.get("pid")
+                if started.get("id") != self.serial or child is None:
+                    raise CliServerError(f"CLI server did not start {argv}: {started}")
+                # the server kills the command at `timeout`; the margin covers its answer
+                reply = json.loads(self._readline(proc, timeout + 60) or "{}")
+                if reply.get("id") != self.serial or "returncode" not in reply:
+                    raise CliServerError(f"CLI server gave no status for {argv}: {reply}")
+            except BaseException:  # interrupted, timed out or out of step: never reuse it
+                self._stop(proc, child)
+                raise
             stdout = out.read_text(errors="replace")
             stderr = err.read_text(errors="replace")
         cmd = cli_args(*argv)
@@ -191,7 +244,11 @@ class _CliServer:
     def close(self) -> None:
         if self.proc is not None:
             self.proc.stdin.close()
-            self.proc.wait(timeout=30)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
             self.proc = None
 
 
@@ -300,7 +357,7 @@ def copy_store(template: Path, dest: Path) -> Path:
 
 # --------------------------------------------------------------------------- parallel runs
 def pytest_collection_modifyitems(config, items):
-    """Under pytest-xdist (``make test`` runs ``-n 2 --dist loadgroup``), keep the real-SLURM
+    """Under pytest-xdist (``make test`` runs ``-n auto --dist loadgroup``), keep the real-SLURM
     tests on one worker: the local SLURM is one 2-CPU node, and two tests submitting jobs at
     once would queue behind each other's workers."""
     for item in items:

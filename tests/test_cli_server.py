@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import os
+import socket
+import subprocess
 
+import pytest
 from conftest import run_cli
+
+from phirm_scale.synthetic import make_plate
 
 
 def both(*args, env=None):
@@ -34,3 +39,26 @@ def test_the_callers_environment_reaches_the_command(tmp_path):
     assert forked.returncode == fresh.returncode != 0
     plain = run_cli("metric", tmp_path / "a.tif", tmp_path / "b.tif")
     assert "Traceback" not in plain.stderr and plain.stderr.startswith("error:")
+
+
+def test_a_command_past_its_timeout_is_killed_and_the_next_one_runs(tmp_path):
+    plate = tmp_path / "P.ome.zarr"
+    make_plate(plate, rows=1, columns=1, fields=1, size=32, seed=0)
+    # a "scheduler" that takes connections and never answers: the command waits on it
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        address = f"tcp://127.0.0.1:{silent.getsockname()[1]}"
+        with pytest.raises(subprocess.TimeoutExpired):
+            run_cli("masks", plate, "--channel", "CFP", "--cluster", address, timeout=3)
+    assert run_cli("--version").returncode == 0
+
+
+def test_import_time_variables_get_a_fresh_interpreter():
+    from conftest import _CLI_SERVER
+
+    run_cli("--version")  # the server is up
+    assert _CLI_SERVER.usable_for({**os.environ})
+    assert not _CLI_SERVER.usable_for({**os.environ, "PYTHONHASHSEED": "123"})
+    assert not _CLI_SERVER.usable_for({**os.environ, "OMP_NUM_THREADS": "7"})
+    assert _CLI_SERVER.usable_for({**os.environ, "PHIRM_SCALE_DEBUG": "1"})
