@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import time
 from collections.abc import Iterable, Sequence
 from contextlib import AbstractContextManager
@@ -464,12 +463,11 @@ def plan_screen(
                 prev = json.loads(rec.read_text()).get("settings")
             except (OSError, ValueError):
                 prev = None
-        if isinstance(prev, dict) and "hidden_threshold" not in prev:
-            # a run from before the hidden-nuclei flag: resumed as it was made (no bit 8),
-            # so its recorded settings still describe its QC
-            if prev == {k: v for k, v in record.items() if k != "hidden_threshold"}:
-                record = prev
-        if prev == record:
+        if prev == record or _upgradable(prev, record):
+            # a run from before the hidden-nuclei flag (no hidden_threshold recorded) is
+            # resumed with the flag: its kept field checks lack the new measures, so every
+            # field's are recomputed (_kept) and bit 8 applies to all of them, as run.json
+            # then says
             resume = True
         elif overwrite:
             resume = False
@@ -478,7 +476,7 @@ def plan_screen(
                 k
                 for k in set(prev) | set(record)
                 if prev.get(k) != record.get(k)
-                and (k != "hidden_threshold" or k in prev)  # a run from before the flag
+                and (k not in _ADDED_SETTINGS or k in prev)  # a run from before them
             )
             raise OutputError(
                 f"{out}: holds a run with other settings ({', '.join(diff)}); "
@@ -490,6 +488,18 @@ def plan_screen(
                 "choose an empty or new folder"
             )
     return ScreenPlan(out=out, plates=plates, settings=record, resume=resume)
+
+
+#: Settings added since the first runs; a run recorded without them is resumed with them
+#: (every kept per-field result lacking what they need is recomputed: :func:`_kept`).
+_ADDED_SETTINGS = ("hidden_threshold",)
+
+
+def _upgradable(prev: object, record: dict) -> bool:
+    """Whether ``prev`` differs from ``record`` only by settings added since it was made."""
+    if not isinstance(prev, dict) or any(k in prev for k in _ADDED_SETTINGS):
+        return False
+    return prev == {k: v for k, v in record.items() if k not in _ADDED_SETTINGS}
 
 
 def mask_record(channel_name: str, artefact_channel: str | None) -> dict:
@@ -564,6 +574,23 @@ def _write_json(path: Path, obj: object) -> None:
         tmp.write_text(json.dumps(obj, indent=2, default=str) + "\n")
 
 
+def _previous_record(out: Path) -> dict | None:
+    """Return the run.json record a resumed run continues (None when none is readable).
+
+    That is the last complete record: an interrupted resume's own ``previous``.
+    """
+    try:
+        prev = json.loads((out / RUN_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(prev, dict):
+        return None
+    if prev.get("status") == "complete":
+        return prev
+    earlier = prev.get("previous")
+    return earlier if isinstance(earlier, dict) else None
+
+
 def run_screen(
     sources: Sequence[str | Path],
     out: str | Path,
@@ -618,7 +645,7 @@ def run_screen(
             _remove_previous(out, plan)
         out.mkdir(parents=True, exist_ok=True)
         (out / _WORK).mkdir(exist_ok=True)
-        record = {
+        record: dict[str, Any] = {
             "status": "running",
             "settings": plan.settings,
             "inputs": [
@@ -626,6 +653,9 @@ def run_screen(
                 for p in plan.plates
             ],
         }
+        previous = _previous_record(out) if plan.resume else None
+        if previous is not None:  # a resumed run keeps what it resumes until it completes
+            record["previous"] = previous
         _write_json(out / RUN_FILE, record)
         stages: dict[str, dict] = {
             s: {"seconds": 0.0, "fields": 0}
@@ -652,6 +682,7 @@ def run_screen(
             "seconds": round(time.perf_counter() - t_start, 3),
             "fields": sum(p.n_fields for p in plan.plates),
         }
+        record.pop("previous", None)
         record.update({"status": "complete", **summary})
         _write_json(out / RUN_FILE, record)
         return summary
@@ -857,14 +888,19 @@ def _load_result(path: Path) -> dict | None:
         return None
 
 
-def _kept(folder: Path, keys: Iterable[FieldKeyLike]) -> dict:
-    """``{key: result}`` of the fields of ``keys`` already kept in ``folder``."""
+def _kept(folder: Path, keys: Iterable[FieldKeyLike], required: Iterable[str] = ()) -> dict:
+    """``{key: result}`` of the fields of ``keys`` already kept in ``folder``.
+
+    A kept result lacking any of the ``required`` variables (one written by an earlier
+    version, before a check was added) counts as not kept: the field is recomputed.
+    """
+    need = set(required)
     out = {}
     for k in keys:
         f = _field_file(folder, k)
         if f.is_file():
             r = _load_result(f)
-            if r is not None:
+            if r is not None and need <= r.keys():
                 out[k] = r
     return out
 
@@ -1005,7 +1041,7 @@ def _fieldchecks_kept(
     keys = [FieldKey(*k) for k in open_plate(inpainted).fields]
     folder = plan.out / _WORK / f"fieldqc_{p.name}"
     folder.mkdir(parents=True, exist_ok=True)
-    results = _kept(folder, keys)
+    results = _kept(folder, keys, fieldqc.CHECK_VARIABLES)
     todo = [k for k in keys if k not in results]
     if todo:
         params = PhirmParams.for_mode(s["mode"])
@@ -1031,8 +1067,7 @@ def _fieldchecks_kept(
         ds,
         selfcheck_threshold=float(s["threshold"]),
         residual_threshold=float(s["residual_threshold"]),
-        # a run resumed from before the hidden-nuclei flag has none (plan_screen)
-        hidden_threshold=float(s.get("hidden_threshold", math.inf)),
+        hidden_threshold=float(s["hidden_threshold"]),
     )
 
 
@@ -1072,7 +1107,7 @@ def _selfcheck_kept(
     pool = sc._pool_from_recipe(recipe)
     folder = plan.out / _WORK / f"selfcheck_{p.name}"
     folder.mkdir(parents=True, exist_ok=True)
-    results = _kept(folder, keys)
+    results = _kept(folder, keys, sc.result_variables())
     todo = [k for k in keys if k not in results]
     if todo:
         tasks = [
@@ -1099,8 +1134,7 @@ def _selfcheck_kept(
         pool=pool,
         selfcheck_threshold=float(s["threshold"]),
         residual_threshold=float(s["residual_threshold"]),
-        # a run resumed from before the hidden-nuclei flag has none (plan_screen)
-        hidden_threshold=float(s.get("hidden_threshold", math.inf)),
+        hidden_threshold=float(s["hidden_threshold"]),
     )
 
 

@@ -336,7 +336,8 @@ def test_run_json_of_an_earlier_run_is_resumed(tmp_path, bbbc039_files):
     )
     plan = plan_screen([d], out, settings)
     assert plan.resume is True
-    assert plan.settings == earlier
+    # resumed with the hidden-nuclei flag added since (its field checks are recomputed)
+    assert plan.settings == {**earlier, "hidden_threshold": 8500.0}
     import dataclasses
 
     with pytest.raises(OutputError, match=r"other settings \(dilate\)"):
@@ -926,3 +927,111 @@ def test_interrupted_selfcheck_resumes_per_field(zarr_sources, tmp_path, monkeyp
     db = xr.open_zarr(tmp_path / "outb" / "qc.zarr").load()
     drop = ["reference", "reconstruction"]
     xr.testing.assert_equal(da.drop_vars(drop), db.drop_vars(drop))
+
+
+# ------------------------------------- resuming a run made before the hidden-nuclei flag
+_HIDDEN = ("expected_hidden_nuclei", "expected_hidden_nuclear_area")
+
+
+def _as_before_the_hidden_flag(out: Path, folder: str) -> dict:
+    """Make a run's output what 36adfb8 left: its kept per-field checks (``folder``_*)
+    without the two hidden-nuclei measures, run.json's settings without hidden_threshold.
+    Returns the doctored run.json."""
+    files = sorted((out / ".phirm-run").glob(f"{folder}_*/*.npz"))
+    assert files
+    for f in files:
+        with np.load(f) as z:
+            kept = {k: z[k] for k in z.files if k not in _HIDDEN}
+            assert len(kept) == len(z.files) - 2
+        with open(f, "wb") as fh:
+            np.savez(fh, **kept)
+    rec = json.loads((out / "run.json").read_text())
+    rec["settings"].pop("hidden_threshold", None)
+    (out / "run.json").write_text(json.dumps(rec))
+    return rec
+
+
+def _resumed_with_the_flag(out: Path, folder: str, before: xr.Dataset, rerun) -> None:
+    """Rerun on the doctored output: every field's checks recomputed, bit 8 for all of
+    them, run.json's settings say so, the QC equals a run made with the flag."""
+    from phirm_scale.fieldqc import DEFAULT_HIDDEN_THRESHOLD
+
+    old = _as_before_the_hidden_flag(out, folder)
+    summary = rerun()
+    rec = json.loads((out / "run.json").read_text())
+    assert rec["status"] == "complete" and "previous" not in rec
+    assert rec["settings"] == {**old["settings"], "hidden_threshold": DEFAULT_HIDDEN_THRESHOLD}
+    assert rec["plates"] == summary["plates"] == old["plates"]
+    after = xr.open_zarr(out / "qc.zarr").load()
+    assert after["flag"].attrs["hidden_threshold"] == DEFAULT_HIDDEN_THRESHOLD
+    xr.testing.assert_identical(before, after)
+    for f in (out / ".phirm-run").glob(f"{folder}_*/*.npz"):
+        with np.load(f) as z:
+            assert set(_HIDDEN) <= set(z.files), f
+
+
+def test_run_made_before_the_hidden_flag_resumes_with_it(tmp_path, bbbc039_files, monkeypatch):
+    """A run of 36adfb8 (no artefact anywhere: the field checks without the self-check)
+    resumed by this version: no KeyError, the field checks recomputed with the flag; a
+    resume interrupted before it completes keeps the finished run's summary in run.json."""
+    from phirm_scale import run as run_mod
+    from phirm_scale.run import ScreenSettings, run_screen
+
+    d = symlink_fields(bbbc039_files[:1], tmp_path / "tiffs")
+    out = tmp_path / "out"
+
+    def rerun():
+        return run_screen(
+            [d],
+            out,
+            ScreenSettings(channel_names=("DAPI",), artefact_channel=None, window="field"),
+            cluster="threads",
+            progress=False,
+        )
+
+    rerun()
+    before = xr.open_zarr(out / "qc.zarr").load()
+    assert before["expected_hidden_nuclear_area"].notnull().sum() == 1
+    old = _as_before_the_hidden_flag(out, "fieldqc")
+
+    def lost(*a, **kw):
+        raise RuntimeError("node lost")
+
+    with monkeypatch.context() as m:
+        m.setattr(run_mod, "_finish", lost)
+        with pytest.raises(RuntimeError, match="node lost"):
+            rerun()
+    rec = json.loads((out / "run.json").read_text())
+    assert rec["status"] == "running" and rec["previous"] == old
+    (out / "run.json").write_text(json.dumps(old))
+    _resumed_with_the_flag(out, "fieldqc", before, rerun)
+
+
+@pytest.mark.slow
+def test_selfchecked_run_made_before_the_hidden_flag_resumes_with_it(
+    zarr_sources, tmp_path, monkeypatch
+):
+    """The same with holes (the self-check path): every field self-checked again."""
+    import phirm_scale.stages.selfcheck as sc
+    from phirm_scale.run import ScreenSettings, run_screen
+
+    src = copy_store(zarr_sources / "alpha.ome.zarr", tmp_path / "alpha.ome.zarr")
+    out = tmp_path / "out"
+
+    def rerun():
+        return run_screen(
+            [src],
+            out,
+            ScreenSettings(channel="DAPI", artefact_channel="CFP", dilate=1),
+            cluster="threads",
+            progress=False,
+        )
+
+    rerun()
+    before = xr.open_zarr(out / "qc.zarr").load()
+    assert float(before["expected_hidden_nuclear_area"].sum()) > 0
+    real = sc._task
+    done: list = []
+    monkeypatch.setattr(sc, "_task", lambda t: done.extend(t.keys) or real(t))
+    _resumed_with_the_flag(out, "selfcheck", before, rerun)
+    assert len(done) == 4

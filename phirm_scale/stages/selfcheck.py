@@ -542,6 +542,17 @@ def selfcheck_qc(
     )
 
 
+def result_variables() -> dict[str, tuple[str, str]]:
+    """Every variable of a field's self-check result (self-check and field checks)."""
+    from phirm_scale import fieldqc, selfcheck
+
+    return {
+        **selfcheck.SELFCHECK_WINDOW_VARIABLES,
+        **selfcheck.SELFCHECK_FIELD_VARIABLES,
+        **fieldqc.CHECK_VARIABLES,
+    }
+
+
 def add_to_dataset(
     ds: xr.Dataset,
     results: Mapping,
@@ -553,13 +564,9 @@ def add_to_dataset(
     hidden_threshold: float | None = None,
 ) -> xr.Dataset:
     """Self-check and field-check variables, flags and summaries into a QC Dataset."""
-    from phirm_scale import fieldqc, qc, selfcheck
+    from phirm_scale import qc
 
-    variables = {
-        **selfcheck.SELFCHECK_WINDOW_VARIABLES,
-        **selfcheck.SELFCHECK_FIELD_VARIABLES,
-        **fieldqc.CHECK_VARIABLES,
-    }
+    variables = result_variables()
     attrs = spec.attrs()
     if pool is not None:
         attrs.update({"selfcheck_pool": pool.source, "selfcheck_pool_fields": len(pool)})
