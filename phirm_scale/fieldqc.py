@@ -33,6 +33,7 @@ __all__ = [
     "known_range",
     "DEFAULT_HIDDEN_RADIUS",
     "DEFAULT_HIDDEN_THRESHOLD",
+    "check_hidden_threshold",
     "expected_hidden_nuclei",
     "DEFAULT_HIDDEN_RING",
     "expected_hidden_nuclear_area",
@@ -106,6 +107,27 @@ DEFAULT_HIDDEN_RING = 8
 DEFAULT_HIDDEN_THRESHOLD = 8500.0
 
 
+def check_hidden_threshold(value: object) -> float:
+    """Return ``value`` as the hidden-nuclei threshold (px), checked: a finite number > 0.
+
+    At 0 or below every field with holes would be flagged; NaN would disable the flag
+    silently.
+
+    Raises
+    ------
+    InputError
+        Anything else.
+    """
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float, np.integer, np.floating))
+        or not math.isfinite(value)
+        or value <= 0
+    ):
+        raise InputError(f"--hidden-threshold must be a finite number of px > 0, got {value!r}")
+    return float(value)
+
+
 def flag_code(
     selfcheck_phirm: float,
     residual_area: float,
@@ -122,12 +144,19 @@ def flag_code(
     one whose self-check could not run (NaN: no pseudo-hole fitted) gets 4; any field whose
     restored version keeps more than ``residual_threshold`` px of PhIRM artefact gets 2; a
     field whose holes are expected to hide at least ``hidden_threshold`` nuclear pixels
-    (``hidden_area``, :func:`expected_hidden_nuclear_area`) gets 8.
+    (``hidden_area``, :func:`expected_hidden_nuclear_area`) gets 8 (only a field with holes:
+    one without hid nothing).
+
+    Raises
+    ------
+    InputError
+        A ``hidden_threshold`` that is not a finite number > 0 (:func:`check_hidden_threshold`).
     """
     code = 0
-    if hidden_area >= hidden_threshold:
-        code |= FLAG_BITS["hidden_nuclei_above_threshold"]
+    check_hidden_threshold(hidden_threshold)
     if has_holes:
+        if hidden_area >= hidden_threshold:
+            code |= FLAG_BITS["hidden_nuclei_above_threshold"]
         if math.isnan(selfcheck_phirm):
             code |= FLAG_BITS["selfcheck_not_run"]
         elif selfcheck_phirm < selfcheck_threshold:

@@ -754,8 +754,16 @@ def flag_fields(
     pseudo-hole could be placed gets bit 4 (its self-check is NaN, never a silent 1.0); a
     field whose holes are expected to hide at least ``hidden_threshold`` nuclear pixels
     (``expected_hidden_nuclear_area``, :func:`phirm_scale.fieldqc.expected_hidden_nuclear_area`)
-    gets bit 8. Absent fields are NaN; 0 = trusted.
+    gets bit 8 (a field with holes only). Absent fields are NaN; 0 = trusted.
+
+    Raises
+    ------
+    InputError
+        A ``hidden_threshold`` that is not a finite number > 0.
     """
+    from phirm_scale.fieldqc import check_hidden_threshold
+
+    hidden_threshold = check_hidden_threshold(hidden_threshold)
     ds = ds.copy()
     present = ds["phirm"].notnull().any("window")
     flag = xr.zeros_like(present, dtype=np.float64)
@@ -772,7 +780,7 @@ def flag_fields(
         ).astype(np.float64)
     if "expected_hidden_nuclear_area" in ds:
         flag = flag + FLAG_BITS["hidden_nuclei_above_threshold"] * (
-            ds["expected_hidden_nuclear_area"] >= hidden_threshold
+            has_holes & (ds["expected_hidden_nuclear_area"] >= hidden_threshold)
         ).astype(np.float64)
     flag = flag.where(present)
     ds["flag"] = xr.Variable(

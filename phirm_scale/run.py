@@ -97,12 +97,16 @@ class ScreenSettings:
     window, threshold, mode
         Scoring (see :func:`phirm_scale.stages.score.score_plates`); fields with a mean
         PhIRM below ``threshold`` are flagged.
+    hidden_threshold : float
+        Without a reference channel, flag (bit 8) fields whose holes are expected to hide at
+        least this many nuclear px (:func:`phirm_scale.fieldqc.expected_hidden_nuclear_area`;
+        default :data:`phirm_scale.fieldqc.DEFAULT_HIDDEN_THRESHOLD`); a finite number > 0.
 
     Raises
     ------
     PlateError
         An unknown model, a learned model without a checkpoint, a bad window, mode,
-        threshold or dilation.
+        threshold, hidden-nuclei threshold or dilation.
 
     Examples
     --------
@@ -122,6 +126,7 @@ class ScreenSettings:
     threshold: float = 0.9
     mode: str = "paper"
     dilate: int = 0
+    hidden_threshold: float = DEFAULT_HIDDEN_THRESHOLD
 
     def __post_init__(self) -> None:
         import math
@@ -151,6 +156,11 @@ class ScreenSettings:
         d = self.dilate
         if isinstance(d, bool) or not isinstance(d, (int, float)) or int(d) != d or d < 0:
             raise PlateError(f"--dilate must be an integer >= 0, got {d!r}")
+        try:
+            h = fieldqc.check_hidden_threshold(self.hidden_threshold)
+        except PhirmError as exc:
+            raise PlateError(str(exc)) from None
+        object.__setattr__(self, "hidden_threshold", h)
 
     @property
     def mask_method(self) -> str:
@@ -446,7 +456,7 @@ def plan_screen(
         "selfcheck": st.selfcheck,
         "selfcheck_draws": DEFAULT_SELFCHECK_DRAWS,
         "residual_threshold": DEFAULT_RESIDUAL_THRESHOLD,
-        "hidden_threshold": DEFAULT_HIDDEN_THRESHOLD,
+        "hidden_threshold": float(st.hidden_threshold),
         "window": str(st.window),
         "threshold": float(st.threshold),
         "mode": st.mode,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import composite_plate, hand_dilate, restore_plate
+from conftest import composite_plate, hand_dilate, restore_plate, run_cli
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -368,6 +368,74 @@ def test_flag_code_by_hand():
     assert flag_code(0.95, 0, True, hidden_area=8499.0) == 0
 
 
+_BAD_HIDDEN = (0, 0.0, -5.0, float("nan"), float("inf"), True, "8500")
+
+
+def test_hidden_bit_only_with_holes_and_threshold_checked():
+    """Bit 8 needs holes (a field without hid nothing); a hidden threshold <= 0 (every field
+    with holes flagged), NaN (the flag silently off), inf or not a number is refused by
+    flag_code, flag_fields, VerifySpec, selfcheck_qc and ScreenSettings."""
+    import xarray as xr
+
+    from phirm_scale.fieldqc import flag_code
+    from phirm_scale.qc import flag_fields
+    from phirm_scale.run import ScreenSettings
+    from phirm_scale.stages.selfcheck import VerifySpec, selfcheck_qc
+
+    assert flag_code(float("nan"), 0, False, hidden_area=0.0, hidden_threshold=1e-9) == 0
+    assert flag_code(0.95, 0, False, hidden_area=1e6) == 0
+    # two fields, both 9000 px expected hidden; only the first has holes
+    ds = xr.Dataset(
+        {
+            "phirm": (("row", "column", "field", "window"), np.ones((1, 1, 2, 1))),
+            "masked_fraction_field": (("row", "column", "field"), np.array([[[0.1, 0.0]]])),
+            "expected_hidden_nuclear_area": (
+                ("row", "column", "field"),
+                np.array([[[9000.0, 9000.0]]]),
+            ),
+        },
+        coords={"row": ["A"], "column": ["01"], "field": [0, 1], "window": [0]},
+    )
+    assert flag_fields(ds)["flag"].values.ravel().tolist() == [8.0, 0.0]
+    for bad in _BAD_HIDDEN:
+        with pytest.raises(InputError, match="--hidden-threshold"):
+            flag_code(0.95, 0, True, hidden_threshold=bad)
+        with pytest.raises(InputError, match="--hidden-threshold"):
+            flag_fields(ds, hidden_threshold=bad)
+        with pytest.raises(InputError, match="--hidden-threshold"):
+            VerifySpec(hidden_threshold=bad)
+        with pytest.raises(InputError, match="--hidden-threshold"):  # before any file is read
+            selfcheck_qc(ds, "no-such-plate.ome.zarr", hidden_threshold=bad)
+        with pytest.raises(PlateError, match="--hidden-threshold"):
+            ScreenSettings(hidden_threshold=bad)
+
+
+@pytest.mark.parametrize("bad", ["nan", "0", "-1"])
+def test_cli_bad_hidden_threshold_one_line_nothing_written(restored_plate, tmp_path, bad):
+    src, rec, _ = restored_plate
+    out = tmp_path / "o"
+    for args in (
+        (
+            "score",
+            "--reference",
+            f"{src}:DAPI",
+            "--reconstruction",
+            f"{rec}:DAPI",
+            "-o",
+            out,
+            "--self-check",
+        ),
+        ("inpaint", src, "-o", out, "--channel", "DAPI", "--verify"),
+        ("run", src, "-o", out, "--artefact-channel", "CFP"),
+    ):
+        p = run_cli(*args, "--hidden-threshold", bad, "--cluster", "threads", "--no-progress")
+        assert p.returncode == 2, (args[0], p.stderr)
+        lines = p.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error:"), (args[0], p.stderr)
+        assert "--hidden-threshold" in lines[0]
+        assert not out.exists()
+
+
 def test_inpaint_verify_actions(restored_plate, tmp_path):
     from phirm_scale.inpaint import inpaint_field
     from phirm_scale.models import get_model
@@ -506,20 +574,26 @@ def test_inpaint_verify_flags_hidden_nuclei(restored_plate, tmp_path):
         cluster="threads",
         progress=False,
         verify=VerifySpec(
-            draws=1, selfcheck_threshold=0.0, residual_threshold=1e9, hidden_threshold=0.0
+            draws=1, selfcheck_threshold=0.0, residual_threshold=1e9, hidden_threshold=1e-6
         ),
     )
     q = open_plate(out)
-    with_holes = {f"{k[0]}{k[1]}/{k[2]}" for k in p.fields if p.read_label(k, "artefacts").any()}
-    assert with_holes and {x["field"] for x in r["flagged"]} == with_holes
+    expected = {
+        f"{k[0]}{k[1]}/{k[2]}": fieldqc.expected_hidden_nuclear_area(
+            p.read_field(k, "DAPI"), p.read_label(k, "artefacts") > 0
+        )
+        for k in p.fields
+        if p.read_label(k, "artefacts").any()
+    }
+    hiding = {f for f, v in expected.items() if v >= 1e-6}
+    assert hiding and {x["field"] for x in r["flagged"]} == hiding
     for k in p.fields:
         rec_ = q.field_attrs(k)["phirm_scale"]["verify"]
-        if f"{k[0]}{k[1]}/{k[2]}" in with_holes:
+        if f"{k[0]}{k[1]}/{k[2]}" in hiding:
             assert rec_["flag"] == 8 and rec_["action"] == "keep"
-            holes = p.read_label(k, "artefacts") > 0
-            expected = fieldqc.expected_hidden_nuclear_area(p.read_field(k, "DAPI"), holes)
-            assert rec_["expected_hidden_nuclear_area"] == pytest.approx(expected, abs=1e-3)
-    assert q.attrs["phirm_scale"]["inpaint"]["verify"]["hidden_threshold"] == 0.0
+            want = expected[f"{k[0]}{k[1]}/{k[2]}"]
+            assert rec_["expected_hidden_nuclear_area"] == pytest.approx(want, abs=1e-3)
+    assert q.attrs["phirm_scale"]["inpaint"]["verify"]["hidden_threshold"] == 1e-6
 
 
 def test_cli_hidden_threshold_defaults_are_fieldqc_default():
@@ -527,9 +601,11 @@ def test_cli_hidden_threshold_defaults_are_fieldqc_default():
 
     from phirm_scale import fieldqc, run
     from phirm_scale.cli.inpaint import inpaint_command
+    from phirm_scale.cli.run import run_cmd
     from phirm_scale.cli.score import score_command
 
-    for fn in (score_command, inpaint_command):
+    assert run.ScreenSettings().hidden_threshold == fieldqc.DEFAULT_HIDDEN_THRESHOLD
+    for fn in (score_command, inpaint_command, run_cmd):
         assert inspect.signature(fn).parameters["hidden_threshold"].default.default == (
             fieldqc.DEFAULT_HIDDEN_THRESHOLD
         )

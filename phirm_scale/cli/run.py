@@ -51,6 +51,12 @@ def run_cmd(
     ),
     window: str = typer.Option("256", help="Scoring window edge in pixels, or 'field'."),
     threshold: float = typer.Option(0.9, help="Fields with a mean PhIRM below this are flagged."),
+    hidden_threshold: float = typer.Option(
+        8500.0,  # fieldqc.DEFAULT_HIDDEN_THRESHOLD (the CLI imports nothing heavy; a test checks)
+        "--hidden-threshold",
+        help="Without --reference-channel, flag fields whose holes are expected to hide at "
+        "least this many nuclear pixels (docs/qc-without-ground-truth.md section 7b).",
+    ),
     cluster: str = typer.Option(
         "local",
         help="Dask cluster, opened once for every stage: "
@@ -90,6 +96,7 @@ def run_cmd(
         window=window,
         threshold=threshold,
         dilate=dilate,
+        hidden_threshold=hidden_threshold,
     )
     summary = run_screen(
         sources, out, settings, cluster=cluster, overwrite=overwrite, progress=progress

@@ -140,7 +140,10 @@ def score_command(
     plan = plan_score(reference, reconstruction, window=window, mask_label=mask_label)
     spec = None
     if self_check:
+        from phirm_scale.fieldqc import check_hidden_threshold
         from phirm_scale.stages.selfcheck import selfcheck_qc, selfcheck_spec
+
+        check_hidden_threshold(hidden_threshold)
 
         # validated before any work: the reconstruction must carry its inpainting provenance
         spec = selfcheck_spec(plan.reconstruction, draws=self_check_draws, seed=self_check_seed)

@@ -484,10 +484,19 @@ def selfcheck_qc(
     Returns
     -------
     xarray.Dataset
+
+    Raises
+    ------
+    InputError
+        A ``hidden_threshold`` that is not a finite number > 0 (checked before any work).
     """
     from phirm_scale import metric
+    from phirm_scale.fieldqc import check_hidden_threshold
     from phirm_scale.plate import FieldKey
     from phirm_scale.stages.score import parse_plate_spec
+
+    if hidden_threshold is not None:
+        hidden_threshold = check_hidden_threshold(hidden_threshold)
 
     path, spec_chan = parse_plate_spec(reconstruction)
     chan: str | int | None = (
@@ -612,6 +621,9 @@ class VerifySpec:
                 )
         if self.draws < 1:
             raise PlateError(f"verify draws must be >= 1, got {self.draws}")
+        from phirm_scale.fieldqc import check_hidden_threshold
+
+        object.__setattr__(self, "hidden_threshold", check_hidden_threshold(self.hidden_threshold))
 
     def as_attrs(self) -> dict:
         """Return the settings as a plain dict (recorded in the restored plate's attributes)."""
