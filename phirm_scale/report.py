@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import html
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -376,11 +376,16 @@ def _flagged_section(ds: xr.Dataset) -> str:
     from phirm_scale.qc import flagged_fields
 
     a = ds["flag"].attrs
+    hid_thr = recorded_hidden_threshold(a)
     rule = (
         f"mean self-check PhIRM below {float(a.get('selfcheck_threshold', 0.9)):g}, more "
         f"than {float(a.get('residual_threshold', 50)):g} px of artefact left after "
-        f"restoration, or at least {float(a.get('hidden_threshold', 8500)):g} px of nuclei "
-        "expected under the holes"
+        "restoration"
+        + (
+            f", or at least {hid_thr:g} px of nuclei expected under the holes"
+            if hid_thr is not None
+            else ""
+        )
     )
     rows = []
     for r, c, f, _code in flagged_fields(ds):
@@ -593,6 +598,19 @@ def flag_reason(d: xr.Dataset) -> str:
     return lead + ", ".join(parts) + "."
 
 
+def recorded_hidden_threshold(flag_attrs: Mapping[str, Any]) -> float | None:
+    """Return the hidden-nuclei threshold a ``flag`` variable records (None: not applied).
+
+    A QC made before flag bit 8 existed records none (or, from a run resumed then, inf):
+    its text must not claim the rule.
+    """
+    try:
+        v = float(flag_attrs["hidden_threshold"])
+    except (KeyError, TypeError, ValueError):
+        return None
+    return v if np.isfinite(v) else None
+
+
 def selfcheck_reason(d: xr.Dataset) -> str:
     """Say in one sentence why a field was flagged by the reference-free QC."""
     parts = []
@@ -616,8 +634,8 @@ def selfcheck_reason(d: xr.Dataset) -> str:
         )
     if code & 4:
         parts.append("no pseudo-hole could be placed: the restoration was not checked")
-    if code & 8:
-        hid_thr = float(d["flag"].attrs.get("hidden_threshold", 8500))
+    hid_thr = recorded_hidden_threshold(d["flag"].attrs)
+    if code & 8 and hid_thr is not None:
         px = float(np.nan_to_num(d["expected_hidden_nuclear_area"].values))
         parts.append(
             f"about {_n(px)} px of nuclei expected under the holes (>= {hid_thr:g}: holes "
@@ -742,15 +760,19 @@ def write_screen_report(
         else "not recorded (no mask label)"
     )
     res_thr = float(ds["flag"].attrs.get("residual_threshold", 50)) if "flag" in ds else 50.0
-    hid_thr = float(ds["flag"].attrs.get("hidden_threshold", 8500)) if "flag" in ds else 8500.0
+    hid_thr = recorded_hidden_threshold(ds["flag"].attrs) if "flag" in ds else None
+    hidden = (
+        f" or at least {hid_thr:g} px of nuclei expected under the holes"
+        if hid_thr is not None
+        else ""
+    )
     rule = (
         f"mean self-check PhIRM below {thr:g}, more than {res_thr:g} px of artefact left "
-        f"after restoration, or at least {hid_thr:g} px of nuclei expected under the holes; "
-        "there is no reference, so PhIRM against the damaged source is not used to flag"
+        f"after restoration{hidden}; there is no reference, so PhIRM against the damaged "
+        "source is not used to flag"
         if selfcheck
-        else f"more than {res_thr:g} px of artefact left after restoration, or at least "
-        f"{hid_thr:g} px of nuclei expected under the holes; there is no reference and no "
-        "self-check"
+        else f"more than {res_thr:g} px of artefact left after restoration{hidden}; there is "
+        "no reference and no self-check"
         if flagmode
         else f"mean PhIRM below {thr:g}"
     )

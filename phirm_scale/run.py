@@ -1151,7 +1151,7 @@ def _selfcheck_kept(
 def _finish(plan: ScreenPlan, qcs: dict, per_plate: dict, stages: dict, progress: bool) -> dict:
     import numpy as np
 
-    from phirm_scale.report import write_screen_report
+    from phirm_scale.report import recorded_hidden_threshold, write_screen_report
     from phirm_scale.screenqc import screen_dataset, write_screen_qc
 
     out = plan.out
@@ -1217,17 +1217,24 @@ def _finish(plan: ScreenPlan, qcs: dict, per_plate: dict, stages: dict, progress
             },
         )
     n_fields = sum(r["fields"] for r in rows)
+    # the rules the QC records (a store's text never claims a rule that was not applied)
+    hid_thr = recorded_hidden_threshold(ds["flag"].attrs) if "flag" in ds else None
+    res_thr = float(ds["flag"].attrs["residual_threshold"]) if "flag" in ds else None
+    hidden = " and hidden nuclei" if hid_thr is not None else ""
     screen = {
         "plates": len(rows),
         "fields": n_fields,
         "fields_flagged": sum(r["fields_flagged"] for r in rows),
         "flagged_by": (
-            "self-check, residual artefact and hidden nuclei"
+            ("self-check, residual artefact" if hidden else "self-check and residual artefact")
+            + hidden
             if "selfcheck_phirm" in ds
-            else "residual artefact and hidden nuclei"
+            else "residual artefact" + hidden
             if "flag" in ds
             else "PhIRM"
         ),
+        "residual_threshold": res_thr,
+        "hidden_threshold": hid_thr,
         "restored_px": int(np.nansum(ds[RESTORED_AREA].values)) if RESTORED_AREA in ds else None,
         "phirm_mean": round(float(np.nanmean(ds["field_phirm_mean"].values)), 6)
         if n_fields

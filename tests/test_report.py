@@ -175,3 +175,40 @@ def test_thumbnail_panels_are_block_means_in_full_resolution_coordinates():
     same, extent = _display(small, target=720)
     np.testing.assert_array_equal(same, small)
     assert extent == (-0.5, 4.5, 4.5, -0.5)
+
+
+def _flag_qc(attrs: dict):
+    """One field flagged for 60 px of residual artefact; flag attributes as given."""
+    import xarray as xr
+
+    dims = ("row", "column", "field")
+    return xr.Dataset(
+        {
+            "flag": (dims, np.array([[[2.0]]]), attrs),
+            "residual_artefact_area": (dims, np.array([[[60.0]]])),
+            "expected_hidden_nuclear_area": (dims, np.array([[[9000.0]]])),
+        },
+        coords={"row": ["A"], "column": ["01"], "field": [0]},
+    )
+
+
+@pytest.mark.parametrize(
+    ("hidden", "says"),
+    [
+        (None, None),  # a store made before flag bit 8: no such rule was applied
+        (float("inf"), None),  # a run resumed from before it (recorded inf): none either
+        (1234.0, "at least 1234 px of nuclei expected under the holes"),
+    ],
+)
+def test_flag_text_names_the_hidden_rule_only_when_recorded(hidden, says):
+    from phirm_scale.report import _flagged_section
+
+    attrs = {"selfcheck_threshold": 0.9, "residual_threshold": 50.0}
+    if hidden is not None:
+        attrs["hidden_threshold"] = hidden
+    text = _flagged_section(_flag_qc(attrs))
+    assert "more than 50 px of artefact left" in text
+    if says is None:
+        assert "nuclei expected" not in text and "8500" not in text and "inf" not in text
+    else:
+        assert says in text

@@ -1035,3 +1035,35 @@ def test_selfchecked_run_made_before_the_hidden_flag_resumes_with_it(
     monkeypatch.setattr(sc, "_task", lambda t: done.extend(t.keys) or real(t))
     _resumed_with_the_flag(out, "selfcheck", before, rerun)
     assert len(done) == 4
+
+
+def test_run_hidden_threshold_recorded_and_printed(tmp_path, bbbc039_files):
+    """`run --hidden-threshold 4321`: run.json, the QC's flag attributes, the printed title
+    and the report all say 4321 (not the default 8500)."""
+    d = symlink_fields(bbbc039_files[:1], tmp_path / "tiffs")
+    out = tmp_path / "out"
+    p = cli(
+        "run",
+        d,
+        "-o",
+        out,
+        "--channel-names",
+        "DAPI",
+        "--artefact-channel",
+        "none",
+        "--window",
+        "field",
+        "--hidden-threshold",
+        "4321",
+        "--cluster",
+        "threads",
+        "--no-progress",
+    )
+    assert "(residual artefact > 50 px or >= 4321 nuclear px expected under the holes)" in (
+        p.stdout
+    )
+    assert "8500" not in p.stdout
+    assert json.loads((out / "run.json").read_text())["settings"]["hidden_threshold"] == 4321
+    assert xr.open_zarr(out / "qc.zarr")["flag"].attrs["hidden_threshold"] == 4321
+    page = (out / "report" / "index.html").read_text()
+    assert "at least 4321 px of nuclei expected under the holes" in page

@@ -104,8 +104,19 @@ def run_cmd(
     if as_json:
         typer.echo(json.dumps(summary))
     else:
-        from phirm_scale.run import DEFAULT_HIDDEN_THRESHOLD
-
+        sc = summary["screen"]
+        rules = [f"residual artefact > {sc['residual_threshold']:g} px"]
+        if sc["hidden_threshold"] is not None:  # the rule the QC records, when it does
+            rules.append(f">= {sc['hidden_threshold']:g} nuclear px expected under the holes")
+        if sc["flagged_by"].startswith("self-check"):
+            rules.insert(0, f"self-check PhIRM < {sc['threshold']:g}")
+        rule = (
+            f"mean PhIRM < {sc['threshold']:g}"
+            if sc["flagged_by"] == "PhIRM"
+            else ", ".join(rules[:-1]) + " or " + rules[-1]
+            if len(rules) > 1
+            else rules[0]
+        )
         cols = [
             "plate",
             "fields",
@@ -123,19 +134,8 @@ def run_cmd(
         print_table(
             cols,
             [[r[c] for c in cols] for r in summary["plates"]],
-            title=f"screen {summary['out']}: {summary['screen']['fields']} fields, "
-            f"{summary['screen']['fields_flagged']} flagged ("
-            + {
-                "PhIRM": f"mean PhIRM < {summary['screen']['threshold']:g}",
-                "residual artefact and hidden nuclei": "residual artefact > 50 px or "
-                f">= {DEFAULT_HIDDEN_THRESHOLD:g} nuclear px expected under the holes",
-            }.get(
-                summary["screen"]["flagged_by"],
-                f"self-check PhIRM < {summary['screen']['threshold']:g}, residual "
-                f"artefact > 50 px or >= {DEFAULT_HIDDEN_THRESHOLD:g} nuclear px expected "
-                "under the holes",
-            )
-            + ")",
+            title=f"screen {summary['out']}: {sc['fields']} fields, "
+            f"{sc['fields_flagged']} flagged ({rule})",
         )
         typer.echo(f"report {summary['report']}")
     if fail_below is not None:
