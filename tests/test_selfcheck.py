@@ -556,7 +556,10 @@ def test_hidden_nuclei_flag_is_the_fields_measure_whatever_the_model(restored_pl
     assert any(flags[0].values()) and not all(flags[0].values())
 
 
-def test_inpaint_verify_flags_hidden_nuclei(restored_plate, tmp_path):
+@pytest.mark.parametrize("on_flag", ["keep", "leave-masked"])
+def test_inpaint_verify_flags_hidden_nuclei(restored_plate, tmp_path, on_flag):
+    """Bit 8 is recorded; --on-flag does not act on it alone (the restoration is kept, the
+    same pixels as without --verify)."""
     from phirm_scale import fieldqc
     from phirm_scale.plate import open_plate
     from phirm_scale.stages.inpaint import inpaint_plate
@@ -574,10 +577,20 @@ def test_inpaint_verify_flags_hidden_nuclei(restored_plate, tmp_path):
         cluster="threads",
         progress=False,
         verify=VerifySpec(
-            draws=1, selfcheck_threshold=0.0, residual_threshold=1e9, hidden_threshold=1e-6
+            on_flag=on_flag,
+            draws=1,
+            selfcheck_threshold=0.0,
+            residual_threshold=1e9,
+            hidden_threshold=1e-6,
         ),
     )
+    plain = tmp_path / "plain.ome.zarr"
+    inpaint_plate(src, plain, channel="DAPI", model="telea", cluster="threads", progress=False)
     q = open_plate(out)
+    for k in p.fields:
+        np.testing.assert_array_equal(
+            q.read_field(k, "DAPI"), open_plate(plain).read_field(k, "DAPI")
+        )
     expected = {
         f"{k[0]}{k[1]}/{k[2]}": fieldqc.expected_hidden_nuclear_area(
             p.read_field(k, "DAPI"), p.read_label(k, "artefacts") > 0
