@@ -362,8 +362,6 @@ def expected_hidden_nuclear_area(
     the component's area is what it is expected to hide. The result is the sum over the
     components. 0 for a field without holes (or a component whose ring is all holes).
     """
-    import cv2
-
     p = params or metric.PhirmParams()
     src = _field(source, name)
     hole = np.asarray(holes) != 0
@@ -373,7 +371,13 @@ def expected_hidden_nuclear_area(
         raise InputError(f"{name}: hidden-area ring must be >= 1 px, got {ring}")
     if not hole.any():
         return 0.0
-    seg = _known_nuclei(src, hole, p, name)
+    return _hidden_area(_known_nuclei(src, hole, p, name), hole, ring)
+
+
+def _hidden_area(seg: metric.ComponentLabels, hole: np.ndarray, ring: int) -> float:
+    """:func:`expected_hidden_nuclear_area` from the source's segmentation (``_known_nuclei``)."""
+    import cv2
+
     nuc_ids = seg.ids[~seg.artefact]
     nuc = np.zeros(int(seg.labels.max()) + 1, bool)
     nuc[nuc_ids] = True
@@ -414,8 +418,6 @@ def expected_hidden_nuclei(
     around it divided by the known (non-hole) pixels of that square; the result is the sum
     of the densities over the hole pixels. 0 for a field without holes.
     """
-    import cv2
-
     p = params or metric.PhirmParams()
     src = _field(source, name)
     hole = np.asarray(holes) != 0
@@ -425,7 +427,15 @@ def expected_hidden_nuclei(
         raise InputError(f"{name}: hidden-nuclei radius must be >= 1, got {radius}")
     if not hole.any():
         return 0.0
-    seg = _known_nuclei(src, hole, p, name)
+    return _hidden_nuclei(_known_nuclei(src, hole, p, name), hole, radius, p)
+
+
+def _hidden_nuclei(
+    seg: metric.ComponentLabels, hole: np.ndarray, radius: int, p: metric.PhirmParams
+) -> float:
+    """:func:`expected_hidden_nuclei` from the source's segmentation (``_known_nuclei``)."""
+    import cv2
+
     nuc = ~seg.artefact
     ids, area = seg.ids[nuc], seg.area[nuc]
     if ids.size == 0:
@@ -438,7 +448,7 @@ def expected_hidden_nuclei(
     which = lut[seg.labels[ys, xs]]
     cy = np.bincount(which, weights=ys, minlength=ids.size) / area
     cx = np.bincount(which, weights=xs, minlength=ids.size) / area
-    centres = np.zeros(src.shape, np.float64)
+    centres = np.zeros(hole.shape, np.float64)
     np.add.at(centres, (np.rint(cy).astype(np.int64), np.rint(cx).astype(np.int64)), weight)
     box = (2 * int(radius) + 1, 2 * int(radius) + 1)
     near = cv2.boxFilter(centres, -1, box, normalize=False, borderType=cv2.BORDER_CONSTANT)
@@ -523,17 +533,24 @@ def field_checks(
     in_holes, total = nuclei_in_holes(
         rec, holes, lo=lo, hi=hi, params=params, min_fraction=min_fraction, name=f"{name}: restored"
     )
+    hole = np.asarray(holes) != 0
+    if hidden_radius < 1:
+        raise InputError(f"{name}: hidden-nuclei radius must be >= 1, got {hidden_radius}")
+    if hidden_ring < 1:
+        raise InputError(f"{name}: hidden-area ring must be >= 1 px, got {hidden_ring}")
+    hidden, hidden_area = 0.0, 0.0
+    if hole.any():  # one segmentation of the source for both hidden-nuclei measures
+        p = params or metric.PhirmParams()
+        seg = _known_nuclei(src, hole, p, name)
+        hidden = _hidden_nuclei(seg, hole, hidden_radius, p)
+        hidden_area = _hidden_area(seg, hole, hidden_ring)
     return {
         "residual_artefact_area": float(residual_artefact_area(rec, lo=lo, hi=hi, params=params)),
         "nuclei_in_holes": float(in_holes),
         "restored_nuclei_count": float(total),
         "masked_fraction_field": masked_fraction(holes, name=f"{name}: holes"),
-        "expected_hidden_nuclei": expected_hidden_nuclei(
-            src, holes, radius=hidden_radius, params=params, name=name
-        ),
-        "expected_hidden_nuclear_area": expected_hidden_nuclear_area(
-            src, holes, ring=hidden_ring, params=params, name=name
-        ),
+        "expected_hidden_nuclei": hidden,
+        "expected_hidden_nuclear_area": hidden_area,
         "focus_score": focus_score(src),
         "percent_saturated": percent_saturated(src),
         "percent_maximal": percent_maximal(src),

@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from phirm_scale import fieldqc
+from phirm_scale.errors import InputError
 
 
 def test_focus_score_by_hand():
@@ -195,6 +196,31 @@ def _nuclei_grid(shape=(200, 240), step=40, r=7, lo=500):
     for y, x in centres:
         _disk(src, y, x, r)
     return src, centres
+
+
+def test_field_checks_segment_the_source_once_for_both_hidden_measures(monkeypatch):
+    """field_checks gives the two hidden-nuclei measures of the standalone functions (same
+    numbers) from one segmentation of the source, not one each."""
+    src, _ = _nuclei_grid()
+    holes = np.zeros(src.shape, np.uint8)
+    holes[30:70, 10:90] = 1  # over 2 x 2 nuclei and their rims
+    holes[130:150, 150:230] = 1
+    rec = src.copy()
+    rec[holes != 0] = 500
+    alone = {
+        "expected_hidden_nuclei": fieldqc.expected_hidden_nuclei(src, holes, radius=32),
+        "expected_hidden_nuclear_area": fieldqc.expected_hidden_nuclear_area(src, holes, ring=5),
+    }
+    assert alone["expected_hidden_nuclei"] > 0 and alone["expected_hidden_nuclear_area"] > 0
+    calls = []
+    real = fieldqc._known_nuclei
+    monkeypatch.setattr(fieldqc, "_known_nuclei", lambda *a: calls.append(1) or real(*a))
+    out = fieldqc.field_checks(src, rec, holes, hidden_radius=32, hidden_ring=5)
+    assert {k: out[k] for k in alone} == alone
+    assert len(calls) == 1
+    for bad in ({"hidden_radius": 0}, {"hidden_ring": 0}):
+        with pytest.raises(InputError, match="must be >= 1"):
+            fieldqc.field_checks(src, rec, holes, **bad)
 
 
 def test_expected_hidden_nuclei_by_hand():
