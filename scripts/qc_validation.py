@@ -577,9 +577,11 @@ def _local_selfcheck(src, hole, restored, telea, seed_key, *, draws=4, radius=48
 
 def _hole_neighbourhood(src, hole, *, ring=8, radius=64):
     """Other expected-loss measures: nucleus-pixel fraction of an 8-px ring around each hole
-    component x its area (per window, max; and field sum), restored nuclei touching a hole,
-    hole pixels per window (max), and the expected hidden nuclei of holes eroded by k x the
-    nucleus radius (k = 0.5, 1: only nuclei a hole covers deeply)."""
+    component x its area (per window, max; and field sum: ``ring_px_field`` is the shipped
+    :func:`phirm_scale.fieldqc.expected_hidden_nuclear_area` itself, so the documented
+    numbers measure it), restored nuclei touching a hole, hole pixels per window (max), and
+    the expected hidden nuclei of holes eroded by k x the nucleus radius (k = 0.5, 1: only
+    nuclei a hole covers deeply)."""
     import cv2
 
     from phirm_scale import fieldqc, metric, qc
@@ -608,7 +610,7 @@ def _hole_neighbourhood(src, hole, *, ring=8, radius=64):
         touching.update(np.unique(seg.labels[ya:yb, xa:xb][adj]).tolist())
     out = {
         "ring_px_win_max": max(float(fmap[sl].sum()) for sl in grid.slices()),
-        "ring_px_field": float(fmap.sum()),
+        "ring_px_field": fieldqc.expected_hidden_nuclear_area(src, hole, ring=ring),
         "nuclei_touching_holes": float(len(touching)),
         "hole_px_win_max": max(float(hole[sl].sum()) for sl in grid.slices()),
     }
