@@ -31,8 +31,9 @@ import numpy as np
 import pytest
 
 # OpenMP threads that sleep when idle instead of spinning: with two test processes on two cores
-# (``make test`` runs pytest-xdist, one process per core), a torch test spinning its threads against the
-# other worker ran 30x slower (5 s -> 173 s). Set before any test module imports torch.
+# (``make test`` runs pytest-xdist, one process per core), a torch test spinning its threads
+# against the other worker ran 30x slower (5 s -> 173 s). Set before any test module imports
+# torch.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import tifffile
 
