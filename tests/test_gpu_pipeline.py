@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from skimage.feature import canny as sk_canny
 
 from phirm_scale.batcher import TileBatcher
-from phirm_scale.errors import PlateError
+from phirm_scale.errors import InputError, PlateError
 from phirm_scale.inpaint import inpaint_field
 from phirm_scale.models import get_model
 from phirm_scale.models.canny import canny
@@ -390,3 +390,72 @@ def test_fixed_batches_pad_partial_batches_without_changing_results(batch_invari
         hook.remove()
     np.testing.assert_array_equal(got, ref)
     assert base.fixed_batch is False  # the view's option never reaches the cached model
+
+
+# --------------------------------------------------------------------------- device memory
+def _limit_device_memory(model, max_tiles):
+    """A device that holds at most ``max_tiles`` tiles per forward pass: the generator raises
+    torch's out-of-memory error above that, as CUDA does (the size the device takes is the
+    test's, the model's reaction is the code under test)."""
+    seen = []
+
+    def pre(mod, args):
+        seen.append(args[0].shape[0])
+        if args[0].shape[0] > max_tiles:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    return seen, model.generator.register_forward_pre_hook(pre)
+
+
+def test_a_batch_too_big_for_the_device_is_halved_and_said_once(batch_invariant, caplog):
+    clear_cache()
+    model = get_model("deepfill-v2", device="cpu", width=8)
+    rng = np.random.default_rng(3)
+    x = rng.random((13, 1, 32, 32)).astype(np.float32)
+    m = np.zeros_like(x)
+    m[:, :, 6:22, 9:25] = 1
+    expect = model(x, m, batch_size=1)  # tiles are independent: one per pass is the reference
+    seen, hook = _limit_device_memory(model, 5)
+    try:
+        with caplog.at_level("WARNING"):
+            got = model(x, m, batch_size=16)
+        np.testing.assert_array_equal(got, expect)
+        # 16 did not fit, 8 did not fit, then passes of 4: 4 + 4 + 4 + 1 = 13 tiles
+        assert seen == [13, 8, 4, 4, 4, 1]
+        said = [r.getMessage() for r in caplog.records if "did not fit" in r.getMessage()]
+        assert len(said) == 2 and "using 4 tiles per batch" in said[-1]
+        # the next call (another view of the same model too) starts at the size that fits
+        seen.clear()
+        caplog.clear()
+        other = get_model("deepfill-v2", device="cpu", width=8, batch_size=32)
+        np.testing.assert_array_equal(other(x, m), expect)
+        assert seen == [4, 4, 4, 1] and not caplog.records
+    finally:
+        hook.remove()
+        clear_cache()
+
+
+def test_a_single_tile_too_big_for_the_device_is_one_error():
+    clear_cache()
+    model = get_model("deepfill-v2", device="cpu", width=8)
+    x = np.random.default_rng(0).random((3, 1, 32, 32)).astype(np.float32)
+    m = np.ones_like(x)
+    _, hook = _limit_device_memory(model, 0)
+    try:
+        with pytest.raises(InputError, match=r"one 32x32 tile does not fit in the memory of cpu"):
+            model(x, m, batch_size=2)
+    finally:
+        hook.remove()
+        clear_cache()
+
+
+def test_bf16_on_a_gpu_without_bfloat16_is_refused_in_one_line(monkeypatch):
+    clear_cache()
+    model = get_model("deepfill-v2", device="cpu", width=8)
+    model.with_options(precision="bf16")  # the CPU runs bf16
+    monkeypatch.setattr(model, "device", torch.device("cuda", 0))
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
+    with pytest.raises(InputError, match="precision bf16 is not supported by cuda:0"):
+        model.with_options(precision="bf16")
+    assert model.with_options(precision="fp16").precision == "fp16"
+    clear_cache()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import logging
 import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -21,6 +22,8 @@ from phirm_scale.errors import InputError
 
 if TYPE_CHECKING:
     import torch
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "CANNY",
@@ -214,6 +217,7 @@ class InpaintModel:
             elif k == "precision":
                 if v not in PRECISIONS:
                     raise InputError(f"precision must be one of {', '.join(PRECISIONS)}; got {v!r}")
+                view._check_precision(v)
             elif k == "canny":
                 if v not in CANNY:
                     raise InputError(f"canny must be one of {', '.join(CANNY)}; got {v!r}")
@@ -223,6 +227,9 @@ class InpaintModel:
                 raise InputError(f"unknown runtime option {k!r}")
             setattr(view, k, v)
         return view
+
+    def _check_precision(self, precision: str) -> None:
+        """Refuse a precision this model's device cannot run (nothing to check here)."""
 
     def __repr__(self) -> str:
         return (
@@ -274,6 +281,9 @@ class TorchInpaintModel(InpaintModel):
         self.canny = "auto"
         self._compiled: dict[str, Callable[..., Any]] = {}  # shared by every view of this model
         self._layout_lock = threading.Lock()
+        # the largest batch known to fit in the device's memory (None: not limited yet);
+        # shared by every view of this model, learned from an out-of-memory error
+        self._fits: dict[str, int | None] = {"batch": None}
 
     @classmethod
     def complete_config(cls, config: dict[str, Any]) -> dict[str, Any]:
@@ -395,26 +405,75 @@ class TorchInpaintModel(InpaintModel):
     ) -> np.ndarray:
         import torch
 
-        bs = int(batch_size or self.batch_size)
         out = np.empty_like(images)
         was_training = self.generator.training
         self.generator.eval()
         try:
             with torch.inference_mode():
-                # compiled graphs are specialised to one batch shape: pad partial batches to
-                # the view's batch size (tiles are independent, the padding is dropped)
-                full = max(bs, self.batch_size) if (self.compile or self.fixed_batch) else 0
-                for s in range(0, images.shape[0], bs):
-                    sl = slice(s, s + bs)
-                    im, ho = images[sl], holes[sl]
-                    n = im.shape[0]
-                    if n < full:
-                        rep = np.r_[np.arange(n), np.full(full - n, n - 1)]
-                        im, ho = im[rep], ho[rep]
-                    batch = self._layout(self.prepare(im, ho))
-                    with self.autocast():
-                        res = self.generate(batch)["output"]
-                    out[sl] = res[:n].float().cpu().numpy()
+                s = 0
+                while s < images.shape[0]:
+                    bs = self._fitting(int(batch_size or self.batch_size))
+                    try:
+                        out[s : s + bs] = self._fill_batch(images[s : s + bs], holes[s : s + bs])
+                    except torch.OutOfMemoryError:
+                        self._shrink(bs, images.shape[2:])
+                        continue  # the same tiles again, in smaller batches
+                    s += bs
         finally:
             self.generator.train(was_training)
         return out
+
+    def _check_precision(self, precision: str) -> None:
+        """Refuse bf16 on a CUDA device without bfloat16 support (before Ampere) in one line."""
+        import torch
+
+        dev = torch.device(self.device)
+        if dev.type == "cuda" and precision == "bf16" and not torch.cuda.is_bf16_supported():
+            raise InputError(
+                f"{self.name}: precision bf16 is not supported by {dev} (bfloat16 needs an "
+                "Ampere or newer GPU); use --precision fp16 or fp32"
+            )
+
+    def _fitting(self, bs: int) -> int:
+        fits = self._fits["batch"]
+        return bs if fits is None else min(bs, fits)
+
+    def _fill_batch(self, im: np.ndarray, ho: np.ndarray) -> np.ndarray:
+        """One forward pass over ``im`` (n, 1, H, W); n <= the batch size."""
+        # compiled graphs are specialised to one batch shape: pad partial batches to the view's
+        # batch size (tiles are independent, the padding is dropped)
+        n = im.shape[0]
+        full = self._fitting(self.batch_size) if (self.compile or self.fixed_batch) else 0
+        if n < full:
+            rep = np.r_[np.arange(n), np.full(full - n, n - 1)]
+            im, ho = im[rep], ho[rep]
+        batch = self._layout(self.prepare(im, ho))
+        with self.autocast():
+            res = self.generate(batch)["output"]
+        return np.asarray(res[:n].float().cpu().numpy())
+
+    def _shrink(self, bs: int, tile: tuple[int, ...]) -> None:
+        """After an out-of-memory error with ``bs`` tiles: halve the batch, say so, or give up."""
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        if bs <= 1:
+            raise InputError(
+                f"{self.name}: one {tile[0]}x{tile[1]} tile does not fit in the memory of "
+                f"{self.device} (precision {self.precision}); free the device or use smaller "
+                "--tile"
+            ) from None
+        new = bs // 2
+        fits = self._fits["batch"]
+        if fits is None or new < fits:
+            self._fits["batch"] = new
+            log.warning(
+                "%s: a batch of %d tiles did not fit in the memory of %s; using %d tiles per "
+                "batch from now on (--batch-size %d avoids the retry)",
+                self.name,
+                bs,
+                self.device,
+                new,
+                new,
+            )
