@@ -24,6 +24,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
@@ -161,10 +162,24 @@ class _CliServer:
         self.env: dict[str, str] = {}
         self.broken = False
         self.serial = 0
+        self.pending = b""  # read from the server, not yet a whole line
 
     def _readline(self, proc: subprocess.Popen, timeout: float) -> str:
-        ready, _, _ = select.select([proc.stdout], [], [], timeout)
-        return proc.stdout.readline() if ready else ""
+        """The server's next line, or "" at EOF or after ``timeout`` s. Reads the pipe's file
+        descriptor itself: a buffered reader may hold the next line already (the server's two
+        answers to a quick command can arrive in one read), which ``select`` cannot see."""
+        deadline = time.monotonic() + timeout
+        fd = proc.stdout.fileno()
+        while b"\n" not in self.pending:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([fd], [], [], left)[0]:
+                return ""
+            chunk = os.read(fd, 1 << 16)
+            if not chunk:
+                return ""
+            self.pending += chunk
+        line, _, self.pending = self.pending.partition(b"\n")
+        return line.decode()
 
     def _start(self) -> subprocess.Popen | None:
         if self.proc is None and not self.broken:
@@ -174,9 +189,9 @@ class _CliServer:
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.DEVNULL,
-                text=True,
                 env=self.env,
             )
+            self.pending = b""
             line = self._readline(proc, 120)
             ready = json.loads(line) if line else {}
             if not ready.get("ready") or ready.get("failed") or ready.get("threads") != 1:
@@ -200,7 +215,7 @@ class _CliServer:
         if env is None:
             return True
         keys = {k for k in (*env, *self.env) if _IMPORT_TIME_ENV.match(k)}
-        return all(env.get(k) == self.env.get(k) for k in keys) if self.env else True
+        return all(env.get(k) == self.env.get(k) for k in keys)
 
     def run(self, argv, env, timeout) -> subprocess.CompletedProcess | None:
         proc = self._start()
@@ -222,7 +237,7 @@ class _CliServer:
             }
             child = None
             try:
-                proc.stdin.write(json.dumps(req) + "\n")
+                proc.stdin.write((json.dumps(req) + "\n").encode())
                 proc.stdin.flush()
                 started = json.loads(self._readline(proc, 60) or "{}")
                 child = started.get("pid")

@@ -62,3 +62,21 @@ def test_import_time_variables_get_a_fresh_interpreter():
     assert not _CLI_SERVER.usable_for({**os.environ, "PYTHONHASHSEED": "123"})
     assert not _CLI_SERVER.usable_for({**os.environ, "OMP_NUM_THREADS": "7"})
     assert _CLI_SERVER.usable_for({**os.environ, "PHIRM_SCALE_DEBUG": "1"})
+
+
+def test_two_answers_in_one_read_are_both_seen():
+    """The server's two answers to a quick command can reach the pipe together; the second
+    must be read at once, not after the time limit (a buffered reader hides it from select)."""
+    from conftest import _CliServer
+
+    client = _CliServer()
+    proc = subprocess.Popen(
+        ["sh", "-c", "printf 'first\\nsecond\\n'; sleep 30"], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert client._readline(proc, 10).strip() == "first"
+        assert client._readline(proc, 0.5).strip() == "second"
+        assert client._readline(proc, 0.2) == ""  # nothing more: the limit, not a hang
+    finally:
+        proc.kill()
+        proc.wait()
