@@ -162,6 +162,37 @@ def _grow(comp: np.ndarray, margin: int) -> np.ndarray:
     return cv2.dilate(padded, disk(int(margin)).astype(np.uint8)).astype(bool)
 
 
+def _try_place(
+    occupied: np.ndarray,
+    pseudo: np.ndarray,
+    shape: np.ndarray,
+    grown: np.ndarray,
+    y: int,
+    x: int,
+    margin: int,
+) -> bool:
+    """Place ``shape`` at ``(y, x)`` unless its grown copy meets an occupied pixel.
+
+    ``shape`` goes into ``pseudo`` with its top-left corner at ``(y, x)`` if ``grown`` (the
+    shape grown by ``margin``, :func:`_grow`) meets no ``occupied`` pixel there; the grown
+    shape is then marked occupied. The shape must lie inside the field; its grown rim may
+    reach past the border (clipped). Returns whether it was placed; both arrays change only
+    then.
+    """
+    h_f, w_f = occupied.shape
+    h, w = shape.shape
+    y0, x0 = y - margin, x - margin
+    gy0, gx0 = max(0, -y0), max(0, -x0)
+    gy1 = grown.shape[0] - max(0, y0 + grown.shape[0] - h_f)
+    gx1 = grown.shape[1] - max(0, x0 + grown.shape[1] - w_f)
+    region = occupied[y0 + gy0 : y0 + gy1, x0 + gx0 : x0 + gx1]
+    if (region & grown[gy0:gy1, gx0:gx1]).any():
+        return False
+    region |= grown[gy0:gy1, gx0:gx1]
+    pseudo[y : y + h, x : x + w] |= shape
+    return True
+
+
 def place_pseudo_holes(
     shape: Sequence[int],
     forbidden: np.ndarray,
@@ -200,17 +231,9 @@ def place_pseudo_holes(
         for _ in range(attempts):
             y = int(rng.integers(0, h_f - h + 1))
             x = int(rng.integers(0, w_f - w + 1))
-            y0, x0 = y - margin, x - margin
-            gy0, gx0 = max(0, -y0), max(0, -x0)
-            gy1 = grown.shape[0] - max(0, y0 + grown.shape[0] - h_f)
-            gx1 = grown.shape[1] - max(0, x0 + grown.shape[1] - w_f)
-            region = occupied[y0 + gy0 : y0 + gy1, x0 + gx0 : x0 + gx1]
-            if (region & grown[gy0:gy1, gx0:gx1]).any():
-                continue
-            region |= grown[gy0:gy1, gx0:gx1]
-            pseudo[y : y + h, x : x + w] |= c
-            placed = True
-            break
+            if _try_place(occupied, pseudo, c, grown, y, x, margin):
+                placed = True
+                break
         if not placed:
             skipped += 1
     return pseudo, skipped

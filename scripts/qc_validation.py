@@ -520,7 +520,7 @@ def _local_selfcheck(src, hole, restored, telea, seed_key, *, draws=4, radius=48
     from phirm_scale import fieldqc, metric, qc
     from phirm_scale.inpaint import inpaint_field
     from phirm_scale.masks import saturation_mask
-    from phirm_scale.selfcheck import _grow, _window_components
+    from phirm_scale.selfcheck import _grow, _try_place, _window_components
 
     params = metric.PhirmParams()
     grid = qc.window_grid(src.shape, 256)
@@ -544,16 +544,8 @@ def _local_selfcheck(src, hole, restored, telea, seed_key, *, draws=4, radius=48
                 y, x = y0 + int(rng.integers(-r, r + 1)), x0 + int(rng.integers(-r, r + 1))
                 if y < 0 or x < 0 or y + h > fh_ or x + w > fw_:
                     continue
-                ya, xa = y - margin, x - margin
-                gy0, gx0 = max(0, -ya), max(0, -xa)
-                gy1 = g.shape[0] - max(0, ya + g.shape[0] - fh_)
-                gx1 = g.shape[1] - max(0, xa + g.shape[1] - fw_)
-                reg = occ[ya + gy0 : ya + gy1, xa + gx0 : xa + gx1]
-                if (reg & g[gy0:gy1, gx0:gx1]).any():
-                    continue
-                reg |= g[gy0:gy1, gx0:gx1]
-                pseudo[y : y + h, x : x + w] |= c
-                break
+                if _try_place(occ, pseudo, c, g, y, x, margin):
+                    break
         if not pseudo.any():
             continue
         used += 1
