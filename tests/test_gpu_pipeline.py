@@ -17,7 +17,7 @@ from phirm_scale.batcher import TileBatcher
 from phirm_scale.errors import InputError, PlateError
 from phirm_scale.inpaint import inpaint_field
 from phirm_scale.models import get_model
-from phirm_scale.models.canny import canny
+from phirm_scale.models.canny import HYSTERESIS, canny
 from phirm_scale.models.checkpoint import save_checkpoint
 from phirm_scale.models.registry import checkpoint_hash, clear_cache
 
@@ -195,7 +195,7 @@ def test_torch_canny_equals_skimage_on_real_tiles(bbbc039_files):
     assert expect.sum() > 500  # real edges, not an empty comparison
     t, k = torch.from_numpy(tiles), torch.from_numpy(known)
     for dtype in (torch.float64, torch.float32):
-        for hyst in ("label", "dilate"):
+        for hyst in HYSTERESIS:
             got = canny(t, 2.0, mask=k, dtype=dtype, hysteresis=hyst)[:, 0].numpy()
             assert (got != expect).sum() == 0, (dtype, hyst)
     no_mask = np.stack([sk_canny(tiles[i, 0], sigma=1.0) for i in range(3)])
@@ -218,7 +218,7 @@ def test_torch_canny_matches_skimage_on_random_images(seed, sigma, size, blur):
         img = ndi.uniform_filter(img, 3) * 3 % 1.0
     known = rng.random((size, size)) > 0.15
     expect = sk_canny(img, sigma=sigma, mask=known)
-    for hyst in ("label", "dilate"):
+    for hyst in HYSTERESIS:
         got = canny(
             torch.from_numpy(img),
             sigma,
@@ -227,6 +227,32 @@ def test_torch_canny_matches_skimage_on_random_images(seed, sigma, size, blur):
             hysteresis=hyst,
         ).numpy()
         np.testing.assert_array_equal(got, expect)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    seed=st.integers(0, 2**31 - 1),
+    shape=st.tuples(st.integers(1, 3), st.integers(1, 23), st.integers(1, 23)),
+    density=st.floats(0.0, 0.6),
+)
+def test_both_dilations_are_scipys_3x3_binary_dilation(seed, shape, density):
+    from scipy import ndimage as ndi
+
+    from phirm_scale.models.canny import _dilate3, _dilate3_pool
+
+    b = np.random.default_rng(seed).random(shape) < density
+    expect = np.stack([ndi.binary_dilation(im, np.ones((3, 3), bool)) for im in b])
+    t = torch.from_numpy(b)[:, None]
+    np.testing.assert_array_equal(_dilate3(t)[:, 0].numpy(), expect)
+    for dtype in (torch.float32, torch.float64):
+        got = _dilate3_pool(t.to(dtype))[:, 0].numpy()
+        assert set(np.unique(got)) <= {0.0, 1.0}
+        np.testing.assert_array_equal(got != 0, expect)
+
+
+def test_canny_refuses_an_unknown_hysteresis():
+    with pytest.raises(ValueError, match="hysteresis must be one of pool, dilate, label"):
+        canny(torch.zeros(8, 8), hysteresis="flood")
 
 
 def test_edgeconnect_outputs_equal_with_either_canny(bbbc039_files):
