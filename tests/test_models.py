@@ -121,6 +121,21 @@ def test_forward_shapes_and_composite(name, n):
 
 
 @pytest.mark.parametrize("name", ["deepfill-v2", "edgeconnect", "context-encoder"])
+def test_learned_models_composite_like_the_host_would(name):
+    # the composite runs on the model's device; it must equal clip-and-select on the host of
+    # the generator's raw output, bit for bit
+    model = get_model(name, device="cpu", **TINY[name])
+    images, masks = _batch(5)
+    hole = masks != 0
+    with torch.inference_mode():
+        raw = model.generate(model.prepare(images, hole))["output"].float().numpy()
+    expect = np.where(hole, np.clip(raw, 0.0, 1.0), images).astype(np.float32)
+    got = model(images, masks)
+    assert np.array_equal(got.view(np.uint32), expect.view(np.uint32))
+    assert got.flags.c_contiguous and got.dtype == np.float32
+
+
+@pytest.mark.parametrize("name", ["deepfill-v2", "edgeconnect", "context-encoder"])
 def test_learned_models_accept_sizes_that_are_not_multiples(name):
     model = get_model(name, device="cpu", **TINY[name])
     images, masks = _batch(2, size=64)
@@ -153,6 +168,11 @@ def test_empty_mask_returns_input():
         (np.zeros((1, 1, 8, 8), np.float32), np.zeros((1, 1, 8, 9)), "masks must have"),
         (np.full((1, 1, 8, 8), np.nan, np.float32), np.ones((1, 1, 8, 8)), "NaN"),
         (np.full((1, 1, 8, 8), 2.0, np.float32), np.ones((1, 1, 8, 8)), r"\[0, 1\]"),
+        # one bad value among good ones, and a NaN beside a value out of range: NaN is named
+        (np.r_[np.zeros(63), np.inf].reshape(1, 1, 8, 8), np.ones((1, 1, 8, 8)), "infinite"),
+        (np.r_[np.zeros(63), -np.inf].reshape(1, 1, 8, 8), np.ones((1, 1, 8, 8)), "infinite"),
+        (np.r_[np.full(62, 0.5), 7.0, np.nan].reshape(1, 1, 8, 8), np.ones((1, 1, 8, 8)), "NaN"),
+        (np.r_[np.full(63, 0.5), -0.25].reshape(1, 1, 8, 8), np.ones((1, 1, 8, 8)), "-0.25, 0.5"),
         (np.zeros((1, 1, 8, 8), np.uint8), np.ones((1, 1, 8, 8)), "float"),
     ],
 )
