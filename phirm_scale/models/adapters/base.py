@@ -388,9 +388,10 @@ class TorchInpaintModel(InpaintModel):
         """
         import torch
 
+        # the holes travel as bytes (a quarter of float32's copy) and become 0/1 floats there
         return {
             "image": torch.from_numpy(np.ascontiguousarray(images, np.float32)).to(self.device),
-            "mask": torch.from_numpy(np.ascontiguousarray(holes, np.float32)).to(self.device),
+            "mask": torch.from_numpy(np.ascontiguousarray(holes != 0)).to(self.device).float(),
         }
 
     def generate(self, batch: dict) -> dict:  # pragma: no cover - abstract
