@@ -212,6 +212,37 @@ def test_train_writes_checkpoints_logs_plot_and_resumes_identically(tiles, tmp_p
     assert np.array_equal(model(x, m)[m == 0], x[m == 0])
 
 
+@pytest.mark.parametrize(
+    "log_every, save_every, held", [(1, 1000, 1), (1000, 1, 1), (1000, 1000, 2)]
+)
+def test_a_diverging_run_stops_naming_its_step_and_saves_its_state(
+    tiles, tmp_path, log_every, save_every, held
+):
+    # lr 1e30: Adam moves every weight by ~1e30 in the first step, so step 1's adversarial loss
+    # is already infinite. A step's metrics are read once the next step is queued, or at a log
+    # or save point: the error names step 1 either way, the saved state says which step it
+    # holds, and a save point never writes last.pt from a diverged state.
+    out = tmp_path / "run"
+    with pytest.raises(InputError, match=r"training diverged at step 1 \(.*not finite\)") as e:
+        _train(
+            "context-encoder",
+            tiles,
+            out_dir=out,
+            epochs=5,
+            lr=1e30,
+            batch_size=4,
+            masks="mix",
+            width=8,
+            device="cpu",
+            log_every=log_every,
+            save_every=save_every,
+        )
+    assert f"state after step {held} saved to checkpoints/diverged.pt" in str(e.value)
+    assert load_checkpoint(out / "checkpoints" / "diverged.pt").step == held
+    # never a diverged state under the name of a good one
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["diverged.pt"]
+
+
 def test_resume_refuses_another_model_or_settings(tiles, tmp_path):
     kw = {"epochs": 1, "lr": 1e-3, "batch_size": 4, "width": 8, "device": "cpu", "max_steps": 1}
     ck = _train("context-encoder", tiles, out_dir=tmp_path / "ce", **kw)

@@ -251,6 +251,29 @@ def run_training(config: TrainConfig, *, progress: bool = True) -> Path:
             f"val phirm {scores['phirm']:.4f} psnr {scores['psnr']:.2f} ssim {scores['ssim']:.4f}"
         )
 
+    # the metrics of the last queued step, read (which waits for the device) only once the next
+    # step is queued, so that the device never idles while the host prepares a step
+    pending: list[tuple[int, int, dict[str, Any]]] = []  # (step number, epoch, metric tensors)
+    last_metrics: dict[str, float] = {}
+
+    def settle() -> None:
+        """Read the pending step's metrics into the log; stop if any is not finite."""
+        nonlocal last_metrics
+        if not pending:
+            return
+        n, ep, tensors = pending.pop()
+        metrics = {k: float(v) for k, v in tensors.items()}
+        bad = [k for k, v in metrics.items() if not math.isfinite(v)]
+        if bad:
+            save(out_dir / "checkpoints" / "diverged.pt", ep)
+            raise InputError(
+                f"training diverged at step {n} ({', '.join(bad)} not finite); lower --lr "
+                f"(state after step {step} saved to checkpoints/diverged.pt)"
+            )
+        for k, v in metrics.items():
+            acc.setdefault(k, []).append(v)
+        last_metrics = metrics
+
     epoch = start_epoch
     stopped = False
     last_step = epochs * steps_per_epoch
@@ -266,24 +289,20 @@ def run_training(config: TrainConfig, *, progress: bool = True) -> Path:
                     break
                 images, holes = next(loader)
                 batch = net.prepare(images, holes != 0, train=True)
-                metrics = trainer.train_step(batch)
-                bad = [k for k, v in metrics.items() if not math.isfinite(v)]
-                if bad:
-                    save(out_dir / "checkpoints" / "diverged.pt", epoch)
-                    raise InputError(
-                        f"training diverged at step {step + 1} ({', '.join(bad)} not finite); "
-                        "lower --lr (state saved to checkpoints/diverged.pt)"
-                    )
-                for k, v in metrics.items():
-                    acc.setdefault(k, []).append(v)
+                queued = trainer.train_step_async(batch)
                 step += 1
+                settle()  # the previous step's metrics, while this one runs
+                pending.append((step, epoch, queued))
                 advance()
                 if cfg.log_every and step % cfg.log_every == 0:
+                    settle()
                     flush(epoch + 1)
                     if time.perf_counter() - last_msg > 60:
                         last_msg = time.perf_counter()
                         losses = ", ".join(
-                            f"{k} {v:.4g}" for k, v in sorted(metrics.items()) if k.startswith("g_")
+                            f"{k} {v:.4g}"
+                            for k, v in sorted(last_metrics.items())
+                            if k.startswith("g_")
                         )
                         log.info(
                             "epoch %d/%d step %d (%.0f s) %s",
@@ -294,8 +313,10 @@ def run_training(config: TrainConfig, *, progress: bool = True) -> Path:
                             losses,
                         )
                 if cfg.save_every and step % cfg.save_every == 0 and j + 1 < steps_per_epoch:
+                    settle()  # never save a diverged state as last.pt
                     save(out_dir / "checkpoints" / "last.pt", epoch)
             loader.close()
+            settle()
             if stopped:
                 break
             flush(epoch + 1)

@@ -167,6 +167,24 @@ class Trainer:
         dict of str to float
             The step's metrics (losses, and per model e.g. edge precision/recall).
         """
+        return {k: float(v) for k, v in self.train_step_async(batch).items()}
+
+    def train_step_async(self, batch: dict) -> dict[str, torch.Tensor]:
+        """:meth:`train_step` without waiting for the device: the metrics stay tensors.
+
+        Reading them (``float``) waits for the step; a loop that reads a step's metrics only
+        after queuing the next step keeps the device busy meanwhile.
+
+        Parameters
+        ----------
+        batch : dict
+            From the model's ``prepare(..., train=True)``.
+
+        Returns
+        -------
+        dict of str to torch.Tensor
+            The step's metrics as detached 0-d tensors on the device.
+        """
         self.G.train()
         self.D.train()
         with self.autocast():
@@ -184,8 +202,8 @@ class Trainer:
         if self.scaler is not None:
             self.scaler.update()
         self.D.requires_grad_(True)
-        metrics = {**d_metrics, **g_metrics, "g_loss": g_loss.detach()}
-        return {k: float(v) for k, v in metrics.items()}
+        metrics = {**d_metrics, **g_metrics, "g_loss": g_loss}
+        return {k: torch.as_tensor(v).detach() for k, v in metrics.items()}
 
     # -- state
     def state(self) -> dict[str, Any]:
