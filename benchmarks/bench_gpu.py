@@ -10,8 +10,11 @@ Prints one JSON object: per learned model, tiles/s of
 
 the mean PhIRM on real BBBC039 tiles at fp32 and at ``--precision`` after the short training
 run (the precision check of docs/models.md), and for EdgeConnect (``--stage-models``) the
-inpaint stage on a generated plate with 2 % artefacts: fields/s, hole tiles/s and mean GPU
-utilisation (``torch.cuda.utilization`` or ``nvidia-smi``, sampled every 0.1 s).
+inpaint stage on a generated plate with 2 % artefacts (48 fields of 2160x2160 on a GPU, the
+plate of issue 8's baseline): fields/s, hole tiles/s and mean GPU utilisation
+(``torch.cuda.utilization`` or ``nvidia-smi``, sampled every 0.1 s), at fp32, at
+``--precision`` with channels-last, and with ``--compile`` the same compiled (a cold run that
+compiles in the worker, then a warm one).
 
 Without CUDA it runs the same paths on the CPU at a small size (narrow networks, small tiles
 and fields), says so (``"cuda": false``) and exits 0. Every measurement stops at its time
@@ -164,7 +167,8 @@ def main():
     tile = args.tile or (256 if cuda else 64)
     bs = args.batch_size or (64 if cuda else 8)
     fsize = args.field_size or (2160 if cuda else 384)
-    nplate = args.plate_fields or ((12 if args.quick else 24) if cuda else 4)
+    # 48 fields on a GPU: the plate of issue 8's baseline (49 hole tiles/s at 917c6fe)
+    nplate = args.plate_fields or ((12 if args.quick else 48) if cuda else 4)
     secs = args.seconds or ((2.0 if args.quick else 4.0) if cuda else 0.5)
     tsecs = args.train_seconds or ((8.0 if args.quick else 20.0) if cuda else 2.0)
     small = (
@@ -266,9 +270,14 @@ def main():
         batches = prefetch(load, range(1 << 30), workers=3, depth=6)
         steps, t0 = 0, None
         with GpuSampler(cuda) as gs:
+            pending = None
             while True:
                 x, h = next(batches)
-                trainer.train_step(net.prepare(x, h != 0, train=True))
+                # as train's loop: a step's metrics are read once the next step is queued
+                queued = trainer.train_step_async(net.prepare(x, h != 0, train=True))
+                if pending is not None:
+                    _ = {k: float(v) for k, v in pending.items()}
+                pending = queued
                 steps += 1
                 if steps == 3:
                     sync()
@@ -413,12 +422,22 @@ def main():
         with ctx as client:
             res["stage_cluster_start_s"] = round(time.perf_counter() - t0, 1)
             address = client.scheduler.address if client is not None else "threads"
+            # then the reduced precision with channels-last, and the same compiled: its first
+            # run compiles the generator in the worker (cold), the second reuses it (warm)
+            runs = [
+                ("cold", "fp32", False),
+                ("warm", "fp32", False),
+                ("warm", args.precision, False),
+            ]
+            if args.compile:
+                runs += [("cold", args.precision, True), ("warm", args.precision, True)]
             for name in stage_models:
-                for run, prec in (("cold", "fp32"), ("warm", "fp32"), ("warm", args.precision)):
-                    if left() < 30:
-                        res["skipped"].append(f"stage {name} {prec} {run}: out of time budget")
+                for run, prec, comp in runs:
+                    label = f"{prec}_compiled" if comp else prec
+                    if left() < (150 if comp and run == "cold" else 30):
+                        res["skipped"].append(f"stage {name} {label} {run}: out of time budget")
                         continue
-                    out = ckdir / f"out_{name}_{prec}_{run}.ome.zarr"
+                    out = ckdir / f"out_{name}_{label}_{run}.ome.zarr"
                     kw = dict(
                         mask_label="artefacts_true",
                         model=name,
@@ -429,6 +448,7 @@ def main():
                         precision=prec,
                         progress=False,
                         channels_last=prec != "fp32",
+                        compile=comp,
                         cluster=address,
                     )
                     kw.update(gpu=True, device="cuda") if cuda else kw.update(device="cpu")
@@ -436,7 +456,7 @@ def main():
                     with GpuSampler(cuda) as gs:
                         st = inpaint_plate(plate.path, out, **kw)
                     dt = time.perf_counter() - t0
-                    res["models"][name][f"stage_{prec}_{run}"] = {
+                    res["models"][name][f"stage_{label}_{run}"] = {
                         "seconds": round(dt, 2),
                         "fields_per_s": round(st["fields"] / dt, 2),
                         "hole_tiles": st["tiles_inpainted"],

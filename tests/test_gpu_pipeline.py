@@ -4,6 +4,7 @@ switches, and the local cluster's GPU workers (device count faked)."""
 
 from __future__ import annotations
 
+import shutil
 import threading
 
 import numpy as np
@@ -316,6 +317,50 @@ def test_batcher_results_do_not_depend_on_grouping(name, cfg, batch_invariant):
         for (img, h), g, ref in zip(fields, got, per_field, strict=True):
             np.testing.assert_array_equal(g[h == 0], img[h == 0])  # outside holes: the input
             np.testing.assert_array_equal(g, ref)  # the per-field result
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    shutil.which("cc") is None and shutil.which("gcc") is None,
+    reason="torch.compile on the CPU needs a C compiler",
+)
+def test_a_compiled_bf16_model_serves_several_runner_threads(tmp_path, monkeypatch):
+    # torch.compile traces in the first thread that calls; before the model ran its compiled
+    # autocast region one thread at a time, tracing there while the other runner left an
+    # autocast region deadlocked both (2 of 3 cold bench runs on this CPU hung for good)
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "inductor"))  # a cold compile
+    clear_cache()
+    model = get_model("edgeconnect", device="cpu", **TINY_EC)
+    view = model.with_options(compile=True, precision="bf16", batch_size=4)
+    rng = np.random.default_rng(0)
+    x = rng.random((12, 1, 32, 32), dtype=np.float32)
+    h = np.zeros_like(x)
+    h[:, :, 8:20, 10:22] = 1
+    batcher = TileBatcher(view, 4, runners=2, max_wait=0.0)
+    got: dict[int, np.ndarray] = {}
+    threads = [
+        threading.Thread(
+            target=lambda i=i: got.__setitem__(
+                i, batcher(x[3 * i : 3 * i + 3], h[3 * i : 3 * i + 3])
+            ),
+            daemon=True,
+        )
+        for i in range(4)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=600)
+    # (before anything else runs the model: a deadlocked runner would take this thread too)
+    assert sorted(got) == [0, 1, 2, 3], "the compiled model's runner threads hung"
+    batcher.close()
+    out = np.concatenate([got[i] for i in range(4)])
+    hole = h != 0
+    assert np.array_equal(out[~hole], x[~hole])  # the input, bit for bit
+    # inside: the same network as eager bf16, up to the compiler's rounding
+    eager = model.with_options(precision="bf16", batch_size=4)(x, h)
+    assert np.abs(out - eager)[hole].max() < 0.05
+    assert np.abs(out - eager)[hole].mean() < 0.005
 
 
 def test_batcher_hands_errors_to_the_waiting_field():

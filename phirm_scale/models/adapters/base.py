@@ -290,6 +290,8 @@ class TorchInpaintModel(InpaintModel):
         self.canny = "auto"
         self._compiled: dict[str, Callable[..., Any]] = {}  # shared by every view of this model
         self._layout_lock = threading.Lock()
+        # compiled views run their autocast region one thread at a time (see _fill_batch)
+        self._compiled_lock = threading.Lock()
         # the largest batch known to fit in the device's memory (None: not limited yet);
         # shared by every view of this model, learned from an out-of-memory error
         self._fits: dict[str, int | None] = {"batch": None}
@@ -460,7 +462,12 @@ class TorchInpaintModel(InpaintModel):
             rep = np.r_[np.arange(n), np.full(full - n, n - 1)]
             im, ho = im[rep], ho[rep]
         batch = self._layout(self.prepare(im, ho))
-        with self.autocast():
+        # torch.compile traces in whichever thread calls first (and again after a guard
+        # fails); tracing under autocast while another thread leaves an autocast region
+        # deadlocked the batcher's runners (seen on the CPU, 2026-11-26). A compiled call only
+        # queues work, so running it one thread at a time costs no device time.
+        lock = self._compiled_lock if self.compile else contextlib.nullcontext()
+        with lock, self.autocast():
             res = self.generate(batch)["output"]
         # composite on the device: the clipped fill in the holes, the input (an exact float32
         # copy) elsewhere -- what InpaintModel.__call__ does on the host, bit for bit
