@@ -254,6 +254,14 @@ def test_resume_refuses_another_model_or_settings(tiles, tmp_path):
         )
     with pytest.raises(InputError, match="--width 16 contradicts"):
         _train("context-encoder", tiles, out_dir=tmp_path / "ce", resume=ck, **{**kw, "width": 16})
+    with pytest.raises(InputError, match="augment 'none', not 'dihedral'"):
+        _train(
+            "context-encoder",
+            tiles,
+            out_dir=tmp_path / "ce",
+            resume=ck,
+            **{**kw, "augment": "dihedral"},
+        )
     # fine-tuning from it (init) keeps the weights but starts a fresh schedule
     ft = _train("context-encoder", tiles, out_dir=tmp_path / "ft", init=ck, **{**kw, "width": None})
     c = load_checkpoint(ft)
@@ -293,6 +301,56 @@ def test_training_progress_is_the_stages_progress_bar(tiles, tmp_path, capsys, c
         assert any(m.startswith("epoch 1/2 step 2 ") for m in said), said
     with pytest.raises(TypeError, match="progress is a bool"):
         train(cfg, progress=print)  # type: ignore[arg-type]  # the old callable is refused
+
+
+def _turned(t, w):
+    """The w-th symmetry of a square tile by index arithmetic (not numpy's rot90/flip):
+    w % 4 quarter turns counter-clockwise, then for w >= 4 a left-right mirror."""
+    s = t.shape[-1]
+    i, j = np.mgrid[:s, :s]
+    for _ in range(w % 4):  # counter-clockwise: out[i, j] = in[j, s - 1 - i]
+        t = t[..., j, s - 1 - i]
+    return t[..., i, s - 1 - j] if w >= 4 else t
+
+
+def test_dihedral_turns_are_the_eight_symmetries_of_the_square():
+    from phirm_scale.models.training.data import dihedral
+
+    t = np.arange(25, dtype=np.float32).reshape(1, 5, 5)
+    tiles = np.stack([t] * 8)
+    out = dihedral(tiles, np.arange(8))
+    assert out.flags.c_contiguous and out.dtype == np.float32
+    for w in range(8):
+        np.testing.assert_array_equal(out[w], _turned(t, w))
+    assert len({o.tobytes() for o in out}) == 8  # all different on an asymmetric tile
+    np.testing.assert_array_equal(tiles[0], t)  # the input is left alone
+    with pytest.raises(InputError, match="square tiles"):
+        dihedral(np.zeros((1, 1, 4, 5)), np.array([1]))
+
+
+def test_dihedral_augmentation_turns_each_tile_and_keeps_the_masks(tiles):
+    from phirm_scale.masks import parse_mask_spec
+    from phirm_scale.models.training.data import StepBatches, TileSource, open_split
+
+    source = TileSource(open_split(tiles, "train"))
+    spec = parse_mask_spec("mix")
+    plain = StepBatches(source, spec, batch_size=4, seed=3)
+    turned = StepBatches(source, spec, batch_size=4, seed=3, augment="dihedral")
+    seen = set()
+    for epoch in range(4):
+        for step in range(plain.steps_per_epoch):
+            x0, m0 = plain.load(epoch, step)
+            x1, m1 = turned.load(epoch, step)
+            np.testing.assert_array_equal(m1, m0)  # the masks' stream is untouched
+            again, _ = turned.load(epoch, step)
+            np.testing.assert_array_equal(again, x1)  # a pure function of (seed, epoch, step)
+            for a, b in zip(x0, x1, strict=True):
+                ws = [w for w in range(8) if np.array_equal(_turned(a, w), b)]
+                assert ws, "a tile that is no symmetry of its source"
+                seen.add(ws[0])
+    assert len(seen) >= 6  # 32 tiles: the turns vary (8 possible)
+    with pytest.raises(InputError, match="augment must be"):
+        TrainConfig("deepfill-v2", tiles, "x", augment="flip").check()
 
 
 @pytest.mark.slow
@@ -396,6 +454,8 @@ def test_train_cli_end_to_end_and_resume(tiles, tmp_path):
         "cpu",
         "--stage",
         "inpaint",
+        "--augment",
+        "dihedral",
     ]
     r = subprocess.run(
         base + ["--max-steps", "2"], capture_output=True, text=True, timeout=300, check=False
@@ -419,6 +479,7 @@ def test_train_cli_end_to_end_and_resume(tiles, tmp_path):
     assert "train:" not in r.stderr and "final step 3: val phirm" in r.stderr  # logs stay
     ck = load_checkpoint(run / "final.pt")
     assert (ck.step, ck.epoch, ck.provenance["train"]["stage"]) == (3, 1, "inpaint")
+    assert ck.provenance["train"]["augment"] == ck.train_config["augment"] == "dihedral"
     # a user error is one line and exit status 2
     r = subprocess.run(
         base[:4] + ["--model", "lama", "--tiles", str(tiles), "-o", str(tmp_path / "x")],

@@ -98,6 +98,12 @@ def train_cmd(
         help="Also write checkpoints/last.pt every N steps (0: epoch ends only).",
     ),
     log_every: int = typer.Option(10, "--log-every", help="Steps averaged per train_log.csv row."),
+    augment: str = typer.Option(
+        "none",
+        "--augment",
+        help="Training tiles: none, or dihedral (each turned by one of the 8 symmetries of the "
+        "square, seeded per step).",
+    ),
     progress: bool = typer.Option(
         True,
         "--progress/--no-progress",
@@ -128,6 +134,7 @@ def train_cmd(
         val_tiles=val_tiles,
         save_every=save_every,
         log_every=log_every,
+        augment=augment,
     )
     final = train(config, progress=progress)  # epoch lines are log records (stderr; -q hides)
     typer.echo(f"wrote {final}")

@@ -16,7 +16,7 @@ from typing import Any
 
 from phirm_scale.errors import CheckpointError, InputError
 
-__all__ = ["EDGECONNECT_STAGES", "PAPER_DEFAULTS", "TrainConfig", "check_stage"]
+__all__ = ["AUGMENTATIONS", "EDGECONNECT_STAGES", "PAPER_DEFAULTS", "TrainConfig", "check_stage"]
 
 #: the paper's schedule per model (paper 3.6) and the original batch sizes
 PAPER_DEFAULTS: dict[str, dict[str, Any]] = {
@@ -26,6 +26,8 @@ PAPER_DEFAULTS: dict[str, dict[str, Any]] = {
 }
 EDGECONNECT_STAGES = ("edge", "inpaint", "joint")
 _PATHS = ("tiles", "out_dir", "resume", "init", "vgg_weights")
+#: training-tile augmentations (:attr:`TrainConfig.augment`)
+AUGMENTATIONS = ("none", "dihedral")
 
 
 def check_stage(model: str, stage: str | None) -> str | None:
@@ -108,6 +110,11 @@ class TrainConfig:
         Write ``checkpoints/epoch_NNNN.pt`` every this many epochs.
     log_every : int
         Average training metrics over this many steps per CSV row.
+    augment : {'none', 'dihedral'}
+        'dihedral': each training tile is turned by one of the 8 symmetries of the square
+        (rotations by 90 degrees, with or without a mirror), drawn per tile from
+        ``default_rng([seed, epoch, step, 1])``, on the loader's threads; fluorescence fields
+        have no preferred orientation. Masks are drawn as without it.
     """
 
     model: str
@@ -131,6 +138,7 @@ class TrainConfig:
     save_every: int = 1000
     checkpoint_every: int = 1
     log_every: int = 10
+    augment: str = "none"
 
     def check(self) -> TrainConfig:
         """Check the options that need no file, and return the config with its stage completed.
@@ -158,6 +166,10 @@ class TrainConfig:
                 raise InputError(f"{name} must be >= 1; got {v}")
         if self.lr is not None and not (float(self.lr) > 0 and math.isfinite(float(self.lr))):
             raise InputError(f"lr must be a positive number; got {self.lr}")
+        if self.augment not in AUGMENTATIONS:
+            raise InputError(
+                f"augment must be one of {', '.join(AUGMENTATIONS)}; got {self.augment!r}"
+            )
         return dataclasses.replace(self, stage=check_stage(self.model, self.stage))
 
     def resolved(self, *, batch_size: int | None = None) -> TrainConfig:

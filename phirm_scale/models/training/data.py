@@ -2,7 +2,8 @@
 
 The batches of step ``j`` of epoch ``e`` depend on nothing but ``(seed, e, j)``: the epoch's
 order is ``default_rng([seed, e]).permutation``, the step's masks come from
-``default_rng([seed, e, j])``. So a resumed run sees exactly the batches an uninterrupted one
+``default_rng([seed, e, j])`` (and with ``augment='dihedral'`` each tile's turn from
+``default_rng([seed, e, j, 1])``). So a resumed run sees exactly the batches an uninterrupted one
 would, whatever the threads that prepare them (:func:`prefetch`). Never imports Dask or Zarr
 (the tile store is opened through :mod:`phirm_scale.tiles`).
 """
@@ -24,6 +25,7 @@ __all__ = [
     "TileSource",
     "artefact_pool",
     "check_artefacts",
+    "dihedral",
     "open_split",
     "prefetch",
     "validation_set",
@@ -128,6 +130,10 @@ class StepBatches:
         The run's seed.
     pool : ndarray, optional
         Artefact masks for the 'artefacts' and 'mix' families.
+    augment : {'none', 'dihedral'}
+        'dihedral': each tile turned by one of the 8 symmetries of the square
+        (:func:`dihedral`), drawn from ``default_rng([seed, epoch, step, 1])`` (the masks'
+        stream is untouched, so the masks are those of an unaugmented run).
     """
 
     def __init__(
@@ -138,12 +144,18 @@ class StepBatches:
         batch_size: int,
         seed: int,
         pool: np.ndarray | None = None,
+        augment: str = "none",
     ) -> None:
+        if augment not in ("none", "dihedral"):
+            raise InputError(f"augment must be 'none' or 'dihedral'; got {augment!r}")
+        if augment == "dihedral" and source.size[-1] != source.size[-2]:
+            raise InputError(f"dihedral turns need square tiles; got {source.size[-2:]}")
         self.source = source
         self.mask_spec = mask_spec
         self.batch_size = int(batch_size)
         self.seed = int(seed)
         self.pool = pool
+        self.augment = augment
         self.steps_per_epoch = max(1, source.n // self.batch_size)
 
     def order(self, epoch: int) -> np.ndarray:
@@ -189,7 +201,11 @@ class StepBatches:
             rng=np.random.default_rng([self.seed, epoch, step]),
             artefact_pool=self.pool,
         )[:, None]
-        return self.source.read(idx), holes
+        tiles = self.source.read(idx)
+        if self.augment == "dihedral":
+            turns = np.random.default_rng([self.seed, epoch, step, 1]).integers(0, 8, len(idx))
+            tiles = dihedral(tiles, turns)
+        return tiles, holes
 
     def epoch(self, epoch: int, first_step: int = 0) -> Generator[tuple, None, None]:
         """Yield the batches of ``epoch`` from ``first_step`` on, prepared ahead on threads.
@@ -210,6 +226,31 @@ class StepBatches:
         return prefetch(
             lambda j: self.load(epoch, j, perm), range(first_step, self.steps_per_epoch)
         )
+
+
+def dihedral(tiles: np.ndarray, which: np.ndarray) -> np.ndarray:
+    """Turn each square tile by one of the 8 symmetries of the square.
+
+    Parameters
+    ----------
+    tiles : (N, ..., S, S) ndarray
+        Square tiles (the last two axes).
+    which : (N,) ints in 0..7
+        ``k = which % 4`` quarter turns counter-clockwise (:func:`numpy.rot90`), then, for
+        ``which >= 4``, a mirror of the columns (left-right).
+
+    Returns
+    -------
+    ndarray
+        A new C-contiguous array of the same shape and dtype.
+    """
+    if tiles.shape[-1] != tiles.shape[-2]:
+        raise InputError(f"dihedral turns need square tiles; got {tiles.shape[-2:]}")
+    out = np.empty_like(tiles)
+    for i, w in enumerate(np.asarray(which, dtype=np.int64)):
+        t = np.rot90(tiles[i], int(w) % 4, axes=(-2, -1))
+        out[i] = t[..., ::-1] if w >= 4 else t
+    return out
 
 
 def validation_set(

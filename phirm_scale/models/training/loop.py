@@ -61,6 +61,11 @@ def _check_resume(config: TrainConfig, ck: Checkpoint, mask_spec: str) -> int | 
             f"checkpoint {config.resume} was trained with masks {prev['masks']!r}, not "
             f"{mask_spec!r}"
         )
+    if prev.get("augment", "none") != config.augment:
+        raise InputError(
+            f"checkpoint {config.resume} was trained with augment {prev.get('augment', 'none')!r}, "
+            f"not {config.augment!r}: cannot resume identically"
+        )
     if prev.get("seed") not in (None, int(config.seed)):
         raise InputError(
             f"checkpoint {config.resume} was trained with seed {prev['seed']}, not {config.seed}"
@@ -146,7 +151,9 @@ def run_training(config: TrainConfig, *, progress: bool = True) -> Path:
             "context-encoder needs batches of at least 2 tiles (BatchNorm on a 1x1 "
             f"bottleneck); got {bsz}"
         )
-    batches = StepBatches(source, mask_spec, batch_size=bsz, seed=cfg.seed, pool=pool)
+    batches = StepBatches(
+        source, mask_spec, batch_size=bsz, seed=cfg.seed, pool=pool, augment=cfg.augment
+    )
     steps_per_epoch = batches.steps_per_epoch
 
     # ---- model and trainer
@@ -184,6 +191,7 @@ def run_training(config: TrainConfig, *, progress: bool = True) -> Path:
             "device": str(dev),
             "steps_per_epoch": steps_per_epoch,
             "vgg_weights": str(cfg.vgg_weights) if cfg.vgg_weights else None,
+            "augment": cfg.augment,
         },
         "init": None,
         "versions": {"phirm_scale": _version(), "torch": torch.__version__},
