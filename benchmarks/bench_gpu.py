@@ -276,7 +276,7 @@ def main():
                 # as train's loop: a step's metrics are read once the next step is queued
                 queued = trainer.train_step_async(net.prepare(x, h != 0, train=True))
                 if pending is not None:
-                    _ = {k: float(v) for k, v in pending.items()}
+                    pending.result()
                 pending = queued
                 steps += 1
                 if steps == 3:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import shutil
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -320,6 +321,7 @@ def test_batcher_results_do_not_depend_on_grouping(name, cfg, batch_invariant):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900, method="thread")  # a deadlock may hold the GIL: end the process
 @pytest.mark.skipif(
     shutil.which("cc") is None and shutil.which("gcc") is None,
     reason="torch.compile on the CPU needs a C compiler",
@@ -349,8 +351,9 @@ def test_a_compiled_bf16_model_serves_several_runner_threads(tmp_path, monkeypat
     ]
     for t in threads:
         t.start()
+    deadline = time.monotonic() + 600  # one limit for all four (cold compile: ~30 s here)
     for t in threads:
-        t.join(timeout=600)
+        t.join(timeout=max(0.0, deadline - time.monotonic()))
     # (before anything else runs the model: a deadlocked runner would take this thread too)
     assert sorted(got) == [0, 1, 2, 3], "the compiled model's runner threads hung"
     batcher.close()

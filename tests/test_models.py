@@ -125,10 +125,22 @@ def test_learned_models_composite_like_the_host_would(name):
     # the composite runs on the model's device; it must equal clip-and-select on the host of
     # the generator's raw output, bit for bit
     model = get_model(name, device="cpu", **TINY[name])
+    plain = model.generate
+
+    def wide(batch, **kw):  # pushed past [0, 1] both ways, so the clip has work to do
+        out = plain(batch, **kw)["output"]
+        i, j = torch.meshgrid(
+            torch.arange(out.shape[-2]), torch.arange(out.shape[-1]), indexing="ij"
+        )
+        checker = 1.0 - 2.0 * ((i + j) % 2)  # +1 / -1 on alternate pixels
+        return {"output": (out - 0.5) * 3.0 + 0.5 + 0.9 * checker}
+
+    model.generate = wide  # this view only
     images, masks = _batch(5)
     hole = masks != 0
     with torch.inference_mode():
         raw = model.generate(model.prepare(images, hole))["output"].float().numpy()
+    assert raw[hole].min() < -0.1 and raw[hole].max() > 1.1
     expect = np.where(hole, np.clip(raw, 0.0, 1.0), images).astype(np.float32)
     got = model(images, masks)
     assert np.array_equal(got.view(np.uint32), expect.view(np.uint32))

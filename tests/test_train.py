@@ -243,6 +243,25 @@ def test_a_diverging_run_stops_naming_its_step_and_saves_its_state(
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["diverged.pt"]
 
 
+def test_pending_metrics_give_the_floats_of_the_step():
+    from phirm_scale.models.training.trainer import PendingMetrics
+
+    third = torch.tensor(1 / 3)  # float32: float() of it is not 1/3
+    values = {
+        "g_l1": third,
+        "d_loss": torch.tensor(0.1, dtype=torch.bfloat16),
+        "edge_precision": 0.25,  # a plain float among tensors
+        "g_loss": torch.tensor([2.5], requires_grad=True).sum(),
+    }
+    got = PendingMetrics(values).result()
+    assert list(got) == list(values)
+    assert got["g_l1"] == float(np.float32(1 / 3)) != 1 / 3
+    assert got["d_loss"] == 0.10009765625  # bfloat16's nearest value to 0.1
+    assert got["edge_precision"] == 0.25 and got["g_loss"] == 2.5
+    assert all(type(v) is float for v in got.values())
+    assert PendingMetrics({}).result() == {}
+
+
 def test_resume_refuses_another_model_or_settings(tiles, tmp_path):
     kw = {"epochs": 1, "lr": 1e-3, "batch_size": 4, "width": 8, "device": "cpu", "max_steps": 1}
     ck = _train("context-encoder", tiles, out_dir=tmp_path / "ce", **kw)

@@ -466,7 +466,9 @@ class TorchInpaintModel(InpaintModel):
         # fails); tracing under autocast while another thread leaves an autocast region
         # deadlocked the batcher's runners (seen on the CPU, 2026-11-26). A compiled call only
         # queues work, so running it one thread at a time costs no device time.
-        lock = self._compiled_lock if self.compile else contextlib.nullcontext()
+        # (every view of a model that has compiled code takes the lock: an eager view leaving
+        # autocast is the other half of that deadlock)
+        lock = self._compiled_lock if (self.compile or self._compiled) else contextlib.nullcontext()
         with lock, self.autocast():
             res = self.generate(batch)["output"]
         # composite on the device: the clipped fill in the holes, the input (an exact float32

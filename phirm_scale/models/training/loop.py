@@ -33,7 +33,7 @@ from phirm_scale.models.training.data import (
     validation_set,
 )
 from phirm_scale.models.training.logs import CsvLog, plot_log
-from phirm_scale.models.training.trainer import make_trainer
+from phirm_scale.models.training.trainer import PendingMetrics, make_trainer
 from phirm_scale.models.training.validation import validation_scores
 from phirm_scale.progress import progress_bar
 
@@ -151,6 +151,11 @@ def run_training(config: TrainConfig, *, progress: bool = True) -> Path:
             "context-encoder needs batches of at least 2 tiles (BatchNorm on a 1x1 "
             f"bottleneck); got {bsz}"
         )
+    if cfg.augment == "dihedral" and source.size[-1] != source.size[-2]:
+        raise InputError(
+            f"{cfg.tiles}: tiles are {source.size[-2]}x{source.size[-1]}; --augment dihedral "
+            "needs square tiles"
+        )
     batches = StepBatches(
         source, mask_spec, batch_size=bsz, seed=cfg.seed, pool=pool, augment=cfg.augment
     )
@@ -261,7 +266,7 @@ def run_training(config: TrainConfig, *, progress: bool = True) -> Path:
 
     # the metrics of the last queued step, read (which waits for the device) only once the next
     # step is queued, so that the device never idles while the host prepares a step
-    pending: list[tuple[int, int, dict[str, Any]]] = []  # (step number, epoch, metric tensors)
+    pending: list[tuple[int, int, PendingMetrics]] = []  # (step number, epoch, metrics)
     last_metrics: dict[str, float] = {}
 
     def settle() -> None:
@@ -269,8 +274,8 @@ def run_training(config: TrainConfig, *, progress: bool = True) -> Path:
         nonlocal last_metrics
         if not pending:
             return
-        n, ep, tensors = pending.pop()
-        metrics = {k: float(v) for k, v in tensors.items()}
+        n, ep, queued = pending.pop()
+        metrics = queued.result()
         bad = [k for k, v in metrics.items() if not math.isfinite(v)]
         if bad:
             save(out_dir / "checkpoints" / "diverged.pt", ep)

@@ -19,9 +19,63 @@ from phirm_scale.models.checkpoint import Checkpoint, load_state
 from phirm_scale.models.networks import make_discriminator
 from phirm_scale.models.networks.common import seeded
 
-__all__ = ["Trainer", "make_trainer"]
+__all__ = ["PendingMetrics", "Trainer", "make_trainer"]
 
 Metrics = dict[str, Any]
+
+
+class PendingMetrics:
+    """A step's metrics on their way to the host: read them with :meth:`result`.
+
+    On CUDA the values are copied, without waiting, into page-locked host memory right after the
+    step's kernels, and an event marks the copy. :meth:`result` waits for that event only: not
+    for anything queued later (reading a device tensor with ``float`` would wait for every
+    kernel queued on the stream, the next step's included). On the CPU the values are at hand.
+
+    Parameters
+    ----------
+    metrics : dict of str to tensor or float
+        0-d values of one step (e.g. detached losses).
+    """
+
+    def __init__(self, metrics: dict[str, Any]) -> None:
+        self.names = list(metrics)
+        dev = next(
+            (v.device for v in metrics.values() if isinstance(v, torch.Tensor)),
+            torch.device("cpu"),
+        )
+        # float64: every float32/bf16/fp16 value converts exactly, so result() gives float(v)
+        values = (
+            torch.stack(
+                [
+                    torch.as_tensor(v, dtype=torch.float64, device=dev).detach().reshape(())
+                    for v in metrics.values()
+                ]
+            )
+            if metrics
+            else torch.zeros(0, dtype=torch.float64)
+        )
+        self._event: Any = None
+        if values.is_cuda:
+            self._host = torch.empty(values.shape, dtype=torch.float64, pin_memory=True)
+            self._host.copy_(values, non_blocking=True)
+            self._event = torch.cuda.Event()
+            self._event.record()
+        else:
+            self._host = values
+
+    def result(self) -> dict[str, float]:
+        """Return the metrics as floats (waits for the step's copy on CUDA, nothing else).
+
+        Returns
+        -------
+        dict of str to float
+            The step's metrics, in the order the step gave them.
+        """
+        if self._event is not None:
+            self._event.synchronize()
+        vals = self._host.tolist()
+        return dict(zip(self.names, (float(v) for v in vals), strict=True))
 
 
 class Trainer:
@@ -167,13 +221,14 @@ class Trainer:
         dict of str to float
             The step's metrics (losses, and per model e.g. edge precision/recall).
         """
-        return {k: float(v) for k, v in self.train_step_async(batch).items()}
+        return self.train_step_async(batch).result()
 
-    def train_step_async(self, batch: dict) -> dict[str, torch.Tensor]:
-        """:meth:`train_step` without waiting for the device: the metrics stay tensors.
+    def train_step_async(self, batch: dict) -> PendingMetrics:
+        """:meth:`train_step` without waiting for the device to finish the step.
 
-        Reading them (``float``) waits for the step; a loop that reads a step's metrics only
-        after queuing the next step keeps the device busy meanwhile.
+        A loop that reads a step's metrics only after queuing the next step lets the host
+        prepare and queue while the device computes (:class:`PendingMetrics` waits for the
+        step's own metrics only).
 
         Parameters
         ----------
@@ -182,8 +237,8 @@ class Trainer:
 
         Returns
         -------
-        dict of str to torch.Tensor
-            The step's metrics as detached 0-d tensors on the device.
+        PendingMetrics
+            The step's metrics (:meth:`PendingMetrics.result` gives them as floats).
         """
         self.G.train()
         self.D.train()
@@ -202,8 +257,7 @@ class Trainer:
         if self.scaler is not None:
             self.scaler.update()
         self.D.requires_grad_(True)
-        metrics = {**d_metrics, **g_metrics, "g_loss": g_loss}
-        return {k: torch.as_tensor(v).detach() for k, v in metrics.items()}
+        return PendingMetrics({**d_metrics, **g_metrics, "g_loss": g_loss})
 
     # -- state
     def state(self) -> dict[str, Any]:
