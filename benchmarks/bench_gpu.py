@@ -107,6 +107,44 @@ def rate(fn, tiles_per_call, seconds, warmup=2):
             return round(n * tiles_per_call / dt, 1)
 
 
+def stage_agreement(plate, out_path, name, kw, n=3):
+    """Largest difference (field units) and share of differing hole pixels between the stage's
+    first ``n`` fields and ``inpaint_field`` with the same model options in this process."""
+    from phirm_scale.inpaint import inpaint_field
+    from phirm_scale.models.registry import get_model
+    from phirm_scale.plate import open_plate
+
+    out = open_plate(out_path)
+    model = get_model(
+        name,
+        checkpoint=kw["checkpoint"],
+        device=kw.get("device", "cpu"),
+        precision=kw["precision"],
+        channels_last=kw["channels_last"],
+        compile=kw["compile"],
+    )
+    c = plate.channel_index("DAPI")
+    worst, differing, holes = 0.0, 0, 0
+    for k in plate.fields[:n]:
+        src, mask = plate.read_field(k), plate.read_label(k, kw["mask_label"]) != 0
+        expect = inpaint_field(
+            src[c], mask, model, tile=kw["tile"], overlap=kw["overlap"], batch_size=kw["batch_size"]
+        )
+        got = out.read_field(k)[c]
+        if not np.array_equal(got[~mask], src[c][~mask]):
+            return {"error": f"field {k}: pixels outside the holes changed"}
+        d = np.abs(got.astype(np.float64) - expect.astype(np.float64))[mask]
+        worst = max(worst, float(d.max()) if d.size else 0.0)
+        differing += int(np.count_nonzero(d))
+        holes += int(d.size)
+    return {
+        "fields": n,
+        "max_abs_diff": worst,
+        "hole_pixels_differing": round(differing / max(holes, 1), 6),
+        "outside_holes_identical": True,
+    }
+
+
 def real_tiles(path, size, n):
     """(n, 1, size, size) float32 tiles in [0, 1] from real BBBC039 fields (or an .npz of
     uint8 tiles), min-max normalised per tile; None when neither is at hand."""
@@ -463,6 +501,12 @@ def main():
                         "hole_tiles_per_s": round(st["tiles_inpainted"] / dt, 1),
                         "gpu_util_mean": gs.mean,
                     }
+                    if run == "warm" and left() > 30:
+                        # the stage's fields against the plain per-field path in this process
+                        # (same model options, one field at a time, no batcher, no streams)
+                        res["models"][name][f"stage_{label}_{run}"]["vs_per_field"] = (
+                            stage_agreement(plate, out, name, kw, n=3)
+                        )
                     dump()
     # -- torch.compile of the methods generate calls (last: compiling takes a while)
     if args.compile and "edgeconnect" in gen_inputs:

@@ -292,6 +292,9 @@ class TorchInpaintModel(InpaintModel):
         self._layout_lock = threading.Lock()
         # compiled views run their autocast region one thread at a time (see _fill_batch)
         self._compiled_lock = threading.Lock()
+        # per calling thread, a CUDA stream of its own (see _stream); shared by every view
+        self._streams = threading.local()
+        self._state: dict[str, bool] = {"channels_last": False}  # the generator's layout
         # the largest batch known to fit in the device's memory (None: not limited yet);
         # shared by every view of this model, learned from an out-of-memory error
         self._fits: dict[str, int | None] = {"batch": None}
@@ -360,7 +363,13 @@ class TorchInpaintModel(InpaintModel):
         if not self.channels_last:
             return batch
         with self._layout_lock:
-            self.generator.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # stub lacks it
+            if not self._state["channels_last"]:
+                self.generator.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # stub lacks it
+                if torch.device(self.device).type == "cuda":
+                    # the new weights are written on this thread's stream: let them land before
+                    # another thread's stream reads them
+                    torch.cuda.current_stream().synchronize()
+                self._state["channels_last"] = True
         return {
             k: (
                 v.contiguous(memory_format=torch.channels_last)
@@ -421,7 +430,7 @@ class TorchInpaintModel(InpaintModel):
         was_training = self.generator.training
         self.generator.eval()
         try:
-            with torch.inference_mode():
+            with torch.inference_mode(), self._stream():
                 s = 0
                 while s < images.shape[0]:
                     bs = self._fitting(int(batch_size or self.batch_size))
@@ -434,6 +443,30 @@ class TorchInpaintModel(InpaintModel):
         finally:
             self.generator.train(was_training)
         return out
+
+    def _stream(self) -> contextlib.AbstractContextManager[Any]:
+        """On CUDA, make this thread's own stream current (a null context elsewhere).
+
+        The batcher's runner threads each run whole batches (copies in, edges, network, copy
+        out). On one shared stream, a runner that waits for its own work (the Canny's
+        convergence checks, the copy back to the host) waits for everything the other runner
+        queued too, so the device drains at every such wait; on a stream per thread it waits
+        for its own batch only while the other's kernels keep the device busy. A batch's
+        tensors are made and freed on its thread's stream; the weights are only read, after
+        everything the caller's stream queued before the call (a training step, say).
+        """
+        import torch
+
+        dev = torch.device(self.device)
+        if dev.type != "cuda":
+            return contextlib.nullcontext()
+        stream = getattr(self._streams, "stream", None)
+        if stream is None:
+            stream = self._streams.stream = torch.cuda.Stream(device=dev)
+        # what the caller queued before (e.g. a training step updating the weights) comes
+        # first; free when the caller's stream is idle, as in the batcher's runners
+        stream.wait_stream(torch.cuda.current_stream(dev))
+        return torch.cuda.stream(stream)
 
     def _check_precision(self, precision: str) -> None:
         """Refuse bf16 on a CUDA device without bfloat16 support (before Ampere) in one line."""
