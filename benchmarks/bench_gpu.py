@@ -107,6 +107,30 @@ def rate(fn, tiles_per_call, seconds, warmup=2):
             return round(n * tiles_per_call / dt, 1)
 
 
+def threads_agree(model, x, h, bs, rounds=3):
+    """Whether two threads calling one model at once (each on its own CUDA stream) give, bit
+    for bit, what one thread gives: the same full batches, so the same kernels."""
+    fixed = model.with_options(batch_size=bs, fixed_batch=True)
+    batches = [(np.roll(x, k, axis=0), np.roll(h, k, axis=0)) for k in range(4)]
+    alone = [fixed(a, b) for a, b in batches]
+    for _ in range(rounds):
+        got = [None] * 4
+
+        def run(idx, got=got):
+            for i in idx:
+                got[i] = fixed(*batches[i])
+
+        ts = [threading.Thread(target=run, args=(idx,)) for idx in ((0, 2), (1, 3))]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join()
+        if not all(np.array_equal(g, a) for g, a in zip(got, alone, strict=True)):
+            diff = max(float(np.abs(g - a).max()) for g, a in zip(got, alone, strict=True))
+            return {"identical": False, "max_abs_diff": diff}
+    return {"identical": True, "rounds": rounds}
+
+
 def stage_agreement(plate, out_path, name, kw, n=3):
     """Largest difference (field units) and share of differing hole pixels between the stage's
     first ``n`` fields and ``inpaint_field`` with the same model options in this process."""
@@ -406,6 +430,7 @@ def main():
             secs,
             warmup=1,
         )
+        r["threads_agree"] = threads_agree(m32, x, h.astype(np.float32), bs)
         if name == "edgeconnect" and cuda:
             sk = m32.with_options(canny="skimage")
             r["model_call_skimage_canny_tiles_per_s"] = rate(
@@ -503,7 +528,8 @@ def main():
                     }
                     if run == "warm" and left() > 30:
                         # the stage's fields against the plain per-field path in this process
-                        # (same model options, one field at a time, no batcher, no streams)
+                        # (same model options, one field at a time, no batcher; batch sizes
+                        # differ, so kernels may too: small differences are not a race)
                         res["models"][name][f"stage_{label}_{run}"]["vs_per_field"] = (
                             stage_agreement(plate, out, name, kw, n=3)
                         )

@@ -444,6 +444,34 @@ def test_precision_switches(batch_invariant):
         get_model("deepfill-v2", device="cpu", width=8, precision="fp8")
 
 
+def test_channels_last_weights_stay_trainable_and_follow_the_generator():
+    # the channels-last conversion happens inside inference; it must leave ordinary tensors
+    # (a trainer can still take gradients), and it is redone when someone has turned the
+    # weights back to the standard layout (a flag remembered that it had been done once)
+    clear_cache()
+    model = get_model("edgeconnect", device="cpu", **TINY_EC)
+    view = model.with_options(channels_last=True)
+    x = np.random.default_rng(0).random((2, 1, 32, 32), dtype=np.float32)
+    h = np.zeros_like(x)
+    h[:, :, 8:20, 8:20] = 1
+    a = view(x, h)
+    convs = [p for p in model.generator.parameters() if p.dim() == 4]
+    assert convs and all(p.is_contiguous(memory_format=torch.channels_last) for p in convs)
+    assert not any(p.is_inference() for p in model.generator.parameters())
+    out = model.generate(model.prepare(x, h != 0))["output"]
+    out.mean().backward()  # would raise on inference tensors
+    assert all(p.grad is not None for p in convs if p.requires_grad)
+    model.generator.zero_grad(set_to_none=True)
+    model.generator.to(memory_format=torch.contiguous_format)
+    b = view(x, h)
+    assert all(
+        p.is_contiguous(memory_format=torch.channels_last)
+        for p in model.generator.parameters()
+        if p.dim() == 4
+    )
+    np.testing.assert_allclose(a, b, atol=1e-5)
+
+
 def test_fixed_batches_pad_partial_batches_without_changing_results(batch_invariant):
     clear_cache()
     rng = np.random.default_rng(4)

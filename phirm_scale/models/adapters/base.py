@@ -294,7 +294,6 @@ class TorchInpaintModel(InpaintModel):
         self._compiled_lock = threading.Lock()
         # per calling thread, a CUDA stream of its own (see _stream); shared by every view
         self._streams = threading.local()
-        self._state: dict[str, bool] = {"channels_last": False}  # the generator's layout
         # the largest batch known to fit in the device's memory (None: not limited yet);
         # shared by every view of this model, learned from an out-of-memory error
         self._fits: dict[str, int | None] = {"batch": None}
@@ -363,13 +362,20 @@ class TorchInpaintModel(InpaintModel):
         if not self.channels_last:
             return batch
         with self._layout_lock:
-            if not self._state["channels_last"]:
-                self.generator.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # stub lacks it
+            if not self._weights_channels_last():
+                # outside inference mode: the converted weights stay ordinary tensors that can
+                # still be trained
+                old_data = [
+                    t.data for t in (*self.generator.parameters(), *self.generator.buffers())
+                ]
+                with torch.inference_mode(False):
+                    self.generator.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # stub lacks it
                 if torch.device(self.device).type == "cuda":
                     # the new weights are written on this thread's stream: let them land before
-                    # another thread's stream reads them
+                    # another thread's stream reads them, and keep the old ones (the copy's
+                    # source, owned by another stream's memory pool) alive until then
                     torch.cuda.current_stream().synchronize()
-                self._state["channels_last"] = True
+                del old_data
         return {
             k: (
                 v.contiguous(memory_format=torch.channels_last)
@@ -378,6 +384,28 @@ class TorchInpaintModel(InpaintModel):
             )
             for k, v in batch.items()
         }
+
+    def _weights_channels_last(self) -> bool:
+        """Whether the generator's 4-D weights are in channels-last layout now."""
+        import torch
+
+        for p in self.generator.parameters():
+            if p.dim() == 4:
+                return bool(p.is_contiguous(memory_format=torch.channels_last))
+        return True  # no 4-D weight: nothing to convert
+
+    def _to_device(self, a: np.ndarray) -> torch.Tensor:
+        """Copy a host array to the model's device.
+
+        On CUDA through page-locked memory, without waiting for the stream (a plain copy from
+        pageable memory waits for all the stream's work).
+        """
+        import torch
+
+        t = torch.from_numpy(np.ascontiguousarray(a))
+        if torch.device(self.device).type == "cuda":
+            return t.pin_memory().to(self.device, non_blocking=True)
+        return t.to(self.device)
 
     # -- hooks
     def prepare(self, images: np.ndarray, holes: np.ndarray, *, train: bool = False) -> dict:
@@ -401,8 +429,8 @@ class TorchInpaintModel(InpaintModel):
 
         # the holes travel as bytes (a quarter of float32's copy) and become 0/1 floats there
         return {
-            "image": torch.from_numpy(np.ascontiguousarray(images, np.float32)).to(self.device),
-            "mask": torch.from_numpy(np.ascontiguousarray(holes != 0)).to(self.device).float(),
+            "image": self._to_device(np.asarray(images, np.float32)),
+            "mask": self._to_device(np.asarray(holes) != 0).to(torch.float32),
         }
 
     def generate(self, batch: dict) -> dict:  # pragma: no cover - abstract
@@ -436,7 +464,10 @@ class TorchInpaintModel(InpaintModel):
                     bs = self._fitting(int(batch_size or self.batch_size))
                     try:
                         out[s : s + bs] = self._fill_batch(images[s : s + bs], holes[s : s + bs])
+                        fitted = True
                     except torch.OutOfMemoryError:
+                        fitted = False
+                    if not fitted:  # out of the except block: the failed batch's tensors are free
                         self._shrink(bs, images.shape[2:])
                         continue  # the same tiles again, in smaller batches
                     s += bs
@@ -452,8 +483,9 @@ class TorchInpaintModel(InpaintModel):
         convergence checks, the copy back to the host) waits for everything the other runner
         queued too, so the device drains at every such wait; on a stream per thread it waits
         for its own batch only while the other's kernels keep the device busy. A batch's
-        tensors are made and freed on its thread's stream; the weights are only read, after
-        everything the caller's stream queued before the call (a training step, say).
+        tensors are made and freed on its thread's stream; the weights are only read (after
+        everything the caller's stream queued before the call: a training step, say), except
+        for the one channels-last conversion, which :meth:`_layout` waits for.
         """
         import torch
 

@@ -35,7 +35,8 @@ class PendingMetrics:
     Parameters
     ----------
     metrics : dict of str to tensor or float
-        0-d values of one step (e.g. detached losses).
+        0-d values of one step (e.g. detached losses), made on the current stream of their
+        device (where the step ran).
     """
 
     def __init__(self, metrics: dict[str, Any]) -> None:
@@ -60,7 +61,8 @@ class PendingMetrics:
             self._host = torch.empty(values.shape, dtype=torch.float64, pin_memory=True)
             self._host.copy_(values, non_blocking=True)
             self._event = torch.cuda.Event()
-            self._event.record()
+            # on the stream the copy went to: the current one of the metrics' device
+            self._event.record(torch.cuda.current_stream(values.device))
         else:
             self._host = values
 
