@@ -497,7 +497,12 @@ def main():
             for name in stage_models:
                 for run, prec, comp in runs:
                     label = f"{prec}_compiled" if comp else prec
-                    if left() < (150 if comp and run == "cold" else 30):
+                    cold_missing = (
+                        comp
+                        and run == "warm"
+                        and f"stage_{label}_cold" not in (res["models"][name])
+                    )
+                    if left() < (150 if comp and run == "cold" else 30) or cold_missing:
                         res["skipped"].append(f"stage {name} {label} {run}: out of time budget")
                         continue
                     out = ckdir / f"out_{name}_{label}_{run}.ome.zarr"
