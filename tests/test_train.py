@@ -243,6 +243,38 @@ def test_a_diverging_run_stops_naming_its_step_and_saves_its_state(
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["diverged.pt"]
 
 
+def test_batches_prepared_ahead_are_the_batches_prepared_in_line():
+    # on CUDA train prepares one batch ahead on a thread (and stream) of its own; the batches
+    # must be the same, in the same order, errors must reach the loop, and closing early stops
+    from phirm_scale.models.training.loop import prepared_batches
+
+    net = get_model("edgeconnect", device="cpu", width=8, blocks=1).with_options(canny="torch")
+    rng = np.random.default_rng(0)
+    items = [
+        (rng.random((2, 1, 32, 32), dtype=np.float32), rng.random((2, 1, 32, 32)) < 0.2)
+        for _ in range(5)
+    ]
+    inline = list(prepared_batches(net, iter(items), ahead=False))
+    ahead = list(prepared_batches(net, iter(items), ahead=True))
+    assert len(ahead) == len(inline) == 5
+    for a, b in zip(ahead, inline, strict=True):
+        assert sorted(a) == sorted(b) == ["edges", "edges_gt", "image", "mask"]
+        for k in a:
+            assert torch.equal(a[k], b[k]), k
+
+    def failing():
+        yield items[0]
+        raise RuntimeError("tile store went away")
+
+    gen = prepared_batches(net, failing(), ahead=True)
+    with pytest.raises(RuntimeError, match="tile store went away"):
+        list(gen)
+    gen = prepared_batches(net, iter(items), ahead=True)
+    first = next(gen)
+    gen.close()  # stops the preparing thread; nothing left running
+    assert torch.equal(first["image"], inline[0]["image"])
+
+
 def test_pending_metrics_give_the_floats_of_the_step():
     from phirm_scale.models.training.trainer import PendingMetrics
 

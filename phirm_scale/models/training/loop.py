@@ -14,6 +14,7 @@ import datetime as _dt
 import logging
 import math
 import time
+from collections.abc import Generator, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,7 @@ from phirm_scale.models.training.data import (
     artefact_pool,
     check_artefacts,
     open_split,
+    prefetch,
     validation_set,
 )
 from phirm_scale.models.training.logs import CsvLog, plot_log
@@ -37,7 +39,7 @@ from phirm_scale.models.training.trainer import PendingMetrics, make_trainer
 from phirm_scale.models.training.validation import validation_scores
 from phirm_scale.progress import progress_bar
 
-__all__ = ["run_training"]
+__all__ = ["prepared_batches", "run_training"]
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +73,63 @@ def _check_resume(config: TrainConfig, ck: Checkpoint, mask_spec: str) -> int | 
             f"checkpoint {config.resume} was trained with seed {prev['seed']}, not {config.seed}"
         )
     return batch_size
+
+
+def prepared_batches(
+    net: Any, loader: Iterable[tuple[np.ndarray, np.ndarray]], *, ahead: bool
+) -> Generator[dict[str, Any], None, None]:
+    """Yield ``net.prepare(images, holes != 0, train=True)`` for each batch of ``loader``.
+
+    With ``ahead`` (what ``train`` does on CUDA), one batch is prepared ahead on a thread of
+    its own, and on CUDA on a stream of its own: the copies to the device and EdgeConnect's
+    Canny (whose convergence checks wait for their stream) then never wait for the training
+    step queued on the main stream, and the host can queue the next step at once. The training
+    stream waits for the batch's event before using it, and the batch's memory is recorded as
+    used by that stream (the caching allocator's rule for tensors shared across streams).
+
+    Parameters
+    ----------
+    net : TorchInpaintModel
+        The model being trained.
+    loader : iterable of (images, holes)
+        Numpy batches, in order (:meth:`StepBatches.epoch`).
+    ahead : bool
+        Prepare on a thread (and CUDA stream) of its own, one batch ahead.
+
+    Returns
+    -------
+    Generator of dict
+        The prepared batches, in order (close it to stop early).
+    """
+    if not ahead:
+        for images, holes in loader:
+            yield net.prepare(images, holes != 0, train=True)
+        return
+    dev = torch.device(net.device)
+    side = torch.cuda.Stream(device=dev) if dev.type == "cuda" else None
+
+    def work(item: tuple[np.ndarray, np.ndarray]) -> tuple[dict[str, Any], Any]:
+        images, holes = item
+        if side is None:
+            return net.prepare(images, holes != 0, train=True), None
+        with torch.cuda.stream(side):
+            batch = net.prepare(images, holes != 0, train=True)
+            done = torch.cuda.Event()
+            done.record(side)
+        return batch, done
+
+    gen = prefetch(work, loader, workers=1, depth=2)
+    try:
+        for batch, done in gen:
+            if done is not None:
+                main = torch.cuda.current_stream(dev)
+                main.wait_event(done)
+                for v in batch.values():
+                    if isinstance(v, torch.Tensor) and v.is_cuda:
+                        v.record_stream(main)
+            yield batch
+    finally:
+        gen.close()
 
 
 def _version() -> str:
@@ -295,13 +354,13 @@ def run_training(config: TrainConfig, *, progress: bool = True) -> Path:
     with progress_bar("train", max(0, last_step - step), enabled=progress) as advance:
         for epoch in range(start_epoch, epochs):
             j0 = step - epoch * steps_per_epoch
-            loader = batches.epoch(epoch, j0)
+            tiles_ahead = batches.epoch(epoch, j0)
+            loader = prepared_batches(net, tiles_ahead, ahead=dev.type == "cuda")
             for j in range(j0, steps_per_epoch):
                 if cfg.max_steps is not None and step >= cfg.max_steps:
                     stopped = True
                     break
-                images, holes = next(loader)
-                batch = net.prepare(images, holes != 0, train=True)
+                batch = next(loader)
                 queued = trainer.train_step_async(batch)
                 step += 1
                 settle()  # the previous step's metrics, while this one runs
@@ -329,6 +388,7 @@ def run_training(config: TrainConfig, *, progress: bool = True) -> Path:
                     settle()  # never save a diverged state as last.pt
                     save(out_dir / "checkpoints" / "last.pt", epoch)
             loader.close()
+            tiles_ahead.close()
             settle()
             if stopped:
                 break
