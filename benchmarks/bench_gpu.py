@@ -249,6 +249,7 @@ def main():
     from phirm_scale.models.registry import build_model, default_config, get_model
     from phirm_scale.models.train import make_trainer, validation_scores
     from phirm_scale.models.training.data import prefetch
+    from phirm_scale.models.training.loop import prepared_batches
     from phirm_scale.synthetic import make_field
 
     res = {
@@ -330,13 +331,14 @@ def main():
             return np.ascontiguousarray(x), sample_masks(spec, tb, (tile, tile), rng=g)[:, None]
 
         batches = prefetch(load, range(1 << 30), workers=3, depth=6)
+        # as train's loop: batches prepared one ahead (on CUDA on a stream of their own), a
+        # step's metrics read once the next step is queued
+        prepared = prepared_batches(net, batches, ahead=cuda)
         steps, t0 = 0, None
         with GpuSampler(cuda) as gs:
             pending = None
             while True:
-                x, h = next(batches)
-                # as train's loop: a step's metrics are read once the next step is queued
-                queued = trainer.train_step_async(net.prepare(x, h != 0, train=True))
+                queued = trainer.train_step_async(next(prepared))
                 if pending is not None:
                     pending.result()
                 pending = queued
@@ -348,6 +350,7 @@ def main():
                 if t0 and time.perf_counter() - t0 > tsecs:
                     break
         sync()
+        prepared.close()
         batches.close()
         r["train_tiles_per_s"] = round((steps - 3) * tb / (time.perf_counter() - t0), 1)
         r["train_gpu_util"] = gs.mean
