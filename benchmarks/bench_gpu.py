@@ -350,9 +350,10 @@ def main():
                 if t0 and time.perf_counter() - t0 > tsecs:
                     break
         sync()
+        dt = time.perf_counter() - t0  # before closing the loaders (they finish their work)
         prepared.close()
         batches.close()
-        r["train_tiles_per_s"] = round((steps - 3) * tb / (time.perf_counter() - t0), 1)
+        r["train_tiles_per_s"] = round((steps - 3) * tb / dt, 1)
         r["train_gpu_util"] = gs.mean
         dump()
         r["train"] = {

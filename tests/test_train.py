@@ -8,6 +8,7 @@ import dataclasses
 import os
 import subprocess
 import sys
+import threading
 
 import numpy as np
 import pytest
@@ -241,6 +242,8 @@ def test_a_diverging_run_stops_naming_its_step_and_saves_its_state(
     assert load_checkpoint(out / "checkpoints" / "diverged.pt").step == held
     # never a diverged state under the name of a good one
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["diverged.pt"]
+    # and the error left no tile loader running
+    assert not [t for t in threading.enumerate() if t.name.startswith("tile-loader")]
 
 
 def test_batches_prepared_ahead_are_the_batches_prepared_in_line():
@@ -262,16 +265,29 @@ def test_batches_prepared_ahead_are_the_batches_prepared_in_line():
         for k in a:
             assert torch.equal(a[k], b[k]), k
 
-    def failing():
-        yield items[0]
+    def failing(after):
+        yield from items[:after]
         raise RuntimeError("tile store went away")
 
-    gen = prepared_batches(net, failing(), ahead=True)
+    def loader_threads():
+        return {t for t in threading.enumerate() if t.name.startswith("tile-loader")}
+
+    before = loader_threads()
+    for after in (0, 1, 3):  # failing at once (while the first batch is queued) or later
+        gen = prepared_batches(net, failing(after), ahead=True)
+        with pytest.raises(RuntimeError, match="tile store went away"):
+            list(gen)
+        assert not {t for t in loader_threads() - before if t.is_alive()}, after
+    # prefetch itself (the tile loader: 4 ahead) when the source fails while it fills up
+    from phirm_scale.models.training.data import prefetch
+
     with pytest.raises(RuntimeError, match="tile store went away"):
-        list(gen)
+        list(prefetch(lambda item: item, failing(2), workers=2, depth=4))
+    assert not {t for t in loader_threads() - before if t.is_alive()}
     gen = prepared_batches(net, iter(items), ahead=True)
     first = next(gen)
     gen.close()  # stops the preparing thread; nothing left running
+    assert not {t for t in loader_threads() - before if t.is_alive()}
     assert torch.equal(first["image"], inline[0]["image"])
 
 

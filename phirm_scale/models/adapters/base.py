@@ -386,13 +386,18 @@ class TorchInpaintModel(InpaintModel):
         }
 
     def _weights_channels_last(self) -> bool:
-        """Whether the generator's 4-D weights are in channels-last layout now."""
+        """Whether every 4-D weight of the generator is in channels-last layout now.
+
+        Every one: a weight with one input channel (or a 1x1 kernel) is both layouts at once, so
+        the first weight alone says nothing.
+        """
         import torch
 
-        for p in self.generator.parameters():
-            if p.dim() == 4:
-                return bool(p.is_contiguous(memory_format=torch.channels_last))
-        return True  # no 4-D weight: nothing to convert
+        return all(
+            p.is_contiguous(memory_format=torch.channels_last)
+            for p in self.generator.parameters()
+            if p.dim() == 4
+        )
 
     def _to_device(self, a: np.ndarray) -> torch.Tensor:
         """Copy a host array to the model's device.

@@ -355,8 +355,11 @@ def prefetch(
     """
     it = iter(items)
     ex = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="tile-loader")
-    futs: deque[Future[R]] = deque(ex.submit(fn, i) for _, i in zip(range(depth), it, strict=False))
+    futs: deque[Future[R]] = deque()
     try:
+        # (inside the try: an item source that fails while filling still stops the threads)
+        for _, i in zip(range(depth), it, strict=False):
+            futs.append(ex.submit(fn, i))
         while futs:
             res = futs.popleft().result()
             nxt = next(it, None)

@@ -118,7 +118,7 @@ def prepared_batches(
             done.record(side)
         return batch, done
 
-    gen = prefetch(work, loader, workers=1, depth=2)
+    gen = prefetch(work, loader, workers=1, depth=1)  # one batch ahead: k + 1 while k trains
     try:
         for batch, done in gen:
             if done is not None:
@@ -356,39 +356,41 @@ def run_training(config: TrainConfig, *, progress: bool = True) -> Path:
             j0 = step - epoch * steps_per_epoch
             tiles_ahead = batches.epoch(epoch, j0)
             loader = prepared_batches(net, tiles_ahead, ahead=dev.type == "cuda")
-            for j in range(j0, steps_per_epoch):
-                if cfg.max_steps is not None and step >= cfg.max_steps:
-                    stopped = True
-                    break
-                batch = next(loader)
-                queued = trainer.train_step_async(batch)
-                step += 1
-                settle()  # the previous step's metrics, while this one runs
-                pending.append((step, epoch, queued))
-                advance()
-                if cfg.log_every and step % cfg.log_every == 0:
-                    settle()
-                    flush(epoch + 1)
-                    if time.perf_counter() - last_msg > 60:
-                        last_msg = time.perf_counter()
-                        losses = ", ".join(
-                            f"{k} {v:.4g}"
-                            for k, v in sorted(last_metrics.items())
-                            if k.startswith("g_")
-                        )
-                        log.info(
-                            "epoch %d/%d step %d (%.0f s) %s",
-                            epoch + 1,
-                            epochs,
-                            step,
-                            last_msg - t0,
-                            losses,
-                        )
-                if cfg.save_every and step % cfg.save_every == 0 and j + 1 < steps_per_epoch:
-                    settle()  # never save a diverged state as last.pt
-                    save(out_dir / "checkpoints" / "last.pt", epoch)
-            loader.close()
-            tiles_ahead.close()
+            try:
+                for j in range(j0, steps_per_epoch):
+                    if cfg.max_steps is not None and step >= cfg.max_steps:
+                        stopped = True
+                        break
+                    batch = next(loader)
+                    queued = trainer.train_step_async(batch)
+                    step += 1
+                    settle()  # the previous step's metrics, while this one runs
+                    pending.append((step, epoch, queued))
+                    advance()
+                    if cfg.log_every and step % cfg.log_every == 0:
+                        settle()
+                        flush(epoch + 1)
+                        if time.perf_counter() - last_msg > 60:
+                            last_msg = time.perf_counter()
+                            losses = ", ".join(
+                                f"{k} {v:.4g}"
+                                for k, v in sorted(last_metrics.items())
+                                if k.startswith("g_")
+                            )
+                            log.info(
+                                "epoch %d/%d step %d (%.0f s) %s",
+                                epoch + 1,
+                                epochs,
+                                step,
+                                last_msg - t0,
+                                losses,
+                            )
+                    if cfg.save_every and step % cfg.save_every == 0 and j + 1 < steps_per_epoch:
+                        settle()  # never save a diverged state as last.pt
+                        save(out_dir / "checkpoints" / "last.pt", epoch)
+            finally:  # also when a step raises (divergence, interrupt)
+                loader.close()
+                tiles_ahead.close()
             settle()
             if stopped:
                 break
