@@ -363,15 +363,32 @@ def expected_hidden_nuclear_area(
     components. 0 for a field without holes (or a component whose ring is all holes).
     """
     p = params or metric.PhirmParams()
+    src, hole = _source_and_holes(source, holes, name)
+    _check_hidden_ring(ring, name)
+    if not hole.any():
+        return 0.0
+    return _hidden_area(_known_nuclei(src, hole, p, name), hole, ring)
+
+
+def _source_and_holes(
+    source: npt.ArrayLike, holes: npt.ArrayLike, name: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """Return the checked source field and its holes as booleans of the same shape."""
     src = _field(source, name)
     hole = np.asarray(holes) != 0
     if hole.shape != src.shape:
         raise InputError(f"{name}: holes shape {hole.shape} != field shape {src.shape}")
+    return src, hole
+
+
+def _check_hidden_ring(ring: int, name: str) -> None:
     if ring < 1:
         raise InputError(f"{name}: hidden-area ring must be >= 1 px, got {ring}")
-    if not hole.any():
-        return 0.0
-    return _hidden_area(_known_nuclei(src, hole, p, name), hole, ring)
+
+
+def _check_hidden_radius(radius: int, name: str) -> None:
+    if radius < 1:
+        raise InputError(f"{name}: hidden-nuclei radius must be >= 1, got {radius}")
 
 
 def _hidden_area(seg: metric.ComponentLabels, hole: np.ndarray, ring: int) -> float:
@@ -419,12 +436,8 @@ def expected_hidden_nuclei(
     of the densities over the hole pixels. 0 for a field without holes.
     """
     p = params or metric.PhirmParams()
-    src = _field(source, name)
-    hole = np.asarray(holes) != 0
-    if hole.shape != src.shape:
-        raise InputError(f"{name}: holes shape {hole.shape} != field shape {src.shape}")
-    if radius < 1:
-        raise InputError(f"{name}: hidden-nuclei radius must be >= 1, got {radius}")
+    src, hole = _source_and_holes(source, holes, name)
+    _check_hidden_radius(radius, name)
     if not hole.any():
         return 0.0
     return _hidden_nuclei(_known_nuclei(src, hole, p, name), hole, radius, p)
@@ -534,10 +547,8 @@ def field_checks(
         rec, holes, lo=lo, hi=hi, params=params, min_fraction=min_fraction, name=f"{name}: restored"
     )
     hole = np.asarray(holes) != 0
-    if hidden_radius < 1:
-        raise InputError(f"{name}: hidden-nuclei radius must be >= 1, got {hidden_radius}")
-    if hidden_ring < 1:
-        raise InputError(f"{name}: hidden-area ring must be >= 1 px, got {hidden_ring}")
+    _check_hidden_radius(hidden_radius, name)
+    _check_hidden_ring(hidden_ring, name)
     hidden, hidden_area = 0.0, 0.0
     if hole.any():  # one segmentation of the source for both hidden-nuclei measures
         p = params or metric.PhirmParams()
