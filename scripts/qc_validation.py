@@ -447,6 +447,50 @@ def _source_set(index: int) -> str:
     return "A" if index % 2 == 0 else "B"
 
 
+def _labelled_fields(path: Path, seeds, densities):
+    """Yield the labelled plates' fields that ``path`` does not hold yet, in order.
+
+    Each as ``(plate, seed, density, source_index, key, name, source, dapi, clean, holes)``:
+    the plates are ``seeds`` x ``densities``, 7 x 7 fields each, made in memory by
+    ``synthetic.make_field`` as ``make_plate`` makes them, with saturation masks at the
+    defaults; ``path`` holds JSON lines with ``plate`` and ``field`` (resumable runs). Prints
+    each plate's count of new fields and its time.
+    """
+    from phirm_scale.plate import FieldKey, row_name
+    from phirm_scale.stages.masks import MaskSettings, mask_image
+    from phirm_scale.synthetic import _list_sources, make_field
+
+    done = set()
+    if path.exists():
+        done = {(r["plate"], r["field"]) for r in map(json.loads, path.read_text().splitlines())}
+    sources = _list_sources(DATA)
+    settings = MaskSettings(method="saturation")
+    keys = [FieldKey(row_name(r), str(c + 1).zfill(2), 0) for r in range(7) for c in range(7)]
+    for seed in seeds:
+        for dens in densities:
+            plate = f"s{seed}_d{dens:g}"
+            t = time.perf_counter()
+            n = 0
+            for i, k in enumerate(keys):
+                fname = f"{k.row}{k.column}/{k.field}"
+                if (plate, fname) in done:
+                    continue
+                si = i % len(sources)
+                data, _ = make_field(
+                    k, size=(520, 696), seed=seed, artefacts=dens, source=str(sources[si])
+                )
+                holes = mask_image(data[0], settings) != 0
+                yield plate, seed, dens, si, k, fname, sources[si], data[0], data[2], holes
+                n += 1
+            print(f"{plate}: {n} fields in {time.perf_counter() - t:.0f} s", flush=True)
+
+
+def _append(path: Path, row: dict) -> None:
+    """Add one JSON line to ``path`` (the resumable per-field files)."""
+    with open(path, "a") as fh:
+        fh.write(json.dumps(row) + "\n")
+
+
 def labelled(out: Path, *, split: str) -> None:
     """Per field of the ``split`` plates: the true PhIRM of the Telea restoration (saturation
     masks at the defaults) and every reference-free check (``fieldqc.field_checks``).
@@ -460,54 +504,32 @@ def labelled(out: Path, *, split: str) -> None:
     from phirm_scale import fieldqc
     from phirm_scale.inpaint import inpaint_field
     from phirm_scale.models import get_model
-    from phirm_scale.plate import FieldKey, row_name
-    from phirm_scale.stages.masks import MaskSettings, mask_image
-    from phirm_scale.synthetic import _list_sources, make_field
 
     seeds = TUNING_SEEDS if split == "tuning" else HELD_OUT_SEEDS
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"labelled_{split}.jsonl"
-    done = set()
-    if path.exists():
-        done = {(r["plate"], r["field"]) for r in map(json.loads, path.read_text().splitlines())}
     telea = get_model("telea")
-    sources = _list_sources(DATA)
-    settings = MaskSettings(method="saturation")
-    keys = [FieldKey(row_name(r), str(c + 1).zfill(2), 0) for r in range(7) for c in range(7)]
-    for seed in seeds:
-        for dens in LABELLED_DENSITIES:
-            plate = f"s{seed}_d{dens:g}"
-            t = time.perf_counter()
-            n = 0
-            for i, k in enumerate(keys):
-                fname = f"{k.row}{k.column}/{k.field}"
-                if (plate, fname) in done:
-                    continue
-                src = sources[i % len(sources)]
-                data, _ = make_field(k, size=(520, 696), seed=seed, artefacts=dens, source=str(src))
-                dapi, clean = data[0], data[2]
-                holes = mask_image(dapi, settings) != 0
-                rest = inpaint_field(dapi, holes, telea)
-                ph, r = _true_phirm(clean, rest)
-                row = {
-                    "plate": plate,
-                    "split": split,
-                    "seed": seed,
-                    "density": dens,
-                    "field": fname,
-                    "source": src.name,
-                    "source_set": _source_set(i % len(sources)),
-                    "true": float(ph.mean()),
-                    "true_min_window": float(ph.min()),
-                    "true_nuclei_lost": int(
-                        r["ref_nuclei_count"].sum() - r["rec_nuclei_count"].sum()
-                    ),
-                    **fieldqc.field_checks(dapi, rest, holes, name=fname),
-                }
-                with open(path, "a") as fh:
-                    fh.write(json.dumps(row) + "\n")
-                n += 1
-            print(f"{plate}: {n} fields in {time.perf_counter() - t:.0f} s", flush=True)
+    for plate, seed, dens, si, _, fname, src, dapi, clean, holes in _labelled_fields(
+        path, seeds, LABELLED_DENSITIES
+    ):
+        rest = inpaint_field(dapi, holes, telea)
+        ph, r = _true_phirm(clean, rest)
+        _append(
+            path,
+            {
+                "plate": plate,
+                "split": split,
+                "seed": seed,
+                "density": dens,
+                "field": fname,
+                "source": src.name,
+                "source_set": _source_set(si),
+                "true": float(ph.mean()),
+                "true_min_window": float(ph.min()),
+                "true_nuclei_lost": int(r["ref_nuclei_count"].sum() - r["rec_nuclei_count"].sum()),
+                **fieldqc.field_checks(dapi, rest, holes, name=fname),
+            },
+        )
 
 
 # ------------------------------------------------ section 7: candidates (exploration, tuning)
@@ -624,53 +646,34 @@ def candidates(out: Path) -> None:
     from phirm_scale import fieldqc
     from phirm_scale.inpaint import inpaint_field
     from phirm_scale.models import get_model
-    from phirm_scale.plate import FieldKey, row_index, row_name
+    from phirm_scale.plate import row_index
     from phirm_scale.selfcheck import selfcheck_field
-    from phirm_scale.stages.masks import MaskSettings, mask_image
-    from phirm_scale.synthetic import _list_sources, make_field
 
     path = out / "candidates.jsonl"
     out.mkdir(parents=True, exist_ok=True)
-    done = set()
-    if path.exists():
-        done = {(r["plate"], r["field"]) for r in map(json.loads, path.read_text().splitlines())}
     telea = get_model("telea")
-    sources = _list_sources(DATA)
-    settings = MaskSettings(method="saturation")
-    keys = [FieldKey(row_name(r), str(c + 1).zfill(2), 0) for r in range(7) for c in range(7)]
-    for seed in TUNING_SEEDS[:3]:
-        for dens in LABELLED_DENSITIES[:3]:
-            plate = f"s{seed}_d{dens:g}"
-            for i, k in enumerate(keys):
-                fname = f"{k.row}{k.column}/{k.field}"
-                if (plate, fname) in done:
-                    continue
-                data, _ = make_field(
-                    k, size=(520, 696), seed=seed, artefacts=dens, source=str(sources[i])
-                )
-                dapi, clean = data[0], data[2]
-                hole = mask_image(dapi, settings) != 0
-                rest = inpaint_field(dapi, hole, telea)
-                ph, _ = _true_phirm(clean, rest)
-                sk = (seed, row_index(k.row), int(k.column), int(k.field))
-                g = selfcheck_field(dapi, hole, telea, restored=rest, seed_key=sk)[
-                    "selfcheck_phirm"
-                ]
-                loc = _local_selfcheck(dapi, hole, rest, telea, sk)
-                row = {
-                    "plate": plate,
-                    "field": fname,
-                    "true": float(ph.mean()),
-                    "selfcheck_mean": float(np.mean(g)),
-                    "selfcheck_min_window": float(np.min(g)),
-                    "local_selfcheck_mean": float(np.mean(loc)),
-                    "local_selfcheck_min_window": float(np.min(loc)),
-                    **_hole_neighbourhood(dapi, hole),
-                    **fieldqc.field_checks(dapi, rest, hole, name=fname),
-                }
-                with open(path, "a") as fh:
-                    fh.write(json.dumps(row) + "\n")
-            print(f"{plate} done", flush=True)
+    for plate, seed, _, _, k, fname, _, dapi, clean, hole in _labelled_fields(
+        path, TUNING_SEEDS[:3], LABELLED_DENSITIES[:3]
+    ):
+        rest = inpaint_field(dapi, hole, telea)
+        ph, _ = _true_phirm(clean, rest)
+        sk = (seed, row_index(k.row), int(k.column), int(k.field))
+        g = selfcheck_field(dapi, hole, telea, restored=rest, seed_key=sk)["selfcheck_phirm"]
+        loc = _local_selfcheck(dapi, hole, rest, telea, sk)
+        _append(
+            path,
+            {
+                "plate": plate,
+                "field": fname,
+                "true": float(ph.mean()),
+                "selfcheck_mean": float(np.mean(g)),
+                "selfcheck_min_window": float(np.min(g)),
+                "local_selfcheck_mean": float(np.mean(loc)),
+                "local_selfcheck_min_window": float(np.min(loc)),
+                **_hole_neighbourhood(dapi, hole),
+                **fieldqc.field_checks(dapi, rest, hole, name=fname),
+            },
+        )
     rows = [r for r in map(json.loads, path.read_text().splitlines()) if r["masked_fraction_field"]]
     bad = np.array([r["true"] < 0.9 for r in rows])
     lower_is_worse = {
@@ -701,33 +704,12 @@ def labelled_extra(out: Path, *, split: str) -> None:
     """Section 7b: the ring measures of ``_hole_neighbourhood`` for every field of the
     ``split`` plates (no inpainting needed), one JSON line per field in
     ``OUT/labelled_extra_SPLIT.jsonl``; ``rule`` adds them to its candidates."""
-    from phirm_scale.plate import FieldKey, row_name
-    from phirm_scale.stages.masks import MaskSettings, mask_image
-    from phirm_scale.synthetic import _list_sources, make_field
-
     seeds = TUNING_SEEDS if split == "tuning" else HELD_OUT_SEEDS
     path = out / f"labelled_extra_{split}.jsonl"
-    done = set()
-    if path.exists():
-        done = {(r["plate"], r["field"]) for r in map(json.loads, path.read_text().splitlines())}
-    sources = _list_sources(DATA)
-    settings = MaskSettings(method="saturation")
-    keys = [FieldKey(row_name(r), str(c + 1).zfill(2), 0) for r in range(7) for c in range(7)]
-    for seed in seeds:
-        for dens in LABELLED_DENSITIES:
-            plate = f"s{seed}_d{dens:g}"
-            for i, k in enumerate(keys):
-                fname = f"{k.row}{k.column}/{k.field}"
-                if (plate, fname) in done:
-                    continue
-                data, _ = make_field(
-                    k, size=(520, 696), seed=seed, artefacts=dens, source=str(sources[i])
-                )
-                holes = mask_image(data[0], settings) != 0
-                row = {"plate": plate, "field": fname, **_hole_neighbourhood(data[0], holes)}
-                with open(path, "a") as fh:
-                    fh.write(json.dumps(row) + "\n")
-            print(f"{plate} done", flush=True)
+    for plate, _, _, _, _, fname, _, dapi, _, holes in _labelled_fields(
+        path, seeds, LABELLED_DENSITIES
+    ):
+        _append(path, {"plate": plate, "field": fname, **_hole_neighbourhood(dapi, holes)})
 
 
 #: Candidate reference-free predictors of a bad restoration (higher = worse), section 7.
