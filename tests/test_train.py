@@ -418,6 +418,12 @@ def test_dihedral_augmentation_turns_each_tile_and_keeps_the_masks(tiles):
     assert len(seen) >= 6  # 32 tiles: the turns vary (8 possible)
     with pytest.raises(InputError, match="augment must be"):
         TrainConfig("deepfill-v2", tiles, "x", augment="flip").check()
+    with pytest.raises(InputError, match="augment must be one of none, dihedral; got 'flip'"):
+        StepBatches(source, spec, batch_size=4, seed=3, augment="flip")
+    oblong = TileSource.__new__(TileSource)  # a source of 64 x 48 tiles, no store needed
+    oblong.n, oblong.size, oblong.path = 8, (64, 48), "oblong.zarr"
+    with pytest.raises(InputError, match="^oblong.zarr: tiles are 64x48; --augment dihedral"):
+        StepBatches(oblong, spec, batch_size=4, seed=3, augment="dihedral")
 
 
 @pytest.mark.slow

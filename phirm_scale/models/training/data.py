@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 from phirm_scale.errors import InputError, PhirmError
+from phirm_scale.models.training.config import AUGMENTATIONS
 
 __all__ = [
     "StepBatches",
@@ -88,6 +89,7 @@ class TileSource:
 
     def __init__(self, tileset: Any, *, in_memory_limit: int = 2 << 30) -> None:
         arr = tileset.images
+        self.path = getattr(tileset, "path", None)  # named in errors
         self.n = int(arr.shape[0])
         self.size: tuple[int, ...] = tuple(int(s) for s in arr.shape[1:])
         nbytes = int(np.prod(arr.shape)) * np.dtype(arr.dtype).itemsize
@@ -146,10 +148,13 @@ class StepBatches:
         pool: np.ndarray | None = None,
         augment: str = "none",
     ) -> None:
-        if augment not in ("none", "dihedral"):
-            raise InputError(f"augment must be 'none' or 'dihedral'; got {augment!r}")
+        if augment not in AUGMENTATIONS:
+            raise InputError(f"augment must be one of {', '.join(AUGMENTATIONS)}; got {augment!r}")
         if augment == "dihedral" and source.size[-1] != source.size[-2]:
-            raise InputError(f"dihedral turns need square tiles; got {source.size[-2:]}")
+            raise InputError(
+                f"{source.path or 'tile store'}: tiles are {source.size[-2]}x{source.size[-1]}; "
+                "--augment dihedral needs square tiles"
+            )
         self.source = source
         self.mask_spec = mask_spec
         self.batch_size = int(batch_size)

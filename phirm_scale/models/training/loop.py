@@ -210,11 +210,6 @@ def run_training(config: TrainConfig, *, progress: bool = True) -> Path:
             "context-encoder needs batches of at least 2 tiles (BatchNorm on a 1x1 "
             f"bottleneck); got {bsz}"
         )
-    if cfg.augment == "dihedral" and source.size[-1] != source.size[-2]:
-        raise InputError(
-            f"{cfg.tiles}: tiles are {source.size[-2]}x{source.size[-1]}; --augment dihedral "
-            "needs square tiles"
-        )
     batches = StepBatches(
         source, mask_spec, batch_size=bsz, seed=cfg.seed, pool=pool, augment=cfg.augment
     )
