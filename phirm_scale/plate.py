@@ -74,6 +74,12 @@ _AXES = [
     {"name": "x", "type": "space"},
 ]
 _DIMS = ("t", "c", "z", "y", "x")
+#: the array config every field and label array is written with: every chunk is written, even
+#: one equal to the fill value, so a chunk file missing from a completed field means damage
+#: (checked on read), never "all zeros". Per array, never through ``zarr.config.set``: that
+#: context sets zarr's one global config, and a thread leaving it while another writes put the
+#: other back to skipping empty chunks (a completed all-zero label then read as damaged).
+_ALL_CHUNKS = {"write_empty_chunks": True}
 #: What the labels phirm-scale writes are, as viewers show them (the label's multiscales name).
 _LABEL_TITLES = {
     "artefacts": "artefact mask (holes inpainted)",
@@ -540,21 +546,21 @@ class Plate:
         }
         g = zarr.create_group(str(labels_path / name), attributes=attrs, overwrite=True)
         level = a
-        with zarr.config.set({"array.write_empty_chunks": True}):
-            for lev in range(self.n_levels):  # as many levels as the image (NGFF); nearest
-                if lev:
-                    level = level[::2, ::2]
-                arr = g.create_array(
-                    str(lev),
-                    shape=(1, 1, 1, *level.shape),
-                    chunks=(1, 1, 1, *level.shape),
-                    dtype=a.dtype,
-                    compressors=_compressor(),
-                    fill_value=0,
-                    dimension_names=_DIMS,
-                    overwrite=True,
-                )
-                arr[0, 0, 0] = level
+        for lev in range(self.n_levels):  # as many levels as the image (NGFF); nearest
+            if lev:
+                level = level[::2, ::2]
+            arr = g.create_array(
+                str(lev),
+                shape=(1, 1, 1, *level.shape),
+                chunks=(1, 1, 1, *level.shape),
+                dtype=a.dtype,
+                compressors=_compressor(),
+                fill_value=0,
+                dimension_names=_DIMS,
+                overwrite=True,
+                config=_ALL_CHUNKS,
+            )
+            arr[0, 0, 0] = level
         g.attrs.update({ATTRS_KEY: {**extra, "complete": True, "all_chunks": True}})
 
     # -- writing image data --------------------------------------------------
@@ -748,15 +754,15 @@ def _write_field_data(
         if marker.get("complete") is not False:
             marker["complete"] = False
             g.attrs.update({ATTRS_KEY: marker})
-    # every chunk is written, even one equal to the fill value: a chunk file missing from a
-    # completed field then means damage (checked on read), never "all zeros"
-    with zarr.config.set({"array.write_empty_chunks": True}):
-        arrays = [zarr.open_array(str(fpath / str(lev)), mode="r+") for lev in range(n_levels)]
-        level = a
-        for lev, arr in enumerate(arrays):
-            if lev:
-                level = downsample2(level)
-            arr[0, :, 0] = level
+    arrays = [
+        zarr.open_array(str(fpath / str(lev)), mode="r+").with_config(_ALL_CHUNKS)
+        for lev in range(n_levels)
+    ]
+    level = a
+    for lev, arr in enumerate(arrays):
+        if lev:
+            level = downsample2(level)
+        arr[0, :, 0] = level
     marker.update(dict(field_attrs or {}))
     marker["complete"] = True
     marker["all_chunks"] = True

@@ -228,3 +228,52 @@ def test_field_view(plate):
     np.testing.assert_array_equal(v.read_field(FIELDS[2]), data[FIELDS[2]])
     with pytest.raises(PlateError, match="no field"):
         open_field_view(p.path, ("B", "02", 0))
+
+
+@pytest.mark.slow
+def test_zero_fields_and_labels_keep_their_chunks_while_other_threads_use_zarr_config(tmp_path):
+    # Another thread entering and leaving zarr.config.set (what a concurrent writer using that
+    # global context did) must not make this thread skip the chunks of an all-zero field or
+    # label: a completed field missing a chunk file reads as damaged ("masks --cluster
+    # threads" then "inpaint" failed so in CI once).
+    import sys
+    import threading
+
+    keys = [FieldKey("A", "01", 0)]
+    p = create_plate(
+        tmp_path / "z.ome.zarr",
+        rows=["A"],
+        columns=["01"],
+        fields=keys,
+        channel_names=["DAPI"],
+        shape=(512, 512),
+        dtype=np.uint16,
+        n_levels=3,
+    )
+    stop = threading.Event()
+
+    def toggler():
+        while not stop.is_set():
+            with zarr.config.set({"array.write_empty_chunks": True}):
+                pass
+
+    old_interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads as often as the interpreter can
+    t = threading.Thread(target=toggler, daemon=True)
+    t.start()
+    try:
+        zero = np.zeros((512, 512), np.uint8)
+        for i in range(30):
+            p.write_label(keys[0], f"z{i}", zero)
+            p.write_field(keys[0], np.zeros((1, 512, 512), np.uint16))
+            for lev in ("0", "1", "2"):
+                label = p.path / keys[0].path / "labels" / f"z{i}" / lev / "c"
+                image = p.path / keys[0].path / lev / "c"
+                assert len([f for f in label.rglob("*") if f.is_file()]) == 1, (i, lev)
+                assert len([f for f in image.rglob("*") if f.is_file()]) == 1, (i, lev)
+            np.testing.assert_array_equal(p.read_label(keys[0], f"z{i}"), zero)
+    finally:
+        stop.set()
+        t.join()
+        sys.setswitchinterval(old_interval)
+    assert zarr.config.get("array.write_empty_chunks") is False  # the global left as found
