@@ -33,6 +33,7 @@ from phirm_scale.models.adapters.base import (
     TorchInpaintModel,
 )
 from phirm_scale.models.adapters.classical import CLASSICAL_DEFAULTS, ClassicalModel
+from phirm_scale.models.shipped import SHIPPED as _SHIPPED
 
 if TYPE_CHECKING:
     import torch
@@ -43,6 +44,7 @@ __all__ = [
     "LEARNED",
     "MODEL_NAMES",
     "PRECISIONS",
+    "SHIPPED",
     "build_model",
     "checkpoint_hash",
     "clear_cache",
@@ -50,11 +52,14 @@ __all__ = [
     "get_model",
     "list_models",
     "resolve_device",
+    "shipped_hash",
 ]
 
 CLASSICAL = ("telea", "navier-stokes", "biharmonic")
 LEARNED = ("context-encoder", "deepfill-v2", "edgeconnect")
-MODEL_NAMES = CLASSICAL + LEARNED
+#: trained models shipped in the package (:mod:`phirm_scale.models.shipped`): no checkpoint needed
+SHIPPED = tuple(_SHIPPED)
+MODEL_NAMES = CLASSICAL + LEARNED + SHIPPED
 
 
 def list_models() -> list[str]:
@@ -63,7 +68,8 @@ def list_models() -> list[str]:
     Returns
     -------
     list of str
-        Classical models first, then learned ones.
+        Classical models first, then the learned architectures (which need a checkpoint),
+        then the shipped trained models (``bbbc039-...``, which do not).
     """
     return list(MODEL_NAMES)
 
@@ -125,6 +131,11 @@ def default_config(name: str, **config: Any) -> dict[str, Any]:
         Unknown model name or unknown option.
     """
     _check_name(name)
+    if name in SHIPPED:
+        raise InputError(
+            f"model {name!r} is shipped trained: its config is its checkpoint's "
+            f"(get_model({name!r}).config)"
+        )
     learned = name in LEARNED_ADAPTERS
     base = dict(LEARNED_ADAPTERS[name].defaults if learned else CLASSICAL_DEFAULTS[name])
     unknown = sorted(set(config) - set(base))
@@ -186,10 +197,13 @@ def get_model(
     Parameters
     ----------
     name : str
-        One of :func:`list_models`. May be None when ``checkpoint`` is given.
+        One of :func:`list_models`. May be None when ``checkpoint`` is given. A shipped model
+        (:data:`SHIPPED`) loads its package weights, checked against the package's manifest
+        (sha256 and content hash), and reports its shipped name as ``.name``.
     checkpoint : str or Path, optional
         A phirm-scale checkpoint; the model is rebuilt from its saved config alone, and cached
-        per process by (content hash, device).
+        per process by (content hash, device). With a shipped name it replaces the shipped
+        weights and must hold the same architecture (the model is then named by it).
     device : str, optional
         ``'auto'`` (CUDA if available, else CPU), ``'cpu'``, ``'cuda'``, ``'cuda:1'``...
         Classical models always run on the CPU.
@@ -217,6 +231,8 @@ def get_model(
     if name is not None:
         _check_name(name)
     runtime = {k: config.pop(k) for k in RUNTIME_OPTIONS if k in config}
+    if checkpoint is None and name in SHIPPED:
+        return _get_shipped(name, device, config, runtime)
     if checkpoint is None:
         assert name is not None
         cfg = default_config(name, **config)
@@ -237,7 +253,12 @@ def get_model(
     dev = resolve_device(device)
     path, key_path = _file_key(checkpoint)
     with _BUILD_LOCK:
-        model = _load_cached(name, path, key_path, dev)
+        model = _load_cached(_SHIPPED.get(name, name) if name else None, path, key_path, dev)
+    _check_options(model, config, checkpoint)
+    return model.with_options(**runtime)
+
+
+def _check_options(model: TorchInpaintModel, config: dict[str, Any], checkpoint: Any) -> None:
     bad = {k: v for k, v in config.items() if model.config.get(k) != v}
     if bad:
         raise InputError(
@@ -245,7 +266,29 @@ def get_model(
             f"{', '.join(f'{k}={v!r}' for k, v in bad.items())} differ from its saved "
             "config (a checkpoint is rebuilt from its own config)"
         )
-    return model.with_options(**runtime)
+
+
+def _get_shipped(
+    name: str, device: Any, config: dict[str, Any], runtime: dict[str, Any]
+) -> InpaintModel:
+    """Return shipped model ``name``: its file checked (sha256, content hash), then loaded."""
+    from phirm_scale.models.shipped import shipped_checkpoint
+
+    arch, path, entry = shipped_checkpoint(name)  # sha256 of the bytes vs the manifest
+    dev = resolve_device(device)
+    path, key_path = _file_key(path)
+    with _BUILD_LOCK:
+        model = _load_cached(arch, path, key_path, dev)
+    if model.checkpoint_hash != entry.get("content_hash"):
+        raise CheckpointError(
+            f"shipped model {name!r}: checkpoint {path} has content hash "
+            f"{str(model.checkpoint_hash)[:12]}..., the manifest "
+            f"{str(entry.get('content_hash'))[:12]}..."
+        )
+    _check_options(model, config, path)
+    view = model.with_options(**runtime)
+    view.name = name
+    return view
 
 
 def _load_cached(
@@ -287,6 +330,31 @@ def _file_key(checkpoint: Any) -> tuple[Path, tuple[str, int, int]]:
     return path, (str(path), st.st_mtime_ns, st.st_size)
 
 
+def shipped_hash(name: str) -> str:
+    """Return the content hash of shipped model ``name`` (its file checked, nothing built).
+
+    Parameters
+    ----------
+    name : str
+        One of :data:`SHIPPED`.
+
+    Returns
+    -------
+    str
+        The sha256 content hash of its checkpoint.
+    """
+    from phirm_scale.models.shipped import shipped_checkpoint
+
+    arch, path, entry = shipped_checkpoint(name)
+    digest = checkpoint_hash(path, arch)
+    if digest != entry.get("content_hash"):
+        raise CheckpointError(
+            f"shipped model {name!r}: checkpoint {path} has content hash {digest[:12]}..., "
+            f"the manifest {str(entry.get('content_hash'))[:12]}..."
+        )
+    return digest
+
+
 def checkpoint_hash(checkpoint: Any, name: str | None = None) -> str:
     """Return the content hash of a checkpoint file (verified), without building its network.
 
@@ -308,7 +376,8 @@ def checkpoint_hash(checkpoint: Any, name: str | None = None) -> str:
     with _LOCK:
         digest = _PATH_HASH.get(key_path)
     if digest is None:
-        digest = load_checkpoint(path, expected_model=name).content_hash
+        arch = _SHIPPED.get(name, name) if name is not None else None
+        digest = load_checkpoint(path, expected_model=arch).content_hash
         with _LOCK:
             _PATH_HASH[key_path] = digest
     return digest

@@ -171,7 +171,8 @@ class InpaintModel:
         masks : (N, 1, H, W) ndarray
             Nonzero = hole.
         batch_size : int, optional
-            Tiles per forward pass for this call (default: the model's ``batch_size``).
+            Accepted for every model's sake; a learned model's forward passes always have
+            :meth:`~TorchInpaintModel.forward_size` tiles, so the result never depends on it.
 
         Returns
         -------
@@ -286,7 +287,8 @@ class TorchInpaintModel(InpaintModel):
         self.precision = "fp32"
         self.channels_last = False
         self.compile = False
-        self.fixed_batch = False  # pad partial batches to batch_size (implied by compile)
+        # kept for callers of the option; every pass has batch_size tiles now (forward_size)
+        self.fixed_batch = False
         self.canny = "auto"
         self._compiled: dict[str, Callable[..., Any]] = {}  # shared by every view of this model
         self._layout_lock = threading.Lock()
@@ -466,9 +468,14 @@ class TorchInpaintModel(InpaintModel):
             with torch.inference_mode(), self._stream():
                 s = 0
                 while s < images.shape[0]:
-                    bs = self._fitting(int(batch_size or self.batch_size))
+                    # every forward pass has the same shape whatever the caller's batch: the
+                    # kernels (oneDNN by shape, NNPACK from 16 tiles, cuDNN) are chosen by
+                    # shape, so a tile's result never depends on its batch-mates (issue 20)
+                    bs = self.forward_size()
                     try:
-                        out[s : s + bs] = self._fill_batch(images[s : s + bs], holes[s : s + bs])
+                        out[s : s + bs] = self._fill_batch(
+                            images[s : s + bs], holes[s : s + bs], bs
+                        )
                         fitted = True
                     except torch.OutOfMemoryError:
                         fitted = False
@@ -520,14 +527,30 @@ class TorchInpaintModel(InpaintModel):
         fits = self._fits["batch"]
         return bs if fits is None else min(bs, fits)
 
-    def _fill_batch(self, im: np.ndarray, ho: np.ndarray) -> np.ndarray:
-        """One forward pass over ``im`` (n, 1, H, W), n <= the batch size: composited tiles."""
+    def forward_size(self) -> int:
+        """Tiles in every forward pass of this view; a partial pass is padded to it.
+
+        The view's ``batch_size`` (less after an out-of-memory retry). One fixed shape per
+        view, so the kernels chosen by shape (oneDNN, NNPACK from 16 tiles, cuDNN) are always
+        the same ones and a tile's result is the same bit for bit whichever tiles shared its
+        pass and whatever the caller's batch size (issue 20). The cost is the padding of a
+        call's last pass (``benchmarks/bench_fixed_passes.py``).
+
+        Returns
+        -------
+        int
+            The forward batch size.
+        """
+        return self._fitting(self.batch_size)
+
+    def _fill_batch(self, im: np.ndarray, ho: np.ndarray, full: int) -> np.ndarray:
+        """One forward pass over ``im`` (n, 1, H, W), n <= ``full``: composited tiles."""
         import torch
 
-        # compiled graphs are specialised to one batch shape: pad partial batches to the view's
-        # batch size (tiles are independent, the padding is dropped)
+        # one shape per view (forward_size; compiled graphs are specialised to it too): pad a
+        # partial batch with copies of its last tile (tiles are independent, the padding is
+        # dropped)
         n = im.shape[0]
-        full = self._fitting(self.batch_size) if (self.compile or self.fixed_batch) else 0
         if n < full:
             rep = np.r_[np.arange(n), np.full(full - n, n - 1)]
             im, ho = im[rep], ho[rep]
