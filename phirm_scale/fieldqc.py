@@ -46,7 +46,36 @@ __all__ = [
     "power_log_log_slope",
     "radial_power_spectrum",
     "residual_artefact_area",
+    "residual_window_terms",
+    "RESIDUAL_WINDOW_VARIABLES",
+    "estimated_phirm",
 ]
+
+#: Per-window variables of :func:`residual_window_terms`, with (long_name, units).
+RESIDUAL_WINDOW_VARIABLES = {
+    "residual_artefact_window": (
+        "PhIRM artefact area the restoration left in the window (restored minus its "
+        "artefact-free estimate): what AAD would count against a clean reference",
+        "px",
+    ),
+    "residual_hidden_nuclei": (
+        "nuclei count of the window's artefact-free estimate minus the restored window's "
+        "(positive: swallowed by residual artefacts; negative: invented by fills)",
+        "1",
+    ),
+    "residual_hidden_nuclear_area": (
+        "nuclear area of the window's artefact-free estimate minus the restored window's",
+        "px",
+    ),
+}
+#: Px the residual artefacts of :func:`residual_window_terms` are grown by (their rim).
+RESIDUAL_GROW = 3
+#: Px around holes and saturated specks :func:`residual_window_terms` leaves out of the
+#: known range (:func:`known_range`): a blurred rim a mask missed reaches that far.
+RESIDUAL_MARGIN = 8
+#: A restored nucleus component at least this fraction inside the holes is a fill's
+#: invention (:func:`residual_window_terms`; section 8 of docs/qc-without-ground-truth.md).
+INVENTED_FRACTION = 0.8
 
 #: Variables of :func:`field_checks`, in this order, with (long_name, units).
 CHECK_VARIABLES = {
@@ -567,3 +596,124 @@ def field_checks(
         "percent_maximal": percent_maximal(src),
         "power_log_log_slope": power_log_log_slope(src),
     }
+
+
+def residual_window_terms(
+    source: npt.ArrayLike,
+    restored: npt.ArrayLike,
+    holes: npt.ArrayLike,
+    slices: list[tuple[slice, slice]],
+    *,
+    params: metric.PhirmParams | None = None,
+    name: str = "field",
+) -> dict[str, np.ndarray]:
+    """Measure what the restoration left, per window, as PhIRM would score it.
+
+    Keys :data:`RESIDUAL_WINDOW_VARIABLES`. docs/qc-without-ground-truth.md, section 8.
+
+    PhIRM compares the restored window's segmentation with the clean one's. Without the
+    clean field, this compares it with an estimate of it made from the restored field
+    itself, by taking out the two things a restoration leaves that a clean field lacks:
+
+    1. *residual artefacts*: components PhIRM calls artefacts in the restored windows (8 bit
+       with the source's known-pixel range, :func:`known_range`); they, grown by
+       :data:`RESIDUAL_GROW` px (the rim around them), are set to the median of the other
+       known pixels;
+    2. *invented fills*: nucleus components lying at least :data:`INVENTED_FRACTION` inside
+       the holes -- an inpainting does not redraw a nucleus it never saw, so a blob there is
+       a rim left at the hole's edge smeared inwards; set to the same background.
+
+    Both images are normalised with :func:`known_range` of the source outside the residual
+    artefacts and holes (a residual rim brighter than the clean field would otherwise set
+    ``hi``) and segmented per window as PhIRM segments them. Per window:
+
+    * ``residual_artefact_window``: artefact area of the restored window minus the
+      estimate's (what AAD counts);
+    * ``residual_hidden_nuclei``: nuclei count of the estimate minus the restored window's
+      (positive: nuclei a residual artefact swallowed -- its saturation raises the window's
+      Otsu threshold above them; negative: invented by fills; NCD's argument);
+    * ``residual_hidden_nuclear_area``: the same for the nuclear area (NAD's argument).
+
+    All three are 0 for a window the restoration left nothing in.
+    """
+    import cv2
+
+    p = params or metric.PhirmParams()
+    src, hole = _source_and_holes(source, holes, name)
+    rec = _field(restored, f"{name}: restored")
+    if rec.shape != src.shape:
+        raise InputError(f"{name}: restored shape {rec.shape} != source shape {src.shape}")
+    lo, hi = known_range(src, hole, margin=RESIDUAL_MARGIN, name=name)
+    # residual artefacts as PhIRM finds them: per window (its Otsu threshold is the window's;
+    # on the whole field a rim can merge with nuclei into one dimmer component)
+    u8 = metric.to_uint8(rec, lo=lo, hi=hi, name=name)
+    art = np.zeros(src.shape, bool)
+    for sl in slices:
+        w = metric.label_components(np.ascontiguousarray(u8[sl]), p, name=name)
+        if w.artefact.any():
+            art[sl] |= np.isin(w.labels, w.ids[w.artefact])
+    if art.any():
+        size = 2 * RESIDUAL_GROW + 1
+        art = cv2.dilate(
+            art.astype(np.uint8), cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (size, size))
+        ).astype(bool)
+        if (~(art | hole)).any():
+            lo, hi = known_range(src, art | hole, margin=RESIDUAL_MARGIN, name=name)
+    keep = ~art & ~hole
+    background = float(np.median(rec[keep])) if keep.any() else lo
+    rec_u8 = metric.to_uint8(rec, lo=lo, hi=hi, name=name)
+    est = rec.astype(np.float64, copy=True)
+    est[art] = background
+    # invented fills: nucleus components of the restored field mostly inside the holes
+    seg = metric.label_components(rec_u8, p, name=name)
+    nuc = seg.ids[~seg.artefact]
+    if nuc.size and hole.any():
+        inside = np.bincount(seg.labels[hole], minlength=int(seg.labels.max()) + 1)[nuc]
+        invented = nuc[inside >= INVENTED_FRACTION * seg.area[~seg.artefact]]
+        if invented.size:
+            est[np.isin(seg.labels, invented)] = background
+    est_u8 = metric.to_uint8(est, lo=lo, hi=hi, name=name)
+    n = len(slices)
+    out = {k: np.zeros(n) for k in RESIDUAL_WINDOW_VARIABLES}
+    for i, sl in enumerate(slices):
+        r = metric.components(np.ascontiguousarray(rec_u8[sl]), p)
+        e = metric.components(np.ascontiguousarray(est_u8[sl]), p)
+        out["residual_artefact_window"][i] = float(r.artefact_area - e.artefact_area)
+        out["residual_hidden_nuclei"][i] = float(e.nuclei_count - r.nuclei_count)
+        out["residual_hidden_nuclear_area"][i] = float(e.nuclei_area - r.nuclei_area)
+    return out
+
+
+def estimated_phirm(
+    selfcheck_phirm: npt.ArrayLike,
+    residual_artefact: npt.ArrayLike,
+    hidden_nuclei: npt.ArrayLike,
+    hidden_nuclear_area: npt.ArrayLike,
+    *,
+    params: metric.PhirmParams | None = None,
+) -> np.ndarray:
+    """Estimate the true PhIRM per window without a reference.
+
+    docs/qc-without-ground-truth.md, section 8.
+
+    The self-check's deficit (``10 (1 - s)``: how much the model's fills of holes of this
+    field's shapes cost) plus what PhIRM would charge for what the restoration left
+    (:func:`residual_window_terms`: artefact area ``R``, count difference ``n`` and area
+    difference ``a`` against the window's artefact-free estimate), charged with PhIRM's own
+    NCD, NAD and AAD (:func:`phirm_scale.metric.phirm_from_components`)::
+
+        D = 10 (1 - s) + NCD(n) + area_weight |a| + artefact_weight |R|
+        estimate = max(0, 10 - D) / 10
+
+    NaN where the self-check is NaN (no pseudo-hole placed).
+    """
+    p = params or metric.PhirmParams()
+    s = np.asarray(selfcheck_phirm, np.float64)
+    r = np.asarray(residual_artefact, np.float64)
+    n = np.asarray(hidden_nuclei, np.float64)
+    a = np.asarray(hidden_nuclear_area, np.float64)
+    zero = np.zeros_like(n)
+    ncd, nad, aad, _ = metric.phirm_from_components(n, a, r, zero, zero, zero, p)
+    d = 10.0 * (1.0 - s) + ncd + nad + aad
+    with np.errstate(invalid="ignore"):
+        return np.maximum(0.0, 10.0 - d) / 10.0

@@ -375,8 +375,10 @@ def inpaint_field(
     tile, overlap : int
         Tile size and overlap in pixels.
     batch_size : int
-        Tiles per model call (and per forward pass: a model with ``per_call_batch_size``, as
-        every :class:`~phirm_scale.models.registry.InpaintModel`, gets it as ``batch_size=``).
+        Tiles per model call (a model with ``per_call_batch_size``, as every
+        :class:`~phirm_scale.models.registry.InpaintModel`, gets it as ``batch_size=``; a
+        learned model's forward passes keep one fixed size whatever it is, so results do not
+        depend on it).
     return_stats : bool
         Also return an :class:`InpaintStats`.
 

@@ -323,6 +323,10 @@ def _write_report(ds: xr.Dataset, out: Path, worst: int) -> Path:
     if "plate_selfcheck_phirm_mean" in ds:
         summary.append(("self-check PhIRM mean", ds["plate_selfcheck_phirm_mean"].values))
         summary.append(("self-check PhIRM 5th percentile", ds["plate_selfcheck_phirm_p05"].values))
+    if "plate_estimated_phirm_mean" in ds:
+        summary.append(
+            ("estimated PhIRM mean (no reference)", ds["plate_estimated_phirm_mean"].values)
+        )
     flagged_html = _flagged_section(ds)
     inputs = [
         (k, ds.attrs[k])
@@ -434,7 +438,9 @@ model and settings, and scored with PhIRM against the true pixels there (the hea
 its mean per well). A field is flagged when its mean self-check PhIRM is below {thr:g}, or
 when more than {res:g} px of artefact are left in the restored field (the masks missed part
 of an artefact). The self-check estimates a plate's quality well but ranks single fields
-only weakly (docs/qc-without-ground-truth.md).</p>
+only weakly (docs/qc-without-ground-truth.md). It cannot see what the masks missed: the
+<b>estimated PhIRM</b> adds to the self-check's deficit what PhIRM would charge for the
+artefact left in each restored window and the nuclei it covers (section 8 there).</p>
 """
 
 
@@ -689,6 +695,8 @@ def write_screen_report(
     # artefact (``flag``); PhIRM against the damaged source would flag every restoration
     flagmode = "flag" in ds
     selfcheck = flagmode and "field_selfcheck_phirm_mean" in ds
+    # the reference-free estimate of the true PhIRM (docs/qc-without-ground-truth.md, 8)
+    estimate = selfcheck and "plate_estimated_phirm_mean" in ds
     order = (
         ds["field_selfcheck_phirm_mean"].transpose("plate", "row", "column", "field").values
         if selfcheck
@@ -804,6 +812,7 @@ def write_screen_report(
             f"<td>{_fmt(d['plate_phirm_frac_below'].values)}</td>"
             f"<td>{mf}</td>"
             + (f"<td>{_fmt(d['plate_selfcheck_phirm_mean'].values)}</td>" if selfcheck else "")
+            + (f"<td>{_fmt(d['plate_estimated_phirm_mean'].values)}</td>" if estimate else "")
             + f"<td>{esc(str(d['reference'].values))}</td></tr>"
         )
         name = f"heatmap_{p}.png"
@@ -831,6 +840,8 @@ def write_screen_report(
     pics = f"; pictures for the {thumbnails} worst" if len(flagged) > thumbnails else ""
     score_head = "mean self-check PhIRM" if selfcheck else "mean PhIRM"
     sc_head = "<th>self-check PhIRM mean</th>" if selfcheck else ""
+    if estimate:
+        sc_head += "<th>estimated PhIRM (no reference)</th>"
     if selfcheck:
         how += _HOW_SELFCHECK.format(thr=thr, res=res_thr)
     page = f"""<!DOCTYPE html>

@@ -9,6 +9,7 @@ written); :func:`run_screen` runs it. Output folder::
     OUT/<plate>.ome.zarr            converted plate (TIFF sources) with labels/artefacts
     OUT/<plate>_inpainted.ome.zarr  restored plate (+ a copy of the mask it filled)
     OUT/qc.zarr, qc.csv, qc.parquet one QC dataset for the screen (phirm_scale.screenqc)
+    OUT/qc_fields.csv, .parquet     one row per field: flag, per-field checks, summaries
     OUT/report/index.html           the screen report
     OUT/run.json                    inputs, settings, version, per-stage times and counts,
                                     the per-plate summary
@@ -68,6 +69,15 @@ DEFAULT_SELFCHECK_DRAWS = 4
 DEFAULT_RESIDUAL_THRESHOLD = 50.0
 #: Flag fields whose holes are expected to hide this many nuclear px (fieldqc's default).
 DEFAULT_HIDDEN_THRESHOLD = fieldqc.DEFAULT_HIDDEN_THRESHOLD
+#: ``--dilate`` default: the dilation (px, a disk) of the artefact masks ``run`` makes, the
+#: masks stage's default (``stages.masks.DEFAULT_DILATIONS``), measured best on composite
+#: plates with blurred-rim artefacts (docs/qc-without-ground-truth.md, section 8). ``run
+#: --dilate N`` makes the masks ``phirm-scale masks --dilation N`` makes, so labels made by
+#: ``masks`` with its defaults are the ones ``run`` would make; the inpainting adds nothing.
+DEFAULT_DILATE = 4
+#: The ``--dilate`` default before it was measured (the paper's recipe: no dilation); a
+#: rerun of an output made with it is refused with an error naming the change.
+PREVIOUS_DILATE = 0
 
 
 @dataclass(frozen=True)
@@ -87,9 +97,12 @@ class ScreenSettings:
     artefact_channel : str or None
         Channel the artefact masks are made from (Otsu x 0.7); None: saturation masks on
         ``channel`` (for plates without an artefact channel).
-    model, checkpoint, dilate
+    model, checkpoint
         Inpainting model (see :func:`phirm_scale.stages.inpaint.inpaint_plate`); a learned
         model needs a checkpoint.
+    dilate : int or None
+        Dilation (px) of the artefact masks ``run`` makes; None: :data:`DEFAULT_DILATE` (4,
+        measured best, the masks stage's default), 0 is the paper's recipe.
     reference_channel : str, optional
         Channel of the source plate scored against the restored ``channel`` (default
         ``channel`` itself: how much the restoration changed the phenotype). Without one,
@@ -125,7 +138,7 @@ class ScreenSettings:
     window: int | str = 256
     threshold: float = 0.9
     mode: str = "paper"
-    dilate: int = 0
+    dilate: int | None = None
     hidden_threshold: float = DEFAULT_HIDDEN_THRESHOLD
 
     def __post_init__(self) -> None:
@@ -154,7 +167,9 @@ class ScreenSettings:
         if isinstance(t, bool) or not (isinstance(t, (int, float)) and math.isfinite(t)):
             raise PlateError(f"--threshold must be a number, got {t!r}")
         d = self.dilate
-        if isinstance(d, bool) or not isinstance(d, (int, float)) or int(d) != d or d < 0:
+        if d is not None and (
+            isinstance(d, bool) or not isinstance(d, (int, float)) or int(d) != d or d < 0
+        ):
             raise PlateError(f"--dilate must be an integer >= 0, got {d!r}")
         try:
             h = fieldqc.check_hidden_threshold(self.hidden_threshold)
@@ -166,6 +181,11 @@ class ScreenSettings:
     def mask_method(self) -> str:
         """Return how the artefact masks are made: ``'otsu'`` or ``'saturation'``."""
         return "otsu" if self.artefact_channel is not None else "saturation"
+
+    @property
+    def dilate_px(self) -> int:
+        """Return the masks' dilation in px: the setting, else :data:`DEFAULT_DILATE`."""
+        return DEFAULT_DILATE if self.dilate is None else int(self.dilate)
 
     @property
     def selfcheck(self) -> bool:
@@ -419,9 +439,16 @@ def plan_screen(
         ("--artefact-channel", st.artefact_channel),
     ):
         if c is not None and c not in chans:
+            # a screen without an artefact channel is run on saturation masks
+            none = (
+                "; without an artefact channel, pass --artefact-channel none (masks from the "
+                "saturated artefacts of --channel)"
+                if what == "--artefact-channel"
+                else ""
+            )
             raise PlateError(
                 f"{first.path}: {what} {c!r} is not a channel of the screen "
-                f"(channels: {','.join(chans)}){hint}"
+                f"(channels: {','.join(chans)}){hint}{none}"
             )
     win = st.window_px()
     shape = first.field_shape
@@ -432,7 +459,9 @@ def plan_screen(
         )
     for src in plates:
         if src.kind == "zarr":
-            _check_zarr_source(src, channel=st.channel, artefact_channel=st.artefact_channel)
+            _check_zarr_source(
+                src, channel=st.channel, artefact_channel=st.artefact_channel, dilate=st.dilate_px
+            )
     ckpt_hash = None
     if st.checkpoint is not None:
         from phirm_scale.models import get_model
@@ -450,7 +479,9 @@ def plan_screen(
         "model": st.model,
         "checkpoint": str(st.checkpoint) if st.checkpoint else None,
         "checkpoint_hash": ckpt_hash,
-        "dilate": int(st.dilate),
+        "dilate": st.dilate_px,
+        # where --dilate acts (runs before 0.x grew old-default masks at the inpaint stage)
+        "dilate_at": "masks",
         "reference_channel": st.reference_channel or st.channel,
         # no ground truth: every plate gets the self-check and the reference-free checks
         "selfcheck": st.selfcheck,
@@ -488,9 +519,11 @@ def plan_screen(
                 if prev.get(k) != record.get(k)
                 and (k not in _ADDED_SETTINGS or k in prev)  # a run from before them
             )
+            changed = _changed_defaults(prev, st)
             raise OutputError(
-                f"{out}: holds a run with other settings ({', '.join(diff)}); "
-                "pass --overwrite to replace it, or choose another output folder"
+                f"{out}: holds a run with other settings ({', '.join(diff)})"
+                + (f"; {changed}" if changed else "")
+                + "; pass --overwrite to replace it, or choose another output folder"
             )
         elif any(out.iterdir()):
             raise OutputError(
@@ -505,6 +538,22 @@ def plan_screen(
 _ADDED_SETTINGS = ("hidden_threshold",)
 
 
+def _changed_defaults(prev: dict, st: ScreenSettings) -> str:
+    """Name the defaults that changed since ``prev`` was run, where they explain the refusal.
+
+    A run recorded before ``--dilate`` set the masks' dilation (no ``dilate_at``) made its
+    masks at the masks stage's old defaults and grew them at inpainting, by 0 px unless told.
+    """
+    if "dilate_at" not in prev:
+        return (
+            f"it is from before --dilate set the masks' dilation (it grew the old masks by "
+            f"--dilate {prev.get('dilate')} at inpainting; the default changed from "
+            f"{PREVIOUS_DILATE}, the paper's recipe, to {DEFAULT_DILATE} px masks, measured "
+            "best, docs/qc-without-ground-truth.md section 8)"
+        )
+    return ""
+
+
 def _upgradable(prev: object, record: dict) -> bool:
     """Whether ``prev`` differs from ``record`` only by settings added since it was made."""
     if not isinstance(prev, dict) or any(k in prev for k in _ADDED_SETTINGS):
@@ -512,19 +561,22 @@ def _upgradable(prev: object, record: dict) -> bool:
     return prev == {k: v for k, v in record.items() if k not in _ADDED_SETTINGS}
 
 
-def mask_record(channel_name: str, artefact_channel: str | None) -> dict:
-    """Return the settings record ``run`` gives its artefact masks.
+def mask_record(channel_name: str, artefact_channel: str | None, dilate: int) -> dict:
+    """Return the settings record ``run --dilate dilate`` gives its artefact masks.
 
     The masks stage records the same in each label; it is compared with a source's existing
     labels before anything is written.
     """
     from phirm_scale.stages.masks import MaskSettings
 
-    settings = MaskSettings(method="saturation" if artefact_channel is None else "otsu")
+    method = "saturation" if artefact_channel is None else "otsu"
+    settings = MaskSettings(method=method, dilation=int(dilate))
     return {"channel": channel_name, **settings.as_attrs()}
 
 
-def _check_zarr_source(p: PlateSource, *, channel: str, artefact_channel: str | None) -> None:
+def _check_zarr_source(
+    p: PlateSource, *, channel: str, artefact_channel: str | None, dilate: int
+) -> None:
     """Check an OME-Zarr source before anything is written.
 
     It must not be being written by another run, every field must be completely written,
@@ -540,7 +592,7 @@ def _check_zarr_source(p: PlateSource, *, channel: str, artefact_channel: str | 
         more = f" and {len(missing) - 1} more" if len(missing) > 1 else ""
         raise PlateError(f"{p.path}: field {missing[0]}{more} not (completely) written")
     want = mask_record(
-        artefact_channel if artefact_channel is not None else channel, artefact_channel
+        artefact_channel if artefact_channel is not None else channel, artefact_channel, dilate
     )
     for k in plate.fields:
         la = plate.label_attrs(k, MASK_LABEL)
@@ -548,16 +600,28 @@ def _check_zarr_source(p: PlateSource, *, channel: str, artefact_channel: str | 
             continue
         made = la.get("mask")
         if made != want:
-            how = (
-                f"method {made.get('method')} on channel {made.get('channel')}"
-                if isinstance(made, dict)
-                else "no recorded settings"
-            )
+            if not isinstance(made, dict):
+                how = "no recorded settings"
+            else:
+                how = (
+                    f"method {made.get('method')} on channel {made.get('channel')}, "
+                    f"dilation {made.get('dilation')}"
+                )
+            hint = "choose other --artefact-channel settings or remove that label"
+            if (
+                isinstance(made, dict)
+                and {
+                    **made,
+                    "dilation": want["dilation"],
+                }
+                == want
+                and isinstance(made.get("dilation"), int)
+            ):
+                hint = f"pass --dilate {made['dilation']} to use it"
             raise PlateError(
                 f"{p.path}: field {k} already has labels/{MASK_LABEL} made with {how}, "
                 f"not the masks this run makes (method {want['method']} on channel "
-                f"{want['channel']}); choose other --artefact-channel settings or remove "
-                "that label"
+                f"{want['channel']}, dilation {want['dilation']}); {hint}"
             )
 
 
@@ -571,7 +635,7 @@ def _remove_previous(out: Path, plan: ScreenPlan) -> None:
     for child in out.iterdir():
         if child.name.endswith(".ome.zarr") and (child / "zarr.json").exists():
             remove_store(child)
-        elif child.name in (RUN_FILE, "qc.csv", "qc.parquet"):
+        elif child.name in (RUN_FILE, "qc.csv", "qc.parquet", "qc_fields.csv", "qc_fields.parquet"):
             child.unlink()
         elif child.name in ("qc.zarr", "report", _WORK):
             shutil.rmtree(child)
@@ -639,7 +703,7 @@ def run_screen(
     Examples
     --------
     >>> from phirm_scale.run import ScreenSettings, run_screen
-    >>> settings = ScreenSettings(channel="DAPI", artefact_channel="CFP", dilate=2)
+    >>> settings = ScreenSettings(channel="DAPI", artefact_channel="CFP")
     >>> summary = run_screen(["composite.ome.zarr"], "composite_qc", settings,
     ...                      cluster="threads")  # doctest: +SKIP
     """
@@ -785,11 +849,12 @@ def _run_plate(
                 progress=progress,
             )
     with _timed(stages, "masks", p.n_fields):
-        kw = {}
+        kw: dict[str, Any] = {}
         if s["artefact_channel"] is None:
             kw = {"method": "saturation", "channel": s["channel"]}
         else:
-            kw = {"channel": s["artefact_channel"]}
+            kw = {"method": "otsu", "channel": s["artefact_channel"]}
+        kw["dilation"] = s["dilate"]
         areas = make_artefact_masks(
             plate_path, name=MASK_LABEL, cluster=spec, progress=progress, **kw
         )
@@ -803,7 +868,7 @@ def _run_plate(
             mask_label=MASK_LABEL,
             model=s["model"],
             checkpoint=s["checkpoint"],
-            dilate=s["dilate"],
+            dilate=0,  # the masks are made at --dilate already
             cluster=spec,
             progress=progress,
         )
@@ -1158,7 +1223,13 @@ def _finish(plan: ScreenPlan, qcs: dict, per_plate: dict, stages: dict, progress
     s = plan.settings
     ds = screen_dataset(qcs, attrs={"run_settings": json.dumps(plan.settings)})
     write_screen_qc(
-        ds, out / "qc.zarr", csv=out / "qc.csv", parquet=out / "qc.parquet", overwrite=True
+        ds,
+        out / "qc.zarr",
+        csv=out / "qc.csv",
+        parquet=out / "qc.parquet",
+        field_csv=out / "qc_fields.csv",
+        field_parquet=out / "qc_fields.parquet",
+        overwrite=True,
     )
     thr = float(s["threshold"])
     rows = []
@@ -1175,6 +1246,12 @@ def _finish(plan: ScreenPlan, qcs: dict, per_plate: dict, stages: dict, progress
         sc_mean = (
             round(float(d["plate_selfcheck_phirm_mean"]), 6)
             if "plate_selfcheck_phirm_mean" in d
+            else None
+        )
+        est = (
+            round(float(d["plate_estimated_phirm_mean"]), 6)
+            if "plate_estimated_phirm_mean" in d
+            and np.isfinite(float(d["plate_estimated_phirm_mean"]))
             else None
         )
         restored = int(np.nansum(d[RESTORED_AREA].values)) if RESTORED_AREA in d else None
@@ -1198,6 +1275,7 @@ def _finish(plan: ScreenPlan, qcs: dict, per_plate: dict, stages: dict, progress
                 "ssim_mean": round(float(d["plate_ssim_mean"]), 6),
                 "restored_px": restored,
                 "selfcheck_mean": sc_mean,
+                "estimated_phirm": est,
             }
         )
     warnings_.extend(nothing_done_warnings(ds, s.get("artefact_channel")))
@@ -1238,6 +1316,11 @@ def _finish(plan: ScreenPlan, qcs: dict, per_plate: dict, stages: dict, progress
         "restored_px": int(np.nansum(ds[RESTORED_AREA].values)) if RESTORED_AREA in ds else None,
         "phirm_mean": round(float(np.nanmean(ds["field_phirm_mean"].values)), 6)
         if n_fields
+        else None,
+        # the reference-free estimate of the true PhIRM (no reference channel), over fields
+        "estimated_phirm": round(float(np.nanmean(ds["field_estimated_phirm_mean"].values)), 6)
+        if "field_estimated_phirm_mean" in ds
+        and np.isfinite(ds["field_estimated_phirm_mean"].values).any()
         else None,
         "threshold": thr,
     }

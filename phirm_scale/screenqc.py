@@ -6,13 +6,19 @@ dims ``row, column, field, window``) and returns one Dataset with dims
 
 * a ``plate`` coordinate (the plate names) and, along ``plate``, the provenance of every plate
   as coordinates (``reference``, ``reconstruction``, their channels, ``mask_label``,
-  ``n_fields``, ...), so concatenating two screens keeps every plate's provenance;
+  ``n_fields`` as int64), plus every other plate attribute whose value differs between
+  plates (e.g. ``selfcheck_pool``); only the attributes all plates share are Dataset
+  attributes, and none lists the plates (the ``plate`` coordinate does), so ``xr.concat`` of
+  two screens along ``plate`` keeps every plate's provenance and no attribute goes stale;
 * every data variable with CF ``long_name`` and ``units`` (``"1"`` for dimensionless
-  quantities and counts, ``"px"`` for areas, ``"dB"`` for PSNR), ``Conventions = "CF-1.10"``;
-* integer counts stored as integers in Zarr (``_FillValue`` -1 marks absent fields; xarray
-  decodes them to NaN on reading) and as int64 in the CSV / Parquet tables;
-* ``row`` / ``column`` labels as the same strings (``"A"``, ``"02"``) in Zarr, CSV (quoted) and
-  Parquet.
+  quantities and counts, ``"px"`` for areas, ``"dB"`` for PSNR; a variable that carries its
+  own ``long_name``, such as ``flag`` with its ``flag_masks`` / ``flag_meanings``, keeps it),
+  ``Conventions = "CF-1.10"``;
+* integer counts stored as int64 and ``flag`` as int8 in Zarr (``_FillValue`` -1 marks absent
+  fields; xarray decodes them to NaN on reading, :func:`phirm_scale.qc.zarr_encoding`) and as
+  int64 in the CSV / Parquet tables;
+* ``row`` / ``column`` labels as the same strings (``"A"``, ``"02"``) in Zarr (variable-length
+  UTF-8, a stable Zarr v3 type), CSV (quoted) and Parquet.
 
 The store opens with plain xarray (``xr.open_zarr``), phirm-scale not needed.
 """
@@ -29,6 +35,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import xarray as xr
 
+from phirm_scale import qc as _qc
 from phirm_scale.errors import PhirmError
 from phirm_scale.plate import ATTRS_KEY
 
@@ -56,15 +63,11 @@ PROVENANCE_KEYS = (
     "n_fields",
 )
 
-#: Variables ending with these are integer counts.
-COUNT_SUFFIXES = (
-    "nuclei_count",
-    "artefact_count",
-    "nuclei_area",
-    "artefact_area",
-    "n_windows",
-    "restored_area",
-)
+#: Provenance coordinates that are integers (the rest are strings).
+_INT_PROVENANCE = ("n_fields",)
+
+#: Variables ending with these are integer counts (:data:`phirm_scale.qc.COUNT_SUFFIXES`).
+COUNT_SUFFIXES = _qc.COUNT_SUFFIXES
 
 _LEVEL_PREFIX = {"field_": "per field: ", "well_": "per well: ", "plate_": "per plate: "}
 _SIDE_PREFIX = {"ref_": "reference ", "rec_": "reconstruction "}
@@ -111,7 +114,7 @@ def cf_attributes(name: str, description: str | None = None) -> dict[str, str]:
 
 
 def _is_count(name: str) -> bool:
-    return name.endswith(COUNT_SUFFIXES)
+    return _qc.is_count(name)
 
 
 def _plain(value: object) -> str:
@@ -156,10 +159,23 @@ def screen_dataset(plates: Mapping[str, xr.Dataset], *, attrs: Mapping | None = 
                 f"screen QC: plate {n!r} has another window grid than plate "
                 f"{names[0]!r} (different field shape or window)"
             )
+    # attributes that differ between plates describe one plate each: coordinates along plate
+    keys = [k for k in dict.fromkeys(a for n in names for a in plates[n].attrs)]
+    per_plate = [
+        k
+        for k in keys
+        if k not in PROVENANCE_KEYS
+        and len({json.dumps(plates[n].attrs.get(k), sort_keys=True, default=str) for n in names})
+        > 1
+    ]
     parts = []
     for n in names:
         d = plates[n]
-        prov = {k: _plain(d.attrs.get(k)) for k in PROVENANCE_KEYS}
+        prov: dict[str, object] = {k: _plain(d.attrs.get(k)) for k in PROVENANCE_KEYS}
+        for k in _INT_PROVENANCE:
+            value = d.attrs.get(k)
+            prov[k] = int(value) if value is not None else -1
+        prov.update({k: _plain(d.attrs.get(k)) for k in per_plate})
         d = d.copy()
         d.attrs = {}
         d = d.expand_dims(plate=[n])
@@ -177,11 +193,12 @@ def screen_dataset(plates: Mapping[str, xr.Dataset], *, attrs: Mapping | None = 
             compat="equals",
             fill_value=np.nan,
         )
-    shared = {k: v for k, v in first.attrs.items() if k not in PROVENANCE_KEYS}
+    shared = {
+        k: v for k, v in first.attrs.items() if k not in PROVENANCE_KEYS and k not in per_plate
+    }
     shared.update(dict(attrs or {}))
     shared["Conventions"] = "CF-1.10"
     shared["title"] = "PhIRM quality control of a screen"
-    shared["plates"] = [str(n) for n in names]
     ds.attrs = shared
     # one variable order whatever the inputs' (a store read back lists them alphabetically)
     from phirm_scale.qc import WINDOW_VARIABLES
@@ -198,7 +215,9 @@ def _decorate(ds: xr.Dataset) -> xr.Dataset:
     ds["column"] = ds["column"].astype(str)
     for name, var in ds.data_vars.items():
         desc = var.attrs.pop("description", None)
-        var.attrs.update(cf_attributes(str(name), desc))
+        if "long_name" not in var.attrs:  # flag, self-check variables: their own names
+            var.attrs.update(cf_attributes(str(name), desc))
+        var.attrs.setdefault("units", cf_attributes(str(name), desc)["units"])
     coord_attrs = {
         "plate": {"long_name": "plate name"},
         "row": {"long_name": "plate row (A, B, ...)"},
@@ -212,7 +231,7 @@ def _decorate(ds: xr.Dataset) -> xr.Dataset:
         "reconstruction": {"long_name": "reconstruction plate store"},
         "reconstruction_channel": {"long_name": "reconstruction channel"},
         "mask_label": {"long_name": "label holding the artefact mask"},
-        "n_fields": {"long_name": "fields scored in the plate"},
+        "n_fields": {"long_name": "fields scored in the plate", "units": "1"},
     }
     for c, a in coord_attrs.items():
         if c in ds.coords:
@@ -222,11 +241,7 @@ def _decorate(ds: xr.Dataset) -> xr.Dataset:
 
 
 def _encoding(ds: xr.Dataset) -> dict:
-    enc = {}
-    for name in ds.data_vars:
-        if _is_count(str(name)):
-            enc[name] = {"dtype": "int64", "_FillValue": -1}
-    return enc
+    return _qc.zarr_encoding(ds)
 
 
 def _labels(df: pd.DataFrame) -> pd.DataFrame:
@@ -246,27 +261,15 @@ def window_table(ds: xr.Dataset) -> pd.DataFrame:
     Columns ``plate, row, column, well, field, window, y0, x0`` and the per-window
     variables (counts as int64); absent fields dropped.
     """
-    names = [v for v in ds.data_vars if "window" in ds[v].dims]
-    df = ds[names].to_dataframe().reset_index()
-    df = df[df["phirm"].notna()].reset_index(drop=True)
-    for v in names:
-        if _is_count(str(v)):
-            df[v] = df[v].astype(np.int64)
-    lead = [c for c in ("plate", "row", "column", "field", "window", "y0", "x0") if c in df]
-    df = df[lead + [str(v) for v in names]]
-    return _labels(df)
+    return _labels(_qc.to_table(ds))
 
 
 def field_table(ds: xr.Dataset) -> pd.DataFrame:
-    """One row per scored field: the ``field_*`` summaries (counts as int64)."""
-    names = [v for v in ds.data_vars if str(v).startswith("field_")]
-    df = ds[names].to_dataframe().reset_index()
-    df = df[df["field_n_windows"].fillna(0) > 0].reset_index(drop=True)
-    for v in names:
-        if _is_count(str(v)):
-            df[v] = df[v].astype(np.int64)
-    keep = [c for c in ("plate", "row", "column", "field") if c in df]
-    return _labels(df[keep + [str(v) for v in names]])
+    """One row per scored field (:func:`phirm_scale.qc.field_table`, with a ``well`` column).
+
+    ``flag``, the ``field_*`` summaries and the per-field checks; counts and ``flag`` as int64.
+    """
+    return _labels(_qc.field_table(ds))
 
 
 def write_screen_qc(
@@ -275,12 +278,14 @@ def write_screen_qc(
     *,
     csv: str | Path | None = None,
     parquet: str | Path | None = None,
+    field_csv: str | Path | None = None,
+    field_parquet: str | Path | None = None,
     overwrite: bool = False,
 ) -> Path:
-    """Write the screen QC store (and the per-window table as CSV / Parquet).
+    """Write the screen QC store (and the per-window / per-field tables as CSV / Parquet).
 
     CSV labels are quoted. The store is written beside its target and renamed, never half
-    written.
+    written. Types as :func:`phirm_scale.qc.write_qc` writes them.
     """
     from phirm_scale.outputs import atomic_store, guard_output, mark_store
 
@@ -291,19 +296,21 @@ def write_screen_qc(
         atomic_store(path) as tmp,
     ):
         with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=".*does not have a Zarr V3 specification.*")
+            # consolidated metadata: a zarr-python extension ("must_understand": false)
             warnings.filterwarnings("ignore", message=".*Consolidated metadata.*")
-            ds.to_zarr(tmp, mode="w-", encoding=_encoding(ds), consolidated=True)
-            # rewriting the group metadata re-describes the string coordinates: same warning
+            _qc._stable_strings(ds).to_zarr(
+                tmp, mode="w-", encoding=_encoding(ds), consolidated=True
+            )
             mark_store(tmp, "run")
-    if csv is not None or parquet is not None:
-        table = window_table(ds)
-        if csv is not None:
-            with atomic_store(csv) as tmp:
-                table.to_csv(tmp, index=False, quoting=_csv.QUOTE_NONNUMERIC)
-        if parquet is not None:
-            with atomic_store(parquet) as tmp:
-                table.to_parquet(tmp, index=False)
+    _qc.write_tables(
+        ds,
+        csv=csv,
+        parquet=parquet,
+        field_csv=field_csv,
+        field_parquet=field_parquet,
+        quoting=_csv.QUOTE_NONNUMERIC,
+        tables=(window_table, field_table),
+    )
     return path
 
 
@@ -312,8 +319,6 @@ def open_screen_qc(path: str | Path) -> xr.Dataset:
     path = Path(path)
     if not path.exists():
         raise PhirmError(f"{path}: QC store not found")
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*does not have a Zarr V3 specification.*")
-        ds = xr.open_zarr(path).load()
+    ds = _qc._fixed_strings(xr.open_zarr(path).load())
     ds.attrs.pop(ATTRS_KEY, None)  # the store's output marker, not part of the data
     return ds

@@ -839,6 +839,249 @@ def rule(out: Path, *, held_out: bool = False) -> dict:
     return res
 
 
+# ------------------------------------ section 8: blurred rims, defaults and estimated_phirm
+#: Artefact loads (fraction of the field) and seeds of section 8's plates (4 x 4 x 1 wells).
+RIM_LOADS = (0.01, 0.02, 0.03, 0.04)
+RIM_SEEDS = {"tuning": (301,), "held-out": (401,)}
+RIM_DILATIONS = (0, 1, 2, 3, 4)
+RIM_SIZE = (520, 696)
+SIGMA_LO, SIGMA_HI = 0.5, 1.5
+#: The masks stage's dilations before section 8 measured them (``rim-defaults``' inpaint
+#: columns grow these at the inpaint stage).
+OLD_MASKS = {"otsu": 0, "saturation": 1}
+
+
+def blurred_rim_field(key, *, seed: int, load: float, source):
+    """One composite field whose artefacts have a blurred rim, as real dust and fibres do.
+
+    ``synthetic.make_field`` gives the clean field and the hard artefact footprint; the
+    footprint is blurred (Gaussian, sigma drawn per field in 0.5-1.5 px) and doubled, so the
+    footprint stays saturated and a rim falls off outside it over about 2 sigma (a camera's
+    blur of a saturated object: the rim is far brighter than any nucleus); the nuclei
+    channel is ``composite(clean, intensity)`` and the artefact channel drawn from the same
+    intensity (``synthetic.artefact_channel``). Returns ``(dapi, cfp, clean)``.
+    """
+    from scipy import ndimage as ndi
+
+    from phirm_scale.plate import row_index
+    from phirm_scale.synthetic import artefact_channel, composite, make_field
+
+    data, mask = make_field(key, size=RIM_SIZE, seed=seed, artefacts=load, source=source)
+    rng = np.random.default_rng([seed, 8, row_index(key[0]), int(key[1]), int(key[2])])
+    sigma = rng.uniform(SIGMA_LO, SIGMA_HI)
+    g = np.clip(2.0 * ndi.gaussian_filter(mask.astype(np.float64), sigma), 0.0, 1.0)
+    texture = np.clip(1.05 + 0.15 * rng.standard_normal(mask.shape), 0.85, 1.0)
+    intensity = (g * texture).astype(np.float32)
+    return composite(data[2], intensity), artefact_channel(intensity, rng=rng), data[2]
+
+
+def _rim_plates(split: str):
+    """Yield ``(plate, seed, load, key, fname, source)`` of section 8's plates."""
+    from phirm_scale.plate import FieldKey, row_name
+    from phirm_scale.synthetic import _list_sources
+
+    sources = _list_sources(DATA)
+    keys = [FieldKey(row_name(r), str(c + 1).zfill(2), 0) for r in range(4) for c in range(4)]
+    for seed in RIM_SEEDS[split]:
+        for li, load in enumerate(RIM_LOADS):
+            for i, k in enumerate(keys):
+                src = sources[(i * 3 + li * 16 + seed) % len(sources)]
+                yield f"r{seed}_l{load:g}", seed, load, k, f"{k.row}{k.column}/{k.field}", src
+
+
+def _window_residual(restored, lo, hi, grid):
+    """PhIRM's artefact area per window of the restored field (8 bit with ``lo``/``hi``)."""
+    from phirm_scale import metric
+
+    u8 = metric.to_uint8(restored, lo=lo, hi=hi)
+    return [
+        float(metric.components(np.ascontiguousarray(u8[sl])).artefact_area) for sl in grid.slices()
+    ]
+
+
+def rim_defaults(out: Path, *, split: str = "tuning") -> None:
+    """Part 1: true plate PhIRM (Telea) of every mask setting on the blurred-rim plates.
+
+    Per field and load: masks ``otsu`` (CFP, factor 0.7) and ``saturation`` (DAPI) at the
+    masks stage's dilation 0-4 (disk), and, on the masks at their stage defaults, the
+    inpaint stage's ``--dilate`` 0-4 (``run --dilate``: OpenCV's ellipse). One JSON line per
+    (field, setting) in ``OUT/rim_defaults_SPLIT.jsonl``.
+    """
+    from phirm_scale.inpaint import inpaint_field
+    from phirm_scale.models import get_model
+    from phirm_scale.stages.inpaint import _dilate
+    from phirm_scale.stages.masks import MaskSettings, mask_image
+
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"rim_defaults_{split}.jsonl"
+    done = set()
+    if path.exists():
+        done = {r["plate"] + r["field"] for r in map(json.loads, path.read_text().splitlines())}
+    telea = get_model("telea")
+    for plate, seed, load, key, fname, src in _rim_plates(split):
+        if plate + fname in done:
+            continue
+        t = time.perf_counter()
+        dapi, cfp, clean = blurred_rim_field(key, seed=seed, load=load, source=str(src))
+        row = {"plate": plate, "load": load, "field": fname, "source": src.name}
+        for method in ("otsu", "saturation"):
+            img = cfp if method == "otsu" else dapi
+            for stage, ds in (("masks", RIM_DILATIONS), ("inpaint", RIM_DILATIONS)):
+                for d in ds:
+                    if stage == "masks":
+                        holes = mask_image(img, MaskSettings(method=method, dilation=d)) != 0
+                    else:
+                        base = mask_image(
+                            img, MaskSettings(method=method, dilation=OLD_MASKS[method])
+                        )
+                        base = base != 0
+                        holes = _dilate(base, d) != 0
+                    ph, _ = _true_phirm(clean, inpaint_field(dapi, holes, telea))
+                    row[f"{method}_{stage}{d}"] = float(ph.mean())
+        row["seconds"] = time.perf_counter() - t
+        _append(path, row)
+        print(plate, fname, f"{row['seconds']:.1f} s", flush=True)
+
+
+def rim_estimate(out: Path, *, split: str = "tuning", draws: int = 4) -> None:
+    """Part 2: per field of the blurred-rim plates, at ``run --dilate`` 0-4 and both mask
+    methods (masks at dilation 0-4, as ``run --dilate`` makes them): the true window PhIRM
+    of the Telea restoration, the self-check (``selfcheck.selfcheck_field``, the field's own
+    shapes, 4 draws, seed 0 as ``run``), the field checks and the per-window residual
+    artefact area; one JSON line per (field, method, dilation) in
+    ``OUT/rim_estimate_SPLIT.jsonl`` (resumable). The estimate is computed from them by
+    ``rim_report``.
+    """
+    from phirm_scale import fieldqc, qc
+    from phirm_scale.inpaint import inpaint_field
+    from phirm_scale.models import get_model
+    from phirm_scale.plate import row_index
+    from phirm_scale.selfcheck import selfcheck_field
+    from phirm_scale.stages.masks import MaskSettings, mask_image
+
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"rim_estimate_{split}.jsonl"
+    done = set()
+    if path.exists():
+        done = {
+            (r["plate"], r["field"], r["method"], r["dilate"])
+            for r in map(json.loads, path.read_text().splitlines())
+        }
+    telea = get_model("telea")
+    grid = qc.window_grid(RIM_SIZE, 256)
+    for plate, seed, load, key, fname, src in _rim_plates(split):
+        todo = [
+            (m, d)
+            for m in ("otsu", "saturation")
+            for d in RIM_DILATIONS
+            if (plate, fname, m, d) not in done
+        ]
+        if not todo:
+            continue
+        t = time.perf_counter()
+        dapi, cfp, clean = blurred_rim_field(key, seed=seed, load=load, source=str(src))
+        for method, d in todo:
+            # ``run --dilate d``: the masks stage's dilation d (disk), nothing more at inpaint
+            settings = MaskSettings(method=method, dilation=d)
+            holes = mask_image(cfp if method == "otsu" else dapi, settings) != 0
+            rest = inpaint_field(dapi, holes, telea)
+            ph, r = _true_phirm(clean, rest)
+            sc = selfcheck_field(
+                dapi,
+                holes,
+                telea,
+                restored=rest,
+                seed_key=(0, row_index(key.row), int(key.column), int(key.field)),
+                draws=draws,
+                window=256,
+            )
+            fc = fieldqc.field_checks(dapi, rest, holes, name=fname)
+            terms = fieldqc.residual_window_terms(dapi, rest, holes, list(grid.slices()))
+            _append(
+                path,
+                {
+                    "plate": plate,
+                    "split": split,
+                    "load": load,
+                    "field": fname,
+                    "source": src.name,
+                    "method": method,
+                    "dilate": d,
+                    "true_window": ph.tolist(),
+                    "true_components": {k: v.tolist() for k, v in r.items()},
+                    "hole_window": [float(holes[sl].sum()) for sl in grid.slices()],
+                    **{k: v.tolist() for k, v in terms.items()},
+                    **{k: np.asarray(v).tolist() for k, v in sc.items()},
+                    **fc,
+                },
+            )
+        print(f"{plate} {fname}: {time.perf_counter() - t:.0f} s", flush=True)
+
+
+def rim_report(out: Path, *, split: str = "tuning") -> dict:
+    """Section 8's tables from ``rim_estimate``'s lines: per plate (load, mask method, run
+    dilation) the true plate PhIRM, the self-check's and ``estimated_phirm``'s plate means
+    (``fieldqc.estimated_phirm`` per window, mean over the plate's windows) and the per-field
+    Spearman correlations with the truth."""
+    from scipy.stats import spearmanr
+
+    from phirm_scale import fieldqc
+
+    rows = [json.loads(x) for x in (out / f"rim_estimate_{split}.jsonl").read_text().splitlines()]
+    groups: dict = {}
+    for r in rows:
+        r["est_window"] = fieldqc.estimated_phirm(
+            r["selfcheck_phirm"],
+            r["residual_artefact_window"],
+            r["residual_hidden_nuclei"],
+            r["residual_hidden_nuclear_area"],
+        )
+        groups.setdefault((r["load"], r["method"], r["dilate"]), []).append(r)
+    print(
+        "| load | masks | --dilate | fields | true | self-check | estimate | error | "
+        "Spearman self-check | Spearman estimate |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    table = []
+    for (load, method, d), rs in sorted(groups.items()):
+        ok = [r for r in rs if np.isfinite(r["est_window"]).all()]
+        t = np.array([np.mean(r["true_window"]) for r in ok])
+        sc = np.array([np.mean(r["selfcheck_phirm"]) for r in ok])
+        e = np.array([np.mean(r["est_window"]) for r in ok])
+        row = {
+            "load": load,
+            "method": method,
+            "dilate": d,
+            "fields": len(ok),
+            "true": float(t.mean()),
+            "selfcheck": float(sc.mean()),
+            "estimate": float(e.mean()),
+            "error": float(e.mean() - t.mean()),
+            "rho_selfcheck": float(spearmanr(sc, t).statistic),
+            "rho_estimate": float(spearmanr(e, t).statistic),
+        }
+        table.append(row)
+        print(
+            f"| {load:g} | {method} | {d} | {len(ok)} | {row['true']:.3f} | "
+            f"{row['selfcheck']:.3f} | {row['estimate']:.3f} | {row['error']:+.3f} | "
+            f"{row['rho_selfcheck']:.2f} | {row['rho_estimate']:.2f} |"
+        )
+    allt = [np.mean(r["true_window"]) for r in rows if np.isfinite(r["est_window"]).all()]
+    alle = [np.mean(r["est_window"]) for r in rows if np.isfinite(r["est_window"]).all()]
+    summary = {
+        "plates": len(table),
+        "plates_within_0.03": sum(abs(r["error"]) <= 0.03 for r in table),
+        "max_abs_error": max(abs(r["error"]) for r in table),
+        "pooled_spearman_estimate": float(spearmanr(alle, allt).statistic),
+        "median_plate_spearman_estimate": float(np.nanmedian([r["rho_estimate"] for r in table])),
+    }
+    print(json.dumps(summary))
+    (out / f"rim_report_{split}.json").write_text(
+        json.dumps({"plates": table, **summary}, indent=1)
+    )
+    return summary
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument(
@@ -855,6 +1098,9 @@ def main() -> None:
             "labelled",
             "labelled-extra",
             "rule",
+            "rim-defaults",
+            "rim-estimate",
+            "rim-report",
         ],
     )
     ap.add_argument("--split", choices=["tuning", "held-out"], default="tuning")
@@ -882,6 +1128,12 @@ def main() -> None:
         labelled(a.out, split=a.split)
     elif a.what == "rule":
         rule(a.out, held_out=a.split == "held-out")
+    elif a.what == "rim-defaults":
+        rim_defaults(a.out, split=a.split)
+    elif a.what == "rim-estimate":
+        rim_estimate(a.out, split=a.split)
+    elif a.what == "rim-report":
+        rim_report(a.out, split=a.split)
     elif a.what == "holes-nuclei":
         holes_nuclei(a.out, method=a.method)
     else:

@@ -143,7 +143,9 @@ def test_masks_stage_on_plate(tmp_path, local_cluster):
     p = make_plate(
         tmp_path / "s.ome.zarr", rows=2, columns=2, fields=1, size=192, seed=4, artefacts=0.03
     )
-    res = make_artefact_masks(p.path, channel="CFP", cluster=local_cluster, progress=False)
+    res = make_artefact_masks(
+        p.path, channel="CFP", dilation=0, cluster=local_cluster, progress=False
+    )
     assert set(res) == set(p.fields)
     q = open_plate(p.path)
     for k in q.fields:
@@ -154,7 +156,7 @@ def test_masks_stage_on_plate(tmp_path, local_cluster):
         assert res[k] == int(m.sum())
     assert q.attrs["phirm_scale"]["labels_artefacts"]["otsu_factor"] == 0.7
     # resumable: nothing left to do
-    assert make_artefact_masks(p.path, cluster="threads", progress=False) == {}
+    assert make_artefact_masks(p.path, dilation=0, cluster="threads", progress=False) == {}
 
     clean = make_plate(
         tmp_path / "c.ome.zarr", rows=1, columns=2, fields=2, size=128, seed=1, artefacts=0.0

@@ -329,3 +329,107 @@ def test_expected_hidden_measures_have_no_preferred_direction(seed, radius):
     for flip in (np.flipud, np.fliplr):
         b = fieldqc.expected_hidden_nuclear_area(flip(src).copy(), flip(holes).copy(), ring=ring)
         assert a == pytest.approx(b, rel=1e-9, abs=1e-12)
+
+
+# --------------------------------------------------------------- estimated_phirm (issue 20)
+
+
+def test_estimated_phirm_by_hand():
+    # PhIRM's weights (paper): NCD lost 1.1**n * n, invented 2**|n|, NAD 2e-4 |a|, AAD 1e-3 |R|
+    s = [1.0, 0.9, 1.0, 1.0, 1.0, 1.0, 0.95, np.nan]
+    r = [0, 0, 0, 0, 1000, 0, 500, 0]
+    n = [0, 0, 2, -2, 0, 0, 1, 0]
+    a = [0, 0, 0, 0, 0, -500, 100, 0]
+    want = [
+        1.0,
+        0.9,
+        (10 - 1.1**2 * 2) / 10,
+        (10 - 2**2) / 10,
+        (10 - 1.0) / 10,
+        (10 - 0.1) / 10,
+        (10 - 0.5 - 0.5 - 1.1 - 0.02) / 10,
+    ]
+    got = fieldqc.estimated_phirm(s, r, n, a)
+    np.testing.assert_allclose(got[:-1], want, rtol=1e-12)
+    assert np.isnan(got[-1])  # no pseudo-hole: no estimate
+    assert fieldqc.estimated_phirm([0.2], [20000], [0], [0])[0] == 0.0  # floored at 0
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    s=st.floats(0, 1),
+    r=st.floats(0, 1e5),
+    n=st.integers(-20, 40),
+    a=st.floats(-1e5, 1e5),
+)
+def test_estimated_phirm_never_exceeds_the_selfcheck(s, r, n, a):
+    e = float(fieldqc.estimated_phirm([s], [r], [n], [a])[0])
+    assert 0.0 <= e <= s + 1e-12
+    # what the restoration left only lowers it
+    assert e <= float(fieldqc.estimated_phirm([s], [0], [0], [0])[0]) + 1e-12
+
+
+def _nuclei_field(seed=0):
+    """256 x 512, two 256 windows; 10 discs (r 7, 3000 at the centre falling to 1500 at
+    the edge) per window on a dim noisy floor."""
+    rng = np.random.default_rng(seed)
+    img = rng.normal(300, 20, (256, 512))
+    yy, xx = np.mgrid[:256, :512]
+    centres = [(40 + 45 * (i // 5), 30 + 45 * (i % 5) + 256 * w) for w in (0, 1) for i in range(10)]
+    for cy, cx in centres:
+        r2 = (yy - cy) ** 2 + (xx - cx) ** 2
+        inside = r2 <= 49
+        img[inside] = 1500 + 1500 * (1 - r2[inside] / 49)  # brightest at the centre
+    return np.clip(img, 0, 65535).astype(np.uint16), (yy, xx)
+
+
+SLICES = [(slice(0, 256), slice(0, 256)), (slice(0, 256), slice(256, 512))]
+
+
+def test_residual_terms_zero_when_the_restoration_left_nothing():
+    src, (yy, xx) = _nuclei_field()
+    holes = np.zeros(src.shape, np.uint8)
+    holes[200:230, 20:60] = 1  # background only
+    rec = src.copy()
+    rec[holes != 0] = 300
+    terms = fieldqc.residual_window_terms(src, rec, holes, SLICES)
+    for k in fieldqc.RESIDUAL_WINDOW_VARIABLES:
+        np.testing.assert_array_equal(terms[k], [0.0, 0.0], err_msg=k)
+    np.testing.assert_array_equal(fieldqc.estimated_phirm([1.0, 1.0], *terms.values()), [1, 1])
+
+
+def test_residual_terms_see_a_rim_the_mask_left():
+    """A saturated 30 x 40 rim left in the right window: PhIRM counts it as artefact area
+    (its 1,200 px) there and not in the left window."""
+    src, _ = _nuclei_field()
+    holes = np.zeros(src.shape, np.uint8)
+    holes[200:230, 300:340] = 1
+    rec = src.copy()
+    rec[200:230, 300:340] = 300
+    rec[195:200, 295:345] = 65535  # the rim above the hole, 5 x 50 = 250 px ...
+    rec[200:225, 340:346] = 65535  # ... and right of it, 25 x 6 = 150 px: 400 px
+    terms = fieldqc.residual_window_terms(src, rec, holes, SLICES)
+    assert terms["residual_artefact_window"].tolist() == [0.0, 400.0]
+    assert terms["residual_hidden_nuclei"][0] == 0
+    est = fieldqc.estimated_phirm([1.0, 1.0], *terms.values())
+    assert est[0] == 1.0 and est[1] <= 1 - 0.001 * 400 / 10 + 1e-12
+
+
+def test_residual_terms_count_a_nucleus_a_fill_invented():
+    """A disc of nucleus brightness drawn wholly inside a hole (an inpainting smearing a
+    rim inwards) is counted as invented: -1 nucleus and minus its area, in its window only;
+    a real nucleus the hole only clips is not."""
+    src, (yy, xx) = _nuclei_field()
+    holes = np.zeros(src.shape, np.uint8)
+    holes[190:240, 100:160] = 1  # background: the fill below invents a nucleus there
+    holes[35:45, 30:40] = 1  # clips the real nucleus at (40, 30)
+    rec = src.copy()
+    rec[190:240, 100:160] = 300
+    disc = (yy - 215) ** 2 + (xx - 130) ** 2 <= 64
+    rec[disc] = 2500
+    terms = fieldqc.residual_window_terms(src, rec, holes, SLICES)
+    assert terms["residual_hidden_nuclei"].tolist() == [-1.0, 0.0]
+    assert terms["residual_hidden_nuclear_area"].tolist() == [-float(disc.sum()), 0.0]
+    assert terms["residual_artefact_window"].tolist() == [0.0, 0.0]
+    est = fieldqc.estimated_phirm([1.0, 1.0], *terms.values())
+    np.testing.assert_allclose(est, [(10 - 2 - 2e-4 * disc.sum()) / 10, 1.0])

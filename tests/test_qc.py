@@ -347,3 +347,155 @@ def test_window_psnr_ssim_equal_metric_per_window(h, w, window, seed, levels):
             assert ssim[i] == want == 1.0  # exactly
         else:
             assert ssim[i] == pytest.approx(want, rel=1e-10, abs=1e-12)
+
+
+# ------------------------------------------------ types of the store and tables (issue 22.5)
+def _with_selfcheck(ds, pool="src.ome.zarr:artefacts"):
+    """The QC of ``small_results`` with made-up self-check results of known flags."""
+    nwin = ds.sizes["window"]
+    made = {  # field -> (self-check PhIRM, residual artefact px): flags 1, 0, 2
+        ("A", "01", 0): (0.5, 0.0),
+        ("A", "01", 1): (0.95, 10.0),
+        ("B", "01", 0): (0.97, 100.0),
+    }
+    results = {
+        k: {
+            "selfcheck_phirm": np.full(nwin, sc),
+            "selfcheck_draws": 4.0,
+            "masked_fraction_field": 0.1,
+            "residual_artefact_area": res,
+        }
+        for k, (sc, res) in made.items()
+    }
+    variables = {
+        "selfcheck_phirm": ("self-check PhIRM", "1"),
+        "selfcheck_draws": ("self-check draws", "1"),
+        "masked_fraction_field": ("masked fraction of the field", "1"),
+        "residual_artefact_area": ("residual artefact area", "px"),
+    }
+    out = qc.add_field_results(ds, results, variables, attrs={"selfcheck_pool": pool})
+    return qc.flag_fields(out)
+
+
+def _no_unstable_spec():
+    import zarr.errors
+
+    warnings.simplefilter("error", zarr.errors.UnstableSpecificationWarning)
+
+
+def test_store_types_survive_zarr_with_a_second_reader(small_results, tmp_path):
+    import zarr
+
+    ds = _with_selfcheck(small_results[0])
+    with warnings.catch_warnings():
+        _no_unstable_spec()
+        out = qc.write_qc(ds, tmp_path / "QC.zarr")
+        # a second reader: plain zarr, no xarray, every array read
+        group = zarr.open_group(str(out), mode="r")
+        arrays = {name: (a.dtype, a[...], a.attrs) for name, a in group.arrays()}
+    assert arrays["ref_nuclei_count"][0] == np.int64
+    assert arrays["field_rec_nuclei_area"][0] == np.int64
+    assert arrays["selfcheck_draws"][0] == np.int64
+    assert arrays["flag"][0] == np.int8
+    assert arrays["phirm"][0] == np.float64
+    # absent well B/02 and absent field B/01/1 hold the fill value -1
+    flag = arrays["flag"][1]  # dims row, column, field
+    assert flag.tolist() == [[[1, 0], [-1, -1]], [[2, -1], [-1, -1]]]
+    assert arrays["ref_nuclei_count"][1][1, 1].tolist() == [[-1] * 4] * 2
+    assert arrays["row"][1].tolist() == ["A", "B"] and arrays["column"][1].tolist() == ["01", "02"]
+    assert arrays["flag"][2]["flag_masks"] == [1, 2, 4, 8]
+    assert arrays["flag"][2]["flag_meanings"].split() == [
+        "selfcheck_below_threshold",
+        "residual_artefact_above_threshold",
+        "selfcheck_not_run",
+        "hidden_nuclei_above_threshold",
+    ]
+    assert arrays["flag"][2]["long_name"] != "flag"
+    with warnings.catch_warnings():
+        _no_unstable_spec()
+        back = qc.open_qc(out)
+        raw = xr.open_zarr(out, mask_and_scale=False).load()
+    assert raw["ref_nuclei_count"].dtype == np.int64 and raw["flag"].dtype == np.int8
+    assert back["flag"].encoding["dtype"] == np.int8
+    assert back["well_n_flagged"].dtype == np.int64
+    assert back["well_n_flagged"].sel(row="A", column="01") == 1
+    xr.testing.assert_identical(back, ds)
+    # a Dataset read back writes the same types again
+    with warnings.catch_warnings():
+        _no_unstable_spec()
+        qc.write_qc(back, tmp_path / "again.zarr")
+        assert zarr.open_group(str(tmp_path / "again.zarr"))["flag"].dtype == np.int8
+
+
+def test_field_table_has_flag_checks_and_selfcheck(small_results, tmp_path):
+    ds = _with_selfcheck(small_results[0])
+    paths = {k: tmp_path / f"t.{k.split('_')[-1]}" for k in ("csv", "parquet")}
+    paths.update({f"field_{k}": tmp_path / f"f.{k}" for k in ("csv", "parquet")})
+    qc.write_qc(ds, tmp_path / "QC.zarr", **paths)
+    for table in (
+        pd.read_parquet(tmp_path / "f.parquet"),
+        pd.read_csv(tmp_path / "f.csv", dtype={"column": str}),
+    ):
+        assert len(table) == 3  # the three scored fields
+        got = {(r.row, r.column, r.field): r.flag for r in table.itertuples()}
+        assert got == {("A", "01", 0): 1, ("A", "01", 1): 0, ("B", "01", 0): 2}
+        assert table["flag"].dtype == np.int64
+        assert table["selfcheck_draws"].dtype == np.int64
+        assert table["field_n_windows"].dtype == np.int64
+        assert table["field_ref_nuclei_count"].dtype == np.int64
+        assert set(table["selfcheck_draws"]) == {4}
+        sc = dict(
+            zip(table.field.astype(str) + table.row, table.field_selfcheck_phirm_mean, strict=True)
+        )
+        assert sc == pytest.approx({"0A": 0.5, "1A": 0.95, "0B": 0.97})
+        assert set(table["residual_artefact_area"]) == {0.0, 10.0, 100.0}
+    windows = pd.read_parquet(tmp_path / "t.parquet")
+    assert len(windows) == 12 and "selfcheck_phirm" in windows
+    assert windows["ref_nuclei_count"].dtype == np.int64
+
+
+def test_screen_types_and_concat_keep_each_plate(small_results, tmp_path):
+    import zarr
+
+    from phirm_scale import screenqc
+
+    base = small_results[0]
+    plates = {}
+    for name, n in (("p1", 3), ("p2", 5), ("p3", 7), ("p4", 9)):
+        d = _with_selfcheck(base, pool=f"{name}.ome.zarr:artefacts")
+        d.attrs["n_fields"] = n
+        plates[name] = d
+    one = screenqc.screen_dataset({k: plates[k] for k in ("p1", "p2")})
+    two = screenqc.screen_dataset({k: plates[k] for k in ("p3", "p4")})
+    assert one["n_fields"].dtype == np.int64 and one["n_fields"].values.tolist() == [3, 5]
+    assert "plates" not in one.attrs
+    assert one["flag"].attrs["long_name"] != "flag" and "flag_masks" in one["flag"].attrs
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        both = xr.concat([one, two], dim="plate")
+    assert both["plate"].values.tolist() == ["p1", "p2", "p3", "p4"]
+    assert both["n_fields"].values.tolist() == [3, 5, 7, 9]
+    pools = both["selfcheck_pool"].values.tolist()
+    assert pools == [f"p{i}.ome.zarr:artefacts" for i in (1, 2, 3, 4)]
+    # nothing in the attributes names or counts the plates of one screen only
+    assert not any("p1" in str(v) or "p2" in str(v) for v in both.attrs.values())
+    with warnings.catch_warnings():
+        _no_unstable_spec()
+        screenqc.write_screen_qc(
+            one,
+            tmp_path / "qc.zarr",
+            csv=tmp_path / "qc.csv",
+            field_csv=tmp_path / "qc_fields.csv",
+            field_parquet=tmp_path / "qc_fields.parquet",
+        )
+        group = zarr.open_group(str(tmp_path / "qc.zarr"), mode="r")
+        dtypes = {name: a.dtype for name, a in group.arrays()}
+        _ = [a[...] for _, a in group.arrays()]
+    assert dtypes["n_fields"] == np.int64 and dtypes["flag"] == np.int8
+    assert dtypes["well_n_flagged"] == np.int64
+    back = screenqc.open_screen_qc(tmp_path / "qc.zarr")
+    assert back["n_fields"].dtype == np.int64
+    fields = pd.read_parquet(tmp_path / "qc_fields.parquet")
+    assert len(fields) == 6 and fields["flag"].dtype == np.int64
+    assert fields["flag"].tolist() == [1, 0, 2] * 2
+    assert list(fields.columns[:5]) == ["plate", "row", "column", "well", "field"]

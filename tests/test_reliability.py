@@ -24,6 +24,8 @@ import pytest
 import tifffile
 import zarr
 from conftest import copy_store, run_cli
+from scipy.ndimage import binary_dilation
+from skimage.morphology import disk
 
 from phirm_scale.masks._artefacts import artefact_mask
 from phirm_scale.plate import open_plate
@@ -272,7 +274,7 @@ def test_masks_rerun_with_other_settings(masked, tmp_path):
     p = run(
         "masks", masked, "--channel", "CFP", "--cluster", "threads", "--no-progress", check=True
     )
-    assert "written for 0 fields" in p.stdout
+    assert "skipped 4 fields (already labelled)" in p.stdout
     # --overwrite recomputes every field with the new settings, and records them
     p = run(
         "masks",
@@ -293,10 +295,12 @@ def test_masks_rerun_with_other_settings(masked, tmp_path):
     pl = open_plate(masked)
     rec = pl.attrs["phirm_scale"]["labels_artefacts"]
     assert rec["otsu_factor"] == 0.3 and rec["radius"] == 5 and rec["channel"] == "CFP"
+    assert rec["dilation"] == 4  # the documented default of --method otsu (issue 20)
     for k in pl.fields:
-        want = artefact_mask(
+        raw = artefact_mask(
             pl.read_field(k, "CFP"), otsu_factor=0.3, radius=5, min_separability=0.9
         )
+        want = binary_dilation(raw > 0, disk(4))
         np.testing.assert_array_equal(pl.read_label(k, "artefacts") > 0, want > 0)
 
 

@@ -22,7 +22,9 @@ def inpaint_command(
     model: str = typer.Option(
         "telea",
         "--model",
-        help="telea, navier-stokes, biharmonic, context-encoder, deepfill-v2, edgeconnect.",
+        help="telea, navier-stokes, biharmonic, context-encoder, deepfill-v2, edgeconnect "
+        "(these three need --checkpoint), bbbc039-deepfill-v2 (shipped trained, no "
+        "--checkpoint).",
     ),
     checkpoint: Path = typer.Option(None, "--checkpoint", help="Checkpoint of a learned model."),
     tile: int = typer.Option(256, "--tile", help="Tile size inside each field task."),

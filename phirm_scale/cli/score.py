@@ -48,6 +48,14 @@ def score_command(
     parquet: Path | None = typer.Option(
         None, "--parquet", help="Also write the per-window table as Parquet."
     ),
+    field_csv: Path | None = typer.Option(
+        None,
+        "--field-csv",
+        help="Also write the per-field table (flag, field checks, summaries) as CSV.",
+    ),
+    field_parquet: Path | None = typer.Option(
+        None, "--field-parquet", help="Also write the per-field table as Parquet."
+    ),
     mask_label: str | None = typer.Option(
         None,
         "--mask-label",
@@ -129,7 +137,8 @@ def score_command(
     from phirm_scale.stages.score import parse_plate_spec, plan_score, score_plan
 
     inputs = [parse_plate_spec(reference)[0], parse_plate_spec(reconstruction)[0]]
-    for out in (output, csv, parquet):
+    tables = (csv, parquet, field_csv, field_parquet)
+    for out in (output, *tables):
         if out is not None:
             check_not_input(out, inputs)
         if out is not None and Path(out).exists() and not overwrite:
@@ -177,7 +186,15 @@ def score_command(
                 progress=progress,
                 fields_per_task=fields_per_task,
             )
-        qc.write_qc(ds, output, overwrite=overwrite, csv=csv, parquet=parquet)
+        qc.write_qc(
+            ds,
+            output,
+            overwrite=overwrite,
+            csv=csv,
+            parquet=parquet,
+            field_csv=field_csv,
+            field_parquet=field_parquet,
+        )
     summary = plate_summary(ds)
     if as_json:
         from phirm_scale.cli._app import echo_json
@@ -187,14 +204,14 @@ def score_command(
                 "output": str(output),
                 "csv": str(csv) if csv else None,
                 "parquet": str(parquet) if parquet else None,
+                "field_csv": str(field_csv) if field_csv else None,
+                "field_parquet": str(field_parquet) if field_parquet else None,
                 **summary,
             }
         )
     else:
         print_summary(ds)
-        typer.echo(
-            f"wrote {output}" + (f", {csv}" if csv else "") + (f", {parquet}" if parquet else "")
-        )
+        typer.echo(f"wrote {output}" + "".join(f", {t}" for t in tables if t))
     if fail_below is not None and not summary["phirm_mean"] >= fail_below:
         typer.echo(f"fail: plate mean PhIRM {summary['phirm_mean']:.4f} < {fail_below:g}", err=True)
         raise typer.Exit(3)

@@ -275,7 +275,12 @@ def inpaint_plate(
     from phirm_scale import __version__
     from phirm_scale.models import list_models
     from phirm_scale.outputs import check_not_input, guard_output, marker_attrs
-    from phirm_scale.plate import create_plate_like, open_plate, read_root_attrs
+    from phirm_scale.plate import (
+        create_plate_like,
+        open_plate,
+        read_root_attrs,
+        write_viewer_metadata,
+    )
     from phirm_scale.stages._runner import run_tasks
 
     src = open_plate(source)
@@ -297,7 +302,7 @@ def inpaint_plate(
     _check_device(device, gpu, cluster)
     if gpu_tasks < 1:
         raise PlateError(f"gpu_tasks must be >= 1; got {gpu_tasks}")
-    from phirm_scale.models.registry import CANNY, LEARNED, PRECISIONS
+    from phirm_scale.models.registry import CANNY, LEARNED, PRECISIONS, SHIPPED
 
     if model in LEARNED and checkpoint is None and not allow_untrained:
         raise PlateError(
@@ -315,6 +320,10 @@ def inpaint_plate(
         from phirm_scale.models.registry import checkpoint_hash
 
         ckpt_hash = checkpoint_hash(checkpoint, model)
+    elif model in SHIPPED:  # its package file checked before anything is written
+        from phirm_scale.models.registry import shipped_hash
+
+        ckpt_hash = shipped_hash(model)
     provenance = {
         "source": str(source.resolve()),
         "channel": src.channel_names[c],
@@ -387,6 +396,10 @@ def inpaint_plate(
             description="inpaint",
             resources={"GPU": 1.0 / gpu_tasks} if gpu else None,
         )
+        # viewer-ready: windows from the restored data, only the restored channel shown
+        # (the artefact and other channels a click away); the pixel size came with the
+        # layout (create_plate_like) and the labels take their field's
+        write_viewer_metadata(out, dst.fields, active=[src.channel_names[c]])
     return {
         "out": str(out),
         "fields": len(results),

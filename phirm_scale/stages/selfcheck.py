@@ -238,7 +238,7 @@ def selfcheck_one_field(
 
     ``model`` overrides the spec's model (a callable, e.g. in tests).
     """
-    from phirm_scale import fieldqc
+    from phirm_scale import fieldqc, qc
     from phirm_scale.plate import FieldKey, row_index
     from phirm_scale.selfcheck import selfcheck_field
 
@@ -267,6 +267,16 @@ def selfcheck_one_field(
             name=name,
         )
         out.update(fieldqc.field_checks(source, restored, holes, params=params, name=name))
+        out.update(
+            fieldqc.residual_window_terms(
+                source,
+                restored,
+                holes,
+                list(qc.window_grid(source.shape, window).slices()),
+                params=params,
+                name=name,
+            )
+        )
     except PlateError:
         raise
     except Exception as exc:  # InputError and friends: name the field
@@ -559,7 +569,52 @@ def result_variables() -> dict[str, tuple[str, str]]:
         **selfcheck.SELFCHECK_WINDOW_VARIABLES,
         **selfcheck.SELFCHECK_FIELD_VARIABLES,
         **fieldqc.CHECK_VARIABLES,
+        **fieldqc.RESIDUAL_WINDOW_VARIABLES,
     }
+
+
+#: The reference-free estimate of the true PhIRM per window (:func:`add_estimate`).
+ESTIMATE_VARIABLE = "estimated_phirm"
+
+
+def add_estimate(ds: xr.Dataset) -> xr.Dataset:
+    """Add ``estimated_phirm`` per window (:func:`phirm_scale.fieldqc.estimated_phirm`).
+
+    From the self-check PhIRM and what the restoration left (``residual_*`` variables); the
+    PhIRM parameters are the QC's (``param_*`` attributes). A Dataset without those variables
+    is returned unchanged. Its field, well and plate summaries are added with the
+    self-check's (:func:`phirm_scale.qc.add_selfcheck_summaries`).
+    """
+    import xarray as xr
+
+    from phirm_scale import fieldqc, metric
+
+    need = ("selfcheck_phirm", *fieldqc.RESIDUAL_WINDOW_VARIABLES)
+    if any(v not in ds for v in need):
+        return ds
+    params = metric.PhirmParams(
+        **{k[len("param_") :]: v for k, v in ds.attrs.items() if k.startswith("param_")}
+    )
+    dims = ds["selfcheck_phirm"].dims
+    est = fieldqc.estimated_phirm(
+        ds["selfcheck_phirm"].values,
+        ds["residual_artefact_window"].transpose(*dims).values,
+        ds["residual_hidden_nuclei"].transpose(*dims).values,
+        ds["residual_hidden_nuclear_area"].transpose(*dims).values,
+        params=params,
+    )
+    ds = ds.copy()
+    ds[ESTIMATE_VARIABLE] = xr.Variable(
+        dims,
+        est,
+        attrs={
+            "long_name": "estimated PhIRM without a reference: the self-check's deficit plus "
+            "PhIRM's charge for the residual artefact and the nuclei it covers "
+            "(fieldqc.estimated_phirm; docs/qc-without-ground-truth.md section 8)",
+            "units": "1",
+        },
+    )
+    return ds
 
 
 def add_to_dataset(
@@ -579,7 +634,7 @@ def add_to_dataset(
     attrs = spec.attrs()
     if pool is not None:
         attrs.update({"selfcheck_pool": pool.source, "selfcheck_pool_fields": len(pool)})
-    ds = qc.add_field_results(ds, results, variables, attrs=attrs)
+    ds = add_estimate(qc.add_field_results(ds, results, variables, attrs=attrs))
     return qc.flag_fields(
         ds,
         selfcheck_threshold=selfcheck_threshold,
