@@ -122,7 +122,10 @@ def run_demo(
             plate.channel_names,
         )
         t = time.perf_counter()
-        make_artefact_masks(plate_path, channel="CFP", cluster=spec, progress=progress)
+        # the detector's own masks (dilation 0, compared with the true artefacts below); the
+        # demo grows them at inpainting (dilate=2), its recipe since before the masks stage's
+        # default became 4 px (docs/qc-without-ground-truth.md sections 2 and 8)
+        make_artefact_masks(plate_path, channel="CFP", dilation=0, cluster=spec, progress=progress)
         timings["masks"] = time.perf_counter() - t
         plate = open_plate(plate_path)
         iou = _iou(plate, plate.fields, "artefacts", "artefacts_true")

@@ -20,8 +20,16 @@ Differences from calling dask-jobqueue directly, each fixing a pitfall its users
   ``worker_extra_args``); the scheduler, on the submitting node, binds what
   ``scheduler_options`` says (dask-jobqueue would bind the scheduler to the workers' interface,
   which the login node usually lacks);
-* strings are never expanded here: ``$TMPDIR`` stays literal in the job script and is expanded
-  on the compute node;
+* strings are never expanded here: ``local_directory`` stays literal in the job script and
+  is expanded on the compute node, written in double quotes (a path with spaces is one
+  argument); a bare ``$TMPDIR`` (any ``$NAME`` alone) becomes ``"${TMPDIR:-/tmp}"``: where the
+  variable is unset an unquoted ``$TMPDIR`` vanishes, ``--local-directory`` takes the next
+  option as its value and every worker dies at argument parsing;
+* ``log_directory`` is a folder of the submitting node (dask-jobqueue makes it there, the
+  batch system writes the job logs into it over the shared file system): ``~`` is expanded;
+* LSF: ``-M`` comes with the same amount as ``-R "rusage[mem=...]"`` (the scheduler then
+  places the job where that memory is free, not only kills it beyond); ``mem`` may be
+  written with units (``32GiB``);
 * job submission errors (``sbatch`` refusing a job) are raised at start-up, quoting the batch
   system's message, instead of being logged while the run waits forever.
 
@@ -34,6 +42,7 @@ run); closing the run cancels every pool's jobs.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import re
 import warnings
@@ -131,8 +140,50 @@ def load_config(path: str | Path) -> dict[str, Any]:
     return {"kind": kind, "cluster": dict(kwargs), "scale": dict(scale), "path": path}
 
 
+_BARE_VARIABLE = re.compile(r"\$(?:\{(\w+)\}|(\w+))")
+
+
+def _shell_word(text: str) -> str:
+    """Quote ``text`` for the job script's shell, keeping its ``$`` expansions for the node.
+
+    ``$NAME`` or ``${NAME}`` alone falls back to ``/tmp`` where the variable is unset.
+    Already quoted text is left as it is.
+    """
+    text = str(text)
+    if len(text) >= 2 and text[0] == text[-1] and text[0] in "\"'":
+        return text
+    m = _BARE_VARIABLE.fullmatch(text)
+    if m:
+        text = "${%s:-/tmp}" % (m.group(1) or m.group(2))
+    return '"' + re.sub(r'(["\\`])', r"\\\1", text) + '"'
+
+
+def _lsf_memory(kwargs: dict[str, Any]) -> None:
+    """Give an LSF job ``rusage[mem]`` equal to its ``-M`` (in the site's LSF units)."""
+    from dask.utils import parse_bytes
+    from dask_jobqueue.lsf import lsf_detect_units, lsf_format_bytes_ceil
+
+    mem = kwargs.get("mem")
+    if isinstance(mem, str):
+        kwargs["mem"] = mem = parse_bytes(mem)
+    if mem is None and kwargs.get("memory") is not None:
+        mem = parse_bytes(kwargs["memory"])  # dask-jobqueue's -M default: the workers' memory
+    extra = [str(d) for d in kwargs.get("job_extra_directives") or []]
+    if mem is None or any("rusage[" in d for d in extra):
+        return
+    units = kwargs.get("lsf_units") or lsf_detect_units()
+    extra.append(f'-R "rusage[mem={lsf_format_bytes_ceil(mem, lsf_units=units)}]"')
+    kwargs["job_extra_directives"] = extra
+
+
 def _cluster_kwargs(cfg: Mapping[str, Any]) -> dict[str, Any]:
     kwargs = dict(cfg["cluster"])
+    if kwargs.get("local_directory") is not None:
+        kwargs["local_directory"] = _shell_word(kwargs["local_directory"])
+    if kwargs.get("log_directory") is not None:
+        kwargs["log_directory"] = str(Path(str(kwargs["log_directory"])).expanduser())
+    if cfg["kind"] == "lsf":
+        _lsf_memory(kwargs)
     iface = kwargs.pop("interface", None)
     if iface:  # workers only (see the module documentation)
         extra = list(kwargs.get("worker_extra_args") or [])
@@ -385,9 +436,14 @@ def job_scripts(spec: str) -> list[tuple[str, str]]:
     out = []
     for part in spec.split("+"):
         cfg = load_config(resolve_config(part.strip()))
+        logs = _cluster_kwargs(cfg).get("log_directory")
+        made = logs is not None and not Path(logs).exists()
         cluster = _build(cfg, name=Path(cfg["path"]).stem, scheduler_address=None)
         try:
             out.append((str(cfg["path"]), cluster.job_script()))
         finally:
             cluster.close()
+            if made:  # dask-jobqueue made the log folder; showing a script leaves nothing
+                with contextlib.suppress(OSError):
+                    Path(str(logs)).rmdir()
     return out

@@ -12,7 +12,7 @@ Three rules keep a user's data safe:
 3. **One writer per output.** A run holds an exclusive lock file ``<output>.lock`` (host, PID,
    start time, command) for its whole duration (:func:`output_lock`). A second writer is
    refused naming the holder; a lock left by a killed run (same host, PID not alive) is taken
-   over with a logged line.
+   over with a logged line, atomically: of several runs finding it at once, one takes it.
 
 Whole-store and whole-file outputs (QC store, tile store, tables, ``run.json``) are written to
 ``<output>.partial`` and renamed (:func:`atomic_store`, from the zarr-free
@@ -286,27 +286,23 @@ def output_lock(path: str | Path, *, command: str) -> Iterator[Path]:
                     tmp.unlink()
         except FileExistsError:
             held = _read_lock(lp)
-            stale = False
             if held is None:
                 try:
-                    stale = time.time() - lp.stat().st_mtime > 60
+                    old = time.time() - lp.stat().st_mtime > 60
                 except FileNotFoundError:
                     continue
-                if not stale:
+                if not old:
                     time.sleep(0.2)
                     continue
-            elif held.get("host") == host and not _pid_alive(int(held.get("pid", -1))):
-                stale = True
-            if stale:
-                log.warning(
-                    "%s: taking over the stale lock %s (%s)",
-                    path,
-                    lp,
-                    _holder(held) if held else "unreadable",
-                )
-                with contextlib.suppress(FileNotFoundError):
-                    lp.unlink()
-                continue
+            if held is None or _is_stale(held, host):
+                if _remove_stale_lock(lp, host):
+                    log.warning(
+                        "%s: taking over the stale lock %s (%s)",
+                        path,
+                        lp,
+                        _holder(held) if held else "unreadable",
+                    )
+                continue  # take it (or find who took it first)
             assert held is not None  # an unreadable lock is stale or retried above
             raise OutputError(
                 f"{path}: in use by another run ({_holder(held)}); wait for it "
@@ -332,6 +328,55 @@ def output_lock(path: str | Path, *, command: str) -> Iterator[Path]:
         if held is not None and held.get("pid") == me["pid"] and held.get("host") == host:
             with contextlib.suppress(FileNotFoundError):
                 lp.unlink()
+
+
+def _is_stale(held: Mapping[str, Any], host: str) -> bool:
+    """Say whether a lock's holder is gone: this host, and its PID not alive."""
+    return held.get("host") == host and not _pid_alive(int(held.get("pid", -1)))
+
+
+def _remove_stale_lock(lp: Path, host: str) -> bool:
+    """Remove the lock file ``lp`` if, checked again, it is stale; True when removed.
+
+    Two runs that both found the same stale lock must not both take it (the second would
+    remove the lock the first had just made). The check and the removal are therefore made
+    holding the kernel's lock (``flock``) on the stale file itself: takeovers of one file
+    happen one after the other, and each first checks that ``lp`` is still that file (same
+    inode) and still stale. A run that waited finds ``lp`` replaced and takes nothing. The
+    kernel drops the ``flock`` of a run that dies, so nothing here can go stale.
+    """
+    import fcntl
+    import time
+
+    try:
+        fd = os.open(lp, os.O_RDONLY)
+    except FileNotFoundError:
+        return False  # already taken over (or released)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except OSError as exc:  # a file system without flock: no atomic takeover there
+            raise OutputError(
+                f"{lp}: a stale lock that cannot be taken over safely here (flock: "
+                f"{exc.strerror or type(exc).__name__}); delete it if its run is gone"
+            ) from None
+        try:
+            if os.stat(lp).st_ino != os.fstat(fd).st_ino:
+                return False  # replaced by another run's lock since it was judged
+        except FileNotFoundError:
+            return False
+        try:
+            with os.fdopen(os.dup(fd), "r") as f:
+                held = json.loads(f.read())
+            stale = isinstance(held, dict) and _is_stale(held, host)
+        except (OSError, ValueError):  # unreadable: stale once a minute old
+            stale = time.time() - os.fstat(fd).st_mtime > 60
+        if stale:
+            with contextlib.suppress(FileNotFoundError):
+                lp.unlink()
+        return stale
+    finally:
+        os.close(fd)  # releases the flock
 
 
 def _holder(held: Mapping[str, Any]) -> str:

@@ -86,6 +86,12 @@ _LABEL_TITLES = {
     "artefacts_true": "true artefacts (synthetic ground truth)",
 }
 _COLORS = ["0000FF", "00FFFF", "FFFFFF", "00FF00", "FF0000", "FF00FF", "FFFF00"]
+#: Label colours (NGFF ``image-label`` ``colors``, value 1): each label its own, so a mask and
+#: its ground truth can be told apart on top of each other; other names get one of the rest.
+_LABEL_COLORS = {"artefacts": (255, 0, 255, 255), "artefacts_true": (255, 255, 0, 255)}
+_OTHER_LABEL_COLORS = [(0, 255, 0, 255), (255, 128, 0, 255), (255, 0, 0, 255), (0, 255, 255, 255)]
+#: where each field's per-channel intensity range is kept (its phirm_scale attributes)
+RANGE_KEY = "intensity_p0.1_p99.9"
 
 
 class FieldKey(NamedTuple):
@@ -199,12 +205,25 @@ def _omero(channel_names: Sequence[str], dtype: npt.DTypeLike) -> dict[str, Any]
                 "label": str(name),
                 "color": _COLORS[i % len(_COLORS)],
                 "active": True,
+                "coefficient": 1.0,
+                "family": "linear",
+                "inverted": False,
                 "window": {"min": lo, "max": hi, "start": lo, "end": hi},
             }
             for i, name in enumerate(channel_names)
         ],
-        "rdefs": {"model": "color"},
+        # defaultT / defaultZ: readers that validate omero (iohub) need them
+        "rdefs": {"model": "color", "defaultT": 0, "defaultZ": 0},
     }
+
+
+def label_color(name: str) -> tuple[int, int, int, int]:
+    """Return the RGBA colour label ``name`` is shown in (its ``image-label`` metadata)."""
+    import zlib
+
+    if name in _LABEL_COLORS:
+        return _LABEL_COLORS[name]
+    return _OTHER_LABEL_COLORS[zlib.crc32(name.encode()) % len(_OTHER_LABEL_COLORS)]
 
 
 def _field_attrs(
@@ -532,14 +551,24 @@ class Plate:
             names = sorted([*names, name])
         lg = zarr.open_group(str(labels_path), mode="a")
         lg.attrs.update({"ome": {"version": NGFF_VERSION, "labels": names}})
+        multiscales = _multiscales(self.n_levels, _LABEL_TITLES.get(name, name))
+        # the image's pixel size (scale and axis units), so that the label lies on the image
+        ims = dict(zarr.open_group(str(fpath), mode="r").attrs).get("ome", {}).get("multiscales")
+        if ims:
+            multiscales[0]["axes"] = json.loads(json.dumps(ims[0].get("axes", _AXES)))
+            pairs = zip(multiscales[0]["datasets"], ims[0].get("datasets", []), strict=False)
+            for ds, ids in pairs:
+                if "coordinateTransformations" in ids:
+                    ds["coordinateTransformations"] = ids["coordinateTransformations"]
         attrs = {
             "ome": {
                 "version": NGFF_VERSION,
-                "multiscales": _multiscales(self.n_levels, _LABEL_TITLES.get(name, name)),
+                "multiscales": multiscales,
                 "image-label": {
                     "version": NGFF_VERSION,
                     "source": {"image": "../../"},
-                    "colors": [{"label-value": 1, "rgba": [255, 0, 0, 255]}],
+                    "colors": [{"label-value": 1, "rgba": list(label_color(name))}],
+                    "properties": [{"label-value": 1, "name": _LABEL_TITLES.get(name, name)}],
                 },
             },
             ATTRS_KEY: {"complete": False},
@@ -764,6 +793,8 @@ def _write_field_data(
             level = downsample2(level)
         arr[0, :, 0] = level
     marker.update(dict(field_attrs or {}))
+    if RANGE_KEY not in (field_attrs or {}):  # the data's range, for the viewer windows
+        marker[RANGE_KEY] = intensity_range(a)
     marker["complete"] = True
     marker["all_chunks"] = True
     g.attrs.update({ATTRS_KEY: marker})
@@ -1096,18 +1127,103 @@ def open_plate(path: str | Path, *, mode: str = "r") -> Plate:
 
 
 def intensity_range(
-    array: np.ndarray, low: float = 0.1, high: float = 99.9, step: int = 2
+    array: np.ndarray,
+    low: float = 0.1,
+    high: float = 99.9,
+    step: int = 2,
+    *,
+    exclude: np.ndarray | None = None,
 ) -> list[list[float]]:
     """Compute per channel ``[p_low, p_high]`` percentiles of a ``(C, Y, X)`` field.
 
     Every ``step``-th pixel in y and x is used; the result serves as viewer contrast limits.
+    Left out: pixels at an integer dtype's maximum (saturated: artefacts would push the
+    window to the top of the range and the nuclei to black) and pixels where ``exclude``
+    (``(Y, X)`` bool, e.g. a known artefact mask) is true; a channel with nothing left keeps
+    all its pixels.
     """
     a = np.asarray(array)
     if a.ndim == 2:
         a = a[None]
     sub = a[:, ::step, ::step].reshape(a.shape[0], -1)
-    lo, hi = np.percentile(sub, [low, high], axis=1)
-    return [[float(x), float(y)] for x, y in zip(lo, hi, strict=True)]
+    keep = np.ones(sub.shape[1], bool)
+    if exclude is not None:
+        keep &= ~np.asarray(exclude, bool)[::step, ::step].reshape(-1)
+    top = np.iinfo(a.dtype).max if np.issubdtype(a.dtype, np.integer) else None
+    out = []
+    for ch in sub:
+        ok = keep & (ch != top) if top is not None else keep
+        vals = ch[ok] if ok.any() else ch
+        lo, hi = np.percentile(vals, [low, high]) if vals.size else (0.0, 0.0)
+        out.append([float(lo), float(hi)])
+    return out
+
+
+def data_windows(path: str | Path, keys: Iterable[FieldKeyLike]) -> list[list[float]] | None:
+    """Per channel ``[start, end]`` contrast window of a plate's fields, from the data.
+
+    The median over the fields of each field's 0.1 / 99.9 percentiles (:func:`intensity_range`,
+    kept in the field's attributes when it was written; read from level 0 for a field written
+    without them), robust to a few fields full of artefacts. ``end > start`` always. None
+    for no field.
+    """
+    zarr = _zarr()
+    ranges = []
+    dtype = None
+    for k in keys:
+        k = FieldKey(*k)
+        found = read_field_marker(path, k).get(RANGE_KEY)
+        arr = None
+        if not found or dtype is None:
+            arr = zarr.open_array(str(Path(path) / k.path / "0"), mode="r")
+            dtype = np.dtype(arr.dtype)
+        if not found:
+            assert arr is not None
+            found = intensity_range(np.asarray(arr[0, :, 0]))
+        ranges.append(found)
+    if not ranges:
+        return None
+    med = np.median(np.asarray(ranges, dtype=np.float64), axis=0)  # (C, 2)
+    top = float(np.iinfo(dtype).max) if dtype is not None and dtype.kind in "iu" else None
+    out = []
+    for lo, hi in med.tolist():
+        if hi <= lo:  # a flat channel: a window one step wide, inside the dtype's range
+            step = 1.0 if top is not None else max(abs(lo) * 1e-3, 1e-6)
+            hi = lo + step
+            if top is not None and hi > top:
+                lo, hi = top - step, top
+        out.append([float(lo), float(hi)])
+    return out
+
+
+def write_viewer_metadata(
+    path: str | Path,
+    keys: Iterable[FieldKeyLike],
+    *,
+    active: Sequence[str] | None = None,
+    pixel_size: float | None = None,
+    unit: str = "micrometer",
+) -> None:
+    """Make a finished plate viewer-ready.
+
+    Windows from the data (:func:`data_windows`), only the channels ``active`` (names; all
+    when None) switched on, the pixel size when known. What every command that writes a
+    plate calls at its end.
+    """
+    fkeys = [FieldKey(*k) for k in keys]
+    windows = data_windows(path, fkeys)
+    flags = None
+    if active is not None and fkeys:
+        zarr = _zarr()
+        ome = dict(zarr.open_group(str(Path(path) / fkeys[0].path), mode="r").attrs).get("ome", {})
+        names = [str(c.get("label")) for c in ome.get("omero", {}).get("channels", [])]
+        unknown = [a for a in active if a not in names]
+        if unknown:
+            raise PlateError(f"{path}: no channel {unknown[0]!r} to show (channels: {names})")
+        flags = [n in active for n in names]
+    set_display_metadata(
+        path, fkeys, windows=windows, pixel_size=pixel_size, unit=unit, active=flags
+    )
 
 
 def set_display_metadata(
@@ -1117,25 +1233,34 @@ def set_display_metadata(
     windows: Sequence[Sequence[float]] | None = None,
     pixel_size: float | None = None,
     unit: str = "micrometer",
+    active: Sequence[bool] | None = None,
 ) -> None:
     """Write viewer metadata into the fields ``keys`` of a plate.
 
-    The omero contrast window (``start``/``end``, per channel) and the physical pixel size
-    (the y/x scale of every level, and of the labels, with ``unit`` on the space axes).
+    The omero contrast window (``start``/``end``, per channel), which channels are shown
+    (``active``, per channel) and the physical pixel size (the y/x scale of every level, and
+    of the labels, with ``unit`` on the space axes).
     """
     zarr = _zarr()
     for k in keys:
         k = FieldKey(*k)
         g = zarr.open_group(str(Path(path) / k.path), mode="r+")
         ome = json.loads(json.dumps(dict(g.attrs).get("ome", {})))
+        omero = ome.get("omero", {})
+        if omero:
+            rdefs = omero.setdefault("rdefs", {})
+            rdefs.setdefault("model", "color")
+            rdefs.setdefault("defaultT", 0)
+            rdefs.setdefault("defaultZ", 0)
         if windows is not None:
             # strict=False: windows pair with channels by position; a field written without
             # omero channels keeps none (as before)
-            for ch, (lo, hi) in zip(
-                ome.get("omero", {}).get("channels", []), windows, strict=False
-            ):
+            for ch, (lo, hi) in zip(omero.get("channels", []), windows, strict=False):
                 ch.setdefault("window", {})
                 ch["window"]["start"], ch["window"]["end"] = float(lo), float(hi)
+        if active is not None:
+            for ch, on in zip(omero.get("channels", []), active, strict=False):
+                ch["active"] = bool(on)
         if pixel_size is not None:
             _scale_multiscales(ome, pixel_size, unit)
         g.attrs.update({"ome": ome})
@@ -1158,7 +1283,7 @@ def set_display_metadata(
 def _scale_multiscales(ome: dict, pixel_size: float, unit: str) -> None:
     for ms in ome.get("multiscales", []):
         for ax in ms.get("axes", []):
-            if ax.get("type") == "space":
+            if ax.get("name") in ("y", "x"):  # z keeps no unit: no z step is known
                 ax["unit"] = unit
         for lev, ds in enumerate(ms.get("datasets", [])):
             s = float(pixel_size) * 2**lev

@@ -339,7 +339,7 @@ class SyntheticFieldTask:
 
 
 def _write_one(task: SyntheticFieldTask) -> tuple:
-    from phirm_scale.plate import FieldKey, open_field_view
+    from phirm_scale.plate import RANGE_KEY, FieldKey, intensity_range, open_field_view
 
     key = FieldKey(*task.key)
     plate = open_field_view(task.path, key, mode="r+")
@@ -347,7 +347,11 @@ def _write_one(task: SyntheticFieldTask) -> tuple:
         key, size=task.size, seed=task.seed, artefacts=task.artefacts, source=task.source
     )
     plate.write_label(key, TRUE_LABEL, mask)  # label first: 'complete' then means both
-    plate.write_field(key, data)
+    # the damaged DAPI's window leaves the artefacts out (they are known here), so that the
+    # nuclei, not the saturated blobs, span it; CFP and DAPI_clean: all their pixels
+    ranges = intensity_range(data)
+    ranges[0] = intensity_range(data[0], exclude=mask > 0)[0]
+    plate.write_field(key, data, field_attrs={RANGE_KEY: ranges})
     return tuple(key)
 
 
@@ -365,6 +369,7 @@ def make_plate(
     n_levels: int = 1,
     cluster: Any = None,
     progress: bool = False,
+    pixel_size: float | None = None,
 ) -> Plate:
     """Write a synthetic (or composite) HCS plate and return it opened.
 
@@ -393,12 +398,21 @@ def make_plate(
         task per field.
     progress : bool
         Show a progress bar.
+    pixel_size : float, optional
+        Pixel size in micrometres (viewer metadata); default the one every ``from_fields``
+        TIFF's metadata gives, none for synthetic nuclei.
 
     Returns
     -------
     phirm_scale.plate.Plate
     """
-    from phirm_scale.plate import FieldKey, create_plate, open_plate, row_name
+    from phirm_scale.plate import (
+        FieldKey,
+        create_plate,
+        open_plate,
+        row_name,
+        write_viewer_metadata,
+    )
 
     shape = (
         (int(cast(int, size)),) * 2
@@ -411,6 +425,9 @@ def make_plate(
         raise InputError(f"rows, columns and fields must be >= 1, got {rows}, {columns}, {fields}")
     if not 0 <= artefacts < 1:
         raise InputError(f"artefact density must be in [0, 1), got {artefacts}")
+    from phirm_scale.stages.convert import check_pixel_size
+
+    check_pixel_size(pixel_size)
     sources = _list_sources(from_fields) if from_fields is not None else None
     rnames = [row_name(i) for i in range(rows)]
     width = max(2, len(str(columns)))
@@ -470,4 +487,23 @@ def make_plate(
             run_tasks(
                 _write_one, tasks, cluster=cluster, progress=progress, description="make-plate"
             )
+        # viewer-ready: windows from the data, the damaged DAPI shown (CFP and DAPI_clean a
+        # click away), the source TIFFs' pixel size when they all give the same one
+        write_viewer_metadata(
+            out_path,
+            keys,
+            active=[CHANNELS[0]],
+            pixel_size=pixel_size if pixel_size is not None else _sources_pixel_size(sources),
+        )
     return open_plate(out_path)
+
+
+def _sources_pixel_size(sources: Sequence[Path] | None) -> float | None:
+    """Return the pixel size (um) every source TIFF's metadata gives.
+
+    None for synthetic nuclei, or when no source gives one or they differ.
+    """
+    from phirm_scale.stages.convert import tiff_pixel_size
+
+    sizes = {tiff_pixel_size(s) for s in sources or []}
+    return sizes.pop() if len(sizes) == 1 else None

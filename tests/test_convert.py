@@ -79,7 +79,9 @@ def test_bbbc039_pixels_wells_sites(tmp_path, cluster_address):
     assert plate.wells == sorted((r, f"{c:02d}") for r, c in expected)
     assert plate.rows == ["A", "B", "C", "D"]
     assert plate.columns == [f"{i:02d}" for i in range(1, 25)]
-    assert plate.name == "IXMtest" and plate.channel_names == ["DAPI"]
+    # named after the folder, as run names it; the file names' plate name kept as provenance
+    assert plate.name == BBBC039.name and plate.channel_names == ["DAPI"]
+    assert plate.attrs["phirm_scale"]["convert"]["plate_in_names"] == "IXMtest"
     assert plate.field_shape == (520, 696) and plate.dtype == np.uint16
     for (r, c), sites in expected.items():
         keys = plate.well_fields(r, f"{c:02d}")
@@ -150,7 +152,7 @@ def test_cellomics_and_regex(tmp_path):
                 tifffile.imwrite(src / f"MFGTMP_1508_{well}f{f:02d}d{d}.TIF", a)
                 data[(well, f, d)] = a
     plate = convert(src, tmp_path / "cel.ome.zarr", cluster="threads", progress=False)
-    assert plate.name == "MFGTMP_1508" and plate.channel_names == ["d0", "d1", "d2"]
+    assert plate.name == "cel" and plate.channel_names == ["d0", "d1", "d2"]
     assert plate.dtype == np.uint8 and plate.wells == [("B", "02"), ("B", "04")]
     np.testing.assert_array_equal(
         plate.read_field(FieldKey("B", "04", 1), "d2"), data[("B04", 1, 2)]
@@ -176,7 +178,7 @@ def test_auto_summary_before_writing(tmp_path, caplog):
     with caplog.at_level(logging.INFO, logger="phirm_scale"):
         convert(tmp_path / "src", tmp_path / "o.ome.zarr", cluster="threads", progress=False)
     lines = [r.getMessage() for r in caplog.records if r.name == "phirm_scale.stages.convert"]
-    assert lines[0].startswith("layout imagexpress: plate 'P1', 2 wells")
+    assert lines[0].startswith("layout imagexpress: plate 'src' (file names say 'P1'), 2 wells")
     assert "3 fields" in lines[0] and "8x9 uint16" in lines[0] and "6 files" in lines[0]
 
 

@@ -39,7 +39,10 @@ def test_default_shows_info_and_plain_progress_lines(tmp_path):
     p = cli(*convert_args(tiffs(tmp_path / "src"), tmp_path / "o.ome.zarr"))
     assert p.returncode == 0, p.stderr
     err = p.stderr.splitlines()
-    assert err[0].startswith("layout imagexpress: plate 'P1', 2 wells"), p.stderr
+    # the plate takes the folder's name; the file names' plate is said beside it
+    assert err[0].startswith("layout imagexpress: plate 'src' (file names say 'P1'), 2 wells"), (
+        p.stderr
+    )
     # stderr is a pipe: plain lines, no bar; the last one says all fields are done
     assert "━" not in p.stderr
     progress = [m for m in map(PLAIN_PROGRESS.match, err) if m]

@@ -251,6 +251,14 @@ def _run(tmp: Path, plate: Path) -> None:
     plan_screen([plate], out, ScreenSettings(window="field"))
 
 
+def _export(tmp: Path, plate: Path) -> None:
+    from phirm_scale.stages.export import export_plate
+
+    (tmp / "tiffs").mkdir()
+    (tmp / "tiffs" / "notes.txt").write_text("a folder that is not an export\n")
+    export_plate(plate, tmp / "tiffs", overwrite=True, progress=False)
+
+
 @pytest.mark.parametrize(
     "write",
     [
@@ -263,6 +271,7 @@ def _run(tmp: Path, plate: Path) -> None:
         _report,
         _screen_report,
         _run,
+        _export,
     ],
     ids=[
         "convert",
@@ -274,6 +283,7 @@ def _run(tmp: Path, plate: Path) -> None:
         "report",
         "screen-report",
         "run",
+        "export",
     ],
 )
 def test_every_writer_refuses_an_existing_output_with_output_error(tmp_path, plate, write):

@@ -18,6 +18,7 @@ from phirm_scale.cli import plate as _plate  # noqa: F401 - registers commands
 from phirm_scale.cli import inpaint as _inpaint  # noqa: F401 - registers commands
 from phirm_scale.cli import score as _score  # noqa: F401 - registers commands
 from phirm_scale.cli import run as _run  # noqa: F401 - registers commands
+from phirm_scale.cli import export as _export  # noqa: F401 - registers commands
 from phirm_scale.cli import train as _train  # noqa: F401 - registers commands
 from phirm_scale.cli import experiment as _experiment  # noqa: F401 - registers commands
 from phirm_scale.cli import demo as _demo  # noqa: F401 - registers commands
@@ -71,8 +72,8 @@ def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``phirm-scale`` console script.
 
     Every error ends as a single ``error: ...`` line on stderr with exit status 2, never as a
-    traceback. ``--debug`` anywhere on the command
-    line, or ``PHIRM_SCALE_DEBUG=1``, shows the traceback instead.
+    traceback. ``--debug`` anywhere on the command line, or ``PHIRM_SCALE_DEBUG=1``, prints
+    the traceback before that line (still exit status 2).
     """
     import logging
 
@@ -89,8 +90,10 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         sys.exit(130)
-    except BaseException as exc:  # the one place that turns errors into lines
-        if debug:
-            raise
+    except BaseException as exc:  # noqa: BLE001 - the one place that turns errors into lines
+        if debug:  # the traceback, then the same error line and exit status as without
+            import traceback
+
+            traceback.print_exc()
         print(error_line(exc), file=sys.stderr)
         sys.exit(2)

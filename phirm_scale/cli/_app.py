@@ -7,6 +7,30 @@ from typing import Any
 
 import typer
 
+
+def _flags_without_type() -> None:
+    """Show flags as flags in ``--help``, without a type after them.
+
+    This typer's rich help prints every option's type, flags included: ``--quiet <bool>``,
+    ``--verbose <int>`` (a count), which reads as if they took a value; a flag takes none.
+    """
+    from typer.core import TyperOption
+
+    show = getattr(TyperOption, "display_type_rich", None)
+    if show is None or getattr(show, "_phirm_flags", False):  # another typer, or done
+        return
+
+    def display_type_rich(self: Any, ctx: Any) -> str | None:
+        if getattr(self, "is_flag", False) or getattr(self, "count", False):
+            return None
+        return show(self, ctx)
+
+    display_type_rich._phirm_flags = True  # type: ignore[attr-defined]
+    TyperOption.display_type_rich = display_type_rich  # type: ignore[method-assign]
+
+
+_flags_without_type()
+
 app = typer.Typer(
     name="phirm-scale",
     help=(

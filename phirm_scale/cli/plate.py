@@ -17,23 +17,37 @@ def convert_cmd(
     source: Path = typer.Argument(..., help="Folder of microscope TIFFs (searched recursively)."),
     out: Path = typer.Argument(..., help="Output plate, e.g. PLATE.ome.zarr."),
     layout: str = typer.Option(
-        "auto", help="File-name layout: auto, imagexpress, cellomics or regex (with --pattern)."
+        "auto",
+        help="File-name layout: auto, imagexpress, cellomics, operetta (Opera Phenix too), "
+        "cellvoyager (CV7000/CV8000) or regex (with --pattern).",
     ),
     pattern: str | None = typer.Option(
         None,
-        help="Regular expression on file names with named groups well, field, channel (and plate).",
+        help="Regular expression on file names with named groups field, channel and well (A01) "
+        "or row and col (numbers from 1); optional plate, timepoint, zstep.",
     ),
     plate_name: str | None = typer.Option(
-        None, help="Plate name (default: from the file names, else the folder name)."
+        None, help="Plate name (default: the source folder's name, as run names it)."
     ),
     channel_names: str | None = typer.Option(
         None, help="Comma-separated channel names in channel order, e.g. DAPI,CFP."
     ),
     levels: int = typer.Option(1, help="Multiscale levels (level 0 plus levels-1 halvings)."),
-    timepoint: int | None = typer.Option(
-        None, help="TimePoint_N folder to take when there are several."
+    pixel_size: float | None = typer.Option(
+        None,
+        "--pixel-size",
+        help="Pixel size in micrometres, for viewers (default: from the TIFF metadata or a "
+        "Harmony index; none written when neither gives it).",
     ),
-    zstep: int | None = typer.Option(None, help="ZStep_N folder to take when there are several."),
+    timepoint: int | None = typer.Option(
+        None,
+        help="Time point to take when there are several (TimePoint_N folder, Operetta sk, "
+        "CellVoyager T).",
+    ),
+    zstep: int | None = typer.Option(
+        None,
+        help="Z step to take when there are several (ZStep_N folder, Operetta p, CellVoyager Z).",
+    ),
     overwrite: bool = typer.Option(
         False,
         "--overwrite",
@@ -71,6 +85,7 @@ def convert_cmd(
         timepoint=timepoint,
         zstep=zstep,
         progress=progress,
+        pixel_size=pixel_size,
     )
     assert plate is not None  # None only with max_fields, which the command does not pass
     if as_json:
@@ -131,7 +146,8 @@ def masks_cmd(
     ),
     dilation: int | None = typer.Option(
         None,
-        help="Radius (px) of a final dilation of the mask (default: 0 for otsu, 1 for saturation).",
+        help="Radius (px) of a final dilation of the mask (default 4 for both methods, "
+        "measured best on blurred-rim artefacts; 0: the paper's recipe for otsu).",
     ),
     mode: Mode = typer.Option(
         Mode.paper, help="saturation: PhIRM mode whose segmentation finds the artefacts."
@@ -176,7 +192,11 @@ def masks_cmd(
         cluster=cluster,
         progress=progress,
     )
+    from phirm_scale.plate import open_plate
+
     with_art = sum(1 for a in res.values() if a)
+    # fields not in the result already had the label, made with these settings
+    skipped = len(open_plate(plate).fields) - len(res)
     if as_json:
         from phirm_scale.cli._app import echo_json
 
@@ -186,14 +206,19 @@ def masks_cmd(
                 "label": name,
                 "method": method.value,
                 "fields": len(res),
+                "skipped": skipped,
                 "fields_with_artefacts": with_art,
                 "masked_pixels": int(sum(int(a) for a in res.values())),
             }
         )
         return
+    said = f"skipped {skipped} fields (already labelled)" if skipped else ""
+    if not res:
+        typer.echo(f"{plate}: labels/{name}: {said} (--overwrite recomputes them)")
+        return
     typer.echo(
         f"{plate}: labels/{name} written for {len(res)} fields ({with_art} with "
-        f"artefacts; method {method.value})"
+        f"artefacts; method {method.value})" + (f"; {said}" if said else "")
     )
 
 
@@ -212,6 +237,12 @@ def make_plate_cmd(
         0.02, help="Fraction of each field covered by artefacts (0 for a clean plate)."
     ),
     levels: int = typer.Option(1, help="Multiscale levels."),
+    pixel_size: float | None = typer.Option(
+        None,
+        "--pixel-size",
+        help="Pixel size in micrometres, for viewers (default: the --from-fields TIFFs' "
+        "metadata; none for synthetic nuclei).",
+    ),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output."),
     cluster: str = typer.Option(
         "threads", help="Dask cluster: threads, local, tcp://host:port, or a dask-jobqueue YAML."
@@ -238,6 +269,7 @@ def make_plate_cmd(
         n_levels=levels,
         cluster=cluster,
         progress=progress,
+        pixel_size=pixel_size,
     )
     typer.echo(
         f"wrote {plate.path}: {len(plate.fields)} fields of {size}x{size}, channels "

@@ -30,7 +30,7 @@ import numpy.typing as npt
 
 from phirm_scale.errors import OutputError, PhirmError, PlateError
 from phirm_scale.imageio import quiet_tifffile
-from phirm_scale.layouts import ImageRecord, scan_folder
+from phirm_scale.layouts import ImageRecord, read_harmony_index, scan_folder
 from phirm_scale.plate import ATTRS_KEY, FieldKey, row_index, row_name
 from phirm_scale.stages._runner import run_tasks
 from phirm_scale.validation import check_image
@@ -74,6 +74,7 @@ class ConversionPlan:
     timepoint: int = 1
     zstep: int = 1
     pixel_size: float | None = None  # micrometres, from the first TIFF's metadata
+    plate_in_names: str | None = None  # the plate name the file names carry, if any
 
     @property
     def wells(self) -> list[tuple[str, str]]:
@@ -97,8 +98,13 @@ class ConversionPlan:
         )
         used_rows = sorted({r for r, _ in per_well}, key=row_index)
         used_cols = sorted({c for _, c in per_well})
+        said = (
+            f" (file names say {self.plate_in_names!r})"
+            if self.plate_in_names and self.plate_in_names != self.name
+            else ""
+        )
         return (
-            f"layout {self.layout}: plate {self.name!r}, {len(per_well)} wells "
+            f"layout {self.layout}: plate {self.name!r}{said}, {len(per_well)} wells "
             f"(rows {used_rows[0]}-{used_rows[-1]}, columns {used_cols[0]}-"
             f"{used_cols[-1]}), {len(self.fields)} fields ({fpw} fields), "
             f"channels [{chans}], {self.shape[0]}x{self.shape[1]} {self.dtype}, "
@@ -111,6 +117,7 @@ class ConversionPlan:
             "source": str(self.source),
             "layout": self.layout,
             "pattern": self.pattern,
+            "plate_in_names": self.plate_in_names,
             "channels": dict(zip(self.channel_names, self.channel_ids, strict=True)),
             "timepoint": self.timepoint,
             "zstep": self.zstep,
@@ -184,6 +191,18 @@ def _fingerprint(source: Path, files: Sequence[Path]) -> str:
     return h.hexdigest()
 
 
+def source_plate_name(source: str | Path) -> str:
+    """Name a plate after its source: the folder's name, less ``.ome.zarr`` / ``.zarr``.
+
+    The one rule ``convert`` and ``run`` share (``run`` names each plate's outputs after it).
+    """
+    name = Path(source).name
+    for suffix in (".ome.zarr", ".zarr"):
+        if name.endswith(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
 def _channel_sort_key(c: str) -> tuple[int, int, str]:
     return (0, int(c), c) if c.isdigit() else (1, 0, c)
 
@@ -205,15 +224,21 @@ def plan_conversion(
     ----------
     source : str or Path
         Folder of TIFFs.
-    layout : {'auto', 'imagexpress', 'cellomics', 'regex'}
+    layout : {'auto', 'imagexpress', 'cellomics', 'operetta', 'cellvoyager', 'regex'}
+        See :mod:`phirm_scale.layouts`.
     pattern : str, optional
-        Regular expression with named groups ``well``, ``field``, ``channel`` (``plate``).
+        Regular expression with named groups ``field``, ``channel`` and ``well`` or ``row``
+        + ``col`` (``plate``, ``timepoint``, ``zstep``).
     plate_name : str, optional
-        Plate name; default the one in the file names, else the folder name.
+        Plate name; default the source folder's name (:func:`source_plate_name`, as ``run``
+        names it); a plate name in the file names is recorded as ``plate_in_names``.
     channel_names : sequence of str, optional
-        Names of the channels, in channel order (w1, w2, ... / d0, d1, ...).
+        Names of the channels, in channel order; default those of a Harmony index
+        (Operetta / Opera Phenix), else w1, w2, ... / d0, d1, ... / ch1, ... / C01, ...
     timepoint, zstep : int, optional
-        Which ``TimePoint_N`` / ``ZStep_N`` to take when the folder holds several.
+        Which time point / z step to take when the folder holds several (``TimePoint_N`` /
+        ``ZStep_N`` folders, or the name's own: Operetta ``sk`` / ``p``, CellVoyager ``T`` /
+        ``Z``).
     threads : int
         Threads reading TIFF headers.
 
@@ -252,7 +277,12 @@ def plan_conversion(
             f"{other.path}: belongs to plate {plates[1]!r}, other files to "
             f"{plates[0]!r}; convert one plate per folder (or use --pattern)"
         )
-    name = plate_name or (plates[0] if plates else source.name.split(".")[0])
+    # one naming rule for convert and run: the plate is named after its source folder (run
+    # names its per-plate outputs so), or --plate-name; a plate name in the file names
+    # (ImageXpress' "IXMtest") is kept in the provenance as ``plate_in_names``
+    name = plate_name or source_plate_name(source)
+
+    index = read_harmony_index(source, records[0].path) if lay.name == "operetta" else None
 
     # duplicates
     seen: dict[tuple, ImageRecord] = {}
@@ -292,8 +322,11 @@ def plan_conversion(
                 f"{source}: channel names must be unique and non-empty: {','.join(channel_names)}"
             )
     else:
-        prefix = {"imagexpress": "w", "cellomics": "d"}.get(lay.name, "")
-        channel_names = [f"{prefix}{c}" for c in chan_ids]
+        # Harmony's index names Operetta / Opera Phenix channels; otherwise w1, d0, ch1, C01
+        named = index.channels if index is not None else {}
+        channel_names = [named.get(c) or f"{lay.channel_prefix}{c}" for c in chan_ids]
+        if len(set(channel_names)) != len(channel_names):  # an index naming two alike
+            channel_names = [f"{lay.channel_prefix}{c}" for c in chan_ids]
 
     # headers: readable, shapes and dtypes consistent
     paths = [r.path for r in records]
@@ -343,7 +376,8 @@ def plan_conversion(
         fingerprint=_fingerprint(source, paths),
         timepoint=tp,
         zstep=zs,
-        pixel_size=tiff_pixel_size(paths[0]),
+        pixel_size=tiff_pixel_size(paths[0]) or (index.pixel_size if index else None),
+        plate_in_names=plates[0] if plates else None,
     )
 
 
@@ -373,7 +407,7 @@ def _convert_field(task: ConvertTask) -> tuple[Any, ...]:
 
     Only the field's own group is created.
     """
-    from phirm_scale.plate import _write_field_data, intensity_range
+    from phirm_scale.plate import _write_field_data
 
     data = np.stack([read_tiff(f, task.shape, task.dtype) for f in task.files])
     _write_field_data(
@@ -387,8 +421,7 @@ def _convert_field(task: ConvertTask) -> tuple[Any, ...]:
         field_attrs={
             "source": list(task.rel_names),
             "site": task.site,
-            "intensity_p0.1_p99.9": intensity_range(data),
-        },
+        },  # + the data's intensity range (plate.RANGE_KEY), for the viewer windows
         create=True,
     )
     return tuple(task.key)
@@ -398,15 +431,20 @@ def _write_display_metadata(out: Path, keys: Sequence[FieldKey], plan: Conversio
     """Write the omero windows and pixel size of every field.
 
     The windows are the median over the plate's fields of each field's 0.1 / 99.9
-    percentiles per channel (robust to a few bright artefact fields); the pixel size comes
-    from the TIFF metadata when it has one.
+    percentiles per channel (:func:`phirm_scale.plate.data_windows`: robust to a few bright
+    artefact fields); the pixel size comes from the TIFF metadata when it has one.
     """
-    from phirm_scale.plate import read_field_marker, set_display_metadata
+    from phirm_scale.plate import write_viewer_metadata
 
-    found = [read_field_marker(out, k).get("intensity_p0.1_p99.9") for k in keys]
-    ranges = np.asarray([r for r in found if r], dtype=np.float64)  # (F, C, 2)
-    windows = np.median(ranges, axis=0).tolist() if ranges.size else None
-    set_display_metadata(out, keys, windows=windows, pixel_size=plan.pixel_size)
+    write_viewer_metadata(out, keys, pixel_size=plan.pixel_size)
+
+
+def check_pixel_size(pixel_size: float | None) -> None:
+    """Refuse a ``--pixel-size`` that is not a finite number > 0 (PlateError, one line)."""
+    import math
+
+    if pixel_size is not None and not (math.isfinite(pixel_size) and pixel_size > 0):
+        raise PlateError(f"--pixel-size must be a number of micrometres > 0, got {pixel_size}")
 
 
 def tiff_pixel_size(path: str | Path) -> float | None:
@@ -457,6 +495,7 @@ def convert(
     zstep: int | None = None,
     progress: bool = True,
     max_fields: int | None = None,
+    pixel_size: float | None = None,
 ) -> Plate | None:
     """Convert a TIFF folder into an NGFF 0.5 HCS plate; returns the opened plate.
 
@@ -479,6 +518,9 @@ def convert(
     max_fields : int, optional
         Convert at most this many missing fields, then stop without writing the plate
         metadata (like a killed run; a later call resumes). For tests and staged runs.
+    pixel_size : float, optional
+        Pixel size in micrometres (viewer metadata), instead of the one the TIFF metadata
+        or a Harmony index give; without either, none is written.
 
     Returns
     -------
@@ -490,6 +532,7 @@ def convert(
 
     if n_levels < 1:
         raise PlateError(f"--levels must be >= 1, got {n_levels}")
+    check_pixel_size(pixel_size)
     out = Path(out)
     check_not_input(out, [source])
     existing_output(out, command="convert", overwrite=overwrite)  # refused before planning
@@ -505,8 +548,12 @@ def convert(
             zstep=zstep,
         )
         log.info("%s", plan.summary())
+        if pixel_size is not None:
+            plan.pixel_size = float(pixel_size)
         record = plan.record()
         record["levels"] = int(n_levels)
+        if pixel_size is not None:  # recorded only when given: older records stay equal
+            record["pixel_size"] = float(pixel_size)
         if ours and overwrite:  # only once the new source checked out
             remove_output(out, command="convert")
         resume = ours and not overwrite
