@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import warnings
 
@@ -499,3 +500,118 @@ def test_screen_types_and_concat_keep_each_plate(small_results, tmp_path):
     assert len(fields) == 6 and fields["flag"].dtype == np.int64
     assert fields["flag"].tolist() == [1, 0, 2] * 2
     assert list(fields.columns[:5]) == ["plate", "row", "column", "well", "field"]
+
+
+# ---------------------- one test per sub-item of issue 22.5, each failing on the old code
+def test_counts_and_flag_read_back_as_integers_from_zarr(small_results, tmp_path):
+    """No warning filter here: only the stored types (old code: every count float64)."""
+    import zarr
+
+    ds, loops = small_results
+    out = qc.write_qc(_with_selfcheck(ds), tmp_path / "QC.zarr")
+    group = zarr.open_group(str(out), mode="r")
+    for name in ("ref_nuclei_count", "rec_artefact_area", "field_n_windows", "plate_n_windows"):
+        assert group[name].dtype == np.int64, name
+    assert group["flag"].dtype == np.int8
+    # per window: B/01 field 0 (the one with an artefact) as the plain metric loop counts
+    counts = group["ref_artefact_count"][...]  # (row, column, field, window)
+    assert counts[1, 0, 0].tolist() == [e["ref_artefact_count"] for e in loops[("B", "01", 0)]]
+    assert counts[1, 0, 0].max() >= 1
+    raw = xr.open_zarr(out, mask_and_scale=False)
+    assert raw["ref_nuclei_count"].dtype == np.int64
+
+
+def test_score_store_has_no_unstable_zarr_types(small_results, tmp_path):
+    """Strings (row / column labels) in a type with a Zarr v3 specification: no
+    UnstableSpecificationWarning on writing, and zarr's own reader reads them as text."""
+    import zarr
+    import zarr.errors
+
+    ds = _with_selfcheck(small_results[0])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", zarr.errors.UnstableSpecificationWarning)
+        out = qc.write_qc(ds, tmp_path / "QC.zarr")
+    meta = json.loads((out / "row" / "zarr.json").read_text())
+    assert meta["data_type"] == "string"  # core v3 type, not zarr-python's fixed_length_utf32
+    assert zarr.open_array(str(out / "column"), mode="r")[...].tolist() == ["01", "02"]
+
+
+def test_screen_flag_keeps_its_cf_flag_attributes(small_results):
+    from phirm_scale import screenqc
+
+    one = screenqc.screen_dataset({"p1": _with_selfcheck(small_results[0])})
+    attrs = one["flag"].attrs
+    assert attrs["long_name"] == "quality flag of the restored field (0 = trusted)"
+    assert attrs["flag_masks"] == [1, 2, 4, 8]
+    assert len(attrs["flag_meanings"].split()) == 4 and attrs["units"] == "1"
+
+
+def test_screen_n_fields_is_an_integer(small_results):
+    from phirm_scale import screenqc
+
+    d = small_results[0].copy()
+    d.attrs["n_fields"] = 3
+    one = screenqc.screen_dataset({"p1": d, "p2": d})
+    assert one["n_fields"].dtype.kind == "i" and one["n_fields"].values.tolist() == [3, 3]
+
+
+def test_screen_attributes_do_not_go_stale_after_concat(small_results):
+    from phirm_scale import screenqc
+
+    base = small_results[0]
+    parts = [
+        screenqc.screen_dataset({"p1": base, "p2": base}),
+        screenqc.screen_dataset({"p3": base}),
+    ]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        both = xr.concat(parts, dim="plate")
+    assert both["plate"].values.tolist() == ["p1", "p2", "p3"]
+    # no attribute lists a subset of the plates (the old 'plates' attribute said p1, p2)
+    assert not any("p1" in json.dumps(v, default=str) for v in both.attrs.values())
+
+
+def test_score_cli_writes_both_tables_and_no_warning(tmp_path):
+    """`score --field-csv --field-parquet`: the per-field table beside the per-window one,
+    nothing on stderr (old code: no such option, and zarr's UnstableSpecificationWarning)."""
+    from conftest import run_cli
+
+    from phirm_scale.plate import create_plate_like
+    from phirm_scale.synthetic import make_plate
+
+    src = make_plate(tmp_path / "src.ome.zarr", rows=1, columns=2, fields=1, size=200, seed=3)
+    rec = create_plate_like(src, tmp_path / "rec.ome.zarr", channel_names=["DAPI"])
+    for k in src.fields:
+        rec.write_field(k, src.read_field(k, "DAPI_clean")[None])
+    out = {n: tmp_path / n for n in ("w.csv", "w.parquet", "f.csv", "f.parquet")}
+    proc = run_cli(
+        "score",
+        "--reference",
+        f"{src.path}:DAPI_clean",
+        "--reconstruction",
+        f"{rec.path}:DAPI",
+        "-o",
+        tmp_path / "QC.zarr",
+        "--window",
+        "100",
+        "--cluster",
+        "threads",
+        "--no-progress",
+        "--csv",
+        out["w.csv"],
+        "--parquet",
+        out["w.parquet"],
+        "--field-csv",
+        out["f.csv"],
+        "--field-parquet",
+        out["f.parquet"],
+        fresh=True,  # a new interpreter: its warnings shown as a user sees them
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "Warning" not in proc.stderr, proc.stderr
+    fields = pd.read_parquet(out["f.parquet"])
+    assert len(fields) == 2 and list(fields["column"]) == ["01", "02"]
+    assert fields["field_n_windows"].tolist() == [4, 4]  # 200 px, window 100: 2 x 2
+    assert fields["field_phirm_mean"].tolist() == [1.0, 1.0]  # restored == reference
+    assert fields["field_ref_nuclei_count"].dtype == np.int64
+    assert len(pd.read_csv(out["f.csv"])) == 2 and len(pd.read_parquet(out["w.parquet"])) == 8
