@@ -164,7 +164,7 @@ def _resolve_models(
     batch_size: int,
 ) -> list[tuple[str, Model, str | None]]:
     """[(label, callable, checkpoint_hash)] with every model loaded before any work."""
-    from phirm_scale.models.registry import LEARNED, get_model, list_models
+    from phirm_scale.models.registry import LEARNED, TORCH_MODELS, get_model, list_models
 
     if isinstance(models, str):
         models = [m.strip() for m in models.split(",") if m.strip()]
@@ -206,7 +206,7 @@ def _resolve_models(
                     f"(train one with 'phirm-scale train'), or --allow-untrained for a smoke test "
                     f"with random weights"
                 )
-            extra_cfg = {"batch_size": batch_size} if m in LEARNED else {}
+            extra_cfg = {"batch_size": batch_size} if m in TORCH_MODELS else {}
             model = get_model(m, ck, device=device, **extra_cfg)
             out.append((label, model, getattr(model, "checkpoint_hash", None)))
         elif callable(m):

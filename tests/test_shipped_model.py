@@ -178,6 +178,20 @@ def test_run_with_shipped_model_on_tiny_plate(tmp_path):
     hole = src.read_label(k, "artefacts_true") != 0
     assert hole.any()
     assert not np.array_equal(a[0][hole], b[0][hole])
+    # a torch model: its precision is recorded (was None for shipped names)
+    assert dst.attrs["phirm_scale"]["inpaint"]["precision"] == "fp32"
+
+
+def test_shipped_model_shares_the_tile_batcher():
+    """The inpaint stage batches a shipped model's hole tiles across fields as it does a
+    learned architecture's (it once called the model per field: `name in LEARNED`)."""
+    from phirm_scale.batcher import TileBatcher
+    from phirm_scale.stages.inpaint import field_runner
+
+    runner, per_call = field_runner({"name": NAME, "device": "cpu"}, 4)
+    assert isinstance(runner, TileBatcher)
+    telea, n = field_runner({"name": "telea"}, 4)
+    assert not isinstance(telea, TileBatcher) and n == 4
 
 
 @pytest.mark.slow

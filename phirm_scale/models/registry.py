@@ -45,6 +45,7 @@ __all__ = [
     "MODEL_NAMES",
     "PRECISIONS",
     "SHIPPED",
+    "TORCH_MODELS",
     "build_model",
     "checkpoint_hash",
     "clear_cache",
@@ -59,6 +60,9 @@ CLASSICAL = ("telea", "navier-stokes", "biharmonic")
 LEARNED = ("context-encoder", "deepfill-v2", "edgeconnect")
 #: trained models shipped in the package (:mod:`phirm_scale.models.shipped`): no checkpoint needed
 SHIPPED = tuple(_SHIPPED)
+#: models that run on torch (batched forward passes, --precision): the learned architectures
+#: and the shipped trained ones; only :data:`LEARNED` need a --checkpoint
+TORCH_MODELS = LEARNED + SHIPPED
 MODEL_NAMES = CLASSICAL + LEARNED + SHIPPED
 
 

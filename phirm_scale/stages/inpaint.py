@@ -73,7 +73,7 @@ def field_runner(model: dict[str, Any], batch_size: int) -> tuple[Any, int]:
     one request) or the model itself.
     """
     from phirm_scale.models import get_model
-    from phirm_scale.models.registry import LEARNED
+    from phirm_scale.models.registry import TORCH_MODELS
 
     runtime = {k: model[k] for k in _RUNTIME_KEYS if model.get(k) is not None}
     net = get_model(
@@ -83,7 +83,7 @@ def field_runner(model: dict[str, Any], batch_size: int) -> tuple[Any, int]:
         batch_size=batch_size,
         **runtime,
     )
-    if model["name"] in LEARNED and model.get("batcher", True):
+    if model["name"] in TORCH_MODELS and model.get("batcher", True):
         from phirm_scale.batcher import get_batcher
 
         return get_batcher(net, batch_size), 1 << 16
@@ -302,7 +302,7 @@ def inpaint_plate(
     _check_device(device, gpu, cluster)
     if gpu_tasks < 1:
         raise PlateError(f"gpu_tasks must be >= 1; got {gpu_tasks}")
-    from phirm_scale.models.registry import CANNY, LEARNED, PRECISIONS, SHIPPED
+    from phirm_scale.models.registry import CANNY, LEARNED, PRECISIONS, SHIPPED, TORCH_MODELS
 
     if model in LEARNED and checkpoint is None and not allow_untrained:
         raise PlateError(
@@ -334,7 +334,7 @@ def inpaint_plate(
         "tile": tile,
         "overlap": overlap,
         "dilate": dilate,
-        "precision": precision if model in LEARNED else None,
+        "precision": precision if model in TORCH_MODELS else None,
         "canny": canny if model == "edgeconnect" else None,
         # the masks the holes came from, and whether the weights were random: the record
         # describes the pixels written
