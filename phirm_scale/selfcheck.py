@@ -27,6 +27,13 @@ draw)``, so results never depend on chunking, workers or task grouping):
 A window the pseudo-holes do not touch is identical in both images: PhIRM 1 (it is still a
 window of the field mean, as in the QC, where windows without holes score 1 too).
 
+How it is computed (issue 23; same values as inpainting and scoring the whole field once per
+draw, tested bit for bit): all draws are placed first, then :func:`pseudo_hole_fills` fills
+them in one pass, only around the pseudo-holes -- Telea and Navier-Stokes on crops of each
+cluster of pseudo-holes grown by the fill's reach (:func:`fill_reach`), a tiled model on
+just the tiles that hold pseudo-hole pixels, every draw's tiles in one run of batches --
+and only the windows a draw touches are scored (the restored field's windows once per field).
+
 Pure numpy; never imports Dask or Zarr.
 """
 
@@ -52,7 +59,9 @@ __all__ = [
     "SELFCHECK_FIELD_VARIABLES",
     "SELFCHECK_WINDOW_VARIABLES",
     "components_of",
+    "fill_reach",
     "place_pseudo_holes",
+    "pseudo_hole_fills",
     "pool_from_masks",
     "selfcheck_field",
 ]
@@ -211,12 +220,31 @@ def place_pseudo_holes(
     -------
     (pseudo, skipped) : ((Y, X) bool ndarray, int)
     """
+    pseudo, skipped, _ = _place(shape, forbidden, shapes, rng, margin=margin, attempts=attempts)
+    return pseudo, skipped
+
+
+#: a placed pseudo-hole: (y, x, shape) with the shape's top-left corner at (y, x)
+Placed = tuple[int, int, np.ndarray]
+
+
+def _place(
+    shape: Sequence[int],
+    forbidden: np.ndarray,
+    shapes: Sequence[np.ndarray],
+    rng: np.random.Generator,
+    *,
+    margin: int,
+    attempts: int,
+) -> tuple[np.ndarray, int, list[Placed]]:
+    """:func:`place_pseudo_holes`, also returning where each placed shape went."""
     h_f, w_f = (int(s) for s in shape)
     occupied = np.asarray(forbidden, dtype=bool).copy()
     if occupied.shape != (h_f, w_f):
         raise InputError(f"forbidden mask shape {occupied.shape} != field shape {(h_f, w_f)}")
     pseudo = np.zeros((h_f, w_f), bool)
     skipped = 0
+    placed_at: list[Placed] = []
     for comp in shapes:
         c = np.rot90(np.asarray(comp, dtype=bool), int(rng.integers(4)))
         if rng.integers(2):
@@ -233,27 +261,261 @@ def place_pseudo_holes(
             x = int(rng.integers(0, w_f - w + 1))
             if _try_place(occupied, pseudo, c, grown, y, x, margin):
                 placed = True
+                placed_at.append((y, x, c))
                 break
         if not placed:
             skipped += 1
-    return pseudo, skipped
+    return pseudo, skipped, placed_at
 
 
 #: a window index: a Python int or a numpy integer (np.flatnonzero's)
 _Index = TypeVar("_Index", bound=int | np.integer[Any])
 
 
-def _window_components(
-    u8: np.ndarray, grid: WindowGrid, idx: Iterable[_Index], params: metric.PhirmParams | None
+def _window_terms(
+    ref8: np.ndarray,
+    pseudo: np.ndarray | None,
+    fill8: np.ndarray | None,
+    grid: WindowGrid,
+    idx: Iterable[_Index],
+    params: metric.PhirmParams | None,
 ) -> dict[_Index, tuple[int, int, int]]:
-    """PhIRM components of windows ``idx`` of an 8-bit field: {i: (count, nuc area, art area)}."""
+    """PhIRM components of windows ``idx``: {i: (count, nuclei area, artefact area)}.
+
+    Of the 8-bit restored field ``ref8``, or (``pseudo`` given) of it with its ``pseudo``
+    pixels replaced by those of ``fill8``.
+    """
     out: dict[_Index, tuple[int, int, int]] = {}
     for i in idx:
         y, x = int(grid.y0[i]), int(grid.x0[i])
-        c = metric.components(
-            np.ascontiguousarray(u8[y : y + grid.height, x : x + grid.width]), params
-        )
+        sl = np.s_[y : y + grid.height, x : x + grid.width]
+        win = np.ascontiguousarray(ref8[sl])  # a copy unless the window is the whole field
+        if pseudo is not None and fill8 is not None:
+            if win is ref8:
+                win = win.copy()
+            m = pseudo[sl]
+            win[m] = fill8[sl][m]
+        c = metric.components(win, params)
         out[i] = (c.nuclei_count, c.nuclei_area, c.artefact_area)
+    return out
+
+
+def fill_reach(model: Model) -> int | None:
+    """How far (px) from a hole a whole-field model's fill looks, or None when unknown.
+
+    ``model.fill_reach`` when it has one; for OpenCV's Telea and Navier-Stokes
+    (:class:`~phirm_scale.models.adapters.classical.ClassicalModel`) ``4 * (ceil(radius) + 1)``:
+    ``cv2.inpaint`` reads pixels within ``radius`` of a hole pixel, their gradients (one
+    more) and a distance map grown ``radius`` out of the holes; a crop of that margin around
+    a hole was found to fill it exactly as the whole field does from ``radius + 1`` on (real
+    BBBC039 fields, 16 components, 6 draws), so this is four times that.
+    """
+    reach = getattr(model, "fill_reach", None)
+    if reach is not None:
+        return int(reach)
+    if getattr(model, "name", None) in ("telea", "navier-stokes"):
+        radius = getattr(model, "config", {}).get("radius")
+        if radius is not None:
+            return 4 * (int(np.ceil(float(radius))) + 1)
+    return None
+
+
+def pseudo_hole_fills(
+    source: np.ndarray,
+    holes: np.ndarray,
+    pseudos: Sequence[np.ndarray],
+    model: Model,
+    *,
+    tile: int = 256,
+    overlap: int = 32,
+    batch_size: int = 16,
+    gap: int = 1,
+    placements: Sequence[Sequence[Placed]] | None = None,
+) -> list[np.ndarray]:
+    """Fill every draw's pseudo-holes as ``inpaint_field(source, holes | pseudo, model)`` does.
+
+    Returns, per mask of ``pseudos``, a field of the source's dtype whose ``pseudo`` pixels
+    hold the model's fill (other pixels are 0), equal bit for bit to the pseudo pixels of
+    :func:`phirm_scale.inpaint.inpaint_field` on the whole field with the real holes and that
+    draw's pseudo-holes, but only around the pseudo-holes:
+
+    * a whole-field model on an integer field with a known :func:`fill_reach` (Telea,
+      Navier-Stokes): one call per cluster of pseudo-holes (those closer than twice the
+      reach), on the cluster's bounding box grown by the reach, with the real holes and the
+      draw's pseudo-holes inside it as holes; needs ``gap >= 1`` (the placement margin:
+      pseudo-holes then never touch a real hole, whose whole extent would matter);
+    * a tiled model: only the inpainting tiles that hold a pseudo-hole pixel (the only ones
+      whose predictions are blended into those pixels), cut with the whole hole mask, and the
+      tiles of all draws in one run of batches (``batch_size`` tiles per model call);
+    * otherwise (another whole-field model): the whole field per draw.
+
+    ``placements`` (per draw, the ``(y, x, shape)`` of each pseudo-hole, as the self-check
+    placed them) saves finding the pseudo-holes' components again; they must make up the
+    masks exactly.
+    """
+    from phirm_scale.inpaint import blend_hole_tiles, cut_hole_tiles, hole_tiles, inpaint_field
+
+    src = np.asarray(source)
+    hole = np.asarray(holes) != 0
+    masks = [np.asarray(p) != 0 for p in pseudos]
+    if not masks:
+        return []
+    integer = np.issubdtype(src.dtype, np.integer)
+    direct = getattr(model, "inpaint_integer", None)
+    if getattr(model, "whole_field", False):
+        reach = fill_reach(model)
+        if direct is None or reach is None or gap < 1 or src.dtype not in (np.uint8, np.uint16):
+            return [
+                _where(
+                    p,
+                    inpaint_field(
+                        src, hole | p, model, tile=tile, overlap=overlap, batch_size=batch_size
+                    ),
+                )
+                for p in masks
+            ]
+        if placements is None:
+            placements = [_placements(p) for p in masks]
+        if len(placements) != len(masks):
+            raise InputError(f"{len(placements)} placements for {len(masks)} pseudo-hole masks")
+        return [
+            _crop_fills(src, hole, p, at, direct, reach)
+            for p, at in zip(masks, placements, strict=True)
+        ]
+
+    # tiled: the tiles holding pseudo pixels of every draw, in one run of batches
+    cuts = []
+    for p in masks:
+        tiles = cut_hole_tiles(src, hole | p, tile, overlap)
+        want = set(hole_tiles(_pad(p, tile), tile, overlap))
+        keep = np.array([(int(y), int(x)) in want for y, x in tiles.starts], bool)
+        cuts.append(_subset(tiles, keep))
+    images = np.concatenate([c.images for c in cuts])
+    tmasks = np.concatenate([c.masks for c in cuts])
+    per_call = bool(getattr(model, "per_call_batch_size", False))
+    preds = []
+    for b in range(0, len(images), batch_size):
+        x, m = images[b : b + batch_size], tmasks[b : b + batch_size]
+        pr = np.asarray(model(x, m, batch_size=batch_size) if per_call else model(x, m))  # type: ignore[call-arg]
+        if pr.shape != x.shape:
+            raise InputError(f"model returned shape {pr.shape}, expected {x.shape}")
+        preds.append(pr)
+    pred = np.concatenate(preds)
+    out = []
+    at = 0
+    for p, c in zip(masks, cuts, strict=True):
+        n = len(c)
+        values = blend_hole_tiles(c, pred[at : at + n], p, tile, overlap)
+        at += n
+        if integer:
+            info = np.iinfo(src.dtype)
+            values = np.clip(np.rint(values), info.min, info.max)
+        f = np.zeros(src.shape, src.dtype)
+        f[p] = values.astype(src.dtype)
+        out.append(f)
+    return out
+
+
+def _where(pseudo: np.ndarray, filled: np.ndarray) -> np.ndarray:
+    f = np.zeros_like(filled)
+    f[pseudo] = filled[pseudo]
+    return f
+
+
+def _pad(mask: np.ndarray, tile: int) -> np.ndarray:
+    """``mask`` padded with False to at least one tile (as the inpainting pads the field)."""
+    ph, pw = max(0, tile - mask.shape[0]), max(0, tile - mask.shape[1])
+    return np.pad(mask, ((0, ph), (0, pw))) if ph or pw else mask
+
+
+def _subset(tiles: Any, keep: np.ndarray) -> Any:
+    import dataclasses
+
+    return dataclasses.replace(
+        tiles,
+        starts=tiles.starts[keep],
+        images=tiles.images[keep],
+        masks=tiles.masks[keep],
+        holes=tiles.holes[keep],
+        lo=tiles.lo[keep],
+        hi=tiles.hi[keep],
+    )
+
+
+def _placements(pseudo: np.ndarray) -> list[Placed]:
+    """Split a mask into placements ``(y, x, shape)``, one per 8-connected component."""
+    import cv2
+
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(pseudo.astype(np.uint8), connectivity=8)
+    out = []
+    for i in range(1, n):
+        x, y, w, h = (int(v) for v in stats[i, :4])
+        out.append((y, x, labels[y : y + h, x : x + w] == i))
+    return out
+
+
+def _clusters(placed: Sequence[Placed], reach: int) -> list[list[int]]:
+    """Group placements whose boxes, grown by ``reach``, overlap (transitively)."""
+    n = len(placed)
+    box = np.array(
+        [
+            (y - reach, x - reach, y + c.shape[0] + reach, x + c.shape[1] + reach)
+            for y, x, c in placed
+        ],
+        np.int64,
+    ).reshape(n, 4)
+    parent = list(range(n))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for i in range(n):
+        meet = (
+            (box[:, 0] < box[i, 2])
+            & (box[i, 0] < box[:, 2])
+            & (box[:, 1] < box[i, 3])
+            & (box[i, 1] < box[:, 3])
+        )
+        for j in np.flatnonzero(meet[i + 1 :]) + i + 1:
+            parent[root(int(j))] = root(i)
+    groups: dict[int, list[int]] = {}
+    for i in range(n):
+        groups.setdefault(root(i), []).append(i)
+    return list(groups.values())
+
+
+def _crop_fills(
+    src: np.ndarray,
+    hole: np.ndarray,
+    pseudo: np.ndarray,
+    placed: Sequence[Placed],
+    direct: Any,
+    reach: int,
+) -> np.ndarray:
+    """One draw's fills by crops: per cluster of pseudo-holes, its box grown by ``reach``.
+
+    A pseudo-hole of another cluster inside the box is a hole there too (as in the whole
+    field) but more than twice the reach away; only the cluster's own pixels are taken.
+    """
+    h_f, w_f = src.shape
+    out = np.zeros(src.shape, src.dtype)
+    for group in _clusters(placed, reach):
+        y0 = max(0, min(placed[i][0] for i in group) - reach)
+        x0 = max(0, min(placed[i][1] for i in group) - reach)
+        y1 = min(h_f, max(placed[i][0] + placed[i][2].shape[0] for i in group) + reach)
+        x1 = min(w_f, max(placed[i][1] + placed[i][2].shape[1] for i in group) + reach)
+        sl = np.s_[y0:y1, x0:x1]
+        filled = np.asarray(
+            direct(np.ascontiguousarray(src[sl]), np.ascontiguousarray(hole[sl] | pseudo[sl]))
+        )
+        for i in group:
+            y, x, c = placed[i]
+            h, w = c.shape
+            dst = out[y : y + h, x : x + w]
+            dst[c] = filled[y - y0 : y - y0 + h, x - x0 : x - x0 + w][c]
     return out
 
 
@@ -294,7 +556,7 @@ def selfcheck_field(
         Seed of this field (e.g. ``(seed, row index, column, field)``); draw ``d`` uses
         ``SeedSequence([*seed_key, d])``.
     draws : int
-        Pseudo-hole draws (each one inpainting) per field.
+        Pseudo-hole draws per field (filled together, :func:`pseudo_hole_fills`).
     shapes : {'own', 'pool'}
         Where the pseudo-hole shapes come from (see the module docstring).
     margin, attempts : int
@@ -367,11 +629,10 @@ def selfcheck_field(
     artefacts = saturation_mask(src, dilation=0, params=params, name=name) != 0
     forbidden = hole | artefacts
 
-    sums = {k: np.zeros(nwin) for k in ("phirm", "ncd", "nad", "aad", "area")}
-    ref_cache: dict = {}
-    ok_draws = 0
-    pseudo_total = 0.0
-    windows_total = 0.0
+    # every draw's pseudo-holes first (the same random streams as one draw at a time), then
+    # all their fills in one pass, then the touched windows of each draw scored
+    pseudos: list[np.ndarray] = []
+    placements: list[list[Placed]] = []
     skipped_total = 0
     for d in range(int(draws)):
         rng = np.random.default_rng(np.random.SeedSequence([*map(int, seed_key), d]))
@@ -380,22 +641,30 @@ def selfcheck_field(
         else:
             assert pool is not None  # checked above: no own holes needs a pool
             comps = pool.fields[int(rng.integers(len(pool)))]
-        pseudo, skipped = place_pseudo_holes(
+        pseudo, skipped, at = _place(
             src.shape, forbidden, comps, rng, margin=margin, attempts=attempts
         )
         skipped_total += skipped
-        if not pseudo.any():
-            continue
-        ok_draws += 1
-        filled = inpaint_field(src, hole | pseudo, model, **kw)
-        rec = restored.copy()
-        rec[pseudo] = filled[pseudo]
-        rec8 = metric.to_uint8(rec, lo=lo, hi=hi)
-        area = np.array([np.count_nonzero(pseudo[sl]) for sl in grid.slices()], np.float64)
+        if at:
+            pseudos.append(pseudo)
+            placements.append(at)
+    fills = pseudo_hole_fills(src, hole, pseudos, model, gap=margin, placements=placements, **kw)
+
+    sums = {k: np.zeros(nwin) for k in ("phirm", "ncd", "nad", "aad", "area")}
+    ref_cache: dict = {}
+    ok_draws = len(pseudos)
+    pseudo_total = 0.0
+    windows_total = 0.0
+    slices = list(grid.slices())
+    for pseudo, fill in zip(pseudos, fills, strict=True):
+        area = np.array([np.count_nonzero(pseudo[sl]) for sl in slices], np.float64)
         touched = np.flatnonzero(area > 0)
         new = [int(i) for i in touched if i not in ref_cache]
-        ref_cache.update(_window_components(ref8, grid, new, params))
-        rec_c = _window_components(rec8, grid, touched, params)
+        ref_cache.update(_window_terms(ref8, None, None, grid, new, params))
+        # to_uint8 is per pixel: only the pseudo pixels' fills need converting
+        fill8 = np.zeros(src.shape, np.uint8)
+        fill8[pseudo] = metric.to_uint8(fill[pseudo], lo=lo, hi=hi)
+        rec_c = _window_terms(ref8, pseudo, fill8, grid, touched, params)
         ref_arr = np.array([ref_cache[i] for i in touched], np.float64).reshape(-1, 3)
         rec_arr = np.array([rec_c[i] for i in touched], np.float64).reshape(-1, 3)
         ncd, nad, aad, ph = metric.phirm_from_components(
