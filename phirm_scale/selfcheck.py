@@ -497,10 +497,15 @@ def _crop_fills(
 ) -> np.ndarray:
     """One draw's fills by crops: per cluster of pseudo-holes, its box grown by ``reach``.
 
-    A pseudo-hole of another cluster inside the box is a hole there too (as in the whole
-    field) but more than twice the reach away; only the cluster's own pixels are taken.
+    Holes in the box: the draw's pseudo-holes (those of another cluster are more than twice
+    the reach away; only the cluster's own pixels are taken) and the real holes' pixels
+    within the reach of one of them (the rest of a real hole is too far to change a fill, so
+    it is neither filled nor cut out).
     """
+    import cv2
+
     h_f, w_f = src.shape
+    kernel = cv2.getStructuringElement(cv2.MORPH_RECT, (2 * reach + 1, 2 * reach + 1))
     out = np.zeros(src.shape, src.dtype)
     for group in _clusters(placed, reach):
         y0 = max(0, min(placed[i][0] for i in group) - reach)
@@ -508,9 +513,11 @@ def _crop_fills(
         y1 = min(h_f, max(placed[i][0] + placed[i][2].shape[0] for i in group) + reach)
         x1 = min(w_f, max(placed[i][1] + placed[i][2].shape[1] for i in group) + reach)
         sl = np.s_[y0:y1, x0:x1]
-        filled = np.asarray(
-            direct(np.ascontiguousarray(src[sl]), np.ascontiguousarray(hole[sl] | pseudo[sl]))
-        )
+        here = pseudo[sl]
+        # the real holes within the reach of a pseudo-hole: farther ones change no fill
+        near = cv2.dilate(here.astype(np.uint8), kernel).astype(bool)
+        mask = here | (hole[sl] & near)
+        filled = np.asarray(direct(np.ascontiguousarray(src[sl]), mask))
         for i in group:
             y, x, c = placed[i]
             h, w = c.shape
