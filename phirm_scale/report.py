@@ -21,7 +21,7 @@ import html
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -81,46 +81,61 @@ def worst_fields(ds: xr.Dataset, n: int = 6) -> list[tuple[str, str, int, float]
     return [(*e[3], e[0]) for e in entries[: max(0, int(n))]]
 
 
-def plate_heatmap(ds: xr.Dataset, path: str | Path) -> Path:
-    """Save the mean PhIRM per well as a plate heatmap PNG."""
-    from matplotlib import colormaps
+def flagged_wells(ds: xr.Dataset) -> npt.NDArray[np.bool_]:
+    """``(row, column)`` (or ``(plate, row, column)``) wells holding a flagged field.
 
+    A field is flagged by ``flag > 0`` where the QC has the reference-free ``flag``
+    (`score --self-check`, `run` without a reference channel), else by a mean PhIRM below
+    the QC's ``threshold``.
+    """
+    dims = [d for d in ("plate", "row", "column", "field") if d in ds.dims]
+    if "flag" in ds:
+        bad = np.nan_to_num(ds["flag"].transpose(*dims).values) > 0
+    else:
+        thr = float(ds.attrs.get("threshold", 0.9))
+        mean = (
+            ds["field_phirm_mean"]
+            if "field_phirm_mean" in ds
+            else ds["phirm"].mean("window", skipna=True)
+        )
+        bad = np.nan_to_num(mean.transpose(*dims).values, nan=np.inf) < thr
+    return np.asarray(bad.any(axis=-1))
+
+
+def _scored_against(ds: xr.Dataset) -> str:
+    """Say ``" against the damaged source"`` when PhIRM had no ground truth, else ``""``.
+
+    That is when a single-plate QC's reference is the damaged input its reconstruction was
+    made from (:func:`reference_is_source`).
+    """
+    ref, rec = ds.attrs.get("reference"), ds.attrs.get("reconstruction")
+    if not ref or not rec:
+        return ""
+    same = reference_is_source(ref, ds.attrs.get("reference_channel", ""), rec)
+    return " against the damaged source" if same else ""
+
+
+def plate_heatmap(ds: xr.Dataset, path: str | Path) -> Path:
+    """Save the mean PhIRM per well as a plate heatmap PNG.
+
+    Wells holding a flagged field are outlined in red (:func:`flagged_wells`).
+    """
     values = (
         ds["well_phirm_mean"]
         if "well_phirm_mean" in ds
         else ds["phirm"].mean(("field", "window"), skipna=True)
     )
-    data = values.transpose("row", "column").values
-    rows = [str(r) for r in ds["row"].values]
-    cols = [str(c) for c in ds["column"].values]
-    fig = _fig(max(4.0, 0.45 * len(cols) + 2.0), max(2.5, 0.45 * len(rows) + 1.2))
-    ax = fig.add_subplot()
-    cmap = colormaps["viridis"].with_extremes(bad="#cccccc")
-    finite = data[np.isfinite(data)]
+    data = values.transpose("row", "column").values.astype(np.float64)
     thr = float(ds.attrs.get("threshold", 0.9))
-    lo = float(min(finite.min(), thr)) if finite.size else 0.0
-    hi = float(max(finite.max(), thr)) if finite.size else 1.0
-    if hi - lo < 0.02:
-        lo = max(0.0, hi - 0.02)
-    im = ax.imshow(np.ma.masked_invalid(data), cmap=cmap, vmin=lo, vmax=hi, interpolation="nearest")
-    ax.set_xticks(range(len(cols)), cols, fontsize=7)
-    ax.set_yticks(range(len(rows)), rows, fontsize=7)
-    ax.set_title("mean PhIRM per well\n(grey: not scored)", fontsize=9)
-    if data.size <= 96:
-        for (i, j), v in np.ndenumerate(data):
-            if not math.isnan(v):
-                ax.text(
-                    j,
-                    i,
-                    f"{v:.2f}",
-                    ha="center",
-                    va="center",
-                    fontsize=7,
-                    color="white" if (v - lo) / max(hi - lo, 1e-9) < 0.55 else "black",
-                )
-    cb = fig.colorbar(im, ax=ax)
-    cb.set_label(f"PhIRM (red: threshold {thr:g})", fontsize=8)
-    cb.ax.axhline(thr, color="crimson", lw=2)
+    fig = _heatmap_figure(
+        data,
+        [str(r) for r in ds["row"].values],
+        [str(c) for c in ds["column"].values],
+        threshold=thr,
+        title=f"mean PhIRM per well{_scored_against(ds)}",
+        what="mean PhIRM",
+        outlined=flagged_wells(ds),
+    )
     path = Path(path)
     fig.savefig(path)
     return path
@@ -155,60 +170,78 @@ def field_thumbnail(
     *,
     reference: npt.NDArray[np.number[Any]] | None = None,
     reconstruction: npt.NDArray[np.number[Any]] | None = None,
+    source: npt.NDArray[np.number[Any]] | None = None,
+    mask: npt.NDArray[np.bool_] | None = None,
 ) -> Path:
-    """Save reference | reconstruction | |difference| of one field as PNG.
+    """Save source | holes | restored | (reference) | |difference| of one field as PNG.
 
-    ``reference`` / ``reconstruction`` are ``(Y, X)`` arrays; by default they are read from the
-    plates and channels recorded in ``ds.attrs``.
+    ``source`` is the damaged input, ``mask`` the holes filled, ``reference`` what PhIRM
+    scored against (shown apart when it is not the source), all ``(Y, X)``. By default they
+    are read from the plates recorded in ``ds.attrs`` (:func:`read_field_images`). Windows of
+    PhIRM below the QC's threshold are outlined in red.
     """
-    from matplotlib.patches import Rectangle
+    _field_thumbnail(
+        ds, row, column, field, path, reference, reconstruction, source=source, mask=mask
+    )
+    return Path(path)
 
-    from phirm_scale.metric import to_uint8
 
+def _field_thumbnail(
+    ds: xr.Dataset,
+    row: str,
+    column: str,
+    field: int,
+    path: str | Path,
+    reference: npt.NDArray[Any] | None = None,
+    reconstruction: npt.NDArray[Any] | None = None,
+    *,
+    source: npt.NDArray[Any] | None = None,
+    mask: npt.NDArray[np.bool_] | None = None,
+) -> list[str]:
+    """:func:`field_thumbnail`, returning the panel captions."""
     if reference is None or reconstruction is None:
-        from phirm_scale.plate import FieldKey, open_plate
-
-        key = FieldKey(str(row), str(column), int(field))
-        reference = open_plate(ds.attrs["reference"]).read_field(
-            key, ds.attrs.get("reference_channel", 0)
+        images = read_field_images(
+            ds.attrs["reference"],
+            ds.attrs.get("reference_channel", 0),
+            ds.attrs["reconstruction"],
+            ds.attrs.get("reconstruction_channel", 0),
+            (row, column, field),
+            mask_label=ds.attrs.get("mask_label"),
         )
-        reconstruction = open_plate(ds.attrs["reconstruction"]).read_field(
-            key, ds.attrs.get("reconstruction_channel", 0)
+    else:
+        images = FieldImages(
+            source,
+            mask,
+            reconstruction,
+            reference,
+            "source" if source is not None else None,
+            str(ds.attrs.get("reference_channel", "reference")),
+            False,
+            None,
         )
-    # the difference as the metric sees it (8 bit on the reference's min/max), pictures of
-    # the two images stretched to the 1-99.5 percentiles of the reference (dark nuclei on
-    # a 16-bit scale are otherwise black)
-    lo, hi = float(np.min(reference)), float(np.max(reference))
-    a8 = to_uint8(reference, lo, hi)
-    b8 = to_uint8(reconstruction, lo, hi)
-    diff = np.abs(a8.astype(np.int16) - b8.astype(np.int16)).astype(np.float64)
-    p1, p995 = (float(v) for v in np.percentile(reference, [1, 99.5]))
     thr = float(ds.attrs.get("threshold", 0.9))
     sel = ds.sel(row=row, column=column, field=field)
-    h = int(ds.attrs.get("window_height", int(a8.shape[0])))
-    w = int(ds.attrs.get("window_width", int(a8.shape[1])))
-    fig = _fig(10.5, 3.8)
-    axes = fig.subplots(1, 3)
-    panels = (
-        (_stretch(reference, p1, p995), "reference (1-99.5 %ile)"),
-        (_stretch(reconstruction, p1, p995), "reconstruction (same scale)"),
-        (diff / max(float(diff.max()), 1.0), f"|difference| (max {int(diff.max())} of 255)"),
-    )
-    _draw_panels(axes, panels)
-    for y0, x0, p in zip(sel["y0"].values, sel["x0"].values, sel["phirm"].values, strict=True):
-        if p < thr:
-            for ax in axes[1:]:
-                ax.add_patch(
-                    Rectangle((x0 - 0.5, y0 - 0.5), w, h, fill=False, lw=1.0, ec="crimson")
-                )
-    fig.suptitle(
-        f"{row}{column} field {field}: mean PhIRM "
+    h = int(ds.attrs.get("window_height", int(images.reference.shape[0])))
+    w = int(ds.attrs.get("window_width", int(images.reference.shape[1])))
+    low = [
+        (int(y0), int(x0), h, w)
+        for y0, x0, p in zip(sel["y0"].values, sel["x0"].values, sel["phirm"].values, strict=True)
+        if p < thr
+    ]
+    against = " against the damaged source" if images.reference_is_source else ""
+    fig, captions = _field_figure(
+        images,
+        title=f"{row}{column} field {field}: mean PhIRM{against} "
         f"{float(np.nanmean(sel['phirm'].values)):.3f} (red: windows < {thr:g})",
-        fontsize=10,
+        windows=low,
     )
-    path = Path(path)
-    fig.savefig(path)
-    return path
+    fig.savefig(Path(path))
+    return captions
+
+
+def _alt(captions: Sequence[str]) -> str:
+    """Join the panel captions into one line of alt text."""
+    return "; ".join(" ".join(c.split()) for c in captions)
 
 
 def _fmt(v: object) -> str:
@@ -278,15 +311,16 @@ def _write_report(ds: xr.Dataset, out: Path, worst: int) -> Path:
 
     worst_rows = []
     note = ""
+    against = _scored_against(ds)
     for r, c, f, m in worst_fields(ds, worst):
         name = f"worst_{r}{c}_{f}.png"
         try:
-            field_thumbnail(ds, r, c, f, out / name)
+            captions = _field_thumbnail(ds, r, c, f, out / name)
             img = (
                 f'<img src="{html.escape(name)}" width="900" alt="well {html.escape(r + c)} '
-                f"field {f}: reference, reconstruction (both contrast-stretched to the 1-99.5 "
-                f"percentiles of the reference) and their absolute difference; windows with "
-                f'PhIRM below {thr:g} outlined in red; mean PhIRM {m:.3f}">'
+                f"field {f}, panels: {html.escape(_alt(captions))} (grey scale: the "
+                f"1-99.5 percentiles of the source outside the holes); windows with PhIRM "
+                f'below {thr:g} outlined in red; mean PhIRM{against} {m:.3f}">'
             )
         except Exception as exc:  # noqa: BLE001 - a report without thumbnails is still useful
             img = "<em>thumbnail unavailable</em>"
@@ -309,9 +343,9 @@ def _write_report(ds: xr.Dataset, out: Path, worst: int) -> Path:
     summary = [
         ("fields scored", int((~np.isnan(ds["phirm"].values)).any(-1).sum())),
         ("windows", int(plate["n_windows"])),
-        ("PhIRM mean", plate["phirm_mean"].values),
-        ("PhIRM min", plate["phirm_min"].values),
-        ("PhIRM 5th percentile", plate["phirm_p05"].values),
+        (f"PhIRM mean{against}", plate["phirm_mean"].values),
+        (f"PhIRM min{against}", plate["phirm_min"].values),
+        (f"PhIRM 5th percentile{against}", plate["phirm_p05"].values),
         (f"fraction of windows < {thr:g}", plate["phirm_frac_below"].values),
         ("SSIM mean", plate["ssim_mean"].values),
         ("nuclei ref / rec", _pair(plate, "nuclei_count")),
@@ -343,6 +377,15 @@ def _write_report(ds: xr.Dataset, out: Path, worst: int) -> Path:
         )
         if k in ds.attrs
     ]
+    panels = (
+        "Each picture: the damaged source, the holes the inpainting filled, the restored "
+        "image and what PhIRM compared, |restored - reference| (the reference is the damaged "
+        "source: every artefact removed counts as damage)"
+        if against
+        else "Each picture: the damaged source (where the restored plate records it), the "
+        "holes the inpainting filled, the restored image, the reference and what PhIRM "
+        "compared, |restored - reference|"
+    )
     tr = "\n".join(f"<tr><th>{html.escape(str(k))}</th><td>{_fmt(v)}</td></tr>" for k, v in summary)
     ti = "\n".join(
         f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(str(v))}</td></tr>" for k, v in inputs
@@ -360,6 +403,7 @@ text-align:left}}img{{max-width:100%;height:auto}}</style></head><body>
 {flagged_html}
 <h2>Worst fields</h2>
 <p>{note}</p>
+<p>{panels}.</p>
 <table><tr><th>well</th><th>field</th><th>mean PhIRM</th><th>min PhIRM</th>
 <th>nuclei ref / rec</th><th>artefact area ref / rec</th></tr>
 {"".join(worst_rows)}</table>
@@ -406,6 +450,286 @@ def _flagged_section(ds: xr.Dataset) -> str:
         + ("".join(rows) or "<tr><td colspan=3>none</td></tr>")
         + "</table>"
     )
+
+
+# ============================================================================ shared pictures
+#: Outline colour of flagged wells in the heatmaps (the threshold on the colour bar: crimson).
+OUTLINE_COLOUR = "red"
+
+#: Artist id of a flagged well's outline (tests and readers of the figure find them by it).
+OUTLINE_GID = "flagged-well"
+
+
+class FieldImages(NamedTuple):
+    """The pictures of one field: what was damaged, what was filled, what came out.
+
+    ``source`` is the damaged input the inpainting read (None when the restored plate records
+    no ``inpaint`` provenance), ``mask`` the holes filled (the label the restored plate
+    carries, dilated as inpainted; None when none is recorded), ``reference`` what PhIRM
+    scored against and ``reference_is_source`` whether that is the damaged input itself
+    (no reference channel: every artefact removed then counts as damage).
+    """
+
+    source: npt.NDArray[Any] | None
+    mask: npt.NDArray[np.bool_] | None
+    restored: npt.NDArray[Any]
+    reference: npt.NDArray[Any]
+    source_channel: str | None
+    reference_channel: str
+    reference_is_source: bool
+    dilate: int | None
+
+
+def _inpaint_provenance(reconstruction: str | Path) -> Mapping[str, Any] | None:
+    from phirm_scale.plate import ATTRS_KEY, open_plate
+
+    try:
+        prov = open_plate(reconstruction).attrs.get(ATTRS_KEY, {}).get("inpaint")
+    except Exception:  # noqa: BLE001 - no plate there: nothing recorded
+        return None
+    return prov if isinstance(prov, Mapping) else None
+
+
+def _same_store(a: object, b: object) -> bool:
+    try:
+        return Path(str(a)).resolve() == Path(str(b)).resolve()
+    except OSError:
+        return str(a) == str(b)
+
+
+def reference_is_source(
+    reference: str | Path, reference_channel: object, reconstruction: str | Path
+) -> bool | None:
+    """Whether PhIRM scored a restored plate against the damaged input it was made from.
+
+    Read from the restored plate's ``inpaint`` provenance (its source plate and channel);
+    None when it records none. True means there was no ground truth: every artefact the
+    inpainting removed counts as damage in that PhIRM.
+    """
+    prov = _inpaint_provenance(reconstruction)
+    if prov is None:
+        return None
+    return _same_store(prov.get("source"), reference) and str(prov.get("channel")) == str(
+        reference_channel
+    )
+
+
+def read_field_images(
+    reference: str | Path,
+    reference_channel: str | int,
+    reconstruction: str | Path,
+    reconstruction_channel: str | int,
+    key: tuple[str, str, int],
+    *,
+    mask_label: str | None = None,
+) -> FieldImages:
+    """Read :class:`FieldImages` of field ``key`` from the plates a QC records.
+
+    The damaged source and the holes come from the restored plate's ``inpaint`` provenance
+    (``source``, ``channel``) and its label (the mask as filled); without provenance the mask
+    is ``mask_label`` of the reference plate, where it has one.
+    """
+    from phirm_scale.plate import FieldKey, open_plate
+
+    k = FieldKey(str(key[0]), str(key[1]), int(key[2]))
+    rec_plate = open_plate(reconstruction)
+    restored = rec_plate.read_field(k, reconstruction_channel)
+    ref_plate = open_plate(reference)
+    ref = ref_plate.read_field(k, reference_channel)
+    ref_ch = (
+        ref_plate.channel_names[reference_channel]
+        if isinstance(reference_channel, int)
+        else str(reference_channel)
+    )
+    prov = _inpaint_provenance(reconstruction)
+    source = mask = None
+    source_channel = None
+    dilate = None
+    same = False
+    if prov is not None:
+        source_channel = str(prov.get("channel"))
+        same = _same_store(prov.get("source"), reference) and source_channel == ref_ch
+        if same:
+            source = ref
+        else:
+            try:
+                source = open_plate(str(prov["source"])).read_field(k, source_channel)
+            except Exception:  # noqa: BLE001 - moved or deleted: shown as not recorded
+                source = None
+        label = prov.get("mask_label")
+        if label and rec_plate.has_label(k, str(label)):
+            mask = rec_plate.read_label(k, str(label)) > 0
+            dilate = int(prov.get("dilate") or 0)
+    if mask is None and mask_label and ref_plate.has_label(k, mask_label):
+        mask = ref_plate.read_label(k, mask_label) > 0
+    return FieldImages(source, mask, restored, ref, source_channel, ref_ch, same, dilate)
+
+
+def _field_figure(
+    images: FieldImages,
+    *,
+    title: str,
+    windows: Sequence[tuple[int, int, int, int]] = (),
+) -> tuple[Figure, list[str]]:
+    """Draw source | mask | restored | (reference) | difference of one field.
+
+    Returns the figure and the panel captions.
+    The reference gets a panel of its own when it is not the damaged source (a ground
+    truth). Source, restored and reference share one grey scale: the 1-99.5 percentiles of
+    the source's pixels outside the holes (its saturated artefacts would otherwise set it).
+    The difference is ``|restored - reference|`` on 8 bit as PhIRM sees it (the reference's
+    min / max), shown from 0 to its 99.9th percentile. ``windows`` ``(y0, x0, h, w)`` are
+    outlined in red on the restored image and the difference.
+    """
+    from matplotlib.patches import Rectangle
+
+    from phirm_scale.metric import to_uint8
+
+    src = images.source if images.source is not None else images.reference
+    mask = images.mask
+    known = src[~mask] if mask is not None and not mask.all() else src
+    p1, p995 = (float(v) for v in np.percentile(known, [1, 99.5]))
+    lo, hi = float(np.min(images.reference)), float(np.max(images.reference))
+    diff = np.abs(
+        to_uint8(images.restored, lo, hi).astype(np.int16)
+        - to_uint8(images.reference, lo, hi).astype(np.int16)
+    ).astype(np.float64)
+    top = max(float(np.percentile(diff, 99.9)), 1.0)
+    first = (
+        f"reference ({images.reference_channel}; damaged source not recorded)"
+        if images.source is None
+        else f"source: the damaged input ({images.source_channel})"
+    )
+    if mask is None:
+        mask_title = "holes: no mask recorded"
+        mask_img = np.zeros(src.shape)
+    else:
+        grown = f", grown {images.dilate} px" if images.dilate else ""
+        mask_title = f"holes filled: {int(mask.sum()):,} px{grown}"
+        mask_img = mask.astype(np.float64)
+    panels: list[tuple[npt.ArrayLike, str]] = [
+        (_stretch(src, p1, p995), first),
+        (mask_img, mask_title),
+        (_stretch(images.restored, p1, p995), "restored (same grey scale)"),
+    ]
+    if images.source is not None and not images.reference_is_source:
+        panels.append(
+            (_stretch(images.reference, p1, p995), f"reference ({images.reference_channel})")
+        )
+    against = (
+        "source: what the inpainting changed"
+        if images.reference_is_source or images.source is None
+        else "reference"
+    )
+    panels.append(
+        (
+            np.clip(diff / top, 0.0, 1.0),
+            f"|restored - {against}|\n(8 bit as PhIRM sees it; white = {top:.0f} of 255)",
+        )
+    )
+    fig = _fig(3.2 * len(panels), 3.6)
+    axes = fig.subplots(1, len(panels))
+    _draw_panels(axes, panels)
+    for y0, x0, h, w in windows:
+        for ax in (axes[2], axes[-1]):
+            ax.add_patch(Rectangle((x0 - 0.5, y0 - 0.5), w, h, fill=False, lw=1.0, ec="crimson"))
+    fig.suptitle(title, fontsize=11)
+    return fig, [t for _, t in panels]
+
+
+def _heatmap_figure(
+    data: npt.NDArray[np.float64],
+    rows: Sequence[str],
+    cols: Sequence[str],
+    *,
+    threshold: float,
+    title: str,
+    what: str,
+    outlined: npt.NDArray[np.bool_],
+) -> Figure:
+    """Draw a plate heatmap with a colour bar exactly as tall as the plate.
+
+    One square cell per well with its value written in it (up to 400 wells), ``outlined``
+    wells framed in red.
+    The axes are placed in inches (no layout engine), so a cell is the same size on every
+    plate (0.55 in, less for plates over 24 columns) and the text is readable (10 pt labels,
+    9 pt values).
+    """
+    from matplotlib import colormaps
+    from matplotlib.figure import Figure
+    from matplotlib.patches import Rectangle
+
+    nr, nc = data.shape
+    cell = min(0.55, 13.0 / max(nc, 1), 9.0 / max(nr, 1))
+    left, right, bottom, top, gap, bar = 0.55, 1.25, 0.95, 0.95, 0.15, 0.22
+    content = left + nc * cell + gap + bar + right
+    width = max(content, 5.6)  # room for the title on a small plate
+    height = nr * cell + bottom + top
+    fig = Figure(figsize=(width, height), dpi=100)
+    x0 = left + (width - content) / 2  # the plate centred under the title
+    ax = fig.add_axes((x0 / width, bottom / height, nc * cell / width, nr * cell / height))
+    cax = fig.add_axes(
+        ((x0 + nc * cell + gap) / width, bottom / height, bar / width, nr * cell / height)
+    )
+    finite = data[np.isfinite(data)]
+    lo = float(min(finite.min(), threshold)) if finite.size else threshold
+    hi = float(max(finite.max(), threshold)) if finite.size else 1.0
+    if hi - lo < 0.02:
+        lo = max(0.0, hi - 0.02)
+    cmap = colormaps["viridis"].with_extremes(bad="#dddddd")
+    im = ax.imshow(
+        np.ma.masked_invalid(data),
+        cmap=cmap,
+        vmin=lo,
+        vmax=hi,
+        interpolation="nearest",
+        aspect="auto",
+    )
+    ax.set_xticks(range(nc), list(cols), fontsize=10 if cell >= 0.4 else 7)
+    ax.set_yticks(range(nr), list(rows), fontsize=10 if cell >= 0.4 else 7)
+    ax.tick_params(length=0)
+    if data.size <= 400 and cell >= 0.4:
+        for (i, j), v in np.ndenumerate(data):
+            if not math.isnan(v):
+                frac = (v - lo) / (hi - lo) if hi > lo else 1.0
+                ax.text(
+                    j,
+                    i,
+                    f"{v:.2f}",
+                    ha="center",
+                    va="center",
+                    fontsize=9,
+                    color="white" if frac < 0.55 else "black",
+                )
+    for (i, j), bad in np.ndenumerate(outlined):
+        if bad:
+            ax.add_patch(
+                Rectangle(
+                    (j - 0.5, i - 0.5),
+                    1,
+                    1,
+                    fill=False,
+                    ec=OUTLINE_COLOUR,
+                    lw=3,
+                    gid=OUTLINE_GID,
+                    clip_on=False,
+                )
+            )
+    cb = fig.colorbar(im, cax=cax)
+    cb.ax.tick_params(labelsize=9)
+    cax.set_title(what.replace(" ", "\n", 1), fontsize=9, loc="left")  # fits a 1-row plate
+    cb.ax.axhline(threshold, color="crimson", lw=2)
+    fig.text(0.5, 1 - 0.3 / height, title, ha="center", va="center", fontsize=11)
+    fig.text(
+        0.5,
+        0.3 / height,
+        f"red outline: well with a flagged field\ncrimson line on the bar: threshold "
+        f"{threshold:g}; grey: not scored",
+        ha="center",
+        va="center",
+        fontsize=9,
+    )
+    return fig
 
 
 # ============================================================================ screen report
@@ -479,14 +803,19 @@ def _stretch(img: npt.ArrayLike, lo: float, hi: float) -> npt.NDArray[np.float64
     return np.clip(a, 0.0, 1.0)
 
 
-def _screen_heatmap(ds: xr.Dataset, plate: str, path: str | Path, threshold: float) -> Path:
-    """Mean PhIRM per well of one plate; colour range from the data, threshold on the bar."""
-    from matplotlib import colormaps
+def _screen_heatmap(
+    ds: xr.Dataset, plate: str, path: str | Path, threshold: float, *, against: str = ""
+) -> Path:
+    """Save the mean PhIRM per well of one plate (self-check PhIRM where the QC has it).
 
+    Cropped to the occupied wells; colour range from the data, threshold on the bar, wells
+    with a flagged field outlined (:func:`flagged_wells`). ``against`` is said after "PhIRM".
+    """
     d = ds.sel(plate=plate)
     var = "well_selfcheck_phirm_mean" if "well_selfcheck_phirm_mean" in ds else "well_phirm_mean"
-    what = "self-check PhIRM" if var.startswith("well_self") else "PhIRM"
+    what = "self-check PhIRM" if var.startswith("well_self") else f"PhIRM{against}"
     data = d[var].transpose("row", "column").values.astype(float)
+    outlined = flagged_wells(d)
     rows = [str(r) for r in ds["row"].values]
     cols = [str(c) for c in ds["column"].values]
     keep_r = [i for i in range(len(rows)) if not np.all(np.isnan(data[i]))]
@@ -495,39 +824,16 @@ def _screen_heatmap(ds: xr.Dataset, plate: str, path: str | Path, threshold: flo
         r0, r1 = min(keep_r), max(keep_r) + 1
         c0, c1 = min(keep_c), max(keep_c) + 1
         data, rows, cols = data[r0:r1, c0:c1], rows[r0:r1], cols[c0:c1]
-    finite = data[np.isfinite(data)]
-    lo = float(min(finite.min(), threshold)) if finite.size else threshold
-    hi = float(max(finite.max(), threshold)) if finite.size else 1.0
-    if hi - lo < 0.02:
-        lo = max(0.0, hi - 0.02)
-    fig = _fig(max(5.0, 0.42 * len(cols) + 2.4), max(2.8, 0.42 * len(rows) + 1.6))
-    ax = fig.add_subplot()
-    cmap = colormaps["viridis"].with_extremes(bad="#dddddd")
-    im = ax.imshow(np.ma.masked_invalid(data), cmap=cmap, vmin=lo, vmax=hi, interpolation="nearest")
-    ax.set_xticks(range(len(cols)), cols, fontsize=7)
-    ax.set_yticks(range(len(rows)), rows, fontsize=7)
-    ax.set_title(f"plate {plate}: mean {what} per well", fontsize=10, wrap=True)
-    if data.size <= 400:
-        for (i, j), v in np.ndenumerate(data):
-            if not math.isnan(v):
-                frac = (v - lo) / (hi - lo) if hi > lo else 1.0
-                ax.text(
-                    j,
-                    i,
-                    f"{v:.2f}",
-                    ha="center",
-                    va="center",
-                    fontsize=6,
-                    color="white" if frac < 0.55 else "black",
-                )
-    from matplotlib.patches import Rectangle
-
-    for (i, j), v in np.ndenumerate(data):  # wells below the threshold outlined
-        if not math.isnan(v) and v < threshold:
-            ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, ec="crimson", lw=1.5))
-    cb = fig.colorbar(im, ax=ax, shrink=0.9)
-    cb.set_label(f"mean {what} (red: threshold {threshold:g})", fontsize=8)
-    cb.ax.axhline(threshold, color="crimson", lw=2)
+        outlined = outlined[r0:r1, c0:c1]
+    fig = _heatmap_figure(
+        data,
+        rows,
+        cols,
+        threshold=threshold,
+        title=f"plate {plate}: mean {what} per well",
+        what=f"mean {what.split(' against')[0]}",
+        outlined=outlined,
+    )
     path = Path(path)
     fig.savefig(path)
     return path
@@ -535,36 +841,31 @@ def _screen_heatmap(ds: xr.Dataset, plate: str, path: str | Path, threshold: flo
 
 def _screen_thumbnail(
     ds: xr.Dataset, plate: str, row: str, column: str, field: int, path: str | Path
-) -> Path:
-    """Save reference | restored | mask of one field as PNG.
+) -> list[str]:
+    """Save source | holes | restored | (reference) | |difference| of one screen field.
 
-    Both images are stretched to the 1-99.5 percentiles of the reference's pixels outside
-    the artefact mask (with the damaged source as reference, its saturated artefacts would
-    otherwise set the scale and leave the nuclei black).
+    As PNG (:func:`_field_figure`); returns the panel captions.
     """
-    from phirm_scale.plate import FieldKey, open_plate
-
-    key = FieldKey(str(row), str(column), int(field))
     d = ds.sel(plate=plate)
-    ref = open_plate(str(d["reference"].values)).read_field(key, str(d["reference_channel"].values))
-    rec_plate = open_plate(str(d["reconstruction"].values))
-    rec = rec_plate.read_field(key, str(d["reconstruction_channel"].values))
-    label = str(d["mask_label"].values)
-    mplate = open_plate(str(d["reference"].values))
-    mask = None
-    if label and mplate.has_label(key, label):
-        mask = mplate.read_label(key, label) > 0
-    known = ref[~mask] if mask is not None and not mask.all() else ref
-    lo, hi = np.percentile(known, [1, 99.5])
-    panels = [(_stretch(ref, lo, hi), "reference"), (_stretch(rec, lo, hi), "restored")]
-    if mask is not None:
-        panels.append((mask.astype(float), "artefact mask"))
-    fig = _fig(3.3 * len(panels), 3.2)
-    axes = fig.subplots(1, len(panels))
-    _draw_panels(axes, panels)
-    path = Path(path)
-    fig.savefig(path)
-    return path
+    images = read_field_images(
+        str(d["reference"].values),
+        str(d["reference_channel"].values),
+        str(d["reconstruction"].values),
+        str(d["reconstruction_channel"].values),
+        (row, column, field),
+        mask_label=str(d["mask_label"].values) or None,
+    )
+    sel = d.sel(row=row, column=column, field=field)
+    if "field_selfcheck_phirm_mean" in d:
+        score = f"mean self-check PhIRM {float(sel['field_selfcheck_phirm_mean'].values):.3f}"
+    else:
+        against = " against the damaged source" if images.reference_is_source else ""
+        score = f"mean PhIRM{against} {float(sel['field_phirm_mean'].values):.3f}"
+    fig, captions = _field_figure(
+        images, title=f"plate {plate}, {row}{column} field {field}: {score}"
+    )
+    fig.savefig(Path(path))
+    return captions
 
 
 def _n(v: float | npt.NDArray[np.number[Any]]) -> str:
@@ -665,14 +966,18 @@ def write_screen_report(
     warnings: list[str] | None = None,
     links: dict[str, str] | None = None,
     thumbnails: int = 24,
+    sample: int = 3,
 ) -> Path:
     """Write the report of a screen QC Dataset (:func:`phirm_scale.screenqc.screen_dataset`).
 
     Writes ``out_dir/index.html`` with: warnings at the top, a plain-words summary (fields
     processed, area restored, fields flagged and why), a heatmap per plate with a colour
     range fitted to the data and the threshold marked, every flagged field with a sentence
-    of why (thumbnails, contrast-stretched to the 1-99.5 percentiles of the reference, with
-    alt text, for the ``thumbnails`` worst), "how to read this", and ``links``.
+    of why (pictures for the ``thumbnails`` worst), pictures of ``sample`` more fields (the
+    unflagged ones with the most pixels restored, so that a screen without a flagged field
+    still shows what was done), "how to read this", and ``links``. Each picture is source
+    (the damaged input) | holes filled | restored | (reference, when it is not the source) |
+    |restored - reference|, captioned as such, with alt text.
     """
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
@@ -707,6 +1012,22 @@ def write_screen_report(
         if flagmode
         else None
     )
+    # whether each plate's PhIRM compares the restored image with its own damaged input
+    # (no reference channel: every artefact removed counts as damage)
+    vs_source = {}
+    for p in plates:
+        d = ds.sel(plate=p)
+        known = (
+            reference_is_source(
+                str(d["reference"].values),
+                str(d["reference_channel"].values),
+                str(d["reconstruction"].values),
+            )
+            if all(k in d.coords for k in ("reference", "reference_channel", "reconstruction"))
+            else None
+        )
+        vs_source[p] = flagmode if known is None else known
+    against = " against the damaged source" if any(vs_source.values()) else ""
     flagged = []
     for i, p in enumerate(plates):
         for j, r in enumerate(ds["row"].values.tolist()):
@@ -719,6 +1040,19 @@ def write_screen_report(
                         flagged.append((key, p, str(r), str(c), int(f)))
     flagged.sort()
     esc = html.escape
+
+    def picture(p: str, r: str, c: str, f: int) -> str:
+        name = f"field_{p}_{r}{c}_{f}.png"
+        try:
+            captions = _screen_thumbnail(ds, p, r, c, f, out / name)
+        except Exception as exc:  # noqa: BLE001 - report still useful without pictures
+            return f"<em>thumbnail unavailable ({esc(type(exc).__name__)})</em>"
+        return (
+            f'<img src="{esc(name)}" width="1000" alt="plate {esc(p)} well {esc(r + c)} '
+            f"field {f}, panels: {esc(_alt(captions))} (grey scale: the 1-99.5 "
+            'percentiles of the source outside the holes)">'
+        )
+
     warn_html = "".join(f'<p class="warn"><b>Warning:</b> {esc(w)}</p>' for w in (warnings or []))
     why_counts: dict[str, int] = {"ncd": 0, "nad": 0, "aad": 0}
     rows_html = []
@@ -739,17 +1073,7 @@ def write_screen_report(
             why_counts[max(terms, key=lambda t: terms[t])] += 1
         img = ""
         if n < thumbnails:
-            name = f"field_{p}_{r}{c}_{f}.png"
-            try:
-                _screen_thumbnail(ds, p, r, c, f, out / name)
-                img = (
-                    f'<br><img src="{esc(name)}" width="800" alt="plate {esc(p)} well '
-                    f"{esc(r + c)} field {f}: reference, restored image and artefact mask "
-                    "(contrast: 1-99.5 percentiles of the reference outside the mask); "
-                    f'{"mean self-check PhIRM" if selfcheck else "mean PhIRM"} {v:.3f}">'
-                )
-            except Exception as exc:  # noqa: BLE001 - report still useful without pictures
-                img = f"<br><em>thumbnail unavailable ({esc(type(exc).__name__)})</em>"
+            img = "<br>" + picture(p, r, c, f)
         rows_html.append(
             f"<tr><td>{esc(p)}</td><td>{esc(r + c)}</td><td>{f}</td>"
             f"<td>{_fmt(v) if v >= 0 else '–'}</td>"
@@ -784,15 +1108,58 @@ def write_screen_report(
         if flagmode
         else f"mean PhIRM below {thr:g}"
     )
+    scored_vs = (
+        "against the damaged source (no reference channel: every artefact removed counts as "
+        "damage in that PhIRM)"
+        if against
+        else "against the reference image"
+    )
     plain = (
         f"<p>{len(plates)} plate(s), {n_wells} wells and <b>{n_fields} fields</b> were "
         f"processed: artefact masks, inpainting of the masked pixels "
-        f"and PhIRM scoring of the restored against the reference image.</p>"
+        f"and PhIRM scoring of the restored image {scored_vs}.</p>"
         f"<p>Area restored (pixels inside the masks the inpainting filled, each pixel "
         f"counted once): {area}.</p>"
         f"<p><b>{len(flagged)} of {n_fields} fields are flagged</b> ({rule})"
         + (f": {reasons}." if flagged else ".")
         + "</p>"
+    )
+    # a sample of fields pictured whatever was flagged: those with the most pixels restored
+    shown = {e[1:] for e in flagged[:thumbnails]}
+    area_of = (
+        ds["field_restored_area"]
+        if "field_restored_area" in ds
+        else ds["masked_fraction_field"]
+        if "masked_fraction_field" in ds
+        else ds["masked_fraction"].mean("window")
+        if "masked_fraction" in ds
+        else None
+    )
+    candidates = []
+    for i, p in enumerate(plates):
+        for j, r in enumerate(ds["row"].values.tolist()):
+            for k, c in enumerate(ds["column"].values.tolist()):
+                for m, f in enumerate(ds["field"].values.tolist()):
+                    key = (p, str(r), str(c), int(f))
+                    if scored[i, j, k, m] and key not in shown:
+                        a = (
+                            float(np.nan_to_num(area_of.sel(plate=p, row=r, column=c, field=f)))
+                            if area_of is not None
+                            else 0.0
+                        )
+                        candidates.append((-a, i, j, k, m, key))
+    candidates.sort()
+    sample_keys = [e[-1] for e in candidates[: max(0, int(sample))]]
+    sample_html = "".join(
+        f"<h3>plate {esc(p)}, well {esc(r + c)}, field {f}</h3>{picture(p, r, c, f)}"
+        for p, r, c, f in sample_keys
+    )
+    panels = (
+        "each picture is the damaged source, the holes the inpainting filled, the restored "
+        "image and |restored - reference| (the reference is the damaged source)"
+        if against
+        else "each picture is the damaged source, the holes the inpainting filled, the "
+        "restored image, the reference and |restored - reference|"
     )
     plate_rows = []
     heatmaps = []
@@ -816,11 +1183,20 @@ def write_screen_report(
             + f"<td>{esc(str(d['reference'].values))}</td></tr>"
         )
         name = f"heatmap_{p}.png"
-        _screen_heatmap(ds, p, out / name, thr)
+        _screen_heatmap(
+            ds, p, out / name, thr, against=" against the damaged source" if vs_source[p] else ""
+        )
+        what = (
+            "self-check PhIRM"
+            if "well_selfcheck_phirm_mean" in ds
+            else "PhIRM against the damaged source"
+            if vs_source[p]
+            else "PhIRM"
+        )
         heatmaps.append(
             f'<h3>{esc(p)}</h3><img src="{esc(name)}" alt="plate {esc(p)}: mean '
-            f"PhIRM per well as a heatmap, threshold {thr:g} marked on the colour "
-            f'bar; grey wells were not imaged">'
+            f"{what} per well as a heatmap, wells with a flagged field outlined in red, "
+            f'threshold {thr:g} marked on the colour bar; grey wells were not imaged">'
         )
     link_html = " · ".join(
         f'<a href="{esc(href)}">{esc(text)}</a>' for text, href in (links or {}).items()
@@ -856,7 +1232,8 @@ text-align:left;vertical-align:top}}img{{max-width:100%;height:auto}}
 {plain}
 <p>Data: {link_html}</p>
 <h2>Plates</h2>
-<table><tr><th>plate</th><th>fields</th><th>flagged</th><th>PhIRM mean</th><th>PhIRM min</th>
+<table><tr><th>plate</th><th>fields</th><th>flagged</th><th>PhIRM mean{against}</th>
+<th>PhIRM min</th>
 <th>windows &lt; {thr:g}</th><th>masked fraction</th>{sc_head}<th>plate store</th></tr>
 {"".join(plate_rows)}</table>
 <h2>Heatmaps</h2>
@@ -865,6 +1242,10 @@ text-align:left;vertical-align:top}}img{{max-width:100%;height:auto}}
 <p>Every flagged field ({esc(rule)}), worst first{pics}.</p>
 <table><tr><th>plate</th><th>well</th><th>field</th><th>{score_head}</th><th>why</th></tr>
 {"".join(rows_html) or "<tr><td colspan=5>none</td></tr>"}</table>
+<h2>Sample fields ({len(sample_keys)})</h2>
+<p>Fields not pictured above with the most pixels restored, to show what was done: {panels}.
+</p>
+{sample_html or "<p>none left to show</p>"}
 <h2>How to read this</h2>
 {how}
 <p>software: phirm-scale {esc(str(ds.attrs.get("software_version", "?")))}, mode

@@ -212,3 +212,232 @@ def test_flag_text_names_the_hidden_rule_only_when_recorded(hidden, says):
         assert "nuclei expected" not in text and "8500" not in text and "inf" not in text
     else:
         assert says in text
+
+
+# ------------------------------------------------- what the pictures show (issue 22.6)
+def _red(png):
+    """Pixels of the flagged-well outline colour (pure red; the threshold line is crimson)."""
+    import matplotlib.image as mpimg
+
+    img = mpimg.imread(png)[..., :3]
+    return (img[..., 0] > 0.8) & (img[..., 1] < 0.2) & (img[..., 2] < 0.15)
+
+
+def test_heatmap_outlines_wells_with_a_flagged_field(qc_store, tmp_path):
+    """Pixels of the saved heatmap: a red square ring around A01 and B03 (flagged by hand),
+    none on a plate without a flagged field."""
+    from scipy import ndimage
+
+    from phirm_scale.report import flagged_wells, plate_heatmap
+
+    _, ds, _ = qc_store
+    ds = ds.copy()
+    dims = ("row", "column", "field")
+    flag = np.zeros((2, 3, 1))
+    ds["flag"] = (dims, flag)
+    assert not _red(plate_heatmap(ds, tmp_path / "none.png")).any()
+    flag[0, 0, 0] = 1  # A01
+    flag[1, 2, 0] = 2  # B03
+    ds["flag"] = (dims, flag)
+    assert flagged_wells(ds).tolist() == [[True, False, False], [False, False, True]]
+    red = _red(plate_heatmap(ds, tmp_path / "two.png"))
+    labels, n = ndimage.label(ndimage.binary_closing(red, iterations=2))
+    boxes = sorted(ndimage.find_objects(labels), key=lambda b: b[1].start)
+    assert n == 2
+    (ya, xa), (yb, xb) = ((b[0], b[1]) for b in boxes)
+    side = xa.stop - xa.start
+    assert side > 30  # a cell, not a speck: at least 30 px a side
+    assert abs((ya.stop - ya.start) - side) <= 2 and abs((xb.stop - xb.start) - side) <= 2
+    # B03 is one row below and two columns right of A01
+    assert yb.start > ya.start + side // 2
+    assert (xb.start - xa.start) / (yb.start - ya.start) == pytest.approx(2.0, rel=0.05)
+    # a ring: the middle of the cell is not red
+    assert not red[(ya.start + ya.stop) // 2, (xa.start + xa.stop) // 2]
+    # without `flag`, a field whose mean PhIRM is below the threshold flags its well
+    means = ds["field_phirm_mean"].values[..., 0]
+    plain = ds.drop_vars("flag")
+    plain.attrs["threshold"] = float(np.sort(means.ravel())[1]) + 1e-9  # the two lowest
+    expect = means < plain.attrs["threshold"]
+    assert expect.sum() == 2
+    assert flagged_wells(plain).tolist() == expect.tolist()
+
+
+def test_heatmap_colour_bar_as_tall_as_the_plate_and_text_readable():
+    from matplotlib.text import Text
+
+    from phirm_scale.report import OUTLINE_GID, _heatmap_figure
+
+    for shape in ((1, 2), (2, 3), (8, 12), (16, 24)):
+        data = np.linspace(0.5, 1.0, shape[0] * shape[1]).reshape(shape)
+        outlined = np.zeros(shape, bool)
+        outlined[-1, 0] = True
+        fig = _heatmap_figure(
+            data,
+            [chr(65 + i) for i in range(shape[0])],
+            [f"{j + 1:02d}" for j in range(shape[1])],
+            threshold=0.9,
+            title="t",
+            what="mean PhIRM",
+            outlined=outlined,
+        )
+        fig.canvas.draw()
+        ax, cax = fig.axes
+        a, b = ax.get_window_extent(), cax.get_window_extent()
+        assert b.height == pytest.approx(a.height, rel=0.01), shape
+        assert (b.y0, b.y1) == pytest.approx((a.y0, a.y1), abs=1), shape
+        # square cells
+        assert a.width / shape[1] == pytest.approx(a.height / shape[0], rel=0.02)
+        sizes = [t.get_fontsize() for t in ax.get_xticklabels() + ax.get_yticklabels()]
+        values = [t for t in ax.texts if isinstance(t, Text)]
+        if shape[1] <= 12:
+            assert min(sizes) >= 10 and len(values) == data.size
+            assert min(t.get_fontsize() for t in values) >= 9
+        rings = [p for p in ax.patches if p.get_gid() == OUTLINE_GID]
+        assert [(r.get_x(), r.get_y()) for r in rings] == [(-0.5, shape[0] - 1.5)]
+
+
+@pytest.fixture(scope="module")
+def restored_plate(tmp_path_factory):
+    """A synthetic plate with artefacts, its masks (label 'artefacts') and a Telea
+    restoration made with holes grown 2 px (its `inpaint` provenance records the source)."""
+    from phirm_scale.stages.inpaint import inpaint_plate
+    from phirm_scale.stages.masks import make_artefact_masks
+    from phirm_scale.synthetic import make_plate
+
+    root = tmp_path_factory.mktemp("restored")
+    src = make_plate(
+        root / "src.ome.zarr", rows=1, columns=2, fields=2, size=SIZE, seed=5, artefacts=0.04
+    )
+    make_artefact_masks(src.path, channel="CFP", dilation=0, cluster="threads", progress=False)
+    rec = root / "rec.ome.zarr"
+    inpaint_plate(
+        src.path,
+        rec,
+        channel="DAPI",
+        mask_label="artefacts",
+        model="telea",
+        dilate=2,
+        cluster="threads",
+        progress=False,
+    )
+    return src.path, rec
+
+
+def _panels(png):
+    """Image panels of a thumbnail: runs of non-white columns through its middle rows."""
+    import matplotlib.image as mpimg
+
+    img = mpimg.imread(png)[..., :3].mean(-1)
+    h = img.shape[0]
+    band = img[int(h * 0.45) : int(h * 0.55)]
+    ink = (band < 0.97).any(0)
+    starts = np.flatnonzero(ink[1:] & ~ink[:-1]) + 1
+    runs = [s for s in starts if ink[s : s + 100].all()]  # panels, not text
+    return len(runs) + int(ink[0]), img
+
+
+def test_report_pictures_show_the_damage_against_a_ground_truth(restored_plate, tmp_path):
+    """The demo's case: scored against the clean channel. Each picture: the damaged source,
+    the holes, the restored image, the reference and the difference (5 panels), captioned
+    as such; the source panel differs from the reference panel (the damage is shown)."""
+    from phirm_scale.plate import open_plate
+    from phirm_scale.stages.score import score_plates
+
+    src, rec = restored_plate
+    ds = score_plates(f"{src}:DAPI_clean", f"{rec}:DAPI", window=128, mask_label="artefacts")
+    page = write_report(ds, tmp_path / "rep", worst=2).read_text()
+    alts = re.findall(r'<img src="(worst_[^"]+)"[^>]*alt="([^"]+)"', page)
+    assert len(alts) == 2
+    r, c, f = re.match(r"worst_([A-Z])(\d\d)_(\d+)\.png", alts[0][0]).groups()
+    holes = int((open_plate(rec).read_label((r, c, int(f)), "artefacts") > 0).sum())
+    alt = alts[0][1]
+    for caption in (
+        "source: the damaged input (DAPI)",
+        f"holes filled: {holes:,} px, grown 2 px",
+        "restored (same grey scale)",
+        "reference (DAPI_clean)",
+        "|restored - reference|",
+    ):
+        assert caption in alt, (caption, alt)
+    assert "against the damaged source" not in page
+    n, img = _panels(tmp_path / "rep" / alts[0][0])
+    assert n == 5
+    w = img.shape[1] // 5
+    source, reference = img[:, : w - 10], img[:, 3 * w : 4 * w - 10]
+    assert source.shape == reference.shape and np.abs(source - reference).max() > 0.3
+
+
+def test_report_against_the_damaged_source_says_so(restored_plate, tmp_path):
+    """No ground truth (the reference is the damaged input): four panels, and every PhIRM
+    figure says it is against the damaged source (the issue's 'PhIRM mean 0.376')."""
+    from phirm_scale.stages.score import score_plates
+
+    src, rec = restored_plate
+    ds = score_plates(f"{src}:DAPI", f"{rec}:DAPI", window=128, mask_label="artefacts")
+    page = write_report(ds, tmp_path / "rep", worst=1).read_text()
+    assert "<th>PhIRM mean against the damaged source</th>" in page
+    assert "<th>PhIRM mean</th>" not in page
+    ((name, alt),) = re.findall(r'<img src="(worst_[^"]+)"[^>]*alt="([^"]+)"', page)
+    assert "source: the damaged input (DAPI)" in alt and "reference (" not in alt
+    assert "|restored - source: what the inpainting changed|" in alt
+    assert "reference (" not in alt and "mean PhIRM against the damaged source" in alt
+    assert _panels(tmp_path / "rep" / name)[0] == 4
+
+
+def _screen(restored_plate, reference_channel, threshold):
+    from phirm_scale.screenqc import screen_dataset
+    from phirm_scale.stages.score import score_plates
+
+    src, rec = restored_plate
+    ds = score_plates(
+        f"{src}:{reference_channel}",
+        f"{rec}:DAPI",
+        window=128,
+        mask_label="artefacts",
+        threshold=threshold,
+    )
+    return screen_dataset({"p1": ds})
+
+
+def test_screen_report_without_flagged_fields_still_shows_a_sample(restored_plate, tmp_path):
+    """A screen with no flagged field: pictures of the sample, the fields with the most
+    pixels restored first (``field_restored_area`` as `run` records it)."""
+    from phirm_scale.plate import open_plate
+    from phirm_scale.report import write_screen_report
+
+    ds = _screen(restored_plate, "DAPI_clean", threshold=0.0)  # nothing below 0
+    rec = open_plate(restored_plate[1])
+    holes = {
+        (k.row, k.column, k.field): int((rec.read_label(k, "artefacts") > 0).sum())
+        for k in rec.fields
+    }
+    assert len(set(holes.values())) == 4  # an order without ties
+    area = np.full([ds.sizes[d] for d in ("plate", "row", "column", "field")], np.nan)
+    for (r, c, f), n in holes.items():
+        area[0, list(ds.row.values).index(r), list(ds.column.values).index(c), f] = n
+    ds["field_restored_area"] = (("plate", "row", "column", "field"), area)
+    page = write_screen_report(ds, tmp_path / "rep", sample=3).read_text()
+    assert "<h2>Flagged fields (0)</h2>" in page and "<h2>Sample fields (3)</h2>" in page
+    shown = re.findall(r'<img src="(field_[^"]+)"', page)
+    by_area = sorted(holes, key=lambda k: -holes[k])[:3]
+    assert shown == [f"field_p1_{r}{c}_{f}.png" for r, c, f in by_area]
+    for name in shown:
+        assert _panels(tmp_path / "rep" / name)[0] == 5
+    assert "holes filled" in page and "reference (DAPI_clean)" in page
+
+
+def test_screen_report_flagged_and_captions_against_the_source(restored_plate, tmp_path):
+    from phirm_scale.report import write_screen_report
+
+    ds = _screen(restored_plate, "DAPI", threshold=1.01)  # every field below 1.01
+    page = write_screen_report(ds, tmp_path / "rep", thumbnails=2, sample=3).read_text()
+    assert "<h2>Flagged fields (4)</h2>" in page and "<h2>Sample fields (2)</h2>" in page
+    assert "PhIRM mean against the damaged source</th>" in page
+    assert "against the damaged source (no reference channel" in page
+    alts = re.findall(r'<img src="field_[^"]+"[^>]*alt="([^"]+)"', page)
+    assert len(alts) == 4  # 2 flagged + the 2 fields left for the sample
+    assert all("source: the damaged input (DAPI)" in a for a in alts)
+    assert not any("reference (" in a for a in alts)
+    assert "reference</td>" not in page
+    # every well outlined in the heatmap (both hold a flagged field)
+    assert _red(tmp_path / "rep" / "heatmap_p1.png").sum() > 100
