@@ -746,10 +746,10 @@ nuclei invented cost <code>2<sup>|a|</sup></code>;</li>
 <li><b>AAD</b>, artefact area difference: 0.001 per pixel of artefact area changed.</li>
 </ul>
 <p><code>PhIRM = max(0, 10 - (NCD + NAD + AAD)) / 10</code>: 1 means the phenotype was kept,
-0 that it was lost. A field is <b>flagged</b> when its mean PhIRM is below the threshold
-<b>{thr:g}</b>; the heatmaps colour each well by its mean PhIRM on a scale fitted to the data,
-with the threshold marked on the colour bar. "ref" is the reference ({ref}), "rec" the
-restored image ({rec}); counts and areas of a field are summed over its windows.</p>
+0 that it was lost. {flagging} the heatmaps colour each well by its mean {what} on a scale
+fitted to the data, with the threshold marked on the colour bar, and outline in red the wells
+holding a flagged field. "ref" is the reference ({ref}), "rec" the restored image ({rec});
+counts and areas of a field are summed over its windows.</p>
 """
 
 
@@ -1209,8 +1209,16 @@ def write_screen_report(
     )
     how = _HOW_TO_READ.format(
         win=f"{ds.attrs.get('window_height', '?')}x{ds.attrs.get('window_width', '?')} px",
-        thr=thr,
-        ref=f"source plate, channel {esc(ref_ch)}",
+        flagging=(
+            "Without a reference fields are flagged by the reference-free checks named above, "
+            "not by PhIRM;"
+            if flagmode
+            else f"A field is <b>flagged</b> when its mean PhIRM is below the threshold "
+            f"<b>{thr:g}</b>;"
+        ),
+        what="self-check PhIRM" if "well_selfcheck_phirm_mean" in ds else "PhIRM",
+        ref=f"source plate, channel {esc(ref_ch)}"
+        + (" (the damaged input: no ground truth)" if against else ""),
         rec=f"inpainted plate, channel {esc(rec_ch)}",
     )
     pics = f"; pictures for the {thumbnails} worst" if len(flagged) > thumbnails else ""

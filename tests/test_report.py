@@ -384,6 +384,26 @@ def test_report_against_the_damaged_source_says_so(restored_plate, tmp_path):
     assert _panels(tmp_path / "rep" / name)[0] == 4
 
 
+def test_score_summary_says_when_phirm_is_against_the_damaged_source(restored_plate, capsys):
+    from phirm_scale.cli.score import print_summary
+    from phirm_scale.stages.score import score_plates
+
+    src, rec = restored_plate
+    for channel, says in (("DAPI", True), ("DAPI_clean", False)):
+        print_summary(score_plates(f"{src}:{channel}", f"{rec}:DAPI", window=128))
+        lines = capsys.readouterr().out.splitlines()
+        assert any(ln.startswith("PhIRM mean\t") for ln in lines)
+        said = [ln for ln in lines if ln.startswith("PhIRM scored against\t")]
+        assert said == (
+            [
+                "PhIRM scored against\tthe damaged source (no ground truth: every "
+                "artefact removed counts as damage)"
+            ]
+            if says
+            else []
+        )
+
+
 def _screen(restored_plate, reference_channel, threshold):
     from phirm_scale.screenqc import screen_dataset
     from phirm_scale.stages.score import score_plates

@@ -270,6 +270,14 @@ def print_summary(ds: xr.Dataset, *, worst_wells: int = 5) -> None:
         add_row = staticmethod(lambda *cells: rows.append(list(cells)))
 
     t = _T()
+    from phirm_scale.report import _scored_against
+
+    # against the damaged input it was restored from (no ground truth): say so first
+    if _scored_against(ds):
+        t.add_row(
+            "PhIRM scored against",
+            "the damaged source (no ground truth: every artefact removed counts as damage)",
+        )
     t.add_row("windows", str(int(p.n_windows)))
     t.add_row("PhIRM mean", _f(p.phirm_mean))
     t.add_row("PhIRM min", _f(p.phirm_min))
