@@ -1,15 +1,21 @@
-"""HTML report of a QC store: plate heatmap, PhIRM histogram, worst fields with thumbnails.
+"""HTML report of a QC store: plate heatmap, PhIRM histogram, worst fields with pictures.
 
 ``write_report(QC.zarr, out_dir)`` writes into ``out_dir``:
 
-* ``heatmap.png`` -- mean PhIRM per well on the plate grid (empty wells grey);
+* ``heatmap.png`` -- mean PhIRM per well on the plate grid (empty wells grey), wells holding a
+  flagged field outlined in red (:func:`flagged_wells`), a colour bar as tall as the plate;
 * ``histogram.png`` -- per-window PhIRM, with the summary threshold marked;
 * ``worst_<row><column>_<field>.png`` -- for the ``worst`` fields of lowest mean PhIRM:
-  reference | reconstruction (contrast-stretched to the 1-99.5 percentiles of the reference)
-  | absolute difference (8 bit, normalised with the reference field's min/max as in the
-  metric), windows below the threshold outlined; read from the plates recorded in the QC
+  source (the damaged input, from the restored plate's ``inpaint`` provenance) | holes
+  filled | restored | reference (when it is not the source) | ``|restored - reference|`` (8
+  bit as PhIRM sees it), one grey scale (the 1-99.5 percentiles of the source outside the
+  holes), windows below the threshold outlined; read from the plates recorded in the QC
   attributes (skipped, with a note, when they cannot be read); alt text on every picture;
-* ``index.html`` -- inputs, plate summary, the pictures and the worst-field table.
+* ``index.html`` -- inputs, plate summary (PhIRM "against the damaged source" when the
+  reference is the inpainting source), the pictures and the worst-field table.
+
+:func:`write_screen_report` writes `run`'s report of a screen the same way, with pictures of
+the flagged fields and of a sample of the others.
 
 Matplotlib is used through :class:`matplotlib.figure.Figure` only (no pyplot state, no GUI
 backend), so reports can be written from worker threads.
@@ -34,7 +40,13 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 __all__ = [
+    "FieldImages",
+    "OUTLINE_COLOUR",
+    "OUTLINE_GID",
     "field_thumbnail",
+    "flagged_wells",
+    "read_field_images",
+    "reference_is_source",
     "phirm_histogram",
     "plate_heatmap",
     "worst_fields",
