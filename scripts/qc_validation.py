@@ -1027,7 +1027,14 @@ def rim_report(out: Path, *, split: str = "tuning") -> dict:
 
     from phirm_scale import fieldqc
 
-    rows = [json.loads(x) for x in (out / f"rim_estimate_{split}.jsonl").read_text().splitlines()]
+    path = out / f"rim_estimate_{split}.jsonl"
+    if not path.exists() and path.with_suffix(".jsonl.gz").exists():  # docs/data/rim
+        import gzip
+
+        text = gzip.decompress(path.with_suffix(".jsonl.gz").read_bytes()).decode()
+    else:
+        text = path.read_text()
+    rows = [json.loads(x) for x in text.splitlines()]
     groups: dict = {}
     for r in rows:
         r["est_window"] = fieldqc.estimated_phirm(
@@ -1077,7 +1084,7 @@ def rim_report(out: Path, *, split: str = "tuning") -> dict:
     }
     print(json.dumps(summary))
     (out / f"rim_report_{split}.json").write_text(
-        json.dumps({"plates": table, **summary}, indent=1)
+        json.dumps({**summary, "rows": table}, indent=1)
     )
     return summary
 
