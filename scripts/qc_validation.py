@@ -1083,9 +1083,7 @@ def rim_report(out: Path, *, split: str = "tuning") -> dict:
         "median_plate_spearman_estimate": float(np.nanmedian([r["rho_estimate"] for r in table])),
     }
     print(json.dumps(summary))
-    (out / f"rim_report_{split}.json").write_text(
-        json.dumps({**summary, "rows": table}, indent=1)
-    )
+    (out / f"rim_report_{split}.json").write_text(json.dumps({**summary, "rows": table}, indent=1))
     return summary
 
 
