@@ -28,6 +28,13 @@ def weights_copy(tmp_path, monkeypatch):
     clear_cache()
 
 
+def _inpaint_shipped(plate, out, env):
+    """``inpaint PLATE --mask-label artefacts_true --model NAME -o OUT`` (no --checkpoint)."""
+    return run_cli(
+        "inpaint", plate, "--mask-label", "artefacts_true", "--model", NAME, "-o", out, env=env
+    )
+
+
 def test_listed_and_in_help():
     assert NAME in list_models()
     proc = run_cli("inpaint", "--help", env={**WIDE_ENV})
@@ -85,17 +92,7 @@ def test_corrupted_byte_refused_through_cli(weights_copy, tmp_path):
     plate = tmp_path / "p.ome.zarr"
     run_cli("make-plate", plate, "--size", "64", "--rows", "1", "--columns", "1", check=True)
     env = {**WIDE_ENV, shp.WEIGHTS_ENV: str(weights_copy)}
-    proc = run_cli(
-        "inpaint",
-        plate,
-        "--mask-label",
-        "artefacts_true",
-        "--model",
-        NAME,
-        "-o",
-        tmp_path / "out.ome.zarr",
-        env=env,
-    )
+    proc = _inpaint_shipped(plate, tmp_path / "out.ome.zarr", env)
     assert proc.returncode == 2, proc.stderr
     lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
     assert lines[-1].startswith("error:") and str(f) in lines[-1]
@@ -158,17 +155,7 @@ def test_run_with_shipped_model_on_tiny_plate(tmp_path):
     plate = tmp_path / "p.ome.zarr"
     run_cli("make-plate", plate, "--size", "128", "--rows", "1", "--columns", "2", check=True)
     out = tmp_path / "out.ome.zarr"
-    proc = run_cli(
-        "inpaint",
-        plate,
-        "--mask-label",
-        "artefacts_true",
-        "--model",
-        NAME,
-        "-o",
-        out,
-        env={**WIDE_ENV},
-    )
+    proc = _inpaint_shipped(plate, out, {**WIDE_ENV})
     assert proc.returncode == 0, proc.stderr
     from phirm_scale.plate import open_plate
 
