@@ -215,3 +215,17 @@ def test_crop_fills_equal_whole_field_fills(field, seed, y, x, gap, name):
         whole = inpaint_field(src, hole | p, model)
         np.testing.assert_array_equal(f[p], whole[p])
         assert not f[~p].any()
+
+
+def test_placements_must_match_the_masks(field):
+    from phirm_scale.errors import InputError
+    from phirm_scale.models import get_model
+
+    src, hole = field
+    p = np.zeros_like(hole)
+    p[10:14, 10:14] = True
+    assert pseudo_hole_fills(src, hole, [], get_model("telea")) == []
+    with pytest.raises(InputError, match="2 placements for 1 pseudo-hole masks"):
+        pseudo_hole_fills(
+            src, hole, [p], get_model("telea"), placements=[[(10, 10, p[10:14, 10:14])]] * 2
+        )
