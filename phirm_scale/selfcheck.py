@@ -358,6 +358,9 @@ def pseudo_hole_fills(
     src = np.asarray(source)
     hole = np.asarray(holes) != 0
     masks = [np.asarray(p) != 0 for p in pseudos]
+    for m in (hole, *masks):
+        if m.shape != src.shape:
+            raise InputError(f"pseudo_hole_fills: mask of shape {m.shape}, field {src.shape}")
     if not masks:
         return []
     integer = np.issubdtype(src.dtype, np.integer)

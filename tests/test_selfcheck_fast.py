@@ -229,3 +229,12 @@ def test_placements_must_match_the_masks(field):
         pseudo_hole_fills(
             src, hole, [p], get_model("telea"), placements=[[(10, 10, p[10:14, 10:14])]] * 2
         )
+
+
+def test_masks_of_another_shape_refused(field):
+    from phirm_scale.errors import InputError
+    from phirm_scale.models import get_model
+
+    src, hole = field
+    with pytest.raises(InputError, match=r"mask of shape \(10, 10\), field \(520, 696\)"):
+        pseudo_hole_fills(src, hole, [np.ones((10, 10), bool)], get_model("telea"))
