@@ -17,6 +17,7 @@ or Zarr.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -245,6 +246,19 @@ def percent_maximal(image: npt.ArrayLike, *, name: str = "image") -> float:
     return float(100.0 * np.count_nonzero(a == a.max()) / a.size)
 
 
+@functools.lru_cache(maxsize=8)
+def _ring_radius(h: int, w: int) -> npt.NDArray[np.int64]:
+    """Return :func:`radial_power_spectrum`'s ring of every pixel of an ``h x w`` spectrum.
+
+    Read-only; a plate's fields share one shape, so it is made once per process.
+    """
+    ry = np.minimum(np.arange(h), np.arange(h)[::-1])
+    rx = np.minimum(np.arange(w), np.arange(w)[::-1])
+    radius = np.floor(np.sqrt(ry[:, None] ** 2 + rx[None, :] ** 2)).astype(np.int64) + 1
+    radius.flags.writeable = False
+    return radius
+
+
 def radial_power_spectrum(
     image: npt.ArrayLike, *, name: str = "image"
 ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]:
@@ -263,9 +277,7 @@ def radial_power_spectrum(
     """
     a = _field(image, name).astype(np.float64)
     h, w = a.shape
-    ry = np.minimum(np.arange(h), np.arange(h)[::-1])
-    rx = np.minimum(np.arange(w), np.arange(w)[::-1])
-    radius = np.floor(np.sqrt(ry[:, None] ** 2 + rx[None, :] ** 2)).astype(np.int64) + 1
+    radius = _ring_radius(h, w)
     top = int(math.floor(min(h, w) / 8.0))
     radii = np.arange(2, top, dtype=np.int64)
     if radii.size == 0:
@@ -361,10 +373,17 @@ def known_range(
 
 
 def _known_nuclei(
-    src: np.ndarray, hole: np.ndarray, p: metric.PhirmParams, name: str
+    src: np.ndarray,
+    hole: np.ndarray,
+    p: metric.PhirmParams,
+    name: str,
+    known: tuple[float, float] | None = None,
 ) -> metric.ComponentLabels:
-    """PhIRM's segmentation of the source with its holes set to the clean range's minimum."""
-    lo, hi = known_range(src, hole, name=name)
+    """Segment the source as PhIRM does, with its holes set to the clean range's minimum.
+
+    ``known``: :func:`known_range` of ``src`` and ``hole`` when the caller has it.
+    """
+    lo, hi = known if known is not None else known_range(src, hole, name=name)
     img = src.astype(np.float64)
     img[hole] = lo
     return metric.label_components(metric.to_uint8(img, lo=lo, hi=hi, name=name), p, name=name)
@@ -581,7 +600,7 @@ def field_checks(
     hidden, hidden_area = 0.0, 0.0
     if hole.any():  # one segmentation of the source for both hidden-nuclei measures
         p = params or metric.PhirmParams()
-        seg = _known_nuclei(src, hole, p, name)
+        seg = _known_nuclei(src, hole, p, name, known=(lo, hi))  # the same known_range
         hidden = _hidden_nuclei(seg, hole, hidden_radius, p)
         hidden_area = _hidden_area(seg, hole, hidden_ring)
     return {

@@ -212,12 +212,16 @@ def test_field_checks_segment_the_source_once_for_both_hidden_measures(monkeypat
         "expected_hidden_nuclear_area": fieldqc.expected_hidden_nuclear_area(src, holes, ring=5),
     }
     assert alone["expected_hidden_nuclei"] > 0 and alone["expected_hidden_nuclear_area"] > 0
-    calls = []
-    real = fieldqc._known_nuclei
-    monkeypatch.setattr(fieldqc, "_known_nuclei", lambda *a: calls.append(1) or real(*a))
+    calls, ranges = [], []
+    real, real_range = fieldqc._known_nuclei, fieldqc.known_range
+    monkeypatch.setattr(fieldqc, "_known_nuclei", lambda *a, **k: calls.append(1) or real(*a, **k))
+    monkeypatch.setattr(
+        fieldqc, "known_range", lambda *a, **k: ranges.append(1) or real_range(*a, **k)
+    )
     out = fieldqc.field_checks(src, rec, holes, hidden_radius=32, hidden_ring=5)
     assert {k: out[k] for k in alone} == alone
     assert len(calls) == 1
+    assert len(ranges) == 1  # the known range is taken once, shared by every measure
     for bad in ({"hidden_radius": 0}, {"hidden_ring": 0}):
         with pytest.raises(InputError, match="must be >= 1"):
             fieldqc.field_checks(src, rec, holes, **bad)
