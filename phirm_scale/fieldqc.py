@@ -25,6 +25,14 @@ import numpy.typing as npt
 
 from phirm_scale import metric
 from phirm_scale.errors import InputError
+from phirm_scale.flags import (  # re-exported: the flag rule's one home is flags
+    DEFAULT_HIDDEN_THRESHOLD,
+    DEFAULT_RESIDUAL_THRESHOLD,
+    DEFAULT_SELFCHECK_THRESHOLD,
+    FLAG_BITS,
+    check_hidden_threshold,
+    flag_codes,
+)
 from phirm_scale.validation import check_image
 
 __all__ = [
@@ -117,45 +125,11 @@ CHECK_VARIABLES = {
 }
 
 
-#: Flag bits of a field (CF ``flag_masks`` / ``flag_meanings`` of the QC ``flag`` variable).
-FLAG_BITS = {
-    "selfcheck_below_threshold": 1,
-    "residual_artefact_above_threshold": 2,
-    "selfcheck_not_run": 4,
-    "hidden_nuclei_above_threshold": 8,
-}
-
 #: Half width (px) of the square around a hole pixel whose nuclei give its local density.
 DEFAULT_HIDDEN_RADIUS = 64
 
 #: Width (px) of the ring around a hole component whose nucleus fraction estimates its own.
 DEFAULT_HIDDEN_RING = 8
-
-#: Flag a field whose holes are expected to hide at least this many nuclear pixels
-#: (:func:`expected_hidden_nuclear_area`; chosen on the tuning plates of
-#: docs/qc-without-ground-truth.md, section 7).
-DEFAULT_HIDDEN_THRESHOLD = 8500.0
-
-
-def check_hidden_threshold(value: object) -> float:
-    """Return ``value`` as the hidden-nuclei threshold (px), checked: a finite number > 0.
-
-    At 0 or below every field with holes would be flagged; NaN would disable the flag
-    silently.
-
-    Raises
-    ------
-    InputError
-        Anything else.
-    """
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, (int, float, np.integer, np.floating))
-        or not math.isfinite(value)
-        or value <= 0
-    ):
-        raise InputError(f"--hidden-threshold must be a finite number of px > 0, got {value!r}")
-    return float(value)
 
 
 def flag_code(
@@ -163,37 +137,37 @@ def flag_code(
     residual_area: float,
     has_holes: bool,
     *,
-    selfcheck_threshold: float = 0.9,
-    residual_threshold: float = 50.0,
+    selfcheck_threshold: float = DEFAULT_SELFCHECK_THRESHOLD,
+    residual_threshold: float = DEFAULT_RESIDUAL_THRESHOLD,
     hidden_area: float = 0.0,
     hidden_threshold: float = DEFAULT_HIDDEN_THRESHOLD,
 ) -> int:
     """Compute the flag of one field (0 = trusted; bits :data:`FLAG_BITS`).
 
-    A field with holes whose mean self-check PhIRM is below ``selfcheck_threshold`` gets 1,
-    one whose self-check could not run (NaN: no pseudo-hole fitted) gets 4; any field whose
-    restored version keeps more than ``residual_threshold`` px of PhIRM artefact gets 2; a
-    field whose holes are expected to hide at least ``hidden_threshold`` nuclear pixels
-    (``hidden_area``, :func:`expected_hidden_nuclear_area`) gets 8 (only a field with holes:
-    one without hid nothing).
+    The rule of :mod:`phirm_scale.flags` (:func:`~phirm_scale.flags.flag_codes`) for one
+    field: a field with holes whose mean self-check PhIRM is below ``selfcheck_threshold``
+    gets 1, one whose self-check could not run (NaN: no pseudo-hole fitted) gets 4; any
+    field whose restored version keeps more than ``residual_threshold`` px of PhIRM artefact
+    gets 2; a field whose holes are expected to hide at least ``hidden_threshold`` nuclear
+    pixels (``hidden_area``, :func:`expected_hidden_nuclear_area`) gets 8 (only a field with
+    holes: one without hid nothing).
 
     Raises
     ------
     InputError
         A ``hidden_threshold`` that is not a finite number > 0 (:func:`check_hidden_threshold`).
     """
-    code = 0
-    check_hidden_threshold(hidden_threshold)
-    if has_holes:
-        if hidden_area >= hidden_threshold:
-            code |= FLAG_BITS["hidden_nuclei_above_threshold"]
-        if math.isnan(selfcheck_phirm):
-            code |= FLAG_BITS["selfcheck_not_run"]
-        elif selfcheck_phirm < selfcheck_threshold:
-            code |= FLAG_BITS["selfcheck_below_threshold"]
-    if residual_area > residual_threshold:
-        code |= FLAG_BITS["residual_artefact_above_threshold"]
-    return code
+    return int(
+        flag_codes(
+            has_holes,
+            selfcheck_phirm=selfcheck_phirm,
+            residual_area=residual_area,
+            hidden_area=hidden_area,
+            selfcheck_threshold=selfcheck_threshold,
+            residual_threshold=residual_threshold,
+            hidden_threshold=hidden_threshold,
+        )
+    )
 
 
 def _field(image: npt.ArrayLike, name: str) -> np.ndarray:

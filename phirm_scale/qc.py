@@ -42,9 +42,12 @@ import xarray as xr
 
 from phirm_scale import __version__, metric
 from phirm_scale.errors import InputError, OutputError, PhirmError
-from phirm_scale.fieldqc import (  # the flag bits of the per-field ``flag`` variable
+from phirm_scale.flags import (  # the flag rule of the per-field ``flag`` variable
     DEFAULT_HIDDEN_THRESHOLD,
+    DEFAULT_RESIDUAL_THRESHOLD,
+    DEFAULT_SELFCHECK_THRESHOLD,
     FLAG_BITS,
+    flag_codes,
 )
 from phirm_scale.grid import grid_starts
 from phirm_scale.plate import ATTRS_KEY
@@ -317,7 +320,7 @@ def to_dataset(
     rows: Iterable[str] | None = None,
     columns: Iterable[str] | None = None,
     params: metric.PhirmParams | None = None,
-    threshold: float = 0.9,
+    threshold: float = DEFAULT_SELFCHECK_THRESHOLD,
     attrs: Mapping[str, Any] | None = None,
     summaries: bool = True,
 ) -> xr.Dataset:
@@ -929,50 +932,58 @@ def add_selfcheck_summaries(ds: xr.Dataset) -> xr.Dataset:
 def flag_fields(
     ds: xr.Dataset,
     *,
-    selfcheck_threshold: float = 0.9,
-    residual_threshold: float = 50.0,
+    selfcheck_threshold: float = DEFAULT_SELFCHECK_THRESHOLD,
+    residual_threshold: float = DEFAULT_RESIDUAL_THRESHOLD,
     hidden_threshold: float = DEFAULT_HIDDEN_THRESHOLD,
 ) -> xr.Dataset:
     """Per-field ``flag`` (bit mask, :data:`FLAG_BITS`) from the self-check and residuals.
 
-    A field with holes (``masked_fraction_field > 0``) whose mean self-check PhIRM is below
+    The rule of :mod:`phirm_scale.flags` (:func:`~phirm_scale.flags.flag_codes`), per field:
+    a field with holes (``masked_fraction_field > 0``) whose mean self-check PhIRM is below
     ``selfcheck_threshold`` gets bit 1; a field whose restored version keeps more than
     ``residual_threshold`` px of PhIRM artefact gets bit 2; a field with holes on which no
     pseudo-hole could be placed gets bit 4 (its self-check is NaN, never a silent 1.0); a
     field whose holes are expected to hide at least ``hidden_threshold`` nuclear pixels
     (``expected_hidden_nuclear_area``, :func:`phirm_scale.fieldqc.expected_hidden_nuclear_area`)
-    gets bit 8 (a field with holes only). Absent fields are NaN; 0 = trusted.
+    gets bit 8 (a field with holes only). Measures the Dataset lacks set none of their bits.
+    Absent fields are NaN; 0 = trusted.
 
     Raises
     ------
     InputError
         A ``hidden_threshold`` that is not a finite number > 0.
     """
-    from phirm_scale.fieldqc import check_hidden_threshold
+    from phirm_scale.flags import check_hidden_threshold
 
     hidden_threshold = check_hidden_threshold(hidden_threshold)
     ds = ds.copy()
-    present = ds["phirm"].notnull().any("window")
-    flag = xr.zeros_like(present, dtype=np.float64)
-    has_holes = ds["masked_fraction_field"] > 0 if "masked_fraction_field" in ds else present
-    if "selfcheck_phirm" in ds:
-        sc = ds["selfcheck_phirm"].mean("window", skipna=True)
-        flag = flag + FLAG_BITS["selfcheck_below_threshold"] * (
-            has_holes & (sc < selfcheck_threshold)
-        ).astype(np.float64)
-        flag = flag + FLAG_BITS["selfcheck_not_run"] * (has_holes & sc.isnull()).astype(np.float64)
-    if "residual_artefact_area" in ds:
-        flag = flag + FLAG_BITS["residual_artefact_above_threshold"] * (
-            ds["residual_artefact_area"] > residual_threshold
-        ).astype(np.float64)
-    if "expected_hidden_nuclear_area" in ds:
-        flag = flag + FLAG_BITS["hidden_nuclei_above_threshold"] * (
-            has_holes & (ds["expected_hidden_nuclear_area"] >= hidden_threshold)
-        ).astype(np.float64)
-    flag = flag.where(present)
+    dims = ("row", "column", "field")
+    present = ds["phirm"].notnull().any("window").transpose(*dims)
+    has_holes = (
+        (ds["masked_fraction_field"] > 0).transpose(*dims)
+        if "masked_fraction_field" in ds
+        else present
+    )
+
+    def per_field(name: str, reduce: bool = False) -> np.ndarray | None:
+        if name not in ds:
+            return None
+        v = ds[name].mean("window", skipna=True) if reduce else ds[name]
+        return v.transpose(*dims).values
+
+    code = flag_codes(
+        has_holes.values,
+        selfcheck_phirm=per_field("selfcheck_phirm", reduce=True),
+        residual_area=per_field("residual_artefact_area"),
+        hidden_area=per_field("expected_hidden_nuclear_area"),
+        selfcheck_threshold=selfcheck_threshold,
+        residual_threshold=residual_threshold,
+        hidden_threshold=hidden_threshold,
+    )
+    flag = np.where(present.values, code.astype(np.float64), np.nan)
     ds["flag"] = xr.Variable(
-        ("row", "column", "field"),
-        flag.transpose("row", "column", "field").values,
+        dims,
+        flag,
         attrs={
             "long_name": "quality flag of the restored field (0 = trusted)",
             "units": "1",

@@ -33,6 +33,7 @@ import numpy as np
 import numpy.typing as npt
 
 from phirm_scale.errors import OutputError, PhirmError
+from phirm_scale.flags import DEFAULT_RESIDUAL_THRESHOLD, DEFAULT_SELFCHECK_THRESHOLD, FLAG_BITS
 
 if TYPE_CHECKING:
     import xarray as xr
@@ -104,7 +105,7 @@ def flagged_wells(ds: xr.Dataset) -> npt.NDArray[np.bool_]:
     if "flag" in ds:
         bad = np.nan_to_num(ds["flag"].transpose(*dims).values) > 0
     else:
-        thr = float(ds.attrs.get("threshold", 0.9))
+        thr = float(ds.attrs.get("threshold", DEFAULT_SELFCHECK_THRESHOLD))
         mean = (
             ds["field_phirm_mean"]
             if "field_phirm_mean" in ds
@@ -138,7 +139,7 @@ def plate_heatmap(ds: xr.Dataset, path: str | Path) -> Path:
         else ds["phirm"].mean(("field", "window"), skipna=True)
     )
     data = values.transpose("row", "column").values.astype(np.float64)
-    thr = float(ds.attrs.get("threshold", 0.9))
+    thr = float(ds.attrs.get("threshold", DEFAULT_SELFCHECK_THRESHOLD))
     fig = _heatmap_figure(
         data,
         [str(r) for r in ds["row"].values],
@@ -157,7 +158,11 @@ def phirm_histogram(ds: xr.Dataset, path: str | Path, *, threshold: float | None
     """Save a histogram of per-window PhIRM (threshold marked) as PNG."""
     vals = ds["phirm"].values.ravel()
     vals = vals[~np.isnan(vals)]
-    thr = float(ds.attrs.get("threshold", 0.9)) if threshold is None else float(threshold)
+    thr = (
+        float(ds.attrs.get("threshold", DEFAULT_SELFCHECK_THRESHOLD))
+        if threshold is None
+        else float(threshold)
+    )
     fig = _fig(6, 3.2)
     ax = fig.add_subplot()
     ax.hist(vals, bins=np.linspace(0, 1, 41), color="#3b6ea8")  # type: ignore[arg-type]  # stubs: list only
@@ -231,7 +236,7 @@ def _field_thumbnail(
             False,
             None,
         )
-    thr = float(ds.attrs.get("threshold", 0.9))
+    thr = float(ds.attrs.get("threshold", DEFAULT_SELFCHECK_THRESHOLD))
     sel = ds.sel(row=row, column=column, field=field)
     h = int(ds.attrs.get("window_height", int(images.reference.shape[0])))
     w = int(ds.attrs.get("window_width", int(images.reference.shape[1])))
@@ -319,7 +324,7 @@ def _write_report(ds: xr.Dataset, out: Path, worst: int) -> Path:
     plate_heatmap(ds, out / "heatmap.png")
     phirm_histogram(ds, out / "histogram.png")
     plate = summarise(ds, "plate")
-    thr = float(ds.attrs.get("threshold", 0.9))
+    thr = float(ds.attrs.get("threshold", DEFAULT_SELFCHECK_THRESHOLD))
 
     worst_rows = []
     note = ""
@@ -437,10 +442,11 @@ def _flagged_section(ds: xr.Dataset) -> str:
 
     a = ds["flag"].attrs
     hid_thr = recorded_hidden_threshold(a)
+    sc_thr = float(a.get("selfcheck_threshold", DEFAULT_SELFCHECK_THRESHOLD))
+    res_thr = float(a.get("residual_threshold", DEFAULT_RESIDUAL_THRESHOLD))
     rule = (
-        f"mean self-check PhIRM below {float(a.get('selfcheck_threshold', 0.9)):g}, more "
-        f"than {float(a.get('residual_threshold', 50)):g} px of artefact left after "
-        "restoration"
+        f"mean self-check PhIRM below {sc_thr:g}, more than {res_thr:g} px of artefact left "
+        "after restoration"
         + (
             f", or at least {hid_thr:g} px of nuclei expected under the holes"
             if hid_thr is not None
@@ -939,22 +945,22 @@ def selfcheck_reason(d: xr.Dataset) -> str:
         if "field_selfcheck_phirm_mean" in d
         else float("nan")
     )
-    thr = float(d["flag"].attrs.get("selfcheck_threshold", 0.9))
-    res_thr = float(d["flag"].attrs.get("residual_threshold", 50))
-    if code & 1:
+    thr = float(d["flag"].attrs.get("selfcheck_threshold", DEFAULT_SELFCHECK_THRESHOLD))
+    res_thr = float(d["flag"].attrs.get("residual_threshold", DEFAULT_RESIDUAL_THRESHOLD))
+    if code & FLAG_BITS["selfcheck_below_threshold"]:
         parts.append(
             f"self-check PhIRM {sc:.3f} < {thr:g}: the model loses phenotype when it fills "
             "holes of this field's shapes on its clean pixels"
         )
-    if code & 2:
+    if code & FLAG_BITS["residual_artefact_above_threshold"]:
         parts.append(
             f"{_n(d['residual_artefact_area'].values)} px of artefact left after "
             f"restoration (> {res_thr:g} px: the masks missed part of the artefact)"
         )
-    if code & 4:
+    if code & FLAG_BITS["selfcheck_not_run"]:
         parts.append("no pseudo-hole could be placed: the restoration was not checked")
     hid_thr = recorded_hidden_threshold(d["flag"].attrs)
-    if code & 8 and hid_thr is not None:
+    if code & FLAG_BITS["hidden_nuclei_above_threshold"] and hid_thr is not None:
         px = float(np.nan_to_num(d["expected_hidden_nuclear_area"].values))
         parts.append(
             f"about {_n(px)} px of nuclei expected under the holes (>= {hid_thr:g}: holes "
@@ -997,7 +1003,7 @@ def write_screen_report(
     out.mkdir(parents=True, exist_ok=True)
     for old in out.glob("*.png"):
         old.unlink()
-    thr = float(ds.attrs.get("threshold", 0.9))
+    thr = float(ds.attrs.get("threshold", DEFAULT_SELFCHECK_THRESHOLD))
     plates = [str(p) for p in ds["plate"].values]
     fm = ds["field_phirm_mean"].transpose("plate", "row", "column", "field").values
     scored = ~np.isnan(fm)
@@ -1072,13 +1078,13 @@ def write_screen_report(
         d = ds.sel(plate=p, row=r, column=c, field=f)
         if flagmode:
             code = int(np.nan_to_num(d["flag"].values))
-            for bit, name in (
-                (1, "self-check"),
-                (2, "residual artefact"),
-                (4, "not checked"),
-                (8, "hidden nuclei"),
+            for meaning, name in (
+                ("selfcheck_below_threshold", "self-check"),
+                ("residual_artefact_above_threshold", "residual artefact"),
+                ("selfcheck_not_run", "not checked"),
+                ("hidden_nuclei_above_threshold", "hidden nuclei"),
             ):
-                if code & bit:
+                if code & FLAG_BITS[meaning]:
                     why_counts[name] = why_counts.get(name, 0) + 1
         else:
             terms = {t: float(np.nanmean(d[t].values)) for t in ("ncd", "nad", "aad")}
@@ -1103,7 +1109,11 @@ def write_screen_report(
         if masked_px is not None
         else "not recorded (no mask label)"
     )
-    res_thr = float(ds["flag"].attrs.get("residual_threshold", 50)) if "flag" in ds else 50.0
+    res_thr = (
+        float(ds["flag"].attrs.get("residual_threshold", DEFAULT_RESIDUAL_THRESHOLD))
+        if "flag" in ds
+        else DEFAULT_RESIDUAL_THRESHOLD
+    )
     hid_thr = recorded_hidden_threshold(ds["flag"].attrs) if "flag" in ds else None
     hidden = (
         f" or at least {hid_thr:g} px of nuclei expected under the holes"

@@ -36,7 +36,7 @@ from dataclasses import field as dc_field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from phirm_scale import fieldqc
+from phirm_scale import fieldqc, flags
 from phirm_scale.errors import OutputError, PhirmError, PlateError
 
 if TYPE_CHECKING:
@@ -65,10 +65,10 @@ RUN_FILE = "run.json"
 _WORK = ".phirm-run"
 #: Self-check draws per field and the residual-artefact flag threshold of `run`
 #: (the defaults of `score --self-check`, docs/qc-without-ground-truth.md).
-DEFAULT_SELFCHECK_DRAWS = 4
-DEFAULT_RESIDUAL_THRESHOLD = 50.0
+DEFAULT_SELFCHECK_DRAWS = flags.DEFAULT_SELFCHECK_DRAWS
+DEFAULT_RESIDUAL_THRESHOLD = flags.DEFAULT_RESIDUAL_THRESHOLD
 #: Flag fields whose holes are expected to hide this many nuclear px (fieldqc's default).
-DEFAULT_HIDDEN_THRESHOLD = fieldqc.DEFAULT_HIDDEN_THRESHOLD
+DEFAULT_HIDDEN_THRESHOLD = flags.DEFAULT_HIDDEN_THRESHOLD
 #: ``--dilate`` default: the dilation (px, a disk) of the artefact masks ``run`` makes, the
 #: masks stage's default (``stages.masks.DEFAULT_DILATIONS``), measured best on composite
 #: plates with blurred-rim artefacts (docs/qc-without-ground-truth.md, section 8). ``run
@@ -136,7 +136,7 @@ class ScreenSettings:
     checkpoint: str | Path | None = None
     reference_channel: str | None = None
     window: int | str = 256
-    threshold: float = 0.9
+    threshold: float = flags.DEFAULT_SELFCHECK_THRESHOLD
     mode: str = "paper"
     dilate: int | None = None
     hidden_threshold: float = DEFAULT_HIDDEN_THRESHOLD

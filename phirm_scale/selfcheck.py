@@ -47,6 +47,7 @@ import numpy as np
 
 from phirm_scale import metric
 from phirm_scale.errors import InputError
+from phirm_scale.flags import DEFAULT_SELFCHECK_DRAWS
 from phirm_scale.validation import check_image, check_same_shape
 
 if TYPE_CHECKING:
@@ -67,7 +68,7 @@ __all__ = [
 ]
 
 #: Default number of pseudo-hole draws per field (docs/qc-without-ground-truth.md).
-DEFAULT_DRAWS = 4
+DEFAULT_DRAWS = DEFAULT_SELFCHECK_DRAWS  # phirm_scale.flags: the one definition
 
 #: Per-window variables of :func:`selfcheck_field`: (long_name, units).
 SELFCHECK_WINDOW_VARIABLES = {

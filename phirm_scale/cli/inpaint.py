@@ -7,6 +7,12 @@ from pathlib import Path
 import typer
 
 from phirm_scale.cli._app import app
+from phirm_scale.flags import (
+    DEFAULT_HIDDEN_THRESHOLD,
+    DEFAULT_RESIDUAL_THRESHOLD,
+    DEFAULT_SELFCHECK_DRAWS,
+    DEFAULT_SELFCHECK_THRESHOLD,
+)
 
 
 @app.command("inpaint")
@@ -83,15 +89,21 @@ def inpaint_command(
         "MODEL instead, e.g. fallback:telea) or leave-masked (hole "
         "pixels 0, nothing invented).",
     ),
-    verify_draws: int = typer.Option(4, "--verify-draws", help="Self-check draws per field."),
+    verify_draws: int = typer.Option(
+        DEFAULT_SELFCHECK_DRAWS, "--verify-draws", help="Self-check draws per field."
+    ),
     selfcheck_threshold: float = typer.Option(
-        0.9, "--selfcheck-threshold", help="Flag below this self-check PhIRM."
+        DEFAULT_SELFCHECK_THRESHOLD,
+        "--selfcheck-threshold",
+        help="Flag below this self-check PhIRM.",
     ),
     residual_threshold: float = typer.Option(
-        50.0, "--residual-threshold", help="Flag above this many px of artefact left."
+        DEFAULT_RESIDUAL_THRESHOLD,
+        "--residual-threshold",
+        help="Flag above this many px of artefact left.",
     ),
     hidden_threshold: float = typer.Option(
-        8500.0,  # fieldqc.DEFAULT_HIDDEN_THRESHOLD (the CLI imports nothing heavy; a test checks)
+        DEFAULT_HIDDEN_THRESHOLD,
         "--hidden-threshold",
         help="Flag fields whose holes are expected to hide at least this many nuclear pixels.",
     ),

@@ -12,6 +12,7 @@ from pathlib import Path
 import typer
 
 from phirm_scale.cli._app import app, print_table
+from phirm_scale.flags import DEFAULT_HIDDEN_THRESHOLD, DEFAULT_SELFCHECK_THRESHOLD
 
 
 @app.command("run")
@@ -53,9 +54,11 @@ def run_cmd(
         "recipe).",
     ),
     window: str = typer.Option("256", help="Scoring window edge in pixels, or 'field'."),
-    threshold: float = typer.Option(0.9, help="Fields with a mean PhIRM below this are flagged."),
+    threshold: float = typer.Option(
+        DEFAULT_SELFCHECK_THRESHOLD, help="Fields with a mean PhIRM below this are flagged."
+    ),
     hidden_threshold: float = typer.Option(
-        8500.0,  # fieldqc.DEFAULT_HIDDEN_THRESHOLD (the CLI imports nothing heavy; a test checks)
+        DEFAULT_HIDDEN_THRESHOLD,
         "--hidden-threshold",
         help="Without --reference-channel, flag fields whose holes are expected to hide at "
         "least this many nuclear pixels (docs/qc-without-ground-truth.md section 7b).",

@@ -10,6 +10,13 @@ import numpy as np
 import typer
 
 from phirm_scale.cli._app import Mode, app
+from phirm_scale.flags import (
+    DEFAULT_HIDDEN_THRESHOLD,
+    DEFAULT_RESIDUAL_THRESHOLD,
+    DEFAULT_SELFCHECK_DRAWS,
+    DEFAULT_SELFCHECK_THRESHOLD,
+    FLAG_BITS,
+)
 
 if TYPE_CHECKING:
     import xarray as xr
@@ -64,7 +71,9 @@ def score_command(
         "reconstruction.",
     ),
     threshold: float = typer.Option(
-        0.9, "--threshold", help="PhIRM threshold of the 'fraction below' summaries."
+        DEFAULT_SELFCHECK_THRESHOLD,
+        "--threshold",
+        help="PhIRM threshold of the 'fraction below' summaries.",
     ),
     fields_per_task: int = typer.Option(
         1, "--fields-per-task", help="Fields scored by one Dask task."
@@ -78,7 +87,9 @@ def score_command(
         "reference-free field checks and the flags.",
     ),
     self_check_draws: int | None = typer.Option(
-        None, "--self-check-draws", help="Pseudo-hole draws per field (default 4)."
+        None,
+        "--self-check-draws",
+        help=f"Pseudo-hole draws per field (default {DEFAULT_SELFCHECK_DRAWS}).",
     ),
     self_check_seed: int = typer.Option(0, "--self-check-seed", help="Seed of the draws."),
     mask_pool: str | None = typer.Option(
@@ -88,17 +99,17 @@ def score_command(
         "of fields without holes (default: the source plate's).",
     ),
     selfcheck_threshold: float = typer.Option(
-        0.9,
+        DEFAULT_SELFCHECK_THRESHOLD,
         "--selfcheck-threshold",
         help="Flag fields with holes whose mean self-check PhIRM is below this.",
     ),
     residual_threshold: float = typer.Option(
-        50.0,
+        DEFAULT_RESIDUAL_THRESHOLD,
         "--residual-threshold",
         help="Flag fields whose restored version keeps more than this many px of PhIRM artefact.",
     ),
     hidden_threshold: float = typer.Option(
-        8500.0,  # fieldqc.DEFAULT_HIDDEN_THRESHOLD (the CLI imports nothing heavy; a test checks)
+        DEFAULT_HIDDEN_THRESHOLD,
         "--hidden-threshold",
         help="Flag fields whose holes are expected to hide at least this many nuclear pixels "
         "(expected_hidden_nuclear_area; docs/qc-without-ground-truth.md section 7).",
@@ -149,7 +160,7 @@ def score_command(
     plan = plan_score(reference, reconstruction, window=window, mask_label=mask_label)
     spec = None
     if self_check:
-        from phirm_scale.fieldqc import check_hidden_threshold
+        from phirm_scale.flags import check_hidden_threshold
         from phirm_scale.stages.selfcheck import selfcheck_qc, selfcheck_spec
 
         check_hidden_threshold(hidden_threshold)
@@ -223,7 +234,7 @@ def plate_summary(ds: xr.Dataset) -> dict[str, Any]:
 
     p = summarise(ds, "plate")
     out = {
-        "threshold": float(ds.attrs.get("threshold", 0.9)),
+        "threshold": float(ds.attrs.get("threshold", DEFAULT_SELFCHECK_THRESHOLD)),
         "mode": ds.attrs.get("mode", "paper"),
         "window": ds.attrs.get("window"),
         "fields": int((~np.isnan(ds["phirm"].values)).any(-1).sum()),
@@ -263,7 +274,7 @@ def print_summary(ds: xr.Dataset, *, worst_wells: int = 5) -> None:
     from phirm_scale.qc import summarise
 
     p = summarise(ds, "plate")
-    thr = float(ds.attrs.get("threshold", 0.9))
+    thr = float(ds.attrs.get("threshold", DEFAULT_SELFCHECK_THRESHOLD))
     rows: list[list] = []
 
     class _T:
@@ -304,7 +315,7 @@ def print_summary(ds: xr.Dataset, *, worst_wells: int = 5) -> None:
         f"{ds.attrs.get('window', '?')})",
     )
     if "flag" in ds:
-        from phirm_scale.qc import FLAG_BITS, flagged_fields
+        from phirm_scale.qc import flagged_fields
 
         for r, c, f, code in flagged_fields(ds)[: worst_wells * 2]:
             why = ", ".join(k for k, b in FLAG_BITS.items() if code & b)

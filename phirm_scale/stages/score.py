@@ -33,6 +33,7 @@ import numpy.typing as npt
 
 from phirm_scale import qc
 from phirm_scale.errors import InputError, PlateError
+from phirm_scale.flags import DEFAULT_SELFCHECK_THRESHOLD
 
 if TYPE_CHECKING:
     import xarray as xr
@@ -340,7 +341,7 @@ def score_plates(
     window: int | str | None = 256,
     params: PhirmParams | None = None,
     mask_label: str | None = None,
-    threshold: float = 0.9,
+    threshold: float = DEFAULT_SELFCHECK_THRESHOLD,
     cluster: Any = "threads",
     progress: bool = False,
     fields_per_task: int = 1,
@@ -393,7 +394,7 @@ def score_plan(
     plan: ScorePlan,
     *,
     params: PhirmParams | None = None,
-    threshold: float = 0.9,
+    threshold: float = DEFAULT_SELFCHECK_THRESHOLD,
     cluster: Any = "threads",
     progress: bool = False,
     fields_per_task: int = 1,
@@ -480,7 +481,7 @@ def score_arrays(
     masks: Mapping | None = None,
     window: int | str | None = 256,
     params: PhirmParams | None = None,
-    threshold: float = 0.9,
+    threshold: float = DEFAULT_SELFCHECK_THRESHOLD,
     rows: Sequence[str] | None = None,
     columns: Sequence[str] | None = None,
     attrs: Mapping | None = None,

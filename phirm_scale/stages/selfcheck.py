@@ -26,7 +26,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from phirm_scale.errors import PlateError
-from phirm_scale.fieldqc import DEFAULT_HIDDEN_THRESHOLD
+from phirm_scale.flags import (
+    DEFAULT_HIDDEN_THRESHOLD,
+    DEFAULT_RESIDUAL_THRESHOLD,
+    DEFAULT_SELFCHECK_DRAWS,
+    DEFAULT_SELFCHECK_THRESHOLD,
+)
 from phirm_scale.plate import ATTRS_KEY
 
 if TYPE_CHECKING:
@@ -68,7 +73,7 @@ class SelfCheckSpec:
     tile: int = 256
     overlap: int = 32
     batch_size: int = 16
-    draws: int = 4
+    draws: int = DEFAULT_SELFCHECK_DRAWS
     seed: int = 0
     shapes: str = "own"
     margin: int = 4
@@ -448,8 +453,8 @@ def selfcheck_qc(
     margin: int = 4,
     mask_pool: str | None = None,
     pool_size: int = 16,
-    selfcheck_threshold: float = 0.9,
-    residual_threshold: float = 50.0,
+    selfcheck_threshold: float = DEFAULT_SELFCHECK_THRESHOLD,
+    residual_threshold: float = DEFAULT_RESIDUAL_THRESHOLD,
     hidden_threshold: float | None = None,
     device: str = "auto",
     batch_size: int = 16,
@@ -623,8 +628,8 @@ def add_to_dataset(
     spec: SelfCheckSpec,
     *,
     pool: MaskPool | None = None,
-    selfcheck_threshold: float = 0.9,
-    residual_threshold: float = 50.0,
+    selfcheck_threshold: float = DEFAULT_SELFCHECK_THRESHOLD,
+    residual_threshold: float = DEFAULT_RESIDUAL_THRESHOLD,
     hidden_threshold: float | None = None,
 ) -> xr.Dataset:
     """Self-check and field-check variables, flags and summaries into a QC Dataset."""
@@ -654,11 +659,11 @@ class VerifySpec:
     """Restore-then-verify settings of the inpaint stage (``--verify``)."""
 
     on_flag: str = "keep"
-    draws: int = 4
+    draws: int = DEFAULT_SELFCHECK_DRAWS
     seed: int = 0
     margin: int = 4
-    selfcheck_threshold: float = 0.9
-    residual_threshold: float = 50.0
+    selfcheck_threshold: float = DEFAULT_SELFCHECK_THRESHOLD
+    residual_threshold: float = DEFAULT_RESIDUAL_THRESHOLD
     window: int = 256
     hidden_threshold: float = DEFAULT_HIDDEN_THRESHOLD
 
