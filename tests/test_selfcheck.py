@@ -623,3 +623,22 @@ def test_cli_hidden_threshold_defaults_are_fieldqc_default():
             fieldqc.DEFAULT_HIDDEN_THRESHOLD
         )
     assert run.DEFAULT_HIDDEN_THRESHOLD == fieldqc.DEFAULT_HIDDEN_THRESHOLD
+
+
+def test_stage_plate_handle_never_outlives_a_rewritten_store(tmp_path):
+    """The self-check stage keeps open plates per process; a store rewritten at the same path
+    (``--overwrite``) is opened again (issue 21: the lru_cache by path alone read the old
+    store's fields)."""
+    import shutil
+
+    from phirm_scale.stages import selfcheck as stage
+    from phirm_scale.synthetic import make_plate
+
+    path = tmp_path / "p.ome.zarr"
+    make_plate(path, rows=1, columns=1, fields=1, size=(64, 64), progress=False)
+    first = stage._plate(str(path))
+    assert len(first.fields) == 1
+    assert stage._plate(str(path)) is first  # unchanged: the same handle
+    shutil.rmtree(path)
+    make_plate(path, rows=1, columns=2, fields=1, size=(64, 64), progress=False)
+    assert len(stage._plate(str(path)).fields) == 2

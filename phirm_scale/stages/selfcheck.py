@@ -212,8 +212,23 @@ def build_mask_pool(
     return MaskPool(tuple(p.field_shape), tuple(fields), f"{path}:{lab}")
 
 
-@functools.lru_cache(maxsize=8)
 def _plate(path: str) -> Plate:
+    """Return the plate at ``path``, opened once per process while its store stays the same.
+
+    Keyed by the path and the stamp of its root ``zarr.json`` (inode, size, mtime): a store
+    rewritten at the same path (``--overwrite``, a test's new plate) is opened again, never
+    read through a stale handle's metadata.
+    """
+    try:
+        st = (Path(path) / "zarr.json").stat()
+        stamp: tuple[int, ...] = (st.st_ino, st.st_size, st.st_mtime_ns)
+    except OSError:
+        stamp = ()  # not a plate: open_plate says so
+    return _open_stamped(path, stamp)
+
+
+@functools.lru_cache(maxsize=8)
+def _open_stamped(path: str, stamp: tuple[int, ...]) -> Plate:
     from phirm_scale.plate import open_plate
 
     return open_plate(path)
