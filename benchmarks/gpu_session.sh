@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Every GPU measurement of issue 8 in one command, each with its own time limit, for a lent
-# H100/H200 (`run` with carry [".whl", ".benchdata"]; see README "Benchmarks"). Also runs on the
+# H100/H200 (`run` with carry [".whl", ".benchdata"]; see docs/benchmarks.md). Also runs on the
 # CPU, where the benches say "cuda": false and use small sizes.
 #   OUT=/tmp/gpu_out bash benchmarks/gpu_session.sh        # JSON files land in $OUT
 # .whl: cp312 wheels of what the GPU machine lacks (dask, distributed, zarr, numcodecs,
