@@ -74,7 +74,7 @@ def run_demo(
     from phirm_scale.qc import summarise, write_qc
     from phirm_scale.report import write_report
     from phirm_scale.stages.inpaint import inpaint_plate
-    from phirm_scale.stages.masks import make_artefact_masks
+    from phirm_scale.stages.masks import DEFAULT_DILATIONS, make_artefact_masks
     from phirm_scale.stages.score import score_plates
     from phirm_scale.synthetic import make_plate
 
@@ -122,9 +122,9 @@ def run_demo(
             plate.channel_names,
         )
         t = time.perf_counter()
-        # the detector's own masks (dilation 0, compared with the true artefacts below); the
-        # demo grows them at inpainting (dilate=2), its recipe since before the masks stage's
-        # default became 4 px (docs/qc-without-ground-truth.md sections 2 and 8)
+        # the detector's own masks (dilation 0, compared with the true artefacts below), grown
+        # at inpainting by run's default 4 px (the same disk: the masks `run` makes;
+        # docs/qc-without-ground-truth.md sections 1 and 8)
         make_artefact_masks(plate_path, channel="CFP", dilation=0, cluster=spec, progress=progress)
         timings["masks"] = time.perf_counter() - t
         plate = open_plate(plate_path)
@@ -142,7 +142,7 @@ def run_demo(
             mask_label="artefacts",
             model=model,
             checkpoint=checkpoint,
-            dilate=2,
+            dilate=DEFAULT_DILATIONS["otsu"],
             cluster=spec,
             progress=progress,
         )

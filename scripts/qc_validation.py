@@ -904,7 +904,8 @@ def rim_defaults(out: Path, *, split: str = "tuning") -> None:
 
     Per field and load: masks ``otsu`` (CFP, factor 0.7) and ``saturation`` (DAPI) at the
     masks stage's dilation 0-4 (disk), and, on the masks at their stage defaults, the
-    inpaint stage's ``--dilate`` 0-4 (``run --dilate``: OpenCV's ellipse). One JSON line per
+    inpaint stage's ``--dilate`` 0-4 (the masks' disk since issue 21; OpenCV's ellipse when
+    section 8 was measured, whose tables use none of these columns). One JSON line per
     (field, setting) in ``OUT/rim_defaults_SPLIT.jsonl``.
     """
     from phirm_scale.inpaint import inpaint_field

@@ -181,3 +181,36 @@ def test_cli_inpaint(plate, tmp_path):
     )
     assert bad.returncode == 2
     assert bad.stderr.strip().count("\n") == 0 and "GFP" in bad.stderr
+
+
+@pytest.mark.parametrize("r", [1, 2, 3, 5])
+def test_dilate_grows_the_holes_by_the_masks_disk(plate, tmp_path, r):
+    """``inpaint --dilate r`` fills exactly the holes grown by a disk of radius r (the masks
+    stage's footprint, hand-written here), recorded as such; OpenCV's ellipse, which it was,
+    is wider from r = 2 on (issue 21: one hole dilation)."""
+    from conftest import hand_dilate
+
+    out = tmp_path / "out.ome.zarr"
+    inpaint_plate(
+        plate.path,
+        out,
+        channel="DAPI",
+        mask_label="artefacts_true",
+        model="telea",
+        dilate=r,
+        cluster="threads",
+        progress=False,
+    )
+    dst = open_plate(out)
+    prov = dst.attrs["phirm_scale"]["inpaint"]
+    assert (prov["dilate"], prov["dilate_footprint"]) == (r, "disk")
+    ellipse = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))
+    for k in plate.fields:
+        hole = plate.read_label(k, "artefacts_true") != 0
+        grown = hand_dilate(hole, r)
+        changed = plate.read_field(k, "DAPI") != dst.read_field(k, "DAPI")
+        assert not (changed & ~grown).any()  # nothing outside the disk-grown holes
+        assert changed.sum() >= 0.9 * grown.sum()  # Telea rewrites (nearly) all of them
+        wider = cv2.dilate(hole.astype(np.uint8), ellipse).astype(bool) & ~grown
+        if r >= 2:
+            assert wider.any()  # the old footprint would have filled these too

@@ -54,12 +54,17 @@ def default_output(source: str | Path) -> Path:
 
 
 def _dilate(mask: np.ndarray, radius: int) -> np.ndarray:
+    """``--dilate``: the holes grown by the masks stage's disk (one footprint everywhere).
+
+    :func:`phirm_scale.masks.dilate_mask`, as ``masks --dilation`` and ``run --dilate`` grow
+    them (issue 21: this was OpenCV's ellipse, 17 px against the disk's 13 at radius 2, so
+    ``--dilate 2`` meant two different masks). Recorded as ``dilate_footprint: "disk"``.
+    """
     if radius <= 0:
         return mask
-    import cv2
+    from phirm_scale.masks import dilate_mask
 
-    k = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
-    return cv2.dilate(mask.astype(np.uint8), k)
+    return dilate_mask(mask, radius)
 
 
 #: runtime options of learned models passed through the task's model spec
@@ -334,6 +339,9 @@ def inpaint_plate(
         "tile": tile,
         "overlap": overlap,
         "dilate": dilate,
+        # the footprint --dilate grows the holes by (was OpenCV's ellipse before it was the
+        # masks' disk: an output made then is not these holes, and is refused)
+        "dilate_footprint": "disk" if dilate else None,
         "precision": precision if model in TORCH_MODELS else None,
         "canny": canny if model == "edgeconnect" else None,
         # the masks the holes came from, and whether the weights were random: the record
