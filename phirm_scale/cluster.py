@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from phirm_scale.errors import PhirmError
+from phirm_scale.jobqueue import CONFIG_DIR, JobPools, known_configs, resolve_config
 
 if TYPE_CHECKING:
     from distributed import Client, LocalCluster
@@ -55,9 +56,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-#: Folder of the shipped dask-jobqueue configurations (package data).
-CONFIG_DIR = Path(__file__).resolve().parent / "cluster_configs"
 
 #: Process-wide defaults of the cluster options (the CLI's global options set them).
 _DEFAULTS: dict[str, Any] = {"jobs": None, "adapt": None, "timeout": 10.0}
@@ -94,28 +92,6 @@ def parse_adapt(value: str | tuple[int, int]) -> tuple[int, int]:
     if lo > hi or hi < 1:
         raise PhirmError(f"--adapt {lo}:{hi}: need 0 <= MIN <= MAX and MAX >= 1")
     return lo, hi
-
-
-def known_configs() -> list[str]:
-    """Names of the shipped configurations (``--cluster NAME``)."""
-    return sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
-
-
-def resolve_config(spec: str) -> Path:
-    """Resolve a YAML path or a shipped name to the file; PhirmError listing the known names."""
-    p = Path(spec).expanduser()
-    if p.suffix in {".yaml", ".yml"}:
-        if not p.is_file():
-            raise PhirmError(f"{spec}: cluster configuration file not found")
-        return p
-    cand = CONFIG_DIR / f"{spec}.yaml"
-    if cand.is_file():
-        return cand
-    raise PhirmError(
-        f"--cluster {spec!r}: unknown; use local, threads, tcp://HOST:PORT, "
-        f"scheduler-file:PATH, a YAML file, or one of the shipped configurations: "
-        f"{', '.join(known_configs())}"
-    )
 
 
 def visible_gpus() -> int:
@@ -330,8 +306,6 @@ def open_cluster(
         return
 
     configs = [resolve_config(part.strip()) for part in spec.split("+")]
-    from phirm_scale.jobqueue import JobPools
-
     with (
         JobPools(configs, jobs=jobs, adapt=adapt, timeout=timeout) as pools,
         Client(pools.primary, timeout=f"{timeout}s") as client,

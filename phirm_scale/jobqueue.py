@@ -63,6 +63,9 @@ __all__ = [
     "JobPools",
     "KINDS",
     "job_scripts",
+    "CONFIG_DIR",
+    "known_configs",
+    "resolve_config",
 ]
 
 # each pool of a mixed cluster subscribes to the one scheduler (see _relay_worker_status)
@@ -78,6 +81,32 @@ KINDS = {
 }
 _TOP_KEYS = ("kind", "cluster", "scale")
 _SCALE_KEYS = ("jobs", "minimum_jobs", "maximum_jobs")
+
+
+#: Folder of the shipped dask-jobqueue configurations (package data).
+CONFIG_DIR = Path(__file__).resolve().parent / "cluster_configs"
+
+
+def known_configs() -> list[str]:
+    """Names of the shipped configurations (``--cluster NAME``)."""
+    return sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
+
+
+def resolve_config(spec: str) -> Path:
+    """Resolve a YAML path or a shipped name to the file; PhirmError listing the known names."""
+    p = Path(spec).expanduser()
+    if p.suffix in {".yaml", ".yml"}:
+        if not p.is_file():
+            raise PhirmError(f"{spec}: cluster configuration file not found")
+        return p
+    cand = CONFIG_DIR / f"{spec}.yaml"
+    if cand.is_file():
+        return cand
+    raise PhirmError(
+        f"--cluster {spec!r}: unknown; use local, threads, tcp://HOST:PORT, "
+        f"scheduler-file:PATH, a YAML file, or one of the shipped configurations: "
+        f"{', '.join(known_configs())}"
+    )
 
 
 def _params(*funcs: Callable[..., object]) -> set[str]:
@@ -431,8 +460,6 @@ def job_scripts(spec: str) -> list[tuple[str, str]]:
 
     Nothing is submitted (``phirm-scale cluster show``).
     """
-    from phirm_scale.cluster import resolve_config
-
     out = []
     for part in spec.split("+"):
         cfg = load_config(resolve_config(part.strip()))

@@ -5,10 +5,11 @@ Three rules keep a user's data safe:
 1. **Never write onto an input.** An output equal to, inside, or containing any input of the
    run is refused (:func:`check_not_input`).
 2. **Only replace what this command made.** Every store a command writes carries a marker,
-   ``attrs[ATTRS_KEY]["command"]`` (:data:`phirm_scale.plate.ATTRS_KEY`); ``--overwrite``
-   replaces an existing output only when it carries the marker of the *same* command
-   (:func:`existing_output`, :func:`remove_output`). Plates, TIFF folders, other commands'
-   stores, foreign stores and non-empty foreign folders are refused with one line.
+   ``attrs[ATTRS_KEY]["command"]`` (:data:`ATTRS_KEY`, defined here and re-exported by
+   :mod:`phirm_scale.plate`); ``--overwrite`` replaces an existing output only when it
+   carries the marker of the *same* command (:func:`existing_output`, :func:`remove_output`).
+   Plates, TIFF folders, other commands' stores, foreign stores and non-empty foreign folders
+   are refused with one line.
 3. **One writer per output.** A run holds an exclusive lock file ``<output>.lock`` (host, PID,
    start time, command) for its whole duration (:func:`output_lock`). A second writer is
    refused naming the holder; a lock left by a killed run (same host, PID not alive) is taken
@@ -35,9 +36,9 @@ from typing import Any, cast
 
 from phirm_scale._atomic import atomic_store
 from phirm_scale.errors import OutputError
-from phirm_scale.plate import ATTRS_KEY
 
 __all__ = [
+    "ATTRS_KEY",
     "check_not_input",
     "store_command",
     "existing_output",
@@ -55,6 +56,10 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+#: Key of phirm-scale's own attributes in every group it writes (provenance, markers); the
+#: plate module uses it too (:data:`phirm_scale.plate.ATTRS_KEY`, the same object).
+ATTRS_KEY = "phirm_scale"
 
 
 # Stores written before the explicit marker existed: recognised by their provenance key.

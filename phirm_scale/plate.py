@@ -34,7 +34,8 @@ from typing import TYPE_CHECKING, Any, NamedTuple, TypeAlias
 import numpy as np
 import numpy.typing as npt
 
-from phirm_scale.errors import PlateError
+from phirm_scale.errors import OutputError, PlateError
+from phirm_scale.outputs import ATTRS_KEY, store_command
 
 if TYPE_CHECKING:
     import dask.array as da
@@ -64,8 +65,6 @@ __all__ = [
 
 #: NGFF version written by this module.
 NGFF_VERSION = "0.5"
-#: Key of phirm-scale's own attributes in every group it writes.
-ATTRS_KEY = "phirm_scale"
 _AXES = [
     {"name": "t", "type": "time"},
     {"name": "c", "type": "channel"},
@@ -861,9 +860,6 @@ def _check_layout(
 
 
 def _prepare_output(path: Path, overwrite: bool) -> None:
-    from phirm_scale.errors import OutputError
-    from phirm_scale.outputs import store_command
-
     if path.exists():
         if path.is_dir() and not any(path.iterdir()):
             return

@@ -1,8 +1,9 @@
 """Training, split the way LaMa splits it.
 
 - :mod:`.config`: :class:`TrainConfig`, the settings of one run (saved in its checkpoints);
-- :mod:`.trainer`: the shared GAN step (:class:`Trainer`, :func:`make_trainer`), and one
-  trainer per model: :mod:`.context_encoder`, :mod:`.deepfill_v2`, :mod:`.edgeconnect`;
+- :mod:`.base`: the shared GAN step (:class:`Trainer`); one trainer per model on it:
+  :mod:`.context_encoder`, :mod:`.deepfill_v2`, :mod:`.edgeconnect`; :mod:`.trainer` above
+  them picks one (:func:`make_trainer`) and re-exports the base names;
 - :mod:`.data`: tile reading, per-step mask sampling, validation tiles, prefetching;
 - :mod:`.validation`: the experiment's scoring (:func:`phirm_scale.evaluate.score_tiles`) on
   the validation tiles;

@@ -8,7 +8,7 @@ import torch
 
 from phirm_scale.models.adapters.base import TorchInpaintModel
 from phirm_scale.models.losses import AdversarialLoss, ReconstructionLoss
-from phirm_scale.models.training.trainer import Metrics, Trainer
+from phirm_scale.models.training.base import Metrics, Trainer
 
 __all__ = ["ContextEncoderTrainer"]
 

@@ -17,8 +17,8 @@ from phirm_scale.models.losses import (
     StyleLoss,
     load_vgg19,
 )
+from phirm_scale.models.training.base import Metrics, Trainer
 from phirm_scale.models.training.config import check_stage
-from phirm_scale.models.training.trainer import Metrics, Trainer
 
 __all__ = ["EdgeConnectTrainer"]
 
