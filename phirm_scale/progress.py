@@ -69,7 +69,7 @@ class _Format(logging.Formatter):
         if record.levelno >= logging.ERROR:
             return f"{record.levelname.lower()}: {msg}"
         if record.levelno >= logging.WARNING:
-            return f"WARNING: {msg}"  # loud, as README shows it
+            return f"WARNING: {msg}"  # loud, as docs/cli.md shows it
         if record.levelno < logging.INFO:
             return f"{record.name}: {msg}"
         return msg

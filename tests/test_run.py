@@ -444,7 +444,7 @@ def test_zarr_sources_with_artefacts(zarr_sources, tmp_path):
 
 
 def test_run_with_reference_channel_prints_its_summary(zarr_sources, tmp_path):
-    """The README's composite example (``--reference-channel``) ends with exit 0 and a title
+    """docs/cli.md's composite example (``--reference-channel``) ends with exit 0 and a title
     naming the PhIRM rule only: with a reference no residual or hidden-nuclei threshold is
     recorded (None in the summary), and formatting them crashed the end of the run (exit 2
     after all the work was written)."""
@@ -752,7 +752,7 @@ def test_selfcheck_when_no_reference_channel(zarr_sources, tmp_path):
 
 @pytest.mark.slow
 def test_selfcheck_skipped_loudly_on_the_shipped_clean_fields(real_screen):
-    """The README's run on the shipped BBBC039 fields (no reference channel, no artefact
+    """docs/cli.md's run on the shipped BBBC039 fields (no reference channel, no artefact
     anywhere): the self-check cannot shape pseudo-holes and says so, never a silent 1.0."""
     root, split, out, proc = real_screen
     summary = json.loads(proc.stdout)
