@@ -28,7 +28,7 @@ import numpy.typing as npt
 #: ``model(images, masks)`` or ``model(images, masks, batch_size=n)`` on (N, 1, H, W) float32
 _Model = Callable[..., npt.NDArray[np.floating[Any]]]
 
-__all__ = ["TileBatcher", "get_batcher", "close_batchers"]
+__all__ = ["TileBatcher", "get_batcher", "close_batchers", "field_runner"]
 
 
 class _Request:
@@ -208,3 +208,29 @@ def close_batchers() -> None:
         _BATCHERS.clear()
     for b in items:
         b.close()
+
+
+#: runtime options of learned models passed through the task's model spec
+_RUNTIME_KEYS = ("precision", "channels_last", "compile", "canny")
+
+
+def field_runner(model: dict[str, Any], batch_size: int) -> tuple[Any, int]:
+    """Return (callable, tiles per call) for :func:`~phirm_scale.inpaint.inpaint_field`.
+
+    The callable is a learned model's process-wide batcher (all hole tiles of the field in
+    one request) or the model itself.
+    """
+    from phirm_scale.models import get_model
+    from phirm_scale.models.registry import TORCH_MODELS
+
+    runtime = {k: model[k] for k in _RUNTIME_KEYS if model.get(k) is not None}
+    net = get_model(
+        model["name"],
+        checkpoint=model.get("checkpoint"),
+        device=model.get("device", "auto"),
+        batch_size=batch_size,
+        **runtime,
+    )
+    if model["name"] in TORCH_MODELS and model.get("batcher", True):
+        return get_batcher(net, batch_size), 1 << 16
+    return net, batch_size

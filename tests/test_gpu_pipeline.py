@@ -468,7 +468,10 @@ def test_learned_stage_through_the_batcher_equals_the_per_field_path(tmp_path):
     )
     assert res["fields"] == 4 and res["tiles_inpainted"] > 0
     out = open_plate(tmp_path / "o.ome.zarr")
-    model = get_model("edgeconnect", checkpoint=ck, device="cpu")
+    # passes of the stage's shape (its view's batch size, 5): passes of another shape may take
+    # other kernels (1 count in 9216 px with 2 threads, 0 with 1) -- that is the documented
+    # bound, not what this test is about
+    model = get_model("edgeconnect", checkpoint=ck, device="cpu", batch_size=5)
     c = p.channel_index("DAPI")
     for k in p.fields:
         src, mask = p.read_field(k), p.read_label(k, "artefacts_true")

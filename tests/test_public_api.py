@@ -337,3 +337,44 @@ def test_one_wording_for_nan_and_empty():
         check_same_shape(np.zeros((3, 3)), np.zeros((2, 2)), "f")
     with pytest.raises(OutputError):  # the caller chooses the class
         check_image(np.zeros(3), "y", error=OutputError)
+
+
+def test_the_package_exports_the_names_a_user_needs():
+    """``from phirm_scale import ...`` gives the same objects as their modules (issue 21: a
+    small public API), and ``import phirm_scale`` alone loads none of them (the CLI's start
+    stays fast): checked in a fresh interpreter."""
+    import importlib
+    import subprocess
+    import sys
+
+    import phirm_scale
+
+    where = {
+        "score": "phirm_scale.metric",
+        "components": "phirm_scale.metric",
+        "PhirmParams": "phirm_scale.metric",
+        "artefact_mask": "phirm_scale.masks",
+        "saturation_mask": "phirm_scale.masks",
+        "inpaint_field": "phirm_scale.inpaint",
+        "get_model": "phirm_scale.models",
+        "open_plate": "phirm_scale.plate",
+        "convert": "phirm_scale.stages.convert",
+        "make_artefact_masks": "phirm_scale.stages.masks",
+        "inpaint_plate": "phirm_scale.stages.inpaint",
+        "score_plates": "phirm_scale.stages.score",
+        "run_screen": "phirm_scale.run",
+        "ScreenSettings": "phirm_scale.run",
+        "open_qc": "phirm_scale.qc",
+    }
+    assert set(phirm_scale.__all__) == {"__version__", *where}
+    for name, module in where.items():
+        assert getattr(phirm_scale, name) is getattr(importlib.import_module(module), name)
+        assert name in dir(phirm_scale)
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        phirm_scale.nope  # noqa: B018
+    code = (
+        "import sys, phirm_scale; "
+        "print(sorted(m for m in ('numpy', 'dask', 'zarr', 'torch') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

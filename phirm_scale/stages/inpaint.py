@@ -28,6 +28,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+# field_runner lives beside the batcher, where the self-check stage takes it too (no
+# stages/inpaint <-> stages/selfcheck cycle); re-exported here
+from phirm_scale.batcher import _RUNTIME_KEYS, field_runner  # noqa: F401
 from phirm_scale.errors import OutputError, PlateError
 from phirm_scale.plate import ATTRS_KEY
 
@@ -65,34 +68,6 @@ def _dilate(mask: np.ndarray, radius: int) -> np.ndarray:
     from phirm_scale.masks import dilate_mask
 
     return dilate_mask(mask, radius)
-
-
-#: runtime options of learned models passed through the task's model spec
-_RUNTIME_KEYS = ("precision", "channels_last", "compile", "canny")
-
-
-def field_runner(model: dict[str, Any], batch_size: int) -> tuple[Any, int]:
-    """Return (callable, tiles per call) for :func:`~phirm_scale.inpaint.inpaint_field`.
-
-    The callable is a learned model's process-wide batcher (all hole tiles of the field in
-    one request) or the model itself.
-    """
-    from phirm_scale.models import get_model
-    from phirm_scale.models.registry import TORCH_MODELS
-
-    runtime = {k: model[k] for k in _RUNTIME_KEYS if model.get(k) is not None}
-    net = get_model(
-        model["name"],
-        checkpoint=model.get("checkpoint"),
-        device=model.get("device", "auto"),
-        batch_size=batch_size,
-        **runtime,
-    )
-    if model["name"] in TORCH_MODELS and model.get("batcher", True):
-        from phirm_scale.batcher import get_batcher
-
-        return get_batcher(net, batch_size), 1 << 16
-    return net, batch_size
 
 
 @dataclass(frozen=True)

@@ -153,9 +153,9 @@ def selfcheck_spec(
 
 
 def _holes(plate: Plate, key: FieldKeyLike, label: str, dilate: int) -> np.ndarray:
-    from phirm_scale.stages.inpaint import _dilate
+    from phirm_scale.masks import dilate_mask  # the inpaint stage's --dilate footprint
 
-    return _dilate(plate.read_label(key, label) > 0, dilate) > 0
+    return dilate_mask(plate.read_label(key, label) > 0, max(0, int(dilate))) > 0
 
 
 def build_mask_pool(
@@ -236,7 +236,7 @@ def _open_stamped(path: str, stamp: tuple[int, ...]) -> Plate:
 
 def _model(spec: SelfCheckSpec) -> tuple[Model, int]:
     """(model, tiles per call) exactly as the inpaint stage builds them for the real run."""
-    from phirm_scale.stages.inpaint import field_runner
+    from phirm_scale.batcher import field_runner
 
     name, ckpt, device = spec.model
     return field_runner(
@@ -783,7 +783,7 @@ def verify_field(
         out[hole] = 0
         record["action"] = "leave-masked"
         return out, record
-    from phirm_scale.stages.inpaint import field_runner
+    from phirm_scale.batcher import field_runner
 
     model = spec.on_flag.split(":", 1)[1]
     fb, fb_call = field_runner({"name": model, "checkpoint": None, "device": device}, per_call)
