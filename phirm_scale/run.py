@@ -1291,6 +1291,8 @@ def _finish(plan: ScreenPlan, qcs: dict, per_plate: dict, stages: dict, progress
                 "qc.csv": "../qc.csv",
                 "qc.zarr": "../qc.zarr",
                 "qc.parquet": "../qc.parquet",
+                "qc_fields.csv": "../qc_fields.csv",
+                "qc_fields.parquet": "../qc_fields.parquet",
                 "run.json": "../run.json",
             },
         )

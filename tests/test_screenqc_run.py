@@ -72,6 +72,11 @@ def test_run_report_pictures_the_source_and_outlines_flagged_wells(screen):
     assert all("source: the damaged input (DAPI)" in a and "holes filled" in a for a in alts)
     assert not any("reference (" in a for a in alts)  # the reference is the source
     assert "PhIRM mean against the damaged source</th>" in page
+    # every table run wrote is linked, and each link resolves from the report's folder
+    links = set(re.findall(r'<a href="\.\./([^"]+)"', page))
+    want = {"qc.csv", "qc.zarr", "qc.parquet", "qc_fields.csv", "qc_fields.parquet", "run.json"}
+    assert want <= links
+    assert all((screen / name).exists() for name in links)
     import matplotlib.image as mpimg
 
     ds = xr.open_zarr(screen / "qc.zarr").load()
