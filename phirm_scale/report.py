@@ -45,6 +45,7 @@ __all__ = [
     "OUTLINE_COLOUR",
     "OUTLINE_GID",
     "field_thumbnail",
+    "heatmap_variable",
     "flagged_wells",
     "read_field_images",
     "reference_is_source",
@@ -821,6 +822,22 @@ def _stretch(img: npt.ArrayLike, lo: float, hi: float) -> npt.NDArray[np.float64
     return np.clip(a, 0.0, 1.0)
 
 
+def heatmap_variable(ds: xr.Dataset) -> tuple[str, str]:
+    """Return the per-well variable a screen heatmap colours by, and its name in words.
+
+    Without a reference the estimated PhIRM (self-check plus what the restoration left;
+    the self-check alone cannot see rims the masks missed, docs/qc-without-ground-truth.md
+    section 8), else the self-check PhIRM, else the PhIRM.
+    """
+    for var, what in (
+        ("well_estimated_phirm_mean", "estimated PhIRM"),
+        ("well_selfcheck_phirm_mean", "self-check PhIRM"),
+    ):
+        if var in ds and np.isfinite(np.asarray(ds[var].values, float)).any():
+            return var, what
+    return "well_phirm_mean", "PhIRM"
+
+
 def _screen_heatmap(
     ds: xr.Dataset, plate: str, path: str | Path, threshold: float, *, against: str = ""
 ) -> Path:
@@ -830,8 +847,8 @@ def _screen_heatmap(
     with a flagged field outlined (:func:`flagged_wells`). ``against`` is said after "PhIRM".
     """
     d = ds.sel(plate=plate)
-    var = "well_selfcheck_phirm_mean" if "well_selfcheck_phirm_mean" in ds else "well_phirm_mean"
-    what = "self-check PhIRM" if var.startswith("well_self") else f"PhIRM{against}"
+    var, what = heatmap_variable(ds)
+    what = what if var != "well_phirm_mean" else f"PhIRM{against}"
     data = d[var].transpose("row", "column").values.astype(float)
     outlined = flagged_wells(d)
     rows = [str(r) for r in ds["row"].values]
@@ -1208,13 +1225,9 @@ def write_screen_report(
         _screen_heatmap(
             ds, p, out / name, thr, against=" against the damaged source" if vs_source[p] else ""
         )
-        what = (
-            "self-check PhIRM"
-            if "well_selfcheck_phirm_mean" in ds
-            else "PhIRM against the damaged source"
-            if vs_source[p]
-            else "PhIRM"
-        )
+        var, what = heatmap_variable(ds)
+        if var == "well_phirm_mean" and vs_source[p]:
+            what = "PhIRM against the damaged source"
         heatmaps.append(
             f'<h3>{esc(p)}</h3><img src="{esc(name)}" alt="plate {esc(p)}: mean '
             f"{what} per well as a heatmap, wells with a flagged field outlined in red, "
@@ -1238,7 +1251,7 @@ def write_screen_report(
             else f"A field is <b>flagged</b> when its mean PhIRM is below the threshold "
             f"<b>{thr:g}</b>;"
         ),
-        what="self-check PhIRM" if "well_selfcheck_phirm_mean" in ds else "PhIRM",
+        what=heatmap_variable(ds)[1],
         ref=f"source plate, channel {esc(ref_ch)}"
         + (" (the damaged input: no ground truth)" if against else ""),
         rec=f"inpainted plate, channel {esc(rec_ch)}",

@@ -84,3 +84,19 @@ def test_run_report_pictures_the_source_and_outlines_flagged_wells(screen):
     img = mpimg.imread(screen / "report" / "heatmap_alpha.png")[..., :3]
     red = (img[..., 0] > 0.8) & (img[..., 1] < 0.2) & (img[..., 2] < 0.15)
     assert red.sum() > 100  # the flagged wells' outlines
+
+
+@pytest.mark.slow
+def test_screen_heatmap_colours_wells_by_the_estimated_phirm(screen):
+    """Without a reference the heatmap shows the estimated PhIRM (the self-check alone cannot
+    see rims the masks left; issue 20), and says so in its alt text and title."""
+    from phirm_scale.report import heatmap_variable
+
+    ds = xr.open_zarr(screen / "qc.zarr").load()
+    assert heatmap_variable(ds) == ("well_estimated_phirm_mean", "estimated PhIRM")
+    page = (screen / "report" / "index.html").read_text()
+    assert "mean estimated PhIRM per well as a heatmap" in page
+    no_estimate = ds.drop_vars([v for v in ds.data_vars if "estimated" in v])
+    assert heatmap_variable(no_estimate) == ("well_selfcheck_phirm_mean", "self-check PhIRM")
+    bare = no_estimate.drop_vars([v for v in no_estimate.data_vars if "selfcheck" in v])
+    assert heatmap_variable(bare) == ("well_phirm_mean", "PhIRM")
