@@ -34,7 +34,7 @@ import math
 import warnings
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
@@ -49,7 +49,13 @@ from phirm_scale.flags import (  # the flag rule of the per-field ``flag`` varia
     FLAG_BITS,
     flag_codes,
 )
-from phirm_scale.grid import grid_starts
+from phirm_scale.grid import WINDOW as _GRID_WINDOW
+from phirm_scale.grid import (  # re-exported: the window geometry lives in grid
+    WindowGrid,
+    parse_window,
+    window_grid,
+    window_starts,
+)
 from phirm_scale.plate import ATTRS_KEY
 from phirm_scale.validation import check_image
 
@@ -86,8 +92,8 @@ __all__ = [
     "write_tables",
 ]
 
-#: Default window edge (the paper's 256x256 patches).
-WINDOW = 256
+#: Default window edge (the paper's 256x256 patches; defined in phirm_scale.grid).
+WINDOW = _GRID_WINDOW
 
 #: Components counted by :func:`phirm_scale.metric.components`, in this order.
 COMPONENTS = ("nuclei_count", "nuclei_area", "artefact_count", "artefact_area")
@@ -121,100 +127,8 @@ _DESCRIPTIONS = {
 
 
 # --------------------------------------------------------------------------------- geometry
-class WindowGrid(NamedTuple):
-    """Windows covering a field: top-left corners and the common window shape.
-
-    Attributes
-    ----------
-    y0, x0 : (W,) ndarray of int64
-        Top-left corner of every window, row-major (all x for the first y, then the next y).
-    height, width : int
-        Shape of every window.
-    """
-
-    y0: np.ndarray
-    x0: np.ndarray
-    height: int
-    width: int
-
-    def __len__(self) -> int:  # number of windows, not of tuple fields
-        return int(self.y0.size)
-
-    def slices(self) -> Iterable[tuple[slice, slice]]:
-        """Yield ``(slice_y, slice_x)`` of every window, in grid order."""
-        for y, x in zip(self.y0.tolist(), self.x0.tolist(), strict=True):
-            yield slice(y, y + self.height), slice(x, x + self.width)
-
-
-def window_starts(length: int, size: int | None) -> np.ndarray:
-    """Start offsets of full-size windows covering ``[0, length)``.
-
-    Windows are laid from 0 in steps of ``size``; when they do not end at ``length``, one last
-    window is aligned to the border (it overlaps its neighbour).  A ``length`` not larger than
-    ``size`` (or ``size`` None) gives one window of the full extent.
-
-    Parameters
-    ----------
-    length : int
-        Extent of the field along one axis (> 0).
-    size : int or None
-        Window edge; None means the whole extent.
-
-    Returns
-    -------
-    starts : (K,) ndarray of int64
-
-    Examples
-    --------
-    >>> window_starts(600, 256).tolist()
-    [0, 256, 344]
-    >>> window_starts(200, 256).tolist()
-    [0]
-    """
-    if length <= 0:
-        raise InputError(f"window_starts: length must be > 0, got {length}")
-    if size is None:
-        return np.zeros(1, dtype=np.int64)
-    return np.asarray(grid_starts(length, size), dtype=np.int64)
-
-
-def window_grid(shape: tuple[int, int], window: int | str | None = WINDOW) -> WindowGrid:
-    """Window grid of a ``(Y, X)`` field for windows of ``window`` (None = the whole field).
-
-    Parameters
-    ----------
-    shape : (int, int)
-        Field shape ``(Y, X)``.
-    window : int, 'field' or None, default 256
-        Window edge (see :func:`parse_window`); in a dimension smaller than ``window`` the
-        full extent is used.
-
-    Returns
-    -------
-    WindowGrid
-    """
-    if len(shape) != 2:
-        raise InputError(f"window_grid: expected a (Y, X) shape, got {tuple(shape)}")
-    edge = parse_window(window)
-    ys = window_starts(int(shape[0]), edge)
-    xs = window_starts(int(shape[1]), edge)
-    yy, xx = np.meshgrid(ys, xs, indexing="ij")
-    h = int(shape[0]) if edge is None else min(edge, int(shape[0]))
-    w = int(shape[1]) if edge is None else min(edge, int(shape[1]))
-    return WindowGrid(yy.ravel(), xx.ravel(), h, w)
-
-
-def parse_window(window: int | str | None) -> int | None:
-    """Normalise a window option: an int >= 7 (SSIM needs 7x7), or ``'field'``/None -> None."""
-    if window is None or (isinstance(window, str) and window.strip().lower() == "field"):
-        return None
-    try:
-        value = int(window)
-    except (TypeError, ValueError):
-        raise InputError(f"window must be an integer >= 7 or 'field', got {window!r}") from None
-    if value < 7 or (isinstance(window, float) and window != value):
-        raise InputError(f"window must be an integer >= 7 or 'field', got {window!r}")
-    return value
+# WindowGrid, window_starts, window_grid and parse_window live in phirm_scale.grid (numpy
+# only, so the self-check maths uses them without xarray); re-exported here.
 
 
 # ----------------------------------------------------------------------------------- kernel

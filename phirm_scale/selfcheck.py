@@ -51,8 +51,8 @@ from phirm_scale.flags import DEFAULT_SELFCHECK_DRAWS
 from phirm_scale.validation import check_image, check_same_shape
 
 if TYPE_CHECKING:
+    from phirm_scale.grid import WindowGrid
     from phirm_scale.inpaint import Model
-    from phirm_scale.qc import WindowGrid
 
 __all__ = [
     "DEFAULT_DRAWS",
@@ -574,7 +574,7 @@ def selfcheck_field(
         Placement: gap to real holes, artefacts and other pseudo-holes (px), random tries
         per shape.
     window : int, 'field' or None
-        The QC's windows (:func:`phirm_scale.qc.window_grid`).
+        The QC's windows (:func:`phirm_scale.grid.window_grid`).
     params : PhirmParams, optional
         PhIRM parameters (the QC's).
     inpaint_kwargs : dict, optional
@@ -594,7 +594,8 @@ def selfcheck_field(
         No shapes at all (a field without holes and no pool), a pool of another field
         shape, mismatched shapes, or bad parameters.
     """
-    from phirm_scale import fieldqc, qc
+    from phirm_scale import fieldqc
+    from phirm_scale.grid import window_grid
     from phirm_scale.inpaint import inpaint_field
     from phirm_scale.masks import saturation_mask
 
@@ -626,7 +627,7 @@ def selfcheck_field(
     if restored.shape != src.shape:
         raise InputError(f"{name}: restored shape {restored.shape} != source {src.shape}")
 
-    grid = qc.window_grid(src.shape, window)
+    grid = window_grid(src.shape, window)
     nwin = len(grid)
     # the clean field's range, estimated from the source's known pixels: the restored field's
     # own maximum may be a saturated rim a mask missed, which would squeeze the nuclei into a

@@ -291,3 +291,67 @@ def test_the_dask_check_sees_an_import_inside_a_function(tmp_path):
     found = [t for t, _ in imports_of(pkg / "m.py", "pkg.m", False)]
     assert found == ["dask.array"]
     assert found[0].split(".")[0] in FORBIDDEN_IN_MATHS
+
+
+# ------------------------------------------------------------- layers (docs/architecture.md)
+#: The layers of docs/architecture.md, lowest first: a module imports only from its own layer
+#: and lower ones. Prefixes name packages (the longest match decides).
+LAYERS = {
+    1: (
+        "errors", "_atomic", "validation", "flags", "grid", "metric", "masks", "inpaint",
+        "models", "fieldqc", "selfcheck", "reference_impl",
+    ),
+    2: ("plate", "layouts", "imageio", "outputs", "progress", "tiles"),
+    3: ("cluster", "jobqueue", "batcher", "stages._runner", "stages"),
+    4: (
+        "stages.convert", "stages.masks", "stages.inpaint", "stages.score", "stages.selfcheck",
+        "stages.export", "qc", "api",
+    ),
+    5: ("run", "screenqc", "report"),
+    6: ("cli", "evaluate", "validate_metric", "synthetic", "demo", "__main__", "cluster_configs"),
+}  # fmt: skip
+
+#: Imports against the layers that are known (issue 21: training is a pipeline kept inside
+#: models/; it reads tile stores, writes outputs and validates with the experiment's scorer).
+#: Anything else fails; one that goes away must be taken off.
+KNOWN_LAYER_EXCEPTIONS = {
+    ("phirm_scale.models.training.data", "phirm_scale.tiles"),
+    ("phirm_scale.models.training.loop", "phirm_scale.outputs"),
+    ("phirm_scale.models.training.loop", "phirm_scale.progress"),
+    ("phirm_scale.models.training.validation", "phirm_scale.evaluate"),
+}
+
+
+def layer_of(module: str) -> int:
+    parts = module.split(".")[1:]
+    for k in range(len(parts), 0, -1):
+        name = ".".join(parts[:k])
+        for n, names in LAYERS.items():
+            if name in names:
+                return n
+    raise AssertionError(f"{module}: in no layer of docs/architecture.md (add it to LAYERS)")
+
+
+def test_every_module_imports_only_its_layer_or_lower(graph):
+    upward = {
+        (a, b)
+        for a, outs in graph.items()
+        for b in outs
+        if b.startswith("phirm_scale.") and layer_of(b) > layer_of(a)
+    }
+    assert upward - KNOWN_LAYER_EXCEPTIONS == set()
+    assert KNOWN_LAYER_EXCEPTIONS <= upward  # gone: take it off the list
+
+
+def test_the_layer_check_sees_an_upward_import(tmp_path):
+    _write(
+        tmp_path,
+        {
+            "phirm_scale/__init__.py": "",
+            "phirm_scale/metric.py": "def f():\n    from phirm_scale import run\n",
+            "phirm_scale/run.py": "from phirm_scale import metric\n",
+        },
+    )
+    g = import_graph(tmp_path / "phirm_scale")
+    up = {(a, b) for a, outs in g.items() for b in outs if layer_of(b) > layer_of(a)}
+    assert up == {("phirm_scale.metric", "phirm_scale.run")}
