@@ -111,6 +111,38 @@ def _qc(phirm, psnr, masked):
     )
 
 
+def test_every_name_of_the_former_run_module_is_importable_from_phirm_scale_run():
+    """run.py became a package (issue 21): what it defined is still ``phirm_scale.run.X``,
+    the same object as in the module that now holds it, and __all__ is unchanged."""
+    import importlib
+
+    import phirm_scale.run as run
+
+    where = {
+        "settings": "MASK_LABEL RUN_FILE _WORK DEFAULT_SELFCHECK_DRAWS DEFAULT_RESIDUAL_THRESHOLD "
+        "DEFAULT_HIDDEN_THRESHOLD DEFAULT_DILATE PREVIOUS_DILATE RESTORED_AREA ScreenSettings",
+        "plan": "PlateSource ScreenPlan _is_zarr_plate _has_tiffs_here _has_tiffs_deep _plate_name "
+        "find_plates _inside plan_screen _ADDED_SETTINGS _changed_defaults _upgradable "
+        "mask_record _check_zarr_source _remove_previous _write_json _previous_record",
+        "stages": "_selfcheck_screen _timed _run_plate _field_file _save_result _load_result _kept "
+        "KeptTask _score_and_keep _selfcheck_and_keep _score_kept FieldCheckTask "
+        "_fieldchecks_and_keep _fieldchecks_kept _selfcheck_kept",
+        "summary": "nothing_done_warnings _finish",
+    }
+    for module, names in where.items():
+        m = importlib.import_module(f"phirm_scale.run.{module}")
+        for name in names.split():
+            assert getattr(run, name) is getattr(m, name), name
+    assert callable(run.run_screen) and run.RUN_FILE == "run.json"
+    assert run.MASK_LABEL == "artefacts" and run.DEFAULT_DILATE == 4
+    assert sorted(run.__all__) == sorted(
+        "PlateSource ScreenPlan ScreenSettings plan_screen run_screen MASK_LABEL RUN_FILE "
+        "find_plates".split()
+    )
+    # the run's log records keep their one name
+    assert run.log.name == run.stages.log.name == run.summary.log.name == "phirm_scale.run"
+
+
 def test_nothing_done_warnings_hand_built():
     from phirm_scale.run import nothing_done_warnings
 
