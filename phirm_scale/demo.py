@@ -71,7 +71,7 @@ def run_demo(
     from phirm_scale.cluster import open_cluster
     from phirm_scale.metric import PhirmParams
     from phirm_scale.plate import open_plate, remove_store
-    from phirm_scale.qc import summarise, write_qc
+    from phirm_scale.qc import level_summary, write_qc
     from phirm_scale.report import write_report
     from phirm_scale.stages.inpaint import inpaint_plate
     from phirm_scale.stages.masks import DEFAULT_DILATIONS, make_artefact_masks
@@ -181,7 +181,7 @@ def run_demo(
                     write_qc(
                         ds, out / f"qc_{label}.zarr", overwrite=True, csv=out / f"qc_{label}.csv"
                     )
-                results[(label, mode)] = summarise(ds, "plate")
+                results[(label, mode)] = level_summary(ds, "plate")
         timings["score"] = time.perf_counter() - t
     report = write_report(out / "qc_restored.zarr", out / "report")
     summary: dict[str, Any] = {}

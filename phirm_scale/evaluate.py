@@ -52,6 +52,7 @@ __all__ = [
     "reference_components",
     "score_tiles",
     "summarise",
+    "evaluation_table",
     "tile_masks",
 ]
 
@@ -355,7 +356,7 @@ def evaluate(
         One row per model x mask family x tile: ``model``, ``mask``, ``tile``, ``well``,
         ``hole_fraction``, ``phirm``, ``phirm_reference``, ``ncd``, ``nad``, ``aad``,
         ``psnr``, ``ssim``, the reference/reconstruction components, ``checkpoint_hash``
-        and ``seconds`` (model time per tile in its batch).  :func:`summarise` makes the
+        and ``seconds`` (model time per tile in its batch).  :func:`evaluation_table` makes the
         table.
 
     Raises
@@ -466,7 +467,7 @@ def evaluate(
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         df.to_csv(out / "evaluation_tiles.csv", index=False)
-        summarise(df).to_csv(out / "evaluation.csv", index=False)
+        evaluation_table(df).to_csv(out / "evaluation.csv", index=False)
         (out / "table.txt").write_text(format_table(df) + "\n")
         plot_phirm_by_mask(df, out / "phirm_by_mask.png")
         for spec, ex in examples.items():
@@ -498,7 +499,7 @@ def _safe(spec: str) -> str:
     return spec.replace(":", "_").replace("+", "_")
 
 
-def summarise(df: pd.DataFrame) -> pd.DataFrame:
+def evaluation_table(df: pd.DataFrame) -> pd.DataFrame:
     """Summarise the experiment: one row per model x mask family (in run order).
 
     Columns: ``model``, ``mask``, ``n``, ``hole_pct`` (mean hole area, %), ``phirm``
@@ -529,7 +530,7 @@ def summarise(df: pd.DataFrame) -> pd.DataFrame:
 
 def format_table(df: pd.DataFrame) -> str:
     """Format the results for printing: the summary, then PhIRM (paper mode) per model x mask."""
-    s = summarise(df)
+    s = evaluation_table(df)
     long = s.to_string(
         index=False, float_format=lambda v: f"{v:.3f}" if math.isfinite(v) else str(v)
     )
@@ -549,7 +550,7 @@ def plot_phirm_by_mask(df: pd.DataFrame, path: str | Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    s = summarise(df)
+    s = evaluation_table(df)
     models = list(dict.fromkeys(s.model))
     fams = list(dict.fromkeys(s["mask"]))
     d = df.replace([np.inf], np.nan)
@@ -609,3 +610,8 @@ def _plot_examples(ex: Mapping[str, Any], path: Path, spec: str) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)
+
+
+#: The former name of :func:`evaluation_table` (kept importable; issue 21: three functions were
+#: named ``summarise``).
+summarise = evaluation_table

@@ -13,7 +13,7 @@ Three layers, each usable on its own:
 3. the reduction -- :func:`to_dataset` stacks kernel results of many fields into an
    :class:`xarray.Dataset` (dims ``row``, ``column``, ``field``, ``window``), computes NCD, NAD,
    AAD and PhIRM per window (vectorised :func:`phirm_scale.metric.phirm_from_components`) and
-   adds field, well and plate summaries (:func:`summarise`).
+   adds field, well and plate summaries (:func:`level_summary`).
 
 :func:`write_qc` / :func:`open_qc` store the Dataset with ``to_zarr`` / ``xr.open_zarr``,
 :func:`to_table` flattens it to one row per window and :func:`field_table` to one row per
@@ -84,6 +84,7 @@ __all__ = [
     "parse_window",
     "score_field",
     "summarise",
+    "level_summary",
     "to_dataset",
     "to_table",
     "window_grid",
@@ -108,7 +109,7 @@ KERNEL_VARIABLES = (
 #: Per-window variables of the QC Dataset, in this order (``masked_fraction`` only with a mask).
 WINDOW_VARIABLES = KERNEL_VARIABLES[:8] + ("ncd", "nad", "aad", "phirm") + KERNEL_VARIABLES[8:]
 
-#: Statistics of PhIRM in every summary (see :func:`summarise`).
+#: Statistics of PhIRM in every summary (see :func:`level_summary`).
 SUMMARY_STATISTICS = ("phirm_mean", "phirm_min", "phirm_p05", "phirm_frac_below", "n_windows")
 
 _DESCRIPTIONS = {
@@ -360,7 +361,7 @@ _LEVEL_DIMS = {
 }
 
 
-def summarise(
+def level_summary(
     ds: xr.Dataset, level: str = "plate", *, threshold: float | None = None
 ) -> xr.Dataset:
     """Summaries of the per-window variables at ``level`` 'field', 'well' or 'plate'.
@@ -383,7 +384,7 @@ def summarise(
         ``ref_*`` / ``rec_*``.  Units without any window are NaN (``n_windows`` 0).
     """
     if level not in _LEVEL_DIMS:
-        raise InputError(f"summarise: level must be 'field', 'well' or 'plate', got {level!r}")
+        raise InputError(f"level_summary: level must be 'field', 'well' or 'plate', got {level!r}")
     if threshold is None:
         threshold = float(ds.attrs.get("threshold", 0.9))
     red = _LEVEL_DIMS[level]
@@ -427,11 +428,11 @@ def summarise(
 def add_summaries(ds: xr.Dataset, *, threshold: float | None = None) -> xr.Dataset:
     """Return ``ds`` with field, well and plate summaries as ``field_*``, ``well_*``, ``plate_*``.
 
-    See :func:`summarise` for the variables.
+    See :func:`level_summary` for the variables.
     """
     ds = ds.copy()
     for level in ("field", "well", "plate"):
-        s = summarise(ds, level, threshold=threshold)
+        s = level_summary(ds, level, threshold=threshold)
         for name, var in s.data_vars.items():
             ds[f"{level}_{name}"] = var.variable
     return ds
@@ -792,7 +793,7 @@ def add_field_results(
 def summarise_variable(ds: xr.Dataset, name: str, level: str) -> dict[str, np.ndarray]:
     """Summarise per-window variable ``name`` at ``level`` ('field', 'well', 'plate').
 
-    Mean, min and 5th percentile, NaN-aware (as :func:`summarise` does for ``phirm``).
+    Mean, min and 5th percentile, NaN-aware (as :func:`level_summary` does for ``phirm``).
     """
     if level not in _LEVEL_DIMS:
         raise InputError(
@@ -927,3 +928,8 @@ def flagged_fields(ds: xr.Dataset) -> list[tuple[str, str, int, int]]:
             )
         )
     return out
+
+
+#: The former name of :func:`level_summary` (kept importable; issue 21: three functions were
+#: named ``summarise``).
+summarise = level_summary

@@ -56,6 +56,7 @@ __all__ = [
     "plot_validation",
     "remove_nuclei",
     "summarise",
+    "validation_table",
     "validate_image",
     "validate_metric",
 ]
@@ -465,7 +466,7 @@ def validate_metric(
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         df.to_csv(out / "validation.csv", index=False)
-        summarise(df).to_csv(out / "validation_summary.csv")
+        validation_table(df).to_csv(out / "validation_summary.csv")
         if plot:
             plot_validation(df, out / "validation.png")
             assert first is not None  # _list_fields returned at least one field
@@ -473,7 +474,7 @@ def validate_metric(
     return df
 
 
-def summarise(df: pd.DataFrame) -> pd.DataFrame:
+def validation_table(df: pd.DataFrame) -> pd.DataFrame:
     """Mean and standard deviation of every metric per manipulation and strength."""
     cols = ["phirm", "phirm_reference", "psnr", "ssim", "ncd", "nad", "aad"]
     d = df.replace([np.inf], np.nan)
@@ -547,3 +548,8 @@ def _plot_examples(
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+#: The former name of :func:`validation_table` (kept importable; issue 21: three functions were
+#: named ``summarise``).
+summarise = validation_table

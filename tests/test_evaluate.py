@@ -9,9 +9,9 @@ import pytest
 from phirm_scale.errors import InputError
 from phirm_scale.evaluate import (
     evaluate,
+    evaluation_table,
     format_table,
     parse_checkpoints,
-    summarise,
     tile_masks,
 )
 from phirm_scale.metric import score
@@ -78,7 +78,7 @@ def test_oracle_scores_one_and_zero_fill_scores_lower(tiles):
     assert (o.phirm == 1.0).all() and (o.phirm_reference == 1.0).all()
     assert (o.psnr == np.inf).all() and (o.ssim == 1.0).all()
     z = df[df.model == "zeros"]
-    s = summarise(df).set_index(["model", "mask"])
+    s = evaluation_table(df).set_index(["model", "mask"])
     for fam in FAMILIES:
         assert s.loc[("zeros", fam), "phirm"] < 1.0
         assert s.loc[("zeros", fam), "psnr"] < 40

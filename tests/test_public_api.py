@@ -88,7 +88,7 @@ def test_validate_metric_summarise_means_and_stds():
             "aad": [0.0, 0.0, 0.0],
         }
     )
-    s = validate_metric.summarise(df).loc[("nuclei_removed", 0.1)]
+    s = validate_metric.validation_table(df).loc[("nuclei_removed", 0.1)]
     assert s[("phirm", "mean")] == pytest.approx(0.5)
     assert s[("phirm", "std")] == pytest.approx(0.5)  # sample std of 1, 0.5, 0
     assert s[("psnr", "mean")] == pytest.approx(25.0)
@@ -110,11 +110,16 @@ def test_clashing_old_names_are_gone(module, old):
     assert old not in getattr(module, "__all__", [])
 
 
-def test_summaries_share_one_name():
+def test_the_three_summaries_have_distinct_names_and_the_old_one_still_imports():
+    """Issue 21: qc, evaluate and validate_metric each had a ``summarise`` (three concepts, one
+    name); each now has its own name, and ``summarise`` stays importable as that function."""
     from phirm_scale import qc
 
-    for module in (qc, evaluate, validate_metric):
-        assert "summarise" in module.__all__ and callable(module.summarise)
+    names = {qc: "level_summary", evaluate: "evaluation_table", validate_metric: "validation_table"}
+    assert len(set(names.values())) == 3
+    for module, name in names.items():
+        assert name in module.__all__ and callable(getattr(module, name))
+        assert module.summarise is getattr(module, name)
 
 
 def test_cli_has_one_mode_enum_and_no_cli_error():

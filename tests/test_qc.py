@@ -276,8 +276,8 @@ def test_summaries_match_numpy(small_results):
         e["rec_nuclei_count"] for rows in loops.values() for e in rows
     )
     assert int(ds.plate_n_windows) == 12
-    # summarise() with another threshold
-    s = qc.summarise(ds, "plate", threshold=1.01)
+    # level_summary() with another threshold
+    s = qc.level_summary(ds, "plate", threshold=1.01)
     assert float(s.phirm_frac_below) == 1.0
 
 

@@ -133,10 +133,10 @@ def validate_metric_cmd(
     seed: int = typer.Option(0, "--seed", help="Seed of the manipulations."),
 ) -> None:
     """Paper 4.1: PhIRM, PSNR and SSIM of nuclei removed / eroded / artefacts added."""
-    from phirm_scale.validate_metric import summarise, validate_metric
+    from phirm_scale.validate_metric import validate_metric, validation_table
 
     df = validate_metric(fields, out_dir=out, limit=limit, seed=seed)
-    s = summarise(df)
+    s = validation_table(df)
     flat = s.xs("mean", axis=1, level=1)[["phirm", "phirm_reference", "psnr", "ssim"]]
     typer.echo(f"mean over {df['field'].nunique()} field(s):")
     typer.echo(flat.round(3).to_string())

@@ -230,9 +230,9 @@ def score_command(
 
 def plate_summary(ds: xr.Dataset) -> dict[str, Any]:
     """Return the plate summary of a QC Dataset as plain numbers (the --json object)."""
-    from phirm_scale.qc import summarise
+    from phirm_scale.qc import level_summary
 
-    p = summarise(ds, "plate")
+    p = level_summary(ds, "plate")
     out = {
         "threshold": float(ds.attrs.get("threshold", DEFAULT_SELFCHECK_THRESHOLD)),
         "mode": ds.attrs.get("mode", "paper"),
@@ -271,9 +271,9 @@ def print_summary(ds: xr.Dataset, *, worst_wells: int = 5) -> None:
     A rich table on a terminal, tab-separated values otherwise.
     """
     from phirm_scale.cli._app import print_table
-    from phirm_scale.qc import summarise
+    from phirm_scale.qc import level_summary
 
-    p = summarise(ds, "plate")
+    p = level_summary(ds, "plate")
     thr = float(ds.attrs.get("threshold", DEFAULT_SELFCHECK_THRESHOLD))
     rows: list[list] = []
 
@@ -320,7 +320,7 @@ def print_summary(ds: xr.Dataset, *, worst_wells: int = 5) -> None:
         for r, c, f, code in flagged_fields(ds)[: worst_wells * 2]:
             why = ", ".join(k for k, b in FLAG_BITS.items() if code & b)
             typer.echo(f"flagged {r}{c} field {f}: {why}")
-    w = summarise(ds, "well")
+    w = level_summary(ds, "well")
     m = w.phirm_mean.stack(well=("row", "column")).dropna("well")
     order = sorted(
         zip(

@@ -121,11 +121,11 @@ def write_report(qc: xr.Dataset | str | Path, out_dir: str | Path, *, worst: int
 
 
 def _write_report(ds: xr.Dataset, out: Path, worst: int) -> Path:
-    from phirm_scale.qc import summarise
+    from phirm_scale.qc import level_summary
 
     plate_heatmap(ds, out / "heatmap.png")
     phirm_histogram(ds, out / "histogram.png")
-    plate = summarise(ds, "plate")
+    plate = level_summary(ds, "plate")
     worst_html, note = _worst_rows(ds, out, worst)
     against = _scored_against(ds)
     panels = (
@@ -202,7 +202,7 @@ def _worst_rows(ds: xr.Dataset, out: Path, worst: int) -> tuple[str, str]:
 
 
 def _summary(ds: xr.Dataset, plate: xr.Dataset) -> list[tuple[str, object]]:
-    """Return the plate summary's ``(name, value)`` rows (``plate``: ``qc.summarise``)."""
+    """Return the plate summary's ``(name, value)`` rows (``plate``: ``qc.level_summary``)."""
     thr = float(ds.attrs.get("threshold", DEFAULT_SELFCHECK_THRESHOLD))
     against = _scored_against(ds)
     summary: list[tuple[str, object]] = [
