@@ -44,6 +44,19 @@ def test_hand_field_components():
     assert m.dtype == np.uint8 and set(np.unique(m)) <= {0, 1}
 
 
+def test_the_function_default_is_the_stage_default_4_px():
+    """``saturation_mask(img)`` grows by 4 px, as ``masks --method saturation`` and ``run``
+    do (docs/qc-without-ground-truth.md section 8a; the function's default was 1)."""
+    from phirm_scale.stages.masks import DEFAULT_DILATIONS
+
+    img = hand_field()
+    core = np.zeros(img.shape, bool)
+    core[10:30, 10:30] = True
+    core[50:60, 50:60] = True
+    np.testing.assert_array_equal(saturation_mask(img).astype(bool), hand_dilate(core, 4))
+    assert DEFAULT_DILATIONS["saturation"] == 4
+
+
 @pytest.mark.parametrize("r", [1, 2, 3, 4])
 def test_hand_field_dilation(r):
     img = hand_field()

@@ -23,8 +23,9 @@ from phirm_scale.validation import check_image
 
 __all__ = ["saturation_mask", "dilate_mask", "DEFAULT_DILATION"]
 
-#: Default dilation radius of :func:`saturation_mask`, px (docs/qc-without-ground-truth.md).
-DEFAULT_DILATION = 1
+#: Default dilation radius of :func:`saturation_mask`, px: the masks stage's and ``run``'s
+#: (docs/qc-without-ground-truth.md section 8a, measured on blurred-rim composites; it was 1).
+DEFAULT_DILATION = 4
 
 
 def dilate_mask(mask: np.ndarray, radius: int) -> np.ndarray:
