@@ -38,6 +38,7 @@ import xarray as xr
 from phirm_scale import qc as _qc
 from phirm_scale.errors import PhirmError
 from phirm_scale.plate import ATTRS_KEY
+from phirm_scale.qc.store import _fixed_strings, _stable_strings
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -298,9 +299,7 @@ def write_screen_qc(
         with warnings.catch_warnings():
             # consolidated metadata: a zarr-python extension ("must_understand": false)
             warnings.filterwarnings("ignore", message=".*Consolidated metadata.*")
-            _qc._stable_strings(ds).to_zarr(
-                tmp, mode="w-", encoding=_encoding(ds), consolidated=True
-            )
+            _stable_strings(ds).to_zarr(tmp, mode="w-", encoding=_encoding(ds), consolidated=True)
             mark_store(tmp, "run")
     _qc.write_tables(
         ds,
@@ -319,6 +318,6 @@ def open_screen_qc(path: str | Path) -> xr.Dataset:
     path = Path(path)
     if not path.exists():
         raise PhirmError(f"{path}: QC store not found")
-    ds = _qc._fixed_strings(xr.open_zarr(path).load())
+    ds = _fixed_strings(xr.open_zarr(path).load())
     ds.attrs.pop(ATTRS_KEY, None)  # the store's output marker, not part of the data
     return ds

@@ -74,6 +74,43 @@ def _loop_reference(ref, rec, window, params=None, mask=None):
     return rows
 
 
+# ----------------------------------------------------------------------------- package
+def test_every_name_of_the_former_qc_module_is_importable_from_phirm_scale_qc():
+    """qc.py became a package (issue 21): what it defined is still ``phirm_scale.qc.X``, the
+    same object as in the module that now holds it; __all__ is unchanged; the geometry is
+    still grid's."""
+    import importlib
+
+    from phirm_scale import flags, grid
+
+    where = {
+        "kernel": "WINDOW COMPONENTS KERNEL_VARIABLES WINDOW_VARIABLES SUMMARY_STATISTICS "
+        "_DESCRIPTIONS score_field",
+        "dataset": "_params_attrs to_dataset _key_index add_field_results",
+        "summaries": "_LEVEL_DIMS level_summary add_summaries summarise_variable "
+        "add_selfcheck_summaries summarise",
+        "flagging": "flag_fields flagged_fields",
+        "store": "COUNT_SUFFIXES _NOT_COUNTS FLAG_DTYPE INT_FILL is_count _is_integer _integral "
+        "zarr_encoding _stable_strings _fixed_strings _int_columns _window_names _field_names "
+        "to_table field_table write_qc write_tables open_qc",
+    }
+    for module, names in where.items():
+        m = importlib.import_module(f"phirm_scale.qc.{module}")
+        for name in names.split():
+            assert getattr(qc, name) is getattr(m, name), name
+    for name in ("WindowGrid", "window_grid", "window_starts", "parse_window"):
+        assert getattr(qc, name) is getattr(grid, name)
+    assert qc.flag_codes is flags.flag_codes and qc.FLAG_BITS is flags.FLAG_BITS
+    assert qc.summarise is qc.level_summary and qc.WINDOW == 256
+    assert sorted(qc.__all__) == sorted(
+        "COMPONENTS FLAG_BITS add_field_results add_selfcheck_summaries flag_fields "
+        "flagged_fields summarise_variable KERNEL_VARIABLES SUMMARY_STATISTICS WINDOW "
+        "WINDOW_VARIABLES WindowGrid add_summaries COUNT_SUFFIXES field_table is_count open_qc "
+        "zarr_encoding parse_window score_field summarise level_summary to_dataset to_table "
+        "window_grid window_starts write_qc write_tables".split()
+    )
+
+
 # ------------------------------------------------------------------------------ geometry
 def test_window_starts_literal():
     assert qc.window_starts(600, 256).tolist() == [0, 256, 344]
