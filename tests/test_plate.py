@@ -277,3 +277,51 @@ def test_zero_fields_and_labels_keep_their_chunks_while_other_threads_use_zarr_c
         t.join()
         sys.setswitchinterval(old_interval)
     assert zarr.config.get("array.write_empty_chunks") is False  # the global left as found
+
+
+def test_every_name_of_the_former_plate_module_is_importable_from_phirm_scale_plate():
+    """plate.py became a package (issue 21): what it defined is still ``phirm_scale.plate.X``,
+    the same object as in the module that now holds it, and __all__ is unchanged."""
+    import importlib
+
+    import phirm_scale.plate as plate
+
+    where = {
+        "keys": "FieldKey FieldKeyLike row_name row_index",
+        "ngff": "NGFF_VERSION _AXES _DIMS _ALL_CHUNKS _LABEL_TITLES _COLORS _LABEL_COLORS "
+        "_OTHER_LABEL_COLORS RANGE_KEY _zarr _compressor _level_shape downsample2 _multiscales "
+        "_omero label_color _field_attrs",
+        "markers": "_group_marker field_done read_field_marker read_root_attrs",
+        "fields": "_read_one _missing_chunk _checked_array _create_field_group _write_field_data",
+        "store": "Plate open_field_view open_plate display_metadata",
+        "create": "remove_store _check_layout _prepare_output _create_layout "
+        "_write_plate_metadata create_plate create_plate_like",
+        "viewer": "intensity_range data_windows write_viewer_metadata set_display_metadata "
+        "_scale_multiscales",
+    }
+    for module, names in where.items():
+        m = importlib.import_module(f"phirm_scale.plate.{module}")
+        for name in names.split():
+            assert getattr(plate, name) is getattr(m, name), name
+    from phirm_scale.errors import OutputError
+    from phirm_scale.outputs import ATTRS_KEY
+
+    assert plate.ATTRS_KEY is ATTRS_KEY and plate.PlateError is PlateError
+    assert plate.OutputError is OutputError
+    assert plate.NGFF_VERSION == "0.5" and plate.RANGE_KEY == "intensity_p0.1_p99.9"
+    assert sorted(plate.__all__) == sorted(
+        "FieldKey FieldKeyLike Plate open_plate create_plate create_plate_like row_name "
+        "row_index NGFF_VERSION ATTRS_KEY open_field_view field_done read_field_marker "
+        "read_root_attrs remove_store downsample2 intensity_range set_display_metadata "
+        "display_metadata".split()
+    )
+
+
+def test_importing_the_plate_package_leaves_zarr_and_dask_unimported():
+    """``import phirm_scale.plate`` stays light: zarr and dask load on first use."""
+    import subprocess
+    import sys
+
+    code = "import sys, phirm_scale.plate; print([m for m in ('zarr', 'dask') if m in sys.modules])"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
