@@ -150,7 +150,7 @@ def rect_mask(
     Examples
     --------
     >>> m = rect_mask((256, 256), (0.3, 0.4), rng=np.random.default_rng(0))
-    >>> 0.3 <= m.mean() < 0.4
+    >>> bool(0.3 <= m.mean() < 0.4)
     True
     """
     h_img, w_img = _check_shape(shape)
