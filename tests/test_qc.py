@@ -86,7 +86,7 @@ def test_every_name_of_the_former_qc_module_is_importable_from_phirm_scale_qc():
     where = {
         "kernel": "WINDOW COMPONENTS KERNEL_VARIABLES WINDOW_VARIABLES SUMMARY_STATISTICS "
         "_DESCRIPTIONS score_field",
-        "dataset": "_params_attrs to_dataset _key_index add_field_results",
+        "dataset": "_params_attrs params_from_attrs to_dataset _key_index add_field_results",
         "summaries": "_LEVEL_DIMS level_summary add_summaries summarise_variable "
         "add_selfcheck_summaries summarise",
         "flagging": "flag_fields flagged_fields",
@@ -103,12 +103,23 @@ def test_every_name_of_the_former_qc_module_is_importable_from_phirm_scale_qc():
     assert qc.flag_codes is flags.flag_codes and qc.FLAG_BITS is flags.FLAG_BITS
     assert qc.summarise is qc.level_summary and qc.WINDOW == 256
     assert sorted(qc.__all__) == sorted(
-        "COMPONENTS FLAG_BITS add_field_results add_selfcheck_summaries flag_fields "
-        "flagged_fields summarise_variable KERNEL_VARIABLES SUMMARY_STATISTICS WINDOW "
+        "COMPONENTS FLAG_BITS add_field_results params_from_attrs add_selfcheck_summaries "
+        "flag_fields flagged_fields summarise_variable KERNEL_VARIABLES SUMMARY_STATISTICS WINDOW "
         "WINDOW_VARIABLES WindowGrid add_summaries COUNT_SUFFIXES field_table is_count open_qc "
         "zarr_encoding parse_window score_field summarise level_summary to_dataset to_table "
         "window_grid window_starts write_qc write_tables".split()
     )
+
+
+def test_params_read_back_from_a_qc_dataset_are_the_ones_it_was_made_with():
+    """qc.params_from_attrs inverts the ``param_*`` attributes to_dataset writes (the
+    self-check stage reads the QC's PhIRM parameters through it), defaults where absent."""
+    from phirm_scale.metric import PhirmParams
+
+    made = PhirmParams.for_mode("reference")
+    assert made != PhirmParams()
+    assert qc.params_from_attrs(qc._params_attrs(made)) == made
+    assert qc.params_from_attrs({"window": 256}) == PhirmParams()
 
 
 # ------------------------------------------------------------------------------ geometry

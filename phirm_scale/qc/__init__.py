@@ -54,7 +54,13 @@ from phirm_scale.grid import (  # re-exported: the window geometry lives in grid
     window_starts,
 )
 from phirm_scale.plate import ATTRS_KEY
-from phirm_scale.qc.dataset import _key_index, _params_attrs, add_field_results, to_dataset
+from phirm_scale.qc.dataset import (
+    _key_index,
+    _params_attrs,
+    add_field_results,
+    params_from_attrs,
+    to_dataset,
+)
 from phirm_scale.qc.flagging import flag_fields, flagged_fields
 from phirm_scale.qc.kernel import (
     _DESCRIPTIONS,
@@ -99,6 +105,7 @@ __all__ = [
     "COMPONENTS",
     "FLAG_BITS",
     "add_field_results",
+    "params_from_attrs",
     "add_selfcheck_summaries",
     "flag_fields",
     "flagged_fields",

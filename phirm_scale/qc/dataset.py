@@ -37,6 +37,17 @@ def _params_attrs(params: metric.PhirmParams) -> dict[str, Any]:
     return out
 
 
+def params_from_attrs(attrs: Mapping[str, Any]) -> metric.PhirmParams:
+    """Return the PhIRM parameters a QC Dataset records.
+
+    Its ``param_*`` attributes (written by :func:`to_dataset`); the defaults for those it
+    lacks.
+    """
+    return metric.PhirmParams(
+        **{k[len("param_") :]: v for k, v in attrs.items() if k.startswith("param_")}
+    )
+
+
 def to_dataset(
     results: Mapping[tuple[Any, ...], Mapping[str, np.ndarray]],
     grid: WindowGrid,

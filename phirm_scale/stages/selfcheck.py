@@ -520,7 +520,7 @@ def selfcheck_qc(
     InputError
         A ``hidden_threshold`` that is not a finite number > 0 (checked before any work).
     """
-    from phirm_scale import metric
+    from phirm_scale import qc
     from phirm_scale.fieldqc import check_hidden_threshold
     from phirm_scale.plate import FieldKey
     from phirm_scale.stages.score import parse_plate_spec
@@ -545,13 +545,7 @@ def selfcheck_qc(
     if chan is None:
         chan = _plate(spec.source).channel_names[spec.channel]
     rc = rec.channel_index(chan)
-    params = (
-        metric.PhirmParams(
-            **{k[len("param_") :]: v for k, v in ds.attrs.items() if k.startswith("param_")}
-        )
-        if any(k.startswith("param_") for k in ds.attrs)
-        else metric.PhirmParams()
-    )
+    params = qc.params_from_attrs(ds.attrs)
     win = ds.attrs.get("window", 256)
     keys = [
         FieldKey(str(r), str(c), int(f)) for r, c, f in ((k[0], k[1], k[2]) for k in rec.fields)
@@ -607,14 +601,12 @@ def add_estimate(ds: xr.Dataset) -> xr.Dataset:
     """
     import xarray as xr
 
-    from phirm_scale import fieldqc, metric
+    from phirm_scale import fieldqc, qc
 
     need = ("selfcheck_phirm", *fieldqc.RESIDUAL_WINDOW_VARIABLES)
     if any(v not in ds for v in need):
         return ds
-    params = metric.PhirmParams(
-        **{k[len("param_") :]: v for k, v in ds.attrs.items() if k.startswith("param_")}
-    )
+    params = qc.params_from_attrs(ds.attrs)
     dims = ds["selfcheck_phirm"].dims
     est = fieldqc.estimated_phirm(
         ds["selfcheck_phirm"].values,
