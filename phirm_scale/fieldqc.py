@@ -636,7 +636,7 @@ def residual_window_terms(
     rec = _field(restored, f"{name}: restored")
     if rec.shape != src.shape:
         raise InputError(f"{name}: restored shape {rec.shape} != source shape {src.shape}")
-    lo, hi = known_range(src, hole, margin=RESIDUAL_MARGIN, name=name)
+    lo, hi = u8_range = known_range(src, hole, margin=RESIDUAL_MARGIN, name=name)
     # residual artefacts as PhIRM finds them: per window (its Otsu threshold is the window's;
     # on the whole field a rim can merge with nuclei into one dimmer component)
     u8 = metric.to_uint8(rec, lo=lo, hi=hi, name=name)
@@ -654,7 +654,8 @@ def residual_window_terms(
             lo, hi = known_range(src, art | hole, margin=RESIDUAL_MARGIN, name=name)
     keep = ~art & ~hole
     background = float(np.median(rec[keep])) if keep.any() else lo
-    rec_u8 = metric.to_uint8(rec, lo=lo, hi=hi, name=name)
+    # the first normalisation stands unless the range re-taken without the artefacts moved
+    rec_u8 = u8 if (lo, hi) == u8_range else metric.to_uint8(rec, lo=lo, hi=hi, name=name)
     est = rec.astype(np.float64, copy=True)
     est[art] = background
     # invented fills: nucleus components of the restored field mostly inside the holes
@@ -666,9 +667,12 @@ def residual_window_terms(
         if invented.size:
             est[np.isin(seg.labels, invented)] = background
     est_u8 = metric.to_uint8(est, lo=lo, hi=hi, name=name)
+    changed = est_u8 != rec_u8
     n = len(slices)
     out = {k: np.zeros(n) for k in RESIDUAL_WINDOW_VARIABLES}
     for i, sl in enumerate(slices):
+        if not changed[sl].any():  # the same pixels segment the same: all three terms 0
+            continue
         r = metric.components(np.ascontiguousarray(rec_u8[sl]), p)
         e = metric.components(np.ascontiguousarray(est_u8[sl]), p)
         out["residual_artefact_window"][i] = float(r.artefact_area - e.artefact_area)
